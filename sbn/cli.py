@@ -1,0 +1,44 @@
+"""``sbn``: the one console script. Each subcommand lives in the package that owns it.
+
+A command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their command runs, so ``sbn --help`` stays fast and the device
+image never imports training code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "report": ("sbn.report", "per-split-point bytes, compression, FLOPs and energy (paper Tables 1 and 3)"),
+    "predict": ("sbn.predict", "classify an image with the whole model in one process (the reference path)"),
+    "edge": ("edge.server", "serve the tail half over gRPC"),
+    "device": ("device.app", "serve the head half and the HTTP API (/classify)"),
+    "up": ("sbn.up", "start edge and device together locally, without Docker"),
+    "bench": ("bench.e2e", "latency and throughput: HTTP -> gRPC split path vs. monolithic"),
+    "train": ("training.cli", "pretrain, fine-tune with a bottleneck, sweep split points, demo models"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="sbn", description="SpikeBottleNet: split spiking inference, device <-> edge")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    # Parse the command name first, then let its module define and parse the rest.
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv)
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    command_parser = argparse.ArgumentParser(prog=f"sbn {name}", description=COMMANDS[name][1])
+    module.add_arguments(command_parser)
+    return int(module.run(command_parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

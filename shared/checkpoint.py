@@ -1,0 +1,182 @@
+"""Checkpoints: safetensors weights with the whole model config and a fingerprint in the metadata.
+
+Layout of the safetensors metadata (all values are strings, as the format requires):
+
+    format       "spikebottlenet/1"
+    config       JSON of ModelConfig (arch, width, classes, split point, bottleneck, T, LIF, normalization, labels)
+    digests      JSON {part: sha256 of that part's tensors}; parts are "head" and "tail" for a split
+                 model, "backbone" for a plain one
+    fingerprint  sha256 of the canonical config JSON and the part digests
+    info         JSON of free-form facts (accuracy, training command, "trained": false ...)
+
+Per-part digests let the edge verify only the tail tensors it loads (and the device only the head)
+while both still arrive at the same model fingerprint, which they compare on every request.
+Nothing here unpickles: safetensors stores raw tensors and a JSON header, so loading an untrusted
+file cannot execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .split_model import ModelConfig, build_model
+
+FORMAT = "spikebottlenet/1"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a valid, intact SpikeBottleNet checkpoint."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    config: ModelConfig
+    fingerprint: str
+    digests: dict[str, str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.info.get("trained", False))
+
+
+def _part_names(config: ModelConfig) -> tuple[str, ...]:
+    return ("head", "tail") if config.bottleneck else ("backbone",)
+
+
+def _part_of(name: str, config: ModelConfig) -> str:
+    return name.split(".", 1)[0] if config.bottleneck else "backbone"
+
+
+def _canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _fingerprint(config: ModelConfig, digests: dict[str, str]) -> str:
+    return hashlib.sha256(_canonical_json({"config": config.to_dict(), "digests": digests}).encode()).hexdigest()
+
+
+def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
+                    info: dict[str, Any] | None = None) -> str:
+    """Write ``model``'s weights and ``config``; returns the fingerprint."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    parts: dict[str, dict[str, torch.Tensor]] = {p: {} for p in _part_names(config)}
+    for name, tensor in state.items():
+        part = _part_of(name, config)
+        if part not in parts:
+            raise CheckpointError(f"tensor {name!r} belongs to no part of this model ({', '.join(parts)})")
+        parts[part][name] = tensor
+    digests = {p: _digest(ts) for p, ts in parts.items()}
+    fingerprint = _fingerprint(config, digests)
+    metadata = {
+        "format": FORMAT,
+        "config": _canonical_json(config.to_dict()),
+        "digests": _canonical_json(digests),
+        "fingerprint": fingerprint,
+        "info": _canonical_json(info or {}),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+    return fingerprint
+
+
+def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
+    """Parse and validate the metadata without reading any weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a safetensors file (or it is truncated): {e}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a SpikeBottleNet checkpoint "
+                              f"(metadata format {metadata.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        digests = json.loads(metadata["digests"])
+        info = json.loads(metadata.get("info", "{}"))
+        fingerprint = metadata["fingerprint"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed checkpoint metadata ({type(e).__name__}: {e})") from None
+    if set(digests) != set(_part_names(config)):
+        raise CheckpointError(f"{path}: digests for {sorted(digests)}, expected {list(_part_names(config))}")
+    if _fingerprint(config, digests) != fingerprint:
+        raise CheckpointError(f"{path}: the fingerprint does not match the config and digests in the metadata")
+    return CheckpointInfo(path, config, fingerprint, digests, info)
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    checkpoint: CheckpointInfo
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.checkpoint.config
+
+    @property
+    def fingerprint(self) -> str:
+        return self.checkpoint.fingerprint
+
+
+def load_checkpoint(path: str | os.PathLike, part: str = "full") -> LoadedModel:
+    """Build ``part`` ("full", "head" or "tail") and load its weights, verifying them first.
+
+    Only the tensors of the requested part are read from disk; their digest must match the one
+    recorded at save time, so a file whose weights were changed is refused before use.
+    """
+    ckpt = read_checkpoint_info(path)
+    model = build_model(ckpt.config, part)
+    wanted = _part_names(ckpt.config) if part == "full" else (part,)
+    prefix = "" if part == "full" else f"{part}."
+    state: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(ckpt.path), framework="pt") as f:
+            for name in f.keys():
+                if _part_of(name, ckpt.config) in wanted:
+                    state[name] = f.get_tensor(name)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.path}: cannot read tensors: {e}") from None
+    for p in wanted:
+        got = _digest({k: v for k, v in state.items() if _part_of(k, ckpt.config) == p})
+        if got != ckpt.digests[p]:
+            raise CheckpointError(f"{ckpt.path}: the {p} weights do not match their recorded digest "
+                                  f"(modified after saving?)")
+    try:
+        model.load_state_dict({k[len(prefix):]: v for k, v in state.items()})
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt.path}: weights do not fit the model in its config: {e}") from None
+    return LoadedModel(model.eval(), ckpt)
+
+
+def default_checkpoint(split_point: int) -> Path:
+    """The embedded demo checkpoint for a split point (shipped in shared/models/)."""
+    path = DEFAULT_MODEL_DIR / f"digits_rb{split_point}.safetensors"
+    if not path.is_file():
+        available = sorted(p.name for p in DEFAULT_MODEL_DIR.glob("*.safetensors"))
+        raise CheckpointError(f"no embedded checkpoint for split point {split_point} "
+                              f"(shared/models has: {', '.join(available) or 'nothing'})")
+    return path

@@ -1,0 +1,167 @@
+"""Energy accounting from measured spikes (paper section 4.3, Eq. 7-8).
+
+For every conv layer l the device runs, per image:
+
+    FLOPs_l = (output elements of one time step) * (C_in / groups) * k_h * k_w      (multiply-accumulates)
+    fr_l    = spikes into l / (T * neurons of l's input)                              (firing rate)
+    SyOPs_l = fr_l * T * FLOPs_l                                                      (accumulates actually done)
+
+    SNN, 45 nm:  E = 0.9 pJ * sum SyOPs        ROLLS chip: E = 77 fJ * sum SyOPs
+    ANN baseline (the same layers in a conventional network, BottleNet++ style): E = 4.6 pJ * sum FLOPs
+
+Which layers count: ``paper`` mode counts, as the paper does, only the convs inside the residual
+blocks RB1..RBk. ``complete`` mode adds the stem conv (real-valued input, so MACs at 4.6 pJ,
+computed once since the input is the same at every step), the down-sampling shortcut convs and
+the encoder conv (both on spikes, so SyOPs). FLOPs come from the modules' shapes as the model
+runs; nothing is tabulated per layer. On the meta device the same walk gives FLOPs without
+computing anything (``structural_flops``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+import torch
+from torch import nn
+
+E_MAC_45NM_PJ = 4.6
+E_AC_45NM_PJ = 0.9
+E_SYOP_ROLLS_PJ = 0.077
+PJ_PER_MJ = 1e9
+
+
+class CountMode(str, Enum):
+    PAPER = "paper"
+    COMPLETE = "complete"
+
+
+def layer_role(name: str) -> str:
+    """'stem', 'shortcut', 'encoder' or 'block' from a conv's qualified name in a head."""
+    if name.startswith("stem."):
+        return "stem"
+    if name.startswith("encoder."):
+        return "encoder"
+    if ".shortcut." in name:
+        return "shortcut"
+    return "block"
+
+
+def is_counted(role: str, mode: CountMode) -> bool:
+    return mode is CountMode.COMPLETE or role == "block"
+
+
+@dataclass
+class ConvActivity:
+    """One conv layer in one forward pass."""
+
+    name: str
+    role: str
+    flops: int  # MACs per image per time step
+    input_neurons: int  # C * H * W of the input, per image per time step
+    spikes: torch.Tensor | None = None  # [B] spikes into the layer over all T; None for the stem / meta
+
+
+@dataclass(frozen=True)
+class EnergyEstimate:
+    """Per-image device energy of one forward pass, in the units of the /classify response."""
+
+    flops: int  # ANN-equivalent MACs of the counted layers
+    syops: float  # synaptic operations on spikes
+    firing_rate: float  # spikes / (T * neurons) over the counted spiking layers' inputs
+    device_45nm_mj: float
+    device_rolls_mj: float
+    ann_baseline_45nm_mj: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class ActivityMonitor:
+    """Forward hooks on every Conv2d of a head; after a forward, holds what each layer did.
+
+        with ActivityMonitor(head, time_steps=T) as monitor:
+            spikes = head(images)
+        estimates = monitor.estimates()  # one EnergyEstimate per image
+    """
+
+    model: nn.Module
+    time_steps: int
+    mode: CountMode = CountMode.PAPER
+    layers: list[ConvActivity] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mode = CountMode(self.mode)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> ActivityMonitor:
+        self.layers.clear()
+        for name, module in self.model.named_modules():
+            # ConvTranspose2d is not a Conv2d subclass: the decoder (edge side) is never counted
+            if type(module) is nn.Conv2d:
+                self._handles.append(module.register_forward_hook(self._hook(name.replace(".module", ""))))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _hook(self, name: str):
+        role = layer_role(name)
+
+        def record(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            x = inputs[0]  # [T*B, C, H, W] for time-folded convs; [B, 3, H, W] for the stem
+            k_h, k_w = module.kernel_size
+            flops = output[0].numel() * (module.in_channels // module.groups) * k_h * k_w
+            spikes = None
+            if role != "stem" and not x.is_meta:
+                # spikes are 0/1, so their count is the sum; rows are t-major after folding
+                spikes = x.detach().reshape(self.time_steps, -1, x[0].numel()).sum(dim=(0, 2))
+            self.layers.append(ConvActivity(name, role, flops, x[0].numel(), spikes))
+
+        return record
+
+    def counted(self) -> list[ConvActivity]:
+        return [layer for layer in self.layers if is_counted(layer.role, self.mode)]
+
+    def flops(self) -> int:
+        return sum(layer.flops for layer in self.counted())
+
+    def estimates(self) -> list[EnergyEstimate]:
+        layers = self.counted()
+        spiking = [layer for layer in layers if layer.role != "stem"]
+        if not spiking or spiking[0].spikes is None:
+            raise RuntimeError("no spikes were recorded: run a real (non-meta) forward inside the monitor")
+        flops = sum(layer.flops for layer in layers)
+        mac_flops = sum(layer.flops for layer in layers if layer.role == "stem")  # real-valued input
+        # SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l, per image
+        syops = sum(layer.spikes.double() * layer.flops / layer.input_neurons for layer in spiking)
+        spikes = sum(layer.spikes.double() for layer in spiking)
+        neuron_steps = self.time_steps * sum(layer.input_neurons for layer in spiking)
+        out = []
+        for b in range(syops.shape[0]):
+            s = float(syops[b])
+            out.append(EnergyEstimate(
+                flops=flops,
+                syops=s,
+                firing_rate=float(spikes[b]) / neuron_steps,
+                device_45nm_mj=(s * E_AC_45NM_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
+                device_rolls_mj=(s * E_SYOP_ROLLS_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
+                ann_baseline_45nm_mj=flops * E_MAC_45NM_PJ / PJ_PER_MJ,
+            ))
+        return out
+
+
+def structural_flops(head: nn.Module, time_steps: int, image_size: int,
+                     mode: CountMode = CountMode.PAPER) -> int:
+    """FLOPs of a head's counted layers from its structure alone: a forward on the meta device.
+
+    ``head`` may be built on the meta device (``with torch.device("meta"): SplitHead(cfg)``), so
+    even the full-width ResNet50 costs no memory and no arithmetic.
+    """
+    device = next(head.parameters()).device
+    with ActivityMonitor(head, time_steps, mode) as monitor, torch.no_grad():
+        head(torch.zeros(1, 3, image_size, image_size, device=device))
+    return monitor.flops()

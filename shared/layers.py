@@ -1,0 +1,111 @@
+"""Reusable spiking layers: time folding, threshold-dependent BN (tdBN), conv-tdBN-LIF units.
+
+Every tensor that flows between layers is shaped [T, B, C, H, W]. Stateless layers (conv,
+transposed conv) see no difference between time steps, so they run once on [T*B, C, H, W]
+("folding T into the batch"), which is both simpler and faster than looping over T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .neuron import LIF, LIFConfig
+
+
+class TimeFolded(nn.Module):
+    """Apply a stateless module to [T, B, ...] by folding T into the batch dimension."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, b = x.shape[:2]
+        y = self.module(x.flatten(0, 1))  # [T*B, ...]
+        return y.unflatten(0, (t, b))  # [T, B, ...]
+
+
+class TdBatchNorm(nn.BatchNorm2d):
+    """Threshold-dependent batch norm (Zheng et al., 2021).
+
+    Per channel, statistics are taken over T, B, H and W together, and the normalized value is
+    scaled to the firing threshold: y = lambda * (alpha * v_th * (x - mean) / sqrt(var + eps)) + beta.
+    ``lambda`` and ``beta`` are BN's affine weight and bias; ``alpha`` is 1, or 1/sqrt(2) for
+    the two branches that are summed before a residual LIF, so their sum keeps unit variance.
+    """
+
+    def __init__(self, channels: int, v_th: float, alpha: float = 1.0, eps: float = 1e-5,
+                 momentum: float = 0.1) -> None:
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.alpha, self.v_th = alpha, v_th
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [T, B, C, H, W]; BatchNorm2d over [T*B, C, H, W] reduces over T, B, H, W per channel
+        t, b = x.shape[:2]
+        scale = self.alpha * self.v_th
+        y = F.batch_norm(
+            x.flatten(0, 1),
+            self.running_mean,
+            self.running_var,
+            self.weight * scale,  # lambda * alpha * v_th, so one fused kernel does the whole formula
+            self.bias,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
+        return y.unflatten(0, (t, b))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha={self.alpha:.4g}, v_th={self.v_th}"
+
+
+RESIDUAL_ALPHA = 1 / math.sqrt(2)
+
+
+class ConvBN(nn.Module):
+    """Conv2d (time-folded) -> tdBN. The pre-activation of a spiking layer."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig,
+                 alpha: float = 1.0) -> None:
+        super().__init__()
+        self.conv = TimeFolded(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2,
+                                         bias=False))
+        self.bn = TdBatchNorm(out_ch, lif.v_th, alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class ConvBNLIF(ConvBN):
+    """Conv2d -> tdBN -> LIF: spikes in, spikes out."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, stride, lif)
+        self.lif = LIF(lif)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lif(super().forward(x))
+
+
+class DirectEncodingStem(nn.Module):
+    """Direct input encoding: the static image repeated T times into conv -> tdBN -> LIF.
+
+    The first conv is linear and sees the same image at every step, so it runs once on
+    [B, 3, H, W] and its output is repeated over T; the result is identical to convolving
+    the repeated image, at 1/T of the cost.
+    """
+
+    def __init__(self, out_ch: int, lif: LIFConfig, in_ch: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, 1, padding=1, bias=False)
+        self.bn = TdBatchNorm(out_ch, lif.v_th)
+        self.lif = LIF(lif)
+
+    def forward(self, image: torch.Tensor, time_steps: int) -> torch.Tensor:
+        # image: [B, 3, H, W] -> spikes [T, B, C, H, W]
+        current = self.conv(image).unsqueeze(0).expand(time_steps, -1, -1, -1, -1)
+        return self.lif(self.bn(current))

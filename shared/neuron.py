@@ -1,0 +1,99 @@
+"""Leaky integrate-and-fire neuron with a rectangular surrogate gradient.
+
+The neuron follows the iterative LIF form of Wu et al. (STBP) used by the paper:
+
+    u[t] = tau * u[t-1] * (1 - s[t-1]) + I[t]      (charge; the (1 - s) factor is a hard reset to 0)
+    s[t] = 1 if u[t] >= v_th else 0                  (fire)
+
+Here ``tau`` is the decay factor (0.25 by default) and ``v_th`` the firing threshold (0.5).
+The Heaviside step has no useful derivative, so the backward pass uses the paper's Eq. 6:
+
+    ds/du = (1/a) * 1[|u - v_th| < a/2]
+
+As in SpikingJelly, the neuron is split into charge / fire / reset steps and runs in an
+explicit multi-step mode over tensors shaped [T, B, ...].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LIFConfig:
+    tau: float = 0.25  # membrane decay per time step
+    v_th: float = 0.5  # firing threshold
+    surrogate_width: float = 1.0  # `a` in Eq. 6: width of the rectangular surrogate window
+
+
+class RectangularSpike(torch.autograd.Function):
+    """Heaviside forward, rectangular surrogate backward (paper Eq. 6)."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, v_th: float, width: float) -> torch.Tensor:
+        ctx.save_for_backward(u)
+        ctx.v_th, ctx.width = v_th, width
+        return (u >= v_th).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_spike: torch.Tensor):
+        (u,) = ctx.saved_tensors
+        window = (u - ctx.v_th).abs() < ctx.width / 2
+        return grad_spike * window.to(grad_spike.dtype) / ctx.width, None, None
+
+
+class SurrogateSpike(nn.Module):
+    """Module wrapper so the surrogate is visible (and swappable) in the model tree."""
+
+    def __init__(self, v_th: float, width: float) -> None:
+        super().__init__()
+        self.v_th, self.width = v_th, width
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return RectangularSpike.apply(u, self.v_th, self.width)
+
+    def extra_repr(self) -> str:
+        return f"v_th={self.v_th}, width={self.width}"
+
+
+class LIF(nn.Module):
+    """Multi-step LIF: input current [T, B, ...] -> binary spikes [T, B, ...].
+
+    The membrane state lives only inside one forward call (each input is a fresh sample),
+    so there is nothing to reset between calls.
+    """
+
+    step_mode = "m"  # multi-step: the whole time axis is processed in one call
+
+    def __init__(self, config: LIFConfig = LIFConfig()) -> None:
+        super().__init__()
+        self.tau = config.tau
+        self.v_th = config.v_th
+        self.spike_fn = SurrogateSpike(config.v_th, config.surrogate_width)
+
+    def charge(self, u: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        return self.tau * u + current
+
+    def fire(self, u: torch.Tensor) -> torch.Tensor:
+        return self.spike_fn(u)
+
+    def reset(self, u: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+        # hard reset to 0; differentiable in u so gradients also flow through time
+        return u * (1.0 - spike)
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        # current: [T, B, ...]
+        u = torch.zeros_like(current[0])
+        spikes = []
+        for t in range(current.shape[0]):
+            u = self.charge(u, current[t])
+            s = self.fire(u)
+            u = self.reset(u, s)
+            spikes.append(s)
+        return torch.stack(spikes)  # [T, B, ...], values in {0, 1}
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}"

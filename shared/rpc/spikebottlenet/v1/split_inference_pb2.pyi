@@ -1,0 +1,77 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CODEC_UNSPECIFIED: _ClassVar[Codec]
+    CODEC_RAW: _ClassVar[Codec]
+    CODEC_SPARSE: _ClassVar[Codec]
+CODEC_UNSPECIFIED: Codec
+CODEC_RAW: Codec
+CODEC_SPARSE: Codec
+
+class SpikeFrame(_message.Message):
+    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "payload")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model_fingerprint: str
+    split_point: int
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    codec: Codec
+    payload: bytes
+    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class EdgeTiming(_message.Message):
+    __slots__ = ("decode_ms", "inference_ms", "total_ms")
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    decode_ms: float
+    inference_ms: float
+    total_ms: float
+    def __init__(self, decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
+class Logits(_message.Message):
+    __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    batch_size: int
+    num_classes: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    timing: EdgeTiming
+    model_fingerprint: str
+    def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained")
+    MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
+    SPIKE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    model_fingerprint: str
+    split_point: int
+    spike_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    trained: bool
+    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ...) -> None: ...

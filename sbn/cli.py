@@ -1,6 +1,7 @@
 """``sbn``: the one console script. Each subcommand lives in the package that owns it.
 
-A command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+A command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help lives
+in ``COMMANDS`` below.
 Modules are imported only when their command runs, so ``sbn --help`` stays fast and the device
 image never imports training code.
 """

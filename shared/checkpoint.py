@@ -105,7 +105,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     """Parse and validate the metadata without reading any weights."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -41,7 +41,12 @@ def raw_length(shape: tuple[int, ...]) -> int:
 
 def _as_bits(spikes: torch.Tensor | np.ndarray) -> np.ndarray:
     """Flat uint8 0/1 array of a binary tensor; anything else is an error."""
-    a = spikes.detach().cpu().numpy() if isinstance(spikes, torch.Tensor) else np.asarray(spikes)
+    if isinstance(spikes, torch.Tensor):
+        spikes = spikes.detach().cpu()
+        # numpy has no bfloat16; widening to float32 is exact, so the binary check below still holds
+        a = (spikes.float() if spikes.dtype == torch.bfloat16 else spikes).numpy()
+    else:
+        a = np.asarray(spikes)
     flat = a.reshape(-1)
     if flat.dtype == np.bool_:
         return flat.view(np.uint8)

@@ -162,6 +162,11 @@ def structural_flops(head: nn.Module, time_steps: int, image_size: int,
     even the full-width ResNet50 costs no memory and no arithmetic.
     """
     device = next(head.parameters()).device
-    with ActivityMonitor(head, time_steps, mode) as monitor, torch.no_grad():
-        head(torch.zeros(1, 3, image_size, image_size, device=device))
+    was_training = head.training
+    head.eval()  # a real head in train mode would otherwise fold the dummy batch into its BN statistics
+    try:
+        with ActivityMonitor(head, time_steps, mode) as monitor, torch.no_grad():
+            head(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        head.train(was_training)
     return monitor.flops()

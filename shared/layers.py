@@ -47,6 +47,13 @@ class TdBatchNorm(nn.BatchNorm2d):
         # x: [T, B, C, H, W]; BatchNorm2d over [T*B, C, H, W] reduces over T, B, H, W per channel
         t, b = x.shape[:2]
         scale = self.alpha * self.v_th
+        # As nn.BatchNorm2d.forward does (calling F.batch_norm directly bypasses it): count the
+        # batches, and momentum=None means a cumulative average over them.
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
         y = F.batch_norm(
             x.flatten(0, 1),
             self.running_mean,
@@ -54,7 +61,7 @@ class TdBatchNorm(nn.BatchNorm2d):
             self.weight * scale,  # lambda * alpha * v_th, so one fused kernel does the whole formula
             self.bias,
             self.training,
-            self.momentum,
+            momentum,
             self.eps,
         )
         return y.unflatten(0, (t, b))

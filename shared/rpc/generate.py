@@ -51,7 +51,8 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         stale = [p.relative_to(tmp) for p in generate(Path(tmp))
-                 if not filecmp.cmp(p, OUT / p.relative_to(tmp), shallow=False)]
+                 if not (OUT / p.relative_to(tmp)).is_file()
+                 or not filecmp.cmp(p, OUT / p.relative_to(tmp), shallow=False)]
     for p in stale:
         print(f"out of date: shared/rpc/{p}", file=sys.stderr)
     return 1 if stale else 0

@@ -1,0 +1,170 @@
+"""``sbn bench``: latency and throughput of the split path (HTTP -> device -> gRPC -> edge) against the
+same model run monolithically in this process, on the same images.
+
+    split        N x POST /classify through a device and an edge, timed at the HTTP client
+    monolithic   N x the same classification in-process (``sbn predict``'s path: no HTTP, no gRPC)
+
+Each path runs at every ``--concurrency`` (requests in flight at once, from a thread pool), after a
+warm-up. Reported: p50 / p95 latency, requests per second, the split/monolithic latency ratio, the
+bytes each request puts on the wire, and the median device / edge / network split of a request.
+
+By default edge and device are started as child processes on free local ports, with one torch
+thread each (their default), and this process runs the monolithic model with the same one thread;
+``--url`` benchmarks an already running device instead (it must serve the same checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from sbn.predict import MonolithicClassifier
+from sbn.up import free_port, local_stack
+from shared.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
+from shared.codec import CODEC_CHOICES
+from shared.settings import configure_torch_threads
+from shared.spiking_resnet import NUM_BLOCKS
+
+
+def synthetic_png(seed: int = 0, size: tuple[int, int] = (32, 32)) -> bytes:
+    """A seeded random RGB image (width, height), PNG-encoded: reproducible input for benchmarks and tests."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Run:
+    latencies_ms: list[float]
+    wall_s: float
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+    @property
+    def requests_per_s(self) -> float:
+        return len(self.latencies_ms) / self.wall_s
+
+
+def measure(classify: Callable[[bytes], Any], images: Sequence[bytes], requests: int,
+            concurrency: int) -> tuple[Run, list[Any]]:
+    """``requests`` calls of ``classify``, ``concurrency`` at a time, cycling through ``images``."""
+
+    def timed(i: int) -> tuple[float, Any]:
+        start = perf_counter()
+        result = classify(images[i % len(images)])
+        return (perf_counter() - start) * 1e3, result
+
+    start = perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        outcomes = list(pool.map(timed, range(requests)))
+    wall_s = perf_counter() - start
+    return Run([ms for ms, _ in outcomes], wall_s), [result for _, result in outcomes]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="benchmark this running device (e.g. http://127.0.0.1:8000) instead of "
+                                      "starting edge and device")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="checkpoint of both paths; default: the embedded demo model for --split-point")
+    parser.add_argument("--split-point", type=int, default=8, choices=range(1, NUM_BLOCKS + 1), metavar="K",
+                        help="which embedded demo model to use when no checkpoint is given (default: 8)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per path and concurrency (default: 200)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4],
+                        help="requests in flight at once; one run each (default: 1 4)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed requests per path first (default: 10)")
+    parser.add_argument("--image", type=Path, action="append",
+                        help="input image (repeatable); default: 8 seeded random 32x32 PNGs")
+    parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw",
+                        help="spike codec of the started device and the monolithic byte counts (default: raw)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the monolithic run in this process (default: 1, as each served half)")
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_torch_threads(args.threads)
+    try:
+        checkpoint = args.checkpoint or default_checkpoint(args.split_point)
+        monolithic = MonolithicClassifier(load_checkpoint(checkpoint, "full"), args.codec)
+        images = [path.read_bytes() for path in args.image] if args.image else [synthetic_png(i) for i in range(8)]
+    except (OSError, CheckpointError) as e:
+        print(f"sbn bench: {e}", file=sys.stderr)
+        return 1
+    if args.url:
+        return _bench(args, monolithic, images, args.url.rstrip("/"))
+    port = free_port()
+    with local_stack(checkpoint, port=port, edge_port=free_port(), device_flags=["--codec", args.codec]):
+        return _bench(args, monolithic, images, f"http://127.0.0.1:{port}")
+
+
+def _bench(args: argparse.Namespace, monolithic: MonolithicClassifier, images: list[bytes], url: str) -> int:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        ready = client.get("/readyz")
+        if ready.status_code != 200 or ready.json()["model_fingerprint"] != monolithic.checkpoint.fingerprint:
+            print(f"sbn bench: the device at {url} is not ready with this checkpoint: {ready.text}", file=sys.stderr)
+            return 1
+
+        def split(image: bytes) -> dict[str, Any]:
+            response = client.post("/classify", files={"file": ("image.png", image, "image/png")})
+            response.raise_for_status()
+            return response.json()
+
+        paths: dict[str, Callable[[bytes], Any]] = {"split": split, "monolithic": monolithic.classify}
+        for classify in paths.values():
+            measure(classify, images, args.warmup, 1)
+        runs: dict[tuple[str, int], Run] = {}
+        replies: list[dict[str, Any]] = []
+        for concurrency in args.concurrency:
+            for name, classify in paths.items():
+                runs[name, concurrency], results = measure(classify, images, args.requests, concurrency)
+                if name == "split":
+                    replies += results
+    _report(args, monolithic, images, runs, replies)
+    return 0
+
+
+def _report(args: argparse.Namespace, monolithic: MonolithicClassifier, images: list[bytes],
+            runs: dict[tuple[str, int], Run], replies: list[dict[str, Any]]) -> None:
+    config = monolithic.checkpoint.config
+    first = replies[0]
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"CPU cores: {os.cpu_count()} ({affinity} available to this process); torch threads: {args.threads} "
+          f"(monolithic), 1 each in edge and device unless SBN_*_THREADS say otherwise")
+    print(f"model: split after RB{first['split_point']}, width x{config.backbone.width_multiplier}, "
+          f"T={config.time_steps}, {'trained' if monolithic.checkpoint.trained else 'untrained'}, "
+          f"fingerprint {monolithic.checkpoint.fingerprint[:12]}")
+    print(f"inputs: {len(images)} images, {args.requests} requests per run after {args.warmup} warm-up; "
+          f"codec {first['codec']}")
+    print()
+    print(f"{'path':<12}{'concurrency':>12}{'p50 ms':>10}{'p95 ms':>10}{'req/s':>10}")
+    for (name, concurrency), r in runs.items():
+        print(f"{name:<12}{concurrency:>12}{r.percentile(50):>10.2f}{r.percentile(95):>10.2f}"
+              f"{r.requests_per_s:>10.1f}")
+    print()
+    for concurrency in args.concurrency:
+        split, mono = runs["split", concurrency], runs["monolithic", concurrency]
+        print(f"split / monolithic at concurrency {concurrency}: "
+              f"p50 x{split.percentile(50) / mono.percentile(50):.2f}, "
+              f"p95 x{split.percentile(95) / mono.percentile(95):.2f}, "
+              f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}")
+    print()
+    print(f"bytes per request: spike payload {first['transmitted_bytes']} B, gRPC request {first['message_bytes']} B "
+          f"(compression x{first['compression_ratio']:.1f} vs. the RB{first['split_point']} output); "
+          f"image upload {statistics.mean(map(len, images)):.0f} B")
+    parts = {part: statistics.median(reply["latency_ms"][part] for reply in replies)
+             for part in ("device", "edge", "network", "total")}
+    print("split request, server-side medians: " + ", ".join(f"{part} {ms:.2f} ms" for part, ms in parts.items()))

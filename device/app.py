@@ -1,0 +1,184 @@
+"""``sbn device``: the device half behind an HTTP API.
+
+    POST /classify   image upload -> head + encoder (here) -> spikes over gRPC -> edge -> logits -> JSON
+    GET  /healthz    the process is up
+    GET  /readyz     the edge is reachable and serves the same model (else 503)
+    GET  /metrics    Prometheus metrics
+    GET  /docs       OpenAPI documentation
+
+Routes only translate between HTTP and the pipeline; failures travel as typed exceptions and are
+turned into ``{"detail": "..."}`` responses by the handlers registered in ``create_app``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+
+from shared.checkpoint import CheckpointError, read_checkpoint_info
+from shared.preprocess import ImageError
+from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+
+from .classification import Classification
+from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeUnavailable
+from .head_runner import HeadRunner
+from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
+from .pipeline import SplitPipeline
+from .settings import DeviceSettings
+from .upload_limit import UploadLimit
+
+log = logging.getLogger("sbn.device")
+
+# Typed failures -> HTTP status. Starlette picks the handler of the closest class in the exception's
+# MRO, so EdgeError covers EdgeRejected and any other edge failure.
+ERROR_STATUS: dict[type[Exception], int] = {
+    ImageError: status.HTTP_400_BAD_REQUEST,  # empty, truncated, not an image, decompression bomb
+    EdgeUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,  # down, past the deadline, or busy: retry later
+    EdgeModelMismatch: status.HTTP_502_BAD_GATEWAY,  # edge and device run different checkpoints
+    EdgeError: status.HTTP_502_BAD_GATEWAY,
+}
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+class Liveness(BaseModel):
+    status: str = "alive"
+
+
+class Readiness(BaseModel):
+    status: str = "ready"
+    edge: str
+    model_fingerprint: str
+    split_point: int
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorDetail} for code in (400, 413, 422, 502, 503)}
+
+router = APIRouter()
+
+
+def get_pipeline(request: Request) -> SplitPipeline:
+    return request.app.state.pipeline
+
+
+def get_metrics(request: Request) -> DeviceMetrics:
+    return request.app.state.metrics
+
+
+Pipeline = Annotated[SplitPipeline, Depends(get_pipeline)]
+Metrics = Annotated[DeviceMetrics, Depends(get_metrics)]
+
+
+@router.post(CLASSIFY_PATH, response_model_exclude_none=True, responses=ERROR_RESPONSES)
+async def classify(
+    file: Annotated[UploadFile, File(description="the image (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM)")],
+    pipeline: Pipeline,
+    metrics: Metrics,
+    logits: Annotated[bool, Query(description="also return the raw logits")] = False,
+) -> Classification:
+    """Classify one image on the split model: head and spike encoder here, the rest on the edge."""
+    result = await pipeline.classify(await file.read(), include_logits=logits)
+    metrics.observe(result)
+    return result
+
+
+@router.get("/healthz")
+async def healthz() -> Liveness:
+    return Liveness()
+
+
+@router.get("/readyz", responses={503: {"model": ErrorDetail}})
+async def readyz(pipeline: Pipeline) -> Readiness:
+    try:
+        info = await pipeline.check_edge()
+    except EdgeError as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {e}") from None
+    return Readiness(edge=pipeline.edge.address, model_fingerprint=info.model_fingerprint,
+                     split_point=info.split_point)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics_endpoint(metrics: Metrics) -> Response:
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _detail_response(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        if status_code >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, status_code, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+
+    return handler
+
+
+def create_app(settings: DeviceSettings) -> FastAPI:
+    """The device app; the head and the edge channel are opened by its lifespan, not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        head = HeadRunner.load(settings.checkpoint_path(), settings.codec, settings.energy_mode)
+        async with EdgeClient(settings.edge_address, settings.deadline_s) as edge:
+            pipeline = SplitPipeline(head, edge)
+            app.state.pipeline = pipeline
+            log.info("head after RB%d of model %s (%s) ready; edge at %s, codec %s", head.split_point,
+                     head.checkpoint.fingerprint[:12], "trained" if head.checkpoint.trained else "untrained",
+                     settings.edge_address, settings.codec)
+            try:
+                yield
+            finally:
+                pipeline.close()
+
+    app = FastAPI(title="SpikeBottleNet device", lifespan=lifespan,
+                  description="Split spiking inference: the head runs here, the tail on the edge.")
+    metrics = DeviceMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(CountClassifyResponses, metrics=metrics)
+    app.include_router(router)
+    for error, status_code in ERROR_STATUS.items():
+        app.add_exception_handler(error, _detail_response(status_code))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default lists each problem as an object; this API's errors are one readable string.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: uvicorn logs the traceback, the client still gets JSON.
+        return JSONResponse({"detail": "internal error; see the device's log"},
+                            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+    return app
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser, DeviceSettings)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = settings_from_args(DeviceSettings, args)
+    configure_torch_threads(settings.threads)
+    try:  # the lifespan loads the head; a missing or broken file is worth one clear line, not a traceback
+        read_checkpoint_info(settings.checkpoint_path())
+    except CheckpointError as e:
+        log.error("cannot load the head: %s", e)
+        return 1
+    # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
+    # lifespan's exit (closing the channel and the head's thread).
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0

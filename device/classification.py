@@ -1,0 +1,105 @@
+"""The classification result: the body of ``POST /classify`` and the output of ``sbn predict``.
+
+Both paths build it here from the same inputs (logits, the head's output, the checkpoint and the
+timings), so the split and the monolithic answer can only differ where the numbers differ.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, Field
+
+from shared.checkpoint import CheckpointInfo
+from shared.codec import raw_length
+from shared.spiking_resnet import block_specs
+
+from .head_runner import HeadOutput
+
+TOP_K = 5
+UNTRAINED_NOTE = "untrained placeholder weights: predictions are meaningless"
+
+
+class ClassProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class Energy(BaseModel):
+    """Estimated energy of this image's head on the device, from its measured spikes (paper Eq. 7-8)."""
+
+    device_45nm_mj: float = Field(description="spiking head on 45 nm CMOS (0.9 pJ per synaptic op), mJ")
+    device_rolls_mj: float = Field(description="spiking head on the ROLLS neuromorphic chip (77 fJ per op), mJ")
+    ann_baseline_45nm_mj: float = Field(description="the same layers as a conventional ANN (4.6 pJ per MAC), mJ")
+    syops: float = Field(description="synaptic operations: accumulates actually triggered by spikes")
+    firing_rate: float = Field(description="spikes per neuron per time step over the counted layers' inputs")
+
+
+class Latency(BaseModel):
+    """Milliseconds; ``edge`` and ``network`` only on the split path."""
+
+    device: float = Field(description="image decode and preprocessing, head and spike encoding")
+    edge: float | None = Field(default=None, description="the edge's own time: payload decode, decoder and tail")
+    network: float | None = Field(default=None, description="gRPC round trip minus the edge's time")
+    total: float = Field(description="the whole classification, from image bytes in hand to result")
+
+
+class ModelSummary(BaseModel):
+    fingerprint: str = Field(description="sha256 of the checkpoint's config and weights; the edge checks it")
+    trained: bool
+    note: str | None = None
+
+
+class Classification(BaseModel):
+    label: str
+    class_index: int
+    probability: float = Field(description="softmax probability of the predicted class")
+    top5: list[ClassProbability] = Field(description="the most probable classes, best first")
+    split_point: int = Field(description="k: the bottleneck follows residual block RBk")
+    time_steps: int = Field(description="T: spiking time steps")
+    spike_shape: list[int] = Field(description="T, C', H', W' of the transmitted spike tensor")
+    codec: str = Field(description="codec that packed the payload: raw or sparse")
+    transmitted_bytes: int = Field(description="spike payload, bytes")
+    message_bytes: int = Field(description="whole serialized gRPC request (payload and envelope), bytes")
+    compression_ratio: float = Field(
+        description="bits of the RBk output spikes (what an unsplit model would send) / transmitted bytes")
+    energy: Energy
+    latency_ms: Latency
+    model: ModelSummary
+    logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
+
+
+def uncompressed_bytes(checkpoint: CheckpointInfo) -> int:
+    """Bytes of RBk's output spikes for one image, 1 bit each: the tensor the bottleneck compresses."""
+    config = checkpoint.config
+    assert config.bottleneck is not None, "only a split model has a split point"
+    block = block_specs(config.backbone)[config.bottleneck.split_point - 1]
+    return raw_length((config.time_steps, block.out_channels, block.out_size, block.out_size))
+
+
+def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
+                         include_logits: bool = False) -> Classification:
+    """The result for one image; ``logits`` is [num_classes] from the tail."""
+    config = checkpoint.config
+    probabilities = logits.softmax(dim=-1)
+    top = probabilities.topk(min(TOP_K, len(probabilities)))
+    top5 = [ClassProbability(label=config.label(i), probability=p)
+            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+    transmitted = len(head.frame.payload)
+    return Classification(
+        label=top5[0].label,
+        class_index=int(top.indices[0]),
+        probability=top5[0].probability,
+        top5=top5,
+        split_point=head.frame.split_point,
+        time_steps=config.time_steps,
+        spike_shape=list(config.spike_shape),
+        codec=head.codec.value,
+        transmitted_bytes=transmitted,
+        message_bytes=head.frame.ByteSize(),
+        compression_ratio=uncompressed_bytes(checkpoint) / transmitted,
+        energy=Energy.model_validate(head.energy, from_attributes=True),
+        latency_ms=latency,
+        model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
+                           note=None if checkpoint.trained else UNTRAINED_NOTE),
+        logits=logits.tolist() if include_logits else None,
+    )

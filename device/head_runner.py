@@ -1,0 +1,73 @@
+"""The device half: image bytes -> head spikes -> a spike frame for the edge, with the head's energy.
+
+Only the head's tensors are read from the checkpoint (``load_checkpoint(path, "head")``); the
+device never builds the tail. ``sbn predict`` runs the same steps on the head of a full model,
+so the monolithic path and the split path measure and pack spikes identically.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from time import perf_counter
+
+import torch
+from torch import nn
+
+from shared.checkpoint import CheckpointInfo, load_checkpoint
+from shared.codec import CODEC_CHOICES, Codec, encode
+from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from shared.preprocess import load_image
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from shared.rpc.wire import CODEC_TO_WIRE
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    frame: pb.SpikeFrame  # ready to send
+    codec: Codec  # the codec that packed frame.payload ("auto" resolved)
+    spikes: torch.Tensor  # [T, 1, C', H', W'] binary
+    energy: EnergyEstimate  # of this image on the device
+    elapsed_ms: float  # decode + preprocess, head, encode
+
+
+class HeadRunner:
+    """Runs uploaded images through one checkpoint's head and packs the spikes."""
+
+    def __init__(self, head: nn.Module, checkpoint: CheckpointInfo, codec: str = "raw",
+                 energy_mode: CountMode | str = CountMode.PAPER) -> None:
+        if codec not in CODEC_CHOICES:
+            raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
+        bottleneck = checkpoint.config.bottleneck
+        assert bottleneck is not None, "a head is only built from a split checkpoint"
+        self.head = head.eval()
+        self.checkpoint = checkpoint
+        self.split_point = bottleneck.split_point
+        self.codec = codec
+        self.energy_mode = CountMode(energy_mode)
+        # The activity monitor hooks the shared head module for the length of one forward; two
+        # overlapping forwards would each record the other's layers, so forwards take turns.
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, codec: str = "raw",
+             energy_mode: CountMode | str = CountMode.PAPER) -> HeadRunner:
+        loaded = load_checkpoint(path, "head")
+        return cls(loaded.model, loaded.checkpoint, codec, energy_mode)
+
+    def run(self, image: bytes) -> HeadOutput:
+        """Raises shared.preprocess.ImageError if ``image`` is not a readable image."""
+        config = self.checkpoint.config
+        start = perf_counter()
+        x = load_image(image, config).unsqueeze(0)  # [1, 3, H, W]
+        monitor = ActivityMonitor(self.head, config.time_steps, self.energy_mode)
+        with self._lock, torch.inference_mode(), monitor:
+            spikes = self.head(x)
+        codec, payload = encode(spikes, self.codec)
+        elapsed_ms = (perf_counter() - start) * 1e3
+        frame = pb.SpikeFrame(request_id=uuid.uuid4().hex, model_fingerprint=self.checkpoint.fingerprint,
+                              split_point=self.split_point, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
+                              payload=payload)
+        return HeadOutput(frame, codec, spikes, monitor.estimates()[0], elapsed_ms)

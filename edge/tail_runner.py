@@ -1,0 +1,106 @@
+"""The edge half: check a spike frame against the loaded tail, unpack it, run decoder + tail.
+
+Only the tail's tensors are read from the checkpoint (``load_checkpoint(path, "tail")``); the
+edge never builds the head. Every field of a frame is checked before anything is allocated for
+it, so a malformed or hostile frame costs a few comparisons and an exception, never the process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from time import perf_counter
+
+import torch
+from torch import nn
+
+from shared.checkpoint import CheckpointInfo, load_checkpoint
+from shared.codec import Codec, SpikeCodecError, decode
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from shared.rpc.wire import CODEC_FROM_WIRE
+
+
+class FrameError(ValueError):
+    """A frame this edge will not run; the message says why, for the device's operator."""
+
+
+class InvalidFrame(FrameError):
+    """Malformed: split point, shape, codec or payload do not fit this edge's model."""
+
+
+class FingerprintMismatch(FrameError):
+    """Well-formed, but the head that made it ran a different checkpoint than this tail."""
+
+
+@dataclass(frozen=True)
+class TailResult:
+    logits: torch.Tensor  # [B, num_classes] float32
+    decode_ms: float  # payload -> spike tensor
+    inference_ms: float  # decoder + tail
+
+
+class TailRunner:
+    """Runs frames through one checkpoint's tail. Thread-safe: the tail has no state between calls."""
+
+    def __init__(self, tail: nn.Module, checkpoint: CheckpointInfo, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        bottleneck = checkpoint.config.bottleneck
+        assert bottleneck is not None, "a tail is only built from a split checkpoint"
+        self.tail = tail.eval()
+        self.checkpoint = checkpoint
+        self.max_batch = max_batch
+        self.split_point = bottleneck.split_point
+        self.spike_shape = checkpoint.config.spike_shape  # (T, C', H', W') of one image
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, max_batch: int) -> TailRunner:
+        loaded = load_checkpoint(path, "tail")
+        return cls(loaded.model, loaded.checkpoint, max_batch)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.checkpoint.fingerprint
+
+    def model_info(self) -> pb.ModelInfo:
+        return pb.ModelInfo(model_fingerprint=self.fingerprint, split_point=self.split_point,
+                            spike_shape=self.spike_shape, num_classes=self.checkpoint.config.backbone.num_classes,
+                            trained=self.checkpoint.trained)
+
+    def check(self, frame: pb.SpikeFrame) -> tuple[tuple[int, ...], Codec]:
+        """The frame's shape and codec if this tail can run it; raises FrameError naming the problem."""
+        if frame.model_fingerprint != self.fingerprint:
+            raise FingerprintMismatch(
+                f"frame comes from model {frame.model_fingerprint or '(no fingerprint)'} but this edge serves "
+                f"model {self.fingerprint}; device and edge must load the same checkpoint")
+        if frame.split_point != self.split_point:
+            raise InvalidFrame(f"frame is split after RB{frame.split_point}, this edge's tail starts after "
+                               f"RB{self.split_point}")
+        shape = tuple(frame.shape)
+        if len(shape) != 5:
+            raise InvalidFrame(f"shape must have 5 entries (T, B, C', H', W'), got {list(shape)}")
+        t, b, c, h, w = shape
+        if (t, c, h, w) != self.spike_shape:
+            expected = ", ".join(map(str, (self.spike_shape[0], "B", *self.spike_shape[1:])))
+            raise InvalidFrame(f"shape {list(shape)} does not match this model's spikes (T, B, C', H', W') = "
+                               f"({expected})")
+        if not 1 <= b <= self.max_batch:
+            raise InvalidFrame(f"batch size {b} in shape {list(shape)} is outside 1..{self.max_batch}")
+        if frame.codec == pb.CODEC_UNSPECIFIED:
+            raise InvalidFrame("codec is unspecified; set CODEC_RAW or CODEC_SPARSE")
+        if frame.codec not in CODEC_FROM_WIRE:
+            raise InvalidFrame(f"unknown codec {frame.codec}; this edge reads CODEC_RAW (1) and CODEC_SPARSE (2)")
+        return shape, CODEC_FROM_WIRE[frame.codec]
+
+    def run(self, frame: pb.SpikeFrame) -> TailResult:
+        shape, codec = self.check(frame)
+        start = perf_counter()
+        try:
+            spikes = decode(frame.payload, shape, codec)
+        except SpikeCodecError as e:
+            raise InvalidFrame(f"payload does not decode: {e}") from None
+        decoded = perf_counter()
+        with torch.inference_mode():
+            logits = self.tail(spikes)
+        return TailResult(logits, (decoded - start) * 1e3, (perf_counter() - decoded) * 1e3)
+

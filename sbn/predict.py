@@ -1,0 +1,87 @@
+"""``sbn predict IMAGE``: classify one image with the whole model in one process (the reference path).
+
+The full checkpoint is loaded (``load_checkpoint(path, "full")``) and run as the split path runs
+it, minus the network: the model's head goes through the device's HeadRunner (same preprocessing,
+energy accounting and spike packing, so the byte counts are what a device would send) and its tail
+runs on those spikes in this process. The output has the fields of ``POST /classify`` plus the
+logits; latency has only ``device`` (image to packed spikes) and ``total``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import torch
+
+from device.classification import Classification, Latency, build_classification
+from device.head_runner import HeadRunner
+from shared.checkpoint import CheckpointError, LoadedModel, default_checkpoint, load_checkpoint
+from shared.codec import CODEC_CHOICES
+from shared.energy import CountMode
+from shared.spiking_resnet import NUM_BLOCKS
+from shared.split_model import SpikeBottleNet
+
+
+class MonolithicClassifier:
+    """A full checkpoint that classifies image bytes in-process, as the device + edge pair would."""
+
+    def __init__(self, loaded: LoadedModel, codec: str = "raw", energy_mode: CountMode | str = CountMode.PAPER) -> None:
+        if not isinstance(loaded.model, SpikeBottleNet):
+            raise CheckpointError(f"{loaded.checkpoint.path} is a backbone checkpoint, with no bottleneck to split at")
+        self.checkpoint = loaded.checkpoint
+        self.head = HeadRunner(loaded.model.head, loaded.checkpoint, codec, energy_mode)
+        self.tail = loaded.model.tail
+
+    def classify(self, image: bytes) -> Classification:
+        """Raises shared.preprocess.ImageError if ``image`` is not a readable image."""
+        start = perf_counter()
+        head = self.head.run(image)
+        with torch.inference_mode():
+            logits = self.tail(head.spikes)
+        latency = Latency(device=head.elapsed_ms, total=(perf_counter() - start) * 1e3)
+        return build_classification(logits[0], head, self.checkpoint, latency, include_logits=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="image file (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="full checkpoint (.safetensors); default: the embedded demo model for --split-point")
+    parser.add_argument("--split-point", type=int, default=8, choices=range(1, NUM_BLOCKS + 1), metavar="K",
+                        help="which embedded demo model to use when no checkpoint is given (default: 8)")
+    parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw",
+                        help="spike codec the byte counts are for (default: raw)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        loaded = load_checkpoint(args.checkpoint or default_checkpoint(args.split_point), "full")
+        result = MonolithicClassifier(loaded, args.codec).classify(args.image.read_bytes())
+    except (OSError, ValueError) as e:  # unreadable file; CheckpointError and ImageError are ValueErrors
+        print(f"sbn predict: {e}", file=sys.stderr)
+        return 1
+    fields = result.model_dump(exclude_none=True)
+    print(json.dumps(fields, indent=2) if args.json else "\n".join(_text_lines(fields)))
+    return 0
+
+
+def _text_lines(fields: dict[str, Any], prefix: str = "") -> list[str]:
+    """One aligned ``name  value`` line per field; nested objects become dotted names."""
+    lines = []
+    for name, value in fields.items():
+        if isinstance(value, dict):
+            lines += _text_lines(value, f"{prefix}{name}.")
+            continue
+        if name == "top5":
+            value = ", ".join(f"{c['label']} {c['probability']:.4f}" for c in value)
+        elif name == "logits":
+            value = " ".join(f"{v:.5g}" for v in value)
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        lines.append(f"{prefix + name:<34} {value}")
+    return lines

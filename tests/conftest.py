@@ -1,0 +1,96 @@
+"""Shared test helpers: narrow seeded models whose spikes are non-trivial.
+
+An untrained model in eval mode emits no spikes: at initialization BN's running statistics are
+mean 0 / variance 1, while a layer's real pre-activations are far from that, so after tdBN nearly
+every membrane stays below threshold. ``calibrate_bn`` sets every BN's running statistics to the
+statistics of one batch, after which an eval-mode forward fires about as often as a train-mode one.
+
+    path = make_calibrated_checkpoint(tmp_path, split_point=8)       # plain function
+    path = calibrated_checkpoint(8)                                   # session-cached fixture
+
+Tests import the functions as ``from tests.conftest import ...``; the fixture needs no import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from shared.bottleneck import paper_preset
+from shared.checkpoint import save_checkpoint
+from shared.spiking_resnet import SpikingResNetConfig
+from shared.split_model import ModelConfig, SpikeBottleNet
+
+CALIBRATION_IMAGES = 4
+
+# The test models are narrow, so each op is tiny and intra-op threads only add synchronization;
+# on a busy 2-core machine two spinning OpenMP threads made a forward 10-50x slower than one.
+torch.set_num_threads(1)
+
+
+def calibrate_bn(model: nn.Module, images: torch.Tensor) -> None:
+    """Set every BN's running statistics to those of ``images`` and leave ``model`` in eval mode.
+
+    momentum=None makes BN keep a cumulative average, which after one batch is exactly that
+    batch's statistics (each layer's seen on the train-mode output of the layers before it).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(images)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    model.eval()
+
+
+def calibrated_model(split_point: int, width_multiplier: float = 0.0625, num_classes: int = 10,
+                     seed: int = 0) -> SpikeBottleNet:
+    """A seeded narrow SpikeBottleNet with the paper's bottleneck at RB``split_point``, calibrated."""
+    backbone = SpikingResNetConfig(width_multiplier=width_multiplier, num_classes=num_classes)
+    config = ModelConfig(backbone=backbone).with_split(paper_preset(split_point, backbone))
+    torch.manual_seed(seed)
+    model = SpikeBottleNet(config)
+    generator = torch.Generator().manual_seed(seed)
+    size = backbone.image_size
+    calibrate_bn(model, torch.randn(CALIBRATION_IMAGES, 3, size, size, generator=generator))
+    with torch.no_grad():
+        spikes = model.head(torch.randn(1, 3, size, size, generator=generator))  # [T, 1, C', H', W']
+    if not spikes.any():
+        raise RuntimeError(f"calibrated RB{split_point} head emits no spikes; tests built on it would be vacuous")
+    return model
+
+
+def make_calibrated_checkpoint(tmp_path: Path, split_point: int, width_multiplier: float = 0.0625,
+                               num_classes: int = 10, seed: int = 0) -> Path:
+    """Save ``calibrated_model(...)`` as an (untrained) checkpoint in ``tmp_path``; returns its path."""
+    model = calibrated_model(split_point, width_multiplier, num_classes, seed)
+    path = Path(tmp_path) / f"calibrated_rb{split_point}_w{width_multiplier}_c{num_classes}_s{seed}.safetensors"
+    save_checkpoint(model, model.config, path, info={"trained": False})
+    return path
+
+
+@pytest.fixture(scope="session")
+def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory fixture: ``calibrated_checkpoint(split_point, width_multiplier=..., num_classes=..., seed=...)``.
+
+    Each distinct checkpoint is built once per session and shared, so treat the file as
+    read-only: copy it before modifying it.
+    """
+    folder = tmp_path_factory.mktemp("calibrated")
+    cache: dict[tuple, Path] = {}
+
+    def make(split_point: int, width_multiplier: float = 0.0625, num_classes: int = 10, seed: int = 0) -> Path:
+        key = (split_point, width_multiplier, num_classes, seed)
+        if key not in cache:
+            cache[key] = make_calibrated_checkpoint(folder, *key)
+        return cache[key]
+
+    return make

@@ -1,0 +1,73 @@
+"""The result body shared by /classify and `sbn predict`: probabilities, byte counts, the model note."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.e2e import synthetic_png
+from device.classification import UNTRAINED_NOTE, Latency, build_classification, uncompressed_bytes
+from device.head_runner import HeadOutput, HeadRunner
+from shared.checkpoint import CheckpointInfo
+from shared.codec import raw_length
+from shared.spiking_resnet import block_specs
+
+LATENCY = Latency(device=1.0, total=2.0)
+
+
+@pytest.fixture(scope="module")
+def head(calibrated_checkpoint: Callable[..., Path]) -> HeadRunner:
+    return HeadRunner.load(calibrated_checkpoint(8))
+
+
+@pytest.fixture(scope="module")
+def output(head: HeadRunner) -> HeadOutput:
+    return head.run(synthetic_png())
+
+
+def test_prediction_and_top5_follow_the_softmax(head: HeadRunner, output: HeadOutput) -> None:
+    logits = torch.tensor([0.1, 3.0, 1.0, -1.0, 2.0, 0.5, 0.0, -0.2, -0.3, -0.4])
+    result = build_classification(logits, output, head.checkpoint, LATENCY)
+    probabilities = logits.softmax(0)
+    assert (result.class_index, result.label) == (1, "class 1")
+    assert result.probability == pytest.approx(float(probabilities[1]))
+    assert [c.label for c in result.top5] == ["class 1", "class 4", "class 2", "class 5", "class 0"]
+    assert [c.probability for c in result.top5] == sorted((c.probability for c in result.top5), reverse=True)
+    assert result.logits is None
+    assert build_classification(logits, output, head.checkpoint, LATENCY, include_logits=True).logits == \
+        pytest.approx(logits.tolist())
+
+
+def test_byte_counts_and_compression_ratio(head: HeadRunner, output: HeadOutput) -> None:
+    result = build_classification(torch.zeros(10), output, head.checkpoint, LATENCY)
+    config = head.checkpoint.config
+    t, c, h, w = config.spike_shape
+    assert result.spike_shape == [t, c, h, w] and result.time_steps == t and result.split_point == 8
+    assert result.codec == "raw"
+    assert result.transmitted_bytes == math.ceil(t * c * h * w / 8) == len(output.frame.payload)
+    assert result.message_bytes == output.frame.ByteSize() > result.transmitted_bytes
+    block = block_specs(config.backbone)[7]  # RB8's output, before the encoder
+    assert uncompressed_bytes(head.checkpoint) == raw_length((t, block.out_channels, block.out_size,
+                                                              block.out_size))
+    assert result.compression_ratio == uncompressed_bytes(head.checkpoint) / result.transmitted_bytes
+
+
+def test_energy_is_the_heads_estimate(head: HeadRunner, output: HeadOutput) -> None:
+    energy = build_classification(torch.zeros(10), output, head.checkpoint, LATENCY).energy
+    assert energy.device_45nm_mj == output.energy.device_45nm_mj > 0
+    assert energy.syops == output.energy.syops > 0
+    assert 0 < energy.firing_rate < 1
+    assert energy.device_rolls_mj < energy.device_45nm_mj < energy.ann_baseline_45nm_mj
+
+
+@pytest.mark.parametrize("trained, note", [(False, UNTRAINED_NOTE), (True, None)])
+def test_the_model_note_warns_only_about_untrained_weights(head: HeadRunner, output: HeadOutput, trained: bool,
+                                                           note: str | None) -> None:
+    checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info={"trained": trained})
+    model = build_classification(torch.zeros(10), output, checkpoint, LATENCY).model
+    assert (model.fingerprint, model.trained, model.note) == (checkpoint.fingerprint, trained, note)

@@ -1,0 +1,93 @@
+"""The gRPC server around the tail, in-process: reflection, message size and concurrency limits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+import torch
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from edge.server import create_server, max_frame_bytes
+from edge.tail_runner import TailResult, TailRunner
+from shared.codec import encode
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from shared.rpc.wire import CODEC_TO_WIRE
+from tests.stack import altered
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., grpc.Channel]]:
+    """``serve(runner, max_concurrency)`` -> a channel to it; server and channel are closed after the test."""
+    servers: list[grpc.Server] = []
+    channels: list[grpc.Channel] = []
+
+    def start(runner: TailRunner, max_concurrency: int = 2) -> grpc.Channel:
+        server, _ = create_server(runner, max_concurrency)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        channels.append(channel := grpc.insecure_channel(f"127.0.0.1:{port}"))
+        return channel
+
+    yield start
+    for channel in channels:
+        channel.close()
+    for server in servers:
+        server.stop(None)
+
+
+def test_reflection_lists_the_services(serve: Callable[..., grpc.Channel], runner: TailRunner) -> None:
+    services = ProtoReflectionDescriptorDatabase(serve(runner)).get_services()
+    assert {"spikebottlenet.v1.SplitInference", "grpc.health.v1.Health"} <= set(services)
+
+
+def test_a_message_over_the_size_limit_is_refused_and_the_server_goes_on(serve: Callable[..., grpc.Channel],
+                                                                          runner: TailRunner,
+                                                                          frame: pb.SpikeFrame) -> None:
+    stub = pb_grpc.SplitInferenceStub(serve(runner))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Infer(altered(frame, payload=bytes(max_frame_bytes(runner))), timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.Infer(frame, timeout=10).batch_size == 1
+
+
+@pytest.mark.parametrize("codec", ["raw", "sparse"])
+def test_the_largest_legal_frame_fits_the_size_limit(runner: TailRunner, frame: pb.SpikeFrame, codec: str) -> None:
+    t, c, h, w = runner.spike_shape
+    shape = [t, runner.max_batch, c, h, w]
+    # Half the positions firing at random leaves the sparse codec nothing to compress: its worst case.
+    spikes = torch.randint(0, 2, shape, generator=torch.Generator().manual_seed(0))
+    used, payload = encode(spikes, codec)
+    largest = altered(frame, shape=shape, codec=CODEC_TO_WIRE[used], payload=payload)
+    assert runner.check(largest) and largest.ByteSize() < max_frame_bytes(runner)
+
+
+class BlockingRunner(TailRunner):
+    """Holds every frame until released, to fill the server's concurrency slots."""
+
+    def __init__(self, runner: TailRunner) -> None:
+        super().__init__(runner.tail, runner.checkpoint, runner.max_batch)
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def run(self, frame: pb.SpikeFrame) -> TailResult:
+        self.entered.release()
+        self.release.wait(timeout=10)
+        return super().run(frame)
+
+
+def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[..., grpc.Channel], runner: TailRunner,
+                                                           frame: pb.SpikeFrame) -> None:
+    blocking = BlockingRunner(runner)
+    stub = pb_grpc.SplitInferenceStub(serve(blocking, max_concurrency=1))
+    first = stub.Infer.future(frame, timeout=10)
+    assert blocking.entered.acquire(timeout=10)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Infer(frame, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    blocking.release.set()
+    assert first.result().batch_size == 1

@@ -1,0 +1,73 @@
+"""Device -> edge over loopback gives the monolithic model's answer, at the first, a middle and the last split."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.e2e import synthetic_png
+from device.head_runner import HeadRunner
+from shared.checkpoint import read_checkpoint_info
+from shared.codec import encode
+from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
+
+from .conftest import SPLIT_POINTS
+
+
+@pytest.mark.parametrize("split_point", SPLIT_POINTS)
+def test_split_inference_matches_the_monolithic_model(split_point: int, edges: dict[int, EdgeProcess],
+                                                      calibrated_checkpoint: Callable[..., Path]) -> None:
+    checkpoint = calibrated_checkpoint(split_point)
+    image = synthetic_png(seed=split_point)
+    with device_client(checkpoint, edges[split_point].address) as client:
+        response = client.post("/classify", params={"logits": "true"}, files=upload(image))
+    assert response.status_code == 200, response.text
+    body = response.json()
+
+    reference = monolithic_logits(checkpoint, image)
+    assert body["class_index"] == int(reference.argmax())
+    torch.testing.assert_close(torch.tensor(body["logits"]), reference, rtol=0, atol=1e-5)
+
+    t, c, h, w = body["spike_shape"]
+    assert (body["split_point"], body["time_steps"], body["codec"]) == (split_point, t, "raw")
+    assert body["transmitted_bytes"] == math.ceil(t * c * h * w / 8)
+    assert body["message_bytes"] > body["transmitted_bytes"]
+    assert body["compression_ratio"] > 1
+    assert body["energy"]["device_45nm_mj"] > 0 and 0 < body["energy"]["firing_rate"] < 1
+    latency = body["latency_ms"]
+    assert set(latency) == {"device", "edge", "network", "total"}
+    assert latency["total"] >= latency["device"] + latency["edge"] > 0 and latency["network"] >= 0
+    assert body["model"]["trained"] is False and "meaningless" in body["model"]["note"]
+
+
+@pytest.mark.parametrize("codec", ["sparse", "auto"])
+def test_other_codecs_round_trip_to_the_same_logits(codec: str, edges: dict[int, EdgeProcess],
+                                                    calibrated_checkpoint: Callable[..., Path]) -> None:
+    checkpoint = calibrated_checkpoint(8)
+    image = synthetic_png(seed=3)
+    with device_client(checkpoint, edges[8].address, codec=codec) as client:
+        body = client.post("/classify", params={"logits": "true"}, files=upload(image)).json()
+    torch.testing.assert_close(torch.tensor(body["logits"]), monolithic_logits(checkpoint, image), rtol=0, atol=1e-5)
+
+    spikes = HeadRunner.load(checkpoint).run(image).spikes
+    sizes = {name: len(encode(spikes, name)[1]) for name in ("raw", "sparse")}
+    expected = "sparse" if codec == "sparse" or sizes["sparse"] < sizes["raw"] else "raw"
+    assert (body["codec"], body["transmitted_bytes"]) == (expected, sizes[expected])
+
+
+def test_a_device_with_another_model_gets_502_naming_both_fingerprints(
+        edges: dict[int, EdgeProcess], calibrated_checkpoint: Callable[..., Path]) -> None:
+    # Same architecture and split point, different weights: only the fingerprint tells them apart.
+    ours, theirs = calibrated_checkpoint(8, seed=1), calibrated_checkpoint(8)
+    with device_client(ours, edges[8].address) as client:
+        classify = client.post("/classify", files=upload(synthetic_png()))
+        readyz = client.get("/readyz")
+    ours_fp, theirs_fp = (read_checkpoint_info(path).fingerprint for path in (ours, theirs))
+    assert classify.status_code == 502
+    assert readyz.status_code == 503
+    for response in (classify, readyz):
+        assert ours_fp in response.json()["detail"] and theirs_fp in response.json()["detail"]

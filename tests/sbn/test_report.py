@@ -1,0 +1,130 @@
+"""``sbn report``: the paper preset's numbers, and measurement on a checkpoint's head."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sbn.cli import main
+from shared.checkpoint import load_checkpoint
+from shared.energy import ActivityMonitor, CountMode
+from shared.preprocess import load_image
+
+TABLE_1_BYTES = [8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 1024, 1024, 2048, 256, 512, 64]
+KEYS = ["split_point", "time_steps", "spike_shape", "transmitted_bytes", "compression_ratio",
+        "float32_feature_bytes", "flops", "ann_baseline_45nm_mj"]
+MEASURED_KEYS = ["firing_rate", "syops", "device_45nm_mj", "device_rolls_mj"]
+
+
+def report(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(["report", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def paper_rows() -> list[dict]:
+    stdout = io.StringIO()  # capsys is per test; this output is shared by the module's tests
+    with contextlib.redirect_stdout(stdout):
+        assert main(["report", "--preset", "paper", "--json"]) == 0
+    return json.loads(stdout.getvalue())
+
+
+def test_paper_preset_json_has_one_object_per_split_point_with_exactly_the_keys(paper_rows: list[dict]) -> None:
+    assert [row["split_point"] for row in paper_rows] == list(range(1, 17))
+    assert all(list(row) == KEYS for row in paper_rows)
+
+
+def test_paper_preset_transmits_the_table_1_bytes(paper_rows: list[dict]) -> None:
+    assert [row["transmitted_bytes"] for row in paper_rows] == TABLE_1_BYTES
+    for row in paper_rows:
+        t, c, h, w = row["spike_shape"]
+        assert t == row["time_steps"] and t * c * h * w == 8 * row["transmitted_bytes"]
+
+
+def test_paper_preset_compression_and_float32_features(paper_rows: list[dict]) -> None:
+    # RBk outputs 256/512/1024/2048 channels at 32/16/8/4 pixels; T*C*H*W bits over the bytes sent
+    assert [row["compression_ratio"] for row in paper_rows] == [16] * 3 + [8] * 4 + [16] * 6 + [32] * 2 + [256]
+    assert [row["float32_feature_bytes"] for row in paper_rows] == (
+        [256 * 32 * 32 * 4] * 3 + [512 * 16 * 16 * 4] * 4 + [1024 * 8 * 8 * 4] * 6 + [2048 * 4 * 4 * 4] * 3)
+
+
+def test_paper_preset_flops_and_ann_energy(paper_rows: list[dict]) -> None:
+    # RB1 by hand: 1x1 64->64, 3x3 64->64, 1x1 64->256, all at 32x32
+    assert paper_rows[0]["flops"] == 32 * 32 * (64 * 64 + 64 * 64 * 9 + 64 * 256) == 58_720_256
+    flops = [row["flops"] for row in paper_rows]
+    assert flops == sorted(set(flops))  # every block adds work
+    for row in paper_rows:
+        assert row["ann_baseline_45nm_mj"] == pytest.approx(row["flops"] * 4.6e-9)
+
+
+def test_the_table_shows_bottlenet_plus_plus_and_rb16(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = report(capsys)  # --preset paper is the default
+    assert code == 0
+    rb16 = next(line.split() for line in out.splitlines() if line.lstrip().startswith("RB16"))
+    # split, T, C'xH'xW', bits, bytes, BottleNet++ bytes, compression, ...
+    assert rb16[:7] == ["RB16", "4", "32x2x2", "512", "64", "128", "256x"]
+
+
+def test_width_and_classes_scale_the_preset(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = report(capsys, "--width", "0.125", "--classes", "10", "--mode", "complete", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 16
+    assert rows[0]["spike_shape"] == [4, 2, 32, 32]  # C' = 16 x 0.125
+    assert rows[0]["float32_feature_bytes"] == 32 * 32 * 32 * 4  # RB1 has 256 x 0.125 channels
+
+
+def write_images(folder: Path, count: int) -> list[Path]:
+    paths = []
+    for i in range(count):
+        pixels = np.random.default_rng(i).integers(0, 256, (40, 24, 3), dtype=np.uint8)
+        paths.append(folder / f"image{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths
+
+
+def test_a_checkpoint_with_images_reports_its_measured_activity(
+        capsys: pytest.CaptureFixture, tmp_path: Path, calibrated_checkpoint: Callable[..., Path]) -> None:
+    checkpoint = calibrated_checkpoint(8)
+    images = write_images(tmp_path, 3)
+    code, out, err = report(capsys, "--checkpoint", str(checkpoint), "--images", *map(str, images), "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert list(row) == KEYS + MEASURED_KEYS and row["split_point"] == 8
+    # the same numbers, measured directly
+    head = load_checkpoint(checkpoint, "head").model
+    batch = torch.stack([load_image(p.read_bytes(), head.config) for p in images])
+    with ActivityMonitor(head, head.time_steps, CountMode.PAPER) as monitor, torch.no_grad():
+        head(batch)
+    estimates = monitor.estimates()
+    assert row["flops"] == estimates[0].flops
+    for key in MEASURED_KEYS:
+        assert row[key] == pytest.approx(np.mean([getattr(e, key) for e in estimates]))
+    assert 0 < row["firing_rate"] < 1 and row["device_45nm_mj"] < row["ann_baseline_45nm_mj"]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--images", "x.png"], 2, "--images needs --checkpoint"),
+    (["--checkpoint", "m.safetensors", "--width", "0.5"], 2, "carries its own config"),
+    (["--width", "0"], 2, "--width must be > 0"),
+    (["--checkpoint", "missing.safetensors"], 1, "does not exist"),
+])
+def test_usage_errors(capsys: pytest.CaptureFixture, args: list[str], code: int, message: str) -> None:
+    got, out, err = report(capsys, *args)
+    assert (got, out) == (code, "") and message in err
+
+
+def test_an_unreadable_image_is_named(capsys: pytest.CaptureFixture, tmp_path: Path,
+                                      calibrated_checkpoint: Callable[..., Path]) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    code, _, err = report(capsys, "--checkpoint", str(calibrated_checkpoint(8)), "--images", str(bad))
+    assert code == 1 and f"{bad}: not an image" in err

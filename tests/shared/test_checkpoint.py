@@ -1,0 +1,154 @@
+"""Checkpoints: exact round trips, per-part verification, and refusal of anything not intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
+from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig
+from shared.split_model import ModelConfig, SplitHead, SplitTail
+from tests.conftest import calibrated_model
+
+SPLIT_POINT = 6
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, calibrated_checkpoint: Callable[..., Path]) -> Path:
+    """A private copy of a calibrated RB6 checkpoint, free to be damaged."""
+    return Path(shutil.copy(calibrated_checkpoint(SPLIT_POINT), tmp_path / "model.safetensors"))
+
+
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_round_trip_gives_equal_logits(tmp_path: Path) -> None:
+    model = calibrated_model(SPLIT_POINT)
+    fingerprint = save_checkpoint(model, model.config, tmp_path / "m.safetensors", info={"trained": False})
+    loaded = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.fingerprint == fingerprint and loaded.config == model.config
+    assert not loaded.model.training and not loaded.checkpoint.trained
+    with torch.no_grad():
+        assert torch.equal(loaded.model(images()), model(images()))
+
+
+def test_backbone_checkpoint_round_trips(tmp_path: Path) -> None:
+    config = ModelConfig(backbone=SpikingResNetConfig(width_multiplier=0.0625, num_classes=10), time_steps=2)
+    model = SpikingResNet(config.backbone, config.time_steps).eval()
+    save_checkpoint(model, config, tmp_path / "b.safetensors", info={"top1": 0.5})
+    loaded = load_checkpoint(tmp_path / "b.safetensors")
+    assert isinstance(loaded.model, SpikingResNet) and loaded.checkpoint.digests.keys() == {"backbone"}
+    assert loaded.checkpoint.info == {"top1": 0.5}
+    with torch.no_grad():
+        assert torch.equal(loaded.model(images()), model(images()))
+
+
+def test_head_and_tail_load_alone_with_the_same_fingerprint(checkpoint: Path) -> None:
+    full, head, tail = (load_checkpoint(checkpoint, part) for part in ("full", "head", "tail"))
+    assert isinstance(head.model, SplitHead) and isinstance(tail.model, SplitTail)
+    assert head.fingerprint == tail.fingerprint == full.fingerprint == read_checkpoint_info(checkpoint).fingerprint
+    with torch.no_grad():
+        assert torch.equal(tail.model(head.model(images())), full.model(images()))
+
+
+def tensor_span(path: Path, name: str) -> tuple[int, int]:
+    """Absolute byte range of one tensor's data in a safetensors file (u64 header length, JSON header, data)."""
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    begin, end = json.loads(data[8:8 + header_len])[name]["data_offsets"]
+    return 8 + header_len + begin, 8 + header_len + end
+
+
+def test_a_modified_head_tensor_is_refused_for_head_and_full_but_not_tail(checkpoint: Path) -> None:
+    begin, _ = tensor_span(checkpoint, "head.stem.conv.weight")
+    data = bytearray(checkpoint.read_bytes())
+    data[begin] ^= 0x01  # one bit of one float
+    checkpoint.write_bytes(bytes(data))
+    for part in ("full", "head"):
+        with pytest.raises(CheckpointError, match="head weights do not match their recorded digest"):
+            load_checkpoint(checkpoint, part)
+    load_checkpoint(checkpoint, "tail")  # the edge verifies, and trusts, only what it loads
+
+
+def test_other_weights_under_the_old_metadata_are_refused(checkpoint: Path, tmp_path: Path) -> None:
+    with safe_open(str(checkpoint), framework="pt") as f:
+        metadata = f.metadata()
+        state = {name: f.get_tensor(name) for name in f.keys()}
+    state["tail.classifier.fc.bias"] = state["tail.classifier.fc.bias"] + 1e-3
+    forged = tmp_path / "forged.safetensors"
+    save_file(state, str(forged), metadata=metadata)
+    with pytest.raises(CheckpointError, match="tail weights do not match their recorded digest"):
+        load_checkpoint(forged)
+
+
+def test_edited_config_metadata_is_refused(checkpoint: Path, tmp_path: Path) -> None:
+    with safe_open(str(checkpoint), framework="pt") as f:
+        metadata = f.metadata()
+        state = {name: f.get_tensor(name) for name in f.keys()}
+    config = json.loads(metadata["config"])
+    config["time_steps"] = 8
+    forged = tmp_path / "forged.safetensors"
+    save_file(state, str(forged), metadata={**metadata, "config": json.dumps(config)})
+    with pytest.raises(CheckpointError, match="fingerprint does not match"):
+        read_checkpoint_info(forged)
+
+
+class TouchOnUnpickle:
+    """Pickles as a call to Path.touch(marker): unpickling it leaves a trace."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_a_pickle_is_refused_without_being_unpickled(tmp_path: Path) -> None:
+    path, marker = tmp_path / "model.pt", tmp_path / "unpickled"
+    torch.save({"state": calibrated_model(1).state_dict(), "payload": TouchOnUnpickle(marker)}, path)
+    with pytest.raises(CheckpointError, match="is not a safetensors file"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+TRUNCATIONS = {"empty": lambda n: 0, "inside the length": lambda n: 5, "inside the header": lambda n: 100,
+               "half": lambda n: n // 2, "last byte missing": lambda n: n - 1}
+
+
+@pytest.mark.parametrize("where", TRUNCATIONS)
+def test_a_truncated_file_is_refused(checkpoint: Path, where: str) -> None:
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[:TRUNCATIONS[where](len(data))])
+    with pytest.raises(CheckpointError, match=r"is not a safetensors file \(or it is truncated\)"):
+        load_checkpoint(checkpoint)
+
+
+def test_random_bytes_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="is not a safetensors file"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("metadata", [None, {"format": "pt"}])
+def test_a_foreign_safetensors_file_is_refused(tmp_path: Path, metadata: dict | None) -> None:
+    path = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(path), metadata=metadata)
+    with pytest.raises(CheckpointError, match="not a SpikeBottleNet checkpoint"):
+        load_checkpoint(path)
+
+
+def test_missing_paths_and_folders_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_checkpoint(tmp_path)

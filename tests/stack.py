@@ -1,0 +1,90 @@
+"""Running the edge and the device for tests, on 127.0.0.1.
+
+    edge = start_edge(checkpoint)                             # `python -m sbn edge` on a free port
+    wait_for_edge(edge.address, edge.process)
+    with device_client(checkpoint, edge.address) as client:   # create_app() under uvicorn, in-process
+        client.post("/classify", files=upload(synthetic_png()))
+
+The in-process device is a real uvicorn server on a thread, so tests speak HTTP to it exactly as
+to a ``sbn device`` process, while starting it costs no interpreter and no torch import.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+import uvicorn
+
+from device.app import create_app
+from device.settings import DeviceSettings
+from sbn.up import free_port, spawn
+from shared.checkpoint import load_checkpoint
+from shared.preprocess import load_image
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+
+
+@dataclass
+class EdgeProcess:
+    address: str
+    process: subprocess.Popen[bytes]
+
+
+def start_edge(checkpoint: Path, port: int | None = None, *flags: str) -> EdgeProcess:
+    """``python -m sbn edge`` on 127.0.0.1; not yet waited on."""
+    port = free_port() if port is None else port
+    process = spawn("edge", "--checkpoint", str(checkpoint), "--host", "127.0.0.1", "--port", str(port), *flags)
+    return EdgeProcess(f"127.0.0.1:{port}", process)
+
+
+@contextmanager
+def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Iterator[httpx.Client]:
+    """``create_app(DeviceSettings(...))`` served by uvicorn on a thread; a client for it."""
+    app = create_app(DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, **settings))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="device", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the device app failed to start (see the log above)")
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def upload(data: bytes, filename: str = "image.png", content_type: str = "image/png") -> dict[str, tuple]:
+    """``files=`` for a multipart POST /classify."""
+    return {"file": (filename, data, content_type)}
+
+
+def altered(frame: pb.SpikeFrame, **fields: object) -> pb.SpikeFrame:
+    """A copy of ``frame`` with some fields replaced (``shape`` by a list)."""
+    copy = pb.SpikeFrame()
+    copy.CopyFrom(frame)
+    for name, value in fields.items():
+        if name == "shape":
+            del copy.shape[:]
+            copy.shape.extend(value)
+        else:
+            setattr(copy, name, value)
+    return copy
+
+
+def monolithic_logits(checkpoint: Path, image: bytes) -> torch.Tensor:
+    """The reference: the whole model's forward, ``model(x)``, in this process; [num_classes]."""
+    loaded = load_checkpoint(checkpoint, "full")
+    with torch.inference_mode():
+        return loaded.model(load_image(image, loaded.config).unsqueeze(0))[0]

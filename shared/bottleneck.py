@@ -42,7 +42,11 @@ class BottleneckConfig:
 def spike_shape(backbone: SpikingResNetConfig, bottleneck: BottleneckConfig, time_steps: int) -> tuple[int, ...]:
     """(T, C', H', W') of one image's transmitted spike tensor."""
     size = block_specs(backbone)[bottleneck.split_point - 1].out_size
-    out = -(-size // bottleneck.stride)
+    if size % bottleneck.stride:
+        # the decoder's transposed conv can only restore an even size exactly (output_padding = 1)
+        raise ValueError(f"a stride-{bottleneck.stride} bottleneck at RB{bottleneck.split_point} needs an even "
+                         f"block size; RB{bottleneck.split_point} outputs {size}x{size}")
+    out = size // bottleneck.stride
     return (time_steps, bottleneck.channels, out, out)
 
 

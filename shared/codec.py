@@ -73,8 +73,10 @@ def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw") -> tuple[Codec
 
 
 def _sparse_encode(bits: np.ndarray) -> bytes:
+    # numpy packs in the raw codec's (big-endian) bit order; bitarray adopts those bytes as they are
     ba = bitarray(endian="big")
-    ba.pack(bits.tobytes())  # one byte per bit, 0x00 / 0x01 -> one bit each
+    ba.frombytes(np.packbits(bits).tobytes())
+    del ba[bits.size:]  # drop the zero padding of the last byte
     return sc_encode(ba)
 
 
@@ -96,8 +98,7 @@ def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str,
         bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=n)
     else:
         bits = _sparse_decode(payload, n)
-    # from_numpy shares the (read-only) buffer; .to(dtype) below copies it into a fresh tensor
-    return torch.from_numpy(bits.reshape(shape).copy()).to(dtype)
+    return torch.from_numpy(bits.reshape(shape)).to(dtype)  # unpackbits' output is a fresh, writable array
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:
@@ -121,4 +122,4 @@ def _sparse_decode(payload: bytes, n: int) -> np.ndarray:
         raise SpikeCodecError("corrupt sparse payload: bytes left over after the end of the stream")
     if ba.endian != "big":
         ba = bitarray(ba, endian="big")
-    return np.frombuffer(ba.unpack(), dtype=np.uint8)
+    return np.unpackbits(np.frombuffer(ba.tobytes(), dtype=np.uint8), count=n)

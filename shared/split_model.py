@@ -44,6 +44,8 @@ class ModelConfig:
             raise ValueError(f"time_steps must be >= 1, got {self.time_steps}")
         if self.labels and len(self.labels) != self.backbone.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.backbone.num_classes} classes")
+        if self.bottleneck:
+            self.spike_shape  # validates the bottleneck against the block geometry
 
     def with_split(self, preset: SplitPreset) -> ModelConfig:
         return dataclasses.replace(self, bottleneck=preset.bottleneck, time_steps=preset.time_steps)

@@ -75,3 +75,10 @@ def test_decoder_restores_the_block_shape(stride: int) -> None:
     sent = encoder(x)
     assert sent.shape == (2, 2, 3, 8 // stride, 8 // stride)
     assert decoder(sent).shape == x.shape
+
+
+def test_stride_two_bottleneck_on_an_odd_block_size_is_refused():
+    # 24x24 inputs give RB16 a 3x3 output, which a stride-2 encoder/decoder pair cannot round-trip
+    backbone = SpikingResNetConfig(image_size=24)
+    with pytest.raises(ValueError, match="needs an even block size"):
+        ModelConfig(backbone=backbone).with_split(paper_preset(16, backbone))

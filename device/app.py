@@ -6,6 +6,9 @@
     GET  /metrics    Prometheus metrics
     GET  /docs       OpenAPI documentation
 
+With ``api_key`` set, /classify and /metrics answer 401 without it in the X-API-Key header; the
+probes stay open, as orchestrators call them without credentials, and so do the docs.
+
 Routes only translate between HTTP and the pipeline; failures travel as typed exceptions and are
 turned into ``{"detail": "..."}`` responses by the handlers registered in ``create_app``.
 """
@@ -25,12 +28,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from shared.checkpoint import CheckpointError, read_checkpoint_info
 from shared.preprocess import ImageError
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
+from .api_key import ApiKeyRequired
 from .classification import Classification
-from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeUnavailable
+from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
 from .head_runner import HeadRunner
 from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .pipeline import SplitPipeline
@@ -43,7 +46,8 @@ log = logging.getLogger("sbn.device")
 # MRO, so EdgeError covers EdgeRejected and any other edge failure.
 ERROR_STATUS: dict[type[Exception], int] = {
     ImageError: status.HTTP_400_BAD_REQUEST,  # empty, truncated, not an image, decompression bomb
-    EdgeUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,  # down, past the deadline, or busy: retry later
+    EdgeUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,  # down, TLS refused, or busy: retry later
+    EdgeTimeout: status.HTTP_504_GATEWAY_TIMEOUT,  # no answer within the deadline
     EdgeModelMismatch: status.HTTP_502_BAD_GATEWAY,  # edge and device run different checkpoints
     EdgeError: status.HTTP_502_BAD_GATEWAY,
 }
@@ -64,7 +68,9 @@ class Readiness(BaseModel):
     split_point: int
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorDetail} for code in (400, 413, 422, 502, 503)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorDetail} for code in (400, 401, 413, 422, 502, 503, 504)}
+METRICS_PATH = "/metrics"
 
 router = APIRouter()
 
@@ -109,7 +115,7 @@ async def readyz(pipeline: Pipeline) -> Readiness:
                      split_point=info.split_point)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(METRICS_PATH, response_class=Response, responses={401: {"model": ErrorDetail}})
 async def metrics_endpoint(metrics: Metrics) -> Response:
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -124,17 +130,23 @@ def _detail_response(status_code: int) -> Callable[[Request, Exception], Awaitab
 
 
 def create_app(settings: DeviceSettings) -> FastAPI:
-    """The device app; the head and the edge channel are opened by its lifespan, not here."""
+    """The device app; raises ValueError or OSError for a checkpoint or TLS file it cannot use.
+
+    The head is loaded and the TLS files are read here, so that a bad file fails before the port
+    opens; the edge channel is opened by the app's lifespan.
+    """
+    head = HeadRunner.load(settings.checkpoint_path(), settings.codec, settings.energy_mode)
+    credentials = channel_credentials(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        head = HeadRunner.load(settings.checkpoint_path(), settings.codec, settings.energy_mode)
-        async with EdgeClient(settings.edge_address, settings.deadline_s) as edge:
+        async with EdgeClient(settings.edge_address, settings.deadline_s, settings.max_edge_calls, credentials,
+                              settings.tls_server_name) as edge:
             pipeline = SplitPipeline(head, edge)
             app.state.pipeline = pipeline
-            log.info("head after RB%d of model %s (%s) ready; edge at %s, codec %s", head.split_point,
+            log.info("head after RB%d of model %s (%s) ready; edge at %s (%s), codec %s", head.split_point,
                      head.checkpoint.fingerprint[:12], "trained" if head.checkpoint.trained else "untrained",
-                     settings.edge_address, settings.codec)
+                     settings.edge_address, "plaintext" if credentials is None else "TLS", settings.codec)
             try:
                 yield
             finally:
@@ -145,6 +157,8 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     metrics = DeviceMetrics()
     app.state.metrics = metrics
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    if settings.api_key is not None:  # outside the upload limit: no key, no byte of the body read
+        app.add_middleware(ApiKeyRequired, key=settings.api_key.get_secret_value(), paths=(CLASSIFY_PATH, METRICS_PATH))
     app.add_middleware(CountClassifyResponses, metrics=metrics)
     app.include_router(router)
     for error, status_code in ERROR_STATUS.items():
@@ -173,12 +187,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_from_args(DeviceSettings, args)
     configure_torch_threads(settings.threads)
-    try:  # the lifespan loads the head; a missing or broken file is worth one clear line, not a traceback
-        read_checkpoint_info(settings.checkpoint_path())
-    except CheckpointError as e:
-        log.error("cannot load the head: %s", e)
+    try:  # a missing, damaged or foreign file is worth one clear line, not a traceback
+        app = create_app(settings)
+    except (ValueError, OSError) as e:  # CheckpointError, a checkpoint without a bottleneck, a TLS file
+        log.error("cannot start the device: %s", e)
         return 1
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # lifespan's exit (closing the channel and the head's thread).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0

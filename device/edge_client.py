@@ -2,11 +2,17 @@
 
 The channel is asyncio-native (``grpc.aio``), so a request waiting on the edge holds no thread of
 the HTTP server. It is opened once and reconnects by itself: an edge that was down when the device
-started, or restarted since, is picked up again without restarting the device.
+started, or restarted since, is picked up again without restarting the device. It speaks TLS when
+the settings name a CA (``channel_credentials``), presenting a client certificate if one is set.
+
+The edge runs a fixed number of frames at once and refuses more as busy rather than queueing them.
+So the device keeps its own calls within that number (``max_edge_calls``): a burst of uploads waits
+here, within each request's deadline, for a call to come free, instead of being turned into 503s.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
@@ -17,13 +23,19 @@ import torch
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
+from .settings import DeviceSettings
+
 
 class EdgeError(Exception):
     """The edge did not return logits for a frame."""
 
 
 class EdgeUnavailable(EdgeError):
-    """Not reachable, not answering within the deadline, or busy: worth retrying later."""
+    """Not reachable (down, or the TLS handshake failed) or busy: worth retrying later."""
+
+
+class EdgeTimeout(EdgeUnavailable):
+    """No answer within the deadline."""
 
 
 class EdgeModelMismatch(EdgeError):
@@ -34,8 +46,14 @@ class EdgeRejected(EdgeError):
     """The edge refused the frame or failed on it."""
 
 
-# Codes that mean "the edge could not take this now" rather than "something is wrong with it".
-_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# gRPC status -> failure; any other code is EdgeRejected. UNAVAILABLE and RESOURCE_EXHAUSTED mean
+# "the edge could not take this now" rather than "something is wrong with it".
+_ERRORS: dict[grpc.StatusCode, type[EdgeError]] = {
+    grpc.StatusCode.UNAVAILABLE: EdgeUnavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: EdgeUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EdgeTimeout,
+    grpc.StatusCode.FAILED_PRECONDITION: EdgeModelMismatch,
+}
 
 # gRPC backs off exponentially between reconnection attempts, up to 120 s by default: an edge
 # restarted after a few minutes would wait that long to be tried again. Edges sit next to the
@@ -54,11 +72,27 @@ class EdgeReply:
     round_trip_ms: float  # as the device saw it: the edge's time plus the network and (de)serialization
 
 
+def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials from the settings, with the client certificate if one is set; None: plaintext."""
+    if settings.tls_ca is None:
+        return None
+    key, cert = (path.read_bytes() if path else None for path in (settings.tls_key, settings.tls_cert))
+    return grpc.ssl_channel_credentials(settings.tls_ca.read_bytes(), key, cert)
+
+
 class EdgeClient:
-    def __init__(self, address: str, deadline_s: float) -> None:
+    def __init__(self, address: str, deadline_s: float, max_calls: int,
+                 credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None) -> None:
+        """``server_name``: the name the edge's certificate is checked against instead of the address's host."""
         self.address = address
         self.deadline_s = deadline_s
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self.max_calls = max_calls
+        self._calls = asyncio.Semaphore(max_calls)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        else:
+            name = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self._channel = grpc.aio.secure_channel(address, credentials, options=[*_CHANNEL_OPTIONS, *name])
         self._stub = pb_grpc.SplitInferenceStub(self._channel)
 
     async def __aenter__(self) -> EdgeClient:
@@ -71,12 +105,20 @@ class EdgeClient:
     async def infer(self, frame: pb.SpikeFrame) -> EdgeReply:
         start = perf_counter()
         try:
+            await asyncio.wait_for(self._calls.acquire(), self.deadline_s)
+        except asyncio.TimeoutError:
+            raise EdgeTimeout(f"edge at {self.address}: no answer within the {self.deadline_s:g} s deadline; all "
+                              f"{self.max_calls} calls to it stayed in flight") from None
+        sent = perf_counter()
+        try:
             # Not wait_for_ready: with the edge down the call fails at once (503) instead of
             # holding the request for the whole deadline.
-            reply: pb.Logits = await self._stub.Infer(frame, timeout=self.deadline_s)
+            reply: pb.Logits = await self._stub.Infer(frame, timeout=self.deadline_s - (sent - start))
         except grpc.aio.AioRpcError as e:
             raise self._error(e) from None
-        round_trip_ms = (perf_counter() - start) * 1e3
+        finally:
+            self._calls.release()
+        round_trip_ms = (perf_counter() - sent) * 1e3
         if len(reply.values) != reply.batch_size * reply.num_classes:
             raise EdgeRejected(f"edge at {self.address} sent {len(reply.values)} logits for a "
                                f"{reply.batch_size} x {reply.num_classes} result")
@@ -91,10 +133,4 @@ class EdgeClient:
 
     def _error(self, e: grpc.aio.AioRpcError) -> EdgeError:
         code = e.code()
-        if code in _UNAVAILABLE:
-            kind: type[EdgeError] = EdgeUnavailable
-        elif code == grpc.StatusCode.FAILED_PRECONDITION:
-            kind = EdgeModelMismatch
-        else:
-            kind = EdgeRejected
-        return kind(f"edge at {self.address}: {code.name}: {e.details()}")
+        return _ERRORS.get(code, EdgeRejected)(f"edge at {self.address}: {code.name}: {e.details()}")

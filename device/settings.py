@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.energy import CountMode
@@ -21,7 +21,31 @@ class DeviceSettings(ModelSettings):
         "raw", description="spike payload codec: raw (1 bit per spike), sparse, or auto (the smaller, per request)")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest accepted request body (the multipart upload), in bytes")
-    deadline_s: float = Field(5.0, gt=0, description="seconds the edge has to answer one request")
+    deadline_s: float = Field(
+        5.0, gt=0, description="seconds the edge has to answer one request, waiting for a free edge call included")
+    max_edge_calls: int = Field(
+        8, ge=1, description="frames in flight to the edge at once; more wait for a free call within their deadline. "
+                             "At most the edge's max_concurrency (its default: 8), shared out among the devices of "
+                             "one edge, so that the edge never refuses this device as busy")
     energy_mode: CountMode = Field(
         CountMode.PAPER, description="energy accounting: paper (convs in RB1..RBk) or complete (also stem, "
                                      "shortcuts, encoder)")
+    api_key: SecretStr | None = Field(
+        None, min_length=1, description="if set, POST /classify and GET /metrics need it in the X-API-Key header "
+                                        "(set it in the environment: a flag shows in the process list)")
+    tls_ca: FilePath | None = Field(
+        None, description="CA certificate(s) (PEM) the edge's certificate must be signed by; set, the device speaks "
+                          "TLS to the edge (default: plaintext)")
+    tls_cert: FilePath | None = Field(
+        None, description="client certificate chain (PEM) for an edge that requires one (mutual TLS); needs tls_key")
+    tls_key: FilePath | None = Field(None, description="private key (PEM) of tls_cert")
+    tls_server_name: str | None = Field(
+        None, description="name the edge's certificate must carry, when not the host of edge_address (e.g. an IP)")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> DeviceSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for a client certificate, or neither")
+        if self.tls_ca is None and (self.tls_cert is not None or self.tls_server_name is not None):
+            raise ValueError("tls_cert, tls_key and tls_server_name need tls_ca: they only apply to TLS")
+        return self

@@ -5,6 +5,10 @@
 Next to it run the standard health service (``grpc.health.v1.Health``: SERVING once the model is
 loaded and the port is open, NOT_SERVING while shutting down) and server reflection, so
 ``grpc_health_probe`` and ``grpcurl`` work without the proto files.
+
+The port speaks plaintext by default, TLS with ``tls_cert`` and ``tls_key``, and mutual TLS with
+``tls_client_ca`` too: then every client, health probes included, must present a certificate signed
+by that CA, and one without is refused in the handshake, before any RPC.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from time import perf_counter
+from time import perf_counter, sleep
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,17 +43,34 @@ _STATUS: dict[type[FrameError], grpc.StatusCode] = {
 }
 
 
+# RPCs the server takes beyond the inference slots, so that health checks, model info and reflection
+# still answer while every slot runs a frame: a busy edge is not an unhealthy one.
+CONTROL_RPCS = 4
+
+
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
-    def __init__(self, runner: TailRunner) -> None:
+    def __init__(self, runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0) -> None:
         self._runner = runner
+        self._max_concurrency = max_concurrency
+        # A slot is given back before the reply is sent, so a client that waits for one reply before
+        # sending the next frame never finds its own previous frame still holding the slot.
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._inject_delay_s = inject_delay_s
 
     def Infer(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> pb.Logits:
         received = perf_counter()
+        if not self._slots.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"edge is busy: all {self._max_concurrency} inference slots are taken; retry later")
         try:
+            if self._inject_delay_s:
+                sleep(self._inject_delay_s)
             result = self._runner.run(request)
         except FrameError as e:
             log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
             context.abort(_STATUS[type(e)], str(e))
+        finally:
+            self._slots.release()
         batch, classes = result.logits.shape
         timing = pb.EdgeTiming(decode_ms=result.decode_ms, inference_ms=result.inference_ms,
                                total_ms=(perf_counter() - received) * 1e3)
@@ -79,13 +100,16 @@ def max_reply_bytes(runner: TailRunner) -> int:
     return 2 * (4 * runner.max_batch * runner.checkpoint.config.backbone.num_classes + 1024)
 
 
-def create_server(runner: TailRunner, max_concurrency: int) -> tuple[grpc.Server, health.HealthServicer]:
+def create_server(runner: TailRunner, max_concurrency: int,
+                  inject_delay_s: float = 0.0) -> tuple[grpc.Server, health.HealthServicer]:
     """The server with all three services registered; not yet bound to a port or started."""
+    workers = max_concurrency + CONTROL_RPCS
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="edge-rpc"),
-        # One worker per admitted RPC: an RPC beyond that is refused at once with RESOURCE_EXHAUSTED
-        # (the device answers 503) rather than queued, so overload shows instead of growing latency.
-        maximum_concurrent_rpcs=max_concurrency,
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-rpc"),
+        # One worker per admitted RPC, and a frame beyond the inference slots is refused at once with
+        # RESOURCE_EXHAUSTED (the device answers 503) rather than queued, so overload shows instead of
+        # growing latency.
+        maximum_concurrent_rpcs=workers,
         options=[
             ("grpc.max_receive_message_length", max_frame_bytes(runner)),
             ("grpc.max_send_message_length", max_reply_bytes(runner)),
@@ -94,20 +118,33 @@ def create_server(runner: TailRunner, max_concurrency: int) -> tuple[grpc.Server
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_SplitInferenceServicer_to_server(SplitInferenceServicer(runner), server)
+    servicer = SplitInferenceServicer(runner, max_concurrency, inject_delay_s)
+    pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     return server, health_servicer
 
 
+def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
+    """TLS from the settings, requiring client certificates when tls_client_ca is set; None: plaintext."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
-    server, health_servicer = create_server(runner, settings.max_concurrency)
+    server, health_servicer = create_server(runner, settings.max_concurrency, settings.inject_delay_s)
+    address = f"{settings.host}:{settings.port}"
+    security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    except RuntimeError as e:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, e)
+        credentials = server_credentials(settings)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except (OSError, RuntimeError) as e:  # the port taken, a TLS file unreadable or not PEM (gRPC logs which)
+        log.error("cannot listen on %s (%s): %s", address, security, e)
         return 1
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -115,8 +152,11 @@ def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     server.start()
     for service in ("", SERVICE_NAME):  # "" is the whole server, as health probes ask by default
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving the tail after RB%d of model %s (%s) on %s:%d", runner.split_point, runner.fingerprint[:12],
-             "trained" if runner.checkpoint.trained else "untrained", settings.host, port)
+    log.info("serving the tail after RB%d of model %s (%s) on %s:%d (%s)", runner.split_point,
+             runner.fingerprint[:12], "trained" if runner.checkpoint.trained else "untrained", settings.host, port,
+             security)
+    if settings.inject_delay_s:
+        log.warning("fault injection: every Infer waits %.3f s first", settings.inject_delay_s)
     stop.wait()
     log.info("shutting down; in-flight RPCs get %.1f s", settings.shutdown_grace_s)
     health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, FilePath, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ModelSettings
@@ -14,7 +14,24 @@ class EdgeSettings(ModelSettings):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 or [::] for all interfaces)")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port)")
     max_concurrency: int = Field(
-        8, ge=1, description="RPCs handled at once; more are refused with RESOURCE_EXHAUSTED instead of queueing")
+        8, ge=1, description="frames run at once; more are refused with RESOURCE_EXHAUSTED instead of queueing")
     max_batch: int = Field(8, ge=1, description="largest batch (B) a frame may carry; also bounds the message size")
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="on SIGTERM/SIGINT, seconds in-flight RPCs get to finish before they are cancelled")
+    tls_cert: FilePath | None = Field(
+        None, description="server certificate chain (PEM); with tls_key, the port speaks TLS only (default: plaintext)")
+    tls_key: FilePath | None = Field(None, description="private key (PEM) of tls_cert")
+    tls_client_ca: FilePath | None = Field(
+        None, description="CA certificate(s) (PEM); set, every client must present a certificate signed by one "
+                          "(mutual TLS), health probes included")
+    inject_delay_s: float = Field(
+        0.0, ge=0, description="fault testing only: every Infer waits this long, holding its slot, before it runs "
+                               "(0: off)")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> EdgeSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for TLS, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key: client certificates are asked for over TLS")
+        return self

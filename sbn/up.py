@@ -62,9 +62,10 @@ def _wait(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes]
         time.sleep(POLL_S)
 
 
-def wait_for_edge(address: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    """Until the edge's gRPC health service reports SplitInference as SERVING."""
-    with grpc.insecure_channel(address) as channel:
+def wait_for_edge(address: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0,
+                  credentials: grpc.ChannelCredentials | None = None) -> None:
+    """Until the edge's gRPC health service reports SplitInference as SERVING; over TLS with ``credentials``."""
+    with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
 
         def serving() -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from edge.server import create_server, max_frame_bytes
@@ -89,5 +90,22 @@ def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[...,
     with pytest.raises(grpc.RpcError) as e:
         stub.Infer(frame, timeout=10)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "all 1 inference slots are taken" in e.value.details()
     blocking.release.set()
+    assert first.result().batch_size == 1
+
+
+def test_model_info_and_health_answer_while_every_slot_is_busy(serve: Callable[..., grpc.Channel],
+                                                                runner: TailRunner, frame: pb.SpikeFrame) -> None:
+    blocking = BlockingRunner(runner)
+    channel = serve(blocking, max_concurrency=1)
+    stub = pb_grpc.SplitInferenceStub(channel)
+    first = stub.Infer.future(frame, timeout=10)
+    assert blocking.entered.acquire(timeout=10)
+    try:
+        assert stub.GetModelInfo(pb.ModelInfoRequest(), timeout=5).model_fingerprint == runner.fingerprint
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        blocking.release.set()
     assert first.result().batch_size == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"SBN_EDGE_{name.upper()}", raising=False)
     s = settings()
     assert (s.host, s.port, s.split_point, s.threads, s.checkpoint) == ("127.0.0.1", 50051, 8, 1, None)
+    assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.inject_delay_s) == (None, None, None, 0.0)  # plaintext, no faults
 
 
 def test_a_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +37,30 @@ def test_a_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 def test_an_invalid_value_exits_naming_the_setting(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match=argv[0][2:].replace("-", "_")):
         settings(*argv)
+
+
+def test_tls_and_fault_injection_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("cert", "key", "client_ca"):
+        (tmp_path / name).write_text("PEM")
+        monkeypatch.setenv(f"SBN_EDGE_TLS_{name.upper()}", str(tmp_path / name))
+    monkeypatch.setenv("SBN_EDGE_INJECT_DELAY_S", "0.5")
+    s = settings()
+    assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.inject_delay_s) == (
+        tmp_path / "cert", tmp_path / "key", tmp_path / "client_ca", 0.5)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--tls-cert"], "tls_cert and tls_key go together"),
+    (["--tls-key"], "tls_cert and tls_key go together"),
+    (["--tls-client-ca"], "tls_client_ca needs tls_cert and tls_key"),
+], ids=["cert alone", "key alone", "client CA without TLS"])
+def test_incomplete_tls_settings_exit_naming_the_problem(tmp_path: Path, flags: list[str], words: str) -> None:
+    (tmp_path / "x.pem").write_text("PEM")
+    with pytest.raises(SystemExit, match=words):
+        settings(*(arg for flag in flags for arg in (flag, str(tmp_path / "x.pem"))))
+
+
+def test_a_tls_file_that_does_not_exist_exits_naming_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "key.pem").write_text("PEM")
+    with pytest.raises(SystemExit, match="tls_cert"):
+        settings("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(tmp_path / "key.pem"))

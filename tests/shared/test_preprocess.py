@@ -75,6 +75,21 @@ def test_a_palette_image_with_a_transparent_index_uses_the_background() -> None:
     assert torch.allclose(load_image(encoded(img, "GIF", transparency=1), CONFIG), flat((255, 255, 255)), atol=1e-6)
 
 
+def test_a_cmyk_jpeg_becomes_rgb() -> None:
+    img = Image.new("CMYK", (32, 32), (0, 255, 255, 0))  # red
+    assert torch.allclose(load_image(encoded(img, "JPEG", quality=95), CONFIG), flat((255, 0, 0)), atol=0.05)
+
+
+def test_a_16_bit_rgb_png_keeps_the_high_byte_of_each_channel() -> None:
+    assert torch.allclose(load_image(png_rgb16((0xFFFF, 0x8000, 0x1234)), CONFIG), flat((255, 128, 18)), atol=1e-6)
+
+
+def test_a_multi_frame_gif_gives_its_first_frame() -> None:
+    red, green, blue = (Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
+    assert torch.allclose(load_image(encoded(red, "GIF", save_all=True, append_images=[green, blue]), CONFIG),
+                          flat((255, 0, 0)), atol=1e-6)
+
+
 def test_the_exif_orientation_is_applied() -> None:
     rgb = np.zeros((32, 32, 3), dtype=np.uint8)
     rgb[:, :16] = (255, 0, 0)  # left half red, right half blue
@@ -113,6 +128,13 @@ def png_claiming(width: int, height: int) -> bytes:
     """A few dozen bytes of PNG that declare width x height 8-bit RGB pixels and hold one row of them."""
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def png_rgb16(rgb: tuple[int, int, int], size: int = 8) -> bytes:
+    """A size x size PNG of 16 bits per channel, every pixel ``rgb`` (0..65535 each); Pillow writes none such."""
+    row = b"\x00" + np.tile(np.array(rgb, dtype=">u2"), size).tobytes()  # filter type 0, then the samples
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize(("side", "message"), [

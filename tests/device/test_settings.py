@@ -1,0 +1,67 @@
+"""Settings come from SBN_DEVICE_* variables: the edge channel's TLS, the API key, the bound on edge calls."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from device.app import add_arguments
+from device.settings import DeviceSettings
+from shared.settings import settings_from_args
+
+
+def settings(*argv: str) -> DeviceSettings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from_args(DeviceSettings, parser.parse_args(argv))
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    path = tmp_path / "x.pem"
+    path.write_text("PEM")
+    return path
+
+
+def test_plaintext_no_key_and_the_edges_default_slots_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DeviceSettings.model_fields:
+        monkeypatch.delenv(f"SBN_DEVICE_{name.upper()}", raising=False)
+    s = settings()
+    assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name, s.api_key, s.max_edge_calls) == (
+        None, None, None, None, None, 8)
+
+
+def test_tls_and_the_api_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("ca", "cert", "key"):
+        (tmp_path / name).write_text("PEM")
+        monkeypatch.setenv(f"SBN_DEVICE_TLS_{name.upper()}", str(tmp_path / name))
+    monkeypatch.setenv("SBN_DEVICE_TLS_SERVER_NAME", "edge.internal")
+    monkeypatch.setenv("SBN_DEVICE_API_KEY", "k3y")
+    s = settings()
+    assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name) == (
+        tmp_path / "ca", tmp_path / "cert", tmp_path / "key", "edge.internal")
+    assert s.api_key is not None and s.api_key.get_secret_value() == "k3y"
+    assert "k3y" not in repr(s) and "k3y" not in str(s)  # kept out of logs and tracebacks
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--tls-ca", "--tls-cert"], "tls_cert and tls_key go together"),
+    (["--tls-ca", "--tls-key"], "tls_cert and tls_key go together"),
+    (["--tls-cert", "--tls-key"], "need tls_ca"),
+], ids=["cert without key", "key without cert", "client certificate without TLS"])
+def test_incomplete_tls_settings_exit_naming_the_problem(pem: Path, flags: list[str], words: str) -> None:
+    with pytest.raises(SystemExit, match=words):
+        settings(*(arg for flag in flags for arg in (flag, str(pem))))
+
+
+def test_a_server_name_without_tls_exits() -> None:
+    with pytest.raises(SystemExit, match="need tls_ca"):
+        settings("--tls-server-name", "edge.internal")
+
+
+@pytest.mark.parametrize("argv", [["--api-key", ""], ["--max-edge-calls", "0"]])
+def test_an_invalid_value_exits_naming_the_setting(argv: list[str]) -> None:
+    with pytest.raises(SystemExit, match=argv[0][2:].replace("-", "_")):
+        settings(*argv)

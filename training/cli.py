@@ -1,0 +1,156 @@
+"""``sbn train``: pretrain, finetune, sweep, demo.
+
+    sbn train pretrain --dataset cifar100 --data-dir data/cifar-100-python --out runs/c100/backbone.safetensors
+    sbn train finetune --pretrained runs/c100/backbone.safetensors --split-point 8 --out runs/c100/rb8.safetensors
+    sbn train sweep    --pretrained runs/c100/backbone.safetensors --out runs/c100/sweep
+    sbn train demo     # the shipped digits checkpoints in shared/models, from scratch, on a CPU
+
+Under ``torchrun`` the same commands train data-parallel on every GPU of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from shared.bottleneck import BottleneckConfig, SplitPreset, paper_preset
+from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from shared.spiking_resnet import NUM_BLOCKS
+
+from . import runtime as rt
+from .datasets import DATASETS, load_dataset
+from .demo import demo_table, run_demo
+from .recipes import finetune, pretrain, state_path
+from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
+from .trainer import OPTIMIZERS, TrainConfig
+
+DEFAULTS = TrainConfig()
+DEFAULT_LR = {"adamw": DEFAULTS.lr, "sgd": 0.1}  # fine-tuning and the sweep use half of these
+
+
+def _add_data(p: argparse.ArgumentParser, from_checkpoint: bool) -> None:
+    p.add_argument("--dataset", choices=DATASETS, default=None if from_checkpoint else "cifar100",
+                   help="default: " + ("the one the backbone was pre-trained on" if from_checkpoint else "cifar100"))
+    p.add_argument("--data-dir", type=Path, help="cifar100: directory of the extracted cifar-100-python.tar.gz")
+    p.add_argument("--subset", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                   help="use only the first TRAIN / TEST examples (smoke tests)")
+
+
+def _add_training(p: argparse.ArgumentParser, epochs: int, lr_scale: float) -> None:
+    p.set_defaults(lr_scale=lr_scale)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per process")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer)
+    p.add_argument("--lr", type=float, help="peak learning rate, reached after warmup, then cosine to 0 (default: "
+                   + ", ".join(f"{lr * lr_scale:g} for {name}" for name, lr in DEFAULT_LR.items()) + ")")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--precision", choices=rt.PRECISIONS, default="auto",
+                   help="auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on CPU")
+    p.add_argument("--device", help="torch device (default: the local GPU if any, else cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def _add_restart(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--restart", action="store_true", help="ignore saved training states and start over")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("pretrain", help="train the spiking ResNet without a bottleneck")
+    _add_data(p, from_checkpoint=False)
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0: the paper's Spike ResNet50)")
+    p.add_argument("--time-steps", "-T", type=int, default=4)
+    p.add_argument("--out", type=Path, required=True, help="backbone checkpoint to write (.safetensors)")
+    _add_training(p, epochs=200, lr_scale=1.0)
+    _add_restart(p)
+
+    p = sub.add_parser("finetune", help="insert a bottleneck at a split point and fine-tune the whole model")
+    _add_data(p, from_checkpoint=True)
+    p.add_argument("--pretrained", type=Path, required=True, help="backbone checkpoint from `pretrain`")
+    p.add_argument("--split-point", "-k", type=int, required=True, help="the bottleneck follows RBk (1..16)")
+    p.add_argument("--channels", type=int, help="C' (default: the paper's, scaled to the backbone's width)")
+    p.add_argument("--stride", type=int, choices=(1, 2), help="default: the paper's (2 at RB16, else 1)")
+    p.add_argument("--time-steps", "-T", type=int, help="default: the paper's T at this split point")
+    p.add_argument("--out", type=Path, required=True, help="split checkpoint to write (.safetensors)")
+    _add_training(p, epochs=30, lr_scale=0.5)
+    _add_restart(p)
+
+    p = sub.add_parser("sweep", help="fine-tune every candidate bottleneck at each split point; tables and plots")
+    _add_data(p, from_checkpoint=True)
+    p.add_argument("--pretrained", type=Path, required=True, help="backbone checkpoint from `pretrain`")
+    p.add_argument("--out", type=Path, required=True, help="folder for results, tables, plots, checkpoints")
+    p.add_argument("--split-points", type=int, nargs="+", default=list(range(1, NUM_BLOCKS + 1)), metavar="K")
+    p.add_argument("--reductions", type=int, nargs="+", default=list(REDUCTIONS), metavar="R",
+                   help="channel reductions: C' = C / R, C being RBk's output channels")
+    p.add_argument("--strides", type=int, nargs="+", choices=(1, 2), default=list(STRIDES))
+    p.add_argument("--time-steps", "-T", type=int, nargs="+", default=list(TIME_STEPS))
+    p.add_argument("--max-drop", type=float, default=MAX_DROP,
+                   help="accuracy points a selected configuration may lose (paper: 3, or 4)")
+    p.add_argument("--keep-all", action="store_true",
+                   help="keep every candidate's checkpoint, not only each split point's selected one")
+    _add_training(p, epochs=10, lr_scale=0.5)
+
+    p = sub.add_parser("demo", help="reproduce the shipped digits checkpoints in shared/models")
+    p.add_argument("--work", type=Path, default=Path("runs/demo"),
+                   help="folder for the pre-trained backbone and resumable states")
+    p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="where the split checkpoints go")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    p.add_argument("--device", help="torch device (default: cpu; the demo is sized for a laptop CPU)")
+    _add_restart(p)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer] * args.lr_scale
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
+                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed)
+
+
+def _preset(args: argparse.Namespace) -> SplitPreset:
+    """The paper's (C', stride, T) at the split point, with any of them overridden from the command line."""
+    backbone = read_checkpoint_info(args.pretrained).config.backbone
+    paper = paper_preset(args.split_point, backbone)
+    bottleneck = BottleneckConfig(args.split_point, args.channels or paper.bottleneck.channels,
+                                  args.stride or paper.bottleneck.stride)
+    return SplitPreset(bottleneck, args.time_steps or paper.time_steps)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.action == "demo":
+        started = time.perf_counter()
+        paths = run_demo(rt.start("fp32", args.device or "cpu"), args.work, args.out, restart=args.restart)
+        print(demo_table(paths) + f"\n{len(paths)} checkpoints in {args.out}, {time.perf_counter() - started:.0f}s")
+        return 0
+    runtime = rt.start(args.precision, args.device)
+    try:
+        dataset = args.dataset or read_checkpoint_info(args.pretrained).info.get("dataset", "cifar100")
+        data = load_dataset(dataset, args.data_dir)
+        if args.subset:
+            data = data.take(*args.subset)
+        train = _train_config(args)
+        if args.action == "sweep":
+            selected = run_sweep(data, args.pretrained, args.out, train, runtime, split_points=args.split_points,
+                                 reductions=args.reductions, strides=args.strides, time_steps=args.time_steps,
+                                 max_drop=args.max_drop, keep_all=args.keep_all)
+            if runtime.is_main:
+                print((args.out / "table.md").read_text() if selected else "no configuration within the budget")
+            return 0
+        if args.action == "pretrain":
+            info = pretrain(data, args.width, args.time_steps, train, runtime, args.out,
+                            state=state_path(args.out), restart=args.restart)
+        else:
+            _, info = finetune(data, args.pretrained, _preset(args), train, runtime, args.out,
+                               state=state_path(args.out), restart=args.restart)
+        if runtime.is_main:
+            print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%"
+                  + (f", drop {info['accuracy_drop']:+.2f} points" if "accuracy_drop" in info else ""))
+    finally:
+        rt.stop(runtime)
+    return 0

@@ -1,0 +1,207 @@
+"""Training data held in memory as uint8 image tensors, with augmentation done on whole batches.
+
+Two datasets, both 32x32 RGB:
+
+    cifar100  the paper's data, read from the official "python version" directory
+              (``cifar-100-python/{train,test,meta}``): 50,000 train / 10,000 test, 100 classes
+    digits    scikit-learn's bundled handwritten digits (1,797 8x8 gray images, 10 classes),
+              upscaled to 32x32 RGB and split 80/20 with a fixed seed: small enough to train the
+              demo models on a laptop CPU, with no download
+
+Images stay uint8 [N, 3, 32, 32] (CIFAR-100's train split is 150 MB that way, 600 MB as float)
+and move to the training device once; a batch is cropped, flipped and normalized there, so there
+is no per-image Python work and no DataLoader workers. Normalization statistics always come from
+the training split only.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SIZE = 32
+DATASETS = ("cifar100", "digits")
+
+
+class DatasetError(ValueError):
+    """A dataset directory that does not exist or is not in the expected layout."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: torch.Tensor  # uint8 [N, 3, 32, 32]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, n: int | None) -> ImageSet:
+        """The first ``n`` examples (all when None): tiny runs for smoke tests."""
+        return self if n is None else ImageSet(self.images[:n], self.labels[:n])
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    padding: int = 4  # random crop: zero-pad by this much, then crop back to the original size
+    hflip: bool = True  # random horizontal flip (off for digits: a mirrored digit is not that digit)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: ImageSet
+    test: ImageSet
+    labels: tuple[str, ...]  # class names, index = class id
+    mean: tuple[float, ...]  # per RGB channel, on the [0, 1] scale, from the training split
+    std: tuple[float, ...]
+    augmentation: Augmentation
+
+    def take(self, train: int | None, test: int | None) -> Dataset:
+        return Dataset(self.name, self.train.take(train), self.test.take(test), self.labels,
+                       self.mean, self.std, self.augmentation)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] -> float [B, 3, H, W], standardized per channel."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop with padding and (optionally) horizontal flip, each image independently.
+
+        images: uint8 [B, 3, H, W] -> uint8 [B, 3, H, W]; ``generator`` lives on images.device.
+        """
+        b, _, h, w = images.shape
+        p = self.augmentation.padding
+        if p:
+            padded = F.pad(images, (p, p, p, p))  # [B, 3, H+2p, W+2p], zeros = black border
+            dy = torch.randint(0, 2 * p + 1, (b, 1), generator=generator, device=images.device)
+            dx = torch.randint(0, 2 * p + 1, (b, 1), generator=generator, device=images.device)
+            rows = (dy + torch.arange(h, device=images.device))[:, None, :, None]  # [B, 1, H, 1]
+            cols = (dx + torch.arange(w, device=images.device))[:, None, None, :]  # [B, 1, 1, W]
+            batch = torch.arange(b, device=images.device)[:, None, None, None]
+            channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+            images = padded[batch, channel, rows, cols]  # broadcast gather -> [B, 3, H, W]
+        if self.augmentation.hflip:
+            flip = torch.rand(b, generator=generator, device=images.device) < 0.5
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        return images
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 [N, 3, H, W] on the [0, 1] scale (float64, chunked: CIFAR
+    as one float tensor would need 600 MB)."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for chunk in images.split(4096):
+        x = chunk.double() / 255
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).sqrt()
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-100, "python version" (https://www.cs.toronto.edu/~kriz/cifar.html)
+
+CIFAR_FILES = ("train", "test", "meta")
+
+
+def _cifar_dir(root: Path) -> Path:
+    """``root`` itself or its ``cifar-100-python`` child, whichever holds train/test/meta."""
+    if not root.is_dir():
+        raise DatasetError(f"CIFAR-100 directory {root} does not exist")
+    for candidate in (root, root / "cifar-100-python"):
+        if all((candidate / name).is_file() for name in CIFAR_FILES):
+            return candidate
+    missing = [name for name in CIFAR_FILES if not (root / name).is_file()]
+    raise DatasetError(
+        f"{root} is not a CIFAR-100 'python version' directory: missing {', '.join(missing)} "
+        f"(expected the files train, test and meta, directly or in {root / 'cifar-100-python'}; "
+        f"extract cifar-100-python.tar.gz there)")
+
+
+def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, object]:
+    # The official CIFAR-100 release is a set of Python pickles and there is no other format, so
+    # this is the one place the project unpickles. Only do it on a file you downloaded yourself:
+    # unpickling runs code named in the file. Everything the project writes uses safetensors/JSON.
+    with open(path, "rb") as f:
+        try:
+            d = pickle.load(f, encoding="bytes")
+        except Exception as e:  # a truncated or foreign file can raise almost anything here
+            raise DatasetError(f"{path} is not a CIFAR-100 pickle: {type(e).__name__}: {e}") from None
+    if not isinstance(d, dict) or any(k not in d for k in keys):
+        found = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise DatasetError(f"{path} lacks the CIFAR-100 keys {[k.decode() for k in keys]} (found {found})")
+    return d
+
+
+def _cifar_split(path: Path) -> ImageSet:
+    d = _unpickle(path, (b"data", b"fine_labels"))
+    data = np.asarray(d[b"data"], dtype=np.uint8)  # [N, 3072]: 1024 R, then 1024 G, then 1024 B, row-major
+    labels = np.asarray(d[b"fine_labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(data) != len(labels):
+        raise DatasetError(f"{path}: data shaped {data.shape} with {len(labels)} labels, "
+                           f"expected [N, {3 * IMAGE_SIZE * IMAGE_SIZE}] and N labels")
+    images = torch.from_numpy(data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).copy())
+    return ImageSet(images, torch.from_numpy(labels))
+
+
+def load_cifar100(root: str | Path) -> Dataset:
+    folder = _cifar_dir(Path(root))
+    names = _unpickle(folder / "meta", (b"fine_label_names",))[b"fine_label_names"]
+    labels = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    train, test = _cifar_split(folder / "train"), _cifar_split(folder / "test")
+    for split, name in ((train, "train"), (test, "test")):
+        if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(labels):
+            raise DatasetError(f"{folder / name}: labels outside 0..{len(labels) - 1}")
+    mean, std = channel_stats(train.images)
+    return Dataset("cifar100", train, test, labels, mean, std, Augmentation(padding=4, hflip=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# scikit-learn's handwritten digits (bundled with scikit-learn: no download)
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed: the shipped checkpoints' recorded accuracies refer to this split
+
+
+def load_digits() -> Dataset:
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise DatasetError("the digits dataset needs scikit-learn: pip install 'spikebottlenet[train]'") from None
+    digits = sklearn_digits()
+    gray = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16  # [1797, 1, 8, 8], ink in [0, 1]
+    # bilinear upscaling keeps strokes smooth; the same image on all three channels makes it RGB
+    big = F.interpolate(gray, size=IMAGE_SIZE, mode="bilinear", align_corners=False)
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION,
+                                           stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
+    train = ImageSet(images[train_idx], labels[train_idx])
+    test = ImageSet(images[test_idx], labels[test_idx])
+    mean, std = channel_stats(train.images)
+    return Dataset("digits", train, test, tuple(str(d) for d in range(10)), mean, std,
+                   Augmentation(padding=4, hflip=False))
+
+
+def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
+    if name == "cifar100":
+        if root is None:
+            raise DatasetError("cifar100 needs --data-dir: the directory of the extracted cifar-100-python.tar.gz")
+        return load_cifar100(root)
+    if name == "digits":
+        return load_digits()
+    raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")

@@ -1,0 +1,162 @@
+"""The paper's two training steps, each ending in a checkpoint (shared/checkpoint.py):
+
+    pretrain   the spiking ResNet alone (no bottleneck)                   -> backbone checkpoint
+    finetune   insert the bottleneck after RBk, load the pre-trained weights,
+               train the whole split model jointly                         -> split checkpoint
+
+Both take the path of a resumable training state (``state_path(out)`` next to the checkpoint by
+default) and continue from it when it exists. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.bottleneck import SplitPreset
+from shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from shared.codec import raw_length
+from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig, block_specs
+from shared.split_model import ModelConfig, SpikeBottleNet
+
+from .datasets import Dataset
+from .runtime import Runtime
+from .trainer import TrainConfig, fit
+
+
+def command_line() -> str:
+    """How this process was started, for the checkpoint's info: "sbn train ..." however sbn was run."""
+    program = Path(sys.argv[0])
+    is_sbn = program.name == "sbn" or program.parent.name == "sbn"  # console script, or `-m sbn` (torchrun too)
+    return shlex.join(["sbn", *sys.argv[1:]] if is_sbn else sys.argv)
+
+
+def state_path(out: Path) -> Path:
+    """Where the resumable training state of the run writing ``out`` lives."""
+    return out.with_name(out.name.removesuffix(".safetensors") + ".train-state.safetensors")
+
+
+def _resume_from(state: Path | None, restart: bool, runtime: Runtime) -> Path | None:
+    if state is not None and restart and runtime.is_main:
+        state.unlink(missing_ok=True)
+    runtime.barrier()  # the other ranks must not read a state file rank 0 is about to delete
+    return state
+
+
+def backbone_config(data: Dataset, width: float, time_steps: int) -> ModelConfig:
+    backbone = SpikingResNetConfig(width_multiplier=width, num_classes=len(data.labels))
+    return ModelConfig(backbone=backbone, bottleneck=None, time_steps=time_steps,
+                       mean=data.mean, std=data.std, labels=data.labels)
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """What crosses the network per image at a split, from the config alone."""
+
+    transmitted_bytes: int  # ceil(T*C'*H'*W' / 8)
+    uncompressed_bytes: int  # RBk's own output spikes, T*C*H*W bits, as the raw codec would send them
+    compression: float  # uncompressed / transmitted
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> SplitStats:
+        t = config.time_steps
+        block = block_specs(config.backbone)[config.bottleneck.split_point - 1]
+        transmitted = raw_length(config.spike_shape)
+        uncompressed = raw_length((t, block.out_channels, block.out_size, block.out_size))
+        return cls(transmitted, uncompressed, round(uncompressed / transmitted, 2))
+
+
+RESIDUAL_INIT = 0.3
+
+
+def damp_residual_branches(model: SpikingResNet, scale: float = RESIDUAL_INIT) -> None:
+    """Start every block close to its shortcut: the residual branch's last tdBN scale is ``scale``, not 1.
+
+    A deep spiking net at the default initialization is chaotic: every threshold a small weight
+    change pushes a neuron across flips spikes in the next layer, which flips more in the one after,
+    and by RB16 a 1e-4 change of the stem weights has decorrelated about a third of the spikes. The
+    surrogate gradient cannot follow such a function and training stalls. With small residual
+    branches (the spiking analogue of zero-init residual, Goyal et al. 2017) a flip rarely carries
+    across a block, the net starts near-identity deep inside each stage, and learning starts at once.
+    """
+    for block in model.blocks.values():
+        nn.init.constant_(block.conv3.bn.weight, scale)
+
+
+def pretrain(data: Dataset, width: float, time_steps: int, train: TrainConfig, runtime: Runtime,
+             out: Path, state: Path | None = None, restart: bool = False) -> dict[str, Any]:
+    """Train the backbone from scratch; writes ``out`` and returns its info."""
+    config = backbone_config(data, width, time_steps)
+    torch.manual_seed(train.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = SpikingResNet(config.backbone, config.time_steps)
+    damp_residual_branches(model)
+    history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
+                  run={"model": config.to_dict()}, description="pretrain")
+    info = {
+        "trained": True,
+        "stage": "pretrain",
+        "dataset": data.name,
+        "test_accuracy": history[-1]["test_accuracy"],
+        "train_accuracy": history[-1]["train_accuracy"],
+        "epochs": train.epochs,
+        "seed": train.seed,
+        "command": command_line(),
+    }
+    if runtime.is_main:
+        info["fingerprint"] = save_checkpoint(model, config, out, info)
+    return info
+
+
+def split_model(base: LoadedModel, preset: SplitPreset) -> SpikeBottleNet:
+    """Step 2's starting point: every backbone tensor in place, plus ``preset``'s new encoder / decoder."""
+    model = SpikeBottleNet(base.config.with_split(preset))
+    model.load_backbone(base.model)
+    return model
+
+
+def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainConfig, runtime: Runtime,
+             out: Path, state: Path | None = None, restart: bool = False) -> tuple[SpikeBottleNet, dict[str, Any]]:
+    """Insert ``preset``'s bottleneck into the pre-trained backbone and train the whole split model.
+
+    Writes ``out`` and returns the trained model and its info. The accuracy drop is against the
+    backbone's own recorded test accuracy (same dataset, test split).
+    """
+    base = load_checkpoint(pretrained)
+    if base.config.bottleneck is not None:
+        raise ValueError(f"{pretrained} is already a split model; fine-tuning starts from a backbone checkpoint")
+    base_dataset = base.checkpoint.info.get("dataset")
+    if base_dataset != data.name:
+        raise ValueError(f"{pretrained} was pre-trained on {base_dataset!r}, not {data.name!r}")
+    torch.manual_seed(train.seed)  # the new encoder / decoder start identically on every rank
+    model = split_model(base, preset)
+    config = model.config
+    name = f"finetune RB{preset.bottleneck.split_point}"
+    history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
+                  run={"model": config.to_dict(), "pretrained": base.fingerprint}, description=name)
+    accuracy = history[-1]["test_accuracy"]
+    pretrained_accuracy = float(base.checkpoint.info["test_accuracy"])
+    stats = SplitStats.of(config)
+    info = {
+        "trained": True,
+        "stage": "finetune",
+        "dataset": data.name,
+        "test_accuracy": accuracy,
+        "pretrained_accuracy": pretrained_accuracy,
+        "accuracy_drop": round(pretrained_accuracy - accuracy, 2),
+        "transmitted_bytes": stats.transmitted_bytes,
+        "compression": stats.compression,
+        "pretrained_fingerprint": base.fingerprint,
+        "pretrained_time_steps": base.config.time_steps,
+        "epochs": train.epochs,
+        "seed": train.seed,
+        "command": command_line(),
+    }
+    if runtime.is_main:
+        info["fingerprint"] = save_checkpoint(model, config, out, info)
+    return model, info

@@ -1,0 +1,178 @@
+"""``sbn train sweep``: the paper's search for the best bottleneck at every split point.
+
+For each split point RBk and each candidate (C' = C / r for each channel reduction r, stride 1 or 2,
+T in {2, 4}) fine-tune from the pre-trained backbone, then measure test accuracy and the device's
+energy (ActivityMonitor on the test set). Per split point the selected configuration is the one that
+sends the fewest bytes while losing at most ``max_drop`` accuracy points (``select``).
+
+    <out>/results.jsonl              one line per finished candidate; the sweep's resume point
+    <out>/checkpoints/<key>.*        the candidate being trained (resumable) and the kept checkpoints
+    <out>/table.{csv,json,md}        the selected configurations (paper Tables 1 and 3 columns)
+    <out>/bytes.png, energy.png      per split point plots
+
+An interrupted sweep started again with the same arguments skips every candidate already in
+results.jsonl and resumes the interrupted one from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from shared.bottleneck import BottleneckConfig, SplitPreset
+from shared.checkpoint import read_checkpoint_info
+from shared.energy import ActivityMonitor, CountMode
+from shared.spiking_resnet import NUM_BLOCKS, SpikingResNetConfig, block_specs
+from shared.split_model import SplitHead
+
+from .datasets import Dataset
+from .recipes import SplitStats, finetune, state_path
+from .runtime import Runtime
+from .tables import write_report
+from .trainer import TrainConfig
+
+REDUCTIONS = (4, 8, 16, 32, 64)
+STRIDES = (1, 2)
+TIME_STEPS = (2, 4)
+MAX_DROP = 3.0  # accuracy points; the paper also reports a 4-point budget
+
+
+@dataclass(frozen=True)
+class Candidate:
+    split_point: int
+    channels: int  # C'
+    stride: int
+    time_steps: int
+
+    @property
+    def key(self) -> str:
+        return f"rb{self.split_point}-c{self.channels}-s{self.stride}-t{self.time_steps}"
+
+    @property
+    def preset(self) -> SplitPreset:
+        return SplitPreset(BottleneckConfig(self.split_point, self.channels, self.stride), self.time_steps)
+
+
+def candidates(backbone: SpikingResNetConfig, split_point: int, reductions: Sequence[int] = REDUCTIONS,
+               strides: Sequence[int] = STRIDES, time_steps: Sequence[int] = TIME_STEPS) -> list[Candidate]:
+    """Every (C', stride, T) combination at RBk; reductions that round to the same C' appear once."""
+    channels = block_specs(backbone)[split_point - 1].out_channels
+    widths = sorted({max(1, channels // r) for r in reductions}, reverse=True)
+    return [Candidate(split_point, c, s, t) for c in widths for s in strides for t in time_steps]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One fine-tuned candidate: Table 1 (bytes, accuracy) and Table 3 (device energy) facts."""
+
+    split_point: int
+    channels: int
+    stride: int
+    time_steps: int
+    transmitted_bytes: int
+    uncompressed_bytes: int
+    compression: float
+    test_accuracy: float
+    pretrained_accuracy: float
+    accuracy_drop: float
+    firing_rate: float
+    flops: int
+    syops: float
+    device_45nm_mj: float
+    device_rolls_mj: float
+    ann_baseline_45nm_mj: float
+
+    @property
+    def key(self) -> str:
+        return Candidate(self.split_point, self.channels, self.stride, self.time_steps).key
+
+
+def select(results: Iterable[Result], max_drop: float = MAX_DROP) -> dict[int, Result]:
+    """Per split point, the configuration with the fewest transmitted bytes whose accuracy drop is at
+    most ``max_drop`` points; ties go to the smaller drop, then to fewer time steps. A split point
+    where no candidate stays within the budget has no entry."""
+    best: dict[int, Result] = {}
+    for r in results:
+        if r.accuracy_drop > max_drop:
+            continue
+        rank = (r.transmitted_bytes, r.accuracy_drop, r.time_steps)
+        current = best.get(r.split_point)
+        if current is None or rank < (current.transmitted_bytes, current.accuracy_drop, current.time_steps):
+            best[r.split_point] = r
+    return dict(sorted(best.items()))
+
+
+@torch.no_grad()
+def measure_energy(head: SplitHead, data: Dataset, runtime: Runtime, batch_size: int = 256) -> dict[str, float]:
+    """Mean per-image device activity and energy of ``head`` over the test split (paper counting mode)."""
+    head.eval()
+    test = data.test
+    shard = torch.arange(runtime.rank, len(test), runtime.world_size)
+    totals = {"firing_rate": 0.0, "syops": 0.0, "device_45nm_mj": 0.0, "device_rolls_mj": 0.0}
+    flops = ann = 0.0
+    for idx in shard.split(batch_size):
+        images = data.normalize(test.images[idx].to(runtime.device))
+        with ActivityMonitor(head, head.time_steps, CountMode.PAPER) as monitor:
+            head(images)
+        for e in monitor.estimates():
+            for name in totals:
+                totals[name] += getattr(e, name)
+            flops, ann = e.flops, e.ann_baseline_45nm_mj  # structural: the same for every image
+    summed = runtime.all_sum([*totals.values(), float(len(shard))])
+    count = summed[-1]
+    return {**{name: value / count for name, value in zip(totals, summed)},
+            "flops": int(flops), "ann_baseline_45nm_mj": ann}
+
+
+def load_results(path: Path) -> list[Result]:
+    if not path.is_file():
+        return []
+    return [Result(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, runtime: Runtime, *,
+              split_points: Sequence[int] = tuple(range(1, NUM_BLOCKS + 1)),
+              reductions: Sequence[int] = REDUCTIONS, strides: Sequence[int] = STRIDES,
+              time_steps: Sequence[int] = TIME_STEPS, max_drop: float = MAX_DROP,
+              keep_all: bool = False) -> dict[int, Result]:
+    """Fine-tune and measure every candidate not yet in ``out``/results.jsonl; returns the selection."""
+    backbone = read_checkpoint_info(pretrained).config.backbone
+    results_path = out / "results.jsonl"
+    results = load_results(results_path)
+    done = {r.key for r in results}
+    for k in split_points:
+        for candidate in candidates(backbone, k, reductions, strides, time_steps):
+            if candidate.key in done:
+                continue
+            checkpoint = out / "checkpoints" / f"{candidate.key}.safetensors"
+            model, info = finetune(data, pretrained, candidate.preset, train, runtime, checkpoint,
+                                   state=state_path(checkpoint))
+            energy = measure_energy(model.head, data, runtime)
+            stats = SplitStats.of(model.config)
+            result = Result(
+                k, candidate.channels, candidate.stride, candidate.time_steps,
+                stats.transmitted_bytes, stats.uncompressed_bytes, stats.compression,
+                info["test_accuracy"], info["pretrained_accuracy"], info["accuracy_drop"],
+                round(energy["firing_rate"], 5), energy["flops"], round(energy["syops"]),
+                energy["device_45nm_mj"], energy["device_rolls_mj"], energy["ann_baseline_45nm_mj"])
+            results.append(result)
+            if runtime.is_main:
+                with results_path.open("a") as f:  # one whole line per candidate: the resume point
+                    f.write(json.dumps(asdict(result)) + "\n")
+                state_path(checkpoint).unlink(missing_ok=True)
+                tqdm.write(f"{candidate.key}: {result.test_accuracy:.2f}% (drop {result.accuracy_drop:+.2f}), "
+                           f"{result.transmitted_bytes} B, {result.device_45nm_mj:.3g} mJ at 45 nm")
+            runtime.barrier()
+        if runtime.is_main:
+            selected = select(results, max_drop)
+            if not keep_all:  # RBk is complete: only its selected checkpoint is worth the disk
+                for path in (out / "checkpoints").glob(f"rb{k}-*.safetensors"):
+                    if k not in selected or path.name != f"{selected[k].key}.safetensors":
+                        path.unlink()
+            write_report(results, selected, out, max_drop, backbone)
+    return select(results, max_drop)

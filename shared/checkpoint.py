@@ -98,6 +98,9 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
+    # safetensors writes files 0600; a checkpoint is meant to be served by other users (the
+    # containers run as an unprivileged uid), so make it readable as any ordinary file would be
+    Path(path).chmod(0o644)
     return fingerprint
 
 
@@ -106,6 +109,8 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"checkpoint {path} is not readable by this user (uid {os.getuid()}): check its permissions")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

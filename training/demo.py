@@ -70,6 +70,5 @@ def run_demo(runtime: Runtime, work: Path, out: Path = DEFAULT_MODEL_DIR, plan: 
         # the resumable state stays in the work folder: shared/models holds checkpoints only
         finetune(data, backbone, preset, replace(plan.finetune, epochs=epochs), runtime, path,
                  state=work / f"digits_rb{k}.train-state.safetensors", restart=restart)
-        path.chmod(0o644)  # safetensors creates files 0600; shipped models must be readable by any service user
         paths.append(path)
     return paths

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 
 from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
 from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig
-from shared.split_model import ModelConfig, SplitHead, SplitTail
+from shared.bottleneck import paper_preset
+from shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
 from tests.conftest import calibrated_model
 
 SPLIT_POINT = 6
@@ -152,3 +153,12 @@ def test_missing_paths_and_folders_are_refused(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nothing.safetensors")
     with pytest.raises(CheckpointError, match="is not a file"):
         load_checkpoint(tmp_path)
+
+
+def test_saved_checkpoints_are_readable_by_other_users(tmp_path):
+    # services (and the containers' unprivileged user) read checkpoints that another user wrote
+    config = ModelConfig(backbone=SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)).with_split(
+        paper_preset(8, SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)))
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(SpikeBottleNet(config), config, path)
+    assert path.stat().st_mode & 0o777 == 0o644

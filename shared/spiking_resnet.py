@@ -89,10 +89,12 @@ class SpikingBottleneckBlock(nn.Module):
                          if needs_projection else nn.Identity())
         self.lif = LIF(lif)
         # Start each block close to its shortcut (timm's zero_init_last, adapted to spikes). With the
-        # residual tdBN at full scale, 16 thresholded blocks scramble the input: at init a linear probe
-        # on RB13 spikes of the digits is at chance, and training cannot start. A small scale keeps
-        # the block output ~ its input spikes, so the input survives to RB16. Not exactly zero: then
-        # u sits at 0 or 1, on the edge of the surrogate window (|u - v_th| < a/2), and no gradient flows.
+        # residual tdBN at full scale the net is chaotic: 16 thresholded blocks scramble the input (at
+        # init a linear probe on RB13 spikes of the digits is at chance; a 1e-4 change of the stem
+        # weights flips a third of RB16's spikes), the surrogate gradient cannot follow, and training
+        # stalls. A small scale keeps each block's output close to its input spikes (the same change
+        # then flips under 1% of RB16's spikes). Not exactly zero: then u sits at 0 or 1, on the edge
+        # of the surrogate window (|u - v_th| < a/2), and no gradient flows.
         nn.init.constant_(self.conv3.bn.weight, RESIDUAL_BN_INIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

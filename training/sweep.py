@@ -5,6 +5,7 @@ T in {2, 4}) fine-tune from the pre-trained backbone, then measure test accuracy
 energy (ActivityMonitor on the test set). Per split point the selected configuration is the one that
 sends the fewest bytes while losing at most ``max_drop`` accuracy points (``select``).
 
+    <out>/sweep.json                 the backbone and training settings (a resumed sweep must match)
     <out>/results.jsonl              one line per finished candidate; the sweep's resume point
     <out>/checkpoints/<key>.*        the candidate being trained (resumable) and the kept checkpoints
     <out>/table.{csv,json,md}        the selected configurations (paper Tables 1 and 3 columns)
@@ -135,13 +136,32 @@ def load_results(path: Path) -> list[Result]:
     return [Result(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _claim(out: Path, settings: dict, runtime: Runtime) -> None:
+    """Record what this sweep trains with, or check a resumed sweep trained with the same; results
+    fine-tuned differently must not end up in one table. The candidate grid may grow between runs."""
+    path = out / "sweep.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        if changed:
+            raise ValueError(f"{out} holds a sweep run with different {', '.join(changed)}; "
+                             f"use another --out, or the same settings to resume it")
+    elif runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+    runtime.barrier()
+
+
 def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, runtime: Runtime, *,
               split_points: Sequence[int] = tuple(range(1, NUM_BLOCKS + 1)),
               reductions: Sequence[int] = REDUCTIONS, strides: Sequence[int] = STRIDES,
               time_steps: Sequence[int] = TIME_STEPS, max_drop: float = MAX_DROP,
               keep_all: bool = False) -> dict[int, Result]:
     """Fine-tune and measure every candidate not yet in ``out``/results.jsonl; returns the selection."""
-    backbone = read_checkpoint_info(pretrained).config.backbone
+    base = read_checkpoint_info(pretrained)
+    backbone = base.config.backbone
+    _claim(out, {"pretrained": base.fingerprint, "dataset": data.name, "train_size": len(data.train),
+                 "test_size": len(data.test), "train": asdict(train)}, runtime)
     results_path = out / "results.jsonl"
     results = load_results(results_path)
     done = {r.key for r in results}

@@ -61,9 +61,7 @@ def table_row(r: Result) -> dict[str, Any]:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 0.01 else f"{value:.2f}"
-    return str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def markdown(rows: Sequence[dict[str, Any]], max_drop: float, backbone: SpikingResNetConfig) -> str:

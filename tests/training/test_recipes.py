@@ -12,10 +12,10 @@ from shared.bottleneck import BottleneckConfig, SplitPreset, paper_preset
 from shared.checkpoint import load_checkpoint, read_checkpoint_info
 from shared.spiking_resnet import SpikingResNetConfig
 from shared.split_model import ModelConfig, SpikeBottleNet
+from tests.training.conftest import TINY_TRAIN
 from training.datasets import Dataset
 from training.recipes import SplitStats, finetune, split_model
 from training.runtime import Runtime
-from tests.training.conftest import TINY_TRAIN
 
 SPLIT_POINT = 8
 

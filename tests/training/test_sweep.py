@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from shared.spiking_resnet import SpikingResNetConfig
+from tests.training.conftest import TINY_TRAIN
 from training import sweep
 from training.datasets import Dataset
 from training.runtime import Runtime
 from training.sweep import Candidate, Result, candidates, load_results, run_sweep, select
-from tests.training.conftest import TINY_TRAIN
 
 
 def result(split_point: int, nbytes: int, drop: float, time_steps: int = 2) -> Result:
@@ -79,5 +79,7 @@ def test_an_interrupted_sweep_resumes_after_its_last_finished_candidate(
     assert row["device_45nm_mj"] > 0 and row["ann_baseline_45nm_mj"] > row["device_45nm_mj"]
     for name in ("table.csv", "table.md", "bytes.png", "energy.png"):
         assert (tmp_path / name).stat().st_size > 0
+    with pytest.raises(ValueError, match="different train"):  # more epochs: not the same sweep any more
+        run_sweep(tiny_digits, tiny_backbone, tmp_path, dataclasses.replace(train, epochs=2), cpu, **kwargs)
     kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert kept == [f"{selected[1].key}.safetensors", f"{selected[16].key}.safetensors"]  # no train states left

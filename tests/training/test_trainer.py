@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig
+from tests.training.conftest import TINY_TRAIN, WIDTH
 from training import trainer
 from training.datasets import Augmentation, Dataset
 from training.recipes import damp_residual_branches
 from training.resume import ResumeError, load_train_state, save_train_state
 from training.runtime import Runtime
 from training.trainer import TrainConfig, fit, lr_at, make_optimizer
-from tests.training.conftest import TINY_TRAIN, WIDTH
 
 
 def tiny_model(seed: int = 0) -> SpikingResNet:

@@ -4,7 +4,7 @@ A narrow spiking ResNet (all 16 blocks, width multiplier ``DEMO.width``) is pre-
 scikit-learn digits, then fine-tuned with the paper's bottleneck (C' scaled to the width, the paper's
 stride and T) at each shipped split point: an early one, the services' default RB8, and RB16 at the
 paper's 256x compression. Everything is seeded (two runs on one machine gave identical training
-curves and accuracies); on two idle CPU cores the whole run takes about 15 minutes.
+curves and accuracies); on two idle CPU cores the whole run takes 15-20 minutes.
 """
 
 from __future__ import annotations

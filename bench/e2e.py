@@ -32,11 +32,11 @@ import numpy as np
 from PIL import Image
 
 from sbn.predict import MonolithicClassifier
-from sbn.up import free_port, local_stack
+from sbn.up import add_model_arguments, free_port, local_stack
+from shared.backbones import resolve_arch
 from shared.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
 from shared.codec import CODEC_CHOICES
 from shared.settings import configure_torch_threads
-from shared.spiking_resnet import NUM_BLOCKS
 
 
 def synthetic_png(seed: int = 0, size: tuple[int, int] = (32, 32)) -> bytes:
@@ -79,10 +79,7 @@ def measure(classify: Callable[[bytes], Any], images: Sequence[bytes], requests:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="benchmark this running device (e.g. http://127.0.0.1:8000) instead of "
                                       "starting edge and device")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="checkpoint of both paths; default: the embedded demo model for --split-point")
-    parser.add_argument("--split-point", type=int, default=8, choices=range(1, NUM_BLOCKS + 1), metavar="K",
-                        help="which embedded demo model to use when no checkpoint is given (default: 8)")
+    add_model_arguments(parser, "benchmark on both paths")
     parser.add_argument("--requests", type=int, default=200, help="requests per path and concurrency (default: 200)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4],
                         help="requests in flight at once; one run each (default: 1 4)")
@@ -98,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     configure_torch_threads(args.threads)
     try:
-        checkpoint = args.checkpoint or default_checkpoint(args.split_point)
+        checkpoint = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
         monolithic = MonolithicClassifier(load_checkpoint(checkpoint, "full"), args.codec)
         images = [path.read_bytes() for path in args.image] if args.image else [synthetic_png(i) for i in range(8)]
     except (OSError, CheckpointError) as e:
@@ -144,7 +141,7 @@ def _report(args: argparse.Namespace, monolithic: MonolithicClassifier, images: 
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"CPU cores: {os.cpu_count()} ({affinity} available to this process); torch threads: {args.threads} "
           f"(monolithic), 1 each in edge and device unless SBN_*_THREADS say otherwise")
-    print(f"model: split after RB{first['split_point']}, width x{config.backbone.width_multiplier}, "
+    print(f"model: {first['arch']} split after {first['split_point_name']}, width x{config.backbone.width_multiplier}, "
           f"T={config.time_steps}, {'trained' if monolithic.checkpoint.trained else 'untrained'}, "
           f"fingerprint {monolithic.checkpoint.fingerprint[:12]}")
     print(f"inputs: {len(images)} images, {args.requests} requests per run after {args.warmup} warm-up; "
@@ -163,7 +160,7 @@ def _report(args: argparse.Namespace, monolithic: MonolithicClassifier, images: 
               f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}")
     print()
     print(f"bytes per request: spike payload {first['transmitted_bytes']} B, gRPC request {first['message_bytes']} B "
-          f"(compression x{first['compression_ratio']:.1f} vs. the RB{first['split_point']} output); "
+          f"(compression x{first['compression_ratio']:.1f} vs. the {first['split_point_name']} output); "
           f"image upload {statistics.mean(map(len, images)):.0f} B")
     parts = {part: statistics.median(reply["latency_ms"][part] for reply in replies)
              for part in ("device", "edge", "network", "total")}

@@ -1,12 +1,14 @@
-"""Monolithic forward time of the full-width Spike ResNet50 on CPU, and the share spent in LIF neurons.
+"""Monolithic forward time of each full-width backbone on CPU, and the share spent in LIF neurons.
 
-    python bench/model_bench.py                      # SpikeBottleNet, paper preset at RB16 (T=4), batch 1
-    python bench/model_bench.py --threads 1 --runs 5
+    python bench/model_bench.py                      # every backbone, the paper's bottleneck at the last split point
+    python bench/model_bench.py --arch mobilenetv2 --threads 1 --runs 5 --json
 
-The model is the paper's: full width, 100 classes, the bottleneck at RB16 (T=4, C'=32, stride 2),
-run in one process (head then tail, no codec). Weights are at their initialization: the convs are
-dense, so CPU time does not depend on how many neurons fire, and the LIF updates are elementwise
-over every neuron whatever its value.
+Each model is the paper's: full width, 100 classes, T=4, batch 1, the bottleneck at the backbone's
+last split point (Spike ResNet50: RB16, C'=32, stride 2; MobileNetV2: IRB17), run in one process
+(head then tail, no codec). All backbones are timed in the same run, interleaved forward by
+forward, so the printed ratio compares them under the same machine load. Weights are at their
+initialization: the convs are dense, so CPU time does not depend on how many neurons fire, and the
+LIF updates are elementwise over every neuron whatever its value.
 
 How the LIF share is measured: a forward pre-hook and a forward hook on every LIF module read
 time.perf_counter() before and after each call. CPU kernels run synchronously, so the time between
@@ -17,6 +19,7 @@ separately from the plain ones, so the hooks' own cost shows as the difference o
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -24,9 +27,11 @@ import time
 import torch
 from torch import nn
 
-from shared.bottleneck import paper_preset
+from shared.backbones import ARCH_CHOICES, BACKBONES, backbone_config, resolve_arch
 from shared.neuron import LIF
 from shared.split_model import ModelConfig, SpikeBottleNet
+
+TIME_STEPS = 4
 
 
 class LIFTimer:
@@ -47,6 +52,7 @@ class LIFTimer:
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
+        self._handles.clear()
 
     def _start(self, module: nn.Module, inputs: tuple) -> None:
         self._started[id(module)] = time.perf_counter()
@@ -56,46 +62,83 @@ class LIFTimer:
         self.calls += 1
 
 
-def timed_forwards(model: nn.Module, images: torch.Tensor, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model(images)
-        times.append(time.perf_counter() - start)
-    return times
+def timed_forward(model: nn.Module, images: torch.Tensor) -> float:
+    start = time.perf_counter()
+    model(images)
+    return time.perf_counter() - start
+
+
+def paper_model(arch: str) -> SpikeBottleNet:
+    """Full width, 100 classes, the paper's bottleneck at the last split point, T=4."""
+    backbone = backbone_config(arch)
+    preset = backbone.bottleneck_preset(len(backbone.split_points()))
+    return SpikeBottleNet(ModelConfig(backbone=backbone, time_steps=TIME_STEPS).with_split(preset)).eval()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=ARCH_CHOICES, action="append",
+                        help="backbone to time (repeatable; default: every backbone)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help=f"torch intra-op threads (default here: {torch.get_num_threads()})")
-    parser.add_argument("--split-point", type=int, default=16, help="RBk of the paper preset (default 16: T=4)")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=5, help="timed forwards, after one warm-up")
+    parser.add_argument("--runs", type=int, default=5, help="timed forwards per backbone, after one warm-up")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = ModelConfig().with_split(paper_preset(args.split_point))
-    model = SpikeBottleNet(config).eval()
+    archs = [resolve_arch(a) for a in args.arch] if args.arch else list(BACKBONES)
+    models = {arch: paper_model(arch) for arch in archs}
     images = torch.randn(args.batch, 3, 32, 32)  # [B, 3, H, W]
-    params = sum(p.numel() for p in model.parameters())
-    print(f"SpikeBottleNet, full-width Spike ResNet50, RB{args.split_point} preset: T={config.time_steps}, "
-          f"spikes {config.spike_shape}; {params / 1e6:.1f} M parameters")
-    print(f"batch {args.batch}, {args.threads} thread(s), {args.runs} runs after 1 warm-up, torch {torch.__version__}")
-
+    plain: dict[str, list[float]] = {arch: [] for arch in archs}
+    hooked: dict[str, list[float]] = {arch: [] for arch in archs}
+    timers = {arch: LIFTimer(model) for arch, model in models.items()}
     with torch.inference_mode():
-        model(images)  # warm-up: allocator, oneDNN primitive caches
-        plain = timed_forwards(model, images, args.runs)
-        with LIFTimer(model) as lif:
-            hooked = timed_forwards(model, images, args.runs)
+        for model in models.values():
+            model(images)  # warm-up: allocator, oneDNN primitive caches
+        for _ in range(args.runs):  # interleaved, so a load change hits every backbone alike
+            for arch, model in models.items():
+                plain[arch].append(timed_forward(model, images))
+            for arch, model in models.items():
+                with timers[arch]:
+                    hooked[arch].append(timed_forward(model, images))
 
-    forward, with_hooks = statistics.median(plain), statistics.median(hooked)
-    print(f"forward       median {forward * 1e3:8.1f} ms   (min {min(plain) * 1e3:.1f}, max {max(plain) * 1e3:.1f})")
-    print(f"with hooks    median {with_hooks * 1e3:8.1f} ms")
-    print(f"LIF updates   mean   {lif.seconds / args.runs * 1e3:8.1f} ms per forward = {lif.seconds / sum(hooked):.1%} "
-          f"of the hooked forwards' time ({len(lif.lifs)} LIF modules, {lif.calls // args.runs} calls per forward, "
-          f"T={config.time_steps} steps each)")
+    results = {}
+    for arch, model in models.items():
+        config, lif = model.config, timers[arch]
+        results[arch] = {
+            "split_point": config.split_point.name,
+            "time_steps": config.time_steps,
+            "spike_shape": list(config.spike_shape),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "forward_ms_median": statistics.median(plain[arch]) * 1e3,
+            "forward_ms_min": min(plain[arch]) * 1e3,
+            "forward_ms_max": max(plain[arch]) * 1e3,
+            "hooked_ms_median": statistics.median(hooked[arch]) * 1e3,
+            "lif_ms_per_forward": lif.seconds / args.runs * 1e3,
+            "lif_share": lif.seconds / sum(hooked[arch]),
+            "lif_modules": len(lif.lifs),
+        }
+    first = archs[0]
+    ratios = {f"{arch}/{first}": results[arch]["forward_ms_median"] / results[first]["forward_ms_median"]
+              for arch in archs[1:]}
+    if args.json:
+        print(json.dumps({"batch": args.batch, "threads": args.threads, "runs": args.runs,
+                          "torch": torch.__version__, "backbones": results, "forward_ratio": ratios}, indent=2))
+        return 0
+    print(f"full width, 100 classes, T={TIME_STEPS}, batch {args.batch}, {args.threads} thread(s), {args.runs} "
+          f"interleaved runs after 1 warm-up, torch {torch.__version__}")
+    for arch, r in results.items():
+        print(f"{arch:<20} {r['split_point']:>5} preset, spikes {tuple(r['spike_shape'])}, "
+              f"{r['parameters'] / 1e6:.1f} M parameters")
+        print(f"  forward       median {r['forward_ms_median']:8.1f} ms   (min {r['forward_ms_min']:.1f}, "
+              f"max {r['forward_ms_max']:.1f})")
+        print(f"  with hooks    median {r['hooked_ms_median']:8.1f} ms")
+        print(f"  LIF updates   mean   {r['lif_ms_per_forward']:8.1f} ms per forward = {r['lif_share']:.1%} of the "
+              f"hooked forwards' time ({r['lif_modules']} LIF modules, T={TIME_STEPS} steps each)")
+    for name, ratio in ratios.items():
+        print(f"forward time {name}: x{ratio:.2f} (same run)")
     return 0
 
 

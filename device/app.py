@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Req
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared.preprocess import ImageError
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
@@ -65,7 +65,9 @@ class Readiness(BaseModel):
     status: str = "ready"
     edge: str
     model_fingerprint: str
-    split_point: int
+    arch: str = Field(description="the backbone both halves run")
+    split_point: int = Field(description="k: the bottleneck follows the backbone's k-th block")
+    split_point_name: str = Field(description="the block's name, e.g. RB8 or IRB8")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -111,8 +113,8 @@ async def readyz(pipeline: Pipeline) -> Readiness:
         info = await pipeline.check_edge()
     except EdgeError as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {e}") from None
-    return Readiness(edge=pipeline.edge.address, model_fingerprint=info.model_fingerprint,
-                     split_point=info.split_point)
+    return Readiness(edge=pipeline.edge.address, model_fingerprint=info.model_fingerprint, arch=info.arch,
+                     split_point=info.split_point, split_point_name=info.split_point_name)
 
 
 @router.get(METRICS_PATH, response_class=Response, responses={401: {"model": ErrorDetail}})
@@ -144,8 +146,8 @@ def create_app(settings: DeviceSettings) -> FastAPI:
                               settings.tls_server_name) as edge:
             pipeline = SplitPipeline(head, edge)
             app.state.pipeline = pipeline
-            log.info("head after RB%d of model %s (%s) ready; edge at %s (%s), codec %s", head.split_point,
-                     head.checkpoint.fingerprint[:12], "trained" if head.checkpoint.trained else "untrained",
+            log.info("head up to %s of %s model %s (%s) ready; edge at %s (%s), codec %s", head.split_point.name,
+                     head.checkpoint.config.backbone.arch, head.checkpoint.fingerprint[:12], "trained" if head.checkpoint.trained else "untrained",
                      settings.edge_address, "plaintext" if credentials is None else "TLS", settings.codec)
             try:
                 yield

@@ -10,8 +10,6 @@ import torch
 from pydantic import BaseModel, Field
 
 from shared.checkpoint import CheckpointInfo
-from shared.codec import raw_length
-from shared.spiking_resnet import block_specs
 
 from .head_runner import HeadOutput
 
@@ -54,26 +52,21 @@ class Classification(BaseModel):
     class_index: int
     probability: float = Field(description="softmax probability of the predicted class")
     top5: list[ClassProbability] = Field(description="the most probable classes, best first")
-    split_point: int = Field(description="k: the bottleneck follows residual block RBk")
+    arch: str = Field(description="the backbone, e.g. spiking_resnet50 or spiking_mobilenetv2")
+    split_point: int = Field(description="k: the bottleneck follows the backbone's k-th block")
+    split_point_name: str = Field(description="that block's name: RBk (ResNet50), IRBk (MobileNetV2)")
     time_steps: int = Field(description="T: spiking time steps")
     spike_shape: list[int] = Field(description="T, C', H', W' of the transmitted spike tensor")
     codec: str = Field(description="codec that packed the payload: raw or sparse")
     transmitted_bytes: int = Field(description="spike payload, bytes")
     message_bytes: int = Field(description="whole serialized gRPC request (payload and envelope), bytes")
     compression_ratio: float = Field(
-        description="bits of the RBk output spikes (what an unsplit model would send) / transmitted bytes")
+        description="bytes of the split block's output spikes at 1 bit each (what an unsplit model would send) / "
+                    "transmitted bytes")
     energy: Energy
     latency_ms: Latency
     model: ModelSummary
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
-
-
-def uncompressed_bytes(checkpoint: CheckpointInfo) -> int:
-    """Bytes of RBk's output spikes for one image, 1 bit each: the tensor the bottleneck compresses."""
-    config = checkpoint.config
-    assert config.bottleneck is not None, "only a split model has a split point"
-    block = block_specs(config.backbone)[config.bottleneck.split_point - 1]
-    return raw_length((config.time_steps, block.out_channels, block.out_size, block.out_size))
 
 
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
@@ -85,18 +78,21 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
     top5 = [ClassProbability(label=config.label(i), probability=p)
             for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
     transmitted = len(head.frame.payload)
+    geometry = config.geometry()
     return Classification(
         label=top5[0].label,
         class_index=int(top.indices[0]),
         probability=top5[0].probability,
         top5=top5,
-        split_point=head.frame.split_point,
+        arch=config.backbone.arch,
+        split_point=geometry.point.index,
+        split_point_name=geometry.point.name,
         time_steps=config.time_steps,
-        spike_shape=list(config.spike_shape),
+        spike_shape=list(geometry.spike_shape),
         codec=head.codec.value,
         transmitted_bytes=transmitted,
         message_bytes=head.frame.ByteSize(),
-        compression_ratio=uncompressed_bytes(checkpoint) / transmitted,
+        compression_ratio=geometry.uncompressed_bytes / transmitted,
         energy=Energy.model_validate(head.energy, from_attributes=True),
         latency_ms=latency,
         model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,

@@ -40,11 +40,10 @@ class HeadRunner:
                  energy_mode: CountMode | str = CountMode.PAPER) -> None:
         if codec not in CODEC_CHOICES:
             raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
-        bottleneck = checkpoint.config.bottleneck
-        assert bottleneck is not None, "a head is only built from a split checkpoint"
+        assert checkpoint.config.bottleneck is not None, "a head is only built from a split checkpoint"
         self.head = head.eval()
         self.checkpoint = checkpoint
-        self.split_point = bottleneck.split_point
+        self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.codec = codec
         self.energy_mode = CountMode(energy_mode)
         # The activity monitor hooks the shared head module for the length of one forward; two
@@ -68,6 +67,6 @@ class HeadRunner:
         codec, payload = encode(spikes, self.codec)
         elapsed_ms = (perf_counter() - start) * 1e3
         frame = pb.SpikeFrame(request_id=uuid.uuid4().hex, model_fingerprint=self.checkpoint.fingerprint,
-                              split_point=self.split_point, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
+                              split_point=self.split_point.index, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
                               payload=payload)
         return HeadOutput(frame, codec, spikes, monitor.estimates()[0], elapsed_ms)

@@ -45,12 +45,11 @@ class TailRunner:
     def __init__(self, tail: nn.Module, checkpoint: CheckpointInfo, max_batch: int) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        bottleneck = checkpoint.config.bottleneck
-        assert bottleneck is not None, "a tail is only built from a split checkpoint"
+        assert checkpoint.config.bottleneck is not None, "a tail is only built from a split checkpoint"
         self.tail = tail.eval()
         self.checkpoint = checkpoint
         self.max_batch = max_batch
-        self.split_point = bottleneck.split_point
+        self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_shape = checkpoint.config.spike_shape  # (T, C', H', W') of one image
 
     @classmethod
@@ -63,9 +62,11 @@ class TailRunner:
         return self.checkpoint.fingerprint
 
     def model_info(self) -> pb.ModelInfo:
-        return pb.ModelInfo(model_fingerprint=self.fingerprint, split_point=self.split_point,
-                            spike_shape=self.spike_shape, num_classes=self.checkpoint.config.backbone.num_classes,
-                            trained=self.checkpoint.trained)
+        backbone = self.checkpoint.config.backbone
+        return pb.ModelInfo(model_fingerprint=self.fingerprint, split_point=self.split_point.index,
+                            spike_shape=self.spike_shape, num_classes=backbone.num_classes,
+                            trained=self.checkpoint.trained, arch=backbone.arch,
+                            split_point_name=self.split_point.name)
 
     def check(self, frame: pb.SpikeFrame) -> tuple[tuple[int, ...], Codec]:
         """The frame's shape and codec if this tail can run it; raises FrameError naming the problem."""
@@ -73,9 +74,9 @@ class TailRunner:
             raise FingerprintMismatch(
                 f"frame comes from model {frame.model_fingerprint or '(no fingerprint)'} but this edge serves "
                 f"model {self.fingerprint}; device and edge must load the same checkpoint")
-        if frame.split_point != self.split_point:
-            raise InvalidFrame(f"frame is split after RB{frame.split_point}, this edge's tail starts after "
-                               f"RB{self.split_point}")
+        if frame.split_point != self.split_point.index:
+            raise InvalidFrame(f"frame is split at split point {frame.split_point}, this edge's tail starts after "
+                               f"split point {self.split_point.index} ({self.split_point.name})")
         shape = tuple(frame.shape)
         if len(shape) != 5:
             raise InvalidFrame(f"shape must have 5 entries (T, B, C', H', W'), got {list(shape)}")

@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "report": ("sbn.report", "per-split-point bytes, compression, FLOPs and energy (paper Tables 1 and 3)"),
+    "models": ("sbn.models", "list the embedded demo models: backbone, split point, T, C', bytes, accuracy"),
     "predict": ("sbn.predict", "classify an image with the whole model in one process (the reference path)"),
     "edge": ("edge.server", "serve the tail half over gRPC"),
     "device": ("device.app", "serve the head half and the HTTP API (/classify)"),

@@ -20,11 +20,13 @@ import torch
 
 from device.classification import Classification, Latency, build_classification
 from device.head_runner import HeadRunner
+from shared.backbones import resolve_arch
 from shared.checkpoint import CheckpointError, LoadedModel, default_checkpoint, load_checkpoint
 from shared.codec import CODEC_CHOICES
 from shared.energy import CountMode
-from shared.spiking_resnet import NUM_BLOCKS
 from shared.split_model import SpikeBottleNet
+
+from .up import add_model_arguments
 
 
 class MonolithicClassifier:
@@ -49,10 +51,7 @@ class MonolithicClassifier:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM)")
-    parser.add_argument("--checkpoint", type=Path,
-                        help="full checkpoint (.safetensors); default: the embedded demo model for --split-point")
-    parser.add_argument("--split-point", type=int, default=8, choices=range(1, NUM_BLOCKS + 1), metavar="K",
-                        help="which embedded demo model to use when no checkpoint is given (default: 8)")
+    add_model_arguments(parser, "run whole")
     parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw",
                         help="spike codec the byte counts are for (default: raw)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -60,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        loaded = load_checkpoint(args.checkpoint or default_checkpoint(args.split_point), "full")
+        loaded = load_checkpoint(args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point), "full")
         result = MonolithicClassifier(loaded, args.codec).classify(args.image.read_bytes())
     except (OSError, ValueError) as e:  # unreadable file; CheckpointError and ImageError are ValueErrors
         print(f"sbn predict: {e}", file=sys.stderr)

@@ -1,14 +1,16 @@
 """``sbn report``: what each split point sends over the network and what the device spends on it.
 
     sbn report --preset paper                      # the paper's ResNet50 / CIFAR-100, RB1..RB16 (Table 1)
+    sbn report --arch mobilenetv2                  # the spiking MobileNetV2, IRB1..IRB17, the paper's rule
+    sbn report --compare                           # both backbones side by side
     sbn report --preset paper --width 0.125        # the same bottlenecks on a narrow backbone
     sbn report --checkpoint m.safetensors --images a.png b.jpg   # one split point, measured spikes
 
-Per split point RBk, all figures per image:
+Per split point (RBk, IRBk), all figures per image:
 
     spike shape        T x C' x H' x W' of the bottleneck output, the transmitted tensor
     transmitted bytes  ceil(T*C'*H'*W' / 8), the raw codec's payload
-    compression        bytes of RBk's own output spikes (T*C*H*W bits) / transmitted bytes
+    compression        bytes of the block's own output spikes (T*C*H*W bits) / transmitted bytes
     float32 feature    C*H*W*4 bytes: what an ANN split after the same block would send uncompressed
     FLOPs              MACs of the device's counted layers (--mode; see shared/energy.py)
     ANN baseline       FLOPs * 4.6 pJ, the same layers as 45 nm multiply-accumulates
@@ -16,7 +18,7 @@ Per split point RBk, all figures per image:
 With a checkpoint and images the head runs for real, and the firing rate, SyOPs and the SNN's energy
 at 45 nm and on ROLLS are measured (averaged over the images). Everything else comes from shapes: the
 heads are built on the meta device, where no weight is allocated and nothing but shapes is computed,
-so even the full-width ResNet50 reports instantly.
+so even the full-width backbones report instantly.
 """
 
 from __future__ import annotations
@@ -29,12 +31,10 @@ from pathlib import Path
 
 import torch
 
-from shared.bottleneck import BOTTLENETPP_BYTES, paper_preset
+from shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config
 from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
-from shared.codec import raw_length
-from shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, structural_flops
+from shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, EnergyEstimate, structural_flops
 from shared.preprocess import ImageError, load_image
-from shared.spiking_resnet import NUM_BLOCKS, SpikingResNetConfig, block_specs
 from shared.split_model import ModelConfig, SplitHead
 
 BATCH_SIZE = 16  # images per head forward when measuring
@@ -52,7 +52,9 @@ class Measured:
 
 @dataclass(frozen=True)
 class SplitPointRow:
+    arch: str
     split_point: int
+    split_point_name: str  # RBk, IRBk
     time_steps: int
     spike_shape: tuple[int, ...]  # T, C', H', W' of one image
     transmitted_bytes: int
@@ -60,6 +62,7 @@ class SplitPointRow:
     float32_feature_bytes: int
     flops: int
     ann_baseline_45nm_mj: float
+    bottlenetpp_bytes: int | None  # the paper's ANN baseline at this point, where it has a figure
     measured: Measured | None = None
 
     def to_json(self) -> dict:
@@ -71,23 +74,24 @@ class SplitPointRow:
 
 def structural_row(config: ModelConfig, mode: CountMode) -> SplitPointRow:
     """Everything that follows from a split model's config alone."""
-    block = block_specs(config.backbone)[config.bottleneck.split_point - 1]
+    geometry = config.geometry()
     # FLOPs are counted per time step, so a one-step head gives the same count at 1/T of the work
     # (on the meta device every elementwise op of the LIF loop is a Python shape computation)
     with torch.device("meta"):
         head = SplitHead(replace(config, time_steps=1))
     flops = structural_flops(head, 1, config.backbone.image_size, mode)
-    transmitted = raw_length(config.spike_shape)
-    block_spikes = (config.time_steps, block.out_channels, block.out_size, block.out_size)  # [T, C, H, W]
     return SplitPointRow(
-        split_point=config.bottleneck.split_point,
+        arch=config.backbone.arch,
+        split_point=geometry.point.index,
+        split_point_name=geometry.point.name,
         time_steps=config.time_steps,
-        spike_shape=config.spike_shape,
-        transmitted_bytes=transmitted,
-        compression_ratio=raw_length(block_spikes) / transmitted,
-        float32_feature_bytes=block.out_channels * block.out_size ** 2 * 4,
+        spike_shape=geometry.spike_shape,
+        transmitted_bytes=geometry.transmitted_bytes,
+        compression_ratio=geometry.compression,
+        float32_feature_bytes=geometry.float32_feature_bytes,
         flops=flops,
         ann_baseline_45nm_mj=flops * E_MAC_45NM_PJ / PJ_PER_MJ,
+        bottlenetpp_bytes=config.backbone.bottlenetpp_bytes(geometry.point.index),
     )
 
 
@@ -99,19 +103,15 @@ def measure(head: SplitHead, images: torch.Tensor, mode: CountMode) -> Measured:
             with ActivityMonitor(head, head.time_steps, mode) as monitor:
                 head(batch)
             estimates += monitor.estimates()
-    n = len(estimates)
-    return Measured(
-        firing_rate=sum(e.firing_rate for e in estimates) / n,
-        syops=sum(e.syops for e in estimates) / n,
-        device_45nm_mj=sum(e.device_45nm_mj for e in estimates) / n,
-        device_rolls_mj=sum(e.device_rolls_mj for e in estimates) / n,
-    )
+    mean = EnergyEstimate.mean(estimates)
+    return Measured(mean.firing_rate, mean.syops, mean.device_45nm_mj, mean.device_rolls_mj)
 
 
-def preset_configs(width: float, classes: int) -> list[ModelConfig]:
-    """The paper's bottleneck at every split point, on a backbone of the given width and classes."""
-    backbone = SpikingResNetConfig(width_multiplier=width, num_classes=classes)
-    return [ModelConfig(backbone=backbone).with_split(paper_preset(k, backbone)) for k in range(1, NUM_BLOCKS + 1)]
+def preset_configs(arch: str, width: float, classes: int) -> list[ModelConfig]:
+    """The paper's bottleneck at every split point of ``arch``, at the given width and classes."""
+    backbone = backbone_config(arch, width_multiplier=width, num_classes=classes)
+    return [ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(p.index))
+            for p in backbone.split_points()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,12 +123,17 @@ def millions(value: float) -> str:
     return f"{value / 1e6:,.2f}"
 
 
+def render_table(header: list[str], lines: list[list[str]]) -> list[str]:
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+    return ["  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) for cells in [header, *lines]]
+
+
 def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode) -> str:
     backbone = config.backbone
-    # BottleNet++'s bytes are the paper's, so they only describe the paper's full-width backbone
-    paper_backbone = backbone.width_multiplier == 1.0 and backbone.image_size == 32
+    # BottleNet++'s bytes are the paper's: they exist only for the paper's full-width Spike ResNet50
+    with_bottlenetpp = rows[0].bottlenetpp_bytes is not None
     header = ["split", "T", "spikes C'xH'xW'", "bits", "bytes"]
-    header += ["BN++ bytes"] if paper_backbone else []
+    header += ["BN++ bytes"] if with_bottlenetpp else []
     header += ["compression", "float32 B", "FLOPs (M)", "ANN mJ"]
     measured = rows[0].measured is not None
     if measured:
@@ -136,8 +141,8 @@ def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode) -> st
     lines = []
     for row in rows:
         t, c, h, w = row.spike_shape
-        cells = [f"RB{row.split_point}", str(t), f"{c}x{h}x{w}", f"{t * c * h * w:,}", f"{row.transmitted_bytes:,}"]
-        cells += [f"{BOTTLENETPP_BYTES[row.split_point - 1]:,}"] if paper_backbone else []
+        cells = [row.split_point_name, str(t), f"{c}x{h}x{w}", f"{t * c * h * w:,}", f"{row.transmitted_bytes:,}"]
+        cells += [f"{row.bottlenetpp_bytes:,}"] if with_bottlenetpp else []
         cells += [f"{row.compression_ratio:g}x", f"{row.float32_feature_bytes:,}", millions(row.flops),
                   f"{row.ann_baseline_45nm_mj:.4g}"]
         if row.measured:
@@ -146,20 +151,38 @@ def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode) -> st
                       f"{row.ann_baseline_45nm_mj / m.device_45nm_mj:.1f}x",
                       f"{row.ann_baseline_45nm_mj / m.device_rolls_mj:.1f}x"]
         lines.append(cells)
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(cell.rjust(width) for cell, width in zip(cells, widths))
-
-    title = (f"Spike ResNet50, width x{backbone.width_multiplier:g}, {backbone.num_classes} classes, "
+    title = (f"{backbone.arch}, width x{backbone.width_multiplier:g}, {backbone.num_classes} classes, "
              f"{backbone.image_size}x{backbone.image_size} input; per image; FLOPs counted in {mode.value} mode")
-    notes = ["compression: RBk's own T*C*H*W spike bits / transmitted bytes; float32 B: an ANN's C*H*W*4 feature",
-             "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)"]
-    if paper_backbone:
+    notes = ["compression: the block's own T*C*H*W spike bits / transmitted bytes; "
+             "float32 B: an ANN's C*H*W*4 feature", "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)"]
+    if with_bottlenetpp:
         notes.append("BN++ bytes: BottleNet++ at the same point, from the paper's Table 1")
     if measured:
         notes.append("SNN: SyOPs x 0.9 pJ (45 nm) or x 77 fJ (ROLLS), averaged over the images")
-    return "\n".join([title, "", render(header), *map(render, lines), "", *notes])
+    return "\n".join([title, "", *render_table(header, lines), "", *notes])
+
+
+def comparison(by_arch: dict[str, list[SplitPointRow]], width: float, mode: CountMode) -> str:
+    """The backbones side by side, row i holding each one's i-th split point."""
+    archs = list(by_arch)
+    header = ["k"] + [f"{column}" for _ in archs for column in ("split", "C'xH'xW'", "T", "bytes", "compr.",
+                                                                   "FLOPs (M)", "ANN mJ")]
+    lines = []
+    for i in range(max(len(rows) for rows in by_arch.values())):
+        cells = [str(i + 1)]
+        for arch in archs:
+            rows = by_arch[arch]
+            if i >= len(rows):
+                cells += [""] * 7
+                continue
+            row = rows[i]
+            t, c, h, w = row.spike_shape
+            cells += [row.split_point_name, f"{c}x{h}x{w}", str(t), f"{row.transmitted_bytes:,}",
+                      f"{row.compression_ratio:g}x", millions(row.flops), f"{row.ann_baseline_45nm_mj:.4g}"]
+        lines.append(cells)
+    title = (f"{' | '.join(archs)}: the paper's bottleneck at every split point, width x{width:g}; per image; "
+             f"FLOPs (device layers up to the split point) counted in {mode.value} mode")
+    return "\n".join([title, "", *render_table(header, lines), "", "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +191,10 @@ def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode) -> st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=["paper"],
-                        help="bottleneck preset at all 16 split points (default: paper, without --checkpoint)")
+                        help="the paper's bottleneck at every split point (the default without --checkpoint)")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, help=f"backbone for the preset (default: {DEFAULT_ARCH})")
+    parser.add_argument("--compare", action="store_true",
+                        help="every backbone's preset side by side: bytes, FLOPs and ANN energy per split point")
     parser.add_argument("--width", type=float, help="backbone width multiplier for the preset (default 1.0)")
     parser.add_argument("--classes", type=int, help="number of classes for the preset (default 100)")
     parser.add_argument("--checkpoint", type=Path, help="report this checkpoint's split point instead")
@@ -176,13 +202,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --checkpoint: measure firing rate, SyOPs and energy on these image files")
     parser.add_argument("--mode", choices=[m.value for m in CountMode], default=CountMode.PAPER.value,
                         help="paper: block convs only, as the paper counts; complete: also stem, shortcuts, encoder")
-    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per split point")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list, one object per split point (with --compare: of every backbone)")
 
 
 def run(args: argparse.Namespace) -> int:
     mode = CountMode(args.mode)
-    if args.checkpoint and (args.preset or args.width is not None or args.classes is not None):
-        return fail("a checkpoint carries its own config: --preset, --width and --classes go without --checkpoint", 2)
+    if args.checkpoint and (args.preset or args.arch or args.compare or args.width is not None
+                            or args.classes is not None):
+        return fail("a checkpoint carries its own config: --preset, --arch, --compare, --width and --classes go "
+                    "without --checkpoint", 2)
+    if args.compare and args.arch:
+        return fail("--compare shows every backbone: leave out --arch", 2)
     if args.images and not args.checkpoint:
         return fail("--images needs --checkpoint: the head whose spikes are measured", 2)
     if (args.width is not None and args.width <= 0) or (args.classes is not None and args.classes < 1):
@@ -199,9 +230,14 @@ def run(args: argparse.Namespace) -> int:
                 row = replace(row, measured=measure(head, images, mode))
             rows = [row]
         else:
-            configs = preset_configs(1.0 if args.width is None else args.width,
-                                     100 if args.classes is None else args.classes)
-            config, rows = configs[0], [structural_row(c, mode) for c in configs]
+            width, classes = 1.0 if args.width is None else args.width, 100 if args.classes is None else args.classes
+            archs = list(BACKBONES) if args.compare else [args.arch or DEFAULT_ARCH]
+            by_arch = {arch: [structural_row(c, mode) for c in preset_configs(arch, width, classes)] for arch in archs}
+            rows = [row for arch_rows in by_arch.values() for row in arch_rows]
+            if args.compare and not args.json:
+                print(comparison(by_arch, width, mode))
+                return 0
+            config = preset_configs(archs[0], width, classes)[0]
     except (CheckpointError, ImageError) as e:
         return fail(str(e), 1)
     print(json.dumps([row.to_json() for row in rows], indent=2) if args.json else table(rows, config, mode))

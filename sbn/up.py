@@ -30,9 +30,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared.backbones import ARCH_CHOICES, DEFAULT_ARCH
 from shared.codec import CODEC_CHOICES
 from shared.rpc.wire import SERVICE_NAME
-from shared.spiking_resnet import NUM_BLOCKS
+from shared.settings import DEFAULT_SPLIT_POINT
 
 log = logging.getLogger("sbn.up")
 
@@ -121,13 +122,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_stack(checkpoint: Path | None = None, split_point: int = 8, host: str = "127.0.0.1", port: int = 8000,
-                edge_port: int = 50051, device_flags: Sequence[str] = ()) -> Iterator[list[subprocess.Popen[bytes]]]:
+def local_stack(checkpoint: Path | None = None, split_point: int = DEFAULT_SPLIT_POINT, host: str = "127.0.0.1",
+                port: int = 8000, edge_port: int = 50051, device_flags: Sequence[str] = (),
+                arch: str = DEFAULT_ARCH) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The edge, then, once it is healthy, the device; both stopped on leaving, device first.
 
     Yields [edge, device] when the device answers /healthz.
     """
-    model = ["--split-point", str(split_point), *(["--checkpoint", str(checkpoint)] if checkpoint else [])]
+    model = ["--arch", arch, "--split-point", str(split_point),
+             *(["--checkpoint", str(checkpoint)] if checkpoint else [])]
     edge_address = f"127.0.0.1:{edge_port}"
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -141,11 +144,19 @@ def local_stack(checkpoint: Path | None = None, split_point: int = 8, host: str 
         stop_all(children)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--checkpoint, or --arch and --split-point choosing an embedded demo model (``sbn models`` lists them)."""
     parser.add_argument("--checkpoint", type=Path,
-                        help="checkpoint both halves load; default: the embedded demo model for --split-point")
-    parser.add_argument("--split-point", type=int, default=8, choices=range(1, NUM_BLOCKS + 1), metavar="K",
-                        help="which embedded demo model to serve when no checkpoint is given (default: 8)")
+                        help=f"checkpoint to {verb}; default: the embedded demo model for --arch and --split-point")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default=DEFAULT_ARCH,
+                        help=f"backbone of the embedded demo model (default: {DEFAULT_ARCH})")
+    parser.add_argument("--split-point", type=int, default=DEFAULT_SPLIT_POINT, metavar="K",
+                        help=f"split point of the embedded demo model (default: {DEFAULT_SPLIT_POINT}); "
+                             "`sbn models` lists them")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, "serve")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP address of the device (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port of the device (default: 8000)")
     parser.add_argument("--edge-port", type=int, default=50051, help="gRPC port of the edge (default: 50051)")
@@ -158,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with local_stack(args.checkpoint, args.split_point, args.host, args.port, args.edge_port,
-                         ["--codec", args.codec] if args.codec else []) as children:
+                         ["--codec", args.codec] if args.codec else [], args.arch) as children:
             url = f"http://{args.host}:{args.port}"
             log.info("up: try  curl -F file=@image.png %s/classify   (docs: %s/docs; Ctrl-C stops both)", url, url)
             while all(child.poll() is None for child in children):

@@ -1,6 +1,6 @@
-"""The spiking bottleneck unit (paper section 3.5) and the paper's per-split-point preset.
+"""The spiking bottleneck unit (paper section 3.5) and the paper's rule for sizing it.
 
-After block RBk (C x H x W spikes) the device runs the encoder
+After the block of split point k (C x H x W spikes) the device runs the encoder
 
     conv 3x3, stride s (1: channel reduction only, 2: also halve H and W) -> tdBN -> LIF
 
@@ -9,45 +9,81 @@ network. The edge runs the decoder
 
     ConvTranspose2d 3x3, stride s -> tdBN -> LIF
 
-back to C x H x W spikes and continues with RBk+1.
+back to C x H x W spikes and continues with block k+1.
+
+The paper's rule (every backbone's ``bottleneck_preset`` follows it)
+--------------------------------------------------------------------
+* Stride: 1 (channel reduction only) at every split point except the last, where the encoder also
+  halves H and W (stride 2).
+* Compression: C' is chosen for a bit compression C*H*W / (C'*H'*W') (the block's own spikes over
+  the transmitted ones, T cancelling): ``C' = max(1, round(C*H*W / (compression * H'*W')))``.
+* Spike ResNet50: compression and T are those of the paper's Table 1 at RBk (16x, 8x at RB4..RB7,
+  32x at RB14/RB15, 256x at RB16; T = 2 or 4), so the full-width model sends exactly Table 1's bytes.
+* Other backbones (the spiking MobileNetV2): the compression the ResNet preset reaches at the same
+  relative depth, RB j with j = round(16 * k / n) (at least 1) for split point k of n, so the last
+  split point gets the 256x of RB16; T = 2 for the early half of the split points (k <= n / 2) and
+  T = 4 for the late half, where fewer, deeper features need more steps to carry the same information.
+
+At narrow widths C' bottoms out at one channel, so the compression there can fall short of the target.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from .energy import ConvRole, declare_role
 from .layers import TdBatchNorm, TimeFolded
 from .neuron import LIF, LIFConfig
-from .spiking_resnet import NUM_BLOCKS, SpikingResNetConfig, block_specs
+
+if TYPE_CHECKING:
+    from .backbones.base import SplitPoint
 
 
 @dataclass(frozen=True)
 class BottleneckConfig:
-    split_point: int  # k: the bottleneck follows RBk, 1..16
+    split_point: int  # k: the bottleneck follows the block of split point k (1-based)
     channels: int  # C'
     stride: int = 1  # 1 = channel reduction only, 2 = also halve H and W
 
     def __post_init__(self) -> None:
-        if not 1 <= self.split_point <= NUM_BLOCKS:
-            raise ValueError(f"split_point must be in 1..{NUM_BLOCKS}, got {self.split_point}")
+        if self.split_point < 1:
+            raise ValueError(f"split_point must be >= 1, got {self.split_point}")
         if self.channels < 1:
             raise ValueError(f"bottleneck channels must be >= 1, got {self.channels}")
         if self.stride not in (1, 2):
             raise ValueError(f"bottleneck stride must be 1 or 2, got {self.stride}")
 
 
-def spike_shape(backbone: SpikingResNetConfig, bottleneck: BottleneckConfig, time_steps: int) -> tuple[int, ...]:
-    """(T, C', H', W') of one image's transmitted spike tensor."""
-    size = block_specs(backbone)[bottleneck.split_point - 1].out_size
-    if size % bottleneck.stride:
+@dataclass(frozen=True)
+class SplitPreset:
+    bottleneck: BottleneckConfig
+    time_steps: int
+
+
+def spike_shape(point: SplitPoint, bottleneck: BottleneckConfig, time_steps: int) -> tuple[int, ...]:
+    """(T, C', H', W') of one image's transmitted spike tensor after ``point``'s block."""
+    if point.height % bottleneck.stride or point.width % bottleneck.stride:
         # the decoder's transposed conv can only restore an even size exactly (output_padding = 1)
-        raise ValueError(f"a stride-{bottleneck.stride} bottleneck at RB{bottleneck.split_point} needs an even "
-                         f"block size; RB{bottleneck.split_point} outputs {size}x{size}")
-    out = size // bottleneck.stride
-    return (time_steps, bottleneck.channels, out, out)
+        raise ValueError(f"a stride-{bottleneck.stride} bottleneck at {point.name} needs an even block size; "
+                         f"{point.name} outputs {point.height}x{point.width}")
+    return (time_steps, bottleneck.channels, point.height // bottleneck.stride, point.width // bottleneck.stride)
+
+
+def bit_compression(point: SplitPoint, bottleneck: BottleneckConfig) -> float:
+    """C*H*W / (C'*H'*W'): the block's output spikes over the transmitted ones (T cancels)."""
+    _, c, h, w = spike_shape(point, bottleneck, 1)
+    return point.channels * point.height * point.width / (c * h * w)
+
+
+def preset_for_compression(point: SplitPoint, compression: float, stride: int, time_steps: int) -> SplitPreset:
+    """The bottleneck at ``point`` whose C' comes closest to ``compression`` (the rule above)."""
+    out_h, out_w = point.height // stride, point.width // stride
+    channels = max(1, round(point.channels * point.height * point.width / (compression * out_h * out_w)))
+    return SplitPreset(BottleneckConfig(point.index, channels, stride), time_steps)
 
 
 class SpikeEncoder(nn.Module):
@@ -55,7 +91,8 @@ class SpikeEncoder(nn.Module):
 
     def __init__(self, in_channels: int, config: BottleneckConfig, lif: LIFConfig) -> None:
         super().__init__()
-        self.conv = TimeFolded(nn.Conv2d(in_channels, config.channels, 3, config.stride, padding=1, bias=False))
+        conv = nn.Conv2d(in_channels, config.channels, 3, config.stride, padding=1, bias=False)
+        self.conv = TimeFolded(declare_role(conv, ConvRole.ENCODER))
         self.bn = TdBatchNorm(config.channels, lif.v_th)
         self.lif = LIF(lif)
 
@@ -76,37 +113,3 @@ class SpikeDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lif(self.bn(self.conv(x)))
-
-
-# ---------------------------------------------------------------------------------------------
-# The paper's Table 1 (SpikeBottleNet row, full-width Spike ResNet50, CIFAR-100), RB1 .. RB16.
-PAPER_TRANSMITTED_BYTES = (8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 1024, 1024, 2048, 256, 512, 64)
-PAPER_TIME_STEPS = (4, 2, 2, 2, 2, 2, 2, 4, 2, 2, 2, 2, 4, 2, 4, 4)
-# BottleNet++ (the ANN baseline) bytes per image at the same points, from the same table.
-BOTTLENETPP_BYTES = (8192, 16384, 16384, 8192, 8192, 8192, 8192, 4096, 4096, 4096, 4096, 4096, 4096, 1024, 1024, 128)
-PAPER_STRIDE = tuple(2 if k == NUM_BLOCKS else 1 for k in range(1, NUM_BLOCKS + 1))  # only RB16 halves H, W
-
-
-@dataclass(frozen=True)
-class SplitPreset:
-    bottleneck: BottleneckConfig
-    time_steps: int
-
-
-def paper_preset(split_point: int, backbone: SpikingResNetConfig = SpikingResNetConfig()) -> SplitPreset:
-    """(C', stride, T) at RBk such that T*C'*H'*W' bits are the paper's Table 1 bytes.
-
-    C' is derived from the bytes, not tabulated. For a narrow backbone (width multiplier m) C' is
-    scaled by m, keeping the paper's stride and T, so demos keep the same per-point structure.
-    """
-    if not 1 <= split_point <= NUM_BLOCKS:
-        raise ValueError(f"split_point must be in 1..{NUM_BLOCKS}, got {split_point}")
-    i = split_point - 1
-    stride, t = PAPER_STRIDE[i], PAPER_TIME_STEPS[i]
-    full_size = block_specs(SpikingResNetConfig())[i].out_size
-    out = full_size // stride
-    bits = PAPER_TRANSMITTED_BYTES[i] * 8
-    channels, remainder = divmod(bits, t * out * out)
-    assert remainder == 0, f"RB{split_point}: {bits} bits do not divide into T={t} x {out}x{out}"
-    channels = max(1, round(channels * backbone.width_multiplier))
-    return SplitPreset(BottleneckConfig(split_point, channels, stride), t)

@@ -73,8 +73,9 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(config: ModelConfig, digests: dict[str, str]) -> str:
-    return hashlib.sha256(_canonical_json({"config": config.to_dict(), "digests": digests}).encode()).hexdigest()
+def _fingerprint(config: dict[str, Any], digests: dict[str, str]) -> str:
+    """Of the config as stored (a JSON object), so that it never depends on how this version parses it."""
+    return hashlib.sha256(_canonical_json({"config": config, "digests": digests}).encode()).hexdigest()
 
 
 def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
@@ -88,7 +89,7 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
             raise CheckpointError(f"tensor {name!r} belongs to no part of this model ({', '.join(parts)})")
         parts[part][name] = tensor
     digests = {p: _digest(ts) for p, ts in parts.items()}
-    fingerprint = _fingerprint(config, digests)
+    fingerprint = _fingerprint(config.to_dict(), digests)
     metadata = {
         "format": FORMAT,
         "config": _canonical_json(config.to_dict()),
@@ -120,7 +121,8 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         raise CheckpointError(f"{path} is a safetensors file but not a SpikeBottleNet checkpoint "
                               f"(metadata format {metadata.get('format')!r}, expected {FORMAT!r})")
     try:
-        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        stored_config = json.loads(metadata["config"])
+        config = ModelConfig.from_dict(stored_config)
         digests = json.loads(metadata["digests"])
         info = json.loads(metadata.get("info", "{}"))
         fingerprint = metadata["fingerprint"]
@@ -128,7 +130,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         raise CheckpointError(f"{path}: malformed checkpoint metadata ({type(e).__name__}: {e})") from None
     if set(digests) != set(_part_names(config)):
         raise CheckpointError(f"{path}: digests for {sorted(digests)}, expected {list(_part_names(config))}")
-    if _fingerprint(config, digests) != fingerprint:
+    if _fingerprint(stored_config, digests) != fingerprint:
         raise CheckpointError(f"{path}: the fingerprint does not match the config and digests in the metadata")
     return CheckpointInfo(path, config, fingerprint, digests, info)
 
@@ -177,11 +179,18 @@ def load_checkpoint(path: str | os.PathLike, part: str = "full") -> LoadedModel:
     return LoadedModel(model.eval(), ckpt)
 
 
-def default_checkpoint(split_point: int) -> Path:
-    """The embedded demo checkpoint for a split point (shipped in shared/models/)."""
-    path = DEFAULT_MODEL_DIR / f"digits_rb{split_point}.safetensors"
-    if not path.is_file():
-        available = sorted(p.name for p in DEFAULT_MODEL_DIR.glob("*.safetensors"))
-        raise CheckpointError(f"no embedded checkpoint for split point {split_point} "
-                              f"(shared/models has: {', '.join(available) or 'nothing'})")
-    return path
+def embedded_models() -> list[CheckpointInfo]:
+    """The demo checkpoints shipped in shared/models, by backbone and split point."""
+    infos = [read_checkpoint_info(path) for path in DEFAULT_MODEL_DIR.glob("*.safetensors")]
+    return sorted((c for c in infos if c.config.bottleneck), key=lambda c: (c.config.backbone.arch, c.config.split_point.index))
+
+
+def default_checkpoint(arch: str, split_point: int) -> Path:
+    """The embedded demo checkpoint of backbone ``arch`` (a registry name) split at ``split_point``."""
+    models = embedded_models()
+    for ckpt in models:
+        if (ckpt.config.backbone.arch, ckpt.config.split_point.index) == (arch, split_point):
+            return ckpt.path
+    available = ", ".join(f"{c.config.backbone.arch} {c.config.split_point.name}" for c in models if c.config.bottleneck)
+    raise CheckpointError(f"no embedded checkpoint for {arch} at split point {split_point} "
+                          f"(shared/models has: {available or 'nothing'})")

@@ -9,17 +9,21 @@ For every conv layer l the device runs, per image:
     SNN, 45 nm:  E = 0.9 pJ * sum SyOPs        ROLLS chip: E = 77 fJ * sum SyOPs
     ANN baseline (the same layers in a conventional network, BottleNet++ style): E = 4.6 pJ * sum FLOPs
 
-Which layers count: ``paper`` mode counts, as the paper does, only the convs inside the residual
-blocks RB1..RBk. ``complete`` mode adds the stem conv (real-valued input, so MACs at 4.6 pJ,
-computed once since the input is the same at every step), the down-sampling shortcut convs and
-the encoder conv (both on spikes, so SyOPs). FLOPs come from the modules' shapes as the model
-runs; nothing is tabulated per layer. On the meta device the same walk gives FLOPs without
-computing anything (``structural_flops``).
+Which layers count: ``paper`` mode counts, as the paper does, only the convs inside the blocks up to
+the split point (ResNet: the three convs of each residual block; MobileNet: expand, depthwise and
+project). ``complete`` mode adds the stem conv (real-valued input, so MACs at 4.6 pJ, computed once
+since the input is the same at every step), the down-sampling shortcut convs and the encoder conv
+(both on spikes, so SyOPs). Each conv's role is declared where a backbone builds it
+(``declare_role``), never guessed from its name, and the monitor refuses a conv without one.
+Depthwise and grouped convs count C_in / groups inputs per output. FLOPs come from the modules'
+shapes as the model runs; nothing is tabulated per layer. On the meta device the same walk gives
+FLOPs without computing anything (``structural_flops``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, astuple, dataclass, field
 from enum import Enum
 
 import torch
@@ -36,19 +40,27 @@ class CountMode(str, Enum):
     COMPLETE = "complete"
 
 
-def layer_role(name: str) -> str:
-    """'stem', 'shortcut', 'encoder' or 'block' from a conv's qualified name in a head."""
-    if name.startswith("stem."):
-        return "stem"
-    if name.startswith("encoder."):
-        return "encoder"
-    if ".shortcut." in name:
-        return "shortcut"
-    return "block"
+class ConvRole(str, Enum):
+    """What a conv is to the energy accounting; declared by whoever builds it."""
+
+    STEM = "stem"  # the first conv, on the real-valued image: MACs
+    BLOCK = "block"  # inside a backbone block: the layers the paper counts
+    SHORTCUT = "shortcut"  # a down-sampling shortcut's 1x1 conv
+    ENCODER = "encoder"  # the bottleneck encoder
+    CLASSIFIER = "classifier"  # a conv of the classifier (tail side, e.g. MobileNet's 1x1 to 1280)
 
 
-def is_counted(role: str, mode: CountMode) -> bool:
-    return mode is CountMode.COMPLETE or role == "block"
+ROLE_ATTRIBUTE = "energy_role"
+
+
+def declare_role(conv: nn.Conv2d, role: ConvRole) -> nn.Conv2d:
+    """Mark ``conv`` with its role for ActivityMonitor; returns it, so it can wrap a constructor call."""
+    setattr(conv, ROLE_ATTRIBUTE, ConvRole(role))
+    return conv
+
+
+def is_counted(role: ConvRole, mode: CountMode) -> bool:
+    return mode is CountMode.COMPLETE or role is ConvRole.BLOCK
 
 
 @dataclass
@@ -56,7 +68,7 @@ class ConvActivity:
     """One conv layer in one forward pass."""
 
     name: str
-    role: str
+    role: ConvRole
     flops: int  # MACs per image per time step
     input_neurons: int  # C * H * W of the input, per image per time step
     spikes: torch.Tensor | None = None  # [B] spikes into the layer over all T; None for the stem / meta
@@ -75,6 +87,15 @@ class EnergyEstimate:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+    @classmethod
+    def mean(cls, estimates: Sequence[EnergyEstimate]) -> EnergyEstimate:
+        """Field by field average over images (FLOPs are structural: the same for every image)."""
+        if not estimates:
+            raise ValueError("no estimates to average")
+        columns = zip(*(astuple(e) for e in estimates))
+        flops, *rest = (sum(column) / len(estimates) for column in columns)
+        return cls(round(flops), *rest)
 
 
 @dataclass
@@ -100,7 +121,11 @@ class ActivityMonitor:
         for name, module in self.model.named_modules():
             # ConvTranspose2d is not a Conv2d subclass: the decoder (edge side) is never counted
             if type(module) is nn.Conv2d:
-                self._handles.append(module.register_forward_hook(self._hook(name.replace(".module", ""))))
+                role = getattr(module, ROLE_ATTRIBUTE, None)
+                if role is None:
+                    self.__exit__()
+                    raise ValueError(f"conv {name!r} declares no energy role (shared.energy.declare_role)")
+                self._handles.append(module.register_forward_hook(self._hook(name.replace(".module", ""), role)))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -108,15 +133,13 @@ class ActivityMonitor:
             h.remove()
         self._handles.clear()
 
-    def _hook(self, name: str):
-        role = layer_role(name)
-
+    def _hook(self, name: str, role: ConvRole):
         def record(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             x = inputs[0]  # [T*B, C, H, W] for time-folded convs; [B, 3, H, W] for the stem
             k_h, k_w = module.kernel_size
             flops = output[0].numel() * (module.in_channels // module.groups) * k_h * k_w
             spikes = None
-            if role != "stem" and not x.is_meta:
+            if role is not ConvRole.STEM and not x.is_meta:
                 # spikes are 0/1, so their count is the sum; rows are t-major after folding
                 spikes = x.detach().reshape(self.time_steps, -1, x[0].numel()).sum(dim=(0, 2))
             self.layers.append(ConvActivity(name, role, flops, x[0].numel(), spikes))
@@ -131,11 +154,11 @@ class ActivityMonitor:
 
     def estimates(self) -> list[EnergyEstimate]:
         layers = self.counted()
-        spiking = [layer for layer in layers if layer.role != "stem"]
+        spiking = [layer for layer in layers if layer.role is not ConvRole.STEM]
         if not spiking or spiking[0].spikes is None:
             raise RuntimeError("no spikes were recorded: run a real (non-meta) forward inside the monitor")
         flops = sum(layer.flops for layer in layers)
-        mac_flops = sum(layer.flops for layer in layers if layer.role == "stem")  # real-valued input
+        mac_flops = sum(layer.flops for layer in layers if layer.role is ConvRole.STEM)  # real-valued input
         # SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l, per image
         syops = sum(layer.spikes.double() * layer.flops / layer.input_neurons for layer in spiking)
         spikes = sum(layer.spikes.double() for layer in spiking)
@@ -159,7 +182,7 @@ def structural_flops(head: nn.Module, time_steps: int, image_size: int,
     """FLOPs of a head's counted layers from its structure alone: a forward on the meta device.
 
     ``head`` may be built on the meta device (``with torch.device("meta"): SplitHead(cfg)``), so
-    even the full-width ResNet50 costs no memory and no arithmetic.
+    even a full-width backbone costs no memory and no arithmetic.
     """
     device = next(head.parameters()).device
     was_training = head.training

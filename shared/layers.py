@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .energy import ConvRole, declare_role
 from .neuron import LIF, LIFConfig
 
 
@@ -72,15 +73,29 @@ class TdBatchNorm(nn.BatchNorm2d):
 
 RESIDUAL_ALPHA = 1 / math.sqrt(2)
 
+# Initial tdBN scale (lambda) of the last layer of every residual branch, in every backbone: each
+# block starts close to its shortcut (timm's zero_init_last, adapted to spikes). With residual
+# branches at full scale a deep spiking net is chaotic: the Spike ResNet50's 16 thresholded blocks
+# scramble the input (at init a linear probe on RB13 spikes of the digits is at chance; a 1e-4 change
+# of the stem weights flips a third of RB16's spikes), the surrogate gradient cannot follow, and
+# training stalls. A small scale keeps each block's output close to its input spikes (the same change
+# then flips under 1% of RB16's spikes). Not exactly zero: then u sits at 0 or 1, on the edge of the
+# surrogate window (|u - v_th| < a/2), and no gradient flows.
+RESIDUAL_BN_INIT = 0.2
+
 
 class ConvBN(nn.Module):
-    """Conv2d (time-folded) -> tdBN. The pre-activation of a spiking layer."""
+    """Conv2d (time-folded) -> tdBN. The pre-activation of a spiking layer.
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig,
-                 alpha: float = 1.0) -> None:
+    ``groups`` = channels makes it depthwise. ``role`` tells the energy accounting what the conv is
+    (shared/energy.py): a backbone declares it where it builds the layer.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *,
+                 role: ConvRole, alpha: float = 1.0, groups: int = 1) -> None:
         super().__init__()
-        self.conv = TimeFolded(nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2,
-                                         bias=False))
+        conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False)
+        self.conv = TimeFolded(declare_role(conv, role))
         self.bn = TdBatchNorm(out_ch, lif.v_th, alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +105,9 @@ class ConvBN(nn.Module):
 class ConvBNLIF(ConvBN):
     """Conv2d -> tdBN -> LIF: spikes in, spikes out."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig) -> None:
-        super().__init__(in_ch, out_ch, kernel_size, stride, lif)
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *,
+                 role: ConvRole, groups: int = 1) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, stride, lif, role=role, groups=groups)
         self.lif = LIF(lif)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +124,7 @@ class DirectEncodingStem(nn.Module):
 
     def __init__(self, out_ch: int, lif: LIFConfig, in_ch: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, 1, padding=1, bias=False)
+        self.conv = declare_role(nn.Conv2d(in_ch, out_ch, 3, 1, padding=1, bias=False), ConvRole.STEM)
         self.bn = TdBatchNorm(out_ch, lif.v_th)
         self.lif = LIF(lif)
 
@@ -116,3 +132,14 @@ class DirectEncodingStem(nn.Module):
         # image: [B, 3, H, W] -> spikes [T, B, C, H, W]
         current = self.conv(image).unsqueeze(0).expand(time_steps, -1, -1, -1, -1)
         return self.lif(self.bn(current))
+
+
+class SpikeRateClassifier(nn.Module):
+    """Global average pool over space, mean over time, linear: spikes [T, B, C, H, W] -> logits [B, K]."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(3, 4)).mean(dim=0))

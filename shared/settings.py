@@ -16,25 +16,42 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
+from .backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config, resolve_arch
 from .checkpoint import default_checkpoint
-from .spiking_resnet import NUM_BLOCKS
+
+DEFAULT_SPLIT_POINT = 8  # every backbone ships an embedded demo model split here
+SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{points[-1].name}"
+                               for arch, points in ((a, cls().split_points()) for a, cls in BACKBONES.items()))
 
 
 class ModelSettings(BaseSettings):
     """What both halves need: which checkpoint to load, and how many torch threads to run it on."""
 
     checkpoint: Path | None = Field(
-        None, description="checkpoint (.safetensors) to serve; default: the embedded demo model for the split point")
+        None, description="checkpoint (.safetensors) to serve; default: the embedded demo model for arch and "
+                          "split point (a checkpoint carries its own)")
+    arch: str = Field(
+        DEFAULT_ARCH, description=f"backbone of the embedded demo model to serve: {', '.join(ARCH_CHOICES)}")
     split_point: int = Field(
-        8, ge=1, le=NUM_BLOCKS, description="which embedded demo model to serve when no checkpoint is given")
+        DEFAULT_SPLIT_POINT, ge=1, description=f"split point of the embedded demo model to serve ({SPLIT_POINT_RANGES})")
     threads: int = Field(
         1, ge=1, description="torch intra-op and inter-op threads (edge and device often share a few cores)")
 
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        return resolve_arch(arch)
+
+    @model_validator(mode="after")
+    def _split_point_exists(self) -> ModelSettings:
+        backbone_config(self.arch).split_point(self.split_point)  # ValueError naming the valid range
+        return self
+
     def checkpoint_path(self) -> Path:
-        return self.checkpoint or default_checkpoint(self.split_point)
+        return self.checkpoint or default_checkpoint(self.arch, self.split_point)
 
 
 def configure_torch_threads(threads: int) -> None:

@@ -1,13 +1,15 @@
-"""SpikeBottleNet: the spiking ResNet split by a spiking bottleneck into a device head and an edge tail.
+"""SpikeBottleNet: a spiking backbone split by a spiking bottleneck into a device head and an edge tail.
 
-    device:  image [B, 3, H, W] -> stem -> RB1..RBk -> encoder -> spikes [T, B, C', H', W']   (head)
+    device:  image [B, 3, H, W] -> stem -> blocks 1..k -> encoder -> spikes [T, B, C', H', W']   (head)
     network: the spikes, bit-packed
-    edge:    spikes -> decoder -> RBk+1..RB16 -> classifier -> logits [B, K]                (tail)
+    edge:    spikes -> decoder -> blocks k+1..n -> classifier -> logits [B, K]                 (tail)
 
+Any registered backbone (shared/backbones) splits the same way: its config lists the split points
+and builds stem, blocks and classifier; head and tail slice its block sequence at k.
 ``SpikeBottleNet`` holds both halves as submodules ``head`` and ``tail``, so ``model.head(x)`` and
-``model.tail(spikes)`` are the two seams and ``model(x) == model.tail(model.head(x))``. Each half
-is also a model of its own (``SplitHead``, ``SplitTail``) that can be built and loaded without the
-other: the edge never builds the head and the device never builds the tail.
+``model.tail(spikes)`` are the two seams. Each half is also a model of its own (``SplitHead``,
+``SplitTail``) that can be built and loaded without the other: the edge never builds the head and
+the device never builds the tail.
 """
 
 from __future__ import annotations
@@ -19,20 +21,35 @@ from typing import Any
 import torch
 from torch import nn
 
+from .backbones import BackboneConfig, BlockSequence, SpikingBackbone, SpikingResNetConfig, SplitPoint
+from .backbones import backbone_config_from_dict
 from .bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder, SplitPreset, spike_shape
-from .layers import DirectEncodingStem
-from .neuron import LIFConfig
-from .spiking_resnet import NUM_BLOCKS, SpikeRateClassifier, SpikingResNet, SpikingResNetConfig, block_specs, build_blocks
+from .codec import raw_length
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 @dataclass(frozen=True)
+class SplitGeometry:
+    """What crosses the network per image at a split, from the config alone."""
+
+    point: SplitPoint  # where the bottleneck sits
+    spike_shape: tuple[int, ...]  # (T, C', H', W') transmitted
+    transmitted_bytes: int  # ceil(T*C'*H'*W' / 8): the raw codec's payload
+    uncompressed_bytes: int  # ceil(T*C*H*W / 8): the block's own output spikes, what an unsplit model would send
+    float32_feature_bytes: int  # C*H*W*4: what an ANN split after the same block would send
+
+    @property
+    def compression(self) -> float:
+        return self.uncompressed_bytes / self.transmitted_bytes
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model and prepare its input; stored in every checkpoint."""
 
-    backbone: SpikingResNetConfig = field(default_factory=SpikingResNetConfig)
+    backbone: BackboneConfig = field(default_factory=SpikingResNetConfig)
     bottleneck: BottleneckConfig | None = None  # None: the plain backbone (pre-training)
     time_steps: int = 4  # T: the image is repeated T times
     mean: tuple[float, ...] = CIFAR100_MEAN  # input normalization, per RGB channel
@@ -45,7 +62,7 @@ class ModelConfig:
         if self.labels and len(self.labels) != self.backbone.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.backbone.num_classes} classes")
         if self.bottleneck:
-            self.spike_shape  # validates the bottleneck against the block geometry
+            self.spike_shape  # validates the bottleneck against the backbone's split points
 
     def with_split(self, preset: SplitPreset) -> ModelConfig:
         return dataclasses.replace(self, bottleneck=preset.bottleneck, time_steps=preset.time_steps)
@@ -54,9 +71,24 @@ class ModelConfig:
         return self.labels[index] if self.labels else f"class {index}"
 
     @property
+    def split_point(self) -> SplitPoint:
+        """The split point the bottleneck follows."""
+        return self.backbone.split_point(self._require_split().split_point)
+
+    @property
     def spike_shape(self) -> tuple[int, ...]:
         """(T, C', H', W') of one image's transmitted spikes."""
-        return spike_shape(self.backbone, self._require_split(), self.time_steps)
+        return spike_shape(self.split_point, self._require_split(), self.time_steps)
+
+    def geometry(self) -> SplitGeometry:
+        point = self.split_point
+        return SplitGeometry(
+            point=point,
+            spike_shape=self.spike_shape,
+            transmitted_bytes=raw_length(self.spike_shape),
+            uncompressed_bytes=raw_length((self.time_steps, point.channels, point.height, point.width)),
+            float32_feature_bytes=point.channels * point.height * point.width * 4,
+        )
 
     def _require_split(self) -> BottleneckConfig:
         if self.bottleneck is None:
@@ -68,12 +100,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        backbone = dict(d["backbone"])
-        backbone["lif"] = LIFConfig(**backbone["lif"])
-        backbone["stage_blocks"] = tuple(backbone["stage_blocks"])
         bottleneck = BottleneckConfig(**d["bottleneck"]) if d.get("bottleneck") else None
         return cls(
-            backbone=SpikingResNetConfig(**backbone),
+            backbone=backbone_config_from_dict(d["backbone"]),
             bottleneck=bottleneck,
             time_steps=int(d["time_steps"]),
             mean=tuple(d["mean"]),
@@ -83,43 +112,35 @@ class ModelConfig:
 
 
 class SplitHead(nn.Module):
-    """Device half: stem, RB1..RBk and the spike encoder."""
+    """Device half: stem, blocks 1..k and the spike encoder."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        bottleneck = config._require_split()
+        point = config.split_point
         self.config, self.time_steps = config, config.time_steps
-        self.stem = DirectEncodingStem(config.backbone.stem_channels, config.backbone.lif)
-        self.blocks = build_blocks(config.backbone, 1, bottleneck.split_point)
-        block_out = block_specs(config.backbone)[bottleneck.split_point - 1].out_channels
-        self.encoder = SpikeEncoder(block_out, bottleneck, config.backbone.lif)
+        self.stem = config.backbone.stem()
+        self.blocks = BlockSequence(config.backbone, 1, point.index)
+        self.encoder = SpikeEncoder(point.channels, config.bottleneck, config.backbone.lif)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # image: normalized [B, 3, H, W] -> binary spikes [T, B, C', H', W']
-        x = self.stem(image, self.time_steps)
-        for block in self.blocks.values():
-            x = block(x)
-        return self.encoder(x)
+        return self.encoder(self.blocks(self.stem(image, self.time_steps)))
 
 
 class SplitTail(nn.Module):
-    """Edge half: spike decoder, RBk+1..RB16 and the classifier."""
+    """Edge half: spike decoder, blocks k+1..n and the classifier."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        bottleneck = config._require_split()
+        point = config.split_point
         self.config = config
-        specs = block_specs(config.backbone)
-        self.decoder = SpikeDecoder(specs[bottleneck.split_point - 1].out_channels, bottleneck, config.backbone.lif)
-        self.blocks = build_blocks(config.backbone, bottleneck.split_point + 1, NUM_BLOCKS)
-        self.classifier = SpikeRateClassifier(specs[-1].out_channels, config.backbone.num_classes)
+        self.decoder = SpikeDecoder(point.channels, config.bottleneck, config.backbone.lif)
+        self.blocks = BlockSequence(config.backbone, point.index + 1, len(config.backbone.split_points()))
+        self.classifier = config.backbone.classifier()
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         # spikes: [T, B, C', H', W'] -> logits [B, num_classes]
-        x = self.decoder(spikes)
-        for block in self.blocks.values():
-            x = block(x)
-        return self.classifier(x)
+        return self.classifier(self.blocks(self.decoder(spikes)))
 
 
 class SpikeBottleNet(nn.Module):
@@ -134,13 +155,16 @@ class SpikeBottleNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.tail(self.head(image))
 
-    def load_backbone(self, backbone: SpikingResNet) -> None:
+    def load_backbone(self, backbone: SpikingBackbone) -> None:
         """Start from pre-trained backbone weights (step 2 of the paper's training).
 
-        Head and tail reuse the backbone's parameter names (stem.*, blocks.rb<i>.*, classifier.*),
-        so each backbone tensor lands in whichever half holds that layer; only the new encoder and
-        decoder keep their initialization.
+        Head and tail reuse the backbone's parameter names (stem.*, blocks.<split point>.*,
+        classifier.*), so each backbone tensor lands in whichever half holds that layer; only the
+        new encoder and decoder keep their initialization.
         """
+        if backbone.config != self.config.backbone:
+            raise ValueError(f"the pre-trained backbone is {backbone.config.arch} {backbone.config}, this split "
+                             f"model's is {self.config.backbone}")
         state = backbone.state_dict()
         for half in (self.head, self.tail):
             own = half.state_dict()
@@ -153,7 +177,7 @@ PARTS = ("head", "tail")
 def build_model(config: ModelConfig, part: str = "full") -> nn.Module:
     """The module for one part of a checkpoint: "full", or "head" / "tail" of a split model."""
     if part == "full":
-        return SpikeBottleNet(config) if config.bottleneck else SpikingResNet(config.backbone, config.time_steps)
+        return SpikeBottleNet(config) if config.bottleneck else SpikingBackbone(config.backbone, config.time_steps)
     if part == "head":
         return SplitHead(config)
     if part == "tail":

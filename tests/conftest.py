@@ -6,7 +6,8 @@ every membrane stays below threshold. ``calibrate_bn`` sets every BN's running s
 statistics of one batch, after which an eval-mode forward fires about as often as a train-mode one.
 
     path = make_calibrated_checkpoint(tmp_path, split_point=8)       # plain function
-    path = calibrated_checkpoint(8)                                   # session-cached fixture
+    path = calibrated_checkpoint(8)                                   # session-cached fixture (ResNet50)
+    path = calibrated_checkpoint(8, arch="spiking_mobilenetv2")       # any registered backbone
 
 Tests import the functions as ``from tests.conftest import ...``; the fixture needs no import.
 """
@@ -20,12 +21,13 @@ import pytest
 import torch
 from torch import nn
 
-from shared.bottleneck import paper_preset
+from shared.backbones import DEFAULT_ARCH, backbone_config
 from shared.checkpoint import save_checkpoint
-from shared.spiking_resnet import SpikingResNetConfig
 from shared.split_model import ModelConfig, SpikeBottleNet
 
 CALIBRATION_IMAGES = 4
+# the narrow widths the tests use: about 100k parameters each, so a forward takes milliseconds
+TEST_WIDTH = {"spiking_resnet50": 0.0625, "spiking_mobilenetv2": 0.25}
 
 # The test models are narrow, so each op is tiny and intra-op threads only add synchronization;
 # on a busy 2-core machine two spinning OpenMP threads made a forward 10-50x slower than one.
@@ -51,11 +53,12 @@ def calibrate_bn(model: nn.Module, images: torch.Tensor) -> None:
     model.eval()
 
 
-def calibrated_model(split_point: int, width_multiplier: float = 0.0625, num_classes: int = 10,
-                     seed: int = 0) -> SpikeBottleNet:
-    """A seeded narrow SpikeBottleNet with the paper's bottleneck at RB``split_point``, calibrated."""
-    backbone = SpikingResNetConfig(width_multiplier=width_multiplier, num_classes=num_classes)
-    config = ModelConfig(backbone=backbone).with_split(paper_preset(split_point, backbone))
+def calibrated_model(split_point: int, width_multiplier: float | None = None, num_classes: int = 10,
+                     seed: int = 0, arch: str = DEFAULT_ARCH) -> SpikeBottleNet:
+    """A seeded narrow SpikeBottleNet with the paper's bottleneck at ``split_point`` of ``arch``, calibrated."""
+    width = TEST_WIDTH[arch] if width_multiplier is None else width_multiplier
+    backbone = backbone_config(arch, width_multiplier=width, num_classes=num_classes)
+    config = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(split_point))
     torch.manual_seed(seed)
     model = SpikeBottleNet(config)
     generator = torch.Generator().manual_seed(seed)
@@ -64,22 +67,24 @@ def calibrated_model(split_point: int, width_multiplier: float = 0.0625, num_cla
     with torch.no_grad():
         spikes = model.head(torch.randn(1, 3, size, size, generator=generator))  # [T, 1, C', H', W']
     if not spikes.any():
-        raise RuntimeError(f"calibrated RB{split_point} head emits no spikes; tests built on it would be vacuous")
+        raise RuntimeError(f"calibrated {config.split_point.name} head emits no spikes; tests built on it would be "
+                           f"vacuous")
     return model
 
 
-def make_calibrated_checkpoint(tmp_path: Path, split_point: int, width_multiplier: float = 0.0625,
-                               num_classes: int = 10, seed: int = 0) -> Path:
+def make_calibrated_checkpoint(tmp_path: Path, split_point: int, width_multiplier: float | None = None,
+                               num_classes: int = 10, seed: int = 0, arch: str = DEFAULT_ARCH) -> Path:
     """Save ``calibrated_model(...)`` as an (untrained) checkpoint in ``tmp_path``; returns its path."""
-    model = calibrated_model(split_point, width_multiplier, num_classes, seed)
-    path = Path(tmp_path) / f"calibrated_rb{split_point}_w{width_multiplier}_c{num_classes}_s{seed}.safetensors"
+    model = calibrated_model(split_point, width_multiplier, num_classes, seed, arch)
+    name = f"calibrated_{arch}_{model.config.split_point.key}_w{width_multiplier}_c{num_classes}_s{seed}"
+    path = Path(tmp_path) / f"{name}.safetensors"
     save_checkpoint(model, model.config, path, info={"trained": False})
     return path
 
 
 @pytest.fixture(scope="session")
 def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory fixture: ``calibrated_checkpoint(split_point, width_multiplier=..., num_classes=..., seed=...)``.
+    """Factory fixture: ``calibrated_checkpoint(split_point, width_multiplier=..., num_classes=..., seed=..., arch=...)``.
 
     Each distinct checkpoint is built once per session and shared, so treat the file as
     read-only: copy it before modifying it.
@@ -87,8 +92,9 @@ def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[
     folder = tmp_path_factory.mktemp("calibrated")
     cache: dict[tuple, Path] = {}
 
-    def make(split_point: int, width_multiplier: float = 0.0625, num_classes: int = 10, seed: int = 0) -> Path:
-        key = (split_point, width_multiplier, num_classes, seed)
+    def make(split_point: int, width_multiplier: float | None = None, num_classes: int = 10, seed: int = 0,
+             arch: str = DEFAULT_ARCH) -> Path:
+        key = (split_point, width_multiplier, num_classes, seed, arch)
         if key not in cache:
             cache[key] = make_calibrated_checkpoint(folder, *key)
         return cache[key]

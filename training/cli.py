@@ -3,7 +3,7 @@
     sbn train pretrain --dataset cifar100 --data-dir data/cifar-100-python --out runs/c100/backbone.safetensors
     sbn train finetune --pretrained runs/c100/backbone.safetensors --split-point 8 --out runs/c100/rb8.safetensors
     sbn train sweep    --pretrained runs/c100/backbone.safetensors --out runs/c100/sweep
-    sbn train demo     # the shipped digits checkpoints in shared/models, from scratch, on a CPU
+    sbn train demo [--arch mobilenetv2]   # the shipped digits checkpoints in shared/models, from scratch, on a CPU
 
 Under ``torchrun`` the same commands train data-parallel on every GPU of the machine.
 """
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from shared.bottleneck import BottleneckConfig, SplitPreset, paper_preset
+from shared.backbones import ARCH_CHOICES, DEFAULT_ARCH, BackboneConfig, resolve_arch
+from shared.bottleneck import BottleneckConfig, SplitPreset
 from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
-from shared.spiking_resnet import NUM_BLOCKS
+from shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
 from .datasets import DATASETS, load_dataset
-from .demo import demo_table, run_demo
+from .demo import DEMOS, demo_table, run_demo
 from .recipes import finetune, pretrain, state_path
 from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
 from .trainer import OPTIMIZERS, TrainConfig
@@ -56,6 +57,12 @@ def _add_training(p: argparse.ArgumentParser, epochs: int, lr_scale: float) -> N
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
 
 
+def _add_arch(p: argparse.ArgumentParser, from_checkpoint: bool) -> None:
+    p.add_argument("--arch", choices=ARCH_CHOICES, default=None if from_checkpoint else DEFAULT_ARCH,
+                   help="backbone; " + ("default: the pre-trained checkpoint's (given, it must match)"
+                                        if from_checkpoint else f"default: {DEFAULT_ARCH}"))
+
+
 def _add_restart(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", action="store_true", help="ignore saved training states and start over")
 
@@ -63,9 +70,10 @@ def _add_restart(p: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("pretrain", help="train the spiking ResNet without a bottleneck")
+    p = sub.add_parser("pretrain", help="train a spiking backbone without a bottleneck")
     _add_data(p, from_checkpoint=False)
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0: the paper's Spike ResNet50)")
+    _add_arch(p, from_checkpoint=False)
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (1.0: the paper's full width)")
     p.add_argument("--time-steps", "-T", type=int, default=4)
     p.add_argument("--out", type=Path, required=True, help="backbone checkpoint to write (.safetensors)")
     _add_training(p, epochs=200, lr_scale=1.0)
@@ -73,10 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("finetune", help="insert a bottleneck at a split point and fine-tune the whole model")
     _add_data(p, from_checkpoint=True)
+    _add_arch(p, from_checkpoint=True)
     p.add_argument("--pretrained", type=Path, required=True, help="backbone checkpoint from `pretrain`")
-    p.add_argument("--split-point", "-k", type=int, required=True, help="the bottleneck follows RBk (1..16)")
+    p.add_argument("--split-point", "-k", type=int, required=True,
+                   help=f"the bottleneck follows split point k ({SPLIT_POINT_RANGES})")
     p.add_argument("--channels", type=int, help="C' (default: the paper's, scaled to the backbone's width)")
-    p.add_argument("--stride", type=int, choices=(1, 2), help="default: the paper's (2 at RB16, else 1)")
+    p.add_argument("--stride", type=int, choices=(1, 2), help="default: the paper's (2 at the last split point, else 1)")
     p.add_argument("--time-steps", "-T", type=int, help="default: the paper's T at this split point")
     p.add_argument("--out", type=Path, required=True, help="split checkpoint to write (.safetensors)")
     _add_training(p, epochs=30, lr_scale=0.5)
@@ -84,11 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("sweep", help="fine-tune every candidate bottleneck at each split point; tables and plots")
     _add_data(p, from_checkpoint=True)
+    _add_arch(p, from_checkpoint=True)
     p.add_argument("--pretrained", type=Path, required=True, help="backbone checkpoint from `pretrain`")
     p.add_argument("--out", type=Path, required=True, help="folder for results, tables, plots, checkpoints")
-    p.add_argument("--split-points", type=int, nargs="+", default=list(range(1, NUM_BLOCKS + 1)), metavar="K")
+    p.add_argument("--split-points", type=int, nargs="+", metavar="K", help="default: all of the backbone's")
     p.add_argument("--reductions", type=int, nargs="+", default=list(REDUCTIONS), metavar="R",
-                   help="channel reductions: C' = C / R, C being RBk's output channels")
+                   help="channel reductions: C' = C / R, C being the split block's output channels")
     p.add_argument("--strides", type=int, nargs="+", choices=(1, 2), default=list(STRIDES))
     p.add_argument("--time-steps", "-T", type=int, nargs="+", default=list(TIME_STEPS))
     p.add_argument("--max-drop", type=float, default=MAX_DROP,
@@ -98,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_training(p, epochs=10, lr_scale=0.5)
 
     p = sub.add_parser("demo", help="reproduce the shipped digits checkpoints in shared/models")
+    p.add_argument("--arch", choices=ARCH_CHOICES, action="append",
+                   help="only this backbone's demo models (repeatable; default: every backbone's)")
     p.add_argument("--work", type=Path, default=Path("runs/demo"),
                    help="folder for the pre-trained backbone and resumable states")
     p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="where the split checkpoints go")
@@ -112,10 +125,17 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
                        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed)
 
 
+def _pretrained_backbone(args: argparse.Namespace) -> BackboneConfig:
+    """The pre-trained checkpoint's backbone config, checked against ``--arch`` when given."""
+    backbone = read_checkpoint_info(args.pretrained).config.backbone
+    if args.arch and resolve_arch(args.arch) != backbone.arch:
+        raise ValueError(f"{args.pretrained} is a {backbone.arch} backbone, not {resolve_arch(args.arch)}")
+    return backbone
+
+
 def _preset(args: argparse.Namespace) -> SplitPreset:
     """The paper's (C', stride, T) at the split point, with any of them overridden from the command line."""
-    backbone = read_checkpoint_info(args.pretrained).config.backbone
-    paper = paper_preset(args.split_point, backbone)
+    paper = _pretrained_backbone(args).bottleneck_preset(args.split_point)
     bottleneck = BottleneckConfig(args.split_point, args.channels or paper.bottleneck.channels,
                                   args.stride or paper.bottleneck.stride)
     return SplitPreset(bottleneck, args.time_steps or paper.time_steps)
@@ -134,7 +154,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.action == "demo":
         started = time.perf_counter()
-        paths = run_demo(rt.start("fp32", args.device or "cpu"), args.work, args.out, restart=args.restart)
+        runtime = rt.start("fp32", args.device or "cpu")
+        archs = [resolve_arch(a) for a in args.arch] if args.arch else list(DEMOS)
+        paths = [path for arch in archs
+                 for path in run_demo(runtime, args.work, DEMOS[arch], args.out, restart=args.restart)]
         print(demo_table(paths) + f"\n{len(paths)} checkpoints in {args.out}, {time.perf_counter() - started:.0f}s")
         return 0
     runtime = rt.start(args.precision, args.device)
@@ -145,13 +168,15 @@ def _run(args: argparse.Namespace) -> int:
             data = data.take(*args.subset)
         train = _train_config(args)
         if args.action == "sweep":
-            selected = run_sweep(data, args.pretrained, args.out, train, runtime, split_points=args.split_points,
+            backbone = _pretrained_backbone(args)
+            split_points = args.split_points or [p.index for p in backbone.split_points()]
+            selected = run_sweep(data, args.pretrained, args.out, train, runtime, split_points=split_points,
                                  reductions=args.reductions, strides=args.strides, time_steps=args.time_steps,
                                  max_drop=args.max_drop, keep_all=args.keep_all)
             if runtime.is_main:
                 print((args.out / "table.md").read_text() if selected else "no configuration within the budget")
         elif args.action == "pretrain":
-            info = pretrain(data, args.width, args.time_steps, train, runtime, args.out,
+            info = pretrain(data, resolve_arch(args.arch), args.width, args.time_steps, train, runtime, args.out,
                             state=state_path(args.out), restart=args.restart)
             if runtime.is_main:
                 print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%")

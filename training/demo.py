@@ -1,10 +1,10 @@
-"""``sbn train demo``: the shipped checkpoints shared/models/digits_rb{k}.safetensors, from scratch.
+"""``sbn train demo``: the shipped checkpoints shared/models/digits_<split point>.safetensors, from scratch.
 
-A narrow spiking ResNet (all 16 blocks, width multiplier ``DEMO.width``) is pre-trained once on the
-scikit-learn digits, then fine-tuned with the paper's bottleneck (C' scaled to the width, the paper's
-stride and T) at each shipped split point: an early one, the services' default RB8, and RB16 at the
-paper's 256x compression. Everything is seeded (two runs on one machine gave identical training
-curves and accuracies); on two idle CPU cores the whole run takes 15-20 minutes.
+For each backbone a narrow model (all blocks, a small width multiplier) is pre-trained once on the
+scikit-learn digits, then fine-tuned with the paper's bottleneck (shared/bottleneck.py: C' for the
+paper's compression at this width, the paper's stride and T) at each shipped split point: an early
+one, the services' default (split point 8), and the last one at the paper's 256x-class compression.
+Everything is seeded (two runs on one machine gave identical training curves and accuracies).
 """
 
 from __future__ import annotations
@@ -12,64 +12,81 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shared.bottleneck import paper_preset
+from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
 from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
 
 from .datasets import load_digits
-from .recipes import SplitStats, finetune, pretrain, state_path
+from .recipes import finetune, pretrain, state_path
 from .runtime import Runtime
 from .trainer import TrainConfig
 
 
+
 @dataclass(frozen=True)
 class DemoPlan:
-    width: float = 0.0625  # ~0.4 MB per split checkpoint in float32
-    # Pre-training at T=1 costs a quarter of T=4, and transfers: run at T=1, 2 and 4 without any
-    # fine-tuning, the T=1 backbone scores 94.4%, 94.2% and 93.9%. Each split then trains at its own T.
+    arch: str
+    width: float
+    # (split point, fine-tuning epochs): an early one, the serving default, the last
+    splits: tuple[tuple[int, int], ...]
+    # Pre-training at T=1 costs a quarter of T=4, and for the ResNet it transfers: run at T=1, 2 and 4
+    # without any fine-tuning, its T=1 backbone scores 94.4%, 94.2% and 93.9%. Each split then trains at its own T.
     pretrain_time_steps: int = 1
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=40, batch_size=32, lr=3e-3, weight_decay=1e-4, warmup_epochs=1.0, seed=0))
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=4, batch_size=32, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=0))
-    # (split point, fine-tuning epochs). At this width the paper's C' is 1 channel at RB3 and 2 at
-    # RB16 (32 bits per image), and the deep tail re-learns slowly from so little: they get longer.
-    splits: tuple[tuple[int, int], ...] = ((3, 8), (8, 4), (16, 8))
 
     @property
     def split_points(self) -> tuple[int, ...]:
         return tuple(k for k, _ in self.splits)
 
 
-DEMO = DemoPlan()
+DEMOS = {
+    # width 1/16: ~0.4 MB per split checkpoint in float32. At this width the paper's C' is 1 channel
+    # at RB3 and 2 at RB16 (32 bits per image), and the deep tail re-learns slowly from so little:
+    # they get longer fine-tuning. 15-20 minutes on two idle CPU cores.
+    SpikingResNetConfig.ARCH: DemoPlan(SpikingResNetConfig.ARCH, width=0.0625, splits=((3, 8), (8, 4), (16, 8))),
+    # width 1/4: ~0.65 MB per split checkpoint. C' is one channel at all three points. The MobileNet's
+    # T=1 backbone does not transfer (78% at T=1, 58% at T=2, 52% at T=4, no fine-tuning), so it is
+    # pre-trained at T=2, the T of its early and middle split points.
+    SpikingMobileNetV2Config.ARCH: DemoPlan(SpikingMobileNetV2Config.ARCH, width=0.25, pretrain_time_steps=2,
+                                            splits=((3, 8), (8, 8), (17, 8)),
+                                            pretrain=TrainConfig(epochs=50, batch_size=32, lr=3e-3,
+                                                                 weight_decay=1e-4, warmup_epochs=1.0, seed=0)),
+}
+
+
+def demo_path(out: Path, split_point_name: str) -> Path:
+    return out / f"digits_{split_point_name.lower()}.safetensors"
 
 
 def demo_table(paths: list[Path]) -> str:
     """Markdown table of shipped checkpoints, from their metadata alone (README material)."""
-    lines = ["| split point | C' | stride | T | bytes | compression | accuracy % | drop | file |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | split point | C' | stride | T | bytes | compression | accuracy % | drop | file |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         ckpt = read_checkpoint_info(path)
-        b, info = ckpt.config.bottleneck, ckpt.info
-        stats = SplitStats.of(ckpt.config)
-        lines.append(f"| RB{b.split_point} | {b.channels} | {b.stride} | {ckpt.config.time_steps} | "
-                     f"{stats.transmitted_bytes} | {stats.compression:g}x | {info['test_accuracy']:.2f} | "
-                     f"{info['accuracy_drop']:+.2f} | {path.stat().st_size / 1e6:.2f} MB |")
+        b, info, geometry = ckpt.config.bottleneck, ckpt.info, ckpt.config.geometry()
+        lines.append(f"| {ckpt.config.backbone.arch} | {geometry.point.name} | {b.channels} | {b.stride} | "
+                     f"{ckpt.config.time_steps} | {geometry.transmitted_bytes} | {geometry.compression:g}x | "
+                     f"{info['test_accuracy']:.2f} | {info['accuracy_drop']:+.2f} | "
+                     f"{path.stat().st_size / 1e6:.2f} MB |")
     return "\n".join(lines) + "\n"
 
 
-def run_demo(runtime: Runtime, work: Path, out: Path = DEFAULT_MODEL_DIR, plan: DemoPlan = DEMO,
+def run_demo(runtime: Runtime, work: Path, plan: DemoPlan, out: Path = DEFAULT_MODEL_DIR,
              restart: bool = False) -> list[Path]:
     """Pre-train once into ``work``, fine-tune each split point into ``out``; returns the checkpoints."""
     data = load_digits()
-    backbone = work / "digits_backbone.safetensors"
-    pretrain(data, plan.width, plan.pretrain_time_steps, plan.pretrain, runtime, backbone,
+    backbone = work / f"digits_{plan.arch}_backbone.safetensors"
+    pretrain(data, plan.arch, plan.width, plan.pretrain_time_steps, plan.pretrain, runtime, backbone,
              state=state_path(backbone), restart=restart)
+    config = read_checkpoint_info(backbone).config.backbone
     paths = []
     for k, epochs in plan.splits:
-        path = out / f"digits_rb{k}.safetensors"
-        preset = paper_preset(k, read_checkpoint_info(backbone).config.backbone)
+        path = demo_path(out, config.split_point(k).name)
         # the resumable state stays in the work folder: shared/models holds checkpoints only
-        finetune(data, backbone, preset, replace(plan.finetune, epochs=epochs), runtime, path,
-                 state=work / f"digits_rb{k}.train-state.safetensors", restart=restart)
+        finetune(data, backbone, config.bottleneck_preset(k), replace(plan.finetune, epochs=epochs), runtime, path,
+                 state=work / f"{path.name.removesuffix('.safetensors')}.train-state.safetensors", restart=restart)
         paths.append(path)
     return paths

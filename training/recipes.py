@@ -1,7 +1,7 @@
 """The paper's two training steps, each ending in a checkpoint (shared/checkpoint.py):
 
-    pretrain   the spiking ResNet alone (no bottleneck)                   -> backbone checkpoint
-    finetune   insert the bottleneck after RBk, load the pre-trained weights,
+    pretrain   the spiking backbone alone (no bottleneck)                 -> backbone checkpoint
+    finetune   insert the bottleneck at split point k, load the pre-trained weights,
                train the whole split model jointly                         -> split checkpoint
 
 Both take the path of a resumable training state (``state_path(out)`` next to the checkpoint by
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from torch import nn
 
 from shared.bottleneck import SplitPreset
 from shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from shared.codec import raw_length
-from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig, block_specs
+from shared.backbones import SpikingBackbone, backbone_config
 from shared.split_model import ModelConfig, SpikeBottleNet
 
 from .datasets import Dataset
@@ -49,50 +47,34 @@ def _resume_from(state: Path | None, restart: bool, runtime: Runtime) -> Path | 
     return state
 
 
-def backbone_config(data: Dataset, width: float, time_steps: int) -> ModelConfig:
-    backbone = SpikingResNetConfig(width_multiplier=width, num_classes=len(data.labels))
+def pretrain_config(data: Dataset, arch: str, width: float, time_steps: int) -> ModelConfig:
+    backbone = backbone_config(arch, width_multiplier=width, num_classes=len(data.labels))
     return ModelConfig(backbone=backbone, bottleneck=None, time_steps=time_steps,
                        mean=data.mean, std=data.std, labels=data.labels)
-
-
-@dataclass(frozen=True)
-class SplitStats:
-    """What crosses the network per image at a split, from the config alone."""
-
-    transmitted_bytes: int  # ceil(T*C'*H'*W' / 8)
-    uncompressed_bytes: int  # RBk's own output spikes, T*C*H*W bits, as the raw codec would send them
-    compression: float  # uncompressed / transmitted
-
-    @classmethod
-    def of(cls, config: ModelConfig) -> SplitStats:
-        t = config.time_steps
-        block = block_specs(config.backbone)[config.bottleneck.split_point - 1]
-        transmitted = raw_length(config.spike_shape)
-        uncompressed = raw_length((t, block.out_channels, block.out_size, block.out_size))
-        return cls(transmitted, uncompressed, round(uncompressed / transmitted, 2))
 
 
 RESIDUAL_INIT = 0.3
 
 
-def damp_residual_branches(model: SpikingResNet, scale: float = RESIDUAL_INIT) -> None:
-    """Set the residual branch's last tdBN scale of every block to ``scale`` before training.
+def damp_residual_branches(model: SpikingBackbone, scale: float = RESIDUAL_INIT) -> None:
+    """Set the residual branch's last tdBN scale of every block that has one to ``scale`` before training.
 
     The model already starts each block near its shortcut (``RESIDUAL_BN_INIT``, see
-    shared/spiking_resnet.py for why a deep spiking net needs it); training from scratch on the
-    digits went best a little higher: in a 12-epoch A/B this scale gave 56% instead of 49% test
+    shared/layers.py for why a deep spiking net needs it); training the Spike ResNet50 from scratch on
+    the digits went best a little higher: in a 12-epoch A/B this scale gave 56% instead of 49% test
     accuracy, with far steadier per-epoch test accuracy. The demo checkpoints were trained with it.
     """
     for block in model.blocks.values():
-        nn.init.constant_(block.conv3.bn.weight, scale)
+        if block.residual_bn is not None:
+            nn.init.constant_(block.residual_bn.weight, scale)
 
 
-def pretrain(data: Dataset, width: float, time_steps: int, train: TrainConfig, runtime: Runtime,
+def pretrain(data: Dataset, arch: str, width: float, time_steps: int, train: TrainConfig, runtime: Runtime,
              out: Path, state: Path | None = None, restart: bool = False) -> dict[str, Any]:
-    """Train the backbone from scratch; writes ``out`` and returns its info."""
-    config = backbone_config(data, width, time_steps)
+    """Train backbone ``arch`` from scratch; writes ``out`` and returns its info."""
+    config = pretrain_config(data, arch, width, time_steps)
     torch.manual_seed(train.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    model = SpikingResNet(config.backbone, config.time_steps)
+    model = SpikingBackbone(config.backbone, config.time_steps)
     damp_residual_branches(model)
     history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
                   run={"model": config.to_dict()}, description="pretrain")
@@ -134,12 +116,12 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     torch.manual_seed(train.seed)  # the new encoder / decoder start identically on every rank
     model = split_model(base, preset)
     config = model.config
-    name = f"finetune RB{preset.bottleneck.split_point}"
+    name = f"finetune {config.split_point.name}"
     history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
                   run={"model": config.to_dict(), "pretrained": base.fingerprint}, description=name)
     accuracy = history[-1]["test_accuracy"]
     pretrained_accuracy = float(base.checkpoint.info["test_accuracy"])
-    stats = SplitStats.of(config)
+    geometry = config.geometry()
     info = {
         "trained": True,
         "stage": "finetune",
@@ -147,8 +129,8 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
         "test_accuracy": accuracy,
         "pretrained_accuracy": pretrained_accuracy,
         "accuracy_drop": round(pretrained_accuracy - accuracy, 2),
-        "transmitted_bytes": stats.transmitted_bytes,
-        "compression": stats.compression,
+        "transmitted_bytes": geometry.transmitted_bytes,
+        "compression": round(geometry.compression, 2),
         "pretrained_fingerprint": base.fingerprint,
         "pretrained_time_steps": base.config.time_steps,
         "epochs": train.epochs,

@@ -1,6 +1,6 @@
 """``sbn train sweep``: the paper's search for the best bottleneck at every split point.
 
-For each split point RBk and each candidate (C' = C / r for each channel reduction r, stride 1 or 2,
+For each split point k and each candidate (C' = C / r for each channel reduction r, stride 1 or 2,
 T in {2, 4}) fine-tune from the pre-trained backbone, then measure test accuracy and the device's
 energy (ActivityMonitor on the test set). Per split point the selected configuration is the one that
 sends the fewest bytes while losing at most ``max_drop`` accuracy points (``select``).
@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from shared.backbones import BackboneConfig
 from shared.bottleneck import BottleneckConfig, SplitPreset
 from shared.checkpoint import read_checkpoint_info
-from shared.energy import ActivityMonitor, CountMode
-from shared.spiking_resnet import NUM_BLOCKS, SpikingResNetConfig, block_specs
+from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
 from shared.split_model import SplitHead
 
 from .datasets import Dataset
-from .recipes import SplitStats, finetune, state_path
+from .recipes import finetune, state_path
 from .runtime import Runtime
 from .tables import write_report
 from .trainer import TrainConfig
@@ -52,17 +52,17 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        return f"rb{self.split_point}-c{self.channels}-s{self.stride}-t{self.time_steps}"
+        return f"k{self.split_point}-c{self.channels}-s{self.stride}-t{self.time_steps}"
 
     @property
     def preset(self) -> SplitPreset:
         return SplitPreset(BottleneckConfig(self.split_point, self.channels, self.stride), self.time_steps)
 
 
-def candidates(backbone: SpikingResNetConfig, split_point: int, reductions: Sequence[int] = REDUCTIONS,
+def candidates(backbone: BackboneConfig, split_point: int, reductions: Sequence[int] = REDUCTIONS,
                strides: Sequence[int] = STRIDES, time_steps: Sequence[int] = TIME_STEPS) -> list[Candidate]:
-    """Every (C', stride, T) combination at RBk; reductions that round to the same C' appear once."""
-    channels = block_specs(backbone)[split_point - 1].out_channels
+    """Every (C', stride, T) combination at split point k; reductions that round to the same C' appear once."""
+    channels = backbone.split_point(split_point).channels
     widths = sorted({max(1, channels // r) for r in reductions}, reverse=True)
     return [Candidate(split_point, c, s, t) for c in widths for s in strides for t in time_steps]
 
@@ -109,25 +109,24 @@ def select(results: Iterable[Result], max_drop: float = MAX_DROP) -> dict[int, R
 
 
 @torch.no_grad()
-def measure_energy(head: SplitHead, data: Dataset, runtime: Runtime, batch_size: int = 256) -> dict[str, float]:
-    """Mean per-image device activity and energy of ``head`` over the test split (paper counting mode)."""
+def measure_energy(head: SplitHead, data: Dataset, runtime: Runtime, batch_size: int = 256) -> EnergyEstimate:
+    """Mean per-image device activity and energy of ``head`` over the test split (paper counting mode).
+
+    Each process measures its shard; the shards' means are combined weighted by their image counts.
+    """
     head.eval()
     test = data.test
     shard = torch.arange(runtime.rank, len(test), runtime.world_size)
-    totals = {"firing_rate": 0.0, "syops": 0.0, "device_45nm_mj": 0.0, "device_rolls_mj": 0.0}
-    flops = ann = 0.0
+    estimates = []
     for idx in shard.split(batch_size):
         images = data.normalize(test.images[idx].to(runtime.device))
         with ActivityMonitor(head, head.time_steps, CountMode.PAPER) as monitor:
             head(images)
-        for e in monitor.estimates():
-            for name in totals:
-                totals[name] += getattr(e, name)
-            flops, ann = e.flops, e.ann_baseline_45nm_mj  # structural: the same for every image
-    summed = runtime.all_sum([*totals.values(), float(len(shard))])
-    count = summed[-1]
-    return {**{name: value / count for name, value in zip(totals, summed)},
-            "flops": int(flops), "ann_baseline_45nm_mj": ann}
+        estimates += monitor.estimates()
+    local = astuple(EnergyEstimate.mean(estimates))
+    *weighted, count = runtime.all_sum([value * len(estimates) for value in local] + [float(len(estimates))])
+    flops, *rest = (value / count for value in weighted)
+    return EnergyEstimate(round(flops), *rest)
 
 
 def load_results(path: Path) -> list[Result]:
@@ -153,13 +152,18 @@ def _claim(out: Path, settings: dict, runtime: Runtime) -> None:
 
 
 def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, runtime: Runtime, *,
-              split_points: Sequence[int] = tuple(range(1, NUM_BLOCKS + 1)),
+              split_points: Sequence[int] | None = None,
               reductions: Sequence[int] = REDUCTIONS, strides: Sequence[int] = STRIDES,
               time_steps: Sequence[int] = TIME_STEPS, max_drop: float = MAX_DROP,
               keep_all: bool = False) -> dict[int, Result]:
-    """Fine-tune and measure every candidate not yet in ``out``/results.jsonl; returns the selection."""
+    """Fine-tune and measure every candidate not yet in ``out``/results.jsonl; returns the selection.
+
+    ``split_points`` defaults to every split point of the pre-trained backbone.
+    """
     base = read_checkpoint_info(pretrained)
     backbone = base.config.backbone
+    if split_points is None:
+        split_points = [p.index for p in backbone.split_points()]
     _claim(out, {"pretrained": base.fingerprint, "dataset": data.name, "train_size": len(data.train),
                  "test_size": len(data.test), "train": asdict(train)}, runtime)
     results_path = out / "results.jsonl"
@@ -173,13 +177,13 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
             model, info = finetune(data, pretrained, candidate.preset, train, runtime, checkpoint,
                                    state=state_path(checkpoint))
             energy = measure_energy(model.head, data, runtime)
-            stats = SplitStats.of(model.config)
+            geometry = model.config.geometry()
             result = Result(
                 k, candidate.channels, candidate.stride, candidate.time_steps,
-                stats.transmitted_bytes, stats.uncompressed_bytes, stats.compression,
+                geometry.transmitted_bytes, geometry.uncompressed_bytes, round(geometry.compression, 2),
                 info["test_accuracy"], info["pretrained_accuracy"], info["accuracy_drop"],
-                round(energy["firing_rate"], 5), energy["flops"], round(energy["syops"]),
-                energy["device_45nm_mj"], energy["device_rolls_mj"], energy["ann_baseline_45nm_mj"])
+                round(energy.firing_rate, 5), energy.flops, round(energy.syops),
+                energy.device_45nm_mj, energy.device_rolls_mj, energy.ann_baseline_45nm_mj)
             results.append(result)
             if runtime.is_main:
                 with results_path.open("a") as f:  # one whole line per candidate: the resume point
@@ -190,8 +194,8 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
             runtime.barrier()
         if runtime.is_main:
             selected = select(results, max_drop)
-            if not keep_all:  # RBk is complete: only its selected checkpoint is worth the disk
-                for path in (out / "checkpoints").glob(f"rb{k}-*.safetensors"):
+            if not keep_all:  # split point k is complete: only its selected checkpoint is worth the disk
+                for path in (out / "checkpoints").glob(f"k{k}-*.safetensors"):
                     if k not in selected or path.name != f"{selected[k].key}.safetensors":
                         path.unlink()
             write_report(results, selected, out, max_drop, backbone)

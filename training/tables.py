@@ -21,14 +21,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from shared.bottleneck import BOTTLENETPP_BYTES  # noqa: E402
-from shared.spiking_resnet import NUM_BLOCKS, SpikingResNetConfig  # noqa: E402
+from shared.backbones import BackboneConfig  # noqa: E402
 
 if TYPE_CHECKING:
     from .sweep import Result
 
 COLUMNS = (  # (key, Markdown header)
-    ("split_point", "split"),
+    ("split_point_name", "split"),
     ("channels", "C'"),
     ("stride", "stride"),
     ("time_steps", "T"),
@@ -47,12 +46,13 @@ COLUMNS = (  # (key, Markdown header)
 )
 
 
-def table_row(r: Result) -> dict[str, Any]:
-    bottlenetpp = BOTTLENETPP_BYTES[r.split_point - 1]
+def table_row(r: Result, backbone: BackboneConfig) -> dict[str, Any]:
+    bottlenetpp = backbone.bottlenetpp_bytes(r.split_point)
     return {
         **asdict(r),
+        "split_point_name": backbone.split_point(r.split_point).name,
         "bottlenetpp_bytes": bottlenetpp,
-        "bit_reduction": round(bottlenetpp / r.transmitted_bytes, 2),
+        "bit_reduction": round(bottlenetpp / r.transmitted_bytes, 2) if bottlenetpp else None,
         "ann_over_45nm": round(r.ann_baseline_45nm_mj / r.device_45nm_mj, 2) if r.device_45nm_mj else None,
         "ann_over_rolls": round(r.ann_baseline_45nm_mj / r.device_rolls_mj, 2) if r.device_rolls_mj else None,
     }
@@ -64,25 +64,32 @@ def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def markdown(rows: Sequence[dict[str, Any]], max_drop: float, backbone: SpikingResNetConfig) -> str:
-    lines = [f"Selected bottleneck per split point: fewest bytes with an accuracy drop of at most {max_drop:g} points.",
-             ""]
-    if backbone.width_multiplier != 1.0:
-        lines += [f"Backbone width {backbone.width_multiplier:g}: BottleNet++ bytes are the paper's full-width "
-                  f"figures, so the bit reduction only compares like with like at width 1.", ""]
+def markdown(rows: Sequence[dict[str, Any]], max_drop: float, backbone: BackboneConfig) -> str:
+    lines = [f"{backbone.arch}, width {backbone.width_multiplier:g}. Selected bottleneck per split point: fewest "
+             f"bytes with an accuracy drop of at most {max_drop:g} points.", ""]
+    if backbone.bottlenetpp_bytes(1) is None:
+        lines += ["BottleNet++ bytes: the paper has figures only for the full-width Spike ResNet50 (-).", ""]
     lines += ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(row[k]) for k, _ in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def plot_bytes(selected: dict[int, Result], path: Path) -> None:
+def _split_point_axis(ax: plt.Axes, backbone: BackboneConfig) -> None:
+    points = backbone.split_points()
+    ax.set_xticks([p.index for p in points], [p.name for p in points], rotation=90 if len(points) > 12 else 0)
+    ax.set_xlabel(f"split point ({backbone.arch})")
+
+
+def plot_bytes(selected: dict[int, Result], path: Path, backbone: BackboneConfig) -> None:
     points = sorted(selected)
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(range(1, NUM_BLOCKS + 1), BOTTLENETPP_BYTES, "s--", label="BottleNet++ (paper)")
-    ax.plot(points, [selected[k].uncompressed_bytes for k in points], "^:", label="uncompressed RBk spikes")
+    indices = [p.index for p in backbone.split_points()]
+    if backbone.bottlenetpp_bytes(1) is not None:
+        ax.plot(indices, [backbone.bottlenetpp_bytes(k) for k in indices], "s--", label="BottleNet++ (paper)")
+    ax.plot(points, [selected[k].uncompressed_bytes for k in points], "^:", label="uncompressed block spikes")
     ax.plot(points, [selected[k].transmitted_bytes for k in points], "o-", label="SpikeBottleNet (ours)")
-    ax.set(yscale="log", xlabel="split point RBk", ylabel="bytes per image", xticks=range(1, NUM_BLOCKS + 1),
-           title="Transmitted data per split point")
+    ax.set(yscale="log", ylabel="bytes per image", title="Transmitted data per split point")
+    _split_point_axis(ax, backbone)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -90,15 +97,16 @@ def plot_bytes(selected: dict[int, Result], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_energy(selected: dict[int, Result], path: Path) -> None:
+def plot_energy(selected: dict[int, Result], path: Path, backbone: BackboneConfig) -> None:
     points = sorted(selected)
     fig, ax = plt.subplots(figsize=(8, 4))
     for key, label, style in (("ann_baseline_45nm_mj", "ANN baseline (45 nm MACs)", "s--"),
                               ("device_45nm_mj", "SNN, 45 nm", "o-"),
                               ("device_rolls_mj", "SNN, ROLLS", "^-")):
         ax.plot(points, [getattr(selected[k], key) for k in points], style, label=label)
-    ax.set(yscale="log", xlabel="split point RBk", ylabel="device energy per image (mJ)",
-           xticks=range(1, NUM_BLOCKS + 1), title="Device energy per split point (measured on the test set)")
+    ax.set(yscale="log", ylabel="device energy per image (mJ)",
+           title="Device energy per split point (measured on the test set)")
+    _split_point_axis(ax, backbone)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -107,20 +115,21 @@ def plot_energy(selected: dict[int, Result], path: Path) -> None:
 
 
 def write_report(results: Sequence[Result], selected: dict[int, Result], out: Path, max_drop: float,
-                 backbone: SpikingResNetConfig) -> None:
+                 backbone: BackboneConfig) -> None:
     """table.csv / table.json / table.md and bytes.png / energy.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = [table_row(selected[k]) for k in sorted(selected)]
+    rows = [table_row(selected[k], backbone) for k in sorted(selected)]
     with (out / "table.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [k for k, _ in COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
     (out / "table.json").write_text(json.dumps({
         "max_drop": max_drop,
+        "arch": backbone.arch,
         "width_multiplier": backbone.width_multiplier,
         "selected": rows,
-        "all": [table_row(r) for r in results],
+        "all": [table_row(r, backbone) for r in results],
     }, indent=2) + "\n")
     (out / "table.md").write_text(markdown(rows, max_drop, backbone))
-    plot_bytes(selected, out / "bytes.png")
-    plot_energy(selected, out / "energy.png")
+    plot_bytes(selected, out / "bytes.png", backbone)
+    plot_energy(selected, out / "energy.png", backbone)

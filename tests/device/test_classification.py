@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from bench.e2e import synthetic_png
-from device.classification import UNTRAINED_NOTE, Latency, build_classification, uncompressed_bytes
+from device.classification import UNTRAINED_NOTE, Latency, build_classification
 from device.head_runner import HeadOutput, HeadRunner
 from shared.checkpoint import CheckpointInfo
 from shared.codec import raw_length
-from shared.spiking_resnet import block_specs
 
 LATENCY = Latency(device=1.0, total=2.0)
 
@@ -48,13 +47,14 @@ def test_byte_counts_and_compression_ratio(head: HeadRunner, output: HeadOutput)
     config = head.checkpoint.config
     t, c, h, w = config.spike_shape
     assert result.spike_shape == [t, c, h, w] and result.time_steps == t and result.split_point == 8
+    assert (result.arch, result.split_point_name) == ("spiking_resnet50", "RB8")
     assert result.codec == "raw"
     assert result.transmitted_bytes == math.ceil(t * c * h * w / 8) == len(output.frame.payload)
     assert result.message_bytes == output.frame.ByteSize() > result.transmitted_bytes
-    block = block_specs(config.backbone)[7]  # RB8's output, before the encoder
-    assert uncompressed_bytes(head.checkpoint) == raw_length((t, block.out_channels, block.out_size,
-                                                              block.out_size))
-    assert result.compression_ratio == uncompressed_bytes(head.checkpoint) / result.transmitted_bytes
+    block = config.backbone.block_specs()[7]  # RB8's output, before the encoder
+    uncompressed = config.geometry().uncompressed_bytes
+    assert uncompressed == raw_length((t, block.out_channels, block.out_size, block.out_size))
+    assert result.compression_ratio == uncompressed / result.transmitted_bytes
 
 
 def test_energy_is_the_heads_estimate(head: HeadRunner, output: HeadOutput) -> None:

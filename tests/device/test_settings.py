@@ -31,6 +31,15 @@ def test_plaintext_no_key_and_the_edges_default_slots_by_default(monkeypatch: py
     s = settings()
     assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name, s.api_key, s.max_edge_calls) == (
         None, None, None, None, None, 8)
+    assert (s.arch, s.split_point, s.checkpoint) == ("spiking_resnet50", 8, None)
+
+
+def test_the_arch_comes_from_the_environment_and_bounds_the_split_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SBN_DEVICE_ARCH", "mobilenetv2")
+    monkeypatch.setenv("SBN_DEVICE_SPLIT_POINT", "17")
+    assert (settings().arch, settings().split_point) == ("spiking_mobilenetv2", 17)
+    with pytest.raises(SystemExit, match="spiking_resnet50 has no split point 17"):
+        settings("--arch", "spiking_resnet50")
 
 
 def test_tls_and_the_api_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

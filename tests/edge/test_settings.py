@@ -23,6 +23,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"SBN_EDGE_{name.upper()}", raising=False)
     s = settings()
     assert (s.host, s.port, s.split_point, s.threads, s.checkpoint) == ("127.0.0.1", 50051, 8, 1, None)
+    assert s.arch == "spiking_resnet50"
     assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.inject_delay_s) == (None, None, None, 0.0)  # plaintext, no faults
 
 
@@ -37,6 +38,23 @@ def test_a_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
 def test_an_invalid_value_exits_naming_the_setting(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match=argv[0][2:].replace("-", "_")):
         settings(*argv)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--split-point", "17"], "spiking_resnet50 has no split point 17"),
+    (["--arch", "mobilenetv2", "--split-point", "18"], "spiking_mobilenetv2 has no split point 18"),
+    (["--arch", "vgg"], "arch"),
+], ids=["ResNet has 16", "MobileNet has 17", "unknown backbone"])
+def test_the_split_point_must_exist_in_the_arch(argv: list[str], words: str) -> None:
+    with pytest.raises(SystemExit, match=words):
+        settings(*argv)
+
+
+def test_the_arch_accepts_an_alias_and_its_own_split_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings("--arch", "mobilenetv2", "--split-point", "17")
+    assert (s.arch, s.split_point) == ("spiking_mobilenetv2", 17)
+    monkeypatch.setenv("SBN_EDGE_ARCH", "resnet50")
+    assert settings().arch == "spiking_resnet50"
 
 
 def test_tls_and_fault_injection_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

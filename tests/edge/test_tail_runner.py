@@ -39,6 +39,8 @@ def test_model_info_describes_the_checkpoint(runner: TailRunner) -> None:
     assert info.model_fingerprint == runner.fingerprint
     assert (info.split_point, tuple(info.spike_shape), info.num_classes, info.trained) == (
         8, runner.spike_shape, 10, False)
+    assert (info.arch, info.split_point_name) == ("spiking_resnet50", "RB8")
+    assert (runner.split_point.index, runner.split_point.name) == (8, "RB8")
 
 
 def test_another_models_frame_is_refused_naming_both_fingerprints(runner: TailRunner, frame: pb.SpikeFrame) -> None:
@@ -50,7 +52,7 @@ def test_another_models_frame_is_refused_naming_both_fingerprints(runner: TailRu
 
 # (field changes, words the message must contain); T, C', H', W' at RB8 of the narrow model: 4, 4, 8, 8
 MALFORMED = {
-    "wrong split point": (dict(split_point=7), ["RB7", "RB8"]),
+    "wrong split point": (dict(split_point=7), ["split point 7", "RB8"]),
     "four shape entries": (dict(shape=[4, 4, 8, 8]), ["5 entries", "[4, 4, 8, 8]"]),
     "wrong channels": (dict(shape=[4, 1, 3, 8, 8]), ["[4, 1, 3, 8, 8]", "(4, B, 4, 8, 8)"]),
     "batch of zero": (dict(shape=[4, 0, 4, 8, 8]), ["batch size 0", "1..2"]),

@@ -53,6 +53,7 @@ def test_ready_when_the_edge_serves_the_same_model(client: httpx.Client, edges: 
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["edge"] == edges[8].address and response.json()["split_point"] == 8
+    assert (response.json()["arch"], response.json()["split_point_name"]) == ("spiking_resnet50", "RB8")
 
 
 # (files, status, words the detail must contain)

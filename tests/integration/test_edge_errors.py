@@ -47,6 +47,7 @@ def test_model_info_matches_the_checkpoint(channel: grpc.Channel, checkpoint: Pa
     expected = read_checkpoint_info(checkpoint)
     assert (info.model_fingerprint, info.split_point, tuple(info.spike_shape), info.trained) == (
         expected.fingerprint, 8, expected.config.spike_shape, False)
+    assert (info.arch, info.split_point_name) == ("spiking_resnet50", "RB8")
 
 
 OTHER_FINGERPRINT = "0123456789abcdef" * 4
@@ -62,7 +63,7 @@ BAD_FRAMES = {
                           [OTHER_FINGERPRINT, "this edge serves model"]),
     "unknown codec": (dict(codec=9), grpc.StatusCode.INVALID_ARGUMENT, ["unknown codec 9"]),
     "unspecified codec": (dict(codec=pb.CODEC_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, ["unspecified"]),
-    "wrong split point": (dict(split_point=9), grpc.StatusCode.INVALID_ARGUMENT, ["RB9", "RB8"]),
+    "wrong split point": (dict(split_point=9), grpc.StatusCode.INVALID_ARGUMENT, ["split point 9", "RB8"]),
     "corrupt sparse payload": (dict(codec=pb.CODEC_SPARSE, payload=b"\x13garbage"), grpc.StatusCode.INVALID_ARGUMENT,
                                ["sparse payload"]),
 }

@@ -1,4 +1,5 @@
-"""Device -> edge over loopback gives the monolithic model's answer, at the first, a middle and the last split."""
+"""Device -> edge over loopback gives the monolithic model's answer, at the first, a middle and the last split
+of each backbone."""
 
 from __future__ import annotations
 
@@ -15,17 +16,24 @@ from shared.checkpoint import read_checkpoint_info
 from shared.codec import encode
 from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
 
-from .conftest import SPLIT_POINTS
+from .conftest import MOBILENET_SPLIT_POINTS, SPLIT_POINTS
+
+CASES = ([("spiking_resnet50", k, "edges", f"RB{k}") for k in SPLIT_POINTS]
+         + [("spiking_mobilenetv2", k, "mobilenet_edges", f"IRB{k}") for k in MOBILENET_SPLIT_POINTS])
 
 
-@pytest.mark.parametrize("split_point", SPLIT_POINTS)
-def test_split_inference_matches_the_monolithic_model(split_point: int, edges: dict[int, EdgeProcess],
+@pytest.mark.parametrize("arch, split_point, edges_fixture, name", CASES, ids=[case[3] for case in CASES])
+def test_split_inference_matches_the_monolithic_model(arch: str, split_point: int, edges_fixture: str, name: str,
+                                                      request: pytest.FixtureRequest,
                                                       calibrated_checkpoint: Callable[..., Path]) -> None:
-    checkpoint = calibrated_checkpoint(split_point)
+    checkpoint = calibrated_checkpoint(split_point, arch=arch)
+    edge = request.getfixturevalue(edges_fixture)[split_point]
     image = synthetic_png(seed=split_point)
-    with device_client(checkpoint, edges[split_point].address) as client:
+    with device_client(checkpoint, edge.address) as client:
         response = client.post("/classify", params={"logits": "true"}, files=upload(image))
+        ready = client.get("/readyz")
     assert response.status_code == 200, response.text
+    assert ready.status_code == 200 and (ready.json()["arch"], ready.json()["split_point_name"]) == (arch, name)
     body = response.json()
 
     reference = monolithic_logits(checkpoint, image)
@@ -33,7 +41,8 @@ def test_split_inference_matches_the_monolithic_model(split_point: int, edges: d
     torch.testing.assert_close(torch.tensor(body["logits"]), reference, rtol=0, atol=1e-5)
 
     t, c, h, w = body["spike_shape"]
-    assert (body["split_point"], body["time_steps"], body["codec"]) == (split_point, t, "raw")
+    assert (body["arch"], body["split_point"], body["split_point_name"]) == (arch, split_point, name)
+    assert (body["time_steps"], body["codec"]) == (t, "raw")
     assert body["transmitted_bytes"] == math.ceil(t * c * h * w / 8)
     assert body["message_bytes"] > body["transmitted_bytes"]
     assert body["compression_ratio"] > 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from shared.energy import ActivityMonitor, CountMode
 from shared.preprocess import load_image
 
 TABLE_1_BYTES = [8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 1024, 1024, 2048, 256, 512, 64]
-KEYS = ["split_point", "time_steps", "spike_shape", "transmitted_bytes", "compression_ratio",
-        "float32_feature_bytes", "flops", "ann_baseline_45nm_mj"]
+# BottleNet++ (the paper's ANN baseline) at RB1..RB16, from the same Table 1
+BOTTLENETPP_BYTES = [8192, 16384, 16384, 8192, 8192, 8192, 8192, 4096, 4096, 4096, 4096, 4096, 4096, 1024, 1024, 128]
+KEYS = ["arch", "split_point", "split_point_name", "time_steps", "spike_shape", "transmitted_bytes",
+        "compression_ratio", "float32_feature_bytes", "flops", "ann_baseline_45nm_mj", "bottlenetpp_bytes"]
 MEASURED_KEYS = ["firing_rate", "syops", "device_45nm_mj", "device_rolls_mj"]
 
 
@@ -40,7 +43,13 @@ def paper_rows() -> list[dict]:
 
 def test_paper_preset_json_has_one_object_per_split_point_with_exactly_the_keys(paper_rows: list[dict]) -> None:
     assert [row["split_point"] for row in paper_rows] == list(range(1, 17))
+    assert [row["split_point_name"] for row in paper_rows] == [f"RB{k}" for k in range(1, 17)]
+    assert all(row["arch"] == "spiking_resnet50" for row in paper_rows)
     assert all(list(row) == KEYS for row in paper_rows)
+
+
+def test_paper_preset_names_bottlenet_plus_plus_bytes(paper_rows: list[dict]) -> None:
+    assert [row["bottlenetpp_bytes"] for row in paper_rows] == BOTTLENETPP_BYTES
 
 
 def test_paper_preset_transmits_the_table_1_bytes(paper_rows: list[dict]) -> None:
@@ -80,6 +89,48 @@ def test_width_and_classes_scale_the_preset(capsys: pytest.CaptureFixture) -> No
     assert code == 0 and len(rows) == 16
     assert rows[0]["spike_shape"] == [4, 2, 32, 32]  # C' = 16 x 0.125
     assert rows[0]["float32_feature_bytes"] == 32 * 32 * 32 * 4  # RB1 has 256 x 0.125 channels
+    assert all(row["bottlenetpp_bytes"] is None for row in rows)  # the paper's figures are for full width only
+
+
+# The spiking MobileNetV2 at full width on 32x32: C, H, W of each IRB's output spikes
+MOBILENET_BLOCKS = ([(16, 32, 32)] + [(24, 32, 32)] * 2 + [(32, 16, 16)] * 3 + [(64, 8, 8)] * 4
+                    + [(96, 8, 8)] * 3 + [(160, 4, 4)] * 3 + [(320, 4, 4)])
+
+
+def test_the_mobilenet_preset_reports_its_17_split_points(capsys: pytest.CaptureFixture) -> None:
+    code, out, err = report(capsys, "--arch", "spiking_mobilenetv2", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [row["split_point_name"] for row in rows] == [f"IRB{k}" for k in range(1, 18)]
+    assert [row["split_point"] for row in rows] == list(range(1, 18))
+    assert len(MOBILENET_BLOCKS) == 17
+    for row, (c, h, w) in zip(rows, MOBILENET_BLOCKS):
+        name = row["split_point_name"]
+        assert list(row) == KEYS and row["arch"] == "spiking_mobilenetv2" and row["bottlenetpp_bytes"] is None
+        t, c_, h_, w_ = row["spike_shape"]
+        assert t == row["time_steps"]
+        assert row["transmitted_bytes"] == math.ceil(t * c_ * h_ * w_ / 8), name
+        assert row["compression_ratio"] == math.ceil(t * c * h * w / 8) / row["transmitted_bytes"], name
+        assert row["float32_feature_bytes"] == c * h * w * 4, name
+    code, alias_out, _ = report(capsys, "--arch", "mobilenetv2", "--json")
+    assert code == 0 and json.loads(alias_out) == rows
+
+
+def test_compare_shows_both_backbones_side_by_side(capsys: pytest.CaptureFixture, paper_rows: list[dict]) -> None:
+    code, out, err = report(capsys, "--compare")
+    assert code == 0, err
+    assert "spiking_resnet50" in out and "spiking_mobilenetv2" in out
+    k17 = next(line.split() for line in out.splitlines() if line.split()[:1] == ["17"])
+    assert "IRB17" in k17 and not any(cell.startswith("RB") for cell in k17)  # the ResNet has 16
+    code, out, err = report(capsys, "--compare", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 33
+    resnet = [row for row in rows if row["arch"] == "spiking_resnet50"]
+    mobilenet = [row for row in rows if row["arch"] == "spiking_mobilenetv2"]
+    assert len(resnet) == 16 and len(mobilenet) == 17
+    assert resnet == paper_rows
+    assert [row["split_point_name"] for row in mobilenet] == [f"IRB{k}" for k in range(1, 18)]
 
 
 def write_images(folder: Path, count: int) -> list[Path]:
@@ -99,6 +150,7 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     assert code == 0, err
     (row,) = json.loads(out)
     assert list(row) == KEYS + MEASURED_KEYS and row["split_point"] == 8
+    assert (row["arch"], row["split_point_name"], row["bottlenetpp_bytes"]) == ("spiking_resnet50", "RB8", None)
     # the same numbers, measured directly
     head = load_checkpoint(checkpoint, "head").model
     batch = torch.stack([load_image(p.read_bytes(), head.config) for p in images])
@@ -116,6 +168,8 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     (["--checkpoint", "m.safetensors", "--width", "0.5"], 2, "carries its own config"),
     (["--width", "0"], 2, "--width must be > 0"),
     (["--checkpoint", "missing.safetensors"], 1, "does not exist"),
+    (["--compare", "--arch", "spiking_mobilenetv2"], 2, "--compare shows every backbone"),
+    (["--compare", "--arch", "spiking_resnet50", "--json"], 2, "leave out --arch"),
 ])
 def test_usage_errors(capsys: pytest.CaptureFixture, args: list[str], code: int, message: str) -> None:
     got, out, err = report(capsys, *args)

@@ -14,8 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
-from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig
-from shared.bottleneck import paper_preset
+from shared.backbones import SpikingBackbone, SpikingResNetConfig
 from shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
 from tests.conftest import calibrated_model
 
@@ -44,10 +43,10 @@ def test_round_trip_gives_equal_logits(tmp_path: Path) -> None:
 
 def test_backbone_checkpoint_round_trips(tmp_path: Path) -> None:
     config = ModelConfig(backbone=SpikingResNetConfig(width_multiplier=0.0625, num_classes=10), time_steps=2)
-    model = SpikingResNet(config.backbone, config.time_steps).eval()
+    model = SpikingBackbone(config.backbone, config.time_steps).eval()
     save_checkpoint(model, config, tmp_path / "b.safetensors", info={"top1": 0.5})
     loaded = load_checkpoint(tmp_path / "b.safetensors")
-    assert isinstance(loaded.model, SpikingResNet) and loaded.checkpoint.digests.keys() == {"backbone"}
+    assert isinstance(loaded.model, SpikingBackbone) and loaded.checkpoint.digests.keys() == {"backbone"}
     assert loaded.checkpoint.info == {"top1": 0.5}
     with torch.no_grad():
         assert torch.equal(loaded.model(images()), model(images()))
@@ -101,6 +100,18 @@ def test_edited_config_metadata_is_refused(checkpoint: Path, tmp_path: Path) -> 
     save_file(state, str(forged), metadata={**metadata, "config": json.dumps(config)})
     with pytest.raises(CheckpointError, match="fingerprint does not match"):
         read_checkpoint_info(forged)
+
+
+def test_the_fingerprint_is_of_the_stored_config_object_not_its_formatting(checkpoint: Path, tmp_path: Path) -> None:
+    with safe_open(str(checkpoint), framework="pt") as f:
+        metadata = f.metadata()
+        state = {name: f.get_tensor(name) for name in f.keys()}
+    config = json.loads(metadata["config"])
+    reordered = json.dumps(dict(reversed(config.items())), indent=4)  # same object, other text
+    assert reordered != metadata["config"]
+    same = tmp_path / "same.safetensors"
+    save_file(state, str(same), metadata={**metadata, "config": reordered})
+    assert read_checkpoint_info(same).fingerprint == read_checkpoint_info(checkpoint).fingerprint
 
 
 class TouchOnUnpickle:
@@ -157,8 +168,8 @@ def test_missing_paths_and_folders_are_refused(tmp_path: Path) -> None:
 
 def test_saved_checkpoints_are_readable_by_other_users(tmp_path):
     # services (and the containers' unprivileged user) read checkpoints that another user wrote
-    config = ModelConfig(backbone=SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)).with_split(
-        paper_preset(8, SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)))
+    backbone = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)
+    config = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(8))
     path = tmp_path / "model.safetensors"
     save_checkpoint(SpikeBottleNet(config), config, path)
     assert path.stat().st_mode & 0o777 == 0o644

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from shared.bottleneck import paper_preset
-from shared.energy import ActivityMonitor, CountMode, layer_role, structural_flops
+from shared.backbones import SpikingResNetConfig
+from shared.energy import ActivityMonitor, ConvRole, CountMode, EnergyEstimate, declare_role, structural_flops
 from shared.layers import TimeFolded
-from shared.spiking_resnet import SpikingResNetConfig, block_specs
 from shared.split_model import ModelConfig, SplitHead
 from tests.conftest import calibrated_model
 
@@ -18,22 +17,26 @@ PJ = 1e-9  # in mJ
 
 
 class TinyHead(nn.Module):
-    """Head-shaped: its convs carry SplitHead's qualified names, but the spikes they see are given.
+    """Head-shaped: its convs carry SplitHead's qualified names and declare their roles as a
+    backbone would, but the spikes they see are given.
 
-        stem.conv                 Conv2d(3 -> 2, 3x3)              on the image [B, 3, 4, 4]
-        blocks.rb1.conv1.conv     Conv2d(2 -> 3, 3x3)              on block spikes [T, B, 2, 4, 4]
-        blocks.rb1.shortcut.conv  Conv2d(2 -> 4, 1x1, stride 2)    on the same block spikes
-        encoder.conv              Conv2d(1 -> 1, 3x3, stride 2)    on encoder spikes [T, B, 1, 4, 4]
+        stem.conv                 Conv2d(3 -> 2, 3x3)              STEM      on the image [B, 3, 4, 4]
+        blocks.rb1.conv1.conv     Conv2d(2 -> 3, 3x3)              BLOCK     on block spikes [T, B, 2, 4, 4]
+        blocks.rb1.shortcut.conv  Conv2d(2 -> 4, 1x1, stride 2)    SHORTCUT  on the same block spikes
+        encoder.conv              Conv2d(1 -> 1, 3x3, stride 2)    ENCODER   on encoder spikes [T, B, 1, 4, 4]
     """
 
     def __init__(self, block_spikes: torch.Tensor, encoder_spikes: torch.Tensor) -> None:
         super().__init__()
-        self.stem = nn.ModuleDict({"conv": nn.Conv2d(3, 2, 3, padding=1, bias=False)})
+        self.stem = nn.ModuleDict({"conv": declare_role(nn.Conv2d(3, 2, 3, padding=1, bias=False), ConvRole.STEM)})
         self.blocks = nn.ModuleDict({"rb1": nn.ModuleDict({
-            "conv1": nn.ModuleDict({"conv": TimeFolded(nn.Conv2d(2, 3, 3, padding=1, bias=False))}),
-            "shortcut": nn.ModuleDict({"conv": TimeFolded(nn.Conv2d(2, 4, 1, stride=2, bias=False))}),
+            "conv1": nn.ModuleDict({"conv": TimeFolded(
+                declare_role(nn.Conv2d(2, 3, 3, padding=1, bias=False), ConvRole.BLOCK))}),
+            "shortcut": nn.ModuleDict({"conv": TimeFolded(
+                declare_role(nn.Conv2d(2, 4, 1, stride=2, bias=False), ConvRole.SHORTCUT))}),
         })})
-        self.encoder = nn.ModuleDict({"conv": TimeFolded(nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False))})
+        self.encoder = nn.ModuleDict({"conv": TimeFolded(
+            declare_role(nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False), ConvRole.ENCODER))})
         self.block_spikes, self.encoder_spikes = block_spikes, encoder_spikes
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -68,12 +71,41 @@ SHORTCUT_FLOPS = (4 * 2 * 2) * 2  # 32
 ENCODER_FLOPS = (1 * 2 * 2) * 1 * 3 * 3  # 36
 
 
-def test_layer_roles_from_qualified_names(tiny_head: TinyHead) -> None:
+def test_declared_roles_are_recorded(tiny_head: TinyHead) -> None:
     monitor = run(tiny_head, CountMode.COMPLETE)
     assert [(layer.name, layer.role) for layer in monitor.layers] == [
         ("stem.conv", "stem"), ("blocks.rb1.conv1.conv", "block"),
         ("blocks.rb1.shortcut.conv", "shortcut"), ("encoder.conv", "encoder")]
-    assert layer_role("blocks.rb7.conv2.conv") == "block"
+
+
+def test_a_real_resnet_head_declares_the_role_of_every_conv() -> None:
+    # RB1 (64 -> 256 channels at full width) and RB4 (stride 2) have projection shortcuts; RB2, RB3 do not
+    backbone = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)
+    config = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(4))
+    head = SplitHead(config).eval()
+    with ActivityMonitor(head, config.time_steps, CountMode.COMPLETE) as monitor, torch.no_grad():
+        head(torch.zeros(1, 3, 32, 32))
+
+    def block(rb: str, shortcut: bool) -> list[tuple[str, ConvRole]]:
+        convs = [(f"blocks.{rb}.conv{i}.conv", ConvRole.BLOCK) for i in (1, 2, 3)]
+        return convs + ([(f"blocks.{rb}.shortcut.conv", ConvRole.SHORTCUT)] if shortcut else [])
+
+    assert [(layer.name, layer.role) for layer in monitor.layers] == [
+        ("stem.conv", ConvRole.STEM), *block("rb1", True), *block("rb2", False), *block("rb3", False),
+        *block("rb4", True), ("encoder.conv", ConvRole.ENCODER)]
+    assert all(isinstance(layer.role, ConvRole) for layer in monitor.layers)
+
+
+def test_a_conv_without_a_declared_role_is_refused(tiny_head: TinyHead) -> None:
+    tiny_head.blocks["rb1"]["extra"] = nn.Conv2d(2, 2, 1, bias=False)  # no declare_role
+    monitor = ActivityMonitor(tiny_head, time_steps=T)
+    with pytest.raises(ValueError, match=r"'blocks\.rb1\.extra' declares no energy role"):
+        monitor.__enter__()
+    tiny_head(torch.zeros(B, 3, 4, 4))
+    assert monitor.layers == []  # the refused monitor left no hooks behind on the convs it had reached
+    with pytest.raises(ValueError, match="declares no energy role"):
+        with ActivityMonitor(nn.Sequential(nn.Conv2d(3, 1, 1)), time_steps=T):
+            pass
 
 
 def test_paper_mode_counts_only_the_block_convs(tiny_head: TinyHead) -> None:
@@ -89,6 +121,17 @@ def test_paper_mode_counts_only_the_block_convs(tiny_head: TinyHead) -> None:
     assert first.device_45nm_mj == pytest.approx(108 * 0.9 * PJ)
     assert first.device_rolls_mj == pytest.approx(108 * 0.077 * PJ)
     assert first.ann_baseline_45nm_mj == pytest.approx(CONV1_FLOPS * 4.6 * PJ)
+
+
+def test_estimates_average_field_by_field(tiny_head: TinyHead) -> None:
+    first, second = run(tiny_head, CountMode.PAPER).estimates()
+    mean = EnergyEstimate.mean([first, second])
+    assert mean.flops == CONV1_FLOPS
+    assert mean.syops == pytest.approx((108 + 432) / 2)
+    assert mean.firing_rate == pytest.approx((4 + 16) / 2 / (T * 32))
+    assert mean.device_45nm_mj == pytest.approx((108 + 432) / 2 * 0.9 * PJ)
+    with pytest.raises(ValueError):
+        EnergyEstimate.mean([])
 
 
 def test_complete_mode_adds_stem_shortcut_and_encoder(tiny_head: TinyHead) -> None:
@@ -116,11 +159,11 @@ def test_hooks_are_removed_on_exit(tiny_head: TinyHead) -> None:
 
 def hand_flops(backbone: SpikingResNetConfig, split_point: int, mode: CountMode) -> int:
     """FLOPs of a head from the block geometry, written out layer by layer."""
-    config = ModelConfig(backbone=backbone).with_split(paper_preset(split_point, backbone))
+    config = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(split_point))
     complete = mode is CountMode.COMPLETE
     size = backbone.image_size
-    total = backbone.stem_channels * size * size * 3 * 9 if complete else 0
-    for spec in block_specs(backbone)[:split_point]:
+    total = backbone.scaled(64) * size * size * 3 * 9 if complete else 0
+    for spec in backbone.block_specs()[:split_point]:
         out = spec.out_size
         total += spec.width * size * size * spec.in_channels  # conv1, 1x1 at the input size
         total += spec.width * out * out * spec.width * 9  # conv2, 3x3 with the block's stride
@@ -130,7 +173,7 @@ def hand_flops(backbone: SpikingResNetConfig, split_point: int, mode: CountMode)
         size = out
     if complete:
         _, channels, height, width = config.spike_shape
-        total += channels * height * width * block_specs(backbone)[split_point - 1].out_channels * 9
+        total += channels * height * width * backbone.block_specs()[split_point - 1].out_channels * 9
     return total
 
 
@@ -139,7 +182,7 @@ def hand_flops(backbone: SpikingResNetConfig, split_point: int, mode: CountMode)
 def test_structural_flops_on_meta_match_the_hand_count(mode: CountMode, width_multiplier: float) -> None:
     backbone = SpikingResNetConfig(width_multiplier=width_multiplier)
     for split_point in (1, 4, 8, 13, 16):
-        config = ModelConfig(backbone=backbone).with_split(paper_preset(split_point, backbone))
+        config = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(split_point))
         with torch.device("meta"):
             head = SplitHead(config)
         flops = structural_flops(head, config.time_steps, backbone.image_size, mode)
@@ -148,7 +191,7 @@ def test_structural_flops_on_meta_match_the_hand_count(mode: CountMode, width_mu
 
 def test_meta_heads_record_no_spikes() -> None:
     with torch.device("meta"):
-        head = SplitHead(ModelConfig().with_split(paper_preset(2)))
+        head = SplitHead(ModelConfig().with_split(SpikingResNetConfig().bottleneck_preset(2)))
     with ActivityMonitor(head, time_steps=2) as monitor, torch.no_grad():
         head(torch.zeros(1, 3, 32, 32, device="meta"))
     with pytest.raises(RuntimeError, match="no spikes"):

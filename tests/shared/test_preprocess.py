@@ -13,7 +13,7 @@ from PIL import Image
 
 from shared import preprocess
 from shared.preprocess import ImageError, load_image
-from shared.spiking_resnet import SpikingResNetConfig
+from shared.backbones import SpikingResNetConfig
 from shared.split_model import ModelConfig
 
 CONFIG = ModelConfig()  # 32x32, CIFAR-100 mean and std

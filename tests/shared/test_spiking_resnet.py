@@ -6,35 +6,37 @@ import pytest
 import torch
 from torch import nn
 
-from shared.bottleneck import paper_preset
-from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig, block_specs
+from shared.backbones import SpikingBackbone, SpikingResNetConfig
 from shared.split_model import ModelConfig, SpikeBottleNet
 
 NARROW = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)
 
 
 def test_block_specs_of_the_paper_backbone() -> None:
-    specs = block_specs(SpikingResNetConfig())
-    assert [s.name for s in specs] == [f"rb{k}" for k in range(1, 17)]
+    config = SpikingResNetConfig()
+    specs = config.block_specs()
+    assert [p.name for p in config.split_points()] == [f"RB{k}" for k in range(1, 17)]
+    assert [p.key for p in config.split_points()] == [f"rb{k}" for k in range(1, 17)]  # parameter names
     out = [(s.out_channels, s.out_size) for s in specs]
     assert out == [(256, 32)] * 3 + [(512, 16)] * 4 + [(1024, 8)] * 6 + [(2048, 4)] * 3
+    assert [(p.channels, p.height, p.width) for p in config.split_points()] == [(c, s, s) for c, s in out]
     assert [k for k, s in enumerate(specs, 1) if s.stride == 2] == [4, 8, 14]
     assert specs[0].in_channels == 64 and specs[3].in_channels == 256 and specs[3].width == 128
 
 
 def test_narrow_backbone_scales_every_width() -> None:
-    specs = block_specs(NARROW)
-    assert NARROW.stem_channels == 4
+    specs = NARROW.block_specs()
+    assert NARROW.scaled(64) == 4 and specs[0].in_channels == 4
     assert {s.width for s in specs} == {4, 8, 16, 32}
     assert specs[-1].out_channels == 128
-    assert [s.out_size for s in specs] == [s.out_size for s in block_specs(SpikingResNetConfig())]
+    assert [s.out_size for s in specs] == [s.out_size for s in SpikingResNetConfig().block_specs()]
 
 
 def test_backbone_block_outputs_are_binary_spikes_of_the_spec_shapes() -> None:
     torch.manual_seed(0)
-    model = SpikingResNet(NARROW, time_steps=2)  # train mode, as built: BN uses batch statistics
+    model = SpikingBackbone(NARROW, time_steps=2)  # train mode, as built: BN uses batch statistics
     x = model.stem(torch.randn(2, 3, 32, 32), model.time_steps)
-    for spec, block in zip(block_specs(NARROW), model.blocks.values()):
+    for spec, block in zip(NARROW.block_specs(), model.blocks.values(), strict=True):
         x = block(x)
         assert x.shape == (2, 2, spec.out_channels, spec.out_size, spec.out_size)
         assert ((x == 0) | (x == 1)).all()
@@ -61,11 +63,11 @@ def assert_gradient_reaches_every_conv(model: nn.Module) -> None:
 
 def test_gradient_reaches_the_stem_of_the_backbone() -> None:
     torch.manual_seed(0)
-    assert_gradient_reaches_every_conv(SpikingResNet(NARROW, time_steps=2))
+    assert_gradient_reaches_every_conv(SpikingBackbone(NARROW, time_steps=2))
 
 
 @pytest.mark.parametrize("split_point", [1, 16])  # the longest tail; the stride-2 bottleneck
 def test_gradient_reaches_the_stem_through_the_bottleneck(split_point: int) -> None:
     torch.manual_seed(0)
-    config = ModelConfig(backbone=NARROW).with_split(paper_preset(split_point, NARROW))
+    config = ModelConfig(backbone=NARROW).with_split(NARROW.bottleneck_preset(split_point))
     assert_gradient_reaches_every_conv(SpikeBottleNet(config))

@@ -38,5 +38,5 @@ def cpu() -> Runtime:
 def tiny_backbone(tmp_path_factory: pytest.TempPathFactory, tiny_digits: Dataset, cpu: Runtime) -> Path:
     """A backbone checkpoint pre-trained for one epoch on 32 digits (read-only: copy before changing)."""
     path = tmp_path_factory.mktemp("backbone") / "backbone.safetensors"
-    pretrain(tiny_digits, WIDTH, 1, TINY_TRAIN, cpu, path)
+    pretrain(tiny_digits, "spiking_resnet50", WIDTH, 1, TINY_TRAIN, cpu, path)
     return path

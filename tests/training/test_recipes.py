@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.bottleneck import BottleneckConfig, SplitPreset, paper_preset
+from shared.backbones import SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
+from shared.bottleneck import BottleneckConfig, SplitPreset
 from shared.checkpoint import load_checkpoint, read_checkpoint_info
-from shared.spiking_resnet import SpikingResNetConfig
 from shared.split_model import ModelConfig, SpikeBottleNet
 from tests.training.conftest import TINY_TRAIN
 from training.datasets import Dataset
-from training.recipes import SplitStats, finetune, split_model
+from training.recipes import damp_residual_branches, finetune, split_model
 from training.runtime import Runtime
 
 SPLIT_POINT = 8
@@ -29,7 +29,7 @@ def test_backbone_checkpoint_records_its_accuracy(tiny_backbone: Path) -> None:
 
 def test_split_model_starts_from_every_backbone_tensor(tiny_backbone: Path) -> None:
     base = load_checkpoint(tiny_backbone)
-    preset = paper_preset(SPLIT_POINT, base.config.backbone)
+    preset = base.config.backbone.bottleneck_preset(SPLIT_POINT)
     model = split_model(base, preset)
     split_state = {**model.head.state_dict(), **model.tail.state_dict()}
     for name, tensor in base.model.state_dict().items():
@@ -53,7 +53,8 @@ def test_finetune_writes_a_split_checkpoint_with_its_accuracy_drop(tiny_backbone
     assert recorded["trained"] is True and recorded["dataset"] == "digits"
     assert recorded["pretrained_accuracy"] == pretrained
     assert recorded["accuracy_drop"] == pytest.approx(pretrained - recorded["test_accuracy"], abs=0.01)
-    assert recorded["transmitted_bytes"] == SplitStats.of(loaded.config).transmitted_bytes
+    assert recorded["transmitted_bytes"] == loaded.config.geometry().transmitted_bytes
+    assert recorded["compression"] == round(loaded.config.geometry().compression, 2)
     assert recorded["command"] and recorded["pretrained_fingerprint"] == load_checkpoint(tiny_backbone).fingerprint
     for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -63,12 +64,29 @@ def test_finetune_refuses_a_backbone_from_another_dataset(tiny_backbone: Path, t
                                                           cpu: Runtime, tmp_path: Path) -> None:
     other = dataclasses.replace(tiny_digits, name="cifar100")
     with pytest.raises(ValueError, match="pre-trained on 'digits'"):
-        finetune(other, tiny_backbone, paper_preset(SPLIT_POINT), TINY_TRAIN, cpu, tmp_path / "x.safetensors")
+        finetune(other, tiny_backbone, SpikingResNetConfig().bottleneck_preset(SPLIT_POINT), TINY_TRAIN, cpu,
+                 tmp_path / "x.safetensors")
 
 
 def test_split_stats_at_rb16_are_the_papers_256x() -> None:
     for width in (1.0, 0.125, 0.0625):
         backbone = SpikingResNetConfig(width_multiplier=width)
-        stats = SplitStats.of(ModelConfig(backbone=backbone).with_split(paper_preset(16, backbone)))
+        stats = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(16)).geometry()
         assert stats.compression == 256
-    assert SplitStats.of(ModelConfig().with_split(paper_preset(16))).transmitted_bytes == 64
+    assert ModelConfig().with_split(SpikingResNetConfig().bottleneck_preset(16)).geometry().transmitted_bytes == 64
+
+
+def test_damping_scales_the_residual_branch_of_every_block_that_has_a_shortcut() -> None:
+    resnet = SpikingBackbone(SpikingResNetConfig(width_multiplier=0.0625, num_classes=10), time_steps=1)
+    damp_residual_branches(resnet, 0.3)
+    assert len(resnet.blocks) == 16
+    for block in resnet.blocks.values():  # every ResNet block: 1x1 -> 3x3 -> 1x1 (conv3) + shortcut
+        assert torch.all(block.conv3.bn.weight == 0.3)
+    mobilenet = SpikingBackbone(SpikingMobileNetV2Config(width_multiplier=0.25, num_classes=10), time_steps=1)
+    damp_residual_branches(mobilenet, 0.3)
+    # stride 1 and as many channels out as in: the repeats after the first block of each stage
+    with_shortcut = {"irb3", "irb5", "irb6", "irb8", "irb9", "irb10", "irb12", "irb13", "irb15", "irb16"}
+    for key, block in mobilenet.blocks.items():
+        damped = torch.all(block.project.bn.weight == 0.3).item()
+        assert damped == (key in with_shortcut), key
+        assert (block.residual_bn is None) == (key not in with_shortcut), key

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.spiking_resnet import SpikingResNet, SpikingResNetConfig
+from shared.backbones import SpikingBackbone, SpikingResNetConfig
 from tests.training.conftest import TINY_TRAIN, WIDTH
 from training import trainer
 from training.datasets import Augmentation, Dataset
@@ -19,9 +19,9 @@ from training.runtime import Runtime
 from training.trainer import TrainConfig, fit, lr_at, make_optimizer
 
 
-def tiny_model(seed: int = 0) -> SpikingResNet:
+def tiny_model(seed: int = 0) -> SpikingBackbone:
     torch.manual_seed(seed)
-    model = SpikingResNet(SpikingResNetConfig(width_multiplier=WIDTH, num_classes=10), time_steps=1)
+    model = SpikingBackbone(SpikingResNetConfig(width_multiplier=WIDTH, num_classes=10), time_steps=1)
     damp_residual_branches(model)
     return model
 

@@ -63,15 +63,19 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained")
+    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained", "arch", "split_point_name")
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
     SPIKE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     TRAINED_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_POINT_NAME_FIELD_NUMBER: _ClassVar[int]
     model_fingerprint: str
     split_point: int
     spike_shape: _containers.RepeatedScalarFieldContainer[int]
     num_classes: int
     trained: bool
-    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ...) -> None: ...
+    arch: str
+    split_point_name: str
+    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ..., arch: _Optional[str] = ..., split_point_name: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,52 @@
+"""``sbn models``: the demo checkpoints embedded in the package, one line each.
+
+    sbn models            # arch, split point, T, C', bytes per image, compression, accuracy, file
+    sbn models --json
+
+``sbn up --arch ARCH --split-point K`` (and ``SBN_ARCH`` / ``SBN_SPLIT_POINT`` under Docker) serves any
+of them; read from the checkpoints' own metadata, so the list is always what is shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from shared.checkpoint import embedded_models
+
+from .report import render_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = []
+    for ckpt in embedded_models():
+        geometry, info = ckpt.config.geometry(), ckpt.info
+        rows.append({
+            "arch": ckpt.config.backbone.arch,
+            "split_point": geometry.point.index,
+            "split_point_name": geometry.point.name,
+            "time_steps": ckpt.config.time_steps,
+            "channels": ckpt.config.bottleneck.channels,
+            "spike_shape": list(geometry.spike_shape),
+            "transmitted_bytes": geometry.transmitted_bytes,
+            "compression_ratio": geometry.compression,
+            "dataset": info.get("dataset"),
+            "test_accuracy": info.get("test_accuracy"),
+            "accuracy_drop": info.get("accuracy_drop"),
+            "fingerprint": ckpt.fingerprint,
+            "file": ckpt.path.name,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ["arch", "split", "k", "T", "C'", "bytes", "compression", "dataset", "accuracy %", "drop", "file"]
+    lines = [[r["arch"], r["split_point_name"], str(r["split_point"]), str(r["time_steps"]), str(r["channels"]),
+              str(r["transmitted_bytes"]), f"{r['compression_ratio']:g}x", str(r["dataset"]),
+              "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}",
+              "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}", r["file"]] for r in rows]
+    print("\n".join(render_table(header, lines)))
+    return 0

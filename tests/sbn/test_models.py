@@ -1,0 +1,33 @@
+"""``sbn models`` lists exactly the embedded checkpoints, with figures that agree with their files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sbn.cli import main
+from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+
+
+def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(row["file"] for row in rows) == sorted(p.name for p in DEFAULT_MODEL_DIR.glob("*.safetensors"))
+    assert {row["arch"] for row in rows} == {"spiking_resnet50", "spiking_mobilenetv2"}
+    for row in rows:
+        ckpt = read_checkpoint_info(DEFAULT_MODEL_DIR / row["file"])
+        t, c, h, w = row["spike_shape"]
+        assert (t, c) == (row["time_steps"], row["channels"]) == (ckpt.config.time_steps, ckpt.config.bottleneck.channels)
+        assert row["transmitted_bytes"] == -(-t * c * h * w // 8)  # one bit per spike, rounded up to bytes
+        prefix = "IRB" if row["arch"] == "spiking_mobilenetv2" else "RB"
+        assert row["split_point_name"] == f"{prefix}{row['split_point']}"
+        assert row["fingerprint"] == ckpt.fingerprint and row["test_accuracy"] == ckpt.info["test_accuracy"]
+
+
+def test_sbn_models_table_has_a_line_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "arch" in lines[0] and "accuracy %" in lines[0]
+    assert len(lines) == 1 + len(list(DEFAULT_MODEL_DIR.glob("*.safetensors")))
+    assert any("IRB8" in line and "spiking_mobilenetv2" in line for line in lines)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from shared.energy import ConvRole
 from shared.layers import RESIDUAL_ALPHA, ConvBNLIF, DirectEncodingStem, TdBatchNorm, TimeFolded
 from shared.neuron import LIFConfig
 
@@ -101,7 +102,7 @@ def test_stem_equals_convolving_the_repeated_image() -> None:
 
 def test_conv_bn_lif_emits_binary_spikes_of_the_strided_shape() -> None:
     generator = torch.Generator().manual_seed(5)
-    unit = ConvBNLIF(C, 6, 3, 2, LIFConfig())
+    unit = ConvBNLIF(C, 6, 3, 2, LIFConfig(), role=ConvRole.BLOCK)
     spikes_in = (torch.rand(T, B, C, H, W, generator=generator) < 0.3).float()
     out = unit(spikes_in)
     assert out.shape == (T, B, 6, math.ceil(H / 2), math.ceil(W / 2))

@@ -146,9 +146,11 @@ def create_app(settings: DeviceSettings) -> FastAPI:
                               settings.tls_server_name) as edge:
             pipeline = SplitPipeline(head, edge)
             app.state.pipeline = pipeline
+            checkpoint = head.checkpoint
             log.info("head up to %s of %s model %s (%s) ready; edge at %s (%s), codec %s", head.split_point.name,
-                     head.checkpoint.config.backbone.arch, head.checkpoint.fingerprint[:12], "trained" if head.checkpoint.trained else "untrained",
-                     settings.edge_address, "plaintext" if credentials is None else "TLS", settings.codec)
+                     checkpoint.config.backbone.arch, checkpoint.fingerprint[:12],
+                     "trained" if checkpoint.trained else "untrained", settings.edge_address,
+                     "plaintext" if credentials is None else "TLS", settings.codec)
             try:
                 yield
             finally:

@@ -28,8 +28,8 @@ class DeviceSettings(ModelSettings):
                              "At most the edge's max_concurrency (its default: 8), shared out among the devices of "
                              "one edge, so that the edge never refuses this device as busy")
     energy_mode: CountMode = Field(
-        CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) or complete (also stem, "
-                                     "shortcuts, encoder)")
+        CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) "
+                                     "or complete (also stem, shortcuts, encoder)")
     api_key: SecretStr | None = Field(
         None, min_length=1, description="if set, POST /classify and GET /metrics need it in the X-API-Key header "
                                         "(set it in the environment: a flag shows in the process list)")

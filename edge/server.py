@@ -153,8 +153,8 @@ def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     for service in ("", SERVICE_NAME):  # "" is the whole server, as health probes ask by default
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving the tail after %s of %s model %s (%s) on %s:%d (%s)", runner.split_point.name,
-             runner.checkpoint.config.backbone.arch, runner.fingerprint[:12], "trained" if runner.checkpoint.trained else "untrained", settings.host, port,
-             security)
+             runner.checkpoint.config.backbone.arch, runner.fingerprint[:12],
+             "trained" if runner.checkpoint.trained else "untrained", settings.host, port, security)
     if settings.inject_delay_s:
         log.warning("fault injection: every Infer waits %.3f s first", settings.inject_delay_s)
     stop.wait()

@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        loaded = load_checkpoint(args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point), "full")
+        path = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
+        loaded = load_checkpoint(path, "full")
         result = MonolithicClassifier(loaded, args.codec).classify(args.image.read_bytes())
     except (OSError, ValueError) as e:  # unreadable file; CheckpointError and ImageError are ValueErrors
         print(f"sbn predict: {e}", file=sys.stderr)

@@ -182,7 +182,8 @@ def load_checkpoint(path: str | os.PathLike, part: str = "full") -> LoadedModel:
 def embedded_models() -> list[CheckpointInfo]:
     """The demo checkpoints shipped in shared/models, by backbone and split point."""
     infos = [read_checkpoint_info(path) for path in DEFAULT_MODEL_DIR.glob("*.safetensors")]
-    return sorted((c for c in infos if c.config.bottleneck), key=lambda c: (c.config.backbone.arch, c.config.split_point.index))
+    split = [c for c in infos if c.config.bottleneck]
+    return sorted(split, key=lambda c: (c.config.backbone.arch, c.config.split_point.index))
 
 
 def default_checkpoint(arch: str, split_point: int) -> Path:
@@ -191,6 +192,6 @@ def default_checkpoint(arch: str, split_point: int) -> Path:
     for ckpt in models:
         if (ckpt.config.backbone.arch, ckpt.config.split_point.index) == (arch, split_point):
             return ckpt.path
-    available = ", ".join(f"{c.config.backbone.arch} {c.config.split_point.name}" for c in models if c.config.bottleneck)
+    available = ", ".join(f"{c.config.backbone.arch} {c.config.split_point.name}" for c in models)
     raise CheckpointError(f"no embedded checkpoint for {arch} at split point {split_point} "
                           f"(shared/models has: {available or 'nothing'})")

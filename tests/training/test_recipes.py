@@ -90,3 +90,15 @@ def test_damping_scales_the_residual_branch_of_every_block_that_has_a_shortcut()
         damped = torch.all(block.project.bn.weight == 0.3).item()
         assert damped == (key in with_shortcut), key
         assert (block.residual_bn is None) == (key not in with_shortcut), key
+
+
+def test_finetune_refuses_an_arch_other_than_the_backbone_checkpoints(
+        tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sbn.cli import main
+
+    out = tmp_path / "split.safetensors"
+    code = main(["train", "finetune", "--pretrained", str(tiny_backbone), "--arch", "mobilenetv2",
+                 "--split-point", "3", "--epochs", "1", "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    assert "spiking_resnet50 backbone, not spiking_mobilenetv2" in error

@@ -8,7 +8,9 @@
 #                    default (python may live in /usr/local/bin, as there, or in /usr/bin)
 #   TORCH_VERSION    2.13.0, the version pyproject.toml pins
 #   TORCH_INDEX_URL  where torch and its own dependencies come from: the official CPU-only index by
-#                    default, so no CUDA packages are ever downloaded. "" = PIP_FIND_LINKS alone.
+#                    default, so no CUDA packages are ever downloaded. "" = pip's default index
+#                    (PIP_INDEX_URL, else PyPI) plus PIP_FIND_LINKS, which should then hold the CPU
+#                    wheel: PyPI's x86-64 Linux torch is a CUDA build, which the check below refuses.
 #   PIP_FIND_LINKS   an extra wheel source pip searches too (a folder or an HTTP page of wheels),
 #                    e.g. a local torch CPU wheel: --build-arg PIP_FIND_LINKS=http://127.0.0.1:8765/
 #   PIP_INDEX_URL    index for the other dependencies ("" = pip's default, PyPI)
@@ -49,7 +51,7 @@ RUN groupadd --system --gid 10001 sbn \
  && useradd --system --uid 10001 --gid sbn --create-home --home-dir /home/sbn --shell /usr/sbin/nologin sbn \
  && python3 -m venv /opt/venv \
  && pip install --no-cache-dir --disable-pip-version-check \
-        $( [ -n "$TORCH_INDEX_URL" ] && echo "--index-url $TORCH_INDEX_URL" || echo "--no-index" ) \
+        ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
         "torch==${TORCH_VERSION}" \
  && python -c "import torch; assert not torch.version.cuda, 'got a CUDA build of torch'; print('torch', torch.__version__)" \
  && cd /opt/venv/lib/python3*/site-packages/torch \

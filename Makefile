@@ -1,5 +1,6 @@
 # Two commands a new user needs:
-#   make up     run device + edge locally on the embedded default model (Docker: `docker compose up`)
+#   make up     run device + edge locally on the embedded default model (Docker: `docker compose up`);
+#               make up PORT=18000 SPLIT=16 ARCH=mobilenetv2 picks the port and the model
 #   make test   create .venv, install torch (CPU, pinned) first, then the project, then run pytest
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,8 +23,15 @@ venv: $(VENV)/.installed
 test: venv
 	$(PY) -m pytest -q
 
+# make up PORT=18000 EDGE_PORT=50052 SPLIT=16 ARCH=mobilenetv2: each one given on make's command line
+# becomes the `sbn up` flag; left out, sbn up reads SBN_* from the environment, else its defaults.
+# (Only the command line counts: a PORT or ARCH that the shell happens to export is not meant for us.)
+up_flag = $(if $(and $(filter command line,$(origin $(1))),$($(1))),$(2) $($(1)))
+UP_FLAGS = $(call up_flag,PORT,--port) $(call up_flag,EDGE_PORT,--edge-port) \
+           $(call up_flag,SPLIT,--split-point) $(call up_flag,ARCH,--arch)
+
 up: venv
-	$(VENV)/bin/sbn up
+	$(strip $(VENV)/bin/sbn up $(UP_FLAGS))
 
 bench: venv
 	$(PY) bench/codec_bench.py

@@ -1,13 +1,16 @@
 """``sbn device``: the device half behind an HTTP API.
 
     POST /classify   image upload -> head + encoder (here) -> spikes over gRPC -> edge -> logits -> JSON
+    POST /classify/batch  several images -> one head batch -> one frame -> one entry per image (device/batch.py)
     GET  /healthz    the process is up
     GET  /readyz     the edge is reachable and serves the same model (else 503)
     GET  /metrics    Prometheus metrics
-    GET  /docs       OpenAPI documentation
+    GET  /docs       OpenAPI documentation (Swagger UI; /redoc: ReDoc), from local assets: works offline
+    GET  /           a web page: upload or draw a digit, see the answer, the bytes, energy and spikes
 
-With ``api_key`` set, /classify and /metrics answer 401 without it in the X-API-Key header; the
-probes stay open, as orchestrators call them without credentials, and so do the docs.
+With ``api_key`` set, /classify, /classify/batch and /metrics answer 401 without it in the X-API-Key header; the
+probes stay open, as orchestrators call them without credentials, and so do the docs and the page
+(which asks for the key and sends it in the header).
 
 Routes only translate between HTTP and the pipeline; failures travel as typed exceptions and are
 turned into ``{"detail": "..."}`` responses by the handlers registered in ``create_app``.
@@ -32,6 +35,7 @@ from shared.preprocess import ImageError
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .api_key import ApiKeyRequired
+from .batch import BATCH_PATH, add_batch_api, one_file_only, upload_field_detail
 from .classification import Classification
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
 from .head_runner import HeadRunner
@@ -39,6 +43,7 @@ from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .pipeline import SplitPipeline
 from .settings import DeviceSettings
 from .upload_limit import UploadLimit
+from .web import add_offline_docs, add_web_page
 
 log = logging.getLogger("sbn.device")
 
@@ -89,15 +94,18 @@ Pipeline = Annotated[SplitPipeline, Depends(get_pipeline)]
 Metrics = Annotated[DeviceMetrics, Depends(get_metrics)]
 
 
-@router.post(CLASSIFY_PATH, response_model_exclude_none=True, responses=ERROR_RESPONSES)
+@router.post(CLASSIFY_PATH, response_model_exclude_none=True, responses=ERROR_RESPONSES,
+             dependencies=[Depends(one_file_only)])  # several `file` fields: 422 naming POST /classify/batch
 async def classify(
     file: Annotated[UploadFile, File(description="the image (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM)")],
     pipeline: Pipeline,
     metrics: Metrics,
     logits: Annotated[bool, Query(description="also return the raw logits")] = False,
+    spikes: Annotated[bool, Query(description="also return the transmitted spike tensor, bit-packed and base64-encoded "
+                                              "(the response's spikes field)")] = False,
 ) -> Classification:
     """Classify one image on the split model: head and spike encoder here, the rest on the edge."""
-    result = await pipeline.classify(await file.read(), include_logits=logits)
+    result = await pipeline.classify(await file.read(), include_logits=logits, include_spikes=spikes)
     metrics.observe(result)
     return result
 
@@ -157,21 +165,27 @@ def create_app(settings: DeviceSettings) -> FastAPI:
                 pipeline.close()
 
     app = FastAPI(title="SpikeBottleNet device", lifespan=lifespan,
-                  description="Split spiking inference: the head runs here, the tail on the edge.")
+                  description="Split spiking inference: the head runs here, the tail on the edge.",
+                  docs_url=None, redoc_url=None)  # CDN-based: add_offline_docs serves them from local files
     metrics = DeviceMetrics()
     app.state.metrics = metrics
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:  # outside the upload limit: no key, no byte of the body read
-        app.add_middleware(ApiKeyRequired, key=settings.api_key.get_secret_value(), paths=(CLASSIFY_PATH, METRICS_PATH))
+        app.add_middleware(ApiKeyRequired, key=settings.api_key.get_secret_value(),
+                           paths=(CLASSIFY_PATH, BATCH_PATH, METRICS_PATH))
     app.add_middleware(CountClassifyResponses, metrics=metrics)
     app.include_router(router)
+    add_batch_api(app, settings, ERROR_RESPONSES)
+    add_offline_docs(app)
+    add_web_page(app, api_key_required=settings.api_key is not None)
     for error, status_code in ERROR_STATUS.items():
         app.add_exception_handler(error, _detail_response(status_code))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default lists each problem as an object; this API's errors are one readable string.
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = upload_field_detail(request.url.path, exc) or "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)

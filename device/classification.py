@@ -6,10 +6,14 @@ timings), so the split and the monolithic answer can only differ where the numbe
 
 from __future__ import annotations
 
+import base64
+
 import torch
 from pydantic import BaseModel, Field
 
 from shared.checkpoint import CheckpointInfo
+from shared.uncertainty import Calibration, is_uncertain, max_softmax
+from shared.codec import Codec, encode
 
 from .head_runner import HeadOutput
 
@@ -47,10 +51,24 @@ class ModelSummary(BaseModel):
     note: str | None = None
 
 
+class SpikeRaster(BaseModel):
+    """The transmitted binary spike tensor of this image (``?spikes=true``), one bit per spike."""
+
+    shape: list[int] = Field(description="T, C', H', W' (the response's spike_shape)")
+    bits: str = Field(
+        description="base64 of numpy.packbits of the tensor flattened in C order: spike i is bit 7 - i % 8 of byte "
+                    "i // 8 (most significant first), the last byte zero-padded; ceil(T*C'*H'*W' / 8) bytes")
+
+
 class Classification(BaseModel):
     label: str
     class_index: int
     probability: float = Field(description="softmax probability of the predicted class")
+    uncertain: bool = Field(
+        description="no confident answer: a blank input, uncertainty_score below the model's calibrated threshold "
+                    "(which flags at most 5 % of its own test images), or, for a digits model, more ink than any "
+                    "training image had (noise, photos); see shared/uncertainty.py")
+    uncertainty_score: float = Field(description="the score the threshold applies to: the maximum softmax probability")
     top5: list[ClassProbability] = Field(description="the most probable classes, best first")
     arch: str = Field(description="the backbone, e.g. spiking_resnet50 or spiking_mobilenetv2")
     split_point: int = Field(description="k: the bottleneck follows the backbone's k-th block")
@@ -60,6 +78,10 @@ class Classification(BaseModel):
     codec: str = Field(description="codec that packed the payload: raw or sparse")
     transmitted_bytes: int = Field(description="spike payload, bytes")
     message_bytes: int = Field(description="whole serialized gRPC request (payload and envelope), bytes")
+    float32_feature_bytes: int = Field(
+        description="the split block's output feature map as float32 (C*H*W*4): what an ANN split after the same "
+                    "block would send, bytes")
+    image_bytes: int = Field(description="the uploaded image file, bytes")
     compression_ratio: float = Field(
         description="bytes of the split block's output spikes at 1 bit each (what an unsplit model would send) / "
                     "transmitted bytes")
@@ -67,13 +89,15 @@ class Classification(BaseModel):
     latency_ms: Latency
     model: ModelSummary
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
+    spikes: SpikeRaster | None = Field(default=None, description="the transmitted spikes, with ?spikes=true")
 
 
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
-                         include_logits: bool = False) -> Classification:
+                         include_logits: bool = False, include_spikes: bool = False) -> Classification:
     """The result for one image; ``logits`` is [num_classes] from the tail."""
     config = checkpoint.config
     probabilities = logits.softmax(dim=-1)
+    score = float(max_softmax(logits))
     top = probabilities.topk(min(TOP_K, len(probabilities)))
     top5 = [ClassProbability(label=config.label(i), probability=p)
             for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
@@ -83,6 +107,8 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         label=top5[0].label,
         class_index=int(top.indices[0]),
         probability=top5[0].probability,
+        uncertain=is_uncertain(score, head.blank, head.ink, Calibration.from_info(checkpoint.info)),
+        uncertainty_score=score,
         top5=top5,
         arch=config.backbone.arch,
         split_point=geometry.point.index,
@@ -92,10 +118,20 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         codec=head.codec.value,
         transmitted_bytes=transmitted,
         message_bytes=head.frame.ByteSize(),
+        float32_feature_bytes=geometry.float32_feature_bytes,
+        image_bytes=head.image_bytes,
         compression_ratio=geometry.uncompressed_bytes / transmitted,
         energy=Energy.model_validate(head.energy, from_attributes=True),
         latency_ms=latency,
         model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
                            note=None if checkpoint.trained else UNTRAINED_NOTE),
         logits=logits.tolist() if include_logits else None,
+        spikes=spike_raster(head) if include_spikes else None,
     )
+
+
+def spike_raster(head: HeadOutput) -> SpikeRaster:
+    """The head's transmitted spikes [T, 1, C', H', W'] as [T, C', H', W'], packed one bit each (the raw codec)."""
+    spikes = head.spikes[:, 0]
+    _, packed = encode(spikes, Codec.RAW)
+    return SpikeRaster(shape=list(spikes.shape), bits=base64.b64encode(packed).decode("ascii"))

@@ -19,9 +19,10 @@ from torch import nn
 from shared.checkpoint import CheckpointInfo, load_checkpoint
 from shared.codec import CODEC_CHOICES, Codec, encode
 from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
-from shared.preprocess import load_image
+from shared.preprocess import load_image, unnormalize
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_TO_WIRE
+from shared.uncertainty import ink, is_blank
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class HeadOutput:
     spikes: torch.Tensor  # [T, 1, C', H', W'] binary
     energy: EnergyEstimate  # of this image on the device
     elapsed_ms: float  # decode + preprocess, head, encode
+    image_bytes: int  # size of the uploaded image file, as received
+    blank: bool  # the model input was one flat value: nothing to classify (shared/uncertainty.py)
+    ink: float  # mean brightness of the model input, 0..1 (shared/uncertainty.py)
 
 
 class HeadRunner:
@@ -58,15 +62,26 @@ class HeadRunner:
 
     def run(self, image: bytes) -> HeadOutput:
         """Raises shared.preprocess.ImageError if ``image`` is not a readable image."""
-        config = self.checkpoint.config
         start = perf_counter()
-        x = load_image(image, config).unsqueeze(0)  # [1, 3, H, W]
-        monitor = ActivityMonitor(self.head, config.time_steps, self.energy_mode)
+        x = load_image(image, self.checkpoint.config).unsqueeze(0)  # [1, 3, H, W]
+        spikes, energy = self.forward(x)
+        codec, frame = self.pack(spikes)
+        elapsed_ms = (perf_counter() - start) * 1e3
+        return HeadOutput(frame, codec, spikes, energy[0], elapsed_ms, len(image), bool(is_blank(x)[0]),
+                          float(ink(unnormalize(x, self.checkpoint.config))[0]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[EnergyEstimate]]:
+        """Normalized images [B, 3, H, W] -> their spikes [T, B, C', H', W'] and one energy estimate per image,
+        each from that image's own spikes (a batch's images do not interact: tdBN runs on its running stats)."""
+        monitor = ActivityMonitor(self.head, self.checkpoint.config.time_steps, self.energy_mode)
         with self._lock, torch.inference_mode(), monitor:
             spikes = self.head(x)
+        return spikes, monitor.estimates()
+
+    def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
+        """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""
         codec, payload = encode(spikes, self.codec)
-        elapsed_ms = (perf_counter() - start) * 1e3
         frame = pb.SpikeFrame(request_id=uuid.uuid4().hex, model_fingerprint=self.checkpoint.fingerprint,
                               split_point=self.split_point.index, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
                               payload=payload)
-        return HeadOutput(frame, codec, spikes, monitor.estimates()[0], elapsed_ms)
+        return codec, frame

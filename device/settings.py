@@ -21,6 +21,9 @@ class DeviceSettings(ModelSettings):
         "raw", description="spike payload codec: raw (1 bit per spike), sparse, or auto (the smaller, per request)")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest accepted request body (the multipart upload), in bytes")
+    max_batch: int = Field(
+        32, ge=1, description="most images one POST /classify/batch may carry (more: 413); they cross to the edge in "
+                              "one frame, so at most the edge's max_batch (its default: 32)")
     deadline_s: float = Field(
         5.0, gt=0, description="seconds the edge has to answer one request, waiting for a free edge call included")
     max_edge_calls: int = Field(

@@ -25,11 +25,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.codec import raw_length
+from shared.ports import port_in_use
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from shared.rpc.wire import SERVICE_NAME
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
+from .metrics import EdgeMetrics, MetricsEndpoint
 from .settings import EdgeSettings
 from .tail_runner import FingerprintMismatch, FrameError, InvalidFrame, TailRunner
 
@@ -49,8 +51,10 @@ CONTROL_RPCS = 4
 
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
-    def __init__(self, runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0) -> None:
+    def __init__(self, runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0,
+                 metrics: EdgeMetrics | None = None) -> None:
         self._runner = runner
+        self.metrics = metrics or EdgeMetrics()
         self._max_concurrency = max_concurrency
         # A slot is given back before the reply is sent, so a client that waits for one reply before
         # sending the next frame never finds its own previous frame still holding the slot.
@@ -60,6 +64,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     def Infer(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> pb.Logits:
         received = perf_counter()
         if not self._slots.acquire(blocking=False):
+            self.metrics.refused(grpc.StatusCode.RESOURCE_EXHAUSTED.name)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"edge is busy: all {self._max_concurrency} inference slots are taken; retry later")
         try:
@@ -68,10 +73,12 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             result = self._runner.run(request)
         except FrameError as e:
             log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
+            self.metrics.refused(_STATUS[type(e)].name)
             context.abort(_STATUS[type(e)], str(e))
         finally:
             self._slots.release()
         batch, classes = result.logits.shape
+        self.metrics.answered(batch)
         timing = pb.EdgeTiming(decode_ms=result.decode_ms, inference_ms=result.inference_ms,
                                total_ms=(perf_counter() - received) * 1e3)
         return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
@@ -100,8 +107,8 @@ def max_reply_bytes(runner: TailRunner) -> int:
     return 2 * (4 * runner.max_batch * runner.checkpoint.config.backbone.num_classes + 1024)
 
 
-def create_server(runner: TailRunner, max_concurrency: int,
-                  inject_delay_s: float = 0.0) -> tuple[grpc.Server, health.HealthServicer]:
+def create_server(runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0,
+                  metrics: EdgeMetrics | None = None) -> tuple[grpc.Server, health.HealthServicer]:
     """The server with all three services registered; not yet bound to a port or started."""
     workers = max_concurrency + CONTROL_RPCS
     server = grpc.server(
@@ -118,7 +125,7 @@ def create_server(runner: TailRunner, max_concurrency: int,
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = SplitInferenceServicer(runner, max_concurrency, inject_delay_s)
+    servicer = SplitInferenceServicer(runner, max_concurrency, inject_delay_s, metrics)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -137,7 +144,8 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
 
 def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
-    server, health_servicer = create_server(runner, settings.max_concurrency, settings.inject_delay_s)
+    metrics = EdgeMetrics()
+    server, health_servicer = create_server(runner, settings.max_concurrency, settings.inject_delay_s, metrics)
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:
@@ -145,6 +153,11 @@ def serve(runner: TailRunner, settings: EdgeSettings) -> int:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except (OSError, RuntimeError) as e:  # the port taken, a TLS file unreadable or not PEM (gRPC logs which)
         log.error("cannot listen on %s (%s): %s", address, security, e)
+        return 1
+    try:
+        metrics_endpoint = MetricsEndpoint.start(metrics, settings.host, settings.metrics_port)
+    except OSError as e:  # the metrics port taken
+        log.error("cannot serve metrics on port %s: %s", settings.metrics_port, e)
         return 1
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -161,6 +174,8 @@ def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     log.info("shutting down; in-flight RPCs get %.1f s", settings.shutdown_grace_s)
     health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains
     server.stop(settings.shutdown_grace_s).wait()
+    if metrics_endpoint is not None:
+        metrics_endpoint.close()
     return 0
 
 
@@ -171,6 +186,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_from_args(EdgeSettings, args)
+    # Before the model loads: a taken port is the commonest start-up failure, and gRPC's own report of
+    # it is a C-level log line followed by a generic "Failed to bind".
+    if port_in_use(settings.host, settings.port):
+        log.error("cannot listen on %s:%d: the port is already in use (another edge?); free it or choose "
+                  "another with --port or SBN_EDGE_PORT", settings.host, settings.port)
+        return 1
     configure_torch_threads(settings.threads)
     try:
         runner = TailRunner.load(settings.checkpoint_path(), settings.max_batch)

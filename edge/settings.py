@@ -15,7 +15,12 @@ class EdgeSettings(ModelSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port)")
     max_concurrency: int = Field(
         8, ge=1, description="frames run at once; more are refused with RESOURCE_EXHAUSTED instead of queueing")
-    max_batch: int = Field(8, ge=1, description="largest batch (B) a frame may carry; also bounds the message size")
+    max_batch: int = Field(
+        32, ge=1, description="largest batch (B) a frame may carry; also bounds the message size. At least the "
+                              "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="port of a Prometheus HTTP endpoint (GET /metrics: frames by gRPC status, "
+                                          "images) on host; default: none")
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="on SIGTERM/SIGINT, seconds in-flight RPCs get to finish before they are cancelled")
     tls_cert: FilePath | None = Field(

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edge": ("edge.server", "serve the tail half over gRPC"),
     "device": ("device.app", "serve the head half and the HTTP API (/classify)"),
     "up": ("sbn.up", "start edge and device together locally, without Docker"),
+    "classify": ("sbn.client", "send images to a running device (POST /classify; several: /classify/batch)"),
     "bench": ("bench.e2e", "latency and throughput: HTTP -> gRPC split path vs. monolithic"),
     "train": ("training.cli", "pretrain, fine-tune with a bottleneck, sweep split points, demo models"),
 }

@@ -1,6 +1,6 @@
 """``sbn models``: the demo checkpoints embedded in the package, one line each.
 
-    sbn models            # arch, split point, T, C', bytes per image, compression, accuracy, file
+    sbn models            # arch, split point, T, C', bytes per image, compression, input style, accuracy, file
     sbn models --json
 
 ``sbn up --arch ARCH --split-point K`` (and ``SBN_ARCH`` / ``SBN_SPLIT_POINT`` under Docker) serves any
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
             "transmitted_bytes": geometry.transmitted_bytes,
             "compression_ratio": geometry.compression,
             "dataset": info.get("dataset"),
+            "input_style": ckpt.config.input_style,
             "test_accuracy": info.get("test_accuracy"),
             "accuracy_drop": info.get("accuracy_drop"),
             "fingerprint": ckpt.fingerprint,
@@ -43,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ["arch", "split", "k", "T", "C'", "bytes", "compression", "dataset", "accuracy %", "drop", "file"]
+    header = ["arch", "split", "k", "T", "C'", "bytes", "compression", "dataset", "input", "accuracy %", "drop", "file"]
     lines = [[r["arch"], r["split_point_name"], str(r["split_point"]), str(r["time_steps"]), str(r["channels"]),
-              str(r["transmitted_bytes"]), f"{r['compression_ratio']:g}x", str(r["dataset"]),
+              str(r["transmitted_bytes"]), f"{r['compression_ratio']:g}x", str(r["dataset"]), r["input_style"],
               "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}",
               "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}", r["file"]] for r in rows]
     print("\n".join(render_table(header, lines)))

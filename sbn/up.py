@@ -3,10 +3,16 @@
     sbn up -> python -m sbn edge    gRPC on 127.0.0.1:50051   started first, waited on until SERVING
            -> python -m sbn device  HTTP on 127.0.0.1:8000    started once the edge is healthy
 
-Both run the embedded demo checkpoint unless ``--checkpoint`` names another; every other setting
-reaches them through their environment variables (SBN_EDGE_*, SBN_DEVICE_*), which they inherit.
-Ctrl-C or SIGTERM stops both, device first so no request it still holds loses its edge; if either
-exits on its own, the other is stopped and ``sbn up`` exits with a failure status.
+A setting comes from ``sbn up``'s flag if one is given, else from the environment, else from its
+default. Only the flags given are passed on to the children, which inherit the environment and read
+their own variables (SBN_EDGE_<NAME>, SBN_DEVICE_<NAME>); ``SBN_ARCH`` and ``SBN_SPLIT_POINT`` choose
+the model of both halves, as in docker-compose.yml, unless a half's own variable is set. Two things
+are wiring and always passed: the edge listens on 127.0.0.1, and the device calls it there.
+
+Before starting anything it checks that the two ports are free and that both halves would serve the
+same model, and says which one is not in one line. Ctrl-C or SIGTERM stops both, device first so no
+request it still holds loses its edge; if either exits on its own, the other is stopped and ``sbn up``
+exits with a failure status.
 
 The helpers (local_stack, spawn, wait_for_edge, wait_for_http, stop) are also how the tests and
 ``sbn bench`` run the two processes.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -23,34 +30,54 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import ValidationError
 
+from device.settings import DeviceSettings
+from edge.settings import EdgeSettings
 from shared.backbones import ARCH_CHOICES, DEFAULT_ARCH
 from shared.codec import CODEC_CHOICES
+from shared.ports import port_in_use
 from shared.rpc.wire import SERVICE_NAME
-from shared.settings import DEFAULT_SPLIT_POINT
+from shared.settings import DEFAULT_SPLIT_POINT, ModelSettings
 
 log = logging.getLogger("sbn.up")
 
 POLL_S = 0.2
 
 
+EDGE_HOST = "127.0.0.1"  # sbn up's edge is local: the device calls it here
+# Variables that choose the model of both halves (docker-compose.yml's names); a half's own
+# SBN_EDGE_<NAME> / SBN_DEVICE_<NAME> wins over them.
+SHARED_VARIABLES = ("ARCH", "SPLIT_POINT")
+
+
 class ChildExited(RuntimeError):
     """A child process ended while it was expected to start or keep running."""
 
 
-def spawn(command: str, *flags: str) -> subprocess.Popen[bytes]:
+class StackError(RuntimeError):
+    """The stack cannot start as configured (a port taken, settings invalid or not matching); one line."""
+
+
+def spawn(command: str, *flags: str, env: Mapping[str, str] | None = None,
+          stdout: int | None = None) -> subprocess.Popen[bytes]:
     """``python -m sbn COMMAND FLAGS...`` as a child process sharing this one's output.
 
     The child gets a session of its own, so a terminal's Ctrl-C reaches only the parent, which then
-    stops its children in order instead of all of them being interrupted at once.
+    stops its children in order instead of all of them being interrupted at once. It inherits this
+    process's environment, or gets ``env`` instead. ``stdout=subprocess.DEVNULL`` (or a file
+    descriptor) keeps its standard output, uvicorn's access log, out of a parent's own output.
     """
-    return subprocess.Popen([sys.executable, "-m", "sbn", command, *flags], start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "sbn", command, *flags], start_new_session=True,
+                            env=None if env is None else dict(env), stdout=stdout)
 
 
 def _wait(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -121,27 +148,131 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with SBN_ARCH / SBN_SPLIT_POINT copied to each half's own variable where that is unset."""
+    env = dict(environ)
+    for name in SHARED_VARIABLES:
+        if value := environ.get(f"SBN_{name}"):  # empty counts as unset, as in docker-compose.yml
+            for settings_cls in (EdgeSettings, DeviceSettings):
+                env.setdefault(f"{settings_cls.model_config['env_prefix']}{name}", value)
+    return env
+
+
+H = TypeVar("H", bound=ModelSettings)
+
+
+def half_settings(settings_cls: type[H], env: Mapping[str, str], flags: Mapping[str, Any]) -> H:
+    """The settings a child started with ``flags`` (None: not passed) in ``env`` runs with: flag, else
+    environment variable, else default; validated as the child validates them."""
+    prefix = settings_cls.model_config["env_prefix"]
+    values = {name: env[key] for name in settings_cls.model_fields if (key := f"{prefix}{name.upper()}") in env}
+    values.update({name: value for name, value in flags.items() if value is not None})
+    try:
+        return settings_cls(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{name} ({prefix}{name.upper()}): {error['msg']}"
+                             if (name := ".".join(map(str, error["loc"]))) else error["msg"] for error in e.errors())
+        raise StackError(f"invalid settings for the {prefix[len('SBN_'):-1].lower()}: {problems}") from None
+
+
+def _flags(**values: Any) -> list[str]:
+    """``--name value`` for each value given (not None)."""
+    return [part for name, value in values.items() if value is not None
+            for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def _model(settings: ModelSettings) -> str:
+    if settings.checkpoint is not None:
+        return str(settings.checkpoint)
+    return f"the embedded {settings.arch} demo model at split point {settings.split_point}"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """What ``start_stack`` starts: each half's resolved settings, its flags and its environment."""
+
+    edge: EdgeSettings
+    device: DeviceSettings
+    edge_flags: list[str]
+    device_flags: list[str]
+    env: dict[str, str]
+
+    @property
+    def edge_address(self) -> str:
+        return f"{EDGE_HOST}:{self.edge.port}"
+
+    @property
+    def device_url(self) -> str:
+        """Where the device answers on this machine (a wildcard address is reached on loopback)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(self.device.host,
+                                                                                           self.device.host)
+        return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{self.device.port}"
+
+
+def plan_stack(checkpoint: Path | None = None, split_point: int | None = None, host: str | None = None,
+               port: int | None = None, edge_port: int | None = None, device_flags: Sequence[str] = (),
+               arch: str | None = None, environ: Mapping[str, str] | None = None) -> StackPlan:
+    """The two children's flags and environment for these arguments (None: not given, so the
+    environment, else the default, decides); raises StackError if the halves would not fit together."""
+    env = child_environment(os.environ if environ is None else environ)
+    model = {"checkpoint": checkpoint, "arch": arch, "split_point": split_point}
+    edge = half_settings(EdgeSettings, env, {**model, "host": EDGE_HOST, "port": edge_port})
+    if edge.port == 0:
+        raise StackError("sbn up needs a fixed edge port, not 0: set --edge-port or SBN_EDGE_PORT")
+    edge_address = f"{EDGE_HOST}:{edge.port}"
+    device = half_settings(DeviceSettings, env, {**model, "host": host, "port": port, "edge_address": edge_address})
+    if device.port == 0:
+        raise StackError("sbn up needs a fixed device port, not 0: set --port or SBN_DEVICE_PORT")
+    if _model(edge) != _model(device):
+        raise StackError(f"the edge would serve {_model(edge)} but the device {_model(device)}: set SBN_ARCH and "
+                         "SBN_SPLIT_POINT (or --arch, --split-point, --checkpoint) for both, not a half's own "
+                         "SBN_EDGE_* or SBN_DEVICE_* alone")
+    model_flags = _flags(**model)
+    return StackPlan(edge, device,
+                     edge_flags=["--host", EDGE_HOST, *_flags(port=edge_port), *model_flags],
+                     device_flags=[*_flags(host=host, port=port), "--edge-address", edge_address, *model_flags,
+                                   *device_flags],
+                     env=env)
+
+
+def check_ports(plan: StackPlan) -> None:
+    """StackError naming the first port another process already holds."""
+    ports = [(plan.edge.port, "the edge's gRPC", plan.edge.host, "--edge-port or SBN_EDGE_PORT"),
+             (plan.device.port, "the device's HTTP", plan.device.host, "--port or SBN_DEVICE_PORT")]
+    if metrics_port := getattr(plan.edge, "metrics_port", None):  # set only through the environment
+        ports.append((metrics_port, "the edge's metrics", plan.edge.host, "SBN_EDGE_METRICS_PORT"))
+    for port, service, host, how in ports:
+        if port_in_use(host, port):
+            raise StackError(f"port {port} ({service} port, on {host}) is already in use; "
+                             f"free it or choose another with {how}")
+
+
 @contextmanager
-def local_stack(checkpoint: Path | None = None, split_point: int = DEFAULT_SPLIT_POINT, host: str = "127.0.0.1",
-                port: int = 8000, edge_port: int = 50051, device_flags: Sequence[str] = (),
-                arch: str = DEFAULT_ARCH) -> Iterator[list[subprocess.Popen[bytes]]]:
+def start_stack(plan: StackPlan) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The edge, then, once it is healthy, the device; both stopped on leaving, device first.
 
-    Yields [edge, device] when the device answers /healthz.
+    Checks the ports first (StackError), and yields [edge, device] when the device answers /healthz.
     """
-    model = ["--arch", arch, "--split-point", str(split_point),
-             *(["--checkpoint", str(checkpoint)] if checkpoint else [])]
-    edge_address = f"127.0.0.1:{edge_port}"
+    check_ports(plan)
     children: list[subprocess.Popen[bytes]] = []
     try:
-        children.append(edge := spawn("edge", "--host", "127.0.0.1", "--port", str(edge_port), *model))
-        wait_for_edge(edge_address, edge)
-        children.append(device := spawn("device", "--host", host, "--port", str(port), "--edge-address",
-                                        edge_address, *model, *device_flags))
-        wait_for_http(f"http://{host}:{port}/healthz", device)
+        children.append(edge := spawn("edge", *plan.edge_flags, env=plan.env))
+        wait_for_edge(plan.edge_address, edge)
+        children.append(device := spawn("device", *plan.device_flags, env=plan.env))
+        wait_for_http(f"{plan.device_url}/healthz", device)
         yield children
     finally:
         stop_all(children)
+
+
+@contextmanager
+def local_stack(checkpoint: Path | None = None, split_point: int | None = None, host: str | None = None,
+                port: int | None = None, edge_port: int | None = None, device_flags: Sequence[str] = (),
+                arch: str | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``start_stack(plan_stack(...))``: [edge, device], stopped on leaving; None leaves a setting to the
+    environment, then to its default."""
+    with start_stack(plan_stack(checkpoint, split_point, host, port, edge_port, device_flags, arch)) as children:
+        yield children
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -155,12 +286,27 @@ def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
                              "`sbn models` lists them")
 
 
+def _default(settings_cls: type[ModelSettings], name: str) -> str:
+    return f"{settings_cls.model_config['env_prefix']}{name.upper()}, else {settings_cls.model_fields[name].default}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, "serve")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP address of the device (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port of the device (default: 8000)")
-    parser.add_argument("--edge-port", type=int, default=50051, help="gRPC port of the edge (default: 50051)")
-    parser.add_argument("--codec", choices=CODEC_CHOICES, help="spike codec of the device (default: its setting, raw)")
+    # No defaults here: a flag left out is not passed on, and each child reads its environment.
+    parser.add_argument("--checkpoint", type=Path,
+                        help="checkpoint both halves serve (default: SBN_EDGE_CHECKPOINT / SBN_DEVICE_CHECKPOINT, "
+                             "else the embedded demo model for --arch and --split-point)")
+    parser.add_argument("--arch", choices=ARCH_CHOICES,
+                        help=f"backbone of the embedded demo model (default: SBN_ARCH, else {DEFAULT_ARCH})")
+    parser.add_argument("--split-point", type=int, metavar="K",
+                        help=f"split point of the embedded demo model (default: SBN_SPLIT_POINT, else "
+                             f"{DEFAULT_SPLIT_POINT}); `sbn models` lists them")
+    parser.add_argument("--host", help=f"HTTP address of the device (default: {_default(DeviceSettings, 'host')})")
+    parser.add_argument("--port", type=int,
+                        help=f"HTTP port of the device (default: {_default(DeviceSettings, 'port')})")
+    parser.add_argument("--edge-port", type=int,
+                        help=f"gRPC port of the edge, on 127.0.0.1 (default: {_default(EdgeSettings, 'port')})")
+    parser.add_argument("--codec", choices=CODEC_CHOICES,
+                        help="spike codec of the device (default: SBN_DEVICE_CODEC, else raw)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,9 +314,10 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM takes the same way out as Ctrl-C: KeyboardInterrupt, then the children are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with local_stack(args.checkpoint, args.split_point, args.host, args.port, args.edge_port,
-                         ["--codec", args.codec] if args.codec else [], args.arch) as children:
-            url = f"http://{args.host}:{args.port}"
+        plan = plan_stack(args.checkpoint, args.split_point, args.host, args.port, args.edge_port,
+                          ["--codec", args.codec] if args.codec else [], args.arch)
+        with start_stack(plan) as children:
+            url = plan.device_url
             log.info("up: try  curl -F file=@image.png %s/classify   (docs: %s/docs; Ctrl-C stops both)", url, url)
             while all(child.poll() is None for child in children):
                 time.sleep(POLL_S)
@@ -178,6 +325,9 @@ def run(args: argparse.Namespace) -> int:
                 if child.returncode is not None:
                     log.error("%s exited with status %d; stopping", name, child.returncode)
             return 1
+    except StackError as e:
+        log.error("sbn up: %s", e)
+        return 1
     except (ChildExited, TimeoutError) as e:
         log.error("%s; stopping", e)
         return 1

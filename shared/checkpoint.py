@@ -105,6 +105,19 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
     return fingerprint
 
 
+def update_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Replace a checkpoint's info in place; tensors, config and digests, hence the fingerprint, stay
+    byte for byte as stored (the config is not re-serialized by this version's ModelConfig)."""
+    checked = read_checkpoint_info(path)  # only an intact checkpoint is rewritten
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    save_file(tensors, str(path), metadata={**metadata, "info": _canonical_json(info)})
+    Path(path).chmod(0o644)
+    if read_checkpoint_info(path).fingerprint != checked.fingerprint:
+        raise CheckpointError(f"{path}: rewriting the info changed the fingerprint")
+
+
 def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     """Parse and validate the metadata without reading any weights."""
     path = Path(path)

@@ -25,6 +25,7 @@ from .backbones import BackboneConfig, BlockSequence, SpikingBackbone, SpikingRe
 from .backbones import backbone_config_from_dict
 from .bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder, SplitPreset, spike_shape
 from .codec import raw_length
+from .preprocess import INPUT_STYLES
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -55,8 +56,12 @@ class ModelConfig:
     mean: tuple[float, ...] = CIFAR100_MEAN  # input normalization, per RGB channel
     std: tuple[float, ...] = CIFAR100_STD
     labels: tuple[str, ...] = ()  # class names, index = class id; empty: "class <i>"
+    # how an upload becomes model input (shared/preprocess.py): "natural" resizes, "digits" frames the ink
+    input_style: str = "natural"
 
     def __post_init__(self) -> None:
+        if self.input_style not in INPUT_STYLES:
+            raise ValueError(f"unknown input style {self.input_style!r}; expected one of {', '.join(INPUT_STYLES)}")
         if self.time_steps < 1:
             raise ValueError(f"time_steps must be >= 1, got {self.time_steps}")
         if self.labels and len(self.labels) != self.backbone.num_classes:
@@ -108,6 +113,7 @@ class ModelConfig:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             labels=tuple(d.get("labels", ())),
+            input_style=d.get("input_style", "natural"),  # checkpoints written before input styles
         )
 
 

@@ -1,7 +1,8 @@
-"""``sbn train``: pretrain, finetune, sweep, demo.
+"""``sbn train``: pretrain, finetune, calibrate, sweep, demo.
 
     sbn train pretrain --dataset cifar100 --data-dir data/cifar-100-python --out runs/c100/backbone.safetensors
     sbn train finetune --pretrained runs/c100/backbone.safetensors --split-point 8 --out runs/c100/rb8.safetensors
+    sbn train calibrate runs/c100/rb8.safetensors --data-dir data/cifar-100-python   # the "uncertain" threshold
     sbn train sweep    --pretrained runs/c100/backbone.safetensors --out runs/c100/sweep
     sbn train demo [--arch mobilenetv2]   # the shipped digits checkpoints in shared/models, from scratch, on a CPU
 
@@ -25,7 +26,7 @@ from shared.settings import SPLIT_POINT_RANGES
 from . import runtime as rt
 from .datasets import DATASETS, load_dataset
 from .demo import DEMOS, demo_table, run_demo
-from .recipes import finetune, pretrain, state_path
+from .recipes import calibrate_checkpoint, finetune, pretrain, state_path
 from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
 from .trainer import OPTIMIZERS, TrainConfig
 
@@ -91,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="split checkpoint to write (.safetensors)")
     _add_training(p, epochs=30, lr_scale=0.5)
     _add_restart(p)
+
+    p = sub.add_parser("calibrate", help="(re)compute a split checkpoint's uncertainty threshold, in place")
+    p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT")
+    p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
     p = sub.add_parser("sweep", help="fine-tune every candidate bottleneck at each split point; tables and plots")
     _add_data(p, from_checkpoint=True)
@@ -159,6 +165,15 @@ def _run(args: argparse.Namespace) -> int:
         paths = [path for arch in archs
                  for path in run_demo(runtime, args.work, DEMOS[arch], args.out, restart=args.restart)]
         print(demo_table(paths) + f"\n{len(paths)} checkpoints in {args.out}, {time.perf_counter() - started:.0f}s")
+        return 0
+    if args.action == "calibrate":
+        runtime = rt.start("fp32", "cpu")
+        for path in args.checkpoints:
+            config, info = read_checkpoint_info(path).config, read_checkpoint_info(path).info
+            data = load_dataset(info.get("dataset", "cifar100"), args.data_dir, config.input_style)
+            c = calibrate_checkpoint(path, data, runtime)
+            print(f"{path}: flag below max softmax {c.threshold:.4f} "
+                  f"({100 * c.flagged_test_fraction:.1f}% of {c.test_images} test images)")
         return 0
     runtime = rt.start(args.precision, args.device)
     try:

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from shared.bottleneck import SplitPreset
-from shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint, update_info
 from shared.backbones import SpikingBackbone, backbone_config
 from shared.split_model import ModelConfig, SpikeBottleNet
+from shared.uncertainty import Calibration, calibrate, ink, max_softmax
 
 from .datasets import Dataset
 from .runtime import Runtime
@@ -50,7 +51,7 @@ def _resume_from(state: Path | None, restart: bool, runtime: Runtime) -> Path | 
 def pretrain_config(data: Dataset, arch: str, width: float, time_steps: int) -> ModelConfig:
     backbone = backbone_config(arch, width_multiplier=width, num_classes=len(data.labels))
     return ModelConfig(backbone=backbone, bottleneck=None, time_steps=time_steps,
-                       mean=data.mean, std=data.std, labels=data.labels)
+                       mean=data.mean, std=data.std, labels=data.labels, input_style=data.input_style)
 
 
 RESIDUAL_INIT = 0.3
@@ -120,6 +121,7 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
                   run={"model": config.to_dict(), "pretrained": base.fingerprint}, description=name)
     accuracy = history[-1]["test_accuracy"]
+    calibration = calibrate(test_scores(model, data, runtime), train_ink=train_ink(data))
     pretrained_accuracy = float(base.checkpoint.info["test_accuracy"])
     geometry = config.geometry()
     info = {
@@ -131,6 +133,7 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
         "accuracy_drop": round(pretrained_accuracy - accuracy, 2),
         "transmitted_bytes": geometry.transmitted_bytes,
         "compression": round(geometry.compression, 2),
+        "uncertainty": calibration.to_dict(),
         "pretrained_fingerprint": base.fingerprint,
         "pretrained_time_steps": base.config.time_steps,
         "epochs": train.epochs,
@@ -140,3 +143,40 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     if runtime.is_main:
         info["fingerprint"] = save_checkpoint(model, config, out, info)
     return model, info
+
+
+@torch.no_grad()
+def test_scores(model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int = 256) -> torch.Tensor:
+    """[N] maximum softmax probability of ``model`` on each test image (shared/uncertainty.py)."""
+    model.eval().to(runtime.device)
+    scores = []
+    for images in data.test.images.split(batch_size):
+        with runtime.autocast():
+            scores.append(max_softmax(model(data.normalize(images.to(runtime.device)))).cpu())
+    return torch.cat(scores)
+
+
+INK_PASSES = 4  # seeded re-drawings of the training split whose ink the calibration's max_ink covers
+
+
+def train_ink(data: Dataset) -> torch.Tensor | None:
+    """[M] ink of the training images as a digits model saw them (scans and seeded re-drawings);
+    None for a natural-style dataset, where "more ink than in training" means nothing."""
+    if data.input_style != "digits":
+        return None
+    generator = torch.Generator().manual_seed(0)
+    passes = [data.train.images] + [data.augment(data.train.images, generator) for _ in range(INK_PASSES)]
+    return torch.cat([ink(images.float() / 255) for images in passes])
+
+
+def calibrate_checkpoint(path: Path, data: Dataset, runtime: Runtime) -> Calibration:
+    """(Re)compute the uncertainty threshold of a split checkpoint on ``data``'s test split, in place.
+
+    Only the info changes: the config and the weights, hence the fingerprint, stay as they were.
+    """
+    loaded = load_checkpoint(path)
+    if loaded.config.input_style != data.input_style:
+        raise ValueError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
+    calibration = calibrate(test_scores(loaded.model, data, runtime), train_ink=train_ink(data))
+    update_info(path, {**loaded.checkpoint.info, "uncertainty": calibration.to_dict()})
+    return calibration

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +73,23 @@ def test_the_model_note_warns_only_about_untrained_weights(head: HeadRunner, out
     checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info={"trained": trained})
     model = build_classification(torch.zeros(10), output, checkpoint, LATENCY).model
     assert (model.fingerprint, model.trained, model.note) == (checkpoint.fingerprint, trained, note)
+
+
+def test_the_feature_and_image_sizes_beside_the_payload(head: HeadRunner, output: HeadOutput) -> None:
+    result = build_classification(torch.zeros(10), output, head.checkpoint, LATENCY)
+    block = head.checkpoint.config.backbone.block_specs()[7]  # RB8's output, what an ANN split would send
+    assert result.float32_feature_bytes == block.out_channels * block.out_size ** 2 * 4
+    assert result.image_bytes == len(synthetic_png()) == output.image_bytes
+
+
+def test_spikes_only_when_asked_unpack_to_the_transmitted_tensor(head: HeadRunner, output: HeadOutput) -> None:
+    assert build_classification(torch.zeros(10), output, head.checkpoint, LATENCY).spikes is None
+    result = build_classification(torch.zeros(10), output, head.checkpoint, LATENCY, include_spikes=True)
+    assert result.spikes is not None and result.spikes.shape == result.spike_shape
+    packed = np.frombuffer(base64.b64decode(result.spikes.bits, validate=True), dtype=np.uint8)
+    assert len(packed) == raw_length(tuple(result.spike_shape))
+    n = math.prod(result.spike_shape)
+    bits = np.unpackbits(packed)
+    assert not bits[n:].any()  # zero padding
+    spikes = torch.from_numpy(bits[:n].reshape(result.spike_shape).astype(np.float32))
+    assert torch.equal(spikes, output.spikes[:, 0].float()) and spikes.any()

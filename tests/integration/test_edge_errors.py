@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.e2e import synthetic_png
 from device.head_runner import HeadRunner
+from edge.settings import EdgeSettings
 from shared.checkpoint import read_checkpoint_info
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
@@ -51,6 +52,7 @@ def test_model_info_matches_the_checkpoint(channel: grpc.Channel, checkpoint: Pa
 
 
 OTHER_FINGERPRINT = "0123456789abcdef" * 4
+MAX_BATCH = EdgeSettings.model_fields["max_batch"].default  # the edge processes run the default
 
 # (field changes, expected status, words the details must contain); the model's spikes are 4 x 4 x 8 x 8
 BAD_FRAMES = {
@@ -58,7 +60,8 @@ BAD_FRAMES = {
     "wrong shape": (dict(shape=[4, 1, 2, 8, 8]), grpc.StatusCode.INVALID_ARGUMENT,
                     ["[4, 1, 2, 8, 8]", "(4, B, 4, 8, 8)"]),
     "four shape entries": (dict(shape=[4, 4, 8, 8]), grpc.StatusCode.INVALID_ARGUMENT, ["5 entries"]),
-    "batch over the limit": (dict(shape=[4, 9, 4, 8, 8]), grpc.StatusCode.INVALID_ARGUMENT, ["batch size 9", "1..8"]),
+    "batch over the limit": (dict(shape=[4, MAX_BATCH + 1, 4, 8, 8]), grpc.StatusCode.INVALID_ARGUMENT,
+                             [f"batch size {MAX_BATCH + 1}", f"1..{MAX_BATCH}"]),
     "wrong fingerprint": (dict(model_fingerprint=OTHER_FINGERPRINT), grpc.StatusCode.FAILED_PRECONDITION,
                           [OTHER_FINGERPRINT, "this edge serves model"]),
     "unknown codec": (dict(codec=9), grpc.StatusCode.INVALID_ARGUMENT, ["unknown codec 9"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,12 +11,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
 from bench.e2e import synthetic_png
-from sbn.up import free_port, stop, wait_for_http
+from sbn.up import free_port, stop, wait_for_edge, wait_for_http
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import upload
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _children(pid: int) -> dict[str, int]:
@@ -67,3 +73,46 @@ def test_when_the_edge_dies_up_stops_the_device_and_fails(up: tuple[subprocess.P
     os.kill(children["edge"], signal.SIGKILL)
     assert process.wait(timeout=30) == 1
     assert _gone(children["device"])
+
+
+def test_settings_from_the_environment_reach_both_children_and_a_flag_wins() -> None:
+    """``SBN_SPLIT_POINT`` and ``SBN_EDGE_PORT`` from the environment; ``--port`` over ``SBN_DEVICE_PORT``."""
+    port, edge_port, env_port = free_port(), free_port(), free_port()
+    env = {**os.environ, "SBN_SPLIT_POINT": "16", "SBN_EDGE_PORT": str(edge_port), "SBN_DEVICE_PORT": str(env_port)}
+    process = subprocess.Popen([sys.executable, "-m", "sbn", "up", "--port", str(port)], env=env)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", process)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+        assert ready["edge"] == f"127.0.0.1:{edge_port}"
+        assert (ready["split_point"], ready["split_point_name"]) == (16, "RB16")
+        # the edge itself listens on the port from the environment and serves RB16 too
+        wait_for_edge(f"127.0.0.1:{edge_port}", process, timeout_s=10)
+        with grpc.insecure_channel(f"127.0.0.1:{edge_port}") as channel:
+            info = pb_grpc.SplitInferenceStub(channel).GetModelInfo(pb.ModelInfoRequest(), timeout=10)
+        assert (info.arch, info.split_point) == ("spiking_resnet50", 16)
+        response = httpx.post(f"http://127.0.0.1:{port}/classify", files=upload(synthetic_png()), timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["split_point"] == 16
+        with pytest.raises(httpx.ConnectError):  # SBN_DEVICE_PORT lost to --port
+            httpx.get(f"http://127.0.0.1:{env_port}/healthz", timeout=5)
+    finally:
+        stop(process)
+
+
+def _make_up(*variables: str, env: dict[str, str] | None = None) -> str:
+    """The command `make up VARIABLES...` runs, printed by make -n (the venv taken as up to date)."""
+    done = subprocess.run(["make", "-n", "-o", ".venv/.installed", "up", *variables], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    [command] = [line for line in done.stdout.splitlines() if "sbn up" in line]
+    return command
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_up_passes_port_split_and_arch_only_when_given() -> None:
+    plain = {key: value for key, value in os.environ.items() if key not in ("PORT", "EDGE_PORT", "SPLIT", "ARCH")}
+    assert _make_up(env=plain) == ".venv/bin/sbn up"
+    assert _make_up("PORT=18000", "SPLIT=16", env=plain) == ".venv/bin/sbn up --port 18000 --split-point 16"
+    assert _make_up("ARCH=mobilenetv2", "EDGE_PORT=50052", env=plain) == (
+        ".venv/bin/sbn up --edge-port 50052 --arch mobilenetv2")
+    # a PORT or ARCH the shell exports for something else is not taken for sbn up's
+    assert _make_up(env={**plain, "PORT": "3000", "ARCH": "x86_64"}) == ".venv/bin/sbn up"

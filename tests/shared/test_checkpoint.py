@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint
+from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint, update_info
 from shared.backbones import SpikingBackbone, SpikingResNetConfig
 from shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
 from tests.conftest import calibrated_model
@@ -173,3 +173,17 @@ def test_saved_checkpoints_are_readable_by_other_users(tmp_path):
     path = tmp_path / "model.safetensors"
     save_checkpoint(SpikeBottleNet(config), config, path)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_update_info_rewrites_only_the_info(checkpoint: Path) -> None:
+    before = read_checkpoint_info(checkpoint)
+    with safe_open(str(checkpoint), framework="pt") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        metadata = f.metadata()
+    update_info(checkpoint, {**before.info, "uncertainty": {"threshold": 0.5}})
+    after = read_checkpoint_info(checkpoint)
+    assert after.info["uncertainty"] == {"threshold": 0.5} and after.fingerprint == before.fingerprint
+    with safe_open(str(checkpoint), framework="pt") as f:
+        assert f.metadata()["config"] == metadata["config"]  # the stored JSON, byte for byte
+        assert all(torch.equal(f.get_tensor(name), tensor) for name, tensor in tensors.items())
+    assert load_checkpoint(checkpoint).fingerprint == before.fingerprint

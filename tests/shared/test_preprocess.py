@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from shared import preprocess
 from shared.preprocess import ImageError, load_image
@@ -152,3 +152,104 @@ def test_the_pixel_limit_applies_to_real_images(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(preprocess, "MAX_PIXELS", 40 * 30 - 1)
     with pytest.raises(ImageError, match="40x30 pixels"):
         load_image(data, CONFIG)
+
+
+# ---------------------------------------------------------------------------------------------
+# input_style "digits": uploads framed the way the training scans were made
+
+DIGITS = ModelConfig(mean=(0.3, 0.3, 0.3), std=(0.35, 0.35, 0.35), input_style="digits")
+
+
+def digit_frame_of(img: Image.Image) -> torch.Tensor:
+    """The model input's pixels (one channel, 0..1) for an upload, the normalization undone."""
+    x = load_image(encoded(img), DIGITS)  # [3, 32, 32]
+    assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])  # gray on R, G and B
+    return x[0] * 0.35 + 0.3
+
+
+def canvas_with_rect(size: int, box: tuple[int, int, int, int], ink: int = 255, background: int = 0) -> Image.Image:
+    img = Image.new("L", (size, size), background)
+    img.paste(ink, box)
+    return img
+
+
+def expected_input(frame: torch.Tensor) -> torch.Tensor:
+    """Model input pixels (0..1, one channel) for an 8x8 frame, by the training recipe."""
+    return preprocess.upscale_digits(frame[None, None], 32)[0, 0].float() / 255
+
+
+def test_a_bar_is_cropped_centred_squared_and_counted_in_4x4_blocks() -> None:
+    # a 10 x 40 bar: its box becomes a 40 x 40 square with the bar in columns 15..24, resized to 32:
+    # columns 12..19 of the bitmap, i.e. exactly blocks 3 and 4 of every row
+    frame = torch.zeros(8, 8)
+    frame[:, 3:5] = 1.0
+    pixels = digit_frame_of(canvas_with_rect(100, (30, 20, 40, 60)))
+    assert torch.allclose(pixels, expected_input(frame), atol=1 / 255 + 1e-6)
+
+
+def test_dark_ink_on_light_paper_is_inverted() -> None:
+    light_on_dark = digit_frame_of(canvas_with_rect(100, (30, 20, 40, 60), ink=230, background=20))
+    dark_on_light = digit_frame_of(canvas_with_rect(100, (30, 20, 40, 60), ink=20, background=230))
+    assert torch.equal(light_on_dark, dark_on_light)
+
+
+def test_an_off_centre_smaller_digit_gives_the_same_frame() -> None:
+    def seven(size: int, offset: tuple[int, int], scale: float) -> Image.Image:
+        img = Image.new("L", (size, size), 0)
+        ox, oy = offset
+        points = [(ox, oy), (ox + 30 * scale, oy), (ox + 12 * scale, oy + 50 * scale)]
+        ImageDraw.Draw(img).line(points, fill=255, width=max(1, round(6 * scale)))
+        return img
+
+    centred = digit_frame_of(seven(80, (25, 15), 1.0))
+    corner = digit_frame_of(seven(300, (5, 8), 2.0))  # twice as large, in the top-left corner
+    assert (centred - corner).abs().mean() < 0.05  # same frame up to a few pixels of resampling
+
+
+@pytest.mark.parametrize("width", [2, 6, 14])
+def test_stroke_thickness_survives_as_ink_not_as_size(width: int) -> None:
+    # a vertical stroke of any thickness fills the frame's height: the long side is 32 px, 8 blocks
+    img = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(img).line([(100, 20), (100, 180)], fill=0, width=width)
+    pixels = digit_frame_of(img)
+    rows_with_ink = (pixels > 0.1).any(dim=1)
+    assert rows_with_ink[2:30].all()  # top to bottom, whatever the width (which sets only the ink level)
+
+
+@pytest.mark.parametrize("img", [
+    Image.new("L", (50, 50), 255),  # all white
+    Image.new("L", (50, 50), 0),  # all black
+    Image.new("L", (1, 1), 128),  # a single pixel
+    Image.new("RGB", (40, 30), (120, 200, 30)),  # a flat colour
+    Image.fromarray(np.full((64, 64), 128, dtype=np.uint8) + np.random.default_rng(0).integers(0, 8, (64, 64)).astype(np.uint8)),
+], ids=["white", "black", "1x1", "flat-colour", "faint-texture"])
+def test_an_image_without_ink_becomes_a_blank_frame(img: Image.Image) -> None:
+    pixels = digit_frame_of(img)
+    assert torch.equal(pixels, torch.zeros(32, 32))
+
+
+def test_natural_models_keep_the_plain_resize() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert torch.allclose(load_image(encoded(Image.fromarray(rgb)), CONFIG), normalized(rgb), atol=1e-6)
+
+
+@pytest.mark.parametrize(("width", "length"), [(1, 20), (2, 20), (4, 24), (6, 28)])
+def test_stroke_width_of_a_bar_by_hand(width: int, length: int) -> None:
+    bitmap = torch.zeros(32, 32, dtype=torch.bool)
+    bitmap[2:2 + length, 5:5 + width] = True
+    # area = length * width; perimeter = 2 * length + 2 * width pixel edges
+    expected = 2 * length * width / (2 * length + 2 * width)
+    assert preprocess.stroke_width(bitmap) == pytest.approx(expected)
+
+
+def test_a_thin_pen_is_widened_to_the_scans_pen_and_a_broad_one_is_left_alone() -> None:
+    def frame_of_line(width: int) -> torch.Tensor:
+        img = Image.new("L", (64, 64), 0)
+        ImageDraw.Draw(img).line([(32, 0), (32, 63)], fill=255, width=width)  # fills the frame's height
+        ink = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255)
+        return preprocess.frame_digit(ink)
+
+    # a 1 px line on a 64 px digit is 0.5 px in the 32 px bitmap: widened to about MIN_STROKE_PX
+    thin, broad = frame_of_line(1), frame_of_line(12)
+    assert 3.5 <= float(thin.sum(dim=1).mean()) * 4 <= 5.5  # ink per 8x8 row x 4 = bitmap pixels across
+    assert float(broad.sum(dim=1).mean()) * 4 == pytest.approx(6.0)  # 12 px of 64 = 6 of 32: unchanged

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from training.datasets import Augmentation, DatasetError, channel_stats, load_cifar100, load_dataset, load_digits
+from shared.preprocess import load_image
+from shared.split_model import ModelConfig
 
 NUM_CLASSES = 100
 
@@ -95,7 +97,7 @@ def test_digits_split_is_fixed_stratified_and_normalized_from_train() -> None:
 
 
 def test_augmentation_crops_and_flips_per_image() -> None:
-    data = load_digits().take(8, 0)
+    data = load_digits("natural").take(8, 0)
     images = data.train.images
     generator = torch.Generator().manual_seed(0)
     out = data.augment(images, generator)
@@ -113,3 +115,49 @@ def test_normalize_standardizes_per_channel() -> None:
     data = load_digits()
     x = data.normalize(data.train.images)
     assert x.mean().item() == pytest.approx(0, abs=1e-3) and x.std().item() == pytest.approx(1, abs=1e-2)
+
+
+def png(image: torch.Tensor) -> bytes:
+    """uint8 [3, H, W] -> PNG file bytes, as a user would upload the picture."""
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_digits_test_images_are_what_the_device_makes_of_an_upload_of_them() -> None:
+    # train/serve consistency through a different path: the scan as an uploaded PNG file, through
+    # the device's preprocessing (Pillow decode, grayscale, polarity, crop, frame) ...
+    natural, framed = load_digits("natural"), load_digits("digits")
+    config = ModelConfig(mean=framed.mean, std=framed.std, input_style="digits")
+    for i in range(0, 360, 36):
+        x = load_image(png(natural.test.images[i]), config)  # normalized [3, 32, 32]
+        pixels = (x * torch.tensor(config.std).view(3, 1, 1) + torch.tensor(config.mean).view(3, 1, 1)) * 255
+        # ... equals the training pipeline's image of it (up to uint8 rounding)
+        assert (pixels - framed.test.images[i].float()).abs().max() <= 1.0
+
+
+def test_redrawn_digits_are_seeded_changed_and_framed_again() -> None:
+    data = load_digits("digits").take(16, 0)
+    assert 0 < data.augmentation.redraw_digits < 1 and data.augmentation.padding == 0
+    data = dataclasses.replace(data, augmentation=dataclasses.replace(data.augmentation, redraw_digits=1.0))
+    images = data.train.images
+    out = data.augment(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert torch.equal(out, data.augment(images, torch.Generator().manual_seed(1)))
+    assert all(not torch.equal(a, b) for a, b in zip(out, images))
+    # re-framed like an upload: the ink's box spans the whole frame along its longer side
+    for image in out[:, 0].float() / 255:
+        ink = image > 0.1
+        rows, cols = ink.any(1).nonzero().flatten(), ink.any(0).nonzero().flatten()
+        extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+        assert extent >= 30  # of 32: the bilinear upscale of a frame whose long side is 8 of 8 blocks
+
+
+def test_digits_come_in_the_two_input_styles_only() -> None:
+    with pytest.raises(DatasetError, match="input style"):
+        load_digits("photos")
+    with pytest.raises(DatasetError, match="natural input style only"):
+        load_dataset("cifar100", "somewhere", input_style="digits")

@@ -14,7 +14,7 @@ from shared.checkpoint import load_checkpoint, read_checkpoint_info
 from shared.split_model import ModelConfig, SpikeBottleNet
 from tests.training.conftest import TINY_TRAIN
 from training.datasets import Dataset
-from training.recipes import damp_residual_branches, finetune, split_model
+from training.recipes import calibrate_checkpoint, damp_residual_branches, finetune, split_model
 from training.runtime import Runtime
 
 SPLIT_POINT = 8
@@ -53,6 +53,19 @@ def test_finetune_writes_a_split_checkpoint_with_its_accuracy_drop(tiny_backbone
     assert recorded["trained"] is True and recorded["dataset"] == "digits"
     assert recorded["pretrained_accuracy"] == pretrained
     assert recorded["accuracy_drop"] == pytest.approx(pretrained - recorded["test_accuracy"], abs=0.01)
+    # the "uncertain" threshold, recounted here from the saved model's own test-split logits
+    with torch.no_grad():
+        probabilities = loaded.model.eval()(tiny_digits.normalize(tiny_digits.test.images)).softmax(-1)
+    msp = probabilities.max(-1).values.tolist()
+    threshold = recorded["uncertainty"]["threshold"]
+    flagged = sum(p < threshold for p in msp)
+    assert flagged <= 0.05 * len(msp) and recorded["uncertainty"]["test_images"] == len(msp)
+    assert threshold in [pytest.approx(p) for p in msp]  # a test score itself, the highest that flags <= 5 %
+    assert loaded.config.input_style == "digits"
+
+    recalibrated = calibrate_checkpoint(out, tiny_digits, cpu)  # in place: info only, same fingerprint
+    assert recalibrated.threshold == pytest.approx(threshold)
+    assert load_checkpoint(out).fingerprint == info["fingerprint"]
     assert recorded["transmitted_bytes"] == loaded.config.geometry().transmitted_bytes
     assert recorded["compression"] == round(loaded.config.geometry().compression, 2)
     assert recorded["command"] and recorded["pretrained_fingerprint"] == load_checkpoint(tiny_backbone).fingerprint

@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from shared.backbones import BACKBONES
 from shared.checkpoint import DEFAULT_MODEL_DIR, embedded_models, load_checkpoint, read_checkpoint_info
-from training.datasets import Dataset
+from training.datasets import Dataset, load_digits
 from training.demo import DEMOS, demo_path
 from training.runtime import Runtime
 from training.trainer import evaluate
 
 SHIPPED = sorted(DEFAULT_MODEL_DIR.glob("digits_*.safetensors"))
+
+
+@functools.cache
+def digits_in_style(input_style: str) -> Dataset:
+    return load_digits(input_style)
 MAX_TOTAL_BYTES = 5_000_000
 
-# The Spike ResNet50 demo checkpoints shipped before backbones became plug-ins, byte for byte, and
-# the fingerprints devices and edges reported for them (the README's docker response shows RB8's).
-# The plug-in change must load them unchanged: same config, same weights, same fingerprint.
-PRE_PLUGIN_RESNET = {
-    "digits_rb3.safetensors": ("06cf59e173732833a67b3a8f2ca25f8cbd05ecb09a0030c6a90d4e9d189b30bf",
-                               "56e1b3384e97e6bc7d09cdd5e44e94945161493e1647fae962fbf6e267d0f502"),
-    "digits_rb8.safetensors": ("78d973b1a9dd25417cf459233749baec8d0da65df524941af97ce0858922a2c0",
-                               "a25dfbef1e6f8d87e263742d36da1a99b58513cab5ef84e11e0f56659c9e8076"),
-    "digits_rb16.safetensors": ("f8f4e629a2add1fe164e14fb9b54b20e280be6c2cccb54d121fbb32b4e908b64",
-                                "2155dbe749aedf343a9b048ea2c376f92833470e9b4a310ba91a4f311cec515b"),
-}
+# A Spike ResNet50 demo checkpoint shipped before backbones became plug-ins (and before input styles),
+# byte for byte, and the fingerprint devices and edges reported for it. Later versions must load it
+# unchanged: same config, same weights, same fingerprint (the shipped models have since been retrained).
+PRE_PLUGIN_RB8 = Path(__file__).parents[1] / "data" / "pre_plugin_digits_rb8.safetensors"
+PRE_PLUGIN_RB8_SHA256 = "78d973b1a9dd25417cf459233749baec8d0da65df524941af97ce0858922a2c0"
+PRE_PLUGIN_RB8_FINGERPRINT = "a25dfbef1e6f8d87e263742d36da1a99b58513cab5ef84e11e0f56659c9e8076"
 
 
 def test_every_backbone_ships_its_demo_set_and_the_package_stays_small() -> None:
@@ -44,16 +46,13 @@ def test_every_backbone_ships_its_demo_set_and_the_package_stays_small() -> None
         (arch, k) for arch, plan in DEMOS.items() for k in plan.split_points)
 
 
-@pytest.mark.parametrize("name", sorted(PRE_PLUGIN_RESNET))
-def test_pre_plugin_resnet_checkpoints_load_unchanged(name: str) -> None:
-    path = DEFAULT_MODEL_DIR / name
-    file_sha256, fingerprint = PRE_PLUGIN_RESNET[name]
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == file_sha256  # the very file, not retrained
-    loaded = load_checkpoint(path)  # verifies the digests and the fingerprint
-    assert loaded.fingerprint == fingerprint
-    assert loaded.config.backbone.arch == "spiking_resnet50"
+def test_a_pre_plugin_resnet_checkpoint_loads_unchanged() -> None:
+    assert hashlib.sha256(PRE_PLUGIN_RB8.read_bytes()).hexdigest() == PRE_PLUGIN_RB8_SHA256  # the very file
+    loaded = load_checkpoint(PRE_PLUGIN_RB8)  # verifies the digests and the fingerprint
+    assert loaded.fingerprint == PRE_PLUGIN_RB8_FINGERPRINT
+    assert loaded.config.backbone.arch == "spiking_resnet50" and loaded.config.input_style == "natural"
     for part in ("head", "tail"):
-        assert load_checkpoint(path, part).fingerprint == fingerprint
+        assert load_checkpoint(PRE_PLUGIN_RB8, part).fingerprint == PRE_PLUGIN_RB8_FINGERPRINT
 
 
 def test_the_last_split_points_send_about_256_times_less_than_their_spikes() -> None:
@@ -65,12 +64,17 @@ def test_the_last_split_points_send_about_256_times_less_than_their_spikes() -> 
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path, digits: Dataset, cpu: Runtime) -> None:
+def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path, cpu: Runtime) -> None:
     loaded = load_checkpoint(path)  # refuses weights that do not match their recorded digests
+    digits = digits_in_style(loaded.config.input_style)  # the test split as the device prepares it
     assert loaded.fingerprint == read_checkpoint_info(path).fingerprint
     info = loaded.checkpoint.info
     assert info["trained"] is True and info["dataset"] == "digits"
     assert info["accuracy_drop"] == pytest.approx(info["pretrained_accuracy"] - info["test_accuracy"], abs=0.01)
     accuracy, _ = evaluate(loaded.model, digits, digits.test, cpu)
     assert accuracy == pytest.approx(info["test_accuracy"], abs=1.0)
+    # "uncertain" flags at most 5 % of these test images (shared/uncertainty.py), recounted here
+    with torch.no_grad():
+        msp = loaded.model.eval()(digits.normalize(digits.test.images)).softmax(-1).max(-1).values
+    assert (msp < info["uncertainty"]["threshold"]).float().mean() <= 0.05
     assert accuracy > 60  # far above chance (10%); the README gives each model's accuracy and drop

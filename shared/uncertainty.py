@@ -1,0 +1,86 @@
+""""I don't know" is an answer: when a classification is flagged ``uncertain``.
+
+Three rules, any one flags an image:
+
+* **blank input**: the model input is one flat value (an empty canvas, a flat colour, a digits
+  upload with no ink): there is nothing to classify, whatever the logits say.
+* **weak prediction**: the maximum softmax probability (MSP, Hendrycks & Gimpel 2017) is below the
+  model's threshold. The threshold is calibrated on the model's own test split, as the
+  FLAG_FRACTION-quantile of its MSPs there, so that at most 5 % of in-distribution test images are
+  flagged; it is stored in the checkpoint's info (``uncertainty``), which ``sbn train finetune``
+  fills in and ``sbn train calibrate`` (re)computes for an existing checkpoint.
+
+* **not a drawing** (digits models only): the model input holds more ink than any training image
+  did, re-drawn ones included (its mean brightness above ``max_ink``, also in the calibration). Random
+  noise and photos become large blobs of "ink" once thresholded and framed (noise: 0.99, a landscape:
+  0.81, against at most 0.64 in training), which a softmax can still be confident about.
+
+A checkpoint without a calibration (an untrained placeholder) flags only blank inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+SCORE = "max_softmax"
+FLAG_FRACTION = 0.05  # at most this share of the test split's images may be flagged
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float  # an image whose MSP is below this is flagged
+    flagged_test_fraction: float  # the share of the test split it flags (<= FLAG_FRACTION)
+    test_images: int
+    score: str = SCORE
+    max_ink: float | None = None  # digits models: the most ink a training image had (mean brightness, 0..1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Calibration | None:
+        stored = info.get("uncertainty")
+        return None if stored is None else cls(**stored)
+
+
+def max_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """[N, K] logits -> [N] maximum softmax probability."""
+    return logits.float().softmax(dim=-1).amax(dim=-1)
+
+
+def calibrate(test_scores: torch.Tensor, flag_fraction: float = FLAG_FRACTION,
+              train_ink: torch.Tensor | None = None) -> Calibration:
+    """The highest threshold that flags at most ``flag_fraction`` of ``test_scores`` ([N] MSPs), and
+    the most ink among ``train_ink`` ([M] ``ink`` of the training images) when given.
+
+    With the scores sorted, flagging "score < s_(m)" flags at most m images (fewer on ties), so
+    m = floor(fraction * N) and the threshold is the m-th smallest score (0-based).
+    """
+    scores = test_scores.float().sort().values
+    m = int(flag_fraction * len(scores))
+    threshold = float(scores[m])
+    max_ink = None if train_ink is None else float(train_ink.max())
+    return Calibration(threshold, int((scores < threshold).sum()) / len(scores), len(scores), max_ink=max_ink)
+
+
+def is_blank(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] model inputs -> [N] bool: every value of the image equal."""
+    flat = x.flatten(1)
+    return flat.amax(dim=1) == flat.amin(dim=1)
+
+
+def ink(pixels: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] model inputs on the 0..1 scale (normalization undone) -> [N] mean brightness:
+    for a digits model, white ink on black, the share of the frame that is ink."""
+    return pixels.flatten(1).mean(dim=1)
+
+
+def is_uncertain(score: float, blank: bool, ink: float, calibration: Calibration | None) -> bool:
+    if blank:
+        return True
+    if calibration is None:
+        return False
+    return score < calibration.threshold or (calibration.max_ink is not None and ink > calibration.max_ink)

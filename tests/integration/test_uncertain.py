@@ -1,0 +1,76 @@
+"""``uncertain`` on what is not a digit, through real ``sbn edge`` + device on the shipped default model."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.drawn_digits import draw_strokes
+from sbn.up import stop, wait_for_edge
+from shared.backbones import DEFAULT_ARCH
+from shared.checkpoint import default_checkpoint, read_checkpoint_info
+from shared.settings import DEFAULT_SPLIT_POINT
+from tests.stack import device_client, start_edge, upload
+
+CHECKPOINT = default_checkpoint(DEFAULT_ARCH, DEFAULT_SPLIT_POINT)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def landscape() -> np.ndarray:
+    """A photo-like picture: sky getting lighter towards the horizon, a sun, green ground."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[..., 2] = 255 - yy // 2
+    image[..., 1] = 150 - yy // 3
+    image[160:] = (60, 120, 40)
+    image[(yy - 60) ** 2 + (xx - 240) ** 2 < 900] = (255, 230, 80)
+    return image
+
+
+NOT_DIGITS = {
+    "noise": np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8),
+    "noise-1000px-gray": np.random.default_rng(1).integers(0, 256, (1000, 1000), dtype=np.uint8),
+    "blank-white": np.full((200, 200), 255, np.uint8),
+    "blank-black": np.zeros((64, 64), np.uint8),
+    "one-pixel": np.full((1, 1, 3), 77, np.uint8),
+    "photo-landscape": landscape(),
+}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    assert read_checkpoint_info(CHECKPOINT).config.input_style == "digits"
+    edge = start_edge(CHECKPOINT)
+    try:
+        wait_for_edge(edge.address, edge.process)
+        with device_client(CHECKPOINT, edge.address) as c:
+            yield c
+    finally:
+        stop(edge.process)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_DIGITS))
+def test_what_is_not_a_digit_is_answered_uncertain(client: httpx.Client, name: str) -> None:
+    response = client.post("/classify", files=upload(png(NOT_DIGITS[name])))
+    assert response.status_code == 200, response.text  # an answer, not an error and not a crash
+    body = response.json()
+    assert body["uncertain"] is True, body
+    assert 0 <= body["uncertainty_score"] <= 1
+
+
+def test_clear_drawn_digits_are_mostly_answered_with_confidence(client: httpx.Client) -> None:
+    rng = np.random.default_rng(123)
+    bodies = [client.post("/classify", files=upload(png(np.asarray(draw_strokes(d % 10, rng))))).json()
+              for d in range(20)]
+    assert sum(b["uncertain"] for b in bodies) <= 5
+    assert sum(b["label"] == str(d % 10) for d, b in enumerate(bodies)) >= 16

@@ -38,6 +38,7 @@ from .api_key import ApiKeyRequired
 from .batch import BATCH_PATH, add_batch_api, one_file_only, upload_field_detail
 from .classification import Classification
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
+from .head_batcher import HeadQueueFull, HeadTimeout
 from .head_runner import HeadRunner
 from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .pipeline import SplitPipeline
@@ -51,11 +52,16 @@ log = logging.getLogger("sbn.device")
 # MRO, so EdgeError covers EdgeRejected and any other edge failure.
 ERROR_STATUS: dict[type[Exception], int] = {
     ImageError: status.HTTP_400_BAD_REQUEST,  # empty, truncated, not an image, decompression bomb
-    EdgeUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,  # down, TLS refused, or busy: retry later
+    HeadQueueFull: status.HTTP_503_SERVICE_UNAVAILABLE,  # this device is overloaded: retry later
+    HeadTimeout: status.HTTP_504_GATEWAY_TIMEOUT,  # the deadline passed waiting for the head
+    EdgeUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,  # down, TLS refused, busy or cancelled: retry later
     EdgeTimeout: status.HTTP_504_GATEWAY_TIMEOUT,  # no answer within the deadline
     EdgeModelMismatch: status.HTTP_502_BAD_GATEWAY,  # edge and device run different checkpoints
-    EdgeError: status.HTTP_502_BAD_GATEWAY,
-}
+    EdgeError: status.HTTP_502_BAD_GATEWAY,  # the edge refused the frame, failed on it, or sent a reply that does
+}                                            # not fit it (EdgeRejected, EdgeBadReply): the message names which
+# A 503 says when to try again: the queues it stands for drain within about a second under any load the
+# limits admit.
+RETRY_AFTER_S = 1
 
 
 class ErrorDetail(BaseModel):
@@ -131,10 +137,12 @@ async def metrics_endpoint(metrics: Metrics) -> Response:
 
 
 def _detail_response(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status_code == status.HTTP_503_SERVICE_UNAVAILABLE else None
+
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         if status_code >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, status_code, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+        return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
 
     return handler
 
@@ -152,7 +160,8 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with EdgeClient(settings.edge_address, settings.deadline_s, settings.max_edge_calls, credentials,
                               settings.tls_server_name) as edge:
-            pipeline = SplitPipeline(head, edge)
+            pipeline = SplitPipeline(head, edge, settings, metrics)
+            await pipeline.start()
             app.state.pipeline = pipeline
             checkpoint = head.checkpoint
             log.info("head up to %s of %s model %s (%s) ready; edge at %s (%s), codec %s", head.split_point.name,
@@ -162,7 +171,7 @@ def create_app(settings: DeviceSettings) -> FastAPI:
             try:
                 yield
             finally:
-                pipeline.close()
+                await pipeline.close()
 
     app = FastAPI(title="SpikeBottleNet device", lifespan=lifespan,
                   description="Split spiking inference: the head runs here, the tail on the edge.",

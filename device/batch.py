@@ -31,25 +31,18 @@ fails the single frame fails the whole request with the status ``POST /classify`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from time import perf_counter
 from typing import Annotated, Any
 
-import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
-from shared.preprocess import ImageError, load_image, unnormalize
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.uncertainty import ink, is_blank
 from shared.rpc.wire import CODEC_FROM_WIRE
 
 from .classification import Classification, Latency, build_classification
-from .edge_client import EdgeRejected
-from .head_runner import HeadOutput, HeadRunner
 from .metrics import CLASSIFY_PATH, DeviceMetrics
 from .pipeline import SplitPipeline
 from .settings import DeviceSettings
@@ -100,40 +93,6 @@ class BatchResult(BaseModel):
     batch: BatchSummary
 
 
-@dataclass(frozen=True)
-class HeadBatch:
-    """The device half of a batch: a frame for the images that could be read, an error for the others."""
-
-    heads: dict[int, HeadOutput]  # upload index -> that image's slice of the batch (the frame is shared)
-    errors: dict[int, str]  # upload index -> why it could not be read
-    frame: pb.SpikeFrame | None  # None when no image could be read
-    elapsed_ms: float  # decode and preprocessing of every image, the head, encoding
-
-
-def run_head_batch(runner: HeadRunner, images: list[bytes]) -> HeadBatch:
-    """Decode each image, run the readable ones through the head as one batch and pack them into one frame."""
-    start = perf_counter()
-    inputs: dict[int, torch.Tensor] = {}
-    errors: dict[int, str] = {}
-    for index, image in enumerate(images):
-        try:
-            inputs[index] = load_image(image, runner.checkpoint.config)
-        except ImageError as e:
-            errors[index] = str(e)
-    if not inputs:
-        return HeadBatch({}, errors, None, (perf_counter() - start) * 1e3)
-    x = torch.stack(list(inputs.values()))  # [B, 3, H, W]
-    spikes, energy = runner.forward(x)  # [T, B, C', H', W'], B estimates
-    codec, frame = runner.pack(spikes)
-    elapsed_ms = (perf_counter() - start) * 1e3
-    blank, brightness = is_blank(x).tolist(), ink(unnormalize(x, runner.checkpoint.config)).tolist()
-    heads = {index: HeadOutput(frame=frame, codec=codec, spikes=spikes[:, b:b + 1], energy=energy[b],
-                               elapsed_ms=elapsed_ms, image_bytes=len(images[index]), blank=blank[b],
-                               ink=brightness[b])
-             for b, index in enumerate(inputs)}
-    return HeadBatch(heads, errors, frame, elapsed_ms)
-
-
 def even_shares(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` whole numbers that add up to it, the first ``total % parts`` one larger."""
     share, extra = divmod(total, parts)
@@ -142,29 +101,29 @@ def even_shares(total: int, parts: int) -> list[int]:
 
 async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None, bytes]],
                          include_logits: bool = False, include_spikes: bool = False) -> BatchResult:
-    """One entry per ``(filename, image bytes)``; raises EdgeError when the edge returns no logits for the frame."""
-    start = perf_counter()
+    """One entry per ``(filename, image bytes)``; raises HeadQueueFull / HeadTimeout when the head cannot take the
+    batch in time, and EdgeError when the edge returns no logits for the frame."""
+    start, deadline = perf_counter(), pipeline.deadline()
     head = pipeline.head
-    batch = await pipeline.on_head_thread(run_head_batch, head, [image for _, image in uploads])
+    queued = await pipeline.run_head([image for _, image in uploads], deadline)
+    batch = queued.batch
     entries: list[BatchedClassification | BatchFailure] = [
         BatchFailure(index=index, filename=uploads[index][0], error=error) for index, error in batch.errors.items()]
     frame = batch.frame
     if frame is None:
-        latency = Latency(device=batch.elapsed_ms, total=(perf_counter() - start) * 1e3)
+        latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, total=(perf_counter() - start) * 1e3)
     else:
-        reply = await pipeline.edge.infer(frame)
-        if reply.logits.shape[0] != len(batch.heads):
-            raise EdgeRejected(f"edge at {pipeline.edge.address} returned {reply.logits.shape[0]} rows of logits "
-                               f"for a frame of {len(batch.heads)} images")
-        latency = Latency(device=batch.elapsed_ms, edge=reply.edge_ms, network=reply.round_trip_ms - reply.edge_ms,
-                          total=(perf_counter() - start) * 1e3)
+        reply = await pipeline.ask_edge(frame, deadline)  # checked: one row of logits per image of the frame
+        latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
+                          network=reply.round_trip_ms - reply.edge_ms, total=(perf_counter() - start) * 1e3)
         images = len(batch.heads)
         payload_shares = even_shares(len(frame.payload), images)
         message_shares = even_shares(frame.ByteSize(), images)
         ratio = images * head.checkpoint.config.geometry().uncompressed_bytes / len(frame.payload)
-        for b, (index, output) in enumerate(batch.heads.items()):
+        for b, (index, output) in enumerate(sorted(batch.heads.items())):
             single = build_classification(reply.logits[b], output, head.checkpoint, latency, include_logits,
-                                          include_spikes)
+                                          include_spikes, head_batch_images=batch.run_images,
+                                          edge_batch_images=reply.edge_batch_images)
             entries.append(BatchedClassification(
                 **{**dict(single), "transmitted_bytes": payload_shares[b], "message_bytes": message_shares[b],
                    "compression_ratio": ratio},

@@ -37,9 +37,11 @@ class Energy(BaseModel):
 
 
 class Latency(BaseModel):
-    """Milliseconds; ``edge`` and ``network`` only on the split path."""
+    """Milliseconds; ``queue``, ``edge`` and ``network`` only on the split path."""
 
-    device: float = Field(description="image decode and preprocessing, head and spike encoding")
+    device: float = Field(description="image decode and preprocessing, head and spike encoding (of the head run that "
+                                      "carried this image, which concurrent requests may share)")
+    queue: float | None = Field(default=None, description="waiting for the device's head (micro-batching)")
     edge: float | None = Field(default=None, description="the edge's own time: payload decode, decoder and tail")
     network: float | None = Field(default=None, description="gRPC round trip minus the edge's time")
     total: float = Field(description="the whole classification, from image bytes in hand to result")
@@ -88,12 +90,19 @@ class Classification(BaseModel):
     energy: Energy
     latency_ms: Latency
     model: ModelSummary
+    head_batch_images: int | None = Field(
+        default=None, description="images in the device's head run that carried this one (concurrent uploads share "
+                                  "one forward)")
+    edge_batch_images: int | None = Field(
+        default=None, description="images in the edge's tail run that carried this one (frames that arrive together "
+                                  "run as one batch)")
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
     spikes: SpikeRaster | None = Field(default=None, description="the transmitted spikes, with ?spikes=true")
 
 
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
-                         include_logits: bool = False, include_spikes: bool = False) -> Classification:
+                         include_logits: bool = False, include_spikes: bool = False, *,
+                         head_batch_images: int | None = None, edge_batch_images: int | None = None) -> Classification:
     """The result for one image; ``logits`` is [num_classes] from the tail."""
     config = checkpoint.config
     probabilities = logits.softmax(dim=-1)
@@ -125,6 +134,8 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         latency_ms=latency,
         model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
                            note=None if checkpoint.trained else UNTRAINED_NOTE),
+        head_batch_images=head_batch_images,
+        edge_batch_images=edge_batch_images,
         logits=logits.tolist() if include_logits else None,
         spikes=spike_raster(head) if include_spikes else None,
     )

@@ -5,9 +5,15 @@ the HTTP server. It is opened once and reconnects by itself: an edge that was do
 started, or restarted since, is picked up again without restarting the device. It speaks TLS when
 the settings name a CA (``channel_credentials``), presenting a client certificate if one is set.
 
-The edge runs a fixed number of frames at once and refuses more as busy rather than queueing them.
-So the device keeps its own calls within that number (``max_edge_calls``): a burst of uploads waits
-here, within each request's deadline, for a call to come free, instead of being turned into 503s.
+The edge admits a fixed number of frames at once and refuses more as busy rather than queueing them
+without bound. So the device keeps its own calls within that number (``max_edge_calls``): a burst of
+uploads waits here, within each request's deadline, for a call to come free, instead of being turned
+into 503s. Every call carries what is left of its request's deadline as the gRPC deadline, so the edge
+drops a frame nobody waits for any more.
+
+Every reply is checked against its frame (request id, model, batch size, class count, number of
+values): a reply that does not fit is a bad gateway (502) naming the mismatch, never an exception
+further on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
+from .deadline import Deadline
 from .settings import DeviceSettings
 
 
@@ -31,11 +38,11 @@ class EdgeError(Exception):
 
 
 class EdgeUnavailable(EdgeError):
-    """Not reachable (down, or the TLS handshake failed) or busy: worth retrying later."""
+    """Not reachable (down, or the TLS handshake failed), busy, or the call was cancelled: worth retrying later."""
 
 
-class EdgeTimeout(EdgeUnavailable):
-    """No answer within the deadline."""
+class EdgeTimeout(EdgeError):
+    """No answer within the request's deadline."""
 
 
 class EdgeModelMismatch(EdgeError):
@@ -43,14 +50,20 @@ class EdgeModelMismatch(EdgeError):
 
 
 class EdgeRejected(EdgeError):
-    """The edge refused the frame or failed on it."""
+    """The edge refused the frame (INVALID_ARGUMENT) or failed on it (UNKNOWN, INTERNAL, ...)."""
 
 
-# gRPC status -> failure; any other code is EdgeRejected. UNAVAILABLE and RESOURCE_EXHAUSTED mean
-# "the edge could not take this now" rather than "something is wrong with it".
+class EdgeBadReply(EdgeError):
+    """The edge answered, but not with the logits of the frame it was sent."""
+
+
+# gRPC status -> failure; any other code is EdgeRejected. UNAVAILABLE, RESOURCE_EXHAUSTED and
+# CANCELLED mean "the edge could not take this now" (down, busy, or shutting down and cancelling its
+# calls) rather than "something is wrong with it".
 _ERRORS: dict[grpc.StatusCode, type[EdgeError]] = {
     grpc.StatusCode.UNAVAILABLE: EdgeUnavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: EdgeUnavailable,
+    grpc.StatusCode.CANCELLED: EdgeUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: EdgeTimeout,
     grpc.StatusCode.FAILED_PRECONDITION: EdgeModelMismatch,
 }
@@ -70,6 +83,7 @@ class EdgeReply:
     logits: torch.Tensor  # [B, num_classes] float32
     edge_ms: float  # the edge's own time, receipt to reply
     round_trip_ms: float  # as the device saw it: the edge's time plus the network and (de)serialization
+    edge_batch_images: int  # images in the edge's tail run that carried the frame (its micro-batching)
 
 
 def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | None:
@@ -81,11 +95,12 @@ def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | N
 
 
 class EdgeClient:
-    def __init__(self, address: str, deadline_s: float, max_calls: int,
+    def __init__(self, address: str, probe_timeout_s: float, max_calls: int,
                  credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None) -> None:
-        """``server_name``: the name the edge's certificate is checked against instead of the address's host."""
+        """``probe_timeout_s``: how long GetModelInfo may take (readiness); ``server_name``: the name the edge's
+        certificate is checked against instead of the address's host."""
         self.address = address
-        self.deadline_s = deadline_s
+        self.probe_timeout_s = probe_timeout_s
         self.max_calls = max_calls
         self._calls = asyncio.Semaphore(max_calls)
         if credentials is None:
@@ -102,32 +117,47 @@ class EdgeClient:
                         tb: TracebackType | None) -> None:
         await self._channel.close()
 
-    async def infer(self, frame: pb.SpikeFrame) -> EdgeReply:
-        start = perf_counter()
+    async def infer(self, frame: pb.SpikeFrame, num_classes: int, deadline: Deadline) -> EdgeReply:
+        """The frame's logits [B, num_classes]; raises an EdgeError subclass saying why there are none.
+
+        ``deadline`` is the request's: waiting for a free call and the call itself both come out of it.
+        """
         try:
-            await asyncio.wait_for(self._calls.acquire(), self.deadline_s)
+            await asyncio.wait_for(self._calls.acquire(), deadline.remaining())
         except asyncio.TimeoutError:
-            raise EdgeTimeout(f"edge at {self.address}: no answer within the {self.deadline_s:g} s deadline; all "
+            raise EdgeTimeout(f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
                               f"{self.max_calls} calls to it stayed in flight") from None
         sent = perf_counter()
         try:
             # Not wait_for_ready: with the edge down the call fails at once (503) instead of
             # holding the request for the whole deadline.
-            reply: pb.Logits = await self._stub.Infer(frame, timeout=self.deadline_s - (sent - start))
+            reply: pb.Logits = await self._stub.Infer(frame, timeout=deadline.remaining())
         except grpc.aio.AioRpcError as e:
             raise self._error(e) from None
         finally:
             self._calls.release()
         round_trip_ms = (perf_counter() - sent) * 1e3
-        if len(reply.values) != reply.batch_size * reply.num_classes:
-            raise EdgeRejected(f"edge at {self.address} sent {len(reply.values)} logits for a "
-                               f"{reply.batch_size} x {reply.num_classes} result")
+        self._check(frame, reply, num_classes)
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
-        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms)
+        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images)
+
+    def _check(self, frame: pb.SpikeFrame, reply: pb.Logits, num_classes: int) -> None:
+        """Raises EdgeBadReply naming the first way ``reply`` is not the answer to ``frame``."""
+        expected = {
+            "request id": (reply.request_id, frame.request_id),
+            "model fingerprint": (reply.model_fingerprint, frame.model_fingerprint),
+            "batch size": (reply.batch_size, frame.shape[1]),
+            "class count": (reply.num_classes, num_classes),
+            "number of logits": (len(reply.values), frame.shape[1] * num_classes),
+        }
+        for what, (got, want) in expected.items():
+            if got != want:
+                raise EdgeBadReply(f"edge at {self.address} replied with {what} {got!r}; the frame it answers "
+                                   f"needs {want!r}")
 
     async def model_info(self) -> pb.ModelInfo:
         try:
-            return await self._stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.deadline_s)
+            return await self._stub.GetModelInfo(pb.ModelInfoRequest(), timeout=self.probe_timeout_s)
         except grpc.aio.AioRpcError as e:
             raise self._error(e) from None
 

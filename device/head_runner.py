@@ -19,7 +19,7 @@ from torch import nn
 from shared.checkpoint import CheckpointInfo, load_checkpoint
 from shared.codec import CODEC_CHOICES, Codec, encode
 from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
-from shared.preprocess import load_image, unnormalize
+from shared.preprocess import ImageError, load_image, unnormalize
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_TO_WIRE
 from shared.uncertainty import ink, is_blank
@@ -27,14 +27,39 @@ from shared.uncertainty import ink, is_blank
 
 @dataclass(frozen=True)
 class HeadOutput:
+    """One image's part of a head run; the frame it travels in may carry other images too."""
+
     frame: pb.SpikeFrame  # ready to send
     codec: Codec  # the codec that packed frame.payload ("auto" resolved)
     spikes: torch.Tensor  # [T, 1, C', H', W'] binary
     energy: EnergyEstimate  # of this image on the device
-    elapsed_ms: float  # decode + preprocess, head, encode
     image_bytes: int  # size of the uploaded image file, as received
     blank: bool  # the model input was one flat value: nothing to classify (shared/uncertainty.py)
     ink: float  # mean brightness of the model input, 0..1 (shared/uncertainty.py)
+
+
+@dataclass(frozen=True)
+class HeadTimings:
+    """Milliseconds of one head run, which may carry the images of several requests."""
+
+    preprocess_ms: float  # decode and preprocess every image of the run
+    head_ms: float  # one forward of the head and encoder over all of them
+    encode_ms: float  # packing the spikes, one frame per job
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.head_ms + self.encode_ms
+
+
+@dataclass(frozen=True)
+class HeadBatch:
+    """One job's result: a frame for its images that could be read, an error for the others."""
+
+    heads: dict[int, HeadOutput]  # the job's image index -> that image's slice of the frame
+    errors: dict[int, str]  # the job's image index -> why it could not be read
+    frame: pb.SpikeFrame | None  # None when no image could be read
+    timings: HeadTimings  # of the run that carried the job
+    run_images: int  # images in that run's head forward (micro-batching: several jobs may share it)
 
 
 class HeadRunner:
@@ -44,7 +69,8 @@ class HeadRunner:
                  energy_mode: CountMode | str = CountMode.PAPER) -> None:
         if codec not in CODEC_CHOICES:
             raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
-        assert checkpoint.config.bottleneck is not None, "a head is only built from a split checkpoint"
+        if checkpoint.config.bottleneck is None:
+            raise ValueError("a head is only built from a split checkpoint; this one has no bottleneck")
         self.head = head.eval()
         self.checkpoint = checkpoint
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
@@ -61,14 +87,50 @@ class HeadRunner:
         return cls(loaded.model, loaded.checkpoint, codec, energy_mode)
 
     def run(self, image: bytes) -> HeadOutput:
-        """Raises shared.preprocess.ImageError if ``image`` is not a readable image."""
+        """One image in its own frame; raises shared.preprocess.ImageError if it is not a readable image."""
+        (job,) = self.run_jobs([[image]])
+        if job.errors:
+            raise ImageError(job.errors[0])
+        return job.heads[0]
+
+    def run_jobs(self, jobs: list[list[bytes]]) -> list[HeadBatch]:
+        """Several jobs' images through the head as one batch, then one frame per job.
+
+        Every readable image of every job goes into one forward [sum B, 3, H, W] -> [T, sum B, C', H', W'];
+        each job's frame then carries only its own images' spikes, so a job's frame, energy and bytes are
+        what it would get alone. An unreadable image fails only its own entry.
+        """
         start = perf_counter()
-        x = load_image(image, self.checkpoint.config).unsqueeze(0)  # [1, 3, H, W]
-        spikes, energy = self.forward(x)
-        codec, frame = self.pack(spikes)
-        elapsed_ms = (perf_counter() - start) * 1e3
-        return HeadOutput(frame, codec, spikes, energy[0], elapsed_ms, len(image), bool(is_blank(x)[0]),
-                          float(ink(unnormalize(x, self.checkpoint.config))[0]))
+        inputs: list[torch.Tensor] = []  # [3, H, W] each, every readable image of every job in order
+        owners: list[tuple[int, int]] = []  # (job, image index in the job) of each input
+        errors: list[dict[int, str]] = [{} for _ in jobs]
+        for j, images in enumerate(jobs):
+            for index, image in enumerate(images):
+                try:
+                    inputs.append(load_image(image, self.checkpoint.config))
+                    owners.append((j, index))
+                except ImageError as e:
+                    errors[j][index] = str(e)
+        preprocessed = perf_counter()
+        if inputs:
+            x = torch.stack(inputs)  # [B, 3, H, W]
+            spikes, energy = self.forward(x)  # [T, B, C', H', W'], B estimates
+            blank, brightness = is_blank(x).tolist(), ink(unnormalize(x, self.checkpoint.config)).tolist()
+        forwarded = perf_counter()
+        batches = []
+        for j, images in enumerate(jobs):
+            rows = [b for b, (owner, _) in enumerate(owners) if owner == j]  # consecutive: stacked in job order
+            heads: dict[int, HeadOutput] = {}
+            frame = None
+            if rows:
+                codec, frame = self.pack(spikes[:, rows[0]:rows[-1] + 1])
+                heads = {owners[b][1]: HeadOutput(frame, codec, spikes[:, b:b + 1], energy[b],
+                                                  len(images[owners[b][1]]), blank[b], brightness[b])
+                         for b in rows}
+            batches.append((heads, errors[j], frame))
+        timings = HeadTimings((preprocessed - start) * 1e3, (forwarded - preprocessed) * 1e3,
+                              (perf_counter() - forwarded) * 1e3)
+        return [HeadBatch(heads, job_errors, frame, timings, len(inputs)) for heads, job_errors, frame in batches]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[EnergyEstimate]]:
         """Normalized images [B, 3, H, W] -> their spikes [T, B, C', H', W'] and one energy estimate per image,

@@ -1,13 +1,28 @@
-"""Prometheus metrics of the device, served at ``GET /metrics``."""
+"""Prometheus metrics of the device, served at ``GET /metrics``.
+
+    sbn_device_classify_requests_total{status}   POST /classify responses by HTTP status
+    sbn_device_classify_latency_seconds           successful classifications, upload in hand to result
+    sbn_device_stage_seconds{stage}               per request: queue (waiting for the head), preprocess, head,
+                                                  encode (of the head run that carried it), edge (the edge's own
+                                                  time), network (round trip minus the edge's time)
+    sbn_device_head_batch_images                  images per head run (concurrent uploads share one forward)
+    sbn_device_edge_batch_images                  images in the edge's tail run that carried a frame
+    sbn_device_head_queue                         requests waiting for the head, as last seen
+    sbn_device_transmitted_bytes_total, sbn_device_energy_millijoules_total{estimate}
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .classification import Classification
+from .edge_client import EdgeReply
+from .head_batcher import QueuedHead
 
 CLASSIFY_PATH = "/classify"
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class DeviceMetrics:
@@ -23,6 +38,27 @@ class DeviceMetrics:
                                    registry=self.registry)
         self.energy = Counter("sbn_device_energy_millijoules", "estimated energy of the heads run on this device",
                               ["estimate"], registry=self.registry)
+        self.stage = Histogram("sbn_device_stage_seconds", "time of one request in each stage of the split path",
+                               ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
+        self.head_batch = Histogram("sbn_device_head_batch_images", "images per head run", buckets=BATCH_BUCKETS,
+                                    registry=self.registry)
+        self.edge_batch = Histogram("sbn_device_edge_batch_images", "images in the edge's tail run of a frame",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.head_queue = Gauge("sbn_device_head_queue", "requests waiting for the head", registry=self.registry)
+
+    def ran_head(self, images: int) -> None:
+        self.head_batch.observe(images)
+
+    def observe_head(self, queued: QueuedHead) -> None:
+        timings = queued.batch.timings
+        for stage, ms in (("queue", queued.queue_ms), ("preprocess", timings.preprocess_ms),
+                          ("head", timings.head_ms), ("encode", timings.encode_ms)):
+            self.stage.labels(stage).observe(ms / 1e3)
+
+    def observe_edge(self, reply: EdgeReply) -> None:
+        self.stage.labels("edge").observe(reply.edge_ms / 1e3)
+        self.stage.labels("network").observe(max(0.0, reply.round_trip_ms - reply.edge_ms) / 1e3)
+        self.edge_batch.observe(reply.edge_batch_images)
 
     def observe(self, result: Classification) -> None:
         self.latency.observe(result.latency_ms.total / 1e3)

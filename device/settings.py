@@ -25,11 +25,22 @@ class DeviceSettings(ModelSettings):
         32, ge=1, description="most images one POST /classify/batch may carry (more: 413); they cross to the edge in "
                               "one frame, so at most the edge's max_batch (its default: 32)")
     deadline_s: float = Field(
-        5.0, gt=0, description="seconds the edge has to answer one request, waiting for a free edge call included")
+        5.0, gt=0, description="seconds one classification may take from the upload in hand to the answer: waiting for "
+                               "the head, the head, waiting for a free edge call and the edge's answer (which gets "
+                               "what is left as its gRPC deadline); past it, 504")
     max_edge_calls: int = Field(
-        8, ge=1, description="frames in flight to the edge at once; more wait for a free call within their deadline. "
-                             "At most the edge's max_concurrency (its default: 8), shared out among the devices of "
-                             "one edge, so that the edge never refuses this device as busy")
+        32, ge=1, description="frames in flight to the edge at once; more wait for a free call within their deadline. "
+                              "At most the edge's max_concurrency (its default: 32), shared out among the devices of "
+                              "one edge, so that the edge never refuses this device as busy")
+    head_batch_max_images: int = Field(
+        16, ge=1, description="micro-batching: concurrent uploads run through the head as one batch of up to this "
+                              "many images (each request still sends its own frame)")
+    head_batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="micro-batching: under load (the last head run carried several requests), how long "
+                               "the head waits for more before it runs; an idle device runs a lone upload at once")
+    head_queue_limit: int = Field(
+        64, ge=1, description="requests that may wait for the head at once; one more is refused with 503 and "
+                              "Retry-After, so a burst cannot hold uploads in memory without bound")
     energy_mode: CountMode = Field(
         CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) "
                                      "or complete (also stem, shortcuts, encoder)")

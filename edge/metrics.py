@@ -1,10 +1,18 @@
 """Prometheus metrics of the edge, served over HTTP at ``http://HOST:METRICS_PORT/metrics`` when
 ``metrics_port`` is set (off by default: the edge's one required port stays the gRPC one).
 
-    sbn_edge_frames_total{code}          Infer calls, one spike frame each, by the gRPC status answered
-                                         (OK, INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED)
+    sbn_edge_frames_total{code}          Infer calls, one spike frame each, by the gRPC status answered: OK,
+                                         or the refusal's reason (INVALID_ARGUMENT, FAILED_PRECONDITION,
+                                         RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, CANCELLED, INTERNAL)
     sbn_edge_images_total                images the tail ran: the batch dimension B of the frames answered OK
     sbn_edge_frame_batch_size            histogram of B over the frames answered OK
+    sbn_edge_tail_batch_images           histogram of the images per tail run (micro-batching: frames that
+                                         arrived together run as one batch)
+    sbn_edge_tail_batch_frames           histogram of the frames per tail run
+    sbn_edge_queued_frames               gauge: frames waiting for the inference worker now
+    sbn_edge_queue_wait_seconds          histogram: a frame's wait for the inference worker
+    sbn_edge_decode_seconds              histogram: a frame's payload -> spike tensor
+    sbn_edge_inference_seconds           histogram: decoder + tail of one batch
 
 A device's ``POST /classify/batch`` of n images adds 1 to the frame count and n to the image count.
 """
@@ -15,11 +23,13 @@ import logging
 import threading
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger("sbn.edge")
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# A demo tail takes about a millisecond, a full-width one a few hundred.
+SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class EdgeMetrics:
@@ -33,6 +43,26 @@ class EdgeMetrics:
                                                  "answered OK", registry=self.registry)
         self.batch_size = Histogram("sbn_edge_frame_batch_size", "batch size B of the frames answered OK",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        self.tail_batch_images = Histogram("sbn_edge_tail_batch_images", "images per tail run (micro-batching)",
+                                           buckets=BATCH_BUCKETS, registry=self.registry)
+        self.tail_batch_frames = Histogram("sbn_edge_tail_batch_frames", "frames per tail run (micro-batching)",
+                                           buckets=BATCH_BUCKETS, registry=self.registry)
+        self.queued = Gauge("sbn_edge_queued_frames", "frames waiting for the inference worker",
+                            registry=self.registry)
+        self.queue_wait = Histogram("sbn_edge_queue_wait_seconds", "a frame's wait for the inference worker",
+                                    buckets=SECONDS_BUCKETS, registry=self.registry)
+        self.decode = Histogram("sbn_edge_decode_seconds", "a frame's payload -> spike tensor",
+                                buckets=SECONDS_BUCKETS, registry=self.registry)
+        self.inference = Histogram("sbn_edge_inference_seconds", "decoder + tail of one batch",
+                                   buckets=SECONDS_BUCKETS, registry=self.registry)
+
+    def set_queued(self, frames: int) -> None:
+        self.queued.set(frames)
+
+    def ran_batch(self, frames: int, images: int, seconds: float) -> None:
+        self.tail_batch_frames.observe(frames)
+        self.tail_batch_images.observe(images)
+        self.inference.observe(seconds)
 
     def answered(self, batch_size: int) -> None:
         self.frames.labels("OK").inc()

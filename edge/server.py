@@ -18,9 +18,11 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from time import perf_counter, sleep
+from time import monotonic, perf_counter
+from typing import NamedTuple, NoReturn
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -32,6 +34,7 @@ from shared.rpc.wire import SERVICE_NAME
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .metrics import EdgeMetrics, MetricsEndpoint
+from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher
 from .settings import EdgeSettings
 from .tail_runner import FingerprintMismatch, FrameError, InvalidFrame, TailRunner
 
@@ -51,8 +54,17 @@ CONTROL_RPCS = 4
 
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
+    """Admits up to ``max_concurrency`` frames at once (queued or running), decodes each on its gRPC thread
+    and hands it to the micro-batcher's one inference worker (edge/micro_batcher.py).
+
+    Deadlines: a frame whose caller's deadline has passed is refused with DEADLINE_EXCEEDED before it is
+    decoded or queued, and dropped by the worker if it passes while queued. A caller that cancels (or
+    times out) frees its slot at once: gRPC's termination callback wakes the waiting thread, which
+    answers and releases the slot, and the worker skips the frame if it has not run yet.
+    """
+
     def __init__(self, runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0,
-                 metrics: EdgeMetrics | None = None) -> None:
+                 metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy()) -> None:
         self._runner = runner
         self.metrics = metrics or EdgeMetrics()
         self._max_concurrency = max_concurrency
@@ -60,30 +72,62 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         # sending the next frame never finds its own previous frame still holding the slot.
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._inject_delay_s = inject_delay_s
+        self.batcher = TailBatcher(runner, batching, self.metrics)
+
+    def close(self) -> None:
+        """Stop the inference worker (after the server has stopped taking RPCs)."""
+        self.batcher.close()
 
     def Infer(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> pb.Logits:
         received = perf_counter()
         if not self._slots.acquire(blocking=False):
-            self.metrics.refused(grpc.StatusCode.RESOURCE_EXHAUSTED.name)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"edge is busy: all {self._max_concurrency} inference slots are taken; retry later")
+            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"edge is busy: all {self._max_concurrency} inference slots are taken; retry later")
         try:
-            if self._inject_delay_s:
-                sleep(self._inject_delay_s)
-            result = self._runner.run(request)
-        except FrameError as e:
-            log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
-            self.metrics.refused(_STATUS[type(e)].name)
-            context.abort(_STATUS[type(e)], str(e))
+            frame, logits = self._run(request, context)
         finally:
             self._slots.release()
-        batch, classes = result.logits.shape
+        batch, classes = logits.shape
         self.metrics.answered(batch)
-        timing = pb.EdgeTiming(decode_ms=result.decode_ms, inference_ms=result.inference_ms,
-                               total_ms=(perf_counter() - received) * 1e3)
+        timing = pb.EdgeTiming(decode_ms=frame.decoded.decode_ms, inference_ms=frame.inference_ms,
+                               total_ms=(perf_counter() - received) * 1e3, queue_ms=frame.queue_ms,
+                               batch_images=frame.batch_images)
         return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
-                         values=result.logits.reshape(-1).tolist(), timing=timing,
+                         values=logits.reshape(-1).tolist(), timing=timing,
                          model_fingerprint=self._runner.fingerprint)
+
+    def _run(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
+        """The frame and its logits [B, num_classes]; every other outcome aborts the RPC with the status that says
+        why."""
+        remaining = context.time_remaining()  # seconds, or None when the caller set no deadline
+        deadline = None if remaining is None else monotonic() + remaining
+        caller_gone, settled = threading.Event(), threading.Event()
+        if not context.add_callback(lambda: (caller_gone.set(), settled.set())):
+            caller_gone.set()  # the call had already ended
+        if self._inject_delay_s:
+            caller_gone.wait(self._inject_delay_s)
+        try:
+            decoded = self._runner.decode(request)
+        except FrameError as e:
+            log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
+            self._refuse(context, _STATUS[type(e)], str(e))
+        self.metrics.decode.observe(decoded.decode_ms / 1e3)
+        frame = PendingFrame(decoded, deadline, caller_gone, settled)
+        if not frame.abandoned(monotonic()):
+            self.batcher.submit(frame)
+            settled.wait(None if deadline is None else max(0.0, deadline - monotonic()))
+        if frame.error is not None:
+            self._refuse(context, grpc.StatusCode.INTERNAL, f"the tail failed on this frame's batch: {frame.error}")
+        if (logits := frame.logits) is not None:
+            return frame, logits
+        if deadline is not None and monotonic() >= deadline:
+            self._refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"the deadline passed before the frame ran ({remaining:.3f} s were left on arrival)")
+        self._refuse(context, grpc.StatusCode.CANCELLED, "the caller cancelled the call")
+
+    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+        self.metrics.refused(code.name)
+        context.abort(code, message)
 
     def GetModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
         return self._runner.model_info()
@@ -107,15 +151,21 @@ def max_reply_bytes(runner: TailRunner) -> int:
     return 2 * (4 * runner.max_batch * runner.checkpoint.config.backbone.num_classes + 1024)
 
 
+class EdgeServer(NamedTuple):
+    server: grpc.Server
+    health: health.HealthServicer
+    servicer: SplitInferenceServicer  # close() it after stopping the server: it stops the inference worker
+
+
 def create_server(runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0,
-                  metrics: EdgeMetrics | None = None) -> tuple[grpc.Server, health.HealthServicer]:
+                  metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy()) -> EdgeServer:
     """The server with all three services registered; not yet bound to a port or started."""
     workers = max_concurrency + CONTROL_RPCS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-rpc"),
-        # One worker per admitted RPC, and a frame beyond the inference slots is refused at once with
-        # RESOURCE_EXHAUSTED (the device answers 503) rather than queued, so overload shows instead of
-        # growing latency.
+        # One thread per admitted RPC (it decodes its frame, then waits for the inference worker), and a
+        # frame beyond the slots is refused at once with RESOURCE_EXHAUSTED (the device answers 503)
+        # rather than queued without bound, so overload shows instead of growing latency.
         maximum_concurrent_rpcs=workers,
         options=[
             ("grpc.max_receive_message_length", max_frame_bytes(runner)),
@@ -125,12 +175,12 @@ def create_server(runner: TailRunner, max_concurrency: int, inject_delay_s: floa
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = SplitInferenceServicer(runner, max_concurrency, inject_delay_s, metrics)
+    servicer = SplitInferenceServicer(runner, max_concurrency, inject_delay_s, metrics, batching)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    return server, health_servicer
+    return EdgeServer(server, health_servicer, servicer)
 
 
 def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
@@ -145,7 +195,9 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
 def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
     metrics = EdgeMetrics()
-    server, health_servicer = create_server(runner, settings.max_concurrency, settings.inject_delay_s, metrics)
+    batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
+    server, health_servicer, servicer = create_server(runner, settings.max_concurrency, settings.inject_delay_s,
+                                                      metrics, batching)
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:
@@ -170,10 +222,13 @@ def serve(runner: TailRunner, settings: EdgeSettings) -> int:
              "trained" if runner.checkpoint.trained else "untrained", settings.host, port, security)
     if settings.inject_delay_s:
         log.warning("fault injection: every Infer waits %.3f s first", settings.inject_delay_s)
+    log.info("micro-batching: up to %d images per tail run, waiting up to %g ms under load; %d frames admitted at "
+             "once", batching.max_images, settings.batch_max_wait_ms, settings.max_concurrency)
     stop.wait()
     log.info("shutting down; in-flight RPCs get %.1f s", settings.shutdown_grace_s)
     health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains
     server.stop(settings.shutdown_grace_s).wait()
+    servicer.close()
     if metrics_endpoint is not None:
         metrics_endpoint.close()
     return 0

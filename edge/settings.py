@@ -14,7 +14,14 @@ class EdgeSettings(ModelSettings):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 or [::] for all interfaces)")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port)")
     max_concurrency: int = Field(
-        8, ge=1, description="frames run at once; more are refused with RESOURCE_EXHAUSTED instead of queueing")
+        32, ge=1, description="frames admitted at once, waiting for the inference worker or running; more are refused "
+                              "with RESOURCE_EXHAUSTED instead of queueing without bound")
+    batch_max_images: int = Field(
+        16, ge=1, description="micro-batching: the frames that arrive together run through the tail as one batch of "
+                              "up to this many images (a larger single frame runs alone)")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="micro-batching: under load (the last batch had several frames), how long the worker "
+                               "waits for more frames before it runs a batch; an idle edge runs a lone frame at once")
     max_batch: int = Field(
         32, ge=1, description="largest batch (B) a frame may carry; also bounds the message size. At least the "
                               "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")

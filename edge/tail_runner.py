@@ -1,5 +1,10 @@
 """The edge half: check a spike frame against the loaded tail, unpack it, run decoder + tail.
 
+Two steps, so that frames can be batched between them (edge/micro_batcher.py):
+
+    decode(frame)   check every field, unpack the payload -> spikes [T, B, C', H', W']  (any thread)
+    infer(spikes)   decoder + tail -> logits [B, num_classes]                         (the inference worker)
+
 Only the tail's tensors are read from the checkpoint (``load_checkpoint(path, "tail")``); the
 edge never builds the head. Every field of a frame is checked before anything is allocated for
 it, so a malformed or hostile frame costs a few comparisons and an exception, never the process.
@@ -33,6 +38,16 @@ class FingerprintMismatch(FrameError):
 
 
 @dataclass(frozen=True)
+class DecodedFrame:
+    spikes: torch.Tensor  # [T, B, C', H', W'] float32, binary
+    decode_ms: float  # payload -> spike tensor
+
+    @property
+    def images(self) -> int:
+        return self.spikes.shape[1]
+
+
+@dataclass(frozen=True)
 class TailResult:
     logits: torch.Tensor  # [B, num_classes] float32
     decode_ms: float  # payload -> spike tensor
@@ -45,7 +60,8 @@ class TailRunner:
     def __init__(self, tail: nn.Module, checkpoint: CheckpointInfo, max_batch: int) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        assert checkpoint.config.bottleneck is not None, "a tail is only built from a split checkpoint"
+        if checkpoint.config.bottleneck is None:
+            raise ValueError("a tail is only built from a split checkpoint; this one has no bottleneck")
         self.tail = tail.eval()
         self.checkpoint = checkpoint
         self.max_batch = max_batch
@@ -93,15 +109,26 @@ class TailRunner:
             raise InvalidFrame(f"unknown codec {frame.codec}; this edge reads CODEC_RAW (1) and CODEC_SPARSE (2)")
         return shape, CODEC_FROM_WIRE[frame.codec]
 
-    def run(self, frame: pb.SpikeFrame) -> TailResult:
+    def decode(self, frame: pb.SpikeFrame) -> DecodedFrame:
+        """The frame's spikes; raises FrameError naming what does not fit this tail."""
         shape, codec = self.check(frame)
         start = perf_counter()
         try:
             spikes = decode(frame.payload, shape, codec)
         except SpikeCodecError as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
-        decoded = perf_counter()
+        return DecodedFrame(spikes, (perf_counter() - start) * 1e3)
+
+    def infer(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Spikes [T, B, C', H', W'] -> logits [B, num_classes]. Each image's row depends only on that image
+        (tdBN runs on its running statistics), so frames can be concatenated along B and split after."""
         with torch.inference_mode():
-            logits = self.tail(spikes)
-        return TailResult(logits, (decoded - start) * 1e3, (perf_counter() - decoded) * 1e3)
+            return self.tail(spikes)
+
+    def run(self, frame: pb.SpikeFrame) -> TailResult:
+        """One frame on its own: decode, then infer."""
+        decoded = self.decode(frame)
+        start = perf_counter()
+        logits = self.infer(decoded.spikes)
+        return TailResult(logits, decoded.decode_ms, (perf_counter() - start) * 1e3)
 

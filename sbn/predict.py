@@ -43,9 +43,10 @@ class MonolithicClassifier:
         """Raises shared.preprocess.ImageError if ``image`` is not a readable image."""
         start = perf_counter()
         head = self.head.run(image)
+        headed = perf_counter()
         with torch.inference_mode():
             logits = self.tail(head.spikes)
-        latency = Latency(device=head.elapsed_ms, total=(perf_counter() - start) * 1e3)
+        latency = Latency(device=(headed - start) * 1e3, total=(perf_counter() - start) * 1e3)
         return build_classification(logits[0], head, self.checkpoint, latency, include_logits=True)
 
 

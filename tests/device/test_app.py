@@ -118,13 +118,13 @@ def test_openapi_documents_classify(client: httpx.Client) -> None:
 
 def test_an_unexpected_failure_is_a_json_500_and_the_device_goes_on(client: httpx.Client,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: HeadRunner, image: bytes) -> None:
+    def broken(self: HeadRunner, jobs: list[list[bytes]]) -> None:
         raise RuntimeError("simulated bug")
 
     # uvicorn closes the connection of a request that raised: use one of our own, not the module's
     with httpx.Client(base_url=client.base_url, timeout=30) as own:
         with monkeypatch.context() as patch:
-            patch.setattr(HeadRunner, "run", broken)
+            patch.setattr(HeadRunner, "run_jobs", broken)
             response = own.post("/classify", files=upload(synthetic_png()))
         assert response.status_code == 500 and "internal error" in response.json()["detail"]
     assert client.get("/healthz").status_code == 200

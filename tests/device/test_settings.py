@@ -9,6 +9,7 @@ import pytest
 
 from device.app import add_arguments
 from device.settings import DeviceSettings
+from edge.settings import EdgeSettings
 from shared.settings import settings_from_args
 
 
@@ -30,7 +31,7 @@ def test_plaintext_no_key_and_the_edges_default_slots_by_default(monkeypatch: py
         monkeypatch.delenv(f"SBN_DEVICE_{name.upper()}", raising=False)
     s = settings()
     assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name, s.api_key, s.max_edge_calls) == (
-        None, None, None, None, None, 8)
+        None, None, None, None, None, EdgeSettings.model_fields["max_concurrency"].default)
     assert (s.arch, s.split_point, s.checkpoint) == ("spiking_resnet50", 8, None)
 
 

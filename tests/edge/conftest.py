@@ -1,14 +1,16 @@
-"""An RB8 tail (batches up to 2) and a valid frame for it, from the calibrated test checkpoint."""
+"""An RB8 tail (batches up to 2), a valid frame for it, from the calibrated test checkpoint, and in-process servers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from bench.e2e import synthetic_png
 from device.head_runner import HeadRunner
+from edge.server import EdgeServer, create_server
 from edge.tail_runner import TailRunner
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
@@ -28,3 +30,25 @@ def frame(checkpoint: Path) -> pb.SpikeFrame:
     """The frame the device sends for ``synthetic_png()``."""
     return HeadRunner.load(checkpoint).run(synthetic_png()).frame
 
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., grpc.Channel]]:
+    """``serve(runner, max_concurrency, **create_server_options)`` -> a channel to a started in-process edge;
+    servers, their inference workers and the channels are closed after the test."""
+    servers: list[EdgeServer] = []
+    channels: list[grpc.Channel] = []
+
+    def start(runner: TailRunner, max_concurrency: int = 2, **options: object) -> grpc.Channel:
+        servers.append(edge := create_server(runner, max_concurrency, **options))
+        port = edge.server.add_insecure_port("127.0.0.1:0")
+        edge.server.start()
+        channels.append(channel := grpc.insecure_channel(f"127.0.0.1:{port}"))
+        return channel
+
+    yield start
+    for channel in channels:
+        channel.close()
+    for edge in servers:
+        edge.server.stop(None)
+        edge.servicer.close()

@@ -16,7 +16,7 @@ from tests.stack import altered
 
 def test_frames_are_counted_by_status_and_images_by_batch_size(runner: TailRunner, frame: pb.SpikeFrame) -> None:
     metrics = EdgeMetrics()
-    server, _ = create_server(runner, 2, metrics=metrics)
+    server, _, servicer = create_server(runner, 2, metrics=metrics)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     endpoint = MetricsEndpoint.start(metrics, "127.0.0.1", 0)
@@ -34,6 +34,7 @@ def test_frames_are_counted_by_status_and_images_by_batch_size(runner: TailRunne
     finally:
         endpoint.close()
         server.stop(None)
+        servicer.close()
     assert 'sbn_edge_frames_total{code="OK"} 2.0' in text
     assert 'sbn_edge_frames_total{code="INVALID_ARGUMENT"} 1.0' in text
     assert "sbn_edge_images_total 3.0" in text

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -11,34 +10,14 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from edge.server import create_server, max_frame_bytes
-from edge.tail_runner import TailResult, TailRunner
+from edge.server import max_frame_bytes
+from edge.tail_runner import TailRunner
 from shared.codec import encode
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from shared.rpc.wire import CODEC_TO_WIRE
+from tests.edge.blocking_runner import BlockingRunner
 from tests.stack import altered
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., grpc.Channel]]:
-    """``serve(runner, max_concurrency)`` -> a channel to it; server and channel are closed after the test."""
-    servers: list[grpc.Server] = []
-    channels: list[grpc.Channel] = []
-
-    def start(runner: TailRunner, max_concurrency: int = 2) -> grpc.Channel:
-        server, _ = create_server(runner, max_concurrency)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        servers.append(server)
-        channels.append(channel := grpc.insecure_channel(f"127.0.0.1:{port}"))
-        return channel
-
-    yield start
-    for channel in channels:
-        channel.close()
-    for server in servers:
-        server.stop(None)
 
 
 def test_reflection_lists_the_services(serve: Callable[..., grpc.Channel], runner: TailRunner) -> None:
@@ -65,20 +44,6 @@ def test_the_largest_legal_frame_fits_the_size_limit(runner: TailRunner, frame: 
     used, payload = encode(spikes, codec)
     largest = altered(frame, shape=shape, codec=CODEC_TO_WIRE[used], payload=payload)
     assert runner.check(largest) and largest.ByteSize() < max_frame_bytes(runner)
-
-
-class BlockingRunner(TailRunner):
-    """Holds every frame until released, to fill the server's concurrency slots."""
-
-    def __init__(self, runner: TailRunner) -> None:
-        super().__init__(runner.tail, runner.checkpoint, runner.max_batch)
-        self.entered = threading.Semaphore(0)
-        self.release = threading.Event()
-
-    def run(self, frame: pb.SpikeFrame) -> TailResult:
-        self.entered.release()
-        self.release.wait(timeout=10)
-        return super().run(frame)
 
 
 def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[..., grpc.Channel], runner: TailRunner,

@@ -48,8 +48,10 @@ def test_split_inference_matches_the_monolithic_model(arch: str, split_point: in
     assert body["compression_ratio"] > 1
     assert body["energy"]["device_45nm_mj"] > 0 and 0 < body["energy"]["firing_rate"] < 1
     latency = body["latency_ms"]
-    assert set(latency) == {"device", "edge", "network", "total"}
-    assert latency["total"] >= latency["device"] + latency["edge"] > 0 and latency["network"] >= 0
+    assert set(latency) == {"device", "queue", "edge", "network", "total"}
+    assert latency["total"] >= latency["queue"] + latency["device"] + latency["edge"] > 0
+    assert latency["network"] >= 0 and latency["queue"] >= 0
+    assert (body["head_batch_images"], body["edge_batch_images"]) == (1, 1)  # one request at a time: alone
     assert body["model"]["trained"] is False and "meaningless" in body["model"]["note"]
 
 

@@ -33,14 +33,18 @@ class SpikeFrame(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class EdgeTiming(_message.Message):
-    __slots__ = ("decode_ms", "inference_ms", "total_ms")
+    __slots__ = ("decode_ms", "inference_ms", "total_ms", "queue_ms", "batch_images")
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
     decode_ms: float
     inference_ms: float
     total_ms: float
-    def __init__(self, decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    queue_ms: float
+    batch_images: int
+    def __init__(self, decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., batch_images: _Optional[int] = ...) -> None: ...
 
 class Logits(_message.Message):
     __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint")

@@ -1,0 +1,149 @@
+"""The queue in front of the device's head: concurrent uploads run through the head as one batch.
+
+    request coroutines   submit(images, deadline) -> wait for their own frame, at most until the deadline
+    one worker task      take the queued jobs, up to ``max_images`` images -> drop those whose request has
+                         given up -> on the head thread: decode and preprocess every image, one head forward
+                         over all of them, one frame per job (HeadRunner.run_jobs) -> wake each request
+
+A job is one request: ``POST /classify``'s one image, or ``POST /classify/batch``'s images, which keep
+travelling to the edge in one frame of their own. Every request still gets its own frame and its own
+energy; what the requests of a burst share is one forward through the head.
+
+Bounds, so a burst costs neither memory nor time without limit: at most ``max_queued`` jobs wait (one
+more is refused at once: HeadQueueFull, 503 with Retry-After), and a job that cannot get through the
+head before its request's deadline is answered 504 (HeadTimeout) without taking the head.
+
+As on the edge (edge/micro_batcher.py), an idle head runs a lone upload at once, and only after a run
+that carried several jobs does the worker wait up to ``max_wait_s`` for more to join the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from time import monotonic
+
+from .deadline import Deadline
+from .head_runner import HeadBatch, HeadRunner
+
+log = logging.getLogger("sbn.device")
+
+
+class HeadQueueFull(Exception):
+    """The head's queue is full: the device is overloaded, retry later (503)."""
+
+
+class HeadTimeout(Exception):
+    """The request's deadline passed before the head could run its images (504)."""
+
+
+@dataclass(eq=False)
+class HeadJob:
+    images: list[bytes]
+    deadline: Deadline
+    done: asyncio.Future[HeadBatch]
+    enqueued: float = field(default_factory=monotonic)
+    started: float | None = None  # when its head run began
+
+
+@dataclass(frozen=True)
+class QueuedHead:
+    """A job's result and how long it waited for the head."""
+
+    batch: HeadBatch
+    queue_ms: float
+
+
+class HeadBatcher:
+    def __init__(self, runner: HeadRunner, executor: Executor, max_images: int, max_wait_s: float,
+                 max_queued: int, on_run: Callable[[int], None] = lambda images: None) -> None:
+        """``executor`` runs the torch work (one thread); ``on_run(images)`` is told the size of every head run."""
+        self.runner = runner
+        self._executor = executor
+        self.max_images, self.max_wait_s, self.max_queued = max_images, max_wait_s, max_queued
+        self._on_run = on_run
+        self._queue: deque[HeadJob] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the worker on the running event loop."""
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="head-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def submit(self, images: list[bytes], deadline: Deadline) -> QueuedHead:
+        """The job's HeadBatch; raises HeadQueueFull at once when the queue is full, HeadTimeout at the deadline."""
+        if len(self._queue) >= self.max_queued:
+            raise HeadQueueFull(f"device is busy: {len(self._queue)} requests are waiting for the head (at most "
+                                f"{self.max_queued}, SBN_DEVICE_HEAD_QUEUE_LIMIT); retry later")
+        job = HeadJob(images, deadline, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._arrived.set()
+        try:
+            # shield: on timeout the job's future stays, and the worker sees it was given up (cancelled)
+            batch = await asyncio.wait_for(asyncio.shield(job.done), deadline.remaining())
+        except asyncio.TimeoutError:
+            job.done.cancel()
+            raise HeadTimeout(f"the {deadline.budget_s:g} s deadline passed while the request waited for the "
+                              f"device's head ({len(self._queue)} requests queued)") from None
+        return QueuedHead(batch, ((job.started or job.enqueued) - job.enqueued) * 1e3)
+
+    async def _work(self) -> None:
+        under_load = False
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._next_run(self.max_wait_s if under_load else 0.0)
+            under_load = len(jobs) > 1
+            live = [job for job in jobs if not job.done.done() and not job.deadline.expired()]
+            if not live:
+                continue
+            started = monotonic()
+            for job in live:
+                job.started = started
+            try:
+                batches = await loop.run_in_executor(self._executor, self.runner.run_jobs,
+                                                     [job.images for job in live])
+            except Exception as e:  # a bug in the head: these requests get 500, the device goes on
+                log.exception("the head failed on a run of %d jobs", len(live))
+                for job in live:
+                    if not job.done.done():
+                        job.done.set_exception(e)
+                continue
+            self._on_run(batches[0].run_images)
+            for job, batch in zip(live, batches, strict=True):
+                if not job.done.done():  # else its request has given up at its deadline
+                    job.done.set_result(batch)
+
+    async def _next_run(self, wait_s: float) -> list[HeadJob]:
+        """The jobs of the next head run: at least one, up to ``max_images`` images (a larger job runs alone)."""
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        jobs = [self._queue.popleft()]
+        images = len(jobs[0].images)
+        until = monotonic() + wait_s
+        while images < self.max_images:
+            if not self._queue:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), until - monotonic())
+                except asyncio.TimeoutError:
+                    break
+                continue
+            if images + len(self._queue[0].images) > self.max_images:
+                break
+            jobs.append(job := self._queue.popleft())
+            images += len(job.images)
+        return jobs

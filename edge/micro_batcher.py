@@ -1,0 +1,150 @@
+"""The edge's one inference worker: frames that arrive together run through the tail as one batch.
+
+    gRPC threads   check and decode a frame -> submit() -> wait until its logits are ready, the caller
+                   has gone, or its deadline has passed
+    the worker     take the queued frames, up to ``max_images`` images -> drop those whose caller has
+                   gone or whose deadline has passed -> concatenate along B -> decoder + tail once ->
+                   hand each frame its own rows of the logits
+
+One worker, running torch with the edge's configured threads, does every tail: a loaded edge runs as
+much torch work as it has threads for, never one tail per gRPC thread on top of each other.
+
+When to stop collecting: an idle edge runs a lone frame at once, so batching adds nothing to the
+latency of one request at a time. Once a batch has carried more than one frame, the edge is under
+load and the worker waits up to ``max_wait_s`` for more frames before it runs the next batch, which
+gathers the frames of a burst that arrive a little apart into one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from time import monotonic, perf_counter
+
+import torch
+
+from .metrics import EdgeMetrics
+from .tail_runner import DecodedFrame, TailRunner
+
+log = logging.getLogger("sbn.edge")
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_images: int = 16  # a batch stops growing here; a single frame with more images still runs, alone
+    max_wait_s: float = 0.002  # under load, how long the worker waits for more frames to join a batch
+
+    def __post_init__(self) -> None:
+        if self.max_images < 1 or self.max_wait_s < 0:
+            raise ValueError(f"a batch policy needs max_images >= 1 and max_wait_s >= 0, got {self}")
+
+
+@dataclass(eq=False)
+class PendingFrame:
+    """One frame between its gRPC thread and the worker."""
+
+    decoded: DecodedFrame
+    deadline: float | None  # time.monotonic() by which the caller needs the answer; None: it set no deadline
+    caller_gone: threading.Event  # set by gRPC when the call ends on the caller's side (cancelled, timed out)
+    settled: threading.Event  # set when logits or an error are ready, or when the caller has gone
+    enqueued: float = field(default_factory=monotonic)
+    logits: torch.Tensor | None = None  # [B, num_classes]: this frame's rows of the batch's logits
+    error: Exception | None = None  # the tail failed on the batch (a bug, not a bad frame: frames are checked)
+    queue_ms: float = 0.0  # submit -> its batch started
+    inference_ms: float = 0.0  # the batch's decoder + tail
+    batch_images: int = 0  # images in the batch that carried it
+
+    @property
+    def images(self) -> int:
+        return self.decoded.images
+
+    def abandoned(self, now: float) -> bool:
+        """Nobody will read this frame's answer: running it would only delay the frames behind it."""
+        return self.caller_gone.is_set() or (self.deadline is not None and now >= self.deadline)
+
+
+class TailBatcher:
+    """The queue in front of the tail and the worker thread that empties it; ``close()`` stops the worker."""
+
+    def __init__(self, runner: TailRunner, policy: BatchPolicy, metrics: EdgeMetrics) -> None:
+        self._runner = runner
+        self.policy = policy
+        self._metrics = metrics
+        self._queue: deque[PendingFrame] = deque()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="edge-inference", daemon=True)
+        self._worker.start()
+
+    def submit(self, frame: PendingFrame) -> None:
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the edge's inference worker has stopped")
+            self._queue.append(frame)
+            self._metrics.set_queued(len(self._queue))
+            self._changed.notify()
+
+    def close(self) -> None:
+        """Stop taking frames; the worker finishes its current batch and runs what is queued, then exits."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._worker.join()
+
+    def _work(self) -> None:
+        under_load = False
+        while (batch := self._next_batch(self.policy.max_wait_s if under_load else 0.0)) is not None:
+            under_load = len(batch) > 1
+            now = monotonic()
+            live = [frame for frame in batch if not frame.abandoned(now)]
+            for frame in batch:
+                if frame not in live:  # its gRPC thread has answered CANCELLED or DEADLINE_EXCEEDED already
+                    frame.settled.set()
+            if live:
+                self._run(live)
+
+    def _next_batch(self, wait_s: float) -> list[PendingFrame] | None:
+        """The next frames to run: at least one, up to the policy's images; None once closed and drained."""
+        with self._changed:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._changed.wait()
+            batch = [self._queue.popleft()]
+            images = batch[0].images
+            until = monotonic() + wait_s
+            while images < self.policy.max_images:
+                if not self._queue:
+                    remaining = until - monotonic()
+                    if remaining <= 0 or self._closed or not self._changed.wait(remaining) or not self._queue:
+                        break
+                if images + self._queue[0].images > self.policy.max_images:
+                    break  # it runs first in the next batch
+                batch.append(frame := self._queue.popleft())
+                images += frame.images
+            self._metrics.set_queued(len(self._queue))
+            return batch
+
+    def _run(self, batch: list[PendingFrame]) -> None:
+        started = monotonic()
+        sizes = [frame.images for frame in batch]
+        # [T, sum(B), C', H', W']: every frame of a batch is checked against the same spike shape
+        spikes = batch[0].decoded.spikes if len(batch) == 1 else torch.cat([f.decoded.spikes for f in batch], dim=1)
+        start = perf_counter()
+        try:
+            rows = self._runner.infer(spikes).split(sizes)  # [B_i, num_classes] each
+        except Exception as e:  # a bug in the tail: every caller of this batch gets INTERNAL, the edge goes on
+            log.exception("the tail failed on a batch of %d frames", len(batch))
+            rows, error = [None] * len(batch), e
+        else:
+            error = None
+        inference_ms = (perf_counter() - start) * 1e3
+        self._metrics.ran_batch(len(batch), sum(sizes), inference_ms / 1e3)
+        for frame, logits in zip(batch, rows, strict=True):
+            frame.logits, frame.error = logits, error
+            frame.queue_ms = (started - frame.enqueued) * 1e3
+            frame.inference_ms, frame.batch_images = inference_ms, sum(sizes)
+            self._metrics.queue_wait.observe(started - frame.enqueued)
+            frame.settled.set()

@@ -37,6 +37,7 @@ from shared.settings import add_settings_arguments, configure_torch_threads, set
 from .api_key import ApiKeyRequired
 from .batch import BATCH_PATH, add_batch_api, one_file_only, upload_field_detail
 from .classification import Classification
+from .deadline import StampDeadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
 from .head_batcher import HeadQueueFull, HeadTimeout
 from .head_runner import HeadRunner
@@ -103,6 +104,7 @@ Metrics = Annotated[DeviceMetrics, Depends(get_metrics)]
 @router.post(CLASSIFY_PATH, response_model_exclude_none=True, responses=ERROR_RESPONSES,
              dependencies=[Depends(one_file_only)])  # several `file` fields: 422 naming POST /classify/batch
 async def classify(
+    request: Request,
     file: Annotated[UploadFile, File(description="the image (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM)")],
     pipeline: Pipeline,
     metrics: Metrics,
@@ -111,7 +113,8 @@ async def classify(
                                               "(the response's spikes field)")] = False,
 ) -> Classification:
     """Classify one image on the split model: head and spike encoder here, the rest on the edge."""
-    result = await pipeline.classify(await file.read(), include_logits=logits, include_spikes=spikes)
+    result = await pipeline.classify(await file.read(), request.state.deadline, include_logits=logits,
+                                     include_spikes=spikes)
     metrics.observe(result)
     return result
 
@@ -141,7 +144,8 @@ def _detail_response(status_code: int) -> Callable[[Request, Exception], Awaitab
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         if status_code >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.url.path, status_code, exc)
+            log.warning("%s %s -> %d after %.3f s: %s", request.method, request.url.path, status_code,
+                        request.state.deadline.elapsed(), exc)
         return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
 
     return handler
@@ -154,6 +158,7 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     opens; the edge channel is opened by the app's lifespan.
     """
     head = HeadRunner.load(settings.checkpoint_path(), settings.codec, settings.energy_mode)
+    head.warm_up()  # before the port opens, so the first upload does not spend its deadline on set-up
     credentials = channel_credentials(settings)
 
     @asynccontextmanager
@@ -183,6 +188,7 @@ def create_app(settings: DeviceSettings) -> FastAPI:
         app.add_middleware(ApiKeyRequired, key=settings.api_key.get_secret_value(),
                            paths=(CLASSIFY_PATH, BATCH_PATH, METRICS_PATH))
     app.add_middleware(CountClassifyResponses, metrics=metrics)
+    app.add_middleware(StampDeadline, budget_s=settings.deadline_s)  # outermost: the clock starts on arrival
     app.include_router(router)
     add_batch_api(app, settings, ERROR_RESPONSES)
     add_offline_docs(app)

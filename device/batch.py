@@ -43,6 +43,7 @@ from starlette.datastructures import FormData
 from shared.rpc.wire import CODEC_FROM_WIRE
 
 from .classification import Classification, Latency, build_classification
+from .deadline import Deadline
 from .metrics import CLASSIFY_PATH, DeviceMetrics
 from .pipeline import SplitPipeline
 from .settings import DeviceSettings
@@ -99,11 +100,11 @@ def even_shares(total: int, parts: int) -> list[int]:
     return [share + (i < extra) for i in range(parts)]
 
 
-async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None, bytes]],
+async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None, bytes]], deadline: Deadline,
                          include_logits: bool = False, include_spikes: bool = False) -> BatchResult:
     """One entry per ``(filename, image bytes)``; raises HeadQueueFull / HeadTimeout when the head cannot take the
     batch in time, and EdgeError when the edge returns no logits for the frame."""
-    start, deadline = perf_counter(), pipeline.deadline()
+    start = perf_counter()
     head = pipeline.head
     queued = await pipeline.run_head([image for _, image in uploads], deadline)
     batch = queued.batch
@@ -155,7 +156,7 @@ async def classify_batch_route(
         raise TooManyFiles(f"{len(files)} files in one batch; this device takes at most {max_batch} per request "
                            f"(SBN_DEVICE_MAX_BATCH): send them in several requests")
     uploads = [(upload.filename, await upload.read()) for upload in files]
-    result = await classify_batch(request.app.state.pipeline, uploads, logits, spikes)
+    result = await classify_batch(request.app.state.pipeline, uploads, request.state.deadline, logits, spikes)
     metrics: DeviceMetrics = request.app.state.metrics
     for entry in result.results:
         if isinstance(entry, BatchedClassification):

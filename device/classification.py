@@ -144,5 +144,5 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
 def spike_raster(head: HeadOutput) -> SpikeRaster:
     """The head's transmitted spikes [T, 1, C', H', W'] as [T, C', H', W'], packed one bit each (the raw codec)."""
     spikes = head.spikes[:, 0]
-    _, packed = encode(spikes, Codec.RAW)
+    _, packed = encode(spikes, Codec.RAW, assume_binary=True)  # the encoder LIF's output
     return SpikeRaster(shape=list(spikes.shape), bits=base64.b64encode(packed).decode("ascii"))

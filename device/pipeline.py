@@ -1,8 +1,8 @@
 """One classification on the split path: the head queue -> the head -> the edge over gRPC -> result.
 
-Each request has one deadline from the moment its upload is in hand (``deadline_s``): the wait for
-the head, the head, the wait for a free edge call and the call itself all come out of it, and the
-edge gets what is left as its gRPC deadline. Torch work runs off the event loop on one dedicated
+Each request has one deadline, stamped as it arrives (``deadline_s``, device/deadline.py): reading
+the upload, the wait for the head, the head, the wait for a free edge call and the call itself all
+come out of it, and the edge gets what is left as its gRPC deadline. Torch work runs off the event loop on one dedicated
 thread, batched across concurrent requests by the HeadBatcher.
 """
 
@@ -27,7 +27,6 @@ class SplitPipeline:
     def __init__(self, head: HeadRunner, edge: EdgeClient, settings: DeviceSettings, metrics: DeviceMetrics) -> None:
         self.head = head
         self.edge = edge
-        self.deadline_s = settings.deadline_s
         self.metrics = metrics
         # Torch work runs on one thread: head forwards take turns anyway (see HeadRunner), and one worker
         # keeps preprocessing within the THREADS budget too.
@@ -43,10 +42,6 @@ class SplitPipeline:
         await self.heads.stop()
         self._executor.shutdown()
 
-    def deadline(self) -> Deadline:
-        """A new request's deadline, starting now."""
-        return Deadline.after(self.deadline_s)
-
     async def run_head(self, images: list[bytes], deadline: Deadline) -> QueuedHead:
         """The images through the head (batched with other requests'), one frame for them; raises HeadQueueFull or
         HeadTimeout."""
@@ -61,11 +56,11 @@ class SplitPipeline:
         self.metrics.observe_edge(reply)
         return reply
 
-    async def classify(self, image: bytes, include_logits: bool = False,
+    async def classify(self, image: bytes, deadline: Deadline, include_logits: bool = False,
                        include_spikes: bool = False) -> Classification:
         """Raises ImageError for an unreadable image, HeadQueueFull / HeadTimeout when the head cannot take it in
         time, and EdgeError when the edge returns no logits."""
-        start, deadline = perf_counter(), self.deadline()
+        start = perf_counter()
         queued = await self.run_head([image], deadline)
         batch = queued.batch
         if batch.frame is None:

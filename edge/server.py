@@ -253,4 +253,5 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # CheckpointError, or a checkpoint without a bottleneck to split at
         log.error("cannot load the tail: %s", e)
         return 1
+    runner.warm_up()  # before the port opens: the health service says SERVING only when a frame runs at speed
     return serve(runner, settings)

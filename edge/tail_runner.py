@@ -119,6 +119,11 @@ class TailRunner:
             raise InvalidFrame(f"payload does not decode: {e}") from None
         return DecodedFrame(spikes, (perf_counter() - start) * 1e3)
 
+    def warm_up(self) -> None:
+        """One forward on silent spikes, so that the first frame does not pay for one-time set-up (see
+        HeadRunner.warm_up)."""
+        self.infer(torch.zeros(self.spike_shape[0], 1, *self.spike_shape[1:]))
+
     def infer(self, spikes: torch.Tensor) -> torch.Tensor:
         """Spikes [T, B, C', H', W'] -> logits [B, num_classes]. Each image's row depends only on that image
         (tdBN runs on its running statistics), so frames can be concatenated along B and split after."""

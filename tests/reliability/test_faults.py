@@ -68,7 +68,6 @@ def test_a_slow_edge_gets_504_at_the_deadline_and_stays_ready(slow_edge: EdgePro
         assert "DEADLINE_EXCEEDED" in response.json()["detail"]
         assert answered - start < SLOW_S, "the device waited for the edge past its deadline"
         assert client.get("/readyz").status_code == 200  # slow, not down: model info is not delayed
-    time.sleep(SLOW_S)  # the edge still holds the abandoned frame's slot until its delay ends
     report(f"slow edge ({SLOW_S:g} s per frame, deadline {deadline_s:g} s): 504 after {answered - start:.2f} s, "
            f"/readyz still 200")
 

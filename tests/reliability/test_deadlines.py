@@ -1,0 +1,155 @@
+"""Deadlines end to end and bounded queues, with real edge and device processes on 127.0.0.1.
+
+A burst of uploads against a slow edge: every request is answered 200 or 504 within its deadline plus
+a small margin, whatever it was waiting for (the head, a free edge call, the edge); frames whose
+caller has given up are dropped by the edge instead of run; a full head queue answers 503 with
+Retry-After at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.e2e import synthetic_png
+from sbn.up import free_port, spawn, stop_all, wait_for_edge, wait_for_http
+from tests.stack import EdgeProcess, start_edge
+
+DEADLINE_S = 0.3
+MARGIN_S = 0.1  # the issue's bound: every answer within deadline + 100 ms
+EDGE_DELAY_S = 0.1  # the slow edge holds each frame this long before it runs: 1/3 of the budget
+BURST = 40
+
+
+def start_device(checkpoint: Path, edge_address: str, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port), "--edge-address", edge_address,
+                    *flags, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/readyz", process)
+    except Exception:
+        stop_all([process])
+        raise
+    return process, url
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: dict
+    seconds: float  # from the request's first byte sent to the response's last byte read
+
+
+def multipart_post(image: bytes) -> bytes:
+    """The bytes of ``POST /classify`` with ``image`` as the ``file`` field, ready to write to a socket."""
+    boundary = "sbn-test-boundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+async def burst(url: str, n: int) -> list[Answer]:
+    """``n`` uploads written at once on ``n`` connections opened beforehand, from one event loop.
+
+    Plain HTTP/1.1 over asyncio streams rather than a client library: the timing then holds the server's
+    time and the loopback, not a client's per-request overhead multiplied by the burst.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    requests = [multipart_post(synthetic_png(seed)) for seed in range(8)]
+    connections = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(n)))
+
+    async def one(i: int) -> Answer:
+        reader, writer = connections[i]
+        start = time.monotonic()
+        writer.write(requests[i % len(requests)])
+        await writer.drain()
+        status_line, *header_lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines if line)
+        body = await reader.readexactly(int(headers["content-length"]))
+        seconds = time.monotonic() - start
+        writer.close()
+        return Answer(int(status_line.split()[1]), headers, json.loads(body), seconds)
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def edge_frames(metrics_url: str) -> dict[str, float]:
+    """sbn_edge_frames_total by code, from the edge's /metrics."""
+    frames = {}
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("sbn_edge_frames_total{"):
+            labels, value = line.rsplit(" ", 1)
+            frames[labels.split('"')[1]] = float(value)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def slow_stack(checkpoint: Path) -> Iterator[tuple[str, str]]:
+    """(device URL, edge metrics URL): an edge that holds every frame EDGE_DELAY_S, a device with DEADLINE_S."""
+    metrics_port = free_port()
+    edge = start_edge(checkpoint, None, "--inject-delay-s", str(EDGE_DELAY_S), "--metrics-port", str(metrics_port))
+    try:
+        wait_for_edge(edge.address, edge.process)
+        device, url = start_device(checkpoint, edge.address, "--deadline-s", str(DEADLINE_S))
+        try:
+            yield url, f"http://127.0.0.1:{metrics_port}/metrics"
+        finally:
+            stop_all([device])
+    finally:
+        stop_all([edge.process])
+
+
+def test_a_burst_gets_200_or_504_within_the_deadline_and_the_edge_drops_what_nobody_waits_for(
+        slow_stack: tuple[str, str], report: Callable[[str], None]) -> None:
+    url, edge_metrics = slow_stack
+    answers = asyncio.run(burst(url, BURST))
+    statuses = [answer.status for answer in answers]
+    slowest = max(answer.seconds for answer in answers)
+    assert set(statuses) <= {200, 504}, statuses
+    assert slowest <= DEADLINE_S + MARGIN_S, f"an answer took {slowest:.3f} s"
+    timeouts = [answer.body["detail"] for answer in answers if answer.status == 504]
+    assert timeouts, "with the edge holding each frame 1/3 of the budget, a burst of 40 cannot all make it"
+    assert all("deadline" in detail.lower() for detail in timeouts)
+    # What the device gave up on, the edge did not run: such a frame is answered DEADLINE_EXCEEDED or
+    # CANCELLED there, counted as its gRPC thread lets go (at the call's end, so allow a moment).
+    until = time.monotonic() + 10
+    while (dropped := sum(edge_frames(edge_metrics).get(code, 0) for code in ("DEADLINE_EXCEEDED", "CANCELLED"))) == 0:
+        assert time.monotonic() < until, "the edge ran every frame, also those whose caller had gone"
+        time.sleep(0.05)
+    frames = edge_frames(edge_metrics)
+    # after the burst the edge has its capacity back: one more upload goes through
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/classify", files={"file": ("x.png", synthetic_png(), "image/png")}).status_code == 200
+    report(f"deadline {DEADLINE_S:g} s, edge holding each frame {EDGE_DELAY_S:g} s: {BURST} concurrent uploads -> "
+           f"{statuses.count(200)} x 200, {statuses.count(504)} x 504, slowest answer {slowest:.3f} s; the edge "
+           f"dropped {dropped:.0f} frames whose caller had gone, ran {frames.get('OK', 0):.0f}")
+
+
+def test_a_full_head_queue_answers_503_with_retry_after_at_once(checkpoint: Path, edge: EdgeProcess,
+                                                                report: Callable[[str], None]) -> None:
+    device, url = start_device(checkpoint, edge.address, "--head-queue-limit", "2")
+    try:
+        answers = asyncio.run(burst(url, BURST))
+    finally:
+        stop_all([device])
+    statuses = [answer.status for answer in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    refused = [answer for answer in answers if answer.status == 503]
+    assert refused, "40 uploads at once cannot all fit a queue of 2 behind one head"
+    for answer in refused:
+        assert answer.headers["retry-after"] == "1"
+        assert "waiting for the head" in answer.body["detail"]
+    report(f"head queue limit 2: {BURST} concurrent uploads -> {statuses.count(200)} x 200, {len(refused)} x 503 "
+           f"with Retry-After, refused within {max(answer.seconds for answer in refused):.3f} s")

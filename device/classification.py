@@ -19,6 +19,8 @@ from .head_runner import HeadOutput
 
 TOP_K = 5
 UNTRAINED_NOTE = "untrained placeholder weights: predictions are meaningless"
+UNVERIFIED_NOTE = ("the checkpoint's info (trained flag, accuracies, uncertainty threshold) does not match its digest: "
+                   "edited or from an older file, so the model is treated as untrained and no answer as confident")
 
 
 class ClassProbability(BaseModel):
@@ -116,7 +118,9 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         label=top5[0].label,
         class_index=int(top.indices[0]),
         probability=top5[0].probability,
-        uncertain=is_uncertain(score, head.blank, head.ink, Calibration.from_info(checkpoint.info)),
+        # an unverified info's threshold is not trusted: every answer is then uncertain
+        uncertain=not checkpoint.info_verified or is_uncertain(score, head.blank, head.ink,
+                                                               Calibration.from_info(checkpoint.info)),
         uncertainty_score=score,
         top5=top5,
         arch=config.backbone.arch,
@@ -133,12 +137,18 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         energy=Energy.model_validate(head.energy, from_attributes=True),
         latency_ms=latency,
         model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
-                           note=None if checkpoint.trained else UNTRAINED_NOTE),
+                           note=model_note(checkpoint)),
         head_batch_images=head_batch_images,
         edge_batch_images=edge_batch_images,
         logits=logits.tolist() if include_logits else None,
         spikes=spike_raster(head) if include_spikes else None,
     )
+
+
+def model_note(checkpoint: CheckpointInfo) -> str | None:
+    if not checkpoint.info_verified:
+        return UNVERIFIED_NOTE
+    return None if checkpoint.trained else UNTRAINED_NOTE
 
 
 def spike_raster(head: HeadOutput) -> SpikeRaster:

@@ -30,7 +30,8 @@ API_KEY_MARK = 'data-api-key-required="false"'
 def add_web_page(app: FastAPI, api_key_required: bool) -> None:
     """``GET /`` and its assets under /web/; the page asks for an API key when ``api_key_required``."""
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    assert page.count(API_KEY_MARK) == 1, f"index.html must carry {API_KEY_MARK} exactly once"
+    if page.count(API_KEY_MARK) != 1:  # a damaged install: without the mark the key field could never show
+        raise RuntimeError(f"{STATIC_DIR / 'index.html'} must carry {API_KEY_MARK} exactly once")
     if api_key_required:
         page = page.replace(API_KEY_MARK, API_KEY_MARK.replace("false", "true"))
     app.mount(PAGE_ASSETS_URL, StaticFiles(directory=STATIC_DIR), name="web")
@@ -42,7 +43,8 @@ def add_web_page(app: FastAPI, api_key_required: bool) -> None:
 
 def add_offline_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
     """Swagger UI and ReDoc from local assets; ``app`` must be built with ``docs_url=None, redoc_url=None``."""
-    assert app.docs_url is None and app.redoc_url is None, "FastAPI's own CDN-based docs must be disabled"
+    if app.docs_url is not None or app.redoc_url is not None:
+        raise ValueError("build the app with docs_url=None, redoc_url=None: FastAPI's own docs load from a CDN")
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
 
     def assets(request: Request) -> str:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench.e2e import synthetic_png
-from device.classification import UNTRAINED_NOTE, Latency, build_classification
+from device.classification import UNTRAINED_NOTE, UNVERIFIED_NOTE, Latency, build_classification
 from device.head_runner import HeadOutput, HeadRunner
 from shared.checkpoint import CheckpointInfo
 from shared.codec import raw_length
@@ -70,9 +70,17 @@ def test_energy_is_the_heads_estimate(head: HeadRunner, output: HeadOutput) -> N
 @pytest.mark.parametrize("trained, note", [(False, UNTRAINED_NOTE), (True, None)])
 def test_the_model_note_warns_only_about_untrained_weights(head: HeadRunner, output: HeadOutput, trained: bool,
                                                            note: str | None) -> None:
-    checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info={"trained": trained})
+    checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info={"trained": trained}, info_verified=True)
     model = build_classification(torch.zeros(10), output, checkpoint, LATENCY).model
     assert (model.fingerprint, model.trained, model.note) == (checkpoint.fingerprint, trained, note)
+
+
+def test_unverified_info_is_untrained_and_never_confident(head: HeadRunner, output: HeadOutput) -> None:
+    confident = torch.tensor([50.0] + [0.0] * 9)  # softmax ~1 for class 0: above any calibrated threshold
+    checkpoint = dataclasses.replace(head.checkpoint, info={"trained": True}, info_verified=False)
+    result = build_classification(confident, output, checkpoint, LATENCY)
+    assert (result.model.trained, result.model.note) == (False, UNVERIFIED_NOTE)
+    assert result.uncertain and result.probability > 0.99
 
 
 def test_the_feature_and_image_sizes_beside_the_payload(head: HeadRunner, output: HeadOutput) -> None:

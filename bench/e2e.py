@@ -5,8 +5,10 @@ same model run monolithically in this process, on the same images.
     monolithic   N x the same classification in-process (``sbn predict``'s path: no HTTP, no gRPC)
 
 Each path runs at every ``--concurrency`` (requests in flight at once, from a thread pool), after a
-warm-up. Reported: p50 / p95 latency, requests per second, the split/monolithic latency ratio, the
-bytes each request puts on the wire, and the median device / edge / network split of a request.
+warm-up. Reported: p50 / p95 / p99 latency, requests per second, the split/monolithic latency ratio,
+each concurrency's throughput against concurrency 1, the mean batch the device's head and the edge's
+tail ran (micro-batching), the bytes each request puts on the wire, and the median device / edge /
+network split of a request. ``--json`` prints one object per concurrency level instead.
 
 By default edge and device are started as child processes on free local ports, with one torch
 thread each (their default), and this process runs the monolithic model with the same one thread;
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import sys
@@ -81,8 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "starting edge and device")
     add_model_arguments(parser, "benchmark on both paths")
     parser.add_argument("--requests", type=int, default=200, help="requests per path and concurrency (default: 200)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4],
-                        help="requests in flight at once; one run each (default: 1 4)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16],
+                        help="requests in flight at once; one run each (default: 1 4 16)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests per path first (default: 10)")
     parser.add_argument("--image", type=Path, action="append",
                         help="input image (repeatable); default: 8 seeded random 32x32 PNGs")
@@ -90,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spike codec of the started device and the monolithic byte counts (default: raw)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the monolithic run in this process (default: 1, as each served half)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per concurrency level (for machines) instead of the tables")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if args.url:
         return _bench(args, monolithic, images, args.url.rstrip("/"))
     port = free_port()
-    with local_stack(checkpoint, port=port, edge_port=free_port(), device_flags=["--codec", args.codec]):
+    # the children's stdout (uvicorn's access log) goes to stderr: stdout is for the results
+    with local_stack(checkpoint, port=port, edge_port=free_port(), device_flags=["--codec", args.codec],
+                     stdout=sys.stderr.fileno()):
         return _bench(args, monolithic, images, f"http://127.0.0.1:{port}")
 
 
@@ -124,19 +131,41 @@ def _bench(args: argparse.Namespace, monolithic: MonolithicClassifier, images: l
         for classify in paths.values():
             measure(classify, images, args.warmup, 1)
         runs: dict[tuple[str, int], Run] = {}
-        replies: list[dict[str, Any]] = []
+        replies: dict[int, list[dict[str, Any]]] = {}
         for concurrency in args.concurrency:
             for name, classify in paths.items():
                 runs[name, concurrency], results = measure(classify, images, args.requests, concurrency)
                 if name == "split":
-                    replies += results
-    _report(args, monolithic, images, runs, replies)
+                    replies[concurrency] = results
+    if args.json:
+        print(json.dumps(levels(runs, replies), indent=2))
+    else:
+        _report(args, monolithic, images, runs, replies)
     return 0
 
 
+def mean_batch(replies: list[dict[str, Any]], field: str) -> float:
+    """Mean images per batch that carried these replies (a reply reports the size of its own batch)."""
+    return statistics.mean(reply[field] for reply in replies)
+
+
+def levels(runs: dict[tuple[str, int], Run], replies: dict[int, list[dict[str, Any]]]) -> list[dict[str, float]]:
+    """One object per concurrency level: the figures ``--json`` prints."""
+    return [{"concurrency": concurrency,
+             "split_p50_ms": runs["split", concurrency].percentile(50),
+             "split_p99_ms": runs["split", concurrency].percentile(99),
+             "monolithic_p50_ms": runs["monolithic", concurrency].percentile(50),
+             "split_rps": runs["split", concurrency].requests_per_s,
+             "monolithic_rps": runs["monolithic", concurrency].requests_per_s,
+             "mean_head_batch": mean_batch(results, "head_batch_images"),
+             "mean_edge_batch": mean_batch(results, "edge_batch_images")}
+            for concurrency, results in replies.items()]
+
+
 def _report(args: argparse.Namespace, monolithic: MonolithicClassifier, images: list[bytes],
-            runs: dict[tuple[str, int], Run], replies: list[dict[str, Any]]) -> None:
+            runs: dict[tuple[str, int], Run], replies_by_level: dict[int, list[dict[str, Any]]]) -> None:
     config = monolithic.checkpoint.config
+    replies = [reply for results in replies_by_level.values() for reply in results]
     first = replies[0]
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"CPU cores: {os.cpu_count()} ({affinity} available to this process); torch threads: {args.threads} "
@@ -147,17 +176,23 @@ def _report(args: argparse.Namespace, monolithic: MonolithicClassifier, images: 
     print(f"inputs: {len(images)} images, {args.requests} requests per run after {args.warmup} warm-up; "
           f"codec {first['codec']}")
     print()
-    print(f"{'path':<12}{'concurrency':>12}{'p50 ms':>10}{'p95 ms':>10}{'req/s':>10}")
+    print(f"{'path':<12}{'concurrency':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'req/s':>10}"
+          f"{'head batch':>12}{'edge batch':>12}")
     for (name, concurrency), r in runs.items():
-        print(f"{name:<12}{concurrency:>12}{r.percentile(50):>10.2f}{r.percentile(95):>10.2f}"
-              f"{r.requests_per_s:>10.1f}")
+        batches = (f"{mean_batch(replies_by_level[concurrency], 'head_batch_images'):>12.2f}"
+                   f"{mean_batch(replies_by_level[concurrency], 'edge_batch_images'):>12.2f}") if name == "split" else ""
+        print(f"{name:<12}{concurrency:>12}{r.percentile(50):>10.2f}{r.percentile(95):>10.2f}{r.percentile(99):>10.2f}"
+              f"{r.requests_per_s:>10.1f}{batches}")
     print()
+    base = args.concurrency[0]
     for concurrency in args.concurrency:
         split, mono = runs["split", concurrency], runs["monolithic", concurrency]
         print(f"split / monolithic at concurrency {concurrency}: "
               f"p50 x{split.percentile(50) / mono.percentile(50):.2f}, "
               f"p95 x{split.percentile(95) / mono.percentile(95):.2f}, "
-              f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}")
+              f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}; "
+              f"split req/s x{split.requests_per_s / runs['split', base].requests_per_s:.2f} its concurrency-{base} "
+              f"figure")
     print()
     print(f"bytes per request: spike payload {first['transmitted_bytes']} B, gRPC request {first['message_bytes']} B "
           f"(compression x{first['compression_ratio']:.1f} vs. the {first['split_point_name']} output); "

@@ -10,10 +10,18 @@ forward, so the printed ratio compares them under the same machine load. Weights
 initialization: the convs are dense, so CPU time does not depend on how many neurons fire, and the
 LIF updates are elementwise over every neuron whatever its value.
 
+Each backbone runs both ways in the same run, interleaved too: ``fused``, the LIF's inference pass
+(shared/lif_kernel.py: the T steps, the tdBN before the neuron and the residual add in one compiled
+loop), and ``reference``, the same modules with every LIF switched to its step-by-step loop and the
+tdBN and add as separate tensor operations (``use_fused_inference``), as the model ran before the
+fused pass. Their outputs are checked to be bitwise equal before anything is timed.
+
 How the LIF share is measured: a forward pre-hook and a forward hook on every LIF module read
 time.perf_counter() before and after each call. CPU kernels run synchronously, so the time between
-the two is the LIF's own work (its T-step charge / fire / reset loop). The hooked forwards are timed
-separately from the plain ones, so the hooks' own cost shows as the difference of the two totals.
+the two is the LIF's own work: its T-step charge / fire / reset, and the tdBN and residual add it
+applies to its input (in both ways, so the two shares compare the same work). The hooked forwards
+are timed separately from the plain ones, so the hooks' own cost shows as the difference of the two
+totals.
 """
 
 from __future__ import annotations
@@ -28,10 +36,11 @@ import torch
 from torch import nn
 
 from shared.backbones import ARCH_CHOICES, BACKBONES, backbone_config, resolve_arch
-from shared.neuron import LIF
+from shared.neuron import LIF, use_fused_inference
 from shared.split_model import ModelConfig, SpikeBottleNet
 
 TIME_STEPS = 4
+MODES = ("reference", "fused")  # the LIF path: use_fused_inference(model, mode == "fused")
 
 
 class LIFTimer:
@@ -75,6 +84,18 @@ def paper_model(arch: str) -> SpikeBottleNet:
     return SpikeBottleNet(ModelConfig(backbone=backbone, time_steps=TIME_STEPS).with_split(preset)).eval()
 
 
+def timings(plain: list[float], hooked: list[float], lif: LIFTimer) -> dict[str, float]:
+    """One backbone in one mode: forward times (ms) and the LIF modules' share of the hooked ones."""
+    return {
+        "forward_ms": statistics.median(plain) * 1e3,
+        "forward_ms_min": min(plain) * 1e3,
+        "forward_ms_max": max(plain) * 1e3,
+        "hooked_ms": statistics.median(hooked) * 1e3,
+        "lif_ms": lif.seconds / len(hooked) * 1e3,
+        "lif_share": lif.seconds / sum(hooked),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCH_CHOICES, action="append",
@@ -82,7 +103,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help=f"torch intra-op threads (default here: {torch.get_num_threads()})")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=5, help="timed forwards per backbone, after one warm-up")
+    parser.add_argument("--runs", type=int, default=5, help="timed forwards per backbone and mode, after one warm-up")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,38 +112,47 @@ def main() -> int:
     archs = [resolve_arch(a) for a in args.arch] if args.arch else list(BACKBONES)
     models = {arch: paper_model(arch) for arch in archs}
     images = torch.randn(args.batch, 3, 32, 32)  # [B, 3, H, W]
-    plain: dict[str, list[float]] = {arch: [] for arch in archs}
-    hooked: dict[str, list[float]] = {arch: [] for arch in archs}
-    timers = {arch: LIFTimer(model) for arch, model in models.items()}
+    runs = [(arch, mode) for arch in archs for mode in MODES]
+    plain: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    hooked: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    timers = {(arch, mode): LIFTimer(models[arch]) for arch, mode in runs}
     with torch.inference_mode():
-        for model in models.values():
-            model(images)  # warm-up: allocator, oneDNN primitive caches
-        for _ in range(args.runs):  # interleaved, so a load change hits every backbone alike
-            for arch, model in models.items():
-                plain[arch].append(timed_forward(model, images))
-            for arch, model in models.items():
-                with timers[arch]:
-                    hooked[arch].append(timed_forward(model, images))
+        for arch, model in models.items():
+            # warm-up (allocator, oneDNN primitive caches, the fused pass's compilation), and the check
+            # that both ways compute the same logits
+            logits = {}
+            for mode in MODES:
+                use_fused_inference(model, mode == "fused")
+                logits[mode] = model(images)
+            if not torch.equal(*logits.values()):
+                raise AssertionError(f"{arch}: the fused LIF pass changed the logits")
+        for _ in range(args.runs):  # interleaved, so a load change hits every backbone and mode alike
+            for arch, mode in runs:
+                use_fused_inference(models[arch], mode == "fused")
+                plain[arch, mode].append(timed_forward(models[arch], images))
+            for arch, mode in runs:
+                use_fused_inference(models[arch], mode == "fused")
+                with timers[arch, mode]:
+                    hooked[arch, mode].append(timed_forward(models[arch], images))
 
     results = {}
     for arch, model in models.items():
-        config, lif = model.config, timers[arch]
+        config = model.config
+        fused, reference = (timings(plain[arch, mode], hooked[arch, mode], timers[arch, mode])
+                            for mode in ("fused", "reference"))
         results[arch] = {
             "split_point": config.split_point.name,
             "time_steps": config.time_steps,
             "spike_shape": list(config.spike_shape),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "forward_ms_median": statistics.median(plain[arch]) * 1e3,
-            "forward_ms_min": min(plain[arch]) * 1e3,
-            "forward_ms_max": max(plain[arch]) * 1e3,
-            "hooked_ms_median": statistics.median(hooked[arch]) * 1e3,
-            "lif_ms_per_forward": lif.seconds / args.runs * 1e3,
-            "lif_share": lif.seconds / sum(hooked[arch]),
-            "lif_modules": len(lif.lifs),
+            "lif_modules": len(timers[arch, "fused"].lifs),
+            **fused,
+            "reference": reference,
+            "speedup": reference["forward_ms"] / fused["forward_ms"],  # of the whole forward
+            "lif_speedup": reference["lif_ms"] / fused["lif_ms"],
         }
     first = archs[0]
-    ratios = {f"{arch}/{first}": results[arch]["forward_ms_median"] / results[first]["forward_ms_median"]
-              for arch in archs[1:]}
+    ratios = {f"{arch}/{first}": results[arch]["forward_ms"] / results[first]["forward_ms"] for arch in archs[1:]}
     if args.json:
         print(json.dumps({"batch": args.batch, "threads": args.threads, "runs": args.runs,
                           "torch": torch.__version__, "backbones": results, "forward_ratio": ratios}, indent=2))
@@ -131,14 +161,15 @@ def main() -> int:
           f"interleaved runs after 1 warm-up, torch {torch.__version__}")
     for arch, r in results.items():
         print(f"{arch:<20} {r['split_point']:>5} preset, spikes {tuple(r['spike_shape'])}, "
-              f"{r['parameters'] / 1e6:.1f} M parameters")
-        print(f"  forward       median {r['forward_ms_median']:8.1f} ms   (min {r['forward_ms_min']:.1f}, "
-              f"max {r['forward_ms_max']:.1f})")
-        print(f"  with hooks    median {r['hooked_ms_median']:8.1f} ms")
-        print(f"  LIF updates   mean   {r['lif_ms_per_forward']:8.1f} ms per forward = {r['lif_share']:.1%} of the "
-              f"hooked forwards' time ({r['lif_modules']} LIF modules, T={TIME_STEPS} steps each)")
+              f"{r['parameters'] / 1e6:.1f} M parameters, {r['lif_modules']} LIF modules, T={TIME_STEPS} steps each")
+        for mode, m in (("reference", r["reference"]), ("fused", r)):
+            print(f"  {mode:<9} forward median {m['forward_ms']:8.1f} ms   (min {m['forward_ms_min']:.1f}, "
+                  f"max {m['forward_ms_max']:.1f}); with hooks {m['hooked_ms']:.1f} ms, of which LIF "
+                  f"{m['lif_ms']:.1f} ms = {m['lif_share']:.1%}")
+        print(f"  fused vs reference (same run, same outputs): forward x{r['speedup']:.2f} faster, "
+              f"LIF modules x{r['lif_speedup']:.2f} faster")
     for name, ratio in ratios.items():
-        print(f"forward time {name}: x{ratio:.2f} (same run)")
+        print(f"forward time {name}: x{ratio:.2f} (same run, fused)")
     return 0
 
 

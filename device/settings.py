@@ -25,9 +25,9 @@ class DeviceSettings(ModelSettings):
         32, ge=1, description="most images one POST /classify/batch may carry (more: 413); they cross to the edge in "
                               "one frame, so at most the edge's max_batch (its default: 32)")
     deadline_s: float = Field(
-        5.0, gt=0, description="seconds one classification may take from the upload in hand to the answer: waiting for "
-                               "the head, the head, waiting for a free edge call and the edge's answer (which gets "
-                               "what is left as its gRPC deadline); past it, 504")
+        5.0, gt=0, description="seconds one request may take from its arrival to the answer: receiving the upload, "
+                               "waiting for the head, the head, waiting for a free edge call and the edge's answer "
+                               "(which gets what is left as its gRPC deadline); past it, 504")
     max_edge_calls: int = Field(
         32, ge=1, description="frames in flight to the edge at once; more wait for a free call within their deadline. "
                               "At most the edge's max_concurrency (its default: 32), shared out among the devices of "

@@ -27,7 +27,8 @@ class EdgeSettings(ModelSettings):
                               "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="port of a Prometheus HTTP endpoint (GET /metrics: frames by gRPC status, "
-                                          "images) on host; default: none")
+                                          "images, batch sizes, queue wait, decode and inference times) on host; "
+                                          "default: none")
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="on SIGTERM/SIGINT, seconds in-flight RPCs get to finish before they are cancelled")
     tls_cert: FilePath | None = Field(

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
             "input_style": ckpt.config.input_style,
             "test_accuracy": info.get("test_accuracy"),
             "accuracy_drop": info.get("accuracy_drop"),
+            "info_verified": ckpt.info_verified,  # false: edited after saving, or saved before info_digest
             "fingerprint": ckpt.fingerprint,
             "file": ckpt.path.name,
         })
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     header = ["arch", "split", "k", "T", "C'", "bytes", "compression", "dataset", "input", "accuracy %", "drop", "file"]
     lines = [[r["arch"], r["split_point_name"], str(r["split_point"]), str(r["time_steps"]), str(r["channels"]),
               str(r["transmitted_bytes"]), f"{r['compression_ratio']:g}x", str(r["dataset"]), r["input_style"],
-              "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.2f}",
+              "-" if r["test_accuracy"] is None
+              else f"{r['test_accuracy']:.2f}" + ("" if r["info_verified"] else " (unverified)"),
               "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}", r["file"]] for r in rows]
     print("\n".join(render_table(header, lines)))
     return 0

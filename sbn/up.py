@@ -248,17 +248,18 @@ def check_ports(plan: StackPlan) -> None:
 
 
 @contextmanager
-def start_stack(plan: StackPlan) -> Iterator[list[subprocess.Popen[bytes]]]:
+def start_stack(plan: StackPlan, stdout: int | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The edge, then, once it is healthy, the device; both stopped on leaving, device first.
 
     Checks the ports first (StackError), and yields [edge, device] when the device answers /healthz.
+    ``stdout``: where the children's standard output goes (see ``spawn``); default: this process's.
     """
     check_ports(plan)
     children: list[subprocess.Popen[bytes]] = []
     try:
-        children.append(edge := spawn("edge", *plan.edge_flags, env=plan.env))
+        children.append(edge := spawn("edge", *plan.edge_flags, env=plan.env, stdout=stdout))
         wait_for_edge(plan.edge_address, edge)
-        children.append(device := spawn("device", *plan.device_flags, env=plan.env))
+        children.append(device := spawn("device", *plan.device_flags, env=plan.env, stdout=stdout))
         wait_for_http(f"{plan.device_url}/healthz", device)
         yield children
     finally:
@@ -268,10 +269,11 @@ def start_stack(plan: StackPlan) -> Iterator[list[subprocess.Popen[bytes]]]:
 @contextmanager
 def local_stack(checkpoint: Path | None = None, split_point: int | None = None, host: str | None = None,
                 port: int | None = None, edge_port: int | None = None, device_flags: Sequence[str] = (),
-                arch: str | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``start_stack(plan_stack(...))``: [edge, device], stopped on leaving; None leaves a setting to the
+                arch: str | None = None, stdout: int | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``start_stack(plan_stack(...), stdout)``: [edge, device], stopped on leaving; None leaves a setting to the
     environment, then to its default."""
-    with start_stack(plan_stack(checkpoint, split_point, host, port, edge_port, device_flags, arch)) as children:
+    plan = plan_stack(checkpoint, split_point, host, port, edge_port, device_flags, arch)
+    with start_stack(plan, stdout) as children:
         yield children
 
 

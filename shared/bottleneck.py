@@ -97,7 +97,7 @@ class SpikeEncoder(nn.Module):
         self.lif = LIF(lif)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.bn(self.conv(x)))
+        return self.lif(self.conv(x), self.bn)
 
 
 class SpikeDecoder(nn.Module):
@@ -112,4 +112,4 @@ class SpikeDecoder(nn.Module):
         self.lif = LIF(lif)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.bn(self.conv(x)))
+        return self.lif(self.conv(x), self.bn)

@@ -8,9 +8,19 @@ Layout of the safetensors metadata (all values are strings, as the format requir
                  model, "backbone" for a plain one
     fingerprint  sha256 of the canonical config JSON and the part digests
     info         JSON of free-form facts (accuracy, training command, "trained": false ...)
+    info_digest  sha256 of the fingerprint and the canonical info JSON
 
 Per-part digests let the edge verify only the tail tensors it loads (and the device only the head)
 while both still arrive at the same model fingerprint, which they compare on every request.
+
+The fingerprint leaves the info out on purpose: it pairs a head with its tail, and recalibrating a
+checkpoint (update_info) must not unpair halves already deployed with the same weights. The info is
+covered by its own digest instead, written with it by save_checkpoint and update_info. Info whose
+digest does not match (edited by hand, copied from another checkpoint, or from a file older than
+info_digest) loads as unverified: ``CheckpointInfo.info_verified`` is false, ``trained`` is false
+whatever the info claims, and loading the model logs a warning. Like the fingerprint, the digest
+detects changes, not forgers: anyone can recompute a sha256.
+
 Nothing here unpickles: safetensors stores raw tensors and a JSON header, so loading an untrusted
 file cannot execute code.
 """
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +45,8 @@ from .split_model import ModelConfig, build_model
 FORMAT = "spikebottlenet/1"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models"
 
+log = logging.getLogger("sbn.checkpoint")
+
 
 class CheckpointError(ValueError):
     """A file that is not a valid, intact SpikeBottleNet checkpoint."""
@@ -46,10 +59,12 @@ class CheckpointInfo:
     fingerprint: str
     digests: dict[str, str]
     info: dict[str, Any] = field(default_factory=dict)
+    info_verified: bool = False  # the info_digest matches: the info is as written for these weights
 
     @property
     def trained(self) -> bool:
-        return bool(self.info.get("trained", False))
+        """Only verified info counts: an edited "trained": true must not pass an untrained model off as trained."""
+        return self.info_verified and bool(self.info.get("trained", False))
 
 
 def _part_names(config: ModelConfig) -> tuple[str, ...]:
@@ -78,6 +93,11 @@ def _fingerprint(config: dict[str, Any], digests: dict[str, str]) -> str:
     return hashlib.sha256(_canonical_json({"config": config, "digests": digests}).encode()).hexdigest()
 
 
+def _info_digest(fingerprint: str, info: dict[str, Any]) -> str:
+    """Of the fingerprint too, so that info moved onto another checkpoint, digest and all, does not verify."""
+    return hashlib.sha256(_canonical_json({"fingerprint": fingerprint, "info": info}).encode()).hexdigest()
+
+
 def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
                     info: dict[str, Any] | None = None) -> str:
     """Write ``model``'s weights and ``config``; returns the fingerprint."""
@@ -90,12 +110,14 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
         parts[part][name] = tensor
     digests = {p: _digest(ts) for p, ts in parts.items()}
     fingerprint = _fingerprint(config.to_dict(), digests)
+    info = info or {}
     metadata = {
         "format": FORMAT,
         "config": _canonical_json(config.to_dict()),
         "digests": _canonical_json(digests),
         "fingerprint": fingerprint,
-        "info": _canonical_json(info or {}),
+        "info": _canonical_json(info),
+        "info_digest": _info_digest(fingerprint, info),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
@@ -106,13 +128,15 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
 
 
 def update_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
-    """Replace a checkpoint's info in place; tensors, config and digests, hence the fingerprint, stay
-    byte for byte as stored (the config is not re-serialized by this version's ModelConfig)."""
+    """Replace a checkpoint's info in place, with its digest; tensors, config and digests, hence the
+    fingerprint, stay byte for byte as stored (the config is not re-serialized by this version's
+    ModelConfig). The new info is verified from then on, whatever the old one was: writing it vouches for it."""
     checked = read_checkpoint_info(path)  # only an intact checkpoint is rewritten
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
         tensors = {name: f.get_tensor(name) for name in f.keys()}
-    save_file(tensors, str(path), metadata={**metadata, "info": _canonical_json(info)})
+    save_file(tensors, str(path), metadata={**metadata, "info": _canonical_json(info),
+                                            "info_digest": _info_digest(checked.fingerprint, info)})
     Path(path).chmod(0o644)
     if read_checkpoint_info(path).fingerprint != checked.fingerprint:
         raise CheckpointError(f"{path}: rewriting the info changed the fingerprint")
@@ -145,7 +169,8 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         raise CheckpointError(f"{path}: digests for {sorted(digests)}, expected {list(_part_names(config))}")
     if _fingerprint(stored_config, digests) != fingerprint:
         raise CheckpointError(f"{path}: the fingerprint does not match the config and digests in the metadata")
-    return CheckpointInfo(path, config, fingerprint, digests, info)
+    info_verified = metadata.get("info_digest") == _info_digest(fingerprint, info)
+    return CheckpointInfo(path, config, fingerprint, digests, info, info_verified)
 
 
 @dataclass
@@ -189,6 +214,10 @@ def load_checkpoint(path: str | os.PathLike, part: str = "full") -> LoadedModel:
         model.load_state_dict({k[len(prefix):]: v for k, v in state.items()})
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt.path}: weights do not fit the model in its config: {e}") from None
+    if not ckpt.info_verified:
+        log.warning("%s: its info (trained flag, accuracies) does not match its info_digest (edited, or saved "
+                    "before info_digest existed): treated as untrained until its info is rewritten with "
+                    "shared.checkpoint.update_info (as `sbn train calibrate` does)", ckpt.path)
     return LoadedModel(model.eval(), ckpt)
 
 

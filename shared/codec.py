@@ -39,45 +39,65 @@ def raw_length(shape: tuple[int, ...]) -> int:
     return math.ceil(math.prod(shape) / 8)
 
 
-def _as_bits(spikes: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Flat uint8 0/1 array of a binary tensor; anything else is an error."""
+def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarray:
+    """Flat bool array of a binary tensor (nonzero = spike); unless ``assume_binary``, anything but
+    0 and 1 is an error."""
     if isinstance(spikes, torch.Tensor):
-        spikes = spikes.detach().cpu()
-        # numpy has no bfloat16; widening to float32 is exact, so the binary check below still holds
-        a = (spikes.float() if spikes.dtype == torch.bfloat16 else spikes).numpy()
+        # numpy has no bfloat16; widening to float32 is exact, so the binary check below still holds.
+        # force=True: detached and on the CPU first, a view where it can be
+        a = (spikes.float() if spikes.dtype == torch.bfloat16 else spikes).numpy(force=True)
     else:
         a = np.asarray(spikes)
-    flat = a.reshape(-1)
+    flat = a.ravel()
     if flat.dtype == np.bool_:
-        return flat.view(np.uint8)
-    bits = flat.astype(np.uint8)
-    # bits == flat compares in flat's dtype, so 0.5 -> 0 or 2 -> 2 are caught as non-binary
-    if bits.size and (bits.max(initial=0) > 1 or not np.array_equal(bits, flat)):
-        bad = flat[(flat != 0) & (flat != 1)][:3]
+        return flat
+    bits = flat != 0  # one pass in flat's own dtype: no float -> integer conversion
+    # every 1 is also nonzero, so as many ones as nonzeros means nothing else (0.5, 2, -1, NaN) is there
+    if not assume_binary and np.count_nonzero(flat == 1) != np.count_nonzero(bits):
+        bad = flat[bits & (flat != 1)][:3]
         raise SpikeCodecError(f"spike tensor is not binary: found values {bad.tolist()} (expected only 0 and 1)")
     return bits
 
 
-def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw") -> tuple[Codec, bytes]:
-    """Pack a binary tensor; returns the codec actually used and the payload."""
-    bits = _as_bits(spikes)
+def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *,
+           assume_binary: bool = False) -> tuple[Codec, bytes]:
+    """Pack a binary tensor; returns the codec actually used and the payload.
+
+    The tensor is checked to hold only 0 and 1 unless the caller passes ``assume_binary=True``,
+    which is for tensors binary by construction, such as a LIF's output; any other nonzero value
+    would then be sent as a spike.
+    """
+    bits = _as_bits(spikes, assume_binary)
+    packed = np.packbits(bits)
     if codec == Codec.RAW:
-        return Codec.RAW, np.packbits(bits).tobytes()
+        return Codec.RAW, packed.tobytes()
     if codec == Codec.SPARSE:
-        return Codec.SPARSE, _sparse_encode(bits)
+        return Codec.SPARSE, _sparse_encode(packed, bits.size)
     if codec == "auto":
-        raw = np.packbits(bits).tobytes()
-        sparse = _sparse_encode(bits)
+        raw, sparse = packed.tobytes(), _sparse_encode(packed, bits.size)
         return (Codec.SPARSE, sparse) if len(sparse) < len(raw) else (Codec.RAW, raw)
     raise SpikeCodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
 
 
-def _sparse_encode(bits: np.ndarray) -> bytes:
+def _sparse_encode(packed: np.ndarray, n: int) -> bytes:
     # numpy packs in the raw codec's (big-endian) bit order; bitarray adopts those bytes as they are
     ba = bitarray(endian="big")
-    ba.frombytes(np.packbits(bits).tobytes())
-    del ba[bits.size:]  # drop the zero padding of the last byte
+    ba.frombytes(packed.tobytes())
+    del ba[n:]  # drop the zero padding of the last byte
     return sc_encode(ba)
+
+
+# Row b is byte b's eight bits as float32 0/1, most significant first (the wire's bit order): one
+# lookup per payload byte writes the tail's float32 spikes directly, without a uint8 array between.
+_FLOAT32_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
+
+
+def _unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The first ``n`` bits of ``packed`` (uint8, wire order) as a tensor of ``shape``."""
+    # take, like unpackbits, makes a fresh writable array, which torch.from_numpy shares rather than copies
+    if dtype == torch.float32:
+        return torch.from_numpy(_FLOAT32_BITS.take(packed, axis=0).reshape(-1)[:n].reshape(shape))
+    return torch.from_numpy(np.unpackbits(packed, count=n).reshape(shape)).to(dtype)
 
 
 def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str,
@@ -95,13 +115,14 @@ def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str,
         if len(payload) != expected:
             raise SpikeCodecError(f"raw payload is {len(payload)} bytes; shape {tuple(shape)} "
                                   f"({n} bits) needs exactly {expected}")
-        bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=n)
+        packed = np.frombuffer(payload, dtype=np.uint8)
     else:
-        bits = _sparse_decode(payload, n)
-    return torch.from_numpy(bits.reshape(shape)).to(dtype)  # unpackbits' output is a fresh, writable array
+        packed = _sparse_decode(payload, n)
+    return _unpack(packed, n, tuple(shape), dtype)
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:
+    """The payload's bits packed as the raw codec packs them (uint8, wire order)."""
     # Check the declared length before decoding: sc_decode allocates whatever the header claims,
     # so a hostile 10-byte frame could otherwise ask for terabytes. Header: byte 0 = endianness
     # flag (0x10) | number of length bytes (low nibble), then the bit count, little-endian.
@@ -122,4 +143,4 @@ def _sparse_decode(payload: bytes, n: int) -> np.ndarray:
         raise SpikeCodecError("corrupt sparse payload: bytes left over after the end of the stream")
     if ba.endian != "big":
         ba = bitarray(ba, endian="big")
-    return np.unpackbits(np.frombuffer(ba.tobytes(), dtype=np.uint8), count=n)
+    return np.frombuffer(ba.tobytes(), dtype=np.uint8)

@@ -11,15 +11,23 @@ The Heaviside step has no useful derivative, so the backward pass uses the paper
     ds/du = (1/a) * 1[|u - v_th| < a/2]
 
 As in SpikingJelly, the neuron is split into charge / fire / reset steps and runs in an
-explicit multi-step mode over tensors shaped [T, B, ...].
+explicit multi-step mode over tensors shaped [T, B, ...]. That step-by-step loop is the reference
+and the training path; inference without autograd runs the same arithmetic as one compiled pass
+(shared/lif_kernel.py), with the tdBN and residual add before the neuron folded in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from .lif_kernel import lif_pass, runs_in_kernel
+
+if TYPE_CHECKING:
+    from .layers import TdBatchNorm
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,13 @@ class LIF(nn.Module):
 
     The membrane state lives only inside one forward call (each input is a fresh sample),
     so there is nothing to reset between calls.
+
+    The current may be given in parts, ``norm(x) + shortcut``: the tdBN before the neuron and a
+    residual shortcut added to its output. Without autograd (``torch.no_grad`` or
+    ``torch.inference_mode``) on CPU float32, with ``norm`` in eval mode, the whole of it runs as one
+    compiled pass (shared/lif_kernel.py) whose spikes are bitwise those of the step-by-step reference.
+    Otherwise, or with ``fused_inference`` off (``use_fused_inference``), the parts run as modules and
+    tensor operations, and the T steps one by one: the path autograd trains through.
     """
 
     step_mode = "m"  # multi-step: the whole time axis is processed in one call
@@ -73,6 +88,7 @@ class LIF(nn.Module):
         self.tau = config.tau
         self.v_th = config.v_th
         self.spike_fn = SurrogateSpike(config.v_th, config.surrogate_width)
+        self.fused_inference = True  # False: always the step-by-step path (use_fused_inference)
 
     def charge(self, u: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         return self.tau * u + current
@@ -84,7 +100,19 @@ class LIF(nn.Module):
         # hard reset to 0; differentiable in u so gradients also flow through time
         return u * (1.0 - spike)
 
-    def forward(self, current: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: TdBatchNorm | None = None,
+                shortcut: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [T, B, ...], [T, B, C, ...] with a norm; the input current is norm(x) + shortcut
+        if self.fused_inference and not torch.is_grad_enabled() and runs_in_kernel(x, shortcut):
+            affine = None if norm is None else norm.inference_affine()
+            if norm is None or affine is not None:
+                return lif_pass(x, self.tau, self.v_th, affine, shortcut)
+        current = x if norm is None else norm(x)
+        if shortcut is not None:
+            current = current + shortcut
+        return self.step_by_step(current)
+
+    def step_by_step(self, current: torch.Tensor) -> torch.Tensor:
         # current: [T, B, ...]
         u = torch.zeros_like(current[0])
         spikes = []
@@ -97,3 +125,10 @@ class LIF(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}"
+
+
+def use_fused_inference(model: nn.Module, enabled: bool) -> None:
+    """Switch every LIF of ``model`` between the fused inference pass and the step-by-step reference."""
+    for module in model.modules():
+        if isinstance(module, LIF):
+            module.fused_inference = enabled

@@ -4,7 +4,8 @@
     sbn train finetune --pretrained runs/c100/backbone.safetensors --split-point 8 --out runs/c100/rb8.safetensors
     sbn train calibrate runs/c100/rb8.safetensors --data-dir data/cifar-100-python   # the "uncertain" threshold
     sbn train sweep    --pretrained runs/c100/backbone.safetensors --out runs/c100/sweep
-    sbn train demo [--arch mobilenetv2]   # the shipped digits checkpoints in shared/models, from scratch, on a CPU
+    sbn train demo [--arch mobilenetv2]   # the shipped digits checkpoints, from scratch, on a CPU, into runs/demo
+    sbn train demo --install              # ... into the package's shared/models, replacing the shipped ones
 
 Under ``torchrun`` the same commands train data-parallel on every GPU of the machine.
 """
@@ -25,7 +26,7 @@ from shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
 from .datasets import DATASETS, load_dataset
-from .demo import DEMOS, demo_table, run_demo
+from .demo import DEMO_DIR, DEMOS, demo_table, run_demo
 from .recipes import calibrate_checkpoint, finetune, pretrain, state_path
 from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
 from .trainer import OPTIMIZERS, TrainConfig
@@ -114,12 +115,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keep every candidate's checkpoint, not only each split point's selected one")
     _add_training(p, epochs=10, lr_scale=0.5)
 
-    p = sub.add_parser("demo", help="reproduce the shipped digits checkpoints in shared/models")
+    p = sub.add_parser("demo", help="reproduce the shipped digits checkpoints (in runs/demo; --install: the package's)")
     p.add_argument("--arch", choices=ARCH_CHOICES, action="append",
                    help="only this backbone's demo models (repeatable; default: every backbone's)")
-    p.add_argument("--work", type=Path, default=Path("runs/demo"),
-                   help="folder for the pre-trained backbone and resumable states")
-    p.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="where the split checkpoints go")
+    p.add_argument("--work", type=Path, default=DEMO_DIR,
+                   help="folder for the pre-trained backbone and resumable states (default: %(default)s)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", type=Path, default=DEMO_DIR,
+                     help="where the split checkpoints go (default: %(default)s, under the current directory)")
+    out.add_argument("--install", action="store_true",
+                     help=f"write them into the installed package's {DEFAULT_MODEL_DIR}, replacing the shipped ones")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     p.add_argument("--device", help="torch device (default: cpu; the demo is sized for a laptop CPU)")
     _add_restart(p)
@@ -162,9 +167,10 @@ def _run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         runtime = rt.start("fp32", args.device or "cpu")
         archs = [resolve_arch(a) for a in args.arch] if args.arch else list(DEMOS)
+        out = DEFAULT_MODEL_DIR if args.install else args.out
         paths = [path for arch in archs
-                 for path in run_demo(runtime, args.work, DEMOS[arch], args.out, restart=args.restart)]
-        print(demo_table(paths) + f"\n{len(paths)} checkpoints in {args.out}, {time.perf_counter() - started:.0f}s")
+                 for path in run_demo(runtime, args.work, DEMOS[arch], out, restart=args.restart)]
+        print(demo_table(paths) + f"\n{len(paths)} checkpoints in {out}, {time.perf_counter() - started:.0f}s")
         return 0
     if args.action == "calibrate":
         runtime = rt.start("fp32", "cpu")

@@ -1,5 +1,8 @@
 """``sbn train demo``: the shipped checkpoints shared/models/digits_<split point>.safetensors, from scratch.
 
+They are written to runs/demo under the current directory; only ``--install`` writes them into the
+package's shared/models, replacing the shipped ones.
+
 For each backbone a narrow model (all blocks, a small width multiplier) is pre-trained once on the
 scikit-learn digits, then fine-tuned with the paper's bottleneck (shared/bottleneck.py: C' for the
 paper's compression at this width, the paper's stride and T) at each shipped split point: an early
@@ -20,13 +23,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from shared.checkpoint import read_checkpoint_info
 
 from .datasets import load_digits
 from .recipes import finetune, pretrain, state_path
 from .runtime import Runtime
 from .trainer import TrainConfig
 
+# Relative, so under the current directory: a rerun must not silently replace the package's own models
+DEMO_DIR = Path("runs/demo")
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,7 @@ def demo_table(paths: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(runtime: Runtime, work: Path, plan: DemoPlan, out: Path = DEFAULT_MODEL_DIR,
-             restart: bool = False) -> list[Path]:
+def run_demo(runtime: Runtime, work: Path, plan: DemoPlan, out: Path, restart: bool = False) -> list[Path]:
     """Pre-train once into ``work``, fine-tune each split point into ``out``; returns the checkpoints."""
     data = load_digits()
     backbone = work / f"digits_{plan.arch}_backbone.safetensors"
@@ -100,7 +104,7 @@ def run_demo(runtime: Runtime, work: Path, plan: DemoPlan, out: Path = DEFAULT_M
     paths = []
     for k, epochs in plan.splits:
         path = demo_path(out, config.split_point(k).name)
-        # the resumable state stays in the work folder: shared/models holds checkpoints only
+        # the resumable state stays in the work folder: out (shared/models with --install) holds checkpoints only
         finetune(data, backbone, config.bottleneck_preset(k), replace(plan.finetune, epochs=epochs), runtime, path,
                  state=work / f"{path.name.removesuffix('.safetensors')}.train-state.safetensors", restart=restart)
         paths.append(path)

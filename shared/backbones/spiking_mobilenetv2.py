@@ -148,8 +148,9 @@ class InvertedResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: spikes [T, B, C_in, H, W] -> spikes [T, B, C_out, H/stride, W/stride]
-        y = self.project(self.depthwise(self.expand(x)))
-        return self.lif(y + x if self.has_shortcut else y)
+        # LIF(project's tdBN(project(...)) [+ x]): the LIF applies the tdBN and the add, in one pass in inference
+        projected = self.project.conv(self.depthwise(self.expand(x)))
+        return self.lif(projected, self.project.bn, shortcut=x if self.has_shortcut else None)
 
 
 @torch.no_grad()

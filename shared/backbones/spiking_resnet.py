@@ -97,7 +97,9 @@ class SpikingResNetConfig(BackboneConfig):
         stride = 2 if index == len(self.split_points()) else 1
         t = PAPER_TIME_STEPS[index - 1]
         channels, remainder = divmod(PAPER_TRANSMITTED_BYTES[index - 1] * 8, t * (full.height // stride) ** 2)
-        assert remainder == 0, f"RB{index}: Table 1's bytes do not divide into T={t} x H' x W'"
+        if remainder:  # an image size other than the paper's 32, whose H' x W' Table 1's bytes need not fit
+            raise ValueError(f"RB{index}: Table 1's {PAPER_TRANSMITTED_BYTES[index - 1]} bytes do not divide into "
+                             f"T={t} x H' x W' at image size {self.image_size}")
         compression = bit_compression(full, BottleneckConfig(index, channels, stride))
         return preset_for_compression(point, compression, stride, t)
 
@@ -124,4 +126,6 @@ class SpikingBottleneckBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: spikes [T, B, C_in, H, W] -> spikes [T, B, C_out, H/stride, W/stride]
-        return self.lif(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+        # LIF(conv3's tdBN(conv3(...)) + shortcut(x)): the LIF applies the tdBN and the add, in one pass in inference
+        residual = self.conv3.conv(self.conv2(self.conv1(x)))
+        return self.lif(residual, self.conv3.bn, shortcut=self.shortcut(x))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from sbn.cli import main
 from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
@@ -23,6 +26,7 @@ def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.Captu
         prefix = "IRB" if row["arch"] == "spiking_mobilenetv2" else "RB"
         assert row["split_point_name"] == f"{prefix}{row['split_point']}"
         assert row["fingerprint"] == ckpt.fingerprint and row["test_accuracy"] == ckpt.info["test_accuracy"]
+        assert row["info_verified"] is True
 
 
 def test_sbn_models_table_has_a_line_per_model(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +35,14 @@ def test_sbn_models_table_has_a_line_per_model(capsys: pytest.CaptureFixture[str
     assert "arch" in lines[0] and "accuracy %" in lines[0]
     assert len(lines) == 1 + len(list(DEFAULT_MODEL_DIR.glob("*.safetensors")))
     assert any("IRB8" in line and "spiking_mobilenetv2" in line for line in lines)
+
+
+def test_sbn_models_marks_accuracies_edited_after_saving_as_unverified(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with safe_open(str(DEFAULT_MODEL_DIR / "digits_rb8.safetensors"), framework="pt") as f:
+        metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
+    edited = {**json.loads(metadata["info"]), "test_accuracy": 99.99}  # info_digest left as it was
+    save_file(tensors, str(tmp_path / "digits_rb8.safetensors"), metadata={**metadata, "info": json.dumps(edited)})
+    monkeypatch.setattr("shared.checkpoint.DEFAULT_MODEL_DIR", tmp_path)
+    assert main(["models"]) == 0
+    assert "99.99 (unverified)" in capsys.readouterr().out

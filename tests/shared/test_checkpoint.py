@@ -183,7 +183,69 @@ def test_update_info_rewrites_only_the_info(checkpoint: Path) -> None:
     update_info(checkpoint, {**before.info, "uncertainty": {"threshold": 0.5}})
     after = read_checkpoint_info(checkpoint)
     assert after.info["uncertainty"] == {"threshold": 0.5} and after.fingerprint == before.fingerprint
+    assert after.info_verified
     with safe_open(str(checkpoint), framework="pt") as f:
         assert f.metadata()["config"] == metadata["config"]  # the stored JSON, byte for byte
         assert all(torch.equal(f.get_tensor(name), tensor) for name, tensor in tensors.items())
     assert load_checkpoint(checkpoint).fingerprint == before.fingerprint
+
+
+def edit_metadata_by_hand(path: Path, edit: Callable[[dict[str, str]], None]) -> None:
+    """Rewrite the metadata in the file's JSON header directly, as a person with an editor would:
+    no safetensors writer, the tensor bytes untouched."""
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    edit(header["__metadata__"])
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + header_len:])
+
+
+def claim_trained(metadata: dict[str, str]) -> None:
+    metadata["info"] = json.dumps({**json.loads(metadata["info"]), "trained": True, "test_accuracy": 99.9})
+
+
+def test_saved_and_updated_info_is_verified(tmp_path: Path, checkpoint: Path) -> None:
+    model = calibrated_model(SPLIT_POINT)
+    save_checkpoint(model, model.config, tmp_path / "m.safetensors", info={"trained": True})
+    saved = read_checkpoint_info(tmp_path / "m.safetensors")
+    assert saved.info_verified and saved.trained
+    edit_metadata_by_hand(checkpoint, claim_trained)
+    update_info(checkpoint, read_checkpoint_info(checkpoint).info)  # writing info through the code vouches for it
+    assert read_checkpoint_info(checkpoint).info_verified and read_checkpoint_info(checkpoint).trained
+
+
+def test_hand_edited_info_is_unverified_and_never_trained(checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    before = read_checkpoint_info(checkpoint)
+    assert before.info_verified and not before.trained
+    edit_metadata_by_hand(checkpoint, claim_trained)
+    after = read_checkpoint_info(checkpoint)
+    assert after.info["trained"] is True and after.info["test_accuracy"] == 99.9  # shown, but as unverified
+    assert not after.info_verified and not after.trained
+    assert after.fingerprint == before.fingerprint  # the weights still pair: the head and tail keep working
+    with caplog.at_level("WARNING", logger="sbn.checkpoint"):
+        assert not load_checkpoint(checkpoint, "tail").checkpoint.trained
+    assert "does not match its info_digest" in caplog.text
+
+
+def test_info_moved_from_another_checkpoint_with_its_digest_is_unverified(tmp_path: Path, checkpoint: Path) -> None:
+    other = calibrated_model(SPLIT_POINT, seed=1)  # other weights, hence another fingerprint
+    save_checkpoint(other, other.config, tmp_path / "trained.safetensors", info={"trained": True})
+    with safe_open(str(tmp_path / "trained.safetensors"), framework="pt") as f:
+        donor = f.metadata()
+    assert donor["fingerprint"] != read_checkpoint_info(checkpoint).fingerprint
+
+    def transplant(metadata: dict[str, str]) -> None:
+        metadata["info"], metadata["info_digest"] = donor["info"], donor["info_digest"]
+
+    edit_metadata_by_hand(checkpoint, transplant)
+    moved = read_checkpoint_info(checkpoint)
+    assert moved.info == {"trained": True} and not moved.info_verified and not moved.trained
+
+
+def test_info_without_a_digest_from_before_it_existed_is_unverified(checkpoint: Path) -> None:
+    edit_metadata_by_hand(checkpoint, lambda metadata: metadata.pop("info_digest"))
+    old = read_checkpoint_info(checkpoint)
+    assert not old.info_verified
+    load_checkpoint(checkpoint)  # still loads: only the info's claims are withheld

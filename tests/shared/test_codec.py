@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,26 @@ def test_raw_is_numpy_packbits_and_auto_keeps_the_smaller(shape: tuple[int, ...]
     assert len(encode(spikes, "auto")[1]) == min(len(raw), len(sparse))
 
 
+@given(shape=shapes, density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1),
+       codec=st.sampled_from(["raw", "sparse", "auto"]),
+       dtype=st.sampled_from([torch.float32, torch.bool, torch.uint8, torch.float16, torch.bfloat16]))
+def test_assume_binary_encodes_binary_tensors_as_the_checked_path_does(
+        shape: tuple[int, ...], density: float, seed: int, codec: str, dtype: torch.dtype) -> None:
+    spikes = random_spikes(shape, density, seed).to(dtype)
+    assert encode(spikes, codec, assume_binary=True) == encode(spikes, codec)
+
+
+@given(shape=shapes, data=st.data())
+def test_raw_decoding_is_numpy_unpackbits(shape: tuple[int, ...], data: st.DataObject) -> None:
+    # any payload of the right length is some binary tensor; numpy is the independent reference
+    payload = data.draw(st.binary(min_size=raw_length(shape), max_size=raw_length(shape)))
+    expected = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=math.prod(shape)).reshape(shape)
+    for dtype in (torch.float32, torch.uint8, torch.bool):
+        decoded = decode(payload, shape, "raw", dtype)
+        assert decoded.dtype == dtype and decoded.shape == shape
+        assert np.array_equal(decoded.numpy(), expected.astype(decoded.numpy().dtype))
+
+
 def test_bit_order_first_spike_is_the_msb_of_the_first_byte() -> None:
     # C order over the shape: row 0 is bits 0..4, row 1 is bits 5..9
     spikes = torch.tensor([[1, 0, 0, 0, 0],
@@ -58,6 +80,13 @@ def test_any_binary_dtype_encodes(dtype: torch.dtype) -> None:
     assert torch.equal(decode(encode(spikes, "sparse")[1], (4,), "sparse"), spikes.float())
 
 
+def test_strided_and_grad_tracking_tensors_encode() -> None:
+    spikes = random_spikes((4, 3, 2, 5, 5), 0.3, seed=0).requires_grad_()
+    one_image = spikes[:, 1]  # a strided view, as the device's spike raster takes one image of a batch
+    expected = np.packbits(one_image.detach().numpy().astype(np.uint8)).tobytes()
+    assert encode(one_image, "raw") == encode(one_image, "raw", assume_binary=True) == (Codec.RAW, expected)
+
+
 def test_numpy_arrays_encode_like_tensors() -> None:
     assert encode(np.array([True, False, True, True]), "raw")[1] == bytes([0b1011_0000])
 
@@ -72,12 +101,16 @@ def test_sparse_is_much_smaller_than_raw_at_low_firing_rates() -> None:
 
 
 @pytest.mark.parametrize("value", [0.5, -1.0, 2.0, 256.0, float("nan")])
-@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # the NaN case
 def test_non_binary_tensors_are_refused(value: float) -> None:
     spikes = torch.zeros(3, 4)
     spikes[1, 2] = value
     with pytest.raises(SpikeCodecError, match="not binary"):
         encode(spikes, "raw")
+
+
+def test_assume_binary_skips_the_check_and_sends_any_nonzero_value_as_a_spike() -> None:
+    spikes = torch.tensor([0.0, 0.5, 1.0, -2.0, 0.0, 0.0, 0.0, 0.0])
+    assert encode(spikes, "raw", assume_binary=True) == (Codec.RAW, bytes([0b0111_0000]))
 
 
 def test_unknown_codecs_and_bad_shapes_are_refused() -> None:

@@ -1,16 +1,23 @@
-"""Time folding, threshold-dependent batch norm and the direct-encoding stem."""
+"""Time folding, threshold-dependent batch norm, the direct-encoding stem, and tdBN folded into the LIF."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from shared.energy import ConvRole
-from shared.layers import RESIDUAL_ALPHA, ConvBNLIF, DirectEncodingStem, TdBatchNorm, TimeFolded
-from shared.neuron import LIFConfig
+from shared.layers import (RESIDUAL_ALPHA, ConvBNLIF, DirectEncodingStem, TdBatchNorm, TimeFolded,
+                           batch_norm_rounds_once)
+from shared.neuron import LIF, LIFConfig, use_fused_inference
 
 T, B, C, H, W = 4, 3, 5, 6, 6
 
@@ -107,3 +114,112 @@ def test_conv_bn_lif_emits_binary_spikes_of_the_strided_shape() -> None:
     out = unit(spikes_in)
     assert out.shape == (T, B, 6, math.ceil(H / 2), math.ceil(W / 2))
     assert set(out.unique().tolist()) == {0.0, 1.0}
+
+
+# --- tdBN folded into the LIF's fused inference pass ---
+
+def eval_tdbn(channels: int, alpha: float, generator: torch.Generator) -> TdBatchNorm:
+    """An eval-mode tdBN with running statistics and affine parameters away from their initial values."""
+    bn = TdBatchNorm(channels, v_th=0.5, alpha=alpha).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(channels, generator=generator))
+        bn.running_var.copy_(torch.rand(channels, generator=generator) * 3 + 0.01)
+        bn.weight.copy_(torch.rand(channels, generator=generator) * 2)
+        bn.bias.copy_(torch.randn(channels, generator=generator))
+    return bn
+
+
+def assert_fused_current_is(current: torch.Tensor, fire: Callable[[float], torch.Tensor], samples: int = 256) -> None:
+    """The fused pass's input current is ``current`` ([1, B, C, H, W], one step) bit for bit.
+
+    Spikes alone would hide a one-ulp error almost everywhere, so the threshold is put on the current
+    itself: ``fire(v_th)`` (the fused pass's spikes with that threshold) must fire where the current
+    equals v_th, and not fire with v_th one float above it.
+    """
+    flat = current.flatten()
+    for i in torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:samples].tolist():
+        at = flat[i].item()
+        above = np.nextafter(np.float32(at), np.float32(np.inf)).item()
+        assert fire(at).flatten()[i] == 1 and fire(above).flatten()[i] == 0, f"current differs at element {i}"
+
+
+def test_batch_norm_rounding_is_known_on_this_cpu() -> None:
+    # None would leave tdBN unfolded (correct, only slower); x86 kernels round once (AVX2, AVX-512) or twice
+    assert batch_norm_rounds_once() is not None
+
+
+@pytest.mark.parametrize("alpha", [1.0, RESIDUAL_ALPHA])
+@pytest.mark.parametrize("with_shortcut", [False, True])
+def test_folded_tdbn_current_is_bitwise_the_modules(alpha: float, with_shortcut: bool) -> None:
+    generator = torch.Generator().manual_seed(6)
+    bn = eval_tdbn(C, alpha, generator)
+    x = torch.randn(1, B, C, H, W, generator=generator) * 3  # [T=1, B, C, H, W]
+    shortcut = (torch.rand(1, B, C, H, W, generator=generator) < 0.5).float() if with_shortcut else None
+    with torch.inference_mode():
+        current = bn(x) if shortcut is None else bn(x) + shortcut  # the modules, unfused
+
+        def fire(v_th: float) -> torch.Tensor:
+            return LIF(LIFConfig(v_th=v_th))(x, bn, shortcut=shortcut)
+
+        assert_fused_current_is(current, fire)
+
+
+def test_folded_tdbn_matches_under_atens_default_kernels() -> None:
+    """The other rounding: ATen's DEFAULT kernels round x * scale + shift twice, and the fold follows."""
+    check = ("import torch; from shared.layers import batch_norm_rounds_once\n"
+             "assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT', torch.backends.cpu.get_cpu_capability()\n"
+             "assert batch_norm_rounds_once() is False\n"
+             "from tests.shared import test_layers\n"
+             "for alpha in (1.0, test_layers.RESIDUAL_ALPHA):\n"
+             "    for with_shortcut in (False, True):\n"
+             "        test_layers.test_folded_tdbn_current_is_bitwise_the_modules(alpha, with_shortcut)\n")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    subprocess.run([sys.executable, "-c", check], env=env, cwd=Path(__file__).parents[2], check=True, timeout=300)
+
+
+@pytest.mark.parametrize("unit", ["conv_bn_lif", "stem"])
+def test_units_fold_tdbn_in_eval_and_run_it_as_a_module_in_training(unit: str) -> None:
+    generator = torch.Generator().manual_seed(7)
+    if unit == "stem":
+        module, x = DirectEncodingStem(6, LIFConfig()), (torch.randn(B, 3, H, W, generator=generator), T)
+    else:
+        module = ConvBNLIF(C, 6, 3, 1, LIFConfig(), role=ConvRole.BLOCK)
+        x = ((torch.rand(T, B, C, H, W, generator=generator) < 0.3).float(),)
+    # train mode, even without autograd: the tdBN runs as a module on batch statistics and keeps them
+    # (momentum None: the running statistics become this batch's)
+    module.bn.momentum = None
+    with torch.no_grad():
+        module.train()(*x)
+    assert module.bn.num_batches_tracked.item() == 1
+    with torch.inference_mode():
+        fused = module.eval()(*x)
+        use_fused_inference(module, False)
+        reference = module(*x)
+    assert torch.equal(fused, reference) and 0 < fused.mean() < 1
+
+
+def test_the_folded_map_follows_every_change_of_the_tdbn() -> None:
+    generator = torch.Generator().manual_seed(8)
+    bn = eval_tdbn(C, 1.0, generator)
+    x = torch.randn(T, B, C, H, W, generator=generator)
+
+    def assert_fold_is_current() -> None:
+        with torch.inference_mode():
+            affine = bn.inference_affine()
+            assert affine is not None
+            expected = bn(x[:1])  # [1, B, C, H, W]: one step, each element a current
+            folded = (x[:1] * affine.scale.view(1, 1, C, 1, 1) + affine.shift.view(1, 1, C, 1, 1))
+            # the unfused arithmetic differs from F.batch_norm by an ulp at most; a stale map by far more
+            assert torch.allclose(folded, expected, rtol=1e-5, atol=1e-5)
+
+    assert_fold_is_current()
+    assert bn.inference_affine() is bn.inference_affine()  # kept between calls
+    with torch.no_grad():
+        bn.train()(x * 5 + 2)  # new running statistics, updated inside F.batch_norm
+    bn.eval()
+    assert_fold_is_current()
+    bn.load_state_dict(eval_tdbn(C, 1.0, generator).state_dict())
+    assert_fold_is_current()
+    with torch.no_grad():
+        bn.bias.add_(1.0)  # an optimizer step's in-place update
+    assert_fold_is_current()

@@ -1,11 +1,18 @@
-"""LIF dynamics against the paper's recurrence, and the rectangular surrogate gradient (Eq. 6)."""
+"""LIF dynamics against the paper's recurrence, the rectangular surrogate gradient (Eq. 6), and the fused
+inference pass against both."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from torch import nn
 
-from shared.neuron import LIF, LIFConfig, SurrogateSpike
+from shared import neuron
+from shared.neuron import LIF, LIFConfig, SurrogateSpike, use_fused_inference
 
 
 def reference_lif(current: torch.Tensor, tau: float, v_th: float) -> torch.Tensor:
@@ -61,3 +68,104 @@ def test_lif_backward_uses_the_configured_surrogate_width() -> None:
     current = torch.tensor([[0.29, 0.31, 0.69, 0.71]], requires_grad=True)  # [T=1, B=4]
     lif(current).sum().backward()
     assert torch.allclose(current.grad, torch.tensor([[0.0, 2.5, 2.5, 0.0]]))
+
+
+# --- the fused inference pass (shared/lif_kernel.py) against the step-by-step reference ---
+
+def fused_lif(config: LIFConfig, current: torch.Tensor, **parts) -> torch.Tensor:
+    """The LIF module without autograd: the path that takes the fused pass."""
+    with torch.inference_mode():
+        return LIF(config)(current, **parts)
+
+
+# currents around the threshold: exactly at it, one float either side, negatives, zeros, large values,
+# infinities (an infinite u fires, and its reset u * 0 is NaN, which the fused pass must reproduce)
+V_TH = 0.5
+AT_THRESHOLD = [V_TH, float(np.nextafter(np.float32(V_TH), np.float32(0))), float(np.nextafter(np.float32(V_TH), 1)),
+                -V_TH, 0.0, -0.0, 1e30, -1e30, float("inf"), float("-inf")]
+current_values = st.one_of(st.sampled_from(AT_THRESHOLD), st.floats(-2.0, 2.0, width=32))
+
+
+@st.composite
+def currents(draw) -> torch.Tensor:
+    """[T, B, ...] float32, T up to 20 steps, odd shapes, sometimes a non-contiguous view."""
+    time_steps = draw(st.integers(1, 20))
+    shape = (time_steps, *draw(st.lists(st.integers(1, 7), min_size=1, max_size=4)))
+    current = torch.from_numpy(draw(arrays(np.float32, shape, elements=current_values)))
+    layout = draw(st.sampled_from(["contiguous", "transposed", "strided"]))
+    if layout == "transposed" and current.dim() >= 3:
+        return current.transpose(1, -1)
+    if layout == "strided":
+        return current[:, ::2]
+    return current
+
+
+@settings(max_examples=200, deadline=None)  # deadline: the first example compiles the pass
+@given(current=currents(), config=st.sampled_from([LIFConfig(), LIFConfig(tau=0.3, v_th=0.7)]))
+def test_fused_pass_spikes_equal_the_recurrence(current: torch.Tensor, config: LIFConfig) -> None:
+    expected = reference_lif(current, config.tau, config.v_th)
+    assert torch.equal(fused_lif(config, current), expected)
+    assert torch.equal(LIF(config)(current), expected)  # autograd on: the step-by-step path
+
+
+def test_fused_pass_fires_at_the_threshold_for_many_steps() -> None:
+    # 0.3 and 0.7 are not float32 numbers: the threshold compares in float32, as torch compares the reference's u
+    config = LIFConfig(tau=0.3, v_th=0.7)
+    generator = torch.Generator().manual_seed(0)
+    current = torch.rand(64, 3, 5, 7, 9, generator=generator) * 0.8  # [T, B, C, H, W], long in time
+    current[:, :, 0] = config.v_th  # a channel exactly at threshold: fires every step
+    spikes = fused_lif(config, current)
+    assert torch.equal(spikes, reference_lif(current, config.tau, config.v_th))
+    assert spikes[:, :, 0].all() and 0 < spikes.mean() < 1
+
+
+def test_the_shortcut_is_added_before_the_neuron() -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 2, 3, 5, 5, generator=generator)
+    shortcut = (torch.rand(4, 2, 3, 5, 5, generator=generator) < 0.5).float()  # spikes, as on an identity shortcut
+    expected = reference_lif(x + shortcut, 0.25, 0.5)
+    assert torch.equal(fused_lif(LIFConfig(), x, shortcut=shortcut), expected)
+    assert torch.equal(LIF()(x, shortcut=shortcut), expected)
+
+
+@pytest.mark.parametrize("grad_mode", ["requires_grad", "grad_enabled"])
+def test_autograd_keeps_the_step_by_step_path(grad_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With autograd on, the LIF never takes the fused pass, whatever its switch: training is the reference."""
+    def no_fused_pass(*args, **kwargs):
+        raise AssertionError("the fused pass ran under autograd")
+
+    monkeypatch.setattr(neuron, "lif_pass", no_fused_pass)
+    generator = torch.Generator().manual_seed(2)
+    current = torch.randn(5, 2, 3, 4, generator=generator, requires_grad=grad_mode == "requires_grad")
+    lif = LIF(LIFConfig(surrogate_width=0.4))
+    assert lif.fused_inference
+    spikes = lif(current)
+    assert torch.equal(spikes, reference_lif(current.detach(), lif.tau, lif.v_th))
+    if current.requires_grad:
+        spikes.sum().backward()
+        assert current.grad is not None and current.grad.any()
+
+
+def test_training_gradients_are_the_reference_ones_with_the_fused_pass_on_or_off() -> None:
+    generator = torch.Generator().manual_seed(3)
+    current = torch.rand(6, 2, 3, 4, generator=generator)
+    grads = []
+    for fused in (True, False):
+        x = current.clone().requires_grad_()
+        lif = LIF()
+        lif.fused_inference = fused
+        (lif(x) * torch.arange(1.0, 7.0).view(6, 1, 1, 1)).sum().backward()  # weights over time: BPTT matters
+        grads.append(x.grad)
+    assert torch.equal(*grads) and grads[0].any()
+
+
+def test_use_fused_inference_switches_every_lif() -> None:
+    model = nn.Sequential(LIF(), nn.Sequential(LIF(), nn.Identity()))
+    use_fused_inference(model, False)
+    assert [m.fused_inference for m in model.modules() if isinstance(m, LIF)] == [False, False]
+    use_fused_inference(model, True)
+    assert all(m.fused_inference for m in model.modules() if isinstance(m, LIF))
+
+
+def test_an_empty_batch_takes_the_step_by_step_path() -> None:
+    assert fused_lif(LIFConfig(), torch.zeros(3, 0, 4)).shape == (3, 0, 4)

@@ -1,4 +1,5 @@
-"""Spiking MobileNetV2: block geometry, binary block outputs, MACs counted by hand, gradients to the stem."""
+"""Spiking MobileNetV2: block geometry, binary block outputs, MACs counted by hand, gradients to the stem, the
+fused LIF inference pass."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from shared.energy import CountMode, structural_flops
 from shared.neuron import LIF
 from shared.split_model import ModelConfig, SpikeBottleNet, SplitHead
 
-from .test_spiking_resnet import assert_gradient_reaches_every_conv
+from .test_spiking_resnet import assert_fused_inference_is_the_reference, assert_gradient_reaches_every_conv
 
 FULL = SpikingMobileNetV2Config()
 NARROW = SpikingMobileNetV2Config(width_multiplier=0.25, num_classes=10)
@@ -135,3 +136,10 @@ def test_gradient_passes_every_lif() -> None:
         handle.remove()
     assert len(outputs) == len(lifs) == 1 + 16 * 2 + 1 * 1 + 17 + 1  # stem, expand+dw (dw only in IRB1), blocks, classifier
     assert all(out.grad is not None and out.grad.any() for out in outputs)
+
+
+# blocks with and without an identity shortcut; the stride-2 bottleneck
+@pytest.mark.parametrize("split_point", [3, 17])
+def test_fused_inference_gives_the_reference_outputs(split_point: int) -> None:
+    config = ModelConfig(backbone=NARROW).with_split(NARROW.bottleneck_preset(split_point))
+    assert_fused_inference_is_the_reference(config)

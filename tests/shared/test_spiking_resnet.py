@@ -1,4 +1,5 @@
-"""Spike ResNet50 geometry, and the surrogate gradient reaching the stem through every LIF."""
+"""Spike ResNet50 geometry, the surrogate gradient reaching the stem through every LIF, and the fused LIF
+inference pass giving the step-by-step reference's outputs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import torch
 from torch import nn
 
 from shared.backbones import SpikingBackbone, SpikingResNetConfig
+from shared.energy import ActivityMonitor, CountMode
+from shared.layers import TdBatchNorm
+from shared.neuron import LIF, use_fused_inference
 from shared.split_model import ModelConfig, SpikeBottleNet
 
 NARROW = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)
@@ -71,3 +75,49 @@ def test_gradient_reaches_the_stem_through_the_bottleneck(split_point: int) -> N
     torch.manual_seed(0)
     config = ModelConfig(backbone=NARROW).with_split(NARROW.bottleneck_preset(split_point))
     assert_gradient_reaches_every_conv(SpikeBottleNet(config))
+
+
+def test_the_paper_preset_refuses_an_image_size_its_bytes_do_not_fit() -> None:
+    # 8192 bytes at RB1, T=4, cannot be C' whole channels of 48 x 48 (a ValueError also under python -O)
+    with pytest.raises(ValueError, match="do not divide"):
+        SpikingResNetConfig(image_size=48).bottleneck_preset(1)
+
+
+def assert_fused_inference_is_the_reference(config: ModelConfig) -> None:
+    """An eval forward with the fused LIF pass and with every LIF on its step-by-step loop (tdBN and
+    residual add as modules and tensor operations): the same logits bit for bit, the same spikes out of
+    every LIF, the same measured energy."""
+    torch.manual_seed(0)
+    model = SpikeBottleNet(config)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    # the running statistics of one train-mode batch (momentum None: exactly its own), so that in eval
+    # the neurons fire as in a trained model, neither never nor always
+    for bn in (m for m in model.modules() if isinstance(m, TdBatchNorm)):
+        bn.momentum = None
+    with torch.no_grad():
+        model.train()(images)
+    model.eval()
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    runs = {}
+    for fused in (True, False):
+        use_fused_inference(model, fused)
+        spikes: list[torch.Tensor] = []
+        handles = [lif.register_forward_hook(lambda module, inputs, out: spikes.append(out)) for lif in lifs]
+        with ActivityMonitor(model.head, config.time_steps, CountMode.COMPLETE) as monitor, torch.inference_mode():
+            logits = model(images)
+        for handle in handles:
+            handle.remove()
+        runs[fused] = logits, spikes, monitor.estimates()
+    (fused_logits, fused_spikes, fused_energy), (logits, spikes, energy) = runs[True], runs[False]
+    assert torch.equal(fused_logits, logits)
+    assert len(fused_spikes) == len(spikes) == len(lifs)
+    assert all(torch.equal(a, b) for a, b in zip(fused_spikes, spikes, strict=True))
+    assert fused_energy == energy
+    # the comparison has teeth: most LIFs fire on some neurons and steps but not all
+    assert sum(0 < s.mean() < 1 for s in spikes) > 0.9 * len(lifs)
+
+
+@pytest.mark.parametrize("split_point", [3, 16])  # full-resolution blocks; the paper's stride-2 bottleneck
+def test_fused_inference_gives_the_reference_outputs(split_point: int) -> None:
+    config = ModelConfig(backbone=NARROW).with_split(NARROW.bottleneck_preset(split_point))
+    assert_fused_inference_is_the_reference(config)

@@ -51,6 +51,9 @@ def test_a_pre_plugin_resnet_checkpoint_loads_unchanged() -> None:
     loaded = load_checkpoint(PRE_PLUGIN_RB8)  # verifies the digests and the fingerprint
     assert loaded.fingerprint == PRE_PLUGIN_RB8_FINGERPRINT
     assert loaded.config.backbone.arch == "spiking_resnet50" and loaded.config.input_style == "natural"
+    # it predates info_digest: its info ("trained": true, accuracies) loads, but as unverified claims
+    assert loaded.checkpoint.info["trained"] is True and not loaded.checkpoint.info_verified
+    assert not loaded.checkpoint.trained
     for part in ("head", "tail"):
         assert load_checkpoint(PRE_PLUGIN_RB8, part).fingerprint == PRE_PLUGIN_RB8_FINGERPRINT
 
@@ -69,7 +72,7 @@ def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path, cpu: Runti
     digits = digits_in_style(loaded.config.input_style)  # the test split as the device prepares it
     assert loaded.fingerprint == read_checkpoint_info(path).fingerprint
     info = loaded.checkpoint.info
-    assert info["trained"] is True and info["dataset"] == "digits"
+    assert loaded.checkpoint.info_verified and loaded.checkpoint.trained and info["dataset"] == "digits"
     assert info["accuracy_drop"] == pytest.approx(info["pretrained_accuracy"] - info["test_accuracy"], abs=0.01)
     accuracy, _ = evaluate(loaded.model, digits, digits.test, cpu)
     assert accuracy == pytest.approx(info["test_accuracy"], abs=1.0)

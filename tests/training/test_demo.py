@@ -1,0 +1,45 @@
+"""``sbn train demo`` writes its checkpoints under the current directory unless told to install them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import shared
+import training.cli
+from sbn.cli import main
+from shared.checkpoint import DEFAULT_MODEL_DIR
+from training.demo import DemoPlan
+
+PACKAGE = Path(shared.__file__).resolve().parent
+
+
+def demo_out(monkeypatch: pytest.MonkeyPatch, *options: str) -> Path:
+    """The folder `sbn train demo OPTIONS` hands its split checkpoints to, training replaced by a stub."""
+    outs: list[Path] = []
+
+    def record(runtime: object, work: Path, plan: DemoPlan, out: Path, restart: bool = False) -> list[Path]:
+        outs.append(out)
+        return []
+
+    monkeypatch.setattr(training.cli, "run_demo", record)
+    threads = str(torch.get_num_threads())  # run() sets the thread count: leave it as the other tests have it
+    assert main(["train", "demo", "--threads", threads, *options]) == 0
+    assert len(set(outs)) == 1
+    return outs[0]
+
+
+def test_by_default_the_demo_writes_under_the_current_directory_not_into_the_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = demo_out(monkeypatch).resolve()
+    assert out.is_relative_to(tmp_path) and not out.is_relative_to(PACKAGE)
+
+
+def test_install_writes_into_the_package_and_out_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert demo_out(monkeypatch, "--install") == DEFAULT_MODEL_DIR
+    assert demo_out(monkeypatch, "--out", str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
+    with pytest.raises(SystemExit):  # one or the other
+        demo_out(monkeypatch, "--install", "--out", str(tmp_path))

@@ -96,7 +96,7 @@ def test_without_the_device_bound_a_busy_edge_refuses_with_503(slow_edge: EdgePr
 
 def test_requests_in_flight_when_the_edge_is_killed_get_503_and_a_restarted_edge_serves(
         checkpoint: Path, report: Callable[[str], None]) -> None:
-    in_flight, deadline_s, delay_s = 8, 8.0, 3.0  # 8: the edge's and the device's default limit
+    in_flight, deadline_s, delay_s = 8, 8.0, 3.0
     port = free_port()
     edge = start_edge(checkpoint, port, "--inject-delay-s", str(delay_s))
     restarted: EdgeProcess | None = None

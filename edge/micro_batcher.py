@@ -1,13 +1,15 @@
-"""The edge's one inference worker: frames that arrive together run through the tail as one batch.
+"""The edge's one inference worker: frames that arrive together run through their tail as one batch.
 
     gRPC threads   check and decode a frame -> submit() -> wait until its logits are ready, the caller
                    has gone, or its deadline has passed
-    the worker     take the queued frames, up to ``max_images`` images -> drop those whose caller has
-                   gone or whose deadline has passed -> concatenate along B -> decoder + tail once ->
-                   hand each frame its own rows of the logits
+    the worker     take the queued frames of one model, up to ``max_images`` images -> drop those whose
+                   caller has gone or whose deadline has passed -> concatenate along B -> decoder + tail
+                   once -> hand each frame its own rows of the logits
 
-One worker, running torch with the edge's configured threads, does every tail: a loaded edge runs as
-much torch work as it has threads for, never one tail per gRPC thread on top of each other.
+Each served model has its own queue (frames of different models cannot share a batch); the worker
+serves the queue whose first frame has waited longest. One worker, running torch with the edge's
+configured threads, does every tail of every model: a loaded edge runs as much torch work as it has
+threads for, never one tail per gRPC thread or per model on top of each other.
 
 When to stop collecting: an idle edge runs a lone frame at once, so batching adds nothing to the
 latency of one request at a time. Once a batch has carried more than one frame, the edge is under
@@ -45,6 +47,7 @@ class BatchPolicy:
 class PendingFrame:
     """One frame between its gRPC thread and the worker."""
 
+    runner: TailRunner  # the model the frame is for
     decoded: DecodedFrame
     deadline: float | None  # time.monotonic() by which the caller needs the answer; None: it set no deadline
     caller_gone: threading.Event  # set by gRPC when the call ends on the caller's side (cancelled, timed out)
@@ -66,13 +69,12 @@ class PendingFrame:
 
 
 class TailBatcher:
-    """The queue in front of the tail and the worker thread that empties it; ``close()`` stops the worker."""
+    """The queues in front of the tails and the worker thread that empties them; ``close()`` stops the worker."""
 
-    def __init__(self, runner: TailRunner, policy: BatchPolicy, metrics: EdgeMetrics) -> None:
-        self._runner = runner
+    def __init__(self, policy: BatchPolicy, metrics: EdgeMetrics) -> None:
         self.policy = policy
         self._metrics = metrics
-        self._queue: deque[PendingFrame] = deque()
+        self._queues: dict[str, deque[PendingFrame]] = {}  # model fingerprint -> its frames, oldest first
         self._changed = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name="edge-inference", daemon=True)
@@ -82,9 +84,12 @@ class TailBatcher:
         with self._changed:
             if self._closed:
                 raise RuntimeError("the edge's inference worker has stopped")
-            self._queue.append(frame)
-            self._metrics.set_queued(len(self._queue))
+            self._queues.setdefault(frame.runner.fingerprint, deque()).append(frame)
+            self._metrics.set_queued(self._queued())
             self._changed.notify()
+
+    def _queued(self) -> int:
+        return sum(map(len, self._queues.values()))
 
     def close(self) -> None:
         """Stop taking frames; the worker finishes its current batch and runs what is queued, then exits."""
@@ -106,25 +111,27 @@ class TailBatcher:
                 self._run(live)
 
     def _next_batch(self, wait_s: float) -> list[PendingFrame] | None:
-        """The next frames to run: at least one, up to the policy's images; None once closed and drained."""
+        """The next frames to run, all of one model: at least one, up to the policy's images; None once closed
+        and drained."""
         with self._changed:
-            while not self._queue:
+            while not self._queued():
                 if self._closed:
                     return None
                 self._changed.wait()
-            batch = [self._queue.popleft()]
+            queue = min((q for q in self._queues.values() if q), key=lambda q: q[0].enqueued)
+            batch = [queue.popleft()]
             images = batch[0].images
             until = monotonic() + wait_s
             while images < self.policy.max_images:
-                if not self._queue:
+                if not queue:
                     remaining = until - monotonic()
-                    if remaining <= 0 or self._closed or not self._changed.wait(remaining) or not self._queue:
+                    if remaining <= 0 or self._closed or not self._changed.wait(remaining) or not queue:
                         break
-                if images + self._queue[0].images > self.policy.max_images:
+                if images + queue[0].images > self.policy.max_images:
                     break  # it runs first in the next batch
-                batch.append(frame := self._queue.popleft())
+                batch.append(frame := queue.popleft())
                 images += frame.images
-            self._metrics.set_queued(len(self._queue))
+            self._metrics.set_queued(self._queued())
             return batch
 
     def _run(self, batch: list[PendingFrame]) -> None:
@@ -132,19 +139,20 @@ class TailBatcher:
         sizes = [frame.images for frame in batch]
         # [T, sum(B), C', H', W']: every frame of a batch is checked against the same spike shape
         spikes = batch[0].decoded.spikes if len(batch) == 1 else torch.cat([f.decoded.spikes for f in batch], dim=1)
+        runner = batch[0].runner
         start = perf_counter()
         try:
-            rows = self._runner.infer(spikes).split(sizes)  # [B_i, num_classes] each
+            rows = runner.infer(spikes).split(sizes)  # [B_i, num_classes] each
         except Exception as e:  # a bug in the tail: every caller of this batch gets INTERNAL, the edge goes on
             log.exception("the tail failed on a batch of %d frames", len(batch))
             rows, error = [None] * len(batch), e
         else:
             error = None
         inference_ms = (perf_counter() - start) * 1e3
-        self._metrics.ran_batch(len(batch), sum(sizes), inference_ms / 1e3)
+        self._metrics.ran_batch(runner.fingerprint, len(batch), sum(sizes), inference_ms / 1e3)
         for frame, logits in zip(batch, rows, strict=True):
             frame.logits, frame.error = logits, error
             frame.queue_ms = (started - frame.enqueued) * 1e3
             frame.inference_ms, frame.batch_images = inference_ms, sum(sizes)
-            self._metrics.queue_wait.observe(started - frame.enqueued)
+            self._metrics.waited(runner.fingerprint, started - frame.enqueued)
             frame.settled.set()

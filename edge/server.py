@@ -2,6 +2,10 @@
 
     device --SpikeFrame--> SplitInferenceServicer -> TailRunner (decode, decoder + tail) --Logits--> device
 
+One edge serves one or several models (``--checkpoint`` repeated, or ``--models all``): each frame
+names its model by fingerprint and is routed to that model's tail, with admission slots, a batching
+queue and metrics per model, and one inference worker for all of them.
+
 Next to it run the standard health service (``grpc.health.v1.Health``: SERVING once the model is
 loaded and the port is open, NOT_SERVING while shutting down) and server reflection, so
 ``grpc_health_probe`` and ``grpcurl`` work without the proto files.
@@ -17,7 +21,9 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from time import monotonic, perf_counter
 from typing import NamedTuple, NoReturn
 
@@ -53,9 +59,16 @@ _STATUS: dict[type[FrameError], grpc.StatusCode] = {
 CONTROL_RPCS = 4
 
 
+@dataclass
+class ServedModel:
+    runner: TailRunner
+    slots: threading.BoundedSemaphore  # its frames admitted at once, queued or running
+
+
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
-    """Admits up to ``max_concurrency`` frames at once (queued or running), decodes each on its gRPC thread
-    and hands it to the micro-batcher's one inference worker (edge/micro_batcher.py).
+    """Routes each frame to its model by fingerprint, admits up to ``max_concurrency`` frames per model at
+    once (queued or running), decodes each on its gRPC thread and hands it to the micro-batcher's one
+    inference worker (edge/micro_batcher.py).
 
     Deadlines: a frame whose caller's deadline has passed is refused with DEADLINE_EXCEEDED before it is
     decoded or queued, and dropped by the worker if it passes while queued. A caller that cancels (or
@@ -63,16 +76,21 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     answers and releases the slot, and the worker skips the frame if it has not run yet.
     """
 
-    def __init__(self, runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0,
+    def __init__(self, runners: Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
                  metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy()) -> None:
-        self._runner = runner
+        """``runners``: the served models, the default one (whose info GetModelInfo leads with) first."""
+        if not runners:
+            raise ValueError("an edge serves at least one model")
         self.metrics = metrics or EdgeMetrics()
-        self._max_concurrency = max_concurrency
         # A slot is given back before the reply is sent, so a client that waits for one reply before
         # sending the next frame never finds its own previous frame still holding the slot.
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._models = {r.fingerprint: ServedModel(r, threading.BoundedSemaphore(max_concurrency)) for r in runners}
+        self._runners = list(runners)
+        for runner in runners:
+            self.metrics.serving(runner.fingerprint, runner.checkpoint.config.backbone.arch, runner.split_point.name)
+        self._max_concurrency = max_concurrency
         self._inject_delay_s = inject_delay_s
-        self.batcher = TailBatcher(runner, batching, self.metrics)
+        self.batcher = TailBatcher(batching, self.metrics)
 
     def close(self) -> None:
         """Stop the inference worker (after the server has stopped taking RPCs)."""
@@ -80,23 +98,32 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
 
     def Infer(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> pb.Logits:
         received = perf_counter()
-        if not self._slots.acquire(blocking=False):
-            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"edge is busy: all {self._max_concurrency} inference slots are taken; retry later")
+        model = self._models.get(request.model_fingerprint)
+        if model is None:
+            served = "; ".join(f"{r.fingerprint} ({r.checkpoint.config.backbone.arch} {r.split_point.name})"
+                               for r in self._runners)
+            self._refuse(context, None, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"frame comes from model {request.model_fingerprint or '(no fingerprint)'}, which this edge "
+                         f"does not serve; it serves {served}; device and edge must load the same checkpoint")
+        fingerprint = model.runner.fingerprint
+        if not model.slots.acquire(blocking=False):
+            self._refuse(context, fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"edge is busy: all {self._max_concurrency} inference slots of model {fingerprint[:12]} "
+                         f"({model.runner.split_point.name}) are taken; retry later")
         try:
-            frame, logits = self._run(request, context)
+            frame, logits = self._run(model.runner, request, context)
         finally:
-            self._slots.release()
+            model.slots.release()
         batch, classes = logits.shape
-        self.metrics.answered(batch)
+        self.metrics.answered(fingerprint, batch)
         timing = pb.EdgeTiming(decode_ms=frame.decoded.decode_ms, inference_ms=frame.inference_ms,
                                total_ms=(perf_counter() - received) * 1e3, queue_ms=frame.queue_ms,
                                batch_images=frame.batch_images)
         return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
-                         values=logits.reshape(-1).tolist(), timing=timing,
-                         model_fingerprint=self._runner.fingerprint)
+                         values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint)
 
-    def _run(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
+    def _run(self, runner: TailRunner, request: pb.SpikeFrame,
+             context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
         """The frame and its logits [B, num_classes]; every other outcome aborts the RPC with the status that says
         why."""
         remaining = context.time_remaining()  # seconds, or None when the caller set no deadline
@@ -107,33 +134,39 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         if self._inject_delay_s:
             caller_gone.wait(self._inject_delay_s)
         try:
-            decoded = self._runner.decode(request)
+            decoded = runner.decode(request)
         except FrameError as e:
             log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
-            self._refuse(context, _STATUS[type(e)], str(e))
-        self.metrics.decode.observe(decoded.decode_ms / 1e3)
-        frame = PendingFrame(decoded, deadline, caller_gone, settled)
+            self._refuse(context, runner.fingerprint, _STATUS[type(e)], str(e))
+        self.metrics.decoded(runner.fingerprint, decoded.decode_ms / 1e3)
+        frame = PendingFrame(runner, decoded, deadline, caller_gone, settled)
         if not frame.abandoned(monotonic()):
             self.batcher.submit(frame)
             settled.wait(None if deadline is None else max(0.0, deadline - monotonic()))
+        fingerprint = runner.fingerprint
         if frame.error is not None:
-            self._refuse(context, grpc.StatusCode.INTERNAL, f"the tail failed on this frame's batch: {frame.error}")
+            self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
+                         f"the tail failed on this frame's batch: {frame.error}")
         if (logits := frame.logits) is not None:
             return frame, logits
         if deadline is not None and monotonic() >= deadline:
-            self._refuse(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+            self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"the deadline passed before the frame ran ({remaining:.3f} s were left on arrival)")
-        self._refuse(context, grpc.StatusCode.CANCELLED, "the caller cancelled the call")
+        self._refuse(context, fingerprint, grpc.StatusCode.CANCELLED, "the caller cancelled the call")
 
-    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-        self.metrics.refused(code.name)
+    def _refuse(self, context: grpc.ServicerContext, fingerprint: str | None, code: grpc.StatusCode,
+                message: str) -> NoReturn:
+        self.metrics.refused(fingerprint, code.name)
         context.abort(code, message)
 
     def GetModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
-        return self._runner.model_info()
+        """The default model's info, and in ``models`` every served model's (the default first)."""
+        info = self._runners[0].model_info()
+        info.models.extend(runner.model_info() for runner in self._runners)
+        return info
 
 
-def max_frame_bytes(runner: TailRunner) -> int:
+def max_frame_bytes(runners: Sequence[TailRunner]) -> int:
     """Receive limit: the largest legal frame, with margin.
 
     The raw payload of the largest batch is the largest legal payload: a sparse one exceeds it by
@@ -141,14 +174,13 @@ def max_frame_bytes(runner: TailRunner) -> int:
     and "auto" sends the smaller of the two. The envelope (request id, fingerprint, shape) is about
     150 bytes. Twice that worst case still refuses an absurd message before it is read into memory.
     """
-    t, c, h, w = runner.spike_shape
-    raw = raw_length((t, runner.max_batch, c, h, w))
+    raw = max(raw_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:])) for r in runners)
     return 2 * (raw + raw // 4096 + 1024)
 
 
-def max_reply_bytes(runner: TailRunner) -> int:
+def max_reply_bytes(runners: Sequence[TailRunner]) -> int:
     """Send limit: the float32 logits of the largest batch (4 bytes each, packed) and the envelope, doubled."""
-    return 2 * (4 * runner.max_batch * runner.checkpoint.config.backbone.num_classes + 1024)
+    return 2 * max(4 * r.max_batch * r.checkpoint.config.backbone.num_classes + 1024 for r in runners)
 
 
 class EdgeServer(NamedTuple):
@@ -157,10 +189,12 @@ class EdgeServer(NamedTuple):
     servicer: SplitInferenceServicer  # close() it after stopping the server: it stops the inference worker
 
 
-def create_server(runner: TailRunner, max_concurrency: int, inject_delay_s: float = 0.0,
+def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
                   metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy()) -> EdgeServer:
-    """The server with all three services registered; not yet bound to a port or started."""
-    workers = max_concurrency + CONTROL_RPCS
+    """The server with all three services registered, serving ``runners`` (the default model first); not yet
+    bound to a port or started."""
+    runners = [runners] if isinstance(runners, TailRunner) else list(runners)
+    workers = max_concurrency * len(runners) + CONTROL_RPCS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-rpc"),
         # One thread per admitted RPC (it decodes its frame, then waits for the inference worker), and a
@@ -168,14 +202,14 @@ def create_server(runner: TailRunner, max_concurrency: int, inject_delay_s: floa
         # rather than queued without bound, so overload shows instead of growing latency.
         maximum_concurrent_rpcs=workers,
         options=[
-            ("grpc.max_receive_message_length", max_frame_bytes(runner)),
-            ("grpc.max_send_message_length", max_reply_bytes(runner)),
+            ("grpc.max_receive_message_length", max_frame_bytes(runners)),
+            ("grpc.max_send_message_length", max_reply_bytes(runners)),
             # gRPC sets SO_REUSEPORT by default, so a second edge on a busy port would silently share
             # it with the first; fail to bind instead.
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = SplitInferenceServicer(runner, max_concurrency, inject_delay_s, metrics, batching)
+    servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -192,11 +226,11 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
                                        root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-def serve(runner: TailRunner, settings: EdgeSettings) -> int:
+def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
     metrics = EdgeMetrics()
     batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
-    server, health_servicer, servicer = create_server(runner, settings.max_concurrency, settings.inject_delay_s,
+    server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
                                                       metrics, batching)
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
@@ -217,13 +251,15 @@ def serve(runner: TailRunner, settings: EdgeSettings) -> int:
     server.start()
     for service in ("", SERVICE_NAME):  # "" is the whole server, as health probes ask by default
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving the tail after %s of %s model %s (%s) on %s:%d (%s)", runner.split_point.name,
-             runner.checkpoint.config.backbone.arch, runner.fingerprint[:12],
-             "trained" if runner.checkpoint.trained else "untrained", settings.host, port, security)
+    for runner in runners:
+        log.info("serving the tail after %s of %s model %s (%s)", runner.split_point.name,
+                 runner.checkpoint.config.backbone.arch, runner.fingerprint[:12],
+                 "trained" if runner.checkpoint.trained else "untrained")
+    log.info("%d model(s) on %s:%d (%s)", len(runners), settings.host, port, security)
     if settings.inject_delay_s:
         log.warning("fault injection: every Infer waits %.3f s first", settings.inject_delay_s)
-    log.info("micro-batching: up to %d images per tail run, waiting up to %g ms under load; %d frames admitted at "
-             "once", batching.max_images, settings.batch_max_wait_ms, settings.max_concurrency)
+    log.info("micro-batching: up to %d images per tail run, waiting up to %g ms under load; %d frames per model "
+             "admitted at once", batching.max_images, settings.batch_max_wait_ms, settings.max_concurrency)
     stop.wait()
     log.info("shutting down; in-flight RPCs get %.1f s", settings.shutdown_grace_s)
     health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains
@@ -249,9 +285,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     configure_torch_threads(settings.threads)
     try:
-        runner = TailRunner.load(settings.checkpoint_path(), settings.max_batch)
+        runners = [TailRunner.load(path, settings.max_batch) for path in settings.checkpoint_paths()]
     except ValueError as e:  # CheckpointError, or a checkpoint without a bottleneck to split at
         log.error("cannot load the tail: %s", e)
         return 1
-    runner.warm_up()  # before the port opens: the health service says SERVING only when a frame runs at speed
-    return serve(runner, settings)
+    fingerprints = [runner.fingerprint for runner in runners]
+    if len(set(fingerprints)) < len(fingerprints):
+        log.error("the same model is given twice (its checkpoints have the same fingerprint): serve each once")
+        return 1
+    for runner in runners:  # before the port opens: the health service says SERVING only when frames run at speed
+        runner.warm_up()
+    return serve(runners, settings)

@@ -182,8 +182,10 @@ def _flags(**values: Any) -> list[str]:
 
 
 def _model(settings: ModelSettings) -> str:
-    if settings.checkpoint is not None:
-        return str(settings.checkpoint)
+    if settings.models == "all":
+        return f"every embedded demo model (default: {settings.arch} at split point {settings.split_point})"
+    if settings.checkpoint:
+        return ", ".join(map(str, settings.checkpoint))
     return f"the embedded {settings.arch} demo model at split point {settings.split_point}"
 
 

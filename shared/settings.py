@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 
 from .backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config, resolve_arch
-from .checkpoint import default_checkpoint
+from .checkpoint import default_checkpoint, embedded_models
 
 DEFAULT_SPLIT_POINT = 8  # every backbone ships an embedded demo model split here
 SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{points[-1].name}"
@@ -28,11 +28,17 @@ SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{po
 
 
 class ModelSettings(BaseSettings):
-    """What both halves need: which checkpoint to load, and how many torch threads to run it on."""
+    """What both halves need: which checkpoints to load, and how many torch threads to run them on."""
 
-    checkpoint: Path | None = Field(
-        None, description="checkpoint (.safetensors) to serve; default: the embedded demo model for arch and "
-                          "split point (a checkpoint carries its own)")
+    # NoDecode: the environment gives a plain, comma-separated string, not a JSON list
+    checkpoint: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="checkpoint (.safetensors) to serve; several: repeat the flag, or separate "
+                                          "paths with commas; the first is the default model. Default: the "
+                                          "embedded demo model for arch and split point (a checkpoint carries its "
+                                          "own)")
+    models: Literal["all"] | None = Field(
+        None, description="all: also serve every embedded demo model of every backbone (the default model stays "
+                          "checkpoint's first, else the one for arch and split point)")
     arch: str = Field(
         DEFAULT_ARCH, description=f"backbone of the embedded demo model to serve: {', '.join(ARCH_CHOICES)}")
     split_point: int = Field(
@@ -45,13 +51,28 @@ class ModelSettings(BaseSettings):
     def _known_arch(cls, arch: str) -> str:
         return resolve_arch(arch)
 
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):  # one path, or several separated by commas (the environment's form)
+            return [part.strip() for part in str(value).split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _split_point_exists(self) -> ModelSettings:
         backbone_config(self.arch).split_point(self.split_point)  # ValueError naming the valid range
         return self
 
     def checkpoint_path(self) -> Path:
-        return self.checkpoint or default_checkpoint(self.arch, self.split_point)
+        """The default model's checkpoint: the first given, else the embedded demo model for arch and split point."""
+        return self.checkpoint[0] if self.checkpoint else default_checkpoint(self.arch, self.split_point)
+
+    def checkpoint_paths(self) -> list[Path]:
+        """Every checkpoint to serve, the default model's first."""
+        if self.models == "all":
+            first = self.checkpoint_path()
+            return [first, *(info.path for info in embedded_models() if info.path != first)]
+        return self.checkpoint or [self.checkpoint_path()]
 
 
 def configure_torch_threads(threads: int) -> None:
@@ -74,8 +95,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[B
     group = parser.add_argument_group("settings", f"each flag overrides the environment variable {prefix}<NAME>")
     for name, field in settings_cls.model_fields.items():
         default = field.default.value if isinstance(field.default, Enum) else field.default
+        repeated = get_origin(field.annotation) is list  # list settings: one flag per item
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(),
-                           help=f"{field.description} [{prefix}{name.upper()}, default: {default}]")
+                           action="append" if repeated else "store",
+                           help=f"{field.description} [{prefix}{name.upper()}, default: "
+                                f"{'none' if repeated else default}]")
 
 
 def settings_from_args(settings_cls: type[S], args: argparse.Namespace) -> S:

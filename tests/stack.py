@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import torch
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from device.app import create_app
 from device.settings import DeviceSettings
@@ -88,3 +89,11 @@ def monolithic_logits(checkpoint: Path, image: bytes) -> torch.Tensor:
     loaded = load_checkpoint(checkpoint, "full")
     with torch.inference_mode():
         return loaded.model(load_image(image, loaded.config).unsqueeze(0))[0]
+
+
+def scraped(url: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus endpoint's samples called ``name`` whose labels include ``labels``
+    (``sbn_edge_frames_total``, code="OK": OK frames of every model), read with prometheus_client's parser."""
+    text = httpx.get(url, timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-import httpx
 import pytest
 
 from edge.metrics import EdgeMetrics, MetricsEndpoint
@@ -11,11 +10,11 @@ from edge.server import create_server
 from edge.tail_runner import TailRunner
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from tests.stack import altered
+from tests.stack import altered, scraped
 
 
 def test_frames_are_counted_by_status_and_images_by_batch_size(runner: TailRunner, frame: pb.SpikeFrame) -> None:
-    metrics = EdgeMetrics()
+    metrics, model = EdgeMetrics(), runner.fingerprint[:12]
     server, _, servicer = create_server(runner, 2, metrics=metrics)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -30,15 +29,18 @@ def test_frames_are_counted_by_status_and_images_by_batch_size(runner: TailRunne
             assert stub.Infer(double, timeout=10).batch_size == 2
             with pytest.raises(grpc.RpcError):
                 stub.Infer(altered(frame, payload=b"\x00"), timeout=10)
-        text = httpx.get(f"http://127.0.0.1:{endpoint.port}/metrics", timeout=10).text
+        url = f"http://127.0.0.1:{endpoint.port}/metrics"
+        counts = {code: scraped(url, "sbn_edge_frames_total", model=model, code=code)
+                  for code in ("OK", "INVALID_ARGUMENT")}
+        images = scraped(url, "sbn_edge_images_total", model=model)
+        info = scraped(url, "sbn_edge_model_info", model=model, arch="spiking_resnet50", split_point="RB8")
+        frames_answered = scraped(url, "sbn_edge_frame_batch_size_count", model=model)
     finally:
         endpoint.close()
         server.stop(None)
         servicer.close()
-    assert 'sbn_edge_frames_total{code="OK"} 2.0' in text
-    assert 'sbn_edge_frames_total{code="INVALID_ARGUMENT"} 1.0' in text
-    assert "sbn_edge_images_total 3.0" in text
-    assert "sbn_edge_frame_batch_size_count 2.0" in text
+    assert counts == {"OK": 2, "INVALID_ARGUMENT": 1}
+    assert (images, info, frames_answered) == (3, 1, 2)
 
 
 def test_no_metrics_port_starts_nothing() -> None:

@@ -30,7 +30,7 @@ def test_a_message_over_the_size_limit_is_refused_and_the_server_goes_on(serve: 
                                                                           frame: pb.SpikeFrame) -> None:
     stub = pb_grpc.SplitInferenceStub(serve(runner))
     with pytest.raises(grpc.RpcError) as e:
-        stub.Infer(altered(frame, payload=bytes(max_frame_bytes(runner))), timeout=10)
+        stub.Infer(altered(frame, payload=bytes(max_frame_bytes([runner]))), timeout=10)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert stub.Infer(frame, timeout=10).batch_size == 1
 
@@ -43,7 +43,7 @@ def test_the_largest_legal_frame_fits_the_size_limit(runner: TailRunner, frame: 
     spikes = torch.randint(0, 2, shape, generator=torch.Generator().manual_seed(0))
     used, payload = encode(spikes, codec)
     largest = altered(frame, shape=shape, codec=CODEC_TO_WIRE[used], payload=payload)
-    assert runner.check(largest) and largest.ByteSize() < max_frame_bytes(runner)
+    assert runner.check(largest) and largest.ByteSize() < max_frame_bytes([runner])
 
 
 def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[..., grpc.Channel], runner: TailRunner,
@@ -55,7 +55,7 @@ def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[...,
     with pytest.raises(grpc.RpcError) as e:
         stub.Infer(frame, timeout=10)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "all 1 inference slots are taken" in e.value.details()
+    assert "all 1 inference slots of model" in e.value.details()
     blocking.release.set()
     assert first.result().batch_size == 1
 

@@ -22,7 +22,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in EdgeSettings.model_fields:
         monkeypatch.delenv(f"SBN_EDGE_{name.upper()}", raising=False)
     s = settings()
-    assert (s.host, s.port, s.split_point, s.threads, s.checkpoint) == ("127.0.0.1", 50051, 8, 1, None)
+    assert (s.host, s.port, s.split_point, s.threads, s.checkpoint, s.models) == ("127.0.0.1", 50051, 8, 1, [], None)
     assert s.arch == "spiking_resnet50"
     assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.inject_delay_s) == (None, None, None, 0.0)  # plaintext, no faults
 
@@ -82,3 +82,20 @@ def test_a_tls_file_that_does_not_exist_exits_naming_the_setting(tmp_path: Path)
     (tmp_path / "key.pem").write_text("PEM")
     with pytest.raises(SystemExit, match="tls_cert"):
         settings("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(tmp_path / "key.pem"))
+
+
+def test_several_checkpoints_from_repeated_flags_or_commas(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert settings("--checkpoint", str(a), "--checkpoint", str(b)).checkpoint_paths() == [a, b]
+    monkeypatch.setenv("SBN_EDGE_CHECKPOINT", f"{a},{b}")
+    assert settings().checkpoint_paths() == [a, b]
+    monkeypatch.setenv("SBN_EDGE_CHECKPOINT", str(a))  # one path, as before
+    assert settings().checkpoint_paths() == [a]
+
+
+def test_models_all_serves_every_embedded_model_the_default_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SBN_EDGE_CHECKPOINT", raising=False)
+    paths = settings("--models", "all", "--split-point", "16").checkpoint_paths()
+    shipped = sorted((Path(__file__).parents[2] / "shared" / "models").glob("digits_*.safetensors"))
+    assert sorted(paths) == shipped
+    assert paths[0].name == "digits_rb16.safetensors"

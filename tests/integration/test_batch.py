@@ -27,10 +27,8 @@ class Stack:
 
     def edge_counts(self) -> tuple[float, float]:
         """(frames the edge answered OK, images it ran) so far."""
-        text = httpx.get(self.edge_metrics_url, timeout=10).text
-        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-                  if line and not line.startswith("#")}
-        return values.get('sbn_edge_frames_total{code="OK"}', 0.0), values.get("sbn_edge_images_total", 0.0)
+        return (scraped(self.edge_metrics_url, "sbn_edge_frames_total", code="OK"),
+                scraped(self.edge_metrics_url, "sbn_edge_images_total"))
 
 
 @pytest.fixture(scope="module")

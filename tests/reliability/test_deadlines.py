@@ -21,7 +21,7 @@ import pytest
 
 from bench.e2e import synthetic_png
 from sbn.up import free_port, spawn, stop_all, wait_for_edge, wait_for_http
-from tests.stack import EdgeProcess, start_edge
+from tests.stack import EdgeProcess, scraped, start_edge
 
 DEADLINE_S = 0.3
 MARGIN_S = 0.1  # the issue's bound: every answer within deadline + 100 ms
@@ -85,16 +85,6 @@ async def burst(url: str, n: int) -> list[Answer]:
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def edge_frames(metrics_url: str) -> dict[str, float]:
-    """sbn_edge_frames_total by code, from the edge's /metrics."""
-    frames = {}
-    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
-        if line.startswith("sbn_edge_frames_total{"):
-            labels, value = line.rsplit(" ", 1)
-            frames[labels.split('"')[1]] = float(value)
-    return frames
-
-
 @pytest.fixture(scope="module")
 def slow_stack(checkpoint: Path) -> Iterator[tuple[str, str]]:
     """(device URL, edge metrics URL): an edge that holds every frame EDGE_DELAY_S, a device with DEADLINE_S."""
@@ -125,16 +115,17 @@ def test_a_burst_gets_200_or_504_within_the_deadline_and_the_edge_drops_what_nob
     # What the device gave up on, the edge did not run: such a frame is answered DEADLINE_EXCEEDED or
     # CANCELLED there, counted as its gRPC thread lets go (at the call's end, so allow a moment).
     until = time.monotonic() + 10
-    while (dropped := sum(edge_frames(edge_metrics).get(code, 0) for code in ("DEADLINE_EXCEEDED", "CANCELLED"))) == 0:
+    while (dropped := sum(scraped(edge_metrics, "sbn_edge_frames_total", code=code)
+                          for code in ("DEADLINE_EXCEEDED", "CANCELLED"))) == 0:
         assert time.monotonic() < until, "the edge ran every frame, also those whose caller had gone"
         time.sleep(0.05)
-    frames = edge_frames(edge_metrics)
+    ran = scraped(edge_metrics, "sbn_edge_frames_total", code="OK")
     # after the burst the edge has its capacity back: one more upload goes through
     with httpx.Client(base_url=url, timeout=30) as client:
         assert client.post("/classify", files={"file": ("x.png", synthetic_png(), "image/png")}).status_code == 200
     report(f"deadline {DEADLINE_S:g} s, edge holding each frame {EDGE_DELAY_S:g} s: {BURST} concurrent uploads -> "
            f"{statuses.count(200)} x 200, {statuses.count(504)} x 504, slowest answer {slowest:.3f} s; the edge "
-           f"dropped {dropped:.0f} frames whose caller had gone, ran {frames.get('OK', 0):.0f}")
+           f"dropped {dropped:.0f} frames whose caller had gone, ran {ran:.0f}")
 
 
 def test_a_full_head_queue_answers_503_with_retry_after_at_once(checkpoint: Path, edge: EdgeProcess,

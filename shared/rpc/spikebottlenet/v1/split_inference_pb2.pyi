@@ -67,7 +67,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained", "arch", "split_point_name")
+    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained", "arch", "split_point_name", "models")
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
     SPIKE_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class ModelInfo(_message.Message):
     TRAINED_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     model_fingerprint: str
     split_point: int
     spike_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -82,4 +83,5 @@ class ModelInfo(_message.Message):
     trained: bool
     arch: str
     split_point_name: str
-    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ..., arch: _Optional[str] = ..., split_point_name: _Optional[str] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ..., arch: _Optional[str] = ..., split_point_name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

@@ -57,7 +57,7 @@ class SplitInferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """The edge's checkpoint, so the device can check it runs the matching head (readiness).
+        """The edge's checkpoints, so the device can check which of its heads the edge can serve (readiness).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,6 +41,8 @@ from .deadline import StampDeadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
 from .head_batcher import HeadQueueFull, HeadTimeout
 from .head_runner import HeadRunner
+from .head_set import ARCH_HELP, SPLIT_POINT_HELP, UnknownModel
+from .planner import NoEligibleSplit
 from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .pipeline import SplitPipeline
 from .settings import DeviceSettings
@@ -53,6 +55,8 @@ log = logging.getLogger("sbn.device")
 # MRO, so EdgeError covers EdgeRejected and any other edge failure.
 ERROR_STATUS: dict[type[Exception], int] = {
     ImageError: status.HTTP_400_BAD_REQUEST,  # empty, truncated, not an image, decompression bomb
+    UnknownModel: status.HTTP_422_UNPROCESSABLE_CONTENT,  # a split point or arch this device holds no head for
+    NoEligibleSplit: status.HTTP_422_UNPROCESSABLE_CONTENT,  # auto: nothing within the accuracy-drop budget
     HeadQueueFull: status.HTTP_503_SERVICE_UNAVAILABLE,  # this device is overloaded: retry later
     HeadTimeout: status.HTTP_504_GATEWAY_TIMEOUT,  # the deadline passed waiting for the head
     EdgeUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,  # down, TLS refused, busy or cancelled: retry later
@@ -73,13 +77,23 @@ class Liveness(BaseModel):
     status: str = "alive"
 
 
+class HeadReadiness(BaseModel):
+    arch: str
+    split_point: int
+    split_point_name: str
+    model_fingerprint: str
+    edge_serves: bool = Field(description="the edge serves this head's tail; if not, requests for it get 502")
+    edge_ms: float | None = Field(description="the edge's time per image for this model, as the planner sees it")
+
+
 class Readiness(BaseModel):
     status: str = "ready"
     edge: str
-    model_fingerprint: str
-    arch: str = Field(description="the backbone both halves run")
-    split_point: int = Field(description="k: the bottleneck follows the backbone's k-th block")
+    model_fingerprint: str = Field(description="the default model's")
+    arch: str = Field(description="the default model's backbone")
+    split_point: int = Field(description="the default model's k: the bottleneck follows the backbone's k-th block")
     split_point_name: str = Field(description="the block's name, e.g. RB8 or IRB8")
+    heads: list[HeadReadiness] = Field(description="every head this device holds, the default first")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -111,10 +125,12 @@ async def classify(
     logits: Annotated[bool, Query(description="also return the raw logits")] = False,
     spikes: Annotated[bool, Query(description="also return the transmitted spike tensor, bit-packed and base64-encoded "
                                               "(the response's spikes field)")] = False,
+    split_point: Annotated[str | None, Query(description=SPLIT_POINT_HELP)] = None,
+    arch: Annotated[str | None, Query(description=ARCH_HELP)] = None,
 ) -> Classification:
     """Classify one image on the split model: head and spike encoder here, the rest on the edge."""
-    result = await pipeline.classify(await file.read(), request.state.deadline, include_logits=logits,
-                                     include_spikes=spikes)
+    result = await pipeline.classify(await file.read(), request.state.deadline, arch, split_point,
+                                     include_logits=logits, include_spikes=spikes)
     metrics.observe(result)
     return result
 
@@ -127,11 +143,16 @@ async def healthz() -> Liveness:
 @router.get("/readyz", responses={503: {"model": ErrorDetail}})
 async def readyz(pipeline: Pipeline) -> Readiness:
     try:
-        info = await pipeline.check_edge()
+        await pipeline.check_edge()
     except EdgeError as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {e}") from None
-    return Readiness(edge=pipeline.edge.address, model_fingerprint=info.model_fingerprint, arch=info.arch,
-                     split_point=info.split_point, split_point_name=info.split_point_name)
+    default = pipeline.heads.default.runner
+    heads = [HeadReadiness(arch=h.key[0], split_point=h.key[1], split_point_name=h.runner.split_point.name,
+                           model_fingerprint=h.runner.checkpoint.fingerprint, edge_serves=bool(h.edge_serves),
+                           edge_ms=h.costs.edge_ms) for h in pipeline.heads.heads.values()]
+    return Readiness(edge=pipeline.edge.address, model_fingerprint=default.checkpoint.fingerprint,
+                     arch=default.checkpoint.config.backbone.arch, split_point=default.split_point.index,
+                     split_point_name=default.split_point.name, heads=heads)
 
 
 @router.get(METRICS_PATH, response_class=Response, responses={401: {"model": ErrorDetail}})
@@ -157,22 +178,25 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     The head is loaded and the TLS files are read here, so that a bad file fails before the port
     opens; the edge channel is opened by the app's lifespan.
     """
-    head = HeadRunner.load(settings.checkpoint_path(), settings.codec, settings.energy_mode)
-    head.warm_up()  # before the port opens, so the first upload does not spend its deadline on set-up
+    heads = [HeadRunner.load(path, settings.codec, settings.energy_mode) for path in settings.checkpoint_paths()]
+    for head in heads:
+        head.warm_up()  # before the port opens, so the first upload does not spend its deadline on set-up
     credentials = channel_credentials(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with EdgeClient(settings.edge_address, settings.deadline_s, settings.max_edge_calls, credentials,
                               settings.tls_server_name) as edge:
-            pipeline = SplitPipeline(head, edge, settings, metrics)
+            pipeline = SplitPipeline(heads, edge, settings, metrics)
             await pipeline.start()
             app.state.pipeline = pipeline
-            checkpoint = head.checkpoint
-            log.info("head up to %s of %s model %s (%s) ready; edge at %s (%s), codec %s", head.split_point.name,
-                     checkpoint.config.backbone.arch, checkpoint.fingerprint[:12],
-                     "trained" if checkpoint.trained else "untrained", settings.edge_address,
-                     "plaintext" if credentials is None else "TLS", settings.codec)
+            for head in heads:
+                checkpoint = head.checkpoint
+                log.info("head up to %s of %s model %s (%s) ready", head.split_point.name,
+                         checkpoint.config.backbone.arch, checkpoint.fingerprint[:12],
+                         "trained" if checkpoint.trained else "untrained")
+            log.info("edge at %s (%s), codec %s, link %s", settings.edge_address,
+                     "plaintext" if credentials is None else "TLS", settings.codec, settings.prior_link())
             try:
                 yield
             finally:

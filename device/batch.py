@@ -42,8 +42,9 @@ from starlette.datastructures import FormData
 
 from shared.rpc.wire import CODEC_FROM_WIRE
 
-from .classification import Classification, Latency, build_classification
+from .classification import Classification, Latency, SplitChoice, build_classification
 from .deadline import Deadline
+from .head_set import ARCH_HELP, SPLIT_POINT_HELP, ServedHead
 from .metrics import CLASSIFY_PATH, DeviceMetrics
 from .pipeline import SplitPipeline
 from .settings import DeviceSettings
@@ -101,12 +102,13 @@ def even_shares(total: int, parts: int) -> list[int]:
 
 
 async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None, bytes]], deadline: Deadline,
-                         include_logits: bool = False, include_spikes: bool = False) -> BatchResult:
-    """One entry per ``(filename, image bytes)``; raises HeadQueueFull / HeadTimeout when the head cannot take the
-    batch in time, and EdgeError when the edge returns no logits for the frame."""
+                         served: ServedHead, include_logits: bool = False, include_spikes: bool = False,
+                         split_choice: SplitChoice | None = None) -> BatchResult:
+    """One entry per ``(filename, image bytes)``, through ``served``; raises HeadQueueFull / HeadTimeout when the
+    head cannot take the batch in time, and EdgeError when the edge returns no logits for the frame."""
     start = perf_counter()
-    head = pipeline.head
-    queued = await pipeline.run_head([image for _, image in uploads], deadline)
+    head = served.runner
+    queued = await pipeline.run_head(served, [image for _, image in uploads], deadline)
     batch = queued.batch
     entries: list[BatchedClassification | BatchFailure] = [
         BatchFailure(index=index, filename=uploads[index][0], error=error) for index, error in batch.errors.items()]
@@ -114,17 +116,19 @@ async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None
     if frame is None:
         latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, total=(perf_counter() - start) * 1e3)
     else:
-        reply = await pipeline.ask_edge(frame, deadline)  # checked: one row of logits per image of the frame
+        reply = await pipeline.ask_edge(served, frame, deadline)  # checked: one row of logits per image of the frame
         latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
                           network=reply.round_trip_ms - reply.edge_ms, total=(perf_counter() - start) * 1e3)
         images = len(batch.heads)
         payload_shares = even_shares(len(frame.payload), images)
         message_shares = even_shares(frame.ByteSize(), images)
         ratio = images * head.checkpoint.config.geometry().uncompressed_bytes / len(frame.payload)
+        link = pipeline.link.prior  # the configured radio: see Energy.transmit_mj
         for b, (index, output) in enumerate(sorted(batch.heads.items())):
             single = build_classification(reply.logits[b], output, head.checkpoint, latency, include_logits,
                                           include_spikes, head_batch_images=batch.run_images,
-                                          edge_batch_images=reply.edge_batch_images)
+                                          edge_batch_images=reply.edge_batch_images,
+                                          transmit_mj=link.transmit_mj(message_shares[b]), split_choice=split_choice)
             entries.append(BatchedClassification(
                 **{**dict(single), "transmitted_bytes": payload_shares[b], "message_bytes": message_shares[b],
                    "compression_ratio": ratio},
@@ -145,6 +149,8 @@ async def classify_batch_route(
     logits: Annotated[bool, Query(description="also return each image's raw logits")] = False,
     spikes: Annotated[bool, Query(description="also return each image's transmitted spikes, bit-packed and "
                                               "base64-encoded (its spikes field)")] = False,
+    split_point: Annotated[str | None, Query(description=SPLIT_POINT_HELP)] = None,
+    arch: Annotated[str | None, Query(description=ARCH_HELP)] = None,
 ) -> BatchResult:
     """Classify several images as one batch: one head forward, one frame to the edge, one entry per file.
 
@@ -156,7 +162,9 @@ async def classify_batch_route(
         raise TooManyFiles(f"{len(files)} files in one batch; this device takes at most {max_batch} per request "
                            f"(SBN_DEVICE_MAX_BATCH): send them in several requests")
     uploads = [(upload.filename, await upload.read()) for upload in files]
-    result = await classify_batch(request.app.state.pipeline, uploads, request.state.deadline, logits, spikes)
+    pipeline: SplitPipeline = request.app.state.pipeline
+    served, choice = await pipeline.choose(arch, split_point)
+    result = await classify_batch(pipeline, uploads, request.state.deadline, served, logits, spikes, choice)
     metrics: DeviceMetrics = request.app.state.metrics
     for entry in result.results:
         if isinstance(entry, BatchedClassification):

@@ -36,6 +36,27 @@ class Energy(BaseModel):
     ann_baseline_45nm_mj: float = Field(description="the same layers as a conventional ANN (4.6 pJ per MAC), mJ")
     syops: float = Field(description="synaptic operations: accumulates actually triggered by spikes")
     firing_rate: float = Field(description="spikes per neuron per time step over the counted layers' inputs")
+    transmit_mj: float | None = Field(
+        default=None, description="the radio's energy to send this image's frame on the device's configured link "
+                                  "(SBN_DEVICE_LINK: its rate and power, shared/radio.py): P(rate) x bytes / rate, "
+                                  "mJ. A measured rate says little about the radio behind it (loopback, a LAN), so "
+                                  "only split_point=auto's prediction uses the measured link")
+    device_total_mj: float | None = Field(
+        default=None, description="what the device pays for this image: device_45nm_mj + transmit_mj, mJ")
+
+
+class SplitChoice(BaseModel):
+    """How ``split_point=auto`` chose this answer's split point (device/planner.py)."""
+
+    objective: str = Field(description="latency, energy or mix")
+    link: str = Field(description="the link profile the estimate is based on")
+    link_measured: bool = Field(description="rate and round trip measured from recent replies, else the profile's")
+    link_rate_mbps: float
+    link_rtt_ms: float
+    candidates: int = Field(description="split points considered: held here, served by the edge, within the "
+                                        "accuracy-drop budget")
+    predicted_latency_ms: float = Field(description="the planner's estimate for the chosen split point")
+    predicted_energy_mj: float = Field(description="the planner's estimate: device compute + radio")
 
 
 class Latency(BaseModel):
@@ -95,6 +116,8 @@ class Classification(BaseModel):
     head_batch_images: int | None = Field(
         default=None, description="images in the device's head run that carried this one (concurrent uploads share "
                                   "one forward)")
+    split_choice: SplitChoice | None = Field(
+        default=None, description="with split_point=auto: the link and the estimate the choice was made on")
     edge_batch_images: int | None = Field(
         default=None, description="images in the edge's tail run that carried this one (frames that arrive together "
                                   "run as one batch)")
@@ -104,7 +127,8 @@ class Classification(BaseModel):
 
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
                          include_logits: bool = False, include_spikes: bool = False, *,
-                         head_batch_images: int | None = None, edge_batch_images: int | None = None) -> Classification:
+                         head_batch_images: int | None = None, edge_batch_images: int | None = None,
+                         transmit_mj: float | None = None, split_choice: SplitChoice | None = None) -> Classification:
     """The result for one image; ``logits`` is [num_classes] from the tail."""
     config = checkpoint.config
     probabilities = logits.softmax(dim=-1)
@@ -134,11 +158,14 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         float32_feature_bytes=geometry.float32_feature_bytes,
         image_bytes=head.image_bytes,
         compression_ratio=geometry.uncompressed_bytes / transmitted,
-        energy=Energy.model_validate(head.energy, from_attributes=True),
+        energy=Energy.model_validate(head.energy, from_attributes=True).model_copy(update={
+            "transmit_mj": transmit_mj,
+            "device_total_mj": None if transmit_mj is None else head.energy.device_45nm_mj + transmit_mj}),
         latency_ms=latency,
         model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
                            note=model_note(checkpoint)),
         head_batch_images=head_batch_images,
+        split_choice=split_choice,
         edge_batch_images=edge_batch_images,
         logits=logits.tolist() if include_logits else None,
         spikes=spike_raster(head) if include_spikes else None,

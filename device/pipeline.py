@@ -1,81 +1,138 @@
-"""One classification on the split path: the head queue -> the head -> the edge over gRPC -> result.
+"""One classification on the split path: pick a head -> its queue -> the head -> the edge -> result.
 
 Each request has one deadline, stamped as it arrives (``deadline_s``, device/deadline.py): reading
 the upload, the wait for the head, the head, the wait for a free edge call and the call itself all
-come out of it, and the edge gets what is left as its gRPC deadline. Torch work runs off the event loop on one dedicated
-thread, batched across concurrent requests by the HeadBatcher.
+come out of it, and the edge gets what is left as its gRPC deadline. Torch work runs off the event
+loop on one dedicated thread, batched across concurrent requests by each head's HeadBatcher.
+
+Which head: the request's ``arch`` / ``split_point``, the default model, or with ``split_point=auto``
+the planner's choice for the link as the device measures it (device/head_set.py, device/planner.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 
 from shared.preprocess import ImageError
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
-from .classification import Classification, Latency, build_classification
+from . import planner
+from .classification import Classification, Latency, SplitChoice, build_classification
 from .deadline import Deadline
-from .edge_client import EdgeClient, EdgeModelMismatch, EdgeReply
+from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeReply
 from .head_batcher import HeadBatcher, QueuedHead
 from .head_runner import HeadRunner
+from .head_set import HeadSet, ServedHead, measure_costs
+from .link_estimator import LinkEstimator
 from .metrics import DeviceMetrics
 from .settings import DeviceSettings
 
 
 class SplitPipeline:
-    def __init__(self, head: HeadRunner, edge: EdgeClient, settings: DeviceSettings, metrics: DeviceMetrics) -> None:
-        self.head = head
+    def __init__(self, runners: Sequence[HeadRunner], edge: EdgeClient, settings: DeviceSettings,
+                 metrics: DeviceMetrics) -> None:
+        """``runners``: one head per (backbone, split point), the default model's first."""
         self.edge = edge
         self.metrics = metrics
-        # Torch work runs on one thread: head forwards take turns anyway (see HeadRunner), and one worker
-        # keeps preprocessing within the THREADS budget too.
+        self.settings = settings
+        # Torch work runs on one thread, for every head: forwards take turns anyway (see HeadRunner), and
+        # one worker keeps preprocessing within the THREADS budget too.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head")
-        self.heads = HeadBatcher(head, self._executor, settings.head_batch_max_images,
-                                 settings.head_batch_max_wait_ms / 1e3, settings.head_queue_limit,
-                                 on_run=metrics.ran_head)
+        self.heads = HeadSet([ServedHead(runner, self._batcher(runner), measure_costs(runner)) for runner in runners])
+        self.link = LinkEstimator(settings.prior_link())
+
+    def _batcher(self, runner: HeadRunner) -> HeadBatcher:
+        s = self.settings
+        return HeadBatcher(runner, self._executor, s.head_batch_max_images, s.head_batch_max_wait_ms / 1e3,
+                           s.head_queue_limit, on_run=self.metrics.ran_head)
+
+    @property
+    def head(self) -> HeadRunner:
+        """The default model's head."""
+        return self.heads.default.runner
 
     async def start(self) -> None:
-        self.heads.start()
+        for head in self.heads.heads.values():
+            head.batcher.start()
 
     async def close(self) -> None:
-        await self.heads.stop()
+        for head in self.heads.heads.values():
+            await head.batcher.stop()
         self._executor.shutdown()
 
-    async def run_head(self, images: list[bytes], deadline: Deadline) -> QueuedHead:
-        """The images through the head (batched with other requests'), one frame for them; raises HeadQueueFull or
+    async def choose(self, arch: str | None, split_point: str | None) -> tuple[ServedHead, SplitChoice | None]:
+        """The head a request runs, and how ``auto`` chose it; raises UnknownModel or planner.NoEligibleSplit."""
+        head = self.heads.resolve(arch, split_point)
+        if head is not None:
+            return head, None
+        if any(h.edge_serves is None for h in self.heads.heads.values()):
+            try:  # once: which heads the edge serves, and its time for each
+                await self.check_edge()
+            except EdgeError:
+                pass  # the planner goes on what it knows; the request itself will meet the edge's state
+        candidates = self.heads.candidates(arch)
+        link = self.link.link()
+        s = self.settings
+        plan = planner.plan([c.profile() for c in candidates], link, s.objective, s.max_accuracy_drop,
+                            s.latency_weight)
+        eligible = sum(e.eligible for e in plan.estimates)
+        choice = SplitChoice(objective=plan.objective.value, link=link.name, link_measured=self.link.measured,
+                             link_rate_mbps=link.rate_mbps, link_rtt_ms=link.rtt_ms, candidates=eligible,
+                             predicted_latency_ms=plan.choice.latency_ms, predicted_energy_mj=plan.choice.energy_mj)
+        return candidates[plan.estimates.index(plan.choice)], choice
+
+    async def run_head(self, head: ServedHead, images: list[bytes], deadline: Deadline) -> QueuedHead:
+        """The images through ``head`` (batched with other requests'), one frame for them; raises HeadQueueFull or
         HeadTimeout."""
-        self.metrics.head_queue.set(self.heads.queued)
-        queued = await self.heads.submit(images, deadline)
+        self.metrics.head_queue.set(head.batcher.queued)
+        queued = await head.batcher.submit(images, deadline)
         self.metrics.observe_head(queued)
+        batch = queued.batch
+        if batch.frame is not None:
+            images_in_frame = len(batch.heads)
+            head.costs.observe_head(batch.timings.total_ms / batch.run_images,
+                                    sum(h.energy.device_45nm_mj for h in batch.heads.values()) / images_in_frame,
+                                    batch.frame.ByteSize() / images_in_frame)
         return queued
 
-    async def ask_edge(self, frame: pb.SpikeFrame, deadline: Deadline) -> EdgeReply:
+    async def ask_edge(self, head: ServedHead, frame: pb.SpikeFrame, deadline: Deadline) -> EdgeReply:
         """The frame's logits from the edge; raises an EdgeError subclass."""
-        reply = await self.edge.infer(frame, self.head.checkpoint.config.backbone.num_classes, deadline)
+        reply = await self.edge.infer(frame, head.runner.checkpoint.config.backbone.num_classes, deadline)
         self.metrics.observe_edge(reply)
+        self.link.observe(frame.ByteSize(), reply.round_trip_ms - reply.edge_ms)
+        head.costs.observe_edge(reply.edge_ms)
         return reply
 
-    async def classify(self, image: bytes, deadline: Deadline, include_logits: bool = False,
-                       include_spikes: bool = False) -> Classification:
-        """Raises ImageError for an unreadable image, HeadQueueFull / HeadTimeout when the head cannot take it in
-        time, and EdgeError when the edge returns no logits."""
+    async def classify(self, image: bytes, deadline: Deadline, arch: str | None = None, split_point: str | None = None,
+                       include_logits: bool = False, include_spikes: bool = False) -> Classification:
+        """Raises UnknownModel / NoEligibleSplit for a model this device cannot run, ImageError for an unreadable
+        image, HeadQueueFull / HeadTimeout when the head cannot take it in time, and EdgeError when the edge
+        returns no logits."""
         start = perf_counter()
-        queued = await self.run_head([image], deadline)
+        head, choice = await self.choose(arch, split_point)
+        queued = await self.run_head(head, [image], deadline)
         batch = queued.batch
         if batch.frame is None:
             raise ImageError(batch.errors[0])
-        reply = await self.ask_edge(batch.frame, deadline)
+        reply = await self.ask_edge(head, batch.frame, deadline)
         latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
                           network=reply.round_trip_ms - reply.edge_ms, total=(perf_counter() - start) * 1e3)
-        return build_classification(reply.logits[0], batch.heads[0], self.head.checkpoint, latency, include_logits,
+        return build_classification(reply.logits[0], batch.heads[0], head.runner.checkpoint, latency, include_logits,
                                     include_spikes, head_batch_images=batch.run_images,
-                                    edge_batch_images=reply.edge_batch_images)
+                                    edge_batch_images=reply.edge_batch_images,
+                                    transmit_mj=self.link.prior.transmit_mj(batch.frame.ByteSize()),
+                                    split_choice=choice)
 
     async def check_edge(self) -> pb.ModelInfo:
-        """The edge's model info if it is reachable and serves this head's model; raises EdgeError otherwise."""
+        """The edge's model info if it is reachable and serves at least one of the heads; raises EdgeError
+        otherwise. Learns which heads it serves, and its time for each."""
         info = await self.edge.model_info()
-        if info.model_fingerprint != self.head.checkpoint.fingerprint:
-            raise EdgeModelMismatch(f"edge at {self.edge.address} serves model {info.model_fingerprint}, "
-                                    f"this device's head is model {self.head.checkpoint.fingerprint}")
+        self.heads.learn_edge(info)
+        if not any(head.edge_serves for head in self.heads.heads.values()):
+            served = ", ".join(m.model_fingerprint for m in (list(info.models) or [info]))
+            heads = ", ".join(f"{h.name} model {h.runner.checkpoint.fingerprint}" for h in self.heads.heads.values())
+            raise EdgeModelMismatch(f"edge at {self.edge.address} serves model(s) {served}, none of this device's "
+                                    f"heads ({heads})")
         return info

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, FilePath, SecretStr, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from device.planner import Objective
 from shared.energy import CountMode
+from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
 from shared.settings import ModelSettings
 
 
@@ -44,6 +46,21 @@ class DeviceSettings(ModelSettings):
     energy_mode: CountMode = Field(
         CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) "
                                      "or complete (also stem, shortcuts, encoder)")
+    link: str = Field(
+        DEFAULT_LINK, description=f"the uplink's radio ({', '.join(LINK_PROFILES)}: BottleNet's measured power "
+                                  "model and rate): the transmit energy in each answer, and split_point=auto's "
+                                  "prior until the device has measured its link")
+    link_rate_mbps: float | None = Field(
+        None, gt=0, description="a custom uplink rate for the link's prior (default: the profile's)")
+    link_rtt_ms: float | None = Field(
+        None, ge=0, description="a custom round trip for the link's prior (default: the profile's)")
+    objective: Objective = Field(
+        Objective.LATENCY, description="what split_point=auto minimizes: latency, energy (device compute + "
+                                       "radio), or mix (latency_weight of latency, the rest energy)")
+    latency_weight: float = Field(0.5, ge=0, le=1, description="the mix objective's weight of latency, 0..1")
+    max_accuracy_drop: float | None = Field(
+        3.0, ge=0, description="split_point=auto only picks models whose checkpoint records an accuracy drop of at "
+                               "most this many points (the paper's rule); unset: any model")
     api_key: SecretStr | None = Field(
         None, min_length=1, description="if set, POST /classify and GET /metrics need it in the X-API-Key header "
                                         "(set it in the environment: a flag shows in the process list)")
@@ -55,6 +72,20 @@ class DeviceSettings(ModelSettings):
     tls_key: FilePath | None = Field(None, description="private key (PEM) of tls_cert")
     tls_server_name: str | None = Field(
         None, description="name the edge's certificate must carry, when not the host of edge_address (e.g. an IP)")
+
+    @field_validator("link")
+    @classmethod
+    def _known_link(cls, name: str) -> str:
+        return link_profile(name).name  # ValueError naming the profiles
+
+    def prior_link(self) -> LinkProfile:
+        """The configured link: the profile, with the custom rate and round trip if set."""
+        profile = link_profile(self.link)
+        if self.link_rate_mbps is None and self.link_rtt_ms is None:
+            return profile
+        return LinkProfile(f"{profile.name} (custom)", self.link_rate_mbps or profile.rate_mbps,
+                           profile.power_mw_per_mbps, profile.base_power_mw,
+                           profile.rtt_ms if self.link_rtt_ms is None else self.link_rtt_ms)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> DeviceSettings:

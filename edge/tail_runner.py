@@ -13,6 +13,7 @@ it, so a malformed or hostile frame costs a few comparisons and an exception, ne
 from __future__ import annotations
 
 import os
+import statistics
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -67,6 +68,7 @@ class TailRunner:
         self.max_batch = max_batch
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_shape = checkpoint.config.spike_shape  # (T, C', H', W') of one image
+        self.inference_ms = 0.0  # one image's decoder + tail, measured by warm_up (0: not measured)
 
     @classmethod
     def load(cls, path: str | os.PathLike, max_batch: int) -> TailRunner:
@@ -82,7 +84,7 @@ class TailRunner:
         return pb.ModelInfo(model_fingerprint=self.fingerprint, split_point=self.split_point.index,
                             spike_shape=self.spike_shape, num_classes=backbone.num_classes,
                             trained=self.checkpoint.trained, arch=backbone.arch,
-                            split_point_name=self.split_point.name)
+                            split_point_name=self.split_point.name, inference_ms=self.inference_ms)
 
     def check(self, frame: pb.SpikeFrame) -> tuple[tuple[int, ...], Codec]:
         """The frame's shape and codec if this tail can run it; raises FrameError naming the problem."""
@@ -119,10 +121,18 @@ class TailRunner:
             raise InvalidFrame(f"payload does not decode: {e}") from None
         return DecodedFrame(spikes, (perf_counter() - start) * 1e3)
 
-    def warm_up(self) -> None:
-        """One forward on silent spikes, so that the first frame does not pay for one-time set-up (see
-        HeadRunner.warm_up)."""
-        self.infer(torch.zeros(self.spike_shape[0], 1, *self.spike_shape[1:]))
+    def warm_up(self, timed_runs: int = 5) -> None:
+        """Forwards on silent spikes: the first so that the first frame does not pay for one-time set-up (see
+        HeadRunner.warm_up), then ``timed_runs`` more for the median time of one image, which GetModelInfo
+        reports for the devices' split-point planners."""
+        spikes = torch.zeros(self.spike_shape[0], 1, *self.spike_shape[1:])  # [T, 1, C', H', W']
+        self.infer(spikes)
+        times = []
+        for _ in range(timed_runs):
+            start = perf_counter()
+            self.infer(spikes)
+            times.append((perf_counter() - start) * 1e3)
+        self.inference_ms = statistics.median(times)
 
     def infer(self, spikes: torch.Tensor) -> torch.Tensor:
         """Spikes [T, B, C', H', W'] -> logits [B, num_classes]. Each image's row depends only on that image

@@ -14,6 +14,9 @@ Per split point (RBk, IRBk), all figures per image:
     float32 feature    C*H*W*4 bytes: what an ANN split after the same block would send uncompressed
     FLOPs              MACs of the device's counted layers (--mode; see shared/energy.py)
     ANN baseline       FLOPs * 4.6 pJ, the same layers as 45 nm multiply-accumulates
+    transmit           time and radio energy to send the transmitted bytes on --link (shared/radio.py:
+                       BottleNet's measured uplinks, P(r) x bytes / r)
+    device total       measured SNN energy at 45 nm + transmit energy: what the device pays
 
 With a checkpoint and images the head runs for real, and the firing rate, SyOPs and the SNN's energy
 at 45 nm and on ROLLS are measured (averaged over the images). Everything else comes from shapes: the
@@ -35,6 +38,7 @@ from shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_con
 from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
 from shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, EnergyEstimate, structural_flops
 from shared.preprocess import ImageError, load_image
+from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
 from shared.split_model import ModelConfig, SplitHead
 
 BATCH_SIZE = 16  # images per head forward when measuring
@@ -65,11 +69,16 @@ class SplitPointRow:
     bottlenetpp_bytes: int | None  # the paper's ANN baseline at this point, where it has a figure
     measured: Measured | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self, link: LinkProfile) -> dict:
         row = asdict(self)
         row["spike_shape"] = list(self.spike_shape)
         measured = row.pop("measured")
-        return {**row, **(measured or {})}
+        return {**row, **(measured or {}), "link": link.name, "transmit_ms": link.transmit_ms(self.transmitted_bytes),
+                "transmit_mj": link.transmit_mj(self.transmitted_bytes), "device_total_mj": self.device_total_mj(link)}
+
+    def device_total_mj(self, link: LinkProfile) -> float | None:
+        """Measured compute at 45 nm + the radio's energy for the payload; None without a measurement."""
+        return None if self.measured is None else self.measured.device_45nm_mj + link.transmit_mj(self.transmitted_bytes)
 
 
 def structural_row(config: ModelConfig, mode: CountMode) -> SplitPointRow:
@@ -128,37 +137,41 @@ def render_table(header: list[str], lines: list[list[str]]) -> list[str]:
     return ["  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) for cells in [header, *lines]]
 
 
-def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode) -> str:
+def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode, link: LinkProfile) -> str:
     backbone = config.backbone
     # BottleNet++'s bytes are the paper's: they exist only for the paper's full-width Spike ResNet50
     with_bottlenetpp = rows[0].bottlenetpp_bytes is not None
     header = ["split", "T", "spikes C'xH'xW'", "bits", "bytes"]
     header += ["BN++ bytes"] if with_bottlenetpp else []
-    header += ["compression", "float32 B", "FLOPs (M)", "ANN mJ"]
+    header += ["compression", "float32 B", "FLOPs (M)", "ANN mJ", "tx ms", "tx mJ"]
     measured = rows[0].measured is not None
     if measured:
-        header += ["fire rate", "SyOPs (M)", "SNN 45nm mJ", "ROLLS mJ", "ANN/45nm", "ANN/ROLLS"]
+        header += ["fire rate", "SyOPs (M)", "SNN 45nm mJ", "ROLLS mJ", "ANN/45nm", "ANN/ROLLS", "device total mJ"]
     lines = []
     for row in rows:
         t, c, h, w = row.spike_shape
         cells = [row.split_point_name, str(t), f"{c}x{h}x{w}", f"{t * c * h * w:,}", f"{row.transmitted_bytes:,}"]
         cells += [f"{row.bottlenetpp_bytes:,}"] if with_bottlenetpp else []
         cells += [f"{row.compression_ratio:g}x", f"{row.float32_feature_bytes:,}", millions(row.flops),
-                  f"{row.ann_baseline_45nm_mj:.4g}"]
+                  f"{row.ann_baseline_45nm_mj:.4g}", f"{link.transmit_ms(row.transmitted_bytes):.4g}",
+                  f"{link.transmit_mj(row.transmitted_bytes):.4g}"]
         if row.measured:
             m = row.measured
             cells += [f"{m.firing_rate:.4f}", f"{m.syops / 1e6:.4g}", f"{m.device_45nm_mj:.4g}", f"{m.device_rolls_mj:.4g}",
                       f"{row.ann_baseline_45nm_mj / m.device_45nm_mj:.1f}x",
-                      f"{row.ann_baseline_45nm_mj / m.device_rolls_mj:.1f}x"]
+                      f"{row.ann_baseline_45nm_mj / m.device_rolls_mj:.1f}x", f"{row.device_total_mj(link):.4g}"]
         lines.append(cells)
     title = (f"{backbone.arch}, width x{backbone.width_multiplier:g}, {backbone.num_classes} classes, "
              f"{backbone.image_size}x{backbone.image_size} input; per image; FLOPs counted in {mode.value} mode")
     notes = ["compression: the block's own T*C*H*W spike bits / transmitted bytes; "
-             "float32 B: an ANN's C*H*W*4 feature", "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)"]
+             "float32 B: an ANN's C*H*W*4 feature", "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)",
+             f"tx: sending the bytes on {link.name} ({link.rate_mbps:g} Mbps at {link.power_mw:.1f} mW, BottleNet's "
+             f"uplink figures)"]
     if with_bottlenetpp:
         notes.append("BN++ bytes: BottleNet++ at the same point, from the paper's Table 1")
     if measured:
-        notes.append("SNN: SyOPs x 0.9 pJ (45 nm) or x 77 fJ (ROLLS), averaged over the images")
+        notes.append("SNN: SyOPs x 0.9 pJ (45 nm) or x 77 fJ (ROLLS), averaged over the images; "
+                     "device total: SNN 45 nm + tx")
     return "\n".join([title, "", *render_table(header, lines), "", *notes])
 
 
@@ -202,6 +215,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --checkpoint: measure firing rate, SyOPs and energy on these image files")
     parser.add_argument("--mode", choices=[m.value for m in CountMode], default=CountMode.PAPER.value,
                         help="paper: block convs only, as the paper counts; complete: also stem, shortcuts, encoder")
+    parser.add_argument("--link", choices=list(LINK_PROFILES), default=DEFAULT_LINK,
+                        help=f"uplink for the transmit columns (BottleNet's measured figures; default: {DEFAULT_LINK})")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list, one object per split point (with --compare: of every backbone)")
 
@@ -240,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
             config = preset_configs(archs[0], width, classes)[0]
     except (CheckpointError, ImageError) as e:
         return fail(str(e), 1)
-    print(json.dumps([row.to_json() for row in rows], indent=2) if args.json else table(rows, config, mode))
+    link = link_profile(args.link)
+    print(json.dumps([row.to_json(link) for row in rows], indent=2) if args.json else table(rows, config, mode, link))
     return 0
 
 

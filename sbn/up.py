@@ -213,11 +213,12 @@ class StackPlan:
 
 def plan_stack(checkpoint: Path | None = None, split_point: int | None = None, host: str | None = None,
                port: int | None = None, edge_port: int | None = None, device_flags: Sequence[str] = (),
-               arch: str | None = None, environ: Mapping[str, str] | None = None) -> StackPlan:
+               arch: str | None = None, environ: Mapping[str, str] | None = None,
+               models: str | None = None) -> StackPlan:
     """The two children's flags and environment for these arguments (None: not given, so the
     environment, else the default, decides); raises StackError if the halves would not fit together."""
     env = child_environment(os.environ if environ is None else environ)
-    model = {"checkpoint": checkpoint, "arch": arch, "split_point": split_point}
+    model = {"checkpoint": checkpoint, "arch": arch, "split_point": split_point, "models": models}
     edge = half_settings(EdgeSettings, env, {**model, "host": EDGE_HOST, "port": edge_port})
     if edge.port == 0:
         raise StackError("sbn up needs a fixed edge port, not 0: set --edge-port or SBN_EDGE_PORT")
@@ -304,6 +305,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-point", type=int, metavar="K",
                         help=f"split point of the embedded demo model (default: SBN_SPLIT_POINT, else "
                              f"{DEFAULT_SPLIT_POINT}); `sbn models` lists them")
+    parser.add_argument("--models", choices=["all"],
+                        help="all: both halves also serve every embedded demo model, so /classify?split_point=K "
+                             "(or auto) picks among them; the default model stays the one above")
     parser.add_argument("--host", help=f"HTTP address of the device (default: {_default(DeviceSettings, 'host')})")
     parser.add_argument("--port", type=int,
                         help=f"HTTP port of the device (default: {_default(DeviceSettings, 'port')})")
@@ -319,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         plan = plan_stack(args.checkpoint, args.split_point, args.host, args.port, args.edge_port,
-                          ["--codec", args.codec] if args.codec else [], args.arch)
+                          ["--codec", args.codec] if args.codec else [], args.arch, models=args.models)
         with start_stack(plan) as children:
             url = plan.device_url
             log.info("up: try  curl -F file=@image.png %s/classify   (docs: %s/docs; Ctrl-C stops both)", url, url)

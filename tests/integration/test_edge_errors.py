@@ -63,7 +63,7 @@ BAD_FRAMES = {
     "batch over the limit": (dict(shape=[4, MAX_BATCH + 1, 4, 8, 8]), grpc.StatusCode.INVALID_ARGUMENT,
                              [f"batch size {MAX_BATCH + 1}", f"1..{MAX_BATCH}"]),
     "wrong fingerprint": (dict(model_fingerprint=OTHER_FINGERPRINT), grpc.StatusCode.FAILED_PRECONDITION,
-                          [OTHER_FINGERPRINT, "this edge serves model"]),
+                          [OTHER_FINGERPRINT, "which this edge does not serve; it serves"]),
     "unknown codec": (dict(codec=9), grpc.StatusCode.INVALID_ARGUMENT, ["unknown codec 9"]),
     "unspecified codec": (dict(codec=pb.CODEC_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, ["unspecified"]),
     "wrong split point": (dict(split_point=9), grpc.StatusCode.INVALID_ARGUMENT, ["split point 9", "RB8"]),

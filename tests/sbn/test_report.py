@@ -25,6 +25,7 @@ BOTTLENETPP_BYTES = [8192, 16384, 16384, 8192, 8192, 8192, 8192, 4096, 4096, 409
 KEYS = ["arch", "split_point", "split_point_name", "time_steps", "spike_shape", "transmitted_bytes",
         "compression_ratio", "float32_feature_bytes", "flops", "ann_baseline_45nm_mj", "bottlenetpp_bytes"]
 MEASURED_KEYS = ["firing_rate", "syops", "device_45nm_mj", "device_rolls_mj"]
+LINK_KEYS = ["link", "transmit_ms", "transmit_mj", "device_total_mj"]
 
 
 def report(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
@@ -45,11 +46,22 @@ def test_paper_preset_json_has_one_object_per_split_point_with_exactly_the_keys(
     assert [row["split_point"] for row in paper_rows] == list(range(1, 17))
     assert [row["split_point_name"] for row in paper_rows] == [f"RB{k}" for k in range(1, 17)]
     assert all(row["arch"] == "spiking_resnet50" for row in paper_rows)
-    assert all(list(row) == KEYS for row in paper_rows)
+    assert all(list(row) == KEYS + LINK_KEYS for row in paper_rows)
 
 
 def test_paper_preset_names_bottlenet_plus_plus_bytes(paper_rows: list[dict]) -> None:
     assert [row["bottlenetpp_bytes"] for row in paper_rows] == BOTTLENETPP_BYTES
+
+
+def test_transmit_columns_on_each_link_by_hand(paper_rows: list[dict], capsys: pytest.CaptureFixture) -> None:
+    # shapes alone: no measured compute, so no device total
+    assert all(row["link"] == "wifi" and row["device_total_mj"] is None for row in paper_rows)
+    code, out, _ = report(capsys, "--preset", "paper", "--link", "3g", "--json")
+    assert code == 0
+    for row in json.loads(out):
+        bits = row["transmitted_bytes"] * 8
+        assert row["transmit_ms"] == pytest.approx(bits / 1.10e6 * 1e3)  # 3G: 1.10 Mbit/s
+        assert row["transmit_mj"] == pytest.approx((868.98 * 1.10 + 817.88) * bits / 1.10e6)
 
 
 def test_paper_preset_transmits_the_table_1_bytes(paper_rows: list[dict]) -> None:
@@ -106,7 +118,7 @@ def test_the_mobilenet_preset_reports_its_17_split_points(capsys: pytest.Capture
     assert len(MOBILENET_BLOCKS) == 17
     for row, (c, h, w) in zip(rows, MOBILENET_BLOCKS):
         name = row["split_point_name"]
-        assert list(row) == KEYS and row["arch"] == "spiking_mobilenetv2" and row["bottlenetpp_bytes"] is None
+        assert list(row) == KEYS + LINK_KEYS and row["arch"] == "spiking_mobilenetv2" and row["bottlenetpp_bytes"] is None
         t, c_, h_, w_ = row["spike_shape"]
         assert t == row["time_steps"]
         assert row["transmitted_bytes"] == math.ceil(t * c_ * h_ * w_ / 8), name
@@ -149,7 +161,11 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     code, out, err = report(capsys, "--checkpoint", str(checkpoint), "--images", *map(str, images), "--json")
     assert code == 0, err
     (row,) = json.loads(out)
-    assert list(row) == KEYS + MEASURED_KEYS and row["split_point"] == 8
+    assert list(row) == KEYS + MEASURED_KEYS + LINK_KEYS and row["split_point"] == 8
+    # what the device pays: its measured compute and the radio for the payload on Wi-Fi (BottleNet's figures)
+    wifi_mj = (283.17 * 18.88 + 132.86) * row["transmitted_bytes"] * 8 / 18.88e6
+    assert row["transmit_mj"] == pytest.approx(wifi_mj)
+    assert row["device_total_mj"] == pytest.approx(row["device_45nm_mj"] + wifi_mj)
     assert (row["arch"], row["split_point_name"], row["bottlenetpp_bytes"]) == ("spiking_resnet50", "RB8", None)
     # the same numbers, measured directly
     head = load_checkpoint(checkpoint, "head").model

@@ -67,7 +67,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained", "arch", "split_point_name", "models")
+    __slots__ = ("model_fingerprint", "split_point", "spike_shape", "num_classes", "trained", "arch", "split_point_name", "models", "inference_ms")
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
     SPIKE_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ModelInfo(_message.Message):
     ARCH_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_NAME_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     model_fingerprint: str
     split_point: int
     spike_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -84,4 +85,5 @@ class ModelInfo(_message.Message):
     arch: str
     split_point_name: str
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
-    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ..., arch: _Optional[str] = ..., split_point_name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+    inference_ms: float
+    def __init__(self, model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., spike_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., trained: _Optional[bool] = ..., arch: _Optional[str] = ..., split_point_name: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., inference_ms: _Optional[float] = ...) -> None: ...

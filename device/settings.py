@@ -80,12 +80,7 @@ class DeviceSettings(ModelSettings):
 
     def prior_link(self) -> LinkProfile:
         """The configured link: the profile, with the custom rate and round trip if set."""
-        profile = link_profile(self.link)
-        if self.link_rate_mbps is None and self.link_rtt_ms is None:
-            return profile
-        return LinkProfile(f"{profile.name} (custom)", self.link_rate_mbps or profile.rate_mbps,
-                           profile.power_mw_per_mbps, profile.base_power_mw,
-                           profile.rtt_ms if self.link_rtt_ms is None else self.link_rtt_ms)
+        return link_profile(self.link, self.link_rate_mbps, self.link_rtt_ms)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> DeviceSettings:

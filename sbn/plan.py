@@ -23,7 +23,7 @@ from device.head_set import measure_costs
 from device.planner import NoEligibleSplit, Objective, Plan, SplitProfile, plan
 from edge.tail_runner import TailRunner
 from shared.checkpoint import CheckpointError, embedded_models
-from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
+from shared.radio import DEFAULT_LINK, LINK_PROFILES, link_profile
 from shared.settings import configure_torch_threads
 
 from .report import render_table
@@ -44,16 +44,6 @@ def measure_profiles(checkpoints: list[Path]) -> list[SplitProfile]:
                                      costs.device_ms, costs.device_mj, round(costs.message_bytes), tail.inference_ms,
                                      None if drop is None else float(drop)))
     return profiles
-
-
-def the_link(args: argparse.Namespace) -> LinkProfile:
-    """--link, or a custom link from --bandwidth-mbps / --rtt-ms on that radio's power model."""
-    profile = link_profile(args.link)
-    if args.bandwidth_mbps is None and args.rtt_ms is None:
-        return profile
-    return LinkProfile(f"{profile.name} (custom)", args.bandwidth_mbps or profile.rate_mbps,
-                       profile.power_mw_per_mbps, profile.base_power_mw,
-                       profile.rtt_ms if args.rtt_ms is None else args.rtt_ms)
 
 
 def render(result: Plan) -> str:
@@ -121,8 +111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtt-ms", type=float, help="a custom round trip (default: the link's)")
     parser.add_argument("--objective", choices=[o.value for o in Objective], default=Objective.LATENCY.value)
     parser.add_argument("--latency-weight", type=float, default=0.5, help="the mix objective's weight of latency")
-    parser.add_argument("--max-accuracy-drop", type=float, default=3.0,
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--max-accuracy-drop", type=float, default=3.0,
                         help="only split points losing at most this many points (default: 3, the paper's rule)")
+    budget.add_argument("--no-accuracy-budget", dest="max_accuracy_drop", action="store_const", const=None,
+                        help="consider every split point, whatever its accuracy drop (or none recorded)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the measurements (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw latency and energy per split point "
@@ -136,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     configure_torch_threads(args.threads)
     try:
         profiles = measure_profiles(args.checkpoint or [info.path for info in embedded_models()])
-        result = plan(profiles, the_link(args), args.objective, args.max_accuracy_drop, args.latency_weight)
+        link = link_profile(args.link, args.bandwidth_mbps, args.rtt_ms)
+        result = plan(profiles, link, args.objective, args.max_accuracy_drop, args.latency_weight)
     except (CheckpointError, NoEligibleSplit, ValueError) as e:
         print(f"sbn plan: error: {e}", file=sys.stderr)
         return 1

@@ -66,8 +66,13 @@ LINK_PROFILES: dict[str, LinkProfile] = {
 DEFAULT_LINK = "wifi"
 
 
-def link_profile(name: str) -> LinkProfile:
+def link_profile(name: str, rate_mbps: float | None = None, rtt_ms: float | None = None) -> LinkProfile:
+    """The named profile, or with a custom rate and/or round trip on that radio's power model."""
     try:
-        return LINK_PROFILES[name.lower()]
+        profile = LINK_PROFILES[name.lower()]
     except KeyError:
         raise ValueError(f"unknown link {name!r}; expected one of {', '.join(LINK_PROFILES)}") from None
+    if rate_mbps is None and rtt_ms is None:
+        return profile
+    return LinkProfile(f"{profile.name} (custom)", profile.rate_mbps if rate_mbps is None else rate_mbps,
+                       profile.power_mw_per_mbps, profile.base_power_mw, profile.rtt_ms if rtt_ms is None else rtt_ms)

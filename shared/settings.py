@@ -11,6 +11,7 @@ model.
 from __future__ import annotations
 
 import argparse
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_origin
@@ -21,6 +22,8 @@ from pydantic_settings import BaseSettings, NoDecode
 
 from .backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config, resolve_arch
 from .checkpoint import default_checkpoint, embedded_models
+
+log = logging.getLogger("sbn")
 
 DEFAULT_SPLIT_POINT = 8  # every backbone ships an embedded demo model split here
 SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{points[-1].name}"
@@ -83,7 +86,13 @@ def configure_torch_threads(threads: int) -> None:
     can only be sized before its first use, hence "once, at start".
     """
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(threads)
+    if torch.get_num_interop_threads() == threads:
+        return
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # a second call in one process (a command run in-process, as tests do): sized already
+        log.warning("torch's inter-op pool is already in use with %d threads; it stays so",
+                    torch.get_num_interop_threads())
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from device.planner import NoEligibleSplit, Objective, SplitProfile, plan
-from shared.radio import LINK_PROFILES, LinkProfile
+from shared.radio import LINK_PROFILES, LinkProfile, link_profile
 
 # Early split: cheap on the device, a big frame, a heavy tail. Late split: the opposite.
 EARLY = SplitProfile("spiking_resnet50", 3, "RB3", device_ms=2.0, device_mj=0.01, message_bytes=2000, edge_ms=10.0,
@@ -24,6 +24,11 @@ def test_the_paper_uplink_figures_by_hand() -> None:
     assert wifi.transmit_ms(1000) == pytest.approx(8000 / 18.88e6 * 1e3)
     assert wifi.transmit_mj(1000) == pytest.approx(5479.1096 * (8000 / 18.88e6))
     assert wifi.transmit_mj(1000) == pytest.approx(2.3217, abs=1e-4)
+    # a custom rate on 3G's radio: its power follows P(r) at that rate
+    custom = link_profile("3G", rate_mbps=2.0, rtt_ms=7.0)
+    assert (custom.power_mw, custom.rtt_ms) == (pytest.approx(868.98 * 2.0 + 817.88), 7.0)
+    with pytest.raises(ValueError, match="3g, 4g, wifi"):
+        link_profile("5g")
 
 
 def test_latency_and_energy_objectives_choose_differently_on_wifi() -> None:

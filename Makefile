@@ -35,6 +35,7 @@ up: venv
 
 bench: venv
 	$(PY) bench/codec_bench.py
+	$(PY) -m bench.entropy_bench
 	$(PY) bench/model_bench.py
 
 proto: venv

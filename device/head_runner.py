@@ -74,6 +74,10 @@ class HeadRunner:
         self.head = head.eval()
         self.checkpoint = checkpoint
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
+        self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
+        if codec == Codec.ENTROPY and self.spike_model is None:
+            raise ValueError("the entropy codec needs a checkpoint with an entropy model (sbn train fit-codec adds "
+                             "one); this one has none")
         self.codec = codec
         self.energy_mode = CountMode(energy_mode)
         # The activity monitor hooks the shared head module for the length of one forward; two
@@ -149,7 +153,7 @@ class HeadRunner:
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""
         # the encoder's LIF made them: binary by construction, so the codec skips its check
-        codec, payload = encode(spikes, self.codec, assume_binary=True)
+        codec, payload = encode(spikes, self.codec, assume_binary=True, model=self.spike_model)
         frame = pb.SpikeFrame(request_id=uuid.uuid4().hex, model_fingerprint=self.checkpoint.fingerprint,
                               split_point=self.split_point.index, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
                               payload=payload)

@@ -19,8 +19,9 @@ class DeviceSettings(ModelSettings):
     host: str = Field("127.0.0.1", description="HTTP address to listen on (0.0.0.0 for all interfaces)")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
     edge_address: str = Field("127.0.0.1:50051", description="host:port of the edge's gRPC server")
-    codec: Literal["raw", "sparse", "auto"] = Field(
-        "raw", description="spike payload codec: raw (1 bit per spike), sparse, or auto (the smaller, per request)")
+    codec: Literal["raw", "sparse", "entropy", "auto"] = Field(
+        "raw", description="spike payload codec: raw (1 bit per spike), sparse, entropy (range-coded under the "
+                           "checkpoint's fitted context model), or auto (the smallest the model offers, per request)")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest accepted request body (the multipart upload), in bytes")
     max_batch: int = Field(

@@ -68,6 +68,7 @@ class TailRunner:
         self.max_batch = max_batch
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_shape = checkpoint.config.spike_shape  # (T, C', H', W') of one image
+        self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
         self.inference_ms = 0.0  # one image's decoder + tail, measured by warm_up (0: not measured)
 
     @classmethod
@@ -106,17 +107,21 @@ class TailRunner:
         if not 1 <= b <= self.max_batch:
             raise InvalidFrame(f"batch size {b} in shape {list(shape)} is outside 1..{self.max_batch}")
         if frame.codec == pb.CODEC_UNSPECIFIED:
-            raise InvalidFrame("codec is unspecified; set CODEC_RAW or CODEC_SPARSE")
+            raise InvalidFrame("codec is unspecified; set CODEC_RAW, CODEC_SPARSE or CODEC_ENTROPY")
         if frame.codec not in CODEC_FROM_WIRE:
-            raise InvalidFrame(f"unknown codec {frame.codec}; this edge reads CODEC_RAW (1) and CODEC_SPARSE (2)")
-        return shape, CODEC_FROM_WIRE[frame.codec]
+            raise InvalidFrame(f"unknown codec {frame.codec}; this edge reads CODEC_RAW (1), CODEC_SPARSE (2) and "
+                               f"CODEC_ENTROPY (3)")
+        codec = CODEC_FROM_WIRE[frame.codec]
+        if codec is Codec.ENTROPY and self.spike_model is None:
+            raise InvalidFrame("an entropy-coded frame, but this model has no entropy model to decode it with")
+        return shape, codec
 
     def decode(self, frame: pb.SpikeFrame) -> DecodedFrame:
         """The frame's spikes; raises FrameError naming what does not fit this tail."""
         shape, codec = self.check(frame)
         start = perf_counter()
         try:
-            spikes = decode(frame.payload, shape, codec)
+            spikes = decode(frame.payload, shape, codec, model=self.spike_model)
         except SpikeCodecError as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
         return DecodedFrame(spikes, (perf_counter() - start) * 1e3)

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
             "channels": ckpt.config.bottleneck.channels,
             "spike_shape": list(geometry.spike_shape),
             "transmitted_bytes": geometry.transmitted_bytes,
+            # mean entropy-codec payload on the test split (training/entropy_fit.py); None: no fitted model
+            "entropy_bytes": info.get("entropy_codec", {}).get("entropy_mean_bytes") if ckpt.config.entropy_model
+            else None,
             "compression_ratio": geometry.compression,
             "dataset": info.get("dataset"),
             "input_style": ckpt.config.input_style,
@@ -45,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ["arch", "split", "k", "T", "C'", "bytes", "compression", "dataset", "input", "accuracy %", "drop", "file"]
+    header = ["arch", "split", "k", "T", "C'", "bytes", "entropy B", "compression", "dataset", "input", "accuracy %",
+              "drop", "file"]
     lines = [[r["arch"], r["split_point_name"], str(r["split_point"]), str(r["time_steps"]), str(r["channels"]),
-              str(r["transmitted_bytes"]), f"{r['compression_ratio']:g}x", str(r["dataset"]), r["input_style"],
+              str(r["transmitted_bytes"]), "-" if r["entropy_bytes"] is None else f"{r['entropy_bytes']:g}",
+              f"{r['compression_ratio']:g}x", str(r["dataset"]), r["input_style"],
               "-" if r["test_accuracy"] is None
               else f"{r['test_accuracy']:.2f}" + ("" if r["info_verified"] else " (unverified)"),
               "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}", r["file"]] for r in rows]

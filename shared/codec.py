@@ -8,12 +8,17 @@ spike is the most significant bit of the first byte (numpy.packbits' "big" order
     raw     ceil(bits / 8) bytes, one bit per position (numpy.packbits: fastest in bench/codec_bench.py)
     sparse  bitarray.util.sc_encode of the same bit sequence: a self-describing sparse stream
             that goes below one bit per position when few neurons fire
-    auto    encodes both and keeps the smaller for this frame (the frame says which was used)
+    entropy range coding of the same bits under the model's context model (shared/entropy_codec.py:
+            each bit's probability from its channel and the same neuron's previous time step); needs
+            a checkpoint whose config carries the fitted model
+    auto    encodes every codec the model has and keeps the smallest for this frame (the frame says
+            which was used)
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from enum import Enum
 
 import numpy as np
@@ -21,13 +26,16 @@ import torch
 from bitarray import bitarray
 from bitarray.util import sc_decode, sc_encode
 
+from .entropy_codec import EntropyCodecError, SpikeContextModel
+
 
 class Codec(str, Enum):
     RAW = "raw"
     SPARSE = "sparse"
+    ENTROPY = "entropy"
 
 
-CODEC_CHOICES = ("raw", "sparse", "auto")
+CODEC_CHOICES = ("raw", "sparse", "entropy", "auto")
 
 
 class SpikeCodecError(ValueError):
@@ -59,13 +67,14 @@ def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarr
     return bits
 
 
-def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *,
-           assume_binary: bool = False) -> tuple[Codec, bytes]:
+def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_binary: bool = False,
+           model: SpikeContextModel | None = None) -> tuple[Codec, bytes]:
     """Pack a binary tensor; returns the codec actually used and the payload.
 
     The tensor is checked to hold only 0 and 1 unless the caller passes ``assume_binary=True``,
     which is for tensors binary by construction, such as a LIF's output; any other nonzero value
-    would then be sent as a spike.
+    would then be sent as a spike. ``model``: the checkpoint's entropy model, for ``entropy`` (the
+    tensor then shaped T, B, C', H', W') and for ``auto`` to consider it.
     """
     bits = _as_bits(spikes, assume_binary)
     packed = np.packbits(bits)
@@ -73,10 +82,26 @@ def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *,
         return Codec.RAW, packed.tobytes()
     if codec == Codec.SPARSE:
         return Codec.SPARSE, _sparse_encode(packed, bits.size)
+    if codec == Codec.ENTROPY:
+        return Codec.ENTROPY, _entropy_encode(bits, tuple(spikes.shape), packed, model)
     if codec == "auto":
-        raw, sparse = packed.tobytes(), _sparse_encode(packed, bits.size)
-        return (Codec.SPARSE, sparse) if len(sparse) < len(raw) else (Codec.RAW, raw)
+        raw = packed.tobytes()
+        candidates = [(Codec.RAW, raw), (Codec.SPARSE, _sparse_encode(packed, bits.size))]
+        if model is not None:
+            candidates.append((Codec.ENTROPY, _entropy_encode(bits, tuple(spikes.shape), packed, model)))
+        return min(candidates, key=lambda candidate: len(candidate[1]))  # a tie keeps the earlier: raw first
     raise SpikeCodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
+
+
+def _entropy_encode(bits: np.ndarray, shape: tuple[int, ...], packed: np.ndarray,
+                    model: SpikeContextModel | None) -> bytes:
+    if model is None:
+        raise SpikeCodecError("the entropy codec needs the model's entropy model; this checkpoint has none "
+                              "(sbn train fit-codec adds one)")
+    try:
+        return model.encode(bits.reshape(shape).view(np.uint8), packed.tobytes())
+    except EntropyCodecError as e:
+        raise SpikeCodecError(str(e)) from None
 
 
 def _sparse_encode(packed: np.ndarray, n: int) -> bytes:
@@ -100,25 +125,43 @@ def _unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: torch.dty
     return torch.from_numpy(np.unpackbits(packed, count=n).reshape(shape)).to(dtype)
 
 
-def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Unpack a payload into a binary tensor of ``shape``; raises SpikeCodecError if it does not fit."""
+def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: torch.dtype = torch.float32,
+           model: SpikeContextModel | None = None) -> torch.Tensor:
+    """Unpack a payload into a binary tensor of ``shape``; raises SpikeCodecError if it does not fit.
+    ``model``: the checkpoint's entropy model, needed for ``entropy``."""
     n = math.prod(shape)
     if any(d <= 0 for d in shape):
         raise SpikeCodecError(f"shape {tuple(shape)} has a non-positive dimension")
     try:
         codec = Codec(codec)
     except ValueError:
-        raise SpikeCodecError(f"unknown codec {codec!r}; expected 'raw' or 'sparse'") from None
+        raise SpikeCodecError(f"unknown codec {codec!r}; expected one of raw, sparse, entropy") from None
     if codec is Codec.RAW:
         expected = raw_length(shape)
         if len(payload) != expected:
             raise SpikeCodecError(f"raw payload is {len(payload)} bytes; shape {tuple(shape)} "
                                   f"({n} bits) needs exactly {expected}")
         packed = np.frombuffer(payload, dtype=np.uint8)
-    else:
+    elif codec is Codec.SPARSE:
         packed = _sparse_decode(payload, n)
+    else:
+        packed = _entropy_decode(payload, tuple(shape), model)
     return _unpack(packed, n, tuple(shape), dtype)
+
+
+def _entropy_decode(payload: bytes, shape: tuple[int, ...], model: SpikeContextModel | None) -> np.ndarray:
+    """The payload's bits packed as the raw codec packs them, checked against the CRC the encoder recorded."""
+    if model is None:
+        raise SpikeCodecError("an entropy payload needs the model's entropy model; this checkpoint has none")
+    try:
+        bits, crc = model.decode(payload, shape)
+    except EntropyCodecError as e:
+        raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
+    packed = np.packbits(bits)
+    if zlib.crc32(packed.tobytes()) != crc:
+        raise SpikeCodecError("corrupt entropy payload: the decoded spikes fail the CRC-32 the encoder recorded "
+                              "(a damaged, truncated or foreign payload)")
+    return packed
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:

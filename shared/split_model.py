@@ -25,6 +25,7 @@ from .backbones import BackboneConfig, BlockSequence, SpikingBackbone, SpikingRe
 from .backbones import backbone_config_from_dict
 from .bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder, SplitPreset, spike_shape
 from .codec import raw_length
+from .entropy_codec import SpikeContextModel
 from .preprocess import INPUT_STYLES
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -46,6 +47,11 @@ class SplitGeometry:
         return self.uncompressed_bytes / self.transmitted_bytes
 
 
+def _rows(table: list[list[float]] | None) -> tuple[tuple[float, ...], ...] | None:
+    """A table read back from JSON (lists) as the config holds it (tuples: immutable, as the config is)."""
+    return None if table is None else tuple(tuple(row) for row in table)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model and prepare its input; stored in every checkpoint."""
@@ -58,6 +64,9 @@ class ModelConfig:
     labels: tuple[str, ...] = ()  # class names, index = class id; empty: "class <i>"
     # how an upload becomes model input (shared/preprocess.py): "natural" resizes, "digits" frames the ink
     input_style: str = "natural"
+    # the entropy codec's context model, C' rows of P(spike) per context (shared/entropy_codec.py), fitted
+    # on training data by `sbn train fit-codec`; None: the model offers only the raw and sparse codecs
+    entropy_model: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.input_style not in INPUT_STYLES:
@@ -68,6 +77,15 @@ class ModelConfig:
             raise ValueError(f"{len(self.labels)} labels for {self.backbone.num_classes} classes")
         if self.bottleneck:
             self.spike_shape  # validates the bottleneck against the backbone's split points
+        if self.entropy_model is not None:
+            model = SpikeContextModel.from_config(self.entropy_model)  # ValueError for a malformed table
+            if self.bottleneck is None or model.channels != self.bottleneck.channels:
+                raise ValueError(f"the entropy model has {model.channels} channels; the bottleneck sends "
+                                 f"{self.bottleneck.channels if self.bottleneck else 'no'} channels")
+
+    def spike_model(self) -> SpikeContextModel | None:
+        """The entropy codec's model of this model's transmitted spikes, if fitted."""
+        return None if self.entropy_model is None else SpikeContextModel.from_config(self.entropy_model)
 
     def with_split(self, preset: SplitPreset) -> ModelConfig:
         return dataclasses.replace(self, bottleneck=preset.bottleneck, time_steps=preset.time_steps)
@@ -114,6 +132,7 @@ class ModelConfig:
             std=tuple(d["std"]),
             labels=tuple(d.get("labels", ())),
             input_style=d.get("input_style", "natural"),  # checkpoints written before input styles
+            entropy_model=_rows(d.get("entropy_model")),  # ... and before the entropy codec
         )
 
 

@@ -3,6 +3,7 @@
     sbn train pretrain --dataset cifar100 --data-dir data/cifar-100-python --out runs/c100/backbone.safetensors
     sbn train finetune --pretrained runs/c100/backbone.safetensors --split-point 8 --out runs/c100/rb8.safetensors
     sbn train calibrate runs/c100/rb8.safetensors --data-dir data/cifar-100-python   # the "uncertain" threshold
+    sbn train fit-codec runs/c100/rb8.safetensors --data-dir data/cifar-100-python   # the entropy codec's model
     sbn train sweep    --pretrained runs/c100/backbone.safetensors --out runs/c100/sweep
     sbn train demo [--arch mobilenetv2]   # the shipped digits checkpoints, from scratch, on a CPU, into runs/demo
     sbn train demo --install              # ... into the package's shared/models, replacing the shipped ones
@@ -27,6 +28,7 @@ from shared.settings import SPLIT_POINT_RANGES
 from . import runtime as rt
 from .datasets import DATASETS, load_dataset
 from .demo import DEMO_DIR, DEMOS, demo_table, run_demo
+from .entropy_fit import fit_codec
 from .recipes import calibrate_checkpoint, finetune, pretrain, state_path
 from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
 from .trainer import OPTIMIZERS, TrainConfig
@@ -96,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("calibrate", help="(re)compute a split checkpoint's uncertainty threshold, in place")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT")
+    p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+
+    p = sub.add_parser("fit-codec", help="fit a split checkpoint's entropy-codec model on its training data")
+    p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT")
+    p.add_argument("--out", type=Path, help="folder for the new checkpoints (default: rewrite each in place; its "
+                                            "fingerprint changes either way, as its config does)")
     p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
@@ -180,6 +189,16 @@ def _run(args: argparse.Namespace) -> int:
             c = calibrate_checkpoint(path, data, runtime)
             print(f"{path}: flag below max softmax {c.threshold:.4f} "
                   f"({100 * c.flagged_test_fraction:.1f}% of {c.test_images} test images)")
+        return 0
+    if args.action == "fit-codec":
+        runtime = rt.start("fp32", "cpu")
+        for path in args.checkpoints:
+            config, info = read_checkpoint_info(path).config, read_checkpoint_info(path).info
+            data = load_dataset(info.get("dataset", "cifar100"), args.data_dir, config.input_style)
+            out = path if args.out is None else args.out / path.name
+            f = fit_codec(path, data, runtime, out)
+            print(f"{out}: entropy payload {f['entropy_mean_bytes']} B per test image (raw {f['raw_bytes']} B; "
+                  f"first-order bound {f['first_order_bound_bytes']} B)")
         return 0
     runtime = rt.start(args.precision, args.device)
     try:

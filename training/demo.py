@@ -9,7 +9,8 @@ paper's compression at this width, the paper's stride and T) at each shipped spl
 one, the services' default (split point 8), and the last one at the paper's 256x-class compression.
 The data are the digits as the device prepares uploads (input style "digits", shared/preprocess.py),
 half of each training batch re-drawn (training/digit_augment.py); each split checkpoint is then
-calibrated for "uncertain" (shared/uncertainty.py). Everything is seeded (two runs on one machine
+calibrated for "uncertain" (shared/uncertainty.py) and given its entropy-codec model
+(training/entropy_fit.py). Everything is seeded (two runs on one machine
 gave identical training curves and accuracies; other CPUs round differently).
 
 The shipped MobileNet checkpoints predate input styles: they were trained on the plain upscaled
@@ -26,6 +27,7 @@ from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
 from shared.checkpoint import read_checkpoint_info
 
 from .datasets import load_digits
+from .entropy_fit import fit_codec
 from .recipes import finetune, pretrain, state_path
 from .runtime import Runtime
 from .trainer import TrainConfig
@@ -107,5 +109,6 @@ def run_demo(runtime: Runtime, work: Path, plan: DemoPlan, out: Path, restart: b
         # the resumable state stays in the work folder: out (shared/models with --install) holds checkpoints only
         finetune(data, backbone, config.bottleneck_preset(k), replace(plan.finetune, epochs=epochs), runtime, path,
                  state=work / f"{path.name.removesuffix('.safetensors')}.train-state.safetensors", restart=restart)
+        fit_codec(path, data, runtime, path)  # the entropy codec's model, from the same training split
         paths.append(path)
     return paths

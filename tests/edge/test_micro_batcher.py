@@ -111,6 +111,7 @@ def test_a_cancelled_call_frees_its_slot_at_once(serve: Callable[..., grpc.Chann
     running = stub.Infer.future(frames[0], timeout=30)
     assert blocking.entered.acquire(timeout=10)
     waiting = stub.Infer.future(frames[1], timeout=30)  # takes the second and last slot, queued
+    assert metrics.wait_for_queued(1)  # admitted: only now is the edge full
     with pytest.raises(grpc.RpcError) as e:
         stub.Infer(frames[2], timeout=30)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

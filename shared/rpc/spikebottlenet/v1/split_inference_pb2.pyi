@@ -12,9 +12,11 @@ class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CODEC_UNSPECIFIED: _ClassVar[Codec]
     CODEC_RAW: _ClassVar[Codec]
     CODEC_SPARSE: _ClassVar[Codec]
+    CODEC_ENTROPY: _ClassVar[Codec]
 CODEC_UNSPECIFIED: Codec
 CODEC_RAW: Codec
 CODEC_SPARSE: Codec
+CODEC_ENTROPY: Codec
 
 class SpikeFrame(_message.Message):
     __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "payload")

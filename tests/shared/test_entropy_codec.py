@@ -1,0 +1,136 @@
+"""The entropy codec: exact round trips, sizes near a source's closed-form entropy, hostile payloads refused."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
+from shared.entropy_codec import (CONTEXTS, SpikeContextModel, conditional_entropy_bits, own_step_counts,
+                                  transition_counts)
+
+START, STAY, WAKE = 0.3, 0.7, 0.1  # P(fire) at t = 0, after firing, after silence
+
+
+def markov_spikes(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """[T, B, C, H, W] uint8 spikes of independent neurons, each a two-state Markov chain over time."""
+    spikes = np.zeros(shape, dtype=np.uint8)
+    spikes[0] = rng.random(shape[1:]) < START
+    for t in range(1, shape[0]):
+        spikes[t] = rng.random(shape[1:]) < np.where(spikes[t - 1] == 1, STAY, WAKE)
+    return spikes
+
+
+def binary_entropy(p: float) -> float:
+    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def markov_entropy_bits(shape: tuple[int, ...]) -> float:
+    """The source's entropy in closed form: per neuron h(START) + sum over t >= 1 of
+    P(fired at t-1) h(STAY) + P(silent at t-1) h(WAKE), with P(fired) following the chain."""
+    time_steps, neurons = shape[0], math.prod(shape[1:])
+    fired, bits = START, binary_entropy(START)
+    for _ in range(1, time_steps):
+        bits += fired * binary_entropy(STAY) + (1 - fired) * binary_entropy(WAKE)
+        fired = fired * STAY + (1 - fired) * WAKE
+    return neurons * bits
+
+
+FRAME = (4, 1, 8, 8, 8)  # 2,048 bits: 256 raw bytes
+
+
+@pytest.fixture(scope="module")
+def model() -> SpikeContextModel:
+    return SpikeContextModel.fit(transition_counts(markov_spikes(np.random.default_rng(1), (4, 400, 8, 8, 8))))
+
+
+def test_payloads_come_within_5_percent_of_the_sources_entropy(model: SpikeContextModel) -> None:
+    rng = np.random.default_rng(2)
+    sizes = [len(encode(markov_spikes(rng, FRAME), Codec.ENTROPY, model=model)[1]) for _ in range(200)]
+    entropy_bytes = markov_entropy_bits(FRAME) / 8  # 183.5 bytes
+    assert entropy_bytes * 0.97 < np.mean(sizes) <= entropy_bytes * 1.05
+    assert np.mean(sizes) < 0.75 * raw_length(FRAME)
+
+
+def test_the_first_order_bound_from_counts_matches_the_closed_form() -> None:
+    spikes = markov_spikes(np.random.default_rng(3), (4, 2000, 2, 4, 4))
+    per_frame = conditional_entropy_bits(own_step_counts(spikes)) / 2000
+    assert per_frame == pytest.approx(markov_entropy_bits((4, 1, 2, 4, 4)), rel=0.01)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(t=st.integers(1, 6), b=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1))
+def test_any_frame_round_trips_exactly(model: SpikeContextModel, t: int, b: int, h: int, w: int, density: float,
+                                       seed: int) -> None:
+    spikes = (np.random.default_rng(seed).random((t, b, 8, h, w)) < density).astype(np.float32)
+    codec, payload = encode(torch.from_numpy(spikes), Codec.ENTROPY, model=model)
+    assert codec is Codec.ENTROPY
+    assert torch.equal(decode(payload, spikes.shape, Codec.ENTROPY, model=model), torch.from_numpy(spikes))
+
+
+def test_auto_keeps_the_smallest_and_a_tiny_frame_is_never_larger_than_raw(model: SpikeContextModel) -> None:
+    rng = np.random.default_rng(4)
+    big = markov_spikes(rng, FRAME)
+    assert encode(big, "auto", model=model)[0] is Codec.ENTROPY
+    tiny = markov_spikes(rng, (4, 1, 8, 1, 1))  # 32 bits: 4 raw bytes, less than the entropy payload's CRC
+    codec, payload = encode(tiny, "auto", model=model)
+    assert codec is Codec.RAW and len(payload) == 4
+    assert encode(big, "auto")[0] is not Codec.ENTROPY  # without a model, auto does not consider it
+
+
+def test_a_batch_is_one_stream_of_its_frames_bits(model: SpikeContextModel) -> None:
+    batch = markov_spikes(np.random.default_rng(5), (4, 3, 8, 8, 8))
+    payload = encode(batch, Codec.ENTROPY, model=model)[1]
+    singles = sum(len(encode(batch[:, i:i + 1], Codec.ENTROPY, model=model)[1]) for i in range(3))
+    assert len(payload) < singles  # one CRC and one coder flush for the three
+    assert torch.equal(decode(payload, batch.shape, Codec.ENTROPY, model=model), torch.from_numpy(batch).float())
+
+
+def hostile(model: SpikeContextModel) -> dict[str, bytes]:
+    good = encode(markov_spikes(np.random.default_rng(6), FRAME), Codec.ENTROPY, model=model)[1]
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x04
+    return {"empty": b"", "shorter than its CRC": b"\x01\x02", "truncated": good[:-4], "one bit flipped": bytes(flipped),
+            "not whole words": good + b"\x00", "random bytes": np.random.default_rng(7).bytes(len(good)),
+            "far too long": good + bytes(4 * 4096)}
+
+
+@pytest.mark.parametrize("name", ["empty", "shorter than its CRC", "truncated", "one bit flipped", "not whole words",
+                                  "random bytes", "far too long"])
+def test_a_hostile_payload_is_the_codecs_error_at_once(model: SpikeContextModel, name: str) -> None:
+    payload = hostile(model)[name]
+    start = time.perf_counter()
+    with pytest.raises(SpikeCodecError, match="entropy payload"):
+        decode(payload, FRAME, Codec.ENTROPY, model=model)
+    assert time.perf_counter() - start < 1.0
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=600))
+def test_arbitrary_bytes_never_decode_to_spikes_silently(model: SpikeContextModel, payload: bytes) -> None:
+    with pytest.raises(SpikeCodecError):
+        decode(payload, FRAME, Codec.ENTROPY, model=model)
+
+
+def test_no_model_no_entropy_codec() -> None:
+    spikes = np.zeros(FRAME, dtype=np.uint8)
+    with pytest.raises(SpikeCodecError, match="fit-codec"):
+        encode(spikes, Codec.ENTROPY)
+    with pytest.raises(SpikeCodecError, match="this checkpoint has none"):
+        decode(b"\x00" * 8, FRAME, Codec.ENTROPY)
+
+
+def test_the_table_round_trips_through_the_config_and_is_checked(model: SpikeContextModel) -> None:
+    again = SpikeContextModel.from_config(model.to_config())
+    assert again.p_fire.shape == (8, CONTEXTS) and np.allclose(again.p_fire, model.p_fire, atol=1e-6)
+    with pytest.raises(ValueError):
+        SpikeContextModel.from_config([[0.5] * (CONTEXTS - 1)])
+    with pytest.raises(ValueError):
+        SpikeContextModel.from_config([[0.0] * CONTEXTS])

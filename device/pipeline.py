@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
 
+import numpy as np
+
+from shared.channel import parse_channel
 from shared.preprocess import ImageError
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
@@ -42,6 +45,9 @@ class SplitPipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head")
         self.heads = HeadSet([ServedHead(runner, self._batcher(runner), measure_costs(runner)) for runner in runners])
         self.link = LinkEstimator(settings.prior_link())
+        # experiments: a lossy channel between device and edge (off unless SBN_DEVICE_CHANNEL is set)
+        self.channel = None if settings.channel is None else parse_channel(settings.channel)
+        self._channel_noise = np.random.default_rng()
 
     def _batcher(self, runner: HeadRunner) -> HeadBatcher:
         s = self.settings
@@ -99,6 +105,11 @@ class SplitPipeline:
 
     async def ask_edge(self, head: ServedHead, frame: pb.SpikeFrame, deadline: Deadline) -> EdgeReply:
         """The frame's logits from the edge; raises an EdgeError subclass."""
+        if self.channel is not None:
+            sent = pb.SpikeFrame()
+            sent.CopyFrom(frame)
+            sent.payload = self.channel.apply(frame.payload, self._channel_noise)
+            frame = sent
         reply = await self.edge.infer(frame, head.runner.checkpoint.config.backbone.num_classes, deadline)
         self.metrics.observe_edge(reply)
         self.link.observe(frame.ByteSize(), reply.round_trip_ms - reply.edge_ms)

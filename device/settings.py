@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from device.planner import Objective
 from shared.energy import CountMode
+from shared.channel import parse_channel
 from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
 from shared.settings import ModelSettings
 
@@ -62,6 +63,10 @@ class DeviceSettings(ModelSettings):
     max_accuracy_drop: float | None = Field(
         3.0, ge=0, description="split_point=auto only picks models whose checkpoint records an accuracy drop of at "
                                "most this many points (the paper's rule); unset: any model")
+    channel: str | None = Field(
+        None, description="experiments only: every frame's payload crosses this lossy channel on its way to the edge "
+                          "(bsc:BER, erasure:P or gilbert:P_GB,P_BG,BER_BAD[,BER_GOOD]; shared/channel.py). A raw "
+                          "payload arrives with flipped spikes, an entropy one fails its CRC (502). Default: off")
     api_key: SecretStr | None = Field(
         None, min_length=1, description="if set, POST /classify and GET /metrics need it in the X-API-Key header "
                                         "(set it in the environment: a flag shows in the process list)")
@@ -73,6 +78,13 @@ class DeviceSettings(ModelSettings):
     tls_key: FilePath | None = Field(None, description="private key (PEM) of tls_cert")
     tls_server_name: str | None = Field(
         None, description="name the edge's certificate must carry, when not the host of edge_address (e.g. an IP)")
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            parse_channel(spec)  # ValueError naming the forms
+        return spec
 
     @field_validator("link")
     @classmethod

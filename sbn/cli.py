@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("sbn.up", "start edge and device together locally, without Docker"),
     "classify": ("sbn.client", "send images to a running device (POST /classify; several: /classify/batch)"),
     "plan": ("sbn.plan", "choose the split point for a link: latency and energy per split point (3G, 4G, Wi-Fi)"),
+    "eval": ("training.channel_eval", "test accuracy when the frames cross a lossy channel (bit flips, erasures)"),
     "bench": ("bench.e2e", "latency and throughput: HTTP -> gRPC split path vs. monolithic"),
     "train": ("training.cli", "pretrain, fine-tune with a bottleneck, sweep split points, demo models"),
 }

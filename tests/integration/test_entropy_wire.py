@@ -50,3 +50,13 @@ def test_entropy_coded_frames_give_the_monolithic_logits_in_fewer_bytes(edge_add
 def test_a_device_refuses_the_entropy_codec_without_a_fitted_model(calibrated_checkpoint: Callable[..., Path]) -> None:
     with pytest.raises(ValueError, match="fit-codec"):
         create_app(DeviceSettings(checkpoint=calibrated_checkpoint(8), codec="entropy"))
+
+
+def test_a_lossy_channel_degrades_raw_spikes_and_refuses_damaged_entropy_payloads(edge_address: str) -> None:
+    # every bit flipped: a raw frame arrives as the inverted spikes (and is answered), an entropy frame fails its
+    # CRC at the edge (502 naming the corruption)
+    with device_client(RB8, edge_address, codec="raw", channel="bsc:1") as client:
+        assert client.post("/classify", files=upload(synthetic_png())).status_code == 200
+    with device_client(RB8, edge_address, codec="entropy", channel="bsc:1") as client:
+        response = client.post("/classify", files=upload(synthetic_png()))
+    assert response.status_code == 502 and "corrupt entropy payload" in response.json()["detail"]

@@ -4,6 +4,7 @@
     sbn train finetune --pretrained runs/c100/backbone.safetensors --split-point 8 --out runs/c100/rb8.safetensors
     sbn train calibrate runs/c100/rb8.safetensors --data-dir data/cifar-100-python   # the "uncertain" threshold
     sbn train fit-codec runs/c100/rb8.safetensors --data-dir data/cifar-100-python   # the entropy codec's model
+    sbn train refine runs/c100/rb8.safetensors --rate-weight 1 --out runs/c100/rb8-rate1.safetensors
     sbn train sweep    --pretrained runs/c100/backbone.safetensors --out runs/c100/sweep
     sbn train demo [--arch mobilenetv2]   # the shipped digits checkpoints, from scratch, on a CPU, into runs/demo
     sbn train demo --install              # ... into the package's shared/models, replacing the shipped ones
@@ -29,7 +30,8 @@ from . import runtime as rt
 from .datasets import DATASETS, load_dataset
 from .demo import DEMO_DIR, DEMOS, demo_table, run_demo
 from .entropy_fit import fit_codec
-from .recipes import calibrate_checkpoint, finetune, pretrain, state_path
+from .recipes import calibrate_checkpoint, finetune, pretrain, refine, state_path
+from .wire_training import WireTraining
 from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
 from .trainer import OPTIMIZERS, TrainConfig
 
@@ -100,6 +102,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT")
     p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+
+    p = sub.add_parser("refine", help="train a split checkpoint further for the wire: fewer spikes (--rate-weight), "
+                                      "tolerance of bit errors (--flip-probability)")
+    p.add_argument("checkpoint", type=Path, help="the split checkpoint to start from")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--rate-weight", type=float, default=0.0,
+                   help="lambda: loss += lambda x firing rate of the transmitted spikes (default 0)")
+    p.add_argument("--flip-probability", type=float, default=0.0,
+                   help="flip each transmitted spike bit with this probability in training (default 0)")
+    p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
+    _add_training(p, epochs=4, lr_scale=0.25)
 
     p = sub.add_parser("fit-codec", help="fit a split checkpoint's entropy-codec model on its training data")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT")
@@ -201,6 +214,19 @@ def _run(args: argparse.Namespace) -> int:
                   f"first-order bound {f['first_order_bound_bytes']} B)")
         return 0
     runtime = rt.start(args.precision, args.device)
+    if args.action == "refine":
+        try:
+            checkpoint = read_checkpoint_info(args.checkpoint)
+            data = load_dataset(checkpoint.info.get("dataset", "cifar100"), args.data_dir, checkpoint.config.input_style)
+            info = refine(args.checkpoint, data, _train_config(args),
+                          WireTraining(args.rate_weight, args.flip_probability), runtime, args.out)
+            if runtime.is_main:
+                codec = info["entropy_codec"]
+                print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}% (drop {info['accuracy_drop']:+.2f}), "
+                      f"entropy payload {codec['entropy_mean_bytes']} B per test image (raw {codec['raw_bytes']} B)")
+        finally:
+            rt.stop(runtime)
+        return 0
     try:
         dataset = args.dataset or read_checkpoint_info(args.pretrained).info.get("dataset", "cifar100")
         data = load_dataset(dataset, args.data_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from shared.split_model import ModelConfig, SpikeBottleNet
 from shared.uncertainty import Calibration, calibrate, ink, max_softmax
 
 from .datasets import Dataset
+from .entropy_fit import fit_codec
 from .runtime import Runtime
 from .trainer import TrainConfig, fit
+from .wire_training import WireTraining
 
 
 def command_line() -> str:
@@ -143,6 +146,30 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     if runtime.is_main:
         info["fingerprint"] = save_checkpoint(model, config, out, info)
     return model, info
+
+
+def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, runtime: Runtime,
+           out: Path) -> dict[str, Any]:
+    """Train the split checkpoint ``path`` further, all of it, with ``wire``'s terms (training/wire_training.py).
+
+    Writes ``out`` calibrated anew, its entropy-codec model refitted (the spikes changed), and returns its info.
+    """
+    loaded = load_checkpoint(path)
+    if loaded.config.bottleneck is None:
+        raise ValueError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
+    model, config, before = loaded.model, replace(loaded.config, entropy_model=None), loaded.checkpoint.info
+    history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
+    accuracy = history[-1]["test_accuracy"]
+    info = {**before, "stage": "refine", "test_accuracy": accuracy,
+            "accuracy_drop": round(float(before["pretrained_accuracy"]) - accuracy, 2),
+            "uncertainty": calibrate(test_scores(model, data, runtime), train_ink=train_ink(data)).to_dict(),
+            "refined_from": loaded.fingerprint, "wire_training": asdict(wire), "refine_epochs": train.epochs,
+            "command": command_line()}
+    info.pop("entropy_codec", None)  # of the spikes before: fit_codec measures the new ones
+    if runtime.is_main:
+        save_checkpoint(model, config, out, info)
+        info["entropy_codec"] = fit_codec(out, data, runtime, out)
+    return info
 
 
 @torch.no_grad()

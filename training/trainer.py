@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from .datasets import Dataset, ImageSet
 from .resume import load_train_state, save_train_state
 from .runtime import Runtime
+from .wire_training import WireHook, WireTraining
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -93,12 +95,21 @@ def evaluate(model: nn.Module, data: Dataset, split: ImageSet, runtime: Runtime,
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, *,
         state_path: Path | None = None, run: dict[str, Any] | None = None,
-        description: str = "train") -> list[dict[str, float]]:
+        description: str = "train", wire: WireTraining = WireTraining()) -> list[dict[str, float]]:
     """Train ``model`` in place; returns the per-epoch history (the last entry is the final model).
 
     With ``state_path``, training resumes from that file when it exists (``run`` must match what it
-    was written for) and rewrites it after every epoch.
+    was written for) and rewrites it after every epoch. ``wire``: a firing-rate term on the spikes a
+    split model transmits and bit flips on them in training (training/wire_training.py).
     """
+    with ExitStack() as stack:
+        hook = stack.enter_context(WireHook(model.head, wire, torch.Generator(runtime.device).manual_seed(
+            config.seed + 7919))) if wire.active else None
+        return _fit(model, data, config, runtime, state_path, run, description, hook)
+
+
+def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, state_path: Path | None,
+         run: dict[str, Any] | None, description: str, hook: WireHook | None) -> list[dict[str, float]]:
     model.to(runtime.device)
     train, test = data.train.to(runtime.device), data.test.to(runtime.device)
     # DDP averages gradients across processes in backward; the unwrapped model is what gets saved
@@ -107,7 +118,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, 
     optimizer = make_optimizer(model, config)
     scaler = runtime.grad_scaler()
     run = {"train": asdict(config), "dataset": data.name, "train_size": len(train), "test_size": len(test),
-           "processes": runtime.world_size, **(run or {})}
+           "processes": runtime.world_size, **({"wire": asdict(hook.wire)} if hook else {}), **(run or {})}
 
     # a sampler over indices: set_epoch(e) makes epoch e's order a function of (seed, e) only
     sampler = DistributedSampler(range(len(train)), num_replicas=runtime.world_size, rank=runtime.rank,
@@ -141,6 +152,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, 
             with runtime.autocast():
                 logits = net(images).float()  # [B, K]
             loss = F.cross_entropy(logits, labels)
+            if hook is not None:
+                loss = loss + hook.penalty()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

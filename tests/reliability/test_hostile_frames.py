@@ -59,7 +59,7 @@ def frames(draw: st.DrawFn, fingerprint: str, split_point: int, spike_shape: tup
 
     shape = ([t, draw(st.integers(0, max_batch + 1)), c, h, w] if right()
              else draw(st.lists(st.one_of(st.integers(0, 16), U32), max_size=8)))
-    codec = draw(st.sampled_from([pb.CODEC_RAW, pb.CODEC_SPARSE]) if right()
+    codec = draw(st.sampled_from([pb.CODEC_RAW, pb.CODEC_SPARSE, pb.CODEC_ENTROPY]) if right()
                  else st.integers(-2**31, 2**31 - 1))
     bits = math.prod(shape) if shape and len(shape) <= 5 and math.prod(shape) <= 100_000 else None
     payload_kinds = ["random"] + (["raw", "raw off by some", "sparse"] if bits else [])
@@ -167,10 +167,10 @@ def guarded_runner(checkpoint: Path) -> Iterator[TailRunner]:
     runner = TailRunner.load(checkpoint, max_batch=RUNNER_MAX_BATCH)
     decode = tail_runner.decode
 
-    def checked_decode(payload: bytes, shape: tuple[int, ...], codec: object) -> torch.Tensor:
+    def checked_decode(payload: bytes, shape: tuple[int, ...], codec: object, **options: object) -> torch.Tensor:
         t, b, c, h, w = shape
         assert (t, c, h, w) == runner.spike_shape and 1 <= b <= runner.max_batch, f"decoding shape {shape}"
-        return decode(payload, shape, codec)
+        return decode(payload, shape, codec, **options)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tail_runner, "decode", checked_decode)

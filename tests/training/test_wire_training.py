@@ -1,0 +1,71 @@
+"""Wire-aware training: the firing-rate term and the in-loop bit flips on what the head transmits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sbn.cli import main
+from shared.checkpoint import default_checkpoint, read_checkpoint_info
+from training.wire_training import WireHook, WireTraining
+
+
+class FixedSpikes(nn.Module):
+    """A 'head' whose output is its own parameter: spikes [T, B, C, H, W] whose gradient the test can read."""
+
+    def __init__(self, spikes: torch.Tensor) -> None:
+        super().__init__()
+        self.spikes = nn.Parameter(spikes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spikes * 1.0
+
+
+SPIKES = (torch.rand(4, 8, 4, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+
+def test_in_evaluation_the_hook_only_measures() -> None:
+    head = FixedSpikes(SPIKES.clone()).eval()
+    with WireHook(head, WireTraining(rate_weight=2.0, flip_probability=0.5)) as hook:
+        out = head(torch.zeros(1))
+    assert torch.equal(out, SPIKES)
+    assert hook.penalty().item() == pytest.approx(2.0 * SPIKES.mean().item())
+
+
+def test_in_training_bits_flip_at_their_rate_and_flipped_gradients_reverse() -> None:
+    head = FixedSpikes(SPIKES.clone()).train()
+    p = 0.1
+    with WireHook(head, WireTraining(flip_probability=p), torch.Generator().manual_seed(1)):
+        out = head(torch.zeros(1))
+    flipped = out.detach() != SPIKES
+    assert set(out.detach().unique().tolist()) <= {0.0, 1.0}  # still binary
+    n = flipped.numel()
+    assert abs(flipped.sum().item() - n * p) < 5 * np.sqrt(n * p * (1 - p))
+    weights = torch.randn(SPIKES.shape, generator=torch.Generator().manual_seed(2))
+    (out * weights).sum().backward()
+    expected = torch.where(flipped, -weights, weights)  # d(s XOR n)/ds = 1 - 2n
+    assert torch.allclose(head.spikes.grad, expected)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        WireTraining(rate_weight=-1)
+    with pytest.raises(ValueError):
+        WireTraining(flip_probability=1.5)
+
+
+@pytest.mark.slow
+def test_refine_writes_a_recalibrated_checkpoint_with_a_refitted_codec(tmp_path: Path) -> None:
+    out = tmp_path / "rb16-refined.safetensors"
+    source = default_checkpoint("spiking_resnet50", 16)
+    assert main(["train", "refine", str(source), "--out", str(out), "--epochs", "1", "--rate-weight", "5",
+                 "--flip-probability", "0.01", "--threads", "1"]) == 0
+    refined, before = read_checkpoint_info(out), read_checkpoint_info(source)
+    assert refined.info_verified and refined.fingerprint != before.fingerprint
+    assert refined.info["wire_training"] == {"rate_weight": 5.0, "flip_probability": 0.01}
+    assert refined.info["refined_from"] == before.fingerprint
+    assert refined.config.entropy_model is not None and refined.info["entropy_codec"]["test_images"] == 360

@@ -1,0 +1,67 @@
+"""Training with the wire in mind: fewer transmitted spikes, and a tail that tolerates flipped ones.
+
+    loss = cross-entropy + rate_weight * (firing rate of the transmitted spikes)
+    spikes reaching the tail in training = the head's spikes with each bit flipped with flip_probability
+
+The rate term trades accuracy for bytes below the paper's fixed C': fewer spikes cost fewer bits under
+the entropy codec (shared/entropy_codec.py), whose cost follows the spikes' entropy. The flips put a
+binary symmetric channel (shared/channel.py's ``bsc``) in the training loop, so the tail learns to
+classify through bit errors; the surrogate gradient passes a flipped bit's gradient with its sign
+reversed (s' = s + n - 2sn, ds'/ds = 1 - 2n). Both act on the head's output through a forward hook,
+so the model and the trainer's loop stay as they are; in evaluation the hook only measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class WireTraining:
+    rate_weight: float = 0.0  # lambda: weight of the transmitted spikes' firing rate in the loss
+    flip_probability: float = 0.0  # training-time bit error rate on the transmitted spikes
+
+    def __post_init__(self) -> None:
+        if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1:
+            raise ValueError(f"rate_weight must be >= 0 and flip_probability within 0..1, got {self}")
+
+    @property
+    def active(self) -> bool:
+        return self.rate_weight > 0 or self.flip_probability > 0
+
+
+class WireHook:
+    """While entered, watches (and in training, flips) what ``head`` transmits; ``penalty()`` is the rate term of the
+    last forward."""
+
+    def __init__(self, head: nn.Module, wire: WireTraining, generator: torch.Generator | None = None) -> None:
+        self.head, self.wire, self.generator = head, wire, generator
+        self.firing_rate: torch.Tensor | None = None  # of the last forward's transmitted spikes, before any flip
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
+
+    def __enter__(self) -> WireHook:
+        self._handle = self.head.register_forward_hook(self._transmit)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+    def _transmit(self, module: nn.Module, inputs: object, spikes: torch.Tensor) -> torch.Tensor:
+        # spikes: [T, B, C', H', W'] in {0, 1}
+        self.firing_rate = spikes.float().mean()
+        if not (module.training and self.wire.flip_probability > 0):
+            return spikes
+        noise = (torch.rand(spikes.shape, device=spikes.device, generator=self.generator)
+                 < self.wire.flip_probability).to(spikes.dtype)
+        return spikes + noise - 2 * spikes * noise  # XOR that keeps the surrogate gradient
+
+    def penalty(self) -> torch.Tensor:
+        if self.firing_rate is None:
+            raise RuntimeError("no forward has run through the head yet")
+        return self.wire.rate_weight * self.firing_rate

@@ -145,7 +145,8 @@ def _bench(args: argparse.Namespace, monolithic: MonolithicClassifier, images: l
 
 
 def mean_batch(replies: list[dict[str, Any]], field: str) -> float:
-    """Mean images per batch that carried these replies (a reply reports the size of its own batch)."""
+    """The mean, over requests, of the batch each rode in (a reply reports the size of its own batch): a batch of 16
+    counts 16 times, so this is the batch a request sees, above the mean per run."""
     return statistics.mean(reply[field] for reply in replies)
 
 

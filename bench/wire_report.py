@@ -51,7 +51,7 @@ def ber_curves(paths: list[Path]) -> list[dict]:
 def draw(rate: list[dict], curves: list[dict], out: Path) -> None:
     if rate:
         figure, axis = plt.subplots(figsize=(5.5, 4))
-        axis.plot([p["entropy_bytes"] for p in rate], [p["test_accuracy"] for p in rate], "o-")
+        axis.plot([p["entropy_bytes"] for p in rate], [p["test_accuracy"] for p in rate], "o")  # points: one run each
         for p in rate:
             axis.annotate(f"λ={p['rate_weight']}", (p["entropy_bytes"], p["test_accuracy"]), fontsize=8,
                           xytext=(4, 4), textcoords="offset points")

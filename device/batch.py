@@ -83,7 +83,7 @@ class BatchSummary(BaseModel):
     failed: int = Field(description="entries with an error")
     frames: int = Field(description="gRPC frames sent to the edge: 1, or 0 when no image could be read")
     frame_shape: list[int] | None = Field(default=None, description="T, B, C', H', W' of the frame sent")
-    codec: str | None = Field(default=None, description="codec that packed the frame's payload: raw or sparse")
+    codec: str | None = Field(default=None, description="codec that packed the frame's payload: raw, sparse or entropy")
     transmitted_bytes: int = Field(description="the frame's spike payload, bytes (the entries' shares add up to it)")
     message_bytes: int = Field(description="the whole serialized frame, bytes (the entries' shares add up to it)")
     latency_ms: Latency = Field(description="the whole batch: decode of every image, head, edge, network")
@@ -163,7 +163,7 @@ async def classify_batch_route(
                            f"(SBN_DEVICE_MAX_BATCH): send them in several requests")
     uploads = [(upload.filename, await upload.read()) for upload in files]
     pipeline: SplitPipeline = request.app.state.pipeline
-    served, choice = await pipeline.choose(arch, split_point)
+    served, choice = await pipeline.choose(arch, split_point, request.state.deadline)
     result = await classify_batch(pipeline, uploads, request.state.deadline, served, logits, spikes, choice)
     metrics: DeviceMetrics = request.app.state.metrics
     for entry in result.results:

@@ -85,6 +85,8 @@ class HeadBatcher:
 
     async def submit(self, images: list[bytes], deadline: Deadline) -> QueuedHead:
         """The job's HeadBatch; raises HeadQueueFull at once when the queue is full, HeadTimeout at the deadline."""
+        while self._queue and self._queue[0].done.done():  # given up at its deadline: room for a live one
+            self._queue.popleft()
         if len(self._queue) >= self.max_queued:
             raise HeadQueueFull(f"device is busy: {len(self._queue)} requests are waiting for the head (at most "
                                 f"{self.max_queued}, SBN_DEVICE_HEAD_QUEUE_LIMIT); retry later")
@@ -95,9 +97,11 @@ class HeadBatcher:
             # shield: on timeout the job's future stays, and the worker sees it was given up (cancelled)
             batch = await asyncio.wait_for(asyncio.shield(job.done), deadline.remaining())
         except asyncio.TimeoutError:
-            job.done.cancel()
             raise HeadTimeout(f"the {deadline.budget_s:g} s deadline passed while the request waited for the "
                               f"device's head ({len(self._queue)} requests queued)") from None
+        finally:
+            if not job.done.done():  # timed out, or the request itself was cancelled: the worker skips the job
+                job.done.cancel()
         return QueuedHead(batch, ((job.started or job.enqueued) - job.enqueued) * 1e3)
 
     async def _work(self) -> None:

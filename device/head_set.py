@@ -6,14 +6,15 @@
     neither                    the default model (the first checkpoint)
 
 Each head keeps running estimates of what it costs on this device (compute time, energy from its
-measured spikes, bytes on the wire), seeded by a start-up measurement and then moved by every
-request it runs; the edge's time per model comes from the edge itself (GetModelInfo), then from its
+measured spikes, bytes on the wire): the median of its last 16 requests, seeded by a start-up
+measurement; the edge's time per model comes from the edge itself (GetModelInfo), then from its
 replies. Those, the checkpoint's recorded accuracy drop and the link estimate are the planner's inputs.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -31,34 +32,48 @@ AUTO = "auto"
 SPLIT_POINT_HELP = ("k: the split point to run (a head this device holds), or auto: the planner's choice for the "
                     "link as measured; default: the default model's")
 ARCH_HELP = "the backbone of split_point, e.g. spiking_resnet50 (default: the default model's)"
-SMOOTHING = 0.2  # weight of the newest request in a running estimate
+WINDOW = 16  # requests a running estimate is the median of
 
 
 class UnknownModel(ValueError):
     """A request for a backbone or split point this device holds no head for (422)."""
 
 
-def smoothed(previous: float | None, sample: float) -> float:
-    """An exponentially weighted running mean; the first sample starts it."""
-    return sample if previous is None else (1 - SMOOTHING) * previous + SMOOTHING * sample
+class RunningMedian:
+    """The median of the last WINDOW samples: one slow request (a collection, a scheduler hiccup) moves it little,
+    and it follows a lasting change within WINDOW / 2 requests."""
+
+    def __init__(self, first: float | None = None) -> None:
+        self._samples: deque[float] = deque([] if first is None else [first], maxlen=WINDOW)
+
+    def add(self, sample: float) -> None:
+        self._samples.append(sample)
+
+    @property
+    def value(self) -> float | None:
+        return statistics.median(self._samples) if self._samples else None
 
 
-@dataclass
 class HeadCosts:
-    """Running estimates of one head's cost per image on this device and on the edge."""
+    """Running estimates of one head's cost per image on this device and on the edge, from a start-up measurement
+    and then the requests it runs."""
 
-    device_ms: float
-    device_mj: float
-    message_bytes: float
-    edge_ms: float | None = None  # None until the edge has said or answered
+    def __init__(self, device_ms: float, device_mj: float, message_bytes: float) -> None:
+        self._device_ms, self._device_mj = RunningMedian(device_ms), RunningMedian(device_mj)
+        self._message_bytes, self._edge_ms = RunningMedian(message_bytes), RunningMedian()
+
+    device_ms = property(lambda self: self._device_ms.value)
+    device_mj = property(lambda self: self._device_mj.value)
+    message_bytes = property(lambda self: self._message_bytes.value)
+    edge_ms = property(lambda self: self._edge_ms.value, doc="None until the edge has said or answered")
 
     def observe_head(self, device_ms: float, device_mj: float, message_bytes: float) -> None:
-        self.device_ms = smoothed(self.device_ms, device_ms)
-        self.device_mj = smoothed(self.device_mj, device_mj)
-        self.message_bytes = smoothed(self.message_bytes, message_bytes)
+        self._device_ms.add(device_ms)
+        self._device_mj.add(device_mj)
+        self._message_bytes.add(message_bytes)
 
     def observe_edge(self, edge_ms: float) -> None:
-        self.edge_ms = smoothed(self.edge_ms, edge_ms)
+        self._edge_ms.add(edge_ms)
 
 
 @dataclass
@@ -76,17 +91,20 @@ class ServedHead:
     def name(self) -> str:
         return f"{self.key[0]} {self.runner.split_point.name}"
 
-    def profile(self) -> SplitProfile:
+    def profile(self, unknown_edge_ms: float = 0.0) -> SplitProfile:
+        """The planner's view of this head; ``unknown_edge_ms`` stands in for an edge time not known yet."""
         checkpoint = self.runner.checkpoint
         # points lost against the backbone (training/recipes.py); unverified info is not trusted
         drop = checkpoint.info.get("accuracy_drop") if checkpoint.info_verified else None
         return SplitProfile(self.key[0], self.key[1], self.runner.split_point.name, self.costs.device_ms,
-                            self.costs.device_mj, round(self.costs.message_bytes), self.costs.edge_ms or 0.0,
+                            self.costs.device_mj, round(self.costs.message_bytes),
+                            unknown_edge_ms if self.costs.edge_ms is None else self.costs.edge_ms,
                             None if drop is None else float(drop))
 
 
 def measure_costs(runner: HeadRunner, runs: int = 5) -> HeadCosts:
-    """Start-up estimates: the median of ``runs`` forwards of a seeded image-shaped input (after the warm-up),
+    """Start-up estimates: the fastest of ``runs`` forwards of a seeded image-shaped input (after the warm-up: the
+    fastest, as a start-up shares the machine with whatever else is starting),
     its energy, and its frame's size with a raw payload: a noise input says nothing about how well real spikes
     compress, so the bytes start at the most the frame can take. Requests then move them
     (HeadCosts.observe_head)."""
@@ -100,7 +118,7 @@ def measure_costs(runner: HeadRunner, runs: int = 5) -> HeadCosts:
         times.append((perf_counter() - start) * 1e3)
         energy = estimates[0].device_45nm_mj
         message_bytes = frame.ByteSize() - len(frame.payload) + raw_length(tuple(spikes.shape))
-    return HeadCosts(statistics.median(times), energy, message_bytes)
+    return HeadCosts(min(times), energy, message_bytes)
 
 
 class HeadSet:
@@ -153,4 +171,4 @@ class HeadSet:
             model = served.get(head.runner.checkpoint.fingerprint)
             head.edge_serves = model is not None
             if model is not None and head.costs.edge_ms is None and model.inference_ms > 0:
-                head.costs.edge_ms = model.inference_ms
+                head.costs.observe_edge(model.inference_ms)

@@ -11,6 +11,7 @@ the planner's choice for the link as the device measures it (device/head_set.py,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
@@ -33,6 +34,9 @@ from .metrics import DeviceMetrics
 from .settings import DeviceSettings
 
 
+SWITCH_MARGIN = 0.1  # auto moves off its last split point only for one scoring at least 10 % better
+
+
 class SplitPipeline:
     def __init__(self, runners: Sequence[HeadRunner], edge: EdgeClient, settings: DeviceSettings,
                  metrics: DeviceMetrics) -> None:
@@ -45,6 +49,7 @@ class SplitPipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head")
         self.heads = HeadSet([ServedHead(runner, self._batcher(runner), measure_costs(runner)) for runner in runners])
         self.link = LinkEstimator(settings.prior_link())
+        self._last_auto: tuple[str, int] | None = None  # the (arch, split point) auto chose last
         # experiments: a lossy channel between device and edge (off unless SBN_DEVICE_CHANNEL is set)
         self.channel = None if settings.channel is None else parse_channel(settings.channel)
         self._channel_noise = np.random.default_rng()
@@ -68,26 +73,41 @@ class SplitPipeline:
             await head.batcher.stop()
         self._executor.shutdown()
 
-    async def choose(self, arch: str | None, split_point: str | None) -> tuple[ServedHead, SplitChoice | None]:
-        """The head a request runs, and how ``auto`` chose it; raises UnknownModel or planner.NoEligibleSplit."""
+    async def choose(self, arch: str | None, split_point: str | None,
+                     deadline: Deadline) -> tuple[ServedHead, SplitChoice | None]:
+        """The head a request runs, and how ``auto`` chose it; raises UnknownModel, planner.NoEligibleSplit, or
+        EdgeModelMismatch when the edge serves none of the heads ``auto`` could pick."""
         head = self.heads.resolve(arch, split_point)
         if head is not None:
             return head, None
         if any(h.edge_serves is None for h in self.heads.heads.values()):
-            try:  # once: which heads the edge serves, and its time for each
-                await self.check_edge()
-            except EdgeError:
+            try:  # once: which heads the edge serves, and its time for each; within the request's deadline
+                await asyncio.wait_for(self.check_edge(), deadline.remaining())
+            except (EdgeError, asyncio.TimeoutError):
                 pass  # the planner goes on what it knows; the request itself will meet the edge's state
         candidates = self.heads.candidates(arch)
+        if not candidates:
+            raise EdgeModelMismatch(f"split_point=auto: the edge at {self.edge.address} serves none of this device's "
+                                    f"heads ({self.heads.served()})")
         link = self.link.link()
         s = self.settings
-        plan = planner.plan([c.profile() for c in candidates], link, s.objective, s.max_accuracy_drop,
+        # an edge time not known yet counts as the slowest known: no head looks free for lack of a measurement
+        slowest = max((c.costs.edge_ms for c in candidates if c.costs.edge_ms is not None), default=0.0)
+        plan = planner.plan([c.profile(slowest) for c in candidates], link, s.objective, s.max_accuracy_drop,
                             s.latency_weight)
-        eligible = sum(e.eligible for e in plan.estimates)
+        chosen = plan.estimates.index(plan.choice)
+        # Hysteresis: keep the previous choice while it scores within SWITCH_MARGIN of the best, so that the noise
+        # in a link estimate does not flip auto back and forth between two close split points.
+        previous = next((i for i, c in enumerate(candidates) if c.key == self._last_auto), None)
+        if previous is not None and plan.estimates[previous].score <= (1 + SWITCH_MARGIN) * plan.choice.score:
+            chosen = previous
+        self._last_auto = candidates[chosen].key
+        estimate = plan.estimates[chosen]
         choice = SplitChoice(objective=plan.objective.value, link=link.name, link_measured=self.link.measured,
-                             link_rate_mbps=link.rate_mbps, link_rtt_ms=link.rtt_ms, candidates=eligible,
-                             predicted_latency_ms=plan.choice.latency_ms, predicted_energy_mj=plan.choice.energy_mj)
-        return candidates[plan.estimates.index(plan.choice)], choice
+                             link_rate_mbps=link.rate_mbps, link_rtt_ms=link.rtt_ms,
+                             candidates=sum(e.eligible for e in plan.estimates),
+                             predicted_latency_ms=estimate.latency_ms, predicted_energy_mj=estimate.energy_mj)
+        return candidates[chosen], choice
 
     async def run_head(self, head: ServedHead, images: list[bytes], deadline: Deadline) -> QueuedHead:
         """The images through ``head`` (batched with other requests'), one frame for them; raises HeadQueueFull or
@@ -98,22 +118,25 @@ class SplitPipeline:
         batch = queued.batch
         if batch.frame is not None:
             images_in_frame = len(batch.heads)
-            head.costs.observe_head(batch.timings.total_ms / batch.run_images,
+            # compute only, as measured at start-up: decoding and preprocessing an upload cost every head the same
+            head.costs.observe_head((batch.timings.head_ms + batch.timings.encode_ms) / batch.run_images,
                                     sum(h.energy.device_45nm_mj for h in batch.heads.values()) / images_in_frame,
                                     batch.frame.ByteSize() / images_in_frame)
         return queued
 
     async def ask_edge(self, head: ServedHead, frame: pb.SpikeFrame, deadline: Deadline) -> EdgeReply:
         """The frame's logits from the edge; raises an EdgeError subclass."""
-        if self.channel is not None:
+        if self.channel is not None:  # off the event loop: a bursty channel walks its states bit by bit
             sent = pb.SpikeFrame()
             sent.CopyFrom(frame)
-            sent.payload = self.channel.apply(frame.payload, self._channel_noise)
+            sent.payload = await asyncio.get_running_loop().run_in_executor(
+                None, self.channel.apply, frame.payload, self._channel_noise)
             frame = sent
         reply = await self.edge.infer(frame, head.runner.checkpoint.config.backbone.num_classes, deadline)
         self.metrics.observe_edge(reply)
         self.link.observe(frame.ByteSize(), reply.round_trip_ms - reply.edge_ms)
-        head.costs.observe_edge(reply.edge_ms)
+        if frame.shape[1] == 1:  # what one image waits for at the edge; a batch's figure is not per image
+            head.costs.observe_edge(reply.edge_ms)
         return reply
 
     async def classify(self, image: bytes, deadline: Deadline, arch: str | None = None, split_point: str | None = None,
@@ -122,7 +145,7 @@ class SplitPipeline:
         image, HeadQueueFull / HeadTimeout when the head cannot take it in time, and EdgeError when the edge
         returns no logits."""
         start = perf_counter()
-        head, choice = await self.choose(arch, split_point)
+        head, choice = await self.choose(arch, split_point, deadline)
         queued = await self.run_head(head, [image], deadline)
         batch = queued.batch
         if batch.frame is None:

@@ -44,7 +44,7 @@ class DeviceSettings(ModelSettings):
                                "the head waits for more before it runs; an idle device runs a lone upload at once")
     head_queue_limit: int = Field(
         64, ge=1, description="requests that may wait for the head at once; one more is refused with 503 and "
-                              "Retry-After, so a burst cannot hold uploads in memory without bound")
+                              "Retry-After, so a burst's parsed uploads do not pile up in front of the head")
     energy_mode: CountMode = Field(
         CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) "
                                      "or complete (also stem, shortcuts, encoder)")

@@ -135,6 +135,16 @@ class TailBatcher:
             return batch
 
     def _run(self, batch: list[PendingFrame]) -> None:
+        try:
+            self._run_batch(batch)
+        except Exception as e:  # a bug outside the tail itself: these callers get INTERNAL, the worker goes on
+            log.exception("the inference worker failed on a batch of %d frames", len(batch))
+            for frame in batch:
+                if not frame.settled.is_set():
+                    frame.error = e
+                    frame.settled.set()
+
+    def _run_batch(self, batch: list[PendingFrame]) -> None:
         started = monotonic()
         sizes = [frame.images for frame in batch]
         # [T, sum(B), C', H', W']: every frame of a batch is checked against the same spike shape

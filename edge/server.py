@@ -54,6 +54,8 @@ _STATUS: dict[type[FrameError], grpc.StatusCode] = {
 }
 
 
+NO_DEADLINE_S = 86_400.0
+
 # RPCs the server takes beyond the inference slots, so that health checks, model info and reflection
 # still answer while every slot runs a frame: a busy edge is not an unhealthy one.
 CONTROL_RPCS = 4
@@ -126,33 +128,42 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
              context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
         """The frame and its logits [B, num_classes]; every other outcome aborts the RPC with the status that says
         why."""
-        remaining = context.time_remaining()  # seconds, or None when the caller set no deadline
-        deadline = None if remaining is None else monotonic() + remaining
+        remaining = context.time_remaining()
+        # A call without a deadline reports ~INT64_MAX seconds (or None): treat anything past a day as none.
+        deadline = None if remaining is None or remaining > NO_DEADLINE_S else monotonic() + remaining
         caller_gone, settled = threading.Event(), threading.Event()
         if not context.add_callback(lambda: (caller_gone.set(), settled.set())):
             caller_gone.set()  # the call had already ended
         if self._inject_delay_s:
             caller_gone.wait(self._inject_delay_s)
+        fingerprint = runner.fingerprint
+        self._refuse_if_gone(context, fingerprint, caller_gone, deadline, remaining)  # before any decoding work
         try:
             decoded = runner.decode(request)
         except FrameError as e:
             log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
-            self._refuse(context, runner.fingerprint, _STATUS[type(e)], str(e))
-        self.metrics.decoded(runner.fingerprint, decoded.decode_ms / 1e3)
+            self._refuse(context, fingerprint, _STATUS[type(e)], str(e))
+        self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3)
         frame = PendingFrame(runner, decoded, deadline, caller_gone, settled)
         if not frame.abandoned(monotonic()):
             self.batcher.submit(frame)
             settled.wait(None if deadline is None else max(0.0, deadline - monotonic()))
-        fingerprint = runner.fingerprint
         if frame.error is not None:
             self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
                          f"the tail failed on this frame's batch: {frame.error}")
         if (logits := frame.logits) is not None:
             return frame, logits
+        self._refuse_if_gone(context, fingerprint, caller_gone, deadline, remaining)
+        raise RuntimeError("a frame settled without logits, error or a reason")  # the worker always sets one
+
+    def _refuse_if_gone(self, context: grpc.ServicerContext, fingerprint: str, caller_gone: threading.Event,
+                        deadline: float | None, remaining: float | None) -> None:
+        """Aborts with DEADLINE_EXCEEDED or CANCELLED when nobody will read the answer any more."""
         if deadline is not None and monotonic() >= deadline:
             self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"the deadline passed before the frame ran ({remaining:.3f} s were left on arrival)")
-        self._refuse(context, fingerprint, grpc.StatusCode.CANCELLED, "the caller cancelled the call")
+        if caller_gone.is_set():
+            self._refuse(context, fingerprint, grpc.StatusCode.CANCELLED, "the caller cancelled the call")
 
     def _refuse(self, context: grpc.ServicerContext, fingerprint: str | None, code: grpc.StatusCode,
                 message: str) -> NoReturn:
@@ -171,7 +182,8 @@ def max_frame_bytes(runners: Sequence[TailRunner]) -> int:
 
     The raw payload of the largest batch is the largest legal payload: a sparse one exceeds it by
     at most one block header per 4096 bytes plus a ~10-byte stream header (bitarray's sc format),
-    and "auto" sends the smaller of the two. The envelope (request id, fingerprint, shape) is about
+    an entropy one is never sent longer than raw (shared/codec.py falls back to raw), and "auto"
+    sends the smallest. The envelope (request id, fingerprint, shape) is about
     150 bytes. Twice that worst case still refuses an absurd message before it is read into memory.
     """
     raw = max(raw_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:])) for r in runners)

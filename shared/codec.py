@@ -10,7 +10,8 @@ spike is the most significant bit of the first byte (numpy.packbits' "big" order
             that goes below one bit per position when few neurons fire
     entropy range coding of the same bits under the model's context model (shared/entropy_codec.py:
             each bit's probability from its channel and the same neuron's previous time step); needs
-            a checkpoint whose config carries the fitted model
+            a checkpoint whose config carries the fitted model. A frame it would code longer than
+            raw is sent raw (the frame says so)
     auto    encodes every codec the model has and keeps the smallest for this frame (the frame says
             which was used)
 """
@@ -83,7 +84,10 @@ def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_bina
     if codec == Codec.SPARSE:
         return Codec.SPARSE, _sparse_encode(packed, bits.size)
     if codec == Codec.ENTROPY:
-        return Codec.ENTROPY, _entropy_encode(bits, tuple(spikes.shape), packed, model)
+        # Spikes the model finds very unlikely (an input unlike any in training) can code longer than raw:
+        # then raw goes, so a frame never exceeds its raw size (the edge's message limit counts on it).
+        entropy, raw = _entropy_encode(bits, tuple(spikes.shape), packed, model), packed.tobytes()
+        return (Codec.ENTROPY, entropy) if len(entropy) <= len(raw) else (Codec.RAW, raw)
     if codec == "auto":
         raw = packed.tobytes()
         candidates = [(Codec.RAW, raw), (Codec.SPARSE, _sparse_encode(packed, bits.size))]

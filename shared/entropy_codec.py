@@ -148,11 +148,11 @@ class SpikeContextModel:
         self._check_channels(shape)
         if len(payload) < HEADER_BYTES:
             raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is shorter than its CRC")
-        words = len(payload) - HEADER_BYTES
-        if words % 4:
-            raise EntropyCodecError(f"entropy payload: {words} bytes after the header, not whole 32-bit words")
+        coded_bytes = len(payload) - HEADER_BYTES
+        if coded_bytes % 4:
+            raise EntropyCodecError(f"entropy payload: {coded_bytes} bytes after the header, not whole 32-bit words")
         bits_total = math.prod(shape)
-        if words * 8 > bits_total * MAX_BITS_PER_SYMBOL + 64:
+        if coded_bytes * 8 > bits_total * MAX_BITS_PER_SYMBOL + 64:
             raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is longer than any coding of "
                                     f"{bits_total} bits")
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4", offset=HEADER_BYTES)

@@ -72,10 +72,11 @@ class ModelSettings(BaseSettings):
 
     def checkpoint_paths(self) -> list[Path]:
         """Every checkpoint to serve, the default model's first."""
-        if self.models == "all":
-            first = self.checkpoint_path()
-            return [first, *(info.path for info in embedded_models() if info.path != first)]
-        return self.checkpoint or [self.checkpoint_path()]
+        given = self.checkpoint or [self.checkpoint_path()]
+        if self.models != "all":
+            return given
+        known = {path.resolve() for path in given}
+        return [*given, *(info.path for info in embedded_models() if info.path.resolve() not in known)]
 
 
 def configure_torch_threads(threads: int) -> None:

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from device.app import create_app
 from device.settings import DeviceSettings
+from shared.settings import configure_torch_threads
 from sbn.up import free_port, spawn
 from shared.checkpoint import load_checkpoint
 from shared.preprocess import load_image
@@ -49,7 +50,11 @@ def start_edge(checkpoint: Path, port: int | None = None, *flags: str) -> EdgePr
 @contextmanager
 def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Iterator[httpx.Client]:
     """``create_app(DeviceSettings(...))`` served by uvicorn on a thread; a client for it."""
-    app = create_app(DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, **settings))
+    device_settings = DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, **settings)
+    # as `sbn device` does before it builds the app: with torch's default of one thread per core, the head's
+    # worker thread would get a second OpenMP team competing with this process's main one
+    configure_torch_threads(device_settings.threads)
+    app = create_app(device_settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="device", daemon=True)

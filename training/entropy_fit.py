@@ -43,6 +43,8 @@ def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> dict[st
     loaded = load_checkpoint(path)
     if loaded.config.bottleneck is None:
         raise ValueError(f"{path} is a backbone checkpoint: it transmits nothing to code")
+    if not loaded.checkpoint.info_verified:  # rewriting it would vouch for info nobody checked
+        raise ValueError(f"{path}: its info does not match its digest (edited, or an older file); not rewriting it")
     if loaded.config.input_style != data.input_style:
         raise ValueError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
     head = loaded.model.head

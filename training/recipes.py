@@ -157,6 +157,8 @@ def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, ru
     loaded = load_checkpoint(path)
     if loaded.config.bottleneck is None:
         raise ValueError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
+    if not loaded.checkpoint.info_verified or "pretrained_accuracy" not in loaded.checkpoint.info:
+        raise ValueError(f"{path}: refine needs verified info with the backbone's accuracy (a fine-tuned checkpoint)")
     model, config, before = loaded.model, replace(loaded.config, entropy_model=None), loaded.checkpoint.info
     history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
     accuracy = history[-1]["test_accuracy"]

@@ -14,14 +14,15 @@ from device.head_runner import HeadRunner
 from edge.tail_runner import TailRunner
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from tests.stack import altered
+from tests.stack import altered, monolithic_logits
 
 SPLIT_POINTS = (8, 3)  # different spike shapes: 4 x 4 x 8 x 8 and the earlier, larger RB3 frame
 
 
 @pytest.fixture(scope="module")
 def models(calibrated_checkpoint: Callable[..., Path]) -> list[tuple[TailRunner, pb.SpikeFrame]]:
-    """(tail, a frame its head made) for each split point; the RB8 model first: the edge's default."""
+    """(tail, a frame its head made of synthetic_png()) for each split point; the RB8 model first: the edge's
+    default."""
     pairs = []
     for split_point in SPLIT_POINTS:
         checkpoint = calibrated_checkpoint(split_point)
@@ -36,8 +37,9 @@ def test_each_frame_runs_on_its_own_models_tail(serve: Callable[..., grpc.Channe
     for runner, frame in models:
         reply = stub.Infer(frame, timeout=30)
         assert reply.model_fingerprint == runner.fingerprint
-        # the other code path: this model's tail alone, in-process, on the same frame
-        torch.testing.assert_close(torch.tensor(reply.values), runner.run(frame).logits[0], rtol=0, atol=0)
+        # the reference: that model's whole network on the image, in this process
+        torch.testing.assert_close(torch.tensor(reply.values),
+                                   monolithic_logits(runner.checkpoint.path, synthetic_png()), rtol=0, atol=1e-5)
 
 
 def test_model_info_lists_every_served_model_the_default_first(serve: Callable[..., grpc.Channel],

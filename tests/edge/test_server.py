@@ -74,3 +74,10 @@ def test_model_info_and_health_answer_while_every_slot_is_busy(serve: Callable[.
     finally:
         blocking.release.set()
     assert first.result().batch_size == 1
+
+
+def test_a_call_without_a_deadline_is_answered(serve: Callable[..., grpc.Channel], runner: TailRunner,
+                                               frame: pb.SpikeFrame) -> None:
+    # grpcurl and stubs called without timeout= set no deadline: gRPC then reports ~INT64_MAX seconds left
+    reply = pb_grpc.SplitInferenceStub(serve(runner)).Infer(frame)
+    assert reply.batch_size == 1 and len(reply.values) == 10

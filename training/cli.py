@@ -27,7 +27,7 @@ from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
 from shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
-from .datasets import DATASETS, load_dataset
+from .datasets import DATASETS, Dataset, load_dataset
 from .demo import DEMO_DIR, DEMOS, demo_table, run_demo
 from .entropy_fit import fit_codec
 from .recipes import calibrate_checkpoint, finetune, pretrain, refine, state_path
@@ -152,6 +152,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_restart(p)
 
 
+def _checkpoint_dataset(path: Path, data_dir: str | None) -> Dataset:
+    """The dataset a checkpoint was trained on (its info says which), prepared in its input style."""
+    checkpoint = read_checkpoint_info(path)
+    return load_dataset(checkpoint.info.get("dataset", "cifar100"), data_dir, checkpoint.config.input_style)
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer] * args.lr_scale
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
@@ -197,28 +203,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "calibrate":
         runtime = rt.start("fp32", "cpu")
         for path in args.checkpoints:
-            config, info = read_checkpoint_info(path).config, read_checkpoint_info(path).info
-            data = load_dataset(info.get("dataset", "cifar100"), args.data_dir, config.input_style)
-            c = calibrate_checkpoint(path, data, runtime)
+            c = calibrate_checkpoint(path, _checkpoint_dataset(path, args.data_dir), runtime)
             print(f"{path}: flag below max softmax {c.threshold:.4f} "
                   f"({100 * c.flagged_test_fraction:.1f}% of {c.test_images} test images)")
         return 0
     if args.action == "fit-codec":
         runtime = rt.start("fp32", "cpu")
         for path in args.checkpoints:
-            config, info = read_checkpoint_info(path).config, read_checkpoint_info(path).info
-            data = load_dataset(info.get("dataset", "cifar100"), args.data_dir, config.input_style)
             out = path if args.out is None else args.out / path.name
-            f = fit_codec(path, data, runtime, out)
+            f = fit_codec(path, _checkpoint_dataset(path, args.data_dir), runtime, out)
             print(f"{out}: entropy payload {f['entropy_mean_bytes']} B per test image (raw {f['raw_bytes']} B; "
                   f"first-order bound {f['first_order_bound_bytes']} B)")
         return 0
     runtime = rt.start(args.precision, args.device)
     if args.action == "refine":
         try:
-            checkpoint = read_checkpoint_info(args.checkpoint)
-            data = load_dataset(checkpoint.info.get("dataset", "cifar100"), args.data_dir, checkpoint.config.input_style)
-            info = refine(args.checkpoint, data, _train_config(args),
+            info = refine(args.checkpoint, _checkpoint_dataset(args.checkpoint, args.data_dir), _train_config(args),
                           WireTraining(args.rate_weight, args.flip_probability), runtime, args.out)
             if runtime.is_main:
                 codec = info["entropy_codec"]

@@ -11,6 +11,7 @@ to a ``sbn device`` process, while starting it costs no interpreter and no torch
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -28,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from device.app import create_app
 from device.settings import DeviceSettings
 from shared.settings import configure_torch_threads
-from sbn.up import free_port, spawn
+from sbn.up import free_port, spawn, stop, wait_for_http
 from shared.checkpoint import load_checkpoint
 from shared.preprocess import load_image
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
@@ -45,6 +46,22 @@ def start_edge(checkpoint: Path, port: int | None = None, *flags: str) -> EdgePr
     port = free_port() if port is None else port
     process = spawn("edge", "--checkpoint", str(checkpoint), "--host", "127.0.0.1", "--port", str(port), *flags)
     return EdgeProcess(f"127.0.0.1:{port}", process)
+
+
+@contextmanager
+def device_process(checkpoint: Path, edge_address: str, *flags: str,
+                   env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m sbn device`` on 127.0.0.1 and a free port (its access log to /dev/null); yields its URL once
+    /healthz answers, and on leaving stops it, which must end cleanly."""
+    port = free_port()
+    process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port), "--edge-address", edge_address,
+                    *flags, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", process)
+        yield url
+    finally:
+        assert stop(process) in (0, -signal.SIGTERM)
 
 
 @contextmanager

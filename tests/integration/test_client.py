@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,23 +14,16 @@ import torch
 from bench.e2e import synthetic_png
 from sbn.cli import main
 from sbn.client import DeviceClient, DeviceError, DeviceUnreachable
-from sbn.up import free_port, spawn, stop, wait_for_http
-from tests.stack import EdgeProcess, upload
+from sbn.up import free_port
+from tests.stack import EdgeProcess, device_process, upload
 
 API_KEY = "client-test-key"
 
 
 @pytest.fixture(scope="module")
 def url(calibrated_checkpoint: Callable[..., Path], edges: dict[int, EdgeProcess]) -> Iterator[str]:
-    port = free_port()
-    process = spawn("device", "--checkpoint", str(calibrated_checkpoint(8)), "--port", str(port),
-                    "--edge-address", edges[8].address, "--api-key", API_KEY)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", process)
+    with device_process(calibrated_checkpoint(8), edges[8].address, "--api-key", API_KEY) as url:
         yield url
-    finally:
-        assert stop(process) in (0, -signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

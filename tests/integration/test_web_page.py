@@ -13,9 +13,9 @@ import base64
 import io
 import json
 import math
+import os
 import re
 import shutil
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,9 +26,8 @@ from PIL import Image
 
 from bench.e2e import synthetic_png
 from device.head_runner import HeadRunner
-from sbn.up import free_port, spawn, stop, wait_for_http
 from shared.checkpoint import load_checkpoint
-from tests.stack import EdgeProcess, upload
+from tests.stack import EdgeProcess, device_process, upload
 
 API_KEY = "web-page-test-key"
 HEADERS = {"X-API-Key": API_KEY}
@@ -43,17 +42,8 @@ def checkpoint(calibrated_checkpoint: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="module")
 def device_url(checkpoint: Path, edges: dict[int, EdgeProcess]) -> Iterator[str]:
     """A ``sbn device`` process with an API key (from its environment, as documented) on a free port."""
-    port = free_port()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SBN_DEVICE_API_KEY", API_KEY)
-        process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port),
-                        "--edge-address", edges[8].address)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", process)
+    with device_process(checkpoint, edges[8].address, env={**os.environ, "SBN_DEVICE_API_KEY": API_KEY}) as url:
         yield url
-    finally:
-        assert stop(process) in (0, -signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,26 +19,13 @@ import httpx
 import pytest
 
 from bench.e2e import synthetic_png
-from sbn.up import free_port, spawn, stop_all, wait_for_edge, wait_for_http
-from tests.stack import EdgeProcess, scraped, start_edge
+from sbn.up import free_port, stop_all, wait_for_edge
+from tests.stack import EdgeProcess, device_process, scraped, start_edge
 
 DEADLINE_S = 0.3
 MARGIN_S = 0.1  # the bound: every answer within deadline + 100 ms
 EDGE_DELAY_S = 0.1  # the slow edge holds each frame this long before it runs: 1/3 of the budget
 BURST = 40
-
-
-def start_device(checkpoint: Path, edge_address: str, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port), "--edge-address", edge_address,
-                    *flags, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/readyz", process)
-    except Exception:
-        stop_all([process])
-        raise
-    return process, url
 
 
 @dataclass(frozen=True)
@@ -92,11 +78,8 @@ def slow_stack(checkpoint: Path) -> Iterator[tuple[str, str]]:
     edge = start_edge(checkpoint, None, "--inject-delay-s", str(EDGE_DELAY_S), "--metrics-port", str(metrics_port))
     try:
         wait_for_edge(edge.address, edge.process)
-        device, url = start_device(checkpoint, edge.address, "--deadline-s", str(DEADLINE_S))
-        try:
+        with device_process(checkpoint, edge.address, "--deadline-s", str(DEADLINE_S)) as url:
             yield url, f"http://127.0.0.1:{metrics_port}/metrics"
-        finally:
-            stop_all([device])
     finally:
         stop_all([edge.process])
 
@@ -130,11 +113,8 @@ def test_a_burst_gets_200_or_504_within_the_deadline_and_the_edge_drops_what_nob
 
 def test_a_full_head_queue_answers_503_with_retry_after_at_once(checkpoint: Path, edge: EdgeProcess,
                                                                 report: Callable[[str], None]) -> None:
-    device, url = start_device(checkpoint, edge.address, "--head-queue-limit", "2")
-    try:
+    with device_process(checkpoint, edge.address, "--head-queue-limit", "2") as url:
         answers = asyncio.run(burst(url, BURST))
-    finally:
-        stop_all([device])
     statuses = [answer.status for answer in answers]
     assert set(statuses) <= {200, 503}, statuses
     refused = [answer for answer in answers if answer.status == 503]

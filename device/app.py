@@ -178,7 +178,8 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     The head is loaded and the TLS files are read here, so that a bad file fails before the port
     opens; the edge channel is opened by the app's lifespan.
     """
-    heads = [HeadRunner.load(path, settings.codec, settings.energy_mode) for path in settings.checkpoint_paths()]
+    heads = [HeadRunner.load(path, settings.codec, settings.energy_mode, settings.entropy_chunks,
+                             settings.fec_parity_bytes) for path in settings.checkpoint_paths()]
     for head in heads:
         head.warm_up()  # before the port opens, so the first upload does not spend its deadline on set-up
     credentials = channel_credentials(settings)

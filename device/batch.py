@@ -42,7 +42,7 @@ from starlette.datastructures import FormData
 
 from shared.rpc.wire import CODEC_FROM_WIRE
 
-from .classification import Classification, Latency, SplitChoice, build_classification
+from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline
 from .head_set import ARCH_HELP, SPLIT_POINT_HELP, ServedHead
 from .metrics import CLASSIFY_PATH, DeviceMetrics
@@ -128,7 +128,8 @@ async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None
             single = build_classification(reply.logits[b], output, head.checkpoint, latency, include_logits,
                                           include_spikes, head_batch_images=batch.run_images,
                                           edge_batch_images=reply.edge_batch_images,
-                                          transmit_mj=link.transmit_mj(message_shares[b]), split_choice=split_choice)
+                                          transmit_mj=link.transmit_mj(message_shares[b]), split_choice=split_choice,
+                                          link_damage=LinkDamage.of(frame, reply.damage))
             entries.append(BatchedClassification(
                 **{**dict(single), "transmitted_bytes": payload_shares[b], "message_bytes": message_shares[b],
                    "compression_ratio": ratio},

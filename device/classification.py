@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from shared.checkpoint import CheckpointInfo
 from shared.uncertainty import Calibration, is_uncertain, max_softmax
 from shared.codec import Codec, encode
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .head_runner import HeadOutput
 
@@ -59,6 +60,22 @@ class SplitChoice(BaseModel):
     predicted_energy_mj: float = Field(description="the planner's estimate: device compute + radio")
 
 
+class LinkDamage(BaseModel):
+    """What the link did to the frame that carried this image, as the edge saw it (split path only)."""
+
+    fec_parity_bytes: int = Field(description="Reed-Solomon parity bytes per 255-byte block the frame carried "
+                                              "(SBN_DEVICE_FEC_PARITY_BYTES; 0: none)")
+    fec_corrected_bytes: int = Field(description="payload bytes the parity put right")
+    fec_failed_blocks: int = Field(description="parity blocks with more damage than they correct")
+    chunks: int = Field(description="independently decodable chunks of the payload (entropy codec; else 1)")
+    erased_chunks: int = Field(description="chunks that failed their CRC: their spikes ran as silence")
+
+    @classmethod
+    def of(cls, frame: pb.SpikeFrame, damage: pb.LinkDamage) -> LinkDamage:
+        return cls(fec_parity_bytes=frame.fec_parity_bytes, fec_corrected_bytes=damage.fec_corrected_bytes,
+                   fec_failed_blocks=damage.fec_failed_blocks, chunks=damage.chunks, erased_chunks=damage.erased_chunks)
+
+
 class Latency(BaseModel):
     """Milliseconds; ``queue``, ``edge`` and ``network`` only on the split path."""
 
@@ -100,8 +117,8 @@ class Classification(BaseModel):
     split_point_name: str = Field(description="that block's name: RBk (ResNet50), IRBk (MobileNetV2)")
     time_steps: int = Field(description="T: spiking time steps")
     spike_shape: list[int] = Field(description="T, C', H', W' of the transmitted spike tensor")
-    codec: str = Field(description="codec that packed the payload: raw or sparse")
-    transmitted_bytes: int = Field(description="spike payload, bytes")
+    codec: str = Field(description="codec that packed the payload: raw, sparse or entropy")
+    transmitted_bytes: int = Field(description="spike payload as sent (its FEC parity included), bytes")
     message_bytes: int = Field(description="whole serialized gRPC request (payload and envelope), bytes")
     float32_feature_bytes: int = Field(
         description="the split block's output feature map as float32 (C*H*W*4): what an ANN split after the same "
@@ -121,6 +138,8 @@ class Classification(BaseModel):
     edge_batch_images: int | None = Field(
         default=None, description="images in the edge's tail run that carried this one (frames that arrive together "
                                   "run as one batch)")
+    link_damage: LinkDamage | None = Field(
+        default=None, description="what the link did to the frame: FEC repairs, entropy chunks erased (split path)")
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
     spikes: SpikeRaster | None = Field(default=None, description="the transmitted spikes, with ?spikes=true")
 
@@ -128,7 +147,8 @@ class Classification(BaseModel):
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
                          include_logits: bool = False, include_spikes: bool = False, *,
                          head_batch_images: int | None = None, edge_batch_images: int | None = None,
-                         transmit_mj: float | None = None, split_choice: SplitChoice | None = None) -> Classification:
+                         transmit_mj: float | None = None, split_choice: SplitChoice | None = None,
+                         link_damage: LinkDamage | None = None) -> Classification:
     """The result for one image; ``logits`` is [num_classes] from the tail."""
     config = checkpoint.config
     probabilities = logits.softmax(dim=-1)
@@ -167,6 +187,7 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         head_batch_images=head_batch_images,
         split_choice=split_choice,
         edge_batch_images=edge_batch_images,
+        link_damage=link_damage,
         logits=logits.tolist() if include_logits else None,
         spikes=spike_raster(head) if include_spikes else None,
     )

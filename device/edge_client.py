@@ -84,6 +84,7 @@ class EdgeReply:
     edge_ms: float  # the edge's own time, receipt to reply
     round_trip_ms: float  # as the device saw it: the edge's time plus the network and (de)serialization
     edge_batch_images: int  # images in the edge's tail run that carried the frame (its micro-batching)
+    damage: pb.LinkDamage  # what the link did to the frame, as the edge saw it
 
 
 def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | None:
@@ -139,7 +140,7 @@ class EdgeClient:
         round_trip_ms = (perf_counter() - sent) * 1e3
         self._check(frame, reply, num_classes)
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
-        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images)
+        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage)
 
     def _check(self, frame: pb.SpikeFrame, reply: pb.Logits, num_classes: int) -> None:
         """Raises EdgeBadReply naming the first way ``reply`` is not the answer to ``frame``."""

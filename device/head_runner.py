@@ -18,6 +18,8 @@ from torch import nn
 
 from shared.checkpoint import CheckpointInfo, load_checkpoint
 from shared.codec import CODEC_CHOICES, Codec, encode
+from shared.entropy_codec import chunk_layout
+from shared.fec import check_parity, protect
 from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
 from shared.preprocess import ImageError, load_image, unnormalize
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
@@ -66,7 +68,11 @@ class HeadRunner:
     """Runs uploaded images through one checkpoint's head and packs the spikes."""
 
     def __init__(self, head: nn.Module, checkpoint: CheckpointInfo, codec: str = "raw",
-                 energy_mode: CountMode | str = CountMode.PAPER) -> None:
+                 energy_mode: CountMode | str = CountMode.PAPER, entropy_chunks: int = 1,
+                 fec_parity_bytes: int = 0) -> None:
+        """``entropy_chunks``: independently decodable chunks of an entropy payload (shared/entropy_codec.py);
+        ``fec_parity_bytes``: Reed–Solomon parity per 255-byte block around every payload (shared/fec.py), 0: none.
+        Raises ValueError for settings this checkpoint's frames cannot take."""
         if codec not in CODEC_CHOICES:
             raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
         if checkpoint.config.bottleneck is None:
@@ -78,17 +84,22 @@ class HeadRunner:
         if codec == Codec.ENTROPY and self.spike_model is None:
             raise ValueError("the entropy codec needs a checkpoint with an entropy model (sbn train fit-codec adds "
                              "one); this one has none")
+        if self.spike_model is not None:  # ValueError naming the counts these frames can be cut into
+            chunk_layout(self.spike_model.channels, checkpoint.config.spike_shape[2], entropy_chunks)
+        check_parity(fec_parity_bytes)  # ValueError naming the range
         self.codec = codec
+        self.entropy_chunks = entropy_chunks
+        self.fec_parity_bytes = fec_parity_bytes
         self.energy_mode = CountMode(energy_mode)
         # The activity monitor hooks the shared head module for the length of one forward; two
         # overlapping forwards would each record the other's layers, so forwards take turns.
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, codec: str = "raw",
-             energy_mode: CountMode | str = CountMode.PAPER) -> HeadRunner:
+    def load(cls, path: str | os.PathLike, codec: str = "raw", energy_mode: CountMode | str = CountMode.PAPER,
+             entropy_chunks: int = 1, fec_parity_bytes: int = 0) -> HeadRunner:
         loaded = load_checkpoint(path, "head")
-        return cls(loaded.model, loaded.checkpoint, codec, energy_mode)
+        return cls(loaded.model, loaded.checkpoint, codec, energy_mode, entropy_chunks, fec_parity_bytes)
 
     def warm_up(self) -> None:
         """One forward on a blank image, so that the first request does not pay for one-time set-up (the
@@ -153,8 +164,9 @@ class HeadRunner:
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""
         # the encoder's LIF made them: binary by construction, so the codec skips its check
-        codec, payload = encode(spikes, self.codec, assume_binary=True, model=self.spike_model)
+        codec, payload = encode(spikes, self.codec, assume_binary=True, model=self.spike_model,
+                                chunks=self.entropy_chunks)
         frame = pb.SpikeFrame(request_id=uuid.uuid4().hex, model_fingerprint=self.checkpoint.fingerprint,
                               split_point=self.split_point.index, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
-                              payload=payload)
+                              payload=protect(payload, self.fec_parity_bytes), fec_parity_bytes=self.fec_parity_bytes)
         return codec, frame

@@ -23,7 +23,7 @@ from shared.preprocess import ImageError
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
 from . import planner
-from .classification import Classification, Latency, SplitChoice, build_classification
+from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeReply
 from .head_batcher import HeadBatcher, QueuedHead
@@ -157,7 +157,7 @@ class SplitPipeline:
                                     include_spikes, head_batch_images=batch.run_images,
                                     edge_batch_images=reply.edge_batch_images,
                                     transmit_mj=self.link.prior.transmit_mj(batch.frame.ByteSize()),
-                                    split_choice=choice)
+                                    split_choice=choice, link_damage=LinkDamage.of(batch.frame, reply.damage))
 
     async def check_edge(self) -> pb.ModelInfo:
         """The edge's model info if it is reachable and serves at least one of the heads; raises EdgeError

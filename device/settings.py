@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 from device.planner import Objective
 from shared.energy import CountMode
 from shared.channel import parse_channel
+from shared.fec import check_parity
 from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
 from shared.settings import ModelSettings
 
@@ -23,6 +24,16 @@ class DeviceSettings(ModelSettings):
     codec: Literal["raw", "sparse", "entropy", "auto"] = Field(
         "raw", description="spike payload codec: raw (1 bit per spike), sparse, entropy (range-coded under the "
                            "checkpoint's fitted context model), or auto (the smallest the model offers, per request)")
+    entropy_chunks: int = Field(
+        1, ge=1, le=255, description="the entropy codec cuts each frame into this many independently decodable chunks, "
+                                     "each with its CRC-32, so that a damaged byte on a lossy link erases one chunk "
+                                     "(its spikes run as silence) rather than the frame; up to C' chunks are groups "
+                                     "of channels, a multiple of C' also cuts channels into bands of rows. 1: fewest "
+                                     "bytes")
+    fec_parity_bytes: int = Field(
+        0, ge=0, le=64, description="Reed-Solomon parity bytes per 255-byte block around every payload (even; p "
+                                    "corrects p/2 damaged bytes per block at p/(255-p) overhead; shared/fec.py). "
+                                    "0: none")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest accepted request body (the multipart upload), in bytes")
     max_batch: int = Field(
@@ -65,8 +76,9 @@ class DeviceSettings(ModelSettings):
                                "most this many points (the paper's rule); unset: any model")
     channel: str | None = Field(
         None, description="experiments only: every frame's payload crosses this lossy channel on its way to the edge "
-                          "(bsc:BER, erasure:P or gilbert:P_GB,P_BG,BER_BAD[,BER_GOOD]; shared/channel.py). A raw "
-                          "payload arrives with flipped spikes, an entropy one fails its CRC (502). Default: off")
+                          "(bsc:BER, erasure:P or gilbert:P_GB,P_BG,BER_BAD[,BER_GOOD]; shared/channel.py), after "
+                          "its FEC parity. A raw payload arrives with flipped spikes; an entropy chunk that fails its "
+                          "CRC runs as silence (a frame with none intact: 502). Default: off")
     api_key: SecretStr | None = Field(
         None, min_length=1, description="if set, POST /classify and GET /metrics need it in the X-API-Key header "
                                         "(set it in the environment: a flag shows in the process list)")
@@ -85,6 +97,12 @@ class DeviceSettings(ModelSettings):
         if spec is not None:
             parse_channel(spec)  # ValueError naming the forms
         return spec
+
+    @field_validator("fec_parity_bytes")
+    @classmethod
+    def _even_parity(cls, parity: int) -> int:
+        check_parity(parity)  # ValueError naming the range
+        return parity
 
     @field_validator("link")
     @classmethod

@@ -18,6 +18,9 @@ edge does not serve is counted under ``model="unknown"``.
     sbn_edge_queue_wait_seconds{model}   histogram: a frame's wait for the inference worker
     sbn_edge_decode_seconds{model}       histogram: a frame's payload -> spike tensor
     sbn_edge_inference_seconds{model}    histogram: decoder + tail of one batch
+    sbn_edge_fec_corrected_bytes_total{model}   payload bytes Reed–Solomon parity put right
+    sbn_edge_fec_failed_blocks_total{model}     parity blocks with more damage than they correct
+    sbn_edge_erased_chunks_total{model}         entropy chunks that failed their CRC and ran as silence
 
 A device's ``POST /classify/batch`` of n images adds 1 to the frame count and n to the image count.
 """
@@ -29,6 +32,8 @@ import threading
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from shared.rpc.spikebottlenet.v1.split_inference_pb2 import LinkDamage
 
 log = logging.getLogger("sbn.edge")
 
@@ -68,6 +73,12 @@ class EdgeMetrics:
                                 buckets=SECONDS_BUCKETS, registry=r)
         self.inference = Histogram("sbn_edge_inference_seconds", "decoder + tail of one batch", ["model"],
                                    buckets=SECONDS_BUCKETS, registry=r)
+        self.fec_corrected = Counter("sbn_edge_fec_corrected_bytes", "payload bytes Reed–Solomon parity put right",
+                                     ["model"], registry=r)
+        self.fec_failed = Counter("sbn_edge_fec_failed_blocks", "parity blocks with more damage than they correct",
+                                  ["model"], registry=r)
+        self.erased_chunks = Counter("sbn_edge_erased_chunks", "entropy chunks that failed their CRC and ran as "
+                                                               "silence", ["model"], registry=r)
 
     def serving(self, fingerprint: str, arch: str, split_point_name: str) -> None:
         self.model_info.labels(model_label(fingerprint), arch, split_point_name).set(1)
@@ -75,8 +86,12 @@ class EdgeMetrics:
     def set_queued(self, frames: int) -> None:
         self.queued.set(frames)
 
-    def decoded(self, fingerprint: str, seconds: float) -> None:
-        self.decode.labels(model_label(fingerprint)).observe(seconds)
+    def decoded(self, fingerprint: str, seconds: float, damage: LinkDamage) -> None:
+        model = model_label(fingerprint)
+        self.decode.labels(model).observe(seconds)
+        self.fec_corrected.labels(model).inc(damage.fec_corrected_bytes)
+        self.fec_failed.labels(model).inc(damage.fec_failed_blocks)
+        self.erased_chunks.labels(model).inc(damage.erased_chunks)
 
     def waited(self, fingerprint: str, seconds: float) -> None:
         self.queue_wait.labels(model_label(fingerprint)).observe(seconds)

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.codec import raw_length
+from shared.fec import MAX_PARITY_BYTES, protected_length
 from shared.ports import port_in_use
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
@@ -122,7 +123,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                                total_ms=(perf_counter() - received) * 1e3, queue_ms=frame.queue_ms,
                                batch_images=frame.batch_images)
         return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
-                         values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint)
+                         values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint,
+                         damage=frame.decoded.damage)
 
     def _run(self, runner: TailRunner, request: pb.SpikeFrame,
              context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
@@ -143,7 +145,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         except FrameError as e:
             log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
             self._refuse(context, fingerprint, _STATUS[type(e)], str(e))
-        self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3)
+        self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3, decoded.damage)
         frame = PendingFrame(runner, decoded, deadline, caller_gone, settled)
         if not frame.abandoned(monotonic()):
             self.batcher.submit(frame)
@@ -183,11 +185,12 @@ def max_frame_bytes(runners: Sequence[TailRunner]) -> int:
     The raw payload of the largest batch is the largest legal payload: a sparse one exceeds it by
     at most one block header per 4096 bytes plus a ~10-byte stream header (bitarray's sc format),
     an entropy one is never sent longer than raw (shared/codec.py falls back to raw), and "auto"
-    sends the smallest. The envelope (request id, fingerprint, shape) is about
-    150 bytes. Twice that worst case still refuses an absurd message before it is read into memory.
+    sends the smallest; Reed–Solomon parity adds at most MAX_PARITY_BYTES per block (shared/fec.py).
+    The envelope (request id, fingerprint, shape) is about 150 bytes. Twice that worst case still
+    refuses an absurd message before it is read into memory.
     """
     raw = max(raw_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:])) for r in runners)
-    return 2 * (raw + raw // 4096 + 1024)
+    return 2 * (protected_length(raw + raw // 4096 + 16, MAX_PARITY_BYTES) + 1024)
 
 
 def max_reply_bytes(runners: Sequence[TailRunner]) -> int:

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from shared.checkpoint import CheckpointInfo, load_checkpoint
-from shared.codec import Codec, SpikeCodecError, decode
+from shared.codec import Codec, SpikeCodecError, decode_received
+from shared.fec import FecError, check_parity, recover
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_FROM_WIRE
 
@@ -42,6 +43,7 @@ class FingerprintMismatch(FrameError):
 class DecodedFrame:
     spikes: torch.Tensor  # [T, B, C', H', W'] float32, binary
     decode_ms: float  # payload -> spike tensor
+    damage: pb.LinkDamage  # what the link did that the edge could see: FEC repairs, erased chunks
 
     @property
     def images(self) -> int:
@@ -114,17 +116,29 @@ class TailRunner:
         codec = CODEC_FROM_WIRE[frame.codec]
         if codec is Codec.ENTROPY and self.spike_model is None:
             raise InvalidFrame("an entropy-coded frame, but this model has no entropy model to decode it with")
+        try:
+            check_parity(frame.fec_parity_bytes)
+        except FecError as e:
+            raise InvalidFrame(str(e)) from None
         return shape, codec
 
     def decode(self, frame: pb.SpikeFrame) -> DecodedFrame:
-        """The frame's spikes; raises FrameError naming what does not fit this tail."""
+        """The frame's spikes, repaired by its Reed–Solomon parity if it has any, an entropy payload's chunks that
+        fail their CRC erased (run as silence); raises FrameError naming what does not fit this tail, and for a
+        frame with nothing intact."""
         shape, codec = self.check(frame)
         start = perf_counter()
         try:
-            spikes = decode(frame.payload, shape, codec, model=self.spike_model)
-        except SpikeCodecError as e:
+            repaired = recover(frame.payload, frame.fec_parity_bytes)
+            received = decode_received(repaired.payload, shape, codec, model=self.spike_model)
+        except (FecError, SpikeCodecError) as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
-        return DecodedFrame(spikes, (perf_counter() - start) * 1e3)
+        if received.erased_chunks == received.chunks:
+            raise InvalidFrame(f"payload does not decode: corrupt entropy payload: all {received.chunks} of its chunks "
+                               f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)")
+        damage = pb.LinkDamage(fec_corrected_bytes=repaired.corrected_bytes, fec_failed_blocks=repaired.failed_blocks,
+                               chunks=received.chunks, erased_chunks=received.erased_chunks)
+        return DecodedFrame(received.spikes, (perf_counter() - start) * 1e3, damage)
 
     def warm_up(self, timed_runs: int = 5) -> None:
         """Forwards on silent spikes: the first so that the first frame does not pay for one-time set-up (see

@@ -8,9 +8,10 @@
                                bad state, BER_GOOD (default 0) in the good one: errors come in bursts.
                                Long-run BER = (P_GB * BER_BAD + P_BG * BER_GOOD) / (P_GB + P_BG).
 
-A raw payload degrades gracefully under them (a flipped bit is one wrong spike); an entropy payload
-fails its CRC, and whoever decodes it then treats the frame as erased: no spikes
-(``decode_or_erase``), never the garbage a range decoder makes of damaged input.
+A raw payload degrades gracefully under them (a flipped bit is one wrong spike); an entropy payload's
+damaged chunk fails its CRC and is erased (its channels silent, ``receive``), never the garbage a
+range decoder makes of damaged input. Reed–Solomon parity (shared/fec.py) in front of the channel
+repairs what it can first.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .codec import Codec, SpikeCodecError, decode
+from .codec import Codec, ReceivedFrame, SpikeCodecError, decode_received
 from .entropy_codec import SpikeContextModel
 
 
@@ -96,11 +97,11 @@ def parse_channel(spec: str) -> Channel:
     raise ValueError(f"unknown channel {spec!r}; expected {forms}")
 
 
-def decode_or_erase(payload: bytes, shape: tuple[int, ...], codec: Codec, model: SpikeContextModel | None) -> tuple[
-        torch.Tensor, bool]:
-    """The spikes of a payload that crossed a lossy channel, and whether it was erased: a payload that does not
-    decode (an entropy payload failing its CRC, a sparse one broken) counts as lost, all zeros."""
+def receive(payload: bytes, shape: tuple[int, ...], codec: Codec, model: SpikeContextModel | None) -> ReceivedFrame:
+    """The spikes of a payload that crossed a lossy channel: an entropy payload's chunks that fail their CRC come
+    back silent (``decode_received``), and a payload that no longer decodes at all (its layout broken, a sparse
+    stream cut) is lost entirely: all zeros, its one chunk erased."""
     try:
-        return decode(payload, shape, codec, model=model), False
+        return decode_received(payload, shape, codec, model=model)
     except SpikeCodecError:
-        return torch.zeros(shape), True
+        return ReceivedFrame(torch.zeros(shape), 1, 1)

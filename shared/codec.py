@@ -9,9 +9,10 @@ spike is the most significant bit of the first byte (numpy.packbits' "big" order
     sparse  bitarray.util.sc_encode of the same bit sequence: a self-describing sparse stream
             that goes below one bit per position when few neurons fire
     entropy range coding of the same bits under the model's context model (shared/entropy_codec.py:
-            each bit's probability from its channel and the same neuron's previous time step); needs
-            a checkpoint whose config carries the fitted model. A frame it would code longer than
-            raw is sent raw (the frame says so)
+            each bit's probability from its channel and the same neuron's previous time step), in one
+            or more independently decodable chunks of channels, each with its CRC-32; needs a
+            checkpoint whose config carries the fitted model. A frame it would code longer than raw
+            is sent raw (the frame says so)
     auto    encodes every codec the model has and keeps the smallest for this frame (the frame says
             which was used)
 """
@@ -19,7 +20,7 @@ spike is the most significant bit of the first byte (numpy.packbits' "big" order
 from __future__ import annotations
 
 import math
-import zlib
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -69,13 +70,14 @@ def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarr
 
 
 def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_binary: bool = False,
-           model: SpikeContextModel | None = None) -> tuple[Codec, bytes]:
+           model: SpikeContextModel | None = None, chunks: int = 1) -> tuple[Codec, bytes]:
     """Pack a binary tensor; returns the codec actually used and the payload.
 
     The tensor is checked to hold only 0 and 1 unless the caller passes ``assume_binary=True``,
     which is for tensors binary by construction, such as a LIF's output; any other nonzero value
     would then be sent as a spike. ``model``: the checkpoint's entropy model, for ``entropy`` (the
-    tensor then shaped T, B, C', H', W') and for ``auto`` to consider it.
+    tensor then shaped T, B, C', H', W') and for ``auto`` to consider it; ``chunks``: how many independently
+    decodable chunks an entropy payload is cut into (1: fewest bytes; more: a damaged byte erases less).
     """
     bits = _as_bits(spikes, assume_binary)
     packed = np.packbits(bits)
@@ -86,24 +88,23 @@ def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_bina
     if codec == Codec.ENTROPY:
         # Spikes the model finds very unlikely (an input unlike any in training) can code longer than raw:
         # then raw goes, so a frame never exceeds its raw size (the edge's message limit counts on it).
-        entropy, raw = _entropy_encode(bits, tuple(spikes.shape), packed, model), packed.tobytes()
+        entropy, raw = _entropy_encode(bits, tuple(spikes.shape), model, chunks), packed.tobytes()
         return (Codec.ENTROPY, entropy) if len(entropy) <= len(raw) else (Codec.RAW, raw)
     if codec == "auto":
         raw = packed.tobytes()
         candidates = [(Codec.RAW, raw), (Codec.SPARSE, _sparse_encode(packed, bits.size))]
         if model is not None:
-            candidates.append((Codec.ENTROPY, _entropy_encode(bits, tuple(spikes.shape), packed, model)))
+            candidates.append((Codec.ENTROPY, _entropy_encode(bits, tuple(spikes.shape), model, chunks)))
         return min(candidates, key=lambda candidate: len(candidate[1]))  # a tie keeps the earlier: raw first
     raise SpikeCodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
 
 
-def _entropy_encode(bits: np.ndarray, shape: tuple[int, ...], packed: np.ndarray,
-                    model: SpikeContextModel | None) -> bytes:
+def _entropy_encode(bits: np.ndarray, shape: tuple[int, ...], model: SpikeContextModel | None, chunks: int) -> bytes:
     if model is None:
         raise SpikeCodecError("the entropy codec needs the model's entropy model; this checkpoint has none "
                               "(sbn train fit-codec adds one)")
     try:
-        return model.encode(bits.reshape(shape).view(np.uint8), packed.tobytes())
+        return model.encode(bits.reshape(shape).view(np.uint8), chunks)
     except EntropyCodecError as e:
         raise SpikeCodecError(str(e)) from None
 
@@ -129,10 +130,29 @@ def _unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: torch.dty
     return torch.from_numpy(np.unpackbits(packed, count=n).reshape(shape)).to(dtype)
 
 
+@dataclass(frozen=True)
+class ReceivedFrame:
+    spikes: torch.Tensor  # [shape], an erased chunk's channels silent
+    chunks: int  # independently decodable parts of the payload: an entropy payload's chunks, else 1
+    erased_chunks: int  # chunks that failed their CRC and came back silent
+
+
 def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: torch.dtype = torch.float32,
            model: SpikeContextModel | None = None) -> torch.Tensor:
-    """Unpack a payload into a binary tensor of ``shape``; raises SpikeCodecError if it does not fit.
-    ``model``: the checkpoint's entropy model, needed for ``entropy``."""
+    """Unpack a payload into a binary tensor of ``shape``; raises SpikeCodecError if it does not fit, an entropy
+    payload's damaged chunks included. ``model``: the checkpoint's entropy model, needed for ``entropy``."""
+    received = decode_received(payload, shape, codec, dtype, model)
+    if received.erased_chunks:
+        raise SpikeCodecError(f"corrupt entropy payload: {received.erased_chunks} of its {received.chunks} chunks "
+                              f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)")
+    return received.spikes
+
+
+def decode_received(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: torch.dtype = torch.float32,
+                    model: SpikeContextModel | None = None) -> ReceivedFrame:
+    """What a receiver makes of a payload that may have crossed a lossy link: the spikes, with an entropy payload's
+    chunks that fail their CRC erased (silent) rather than decoded into made-up spikes. Raises SpikeCodecError for a
+    payload that does not fit ``shape`` at all (wrong length, a layout that does not parse)."""
     n = math.prod(shape)
     if any(d <= 0 for d in shape):
         raise SpikeCodecError(f"shape {tuple(shape)} has a non-positive dimension")
@@ -140,32 +160,23 @@ def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: to
         codec = Codec(codec)
     except ValueError:
         raise SpikeCodecError(f"unknown codec {codec!r}; expected one of raw, sparse, entropy") from None
+    if codec is Codec.ENTROPY:
+        if model is None:
+            raise SpikeCodecError("an entropy payload needs the model's entropy model; this checkpoint has none")
+        try:
+            decoded = model.decode(payload, tuple(shape))
+        except EntropyCodecError as e:
+            raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
+        return ReceivedFrame(torch.from_numpy(decoded.bits).to(dtype), len(decoded.chunks), len(decoded.erased))
     if codec is Codec.RAW:
         expected = raw_length(shape)
         if len(payload) != expected:
             raise SpikeCodecError(f"raw payload is {len(payload)} bytes; shape {tuple(shape)} "
                                   f"({n} bits) needs exactly {expected}")
         packed = np.frombuffer(payload, dtype=np.uint8)
-    elif codec is Codec.SPARSE:
-        packed = _sparse_decode(payload, n)
     else:
-        packed = _entropy_decode(payload, tuple(shape), model)
-    return _unpack(packed, n, tuple(shape), dtype)
-
-
-def _entropy_decode(payload: bytes, shape: tuple[int, ...], model: SpikeContextModel | None) -> np.ndarray:
-    """The payload's bits packed as the raw codec packs them, checked against the CRC the encoder recorded."""
-    if model is None:
-        raise SpikeCodecError("an entropy payload needs the model's entropy model; this checkpoint has none")
-    try:
-        bits, crc = model.decode(payload, shape)
-    except EntropyCodecError as e:
-        raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
-    packed = np.packbits(bits)
-    if zlib.crc32(packed.tobytes()) != crc:
-        raise SpikeCodecError("corrupt entropy payload: the decoded spikes fail the CRC-32 the encoder recorded "
-                              "(a damaged, truncated or foreign payload)")
-    return packed
+        packed = _sparse_decode(payload, n)
+    return ReceivedFrame(_unpack(packed, n, tuple(shape), dtype), 1, 0)
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:

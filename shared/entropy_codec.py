@@ -18,15 +18,24 @@ on training data by counting (``transition_counts``, ``SpikeContextModel.fit``; 
 fit-codec``) and stored in the checkpoint's config, so the fingerprint covers it and both halves read
 the same one.
 
-Payload layout (the wire's CODEC_ENTROPY names the format):
+Payload layout (the wire's CODEC_ENTROPY names the format). The channels are cut into n contiguous
+groups (sizes differing by at most one, as ``numpy.array_split`` cuts them), and each group's bits, all
+T steps of all B images, are coded as a stream of their own: a neuron's contexts never leave its
+channel, so every chunk decodes without the others.
 
-    bytes 0..3   CRC-32 of the frame's raw payload (the bits packed as the raw codec packs them)
-    bytes 4..    the range coder's 32-bit words, little-endian
+    byte 0                   n, the number of chunks, 1..C' (a sender's choice: 1 for the fewest bytes,
+                             more to lose less of a frame to a damaged byte)
+    bytes 1 .. 2(n−1)        the coded length, in 32-bit words, of every chunk but the last (u16,
+                             little-endian); the last chunk takes the rest of the payload
+    then, chunk by chunk     4 bytes: CRC-32 of the chunk's spikes packed as the raw codec packs them
+                             (C order over T, B, its channels, H', W'), then its range coder words, LE
 
-Bits are coded in the raw codec's order (C order over T, B, C', H', W'), so a batch of frames is one
-stream; decoding goes one time step at a time, each step's contexts coming from the step before.
-A range decoder turns any bytes into some bits, so the CRC is what tells a corrupt or truncated
-payload from a good one: a mismatch is a SpikeCodecError, never garbage spikes.
+Within a chunk, bits go in that same C order, and decoding runs one time step at a time, each step's
+contexts coming from the step before. A range decoder turns any bytes into some bits, so the CRC is
+what tells a damaged chunk from a good one: a chunk that fails it is *erased* (``DecodedSpikes.erased``:
+its channels come back silent and flagged), never delivered as made-up spikes, and the caller decides
+whether a partly erased frame is worth running. A payload whose layout does not parse (chunk count,
+lengths) is the codec's error.
 """
 
 from __future__ import annotations
@@ -39,7 +48,9 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-HEADER_BYTES = 4
+CRC_BYTES = 4  # each chunk's CRC-32
+WORD_BYTES = 4  # the range coder's words are uint32
+MAX_CHUNK_WORDS = 0xFFFF  # a chunk's length field is a u16
 NEIGHBOUR_BUCKETS = (1, 2, 4)  # n(t-1) -> 0: none fired, 1: one, 2: two or three, 3: four or more
 CONTEXTS = 1 + 2 * (len(NEIGHBOUR_BUCKETS) + 1)
 # No probability is quite 0 or 1: a bit the model thought impossible still costs at most
@@ -103,6 +114,49 @@ def own_step_counts(bits: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One independently coded part of a frame: some channels, some rows of them, all T, B and W'."""
+    channels: slice
+    rows: slice
+
+    def of(self, bits: np.ndarray) -> np.ndarray:
+        """This chunk's part of ``bits`` [T, B, C', H', W']: [T, B, channels, rows, W'] (a view)."""
+        return bits[:, :, self.channels, self.rows]
+
+
+def chunk_layout(channels: int, height: int, chunks: int) -> list[Chunk]:
+    """The parts of a frame of ``channels`` × ``height`` rows coded in ``chunks`` chunks: up to C' chunks are
+    contiguous runs of whole channels (sizes differing by at most one, as numpy.array_split cuts); beyond that,
+    a multiple of C' cuts each channel into that many bands of rows."""
+    most = min(channels * height, 255)
+    if not 1 <= chunks <= most or (chunks > channels and chunks % channels):
+        raise EntropyCodecError(f"a frame of {channels} channels of {height} rows is coded in 1..{min(channels, most)} "
+                                f"chunks, or a multiple of {channels} up to {most}; not {chunks}")
+    if chunks <= channels:
+        edges = _cuts(channels, chunks)
+        return [Chunk(slice(a, b), slice(0, height)) for a, b in zip(edges, edges[1:])]
+    rows = _cuts(height, chunks // channels)
+    return [Chunk(slice(c, c + 1), slice(a, b)) for c in range(channels) for a, b in zip(rows, rows[1:])]
+
+
+def _cuts(n: int, parts: int) -> list[int]:
+    """Where numpy.array_split cuts ``n`` items into ``parts``: the first n % parts parts one longer."""
+    size, longer = divmod(n, parts)
+    return [i * size + min(i, longer) for i in range(parts + 1)]
+
+
+@dataclass(frozen=True)
+class DecodedSpikes:
+    bits: np.ndarray  # [T, B, C', H', W'] uint8; an erased chunk's part all 0
+    chunks: list[Chunk]  # the payload's chunks, in order
+    erased: tuple[int, ...]  # the chunks that failed their CRC (or that the range decoder refused)
+
+    @property
+    def intact(self) -> bool:
+        return not self.erased
+
+
+@dataclass(frozen=True)
 class SpikeContextModel:
     p_fire: np.ndarray  # [C', CONTEXTS] float64: P(bit = 1) per channel and context
 
@@ -128,47 +182,87 @@ class SpikeContextModel:
     def channels(self) -> int:
         return self.p_fire.shape[0]
 
-    def probabilities(self, context: np.ndarray, channels: int) -> np.ndarray:
-        """P(bit = 1) for bits of contexts ``context`` [T or 1, B, C, H, W]."""
-        channel = np.arange(channels)[None, None, :, None, None]
+    def encode(self, bits: np.ndarray, chunks: int = 1) -> bytes:
+        """``bits`` [T, B, C, H, W] uint8 0/1 -> the payload, coded in ``chunks`` independent chunks."""
+        self._check_channels(bits.shape)
+        layout = chunk_layout(self.channels, bits.shape[3], chunks)
+        coded = []
+        for chunk in layout:
+            part = chunk.of(bits)  # [T, B, c, h, W]; its contexts from its own bits only (zeros beyond its edges)
+            p = self._p_fire(chunk, contexts(part))
+            encoder = constriction.stream.queue.RangeEncoder()
+            encoder.encode(part.reshape(-1).astype(np.int32), _BERNOULLI, p.reshape(-1))
+            words = encoder.get_compressed().astype("<u4").tobytes()
+            if len(words) // WORD_BYTES > MAX_CHUNK_WORDS:
+                raise EntropyCodecError(f"a chunk codes to {len(words)} bytes, beyond the format's "
+                                        f"{MAX_CHUNK_WORDS * WORD_BYTES}; use more chunks")
+            coded.append(zlib.crc32(np.packbits(part).tobytes()).to_bytes(CRC_BYTES, "little") + words)
+        lengths = b"".join(((len(c) - CRC_BYTES) // WORD_BYTES).to_bytes(2, "little") for c in coded[:-1])
+        return bytes([len(layout)]) + lengths + b"".join(coded)
+
+    def decode(self, payload: bytes, shape: tuple[int, ...]) -> DecodedSpikes:
+        """The bits [T, B, C, H, W] (uint8) of ``payload``, chunks that fail their CRC erased (silent); raises
+        EntropyCodecError for a payload whose layout cannot be this model's coding of ``shape``."""
+        self._check_channels(shape)
+        spans = self._chunk_spans(payload, shape)
+        layout = chunk_layout(self.channels, shape[3], len(spans))
+        bits = np.zeros(shape, dtype=np.uint8)
+        erased = []
+        for index, (chunk, (start, stop)) in enumerate(zip(layout, spans, strict=True)):
+            part = self._decode_chunk(payload[start + CRC_BYTES:stop], chunk, chunk.of(bits).shape)
+            if part is None or zlib.crc32(np.packbits(part).tobytes()) != int.from_bytes(
+                    payload[start:start + CRC_BYTES], "little"):
+                erased.append(index)
+            else:
+                chunk.of(bits)[...] = part
+        return DecodedSpikes(bits, layout, tuple(erased))
+
+    def _p_fire(self, chunk: Chunk, context: np.ndarray) -> np.ndarray:
+        """P(bit = 1) of a chunk's bits whose contexts are ``context`` [T or 1, B, c, h, W]."""
+        channel = np.arange(self.channels)[chunk.channels][None, None, :, None, None]
         return self.p_fire[channel, context]
 
-    def encode(self, bits: np.ndarray, raw_payload: bytes) -> bytes:
-        """``bits`` [T, B, C, H, W] uint8 0/1 -> the payload; ``raw_payload``: the same bits packed (for the CRC)."""
-        self._check_channels(bits.shape)
-        p = self.probabilities(contexts(bits), bits.shape[2]).reshape(-1)
-        encoder = constriction.stream.queue.RangeEncoder()
-        encoder.encode(bits.reshape(-1).astype(np.int32), _BERNOULLI, p)
-        words = encoder.get_compressed().astype("<u4").tobytes()
-        return zlib.crc32(raw_payload).to_bytes(HEADER_BYTES, "little") + words
-
-    def decode(self, payload: bytes, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-        """The bits [T, B, C, H, W] (uint8) of ``payload`` and the CRC-32 their raw packing must have; raises
-        EntropyCodecError for a payload that cannot be this model's coding of ``shape``."""
-        self._check_channels(shape)
-        if len(payload) < HEADER_BYTES:
-            raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is shorter than its CRC")
-        coded_bytes = len(payload) - HEADER_BYTES
-        if coded_bytes % 4:
-            raise EntropyCodecError(f"entropy payload: {coded_bytes} bytes after the header, not whole 32-bit words")
+    def _chunk_spans(self, payload: bytes, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+        """Where each chunk (its CRC, then its words) lies in ``payload``; raises EntropyCodecError for a layout
+        that does not parse or that claims more bytes than any coding of ``shape`` takes."""
+        if not payload:
+            raise EntropyCodecError("entropy payload is empty")
+        chunks = payload[0]  # chunk_layout refuses a count this shape cannot be cut into
+        chunk_layout(self.channels, shape[3], chunks)
+        start = 1 + 2 * (chunks - 1)
+        if len(payload) < start + chunks * CRC_BYTES:
+            raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is too short for {chunks} chunks")
+        sizes = [CRC_BYTES + WORD_BYTES * (int.from_bytes(payload[1 + 2 * i:3 + 2 * i], "little"))
+                 for i in range(chunks - 1)]
+        last = len(payload) - start - sum(sizes)
+        if last < CRC_BYTES or (last - CRC_BYTES) % WORD_BYTES:
+            raise EntropyCodecError(f"entropy payload: its chunk lengths do not add up to its {len(payload)} bytes")
+        # A legal chunk spends at most MAX_BITS_PER_SYMBOL bits per spike, plus the coder's flush: a payload
+        # claiming more is refused before a decoder is built for it.
         bits_total = math.prod(shape)
-        if coded_bytes * 8 > bits_total * MAX_BITS_PER_SYMBOL + 64:
+        if 8 * (len(payload) - start - chunks * CRC_BYTES) > bits_total * MAX_BITS_PER_SYMBOL + 64 * chunks:
             raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is longer than any coding of "
                                     f"{bits_total} bits")
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4", offset=HEADER_BYTES)
-                                                         .astype(np.uint32))
+        spans = []
+        for size in [*sizes, last]:
+            spans.append((start, start + size))
+            start += size
+        return spans
+
+    def _decode_chunk(self, words: bytes, chunk: Chunk, shape: tuple[int, ...]) -> np.ndarray | None:
+        """One chunk's bits [T, B, c, h, W], or None where the range decoder refuses its words."""
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
         t, *step_shape = shape
         bits = np.empty(shape, dtype=np.uint8)
         context = np.zeros((1, *step_shape), dtype=np.intp)
         for step in range(t):  # each step's contexts come from the step decoded before it
-            p = self.probabilities(context, shape[2]).reshape(-1)
             try:
-                symbols = decoder.decode(_BERNOULLI, p)
-            except (AssertionError, ValueError, RuntimeError) as e:  # constriction's words for an impossible stream
-                raise EntropyCodecError(f"the range decoder refused the stream: {e}") from None
+                symbols = decoder.decode(_BERNOULLI, self._p_fire(chunk, context).reshape(-1))
+            except (AssertionError, ValueError, RuntimeError):  # constriction's words for an impossible stream
+                return None
             bits[step] = symbols.reshape(step_shape)
             context = next_contexts(bits[step:step + 1])
-        return bits, int.from_bytes(payload[:HEADER_BYTES], "little")
+        return bits
 
     def _check_channels(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 5 or shape[2] != self.channels:

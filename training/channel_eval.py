@@ -2,11 +2,14 @@
 
     sbn eval --channel bsc:1e-2 --codec raw                  # the embedded RB8 demo, digits test split
     sbn eval --split-point 3 --channel gilbert:0.01,0.3,0.1 --codec entropy --json
+    sbn eval --split-point 3 --channel bsc:1e-3 --codec entropy --chunks 8 --fec 16
 
-Each test image runs through the head; its frame is packed with the codec, sent through the channel
-(shared/channel.py), unpacked at the other end (a payload that no longer decodes, such as an entropy
-payload failing its CRC, is erased: no spikes) and run through the tail. Reported: accuracy with and
-without the channel, frames erased, the channel's measured bit error rate, and bytes per frame.
+Each test image runs through the head; its frame is packed with the codec (an entropy payload in
+``--chunks`` independently decodable chunks), protected with ``--fec`` Reed–Solomon parity bytes per
+block if asked (shared/fec.py), sent through the channel (shared/channel.py), repaired and unpacked at
+the other end (an entropy chunk failing its CRC is erased: its channels silent) and run through the
+tail. Reported: accuracy with and without the channel, chunks erased, the channel's measured bit error
+rate, bytes per frame on the wire and before the parity.
 """
 
 from __future__ import annotations
@@ -20,22 +23,24 @@ import torch
 
 from sbn.up import add_model_arguments
 from shared.backbones import resolve_arch
-from shared.channel import decode_or_erase, parse_channel
+from shared.channel import parse_channel, receive
 from shared.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
 from shared.codec import CODEC_CHOICES, encode
+from shared.fec import protect, recover
 
 from .datasets import DatasetError, load_dataset
 from .entropy_fit import BATCH
 
 
-def evaluate(path, channel_spec: str, codec: str, seed: int = 0) -> dict:  # type: ignore[no-untyped-def]
+def evaluate(path, channel_spec: str, codec: str, seed: int = 0, chunks: int = 1,  # type: ignore[no-untyped-def]
+             fec_parity: int = 0) -> dict:
     """The figures ``sbn eval`` prints, for the split checkpoint ``path``."""
     loaded = load_checkpoint(path)
     config, info = loaded.config, loaded.checkpoint.info
     data = load_dataset(info.get("dataset", "digits"), None, config.input_style)
     channel = parse_channel(channel_spec)
     model, rng = config.spike_model(), np.random.default_rng(seed)
-    right = clean_right = erased = flipped = sent_bits = payload_bytes = 0
+    right = clean_right = erased = chunks_sent = flipped = sent_bits = payload_bytes = coded_bytes = 0
     loaded.model.eval()
     with torch.inference_mode():
         for images, labels in zip(data.test.images.split(BATCH), data.test.labels.split(BATCH), strict=True):
@@ -44,18 +49,22 @@ def evaluate(path, channel_spec: str, codec: str, seed: int = 0) -> dict:  # typ
             received = []
             for b in range(spikes.shape[1]):
                 frame = spikes[:, b:b + 1]
-                used, payload = encode(frame, codec, assume_binary=True, model=model)
-                damaged = channel.apply(payload, rng)
-                flipped += int(np.unpackbits(np.frombuffer(payload, np.uint8) ^ np.frombuffer(damaged, np.uint8)).sum())
-                sent_bits, payload_bytes = sent_bits + 8 * len(payload), payload_bytes + len(payload)
-                decoded, lost = decode_or_erase(damaged, tuple(frame.shape), used, model)
-                received.append(decoded)
-                erased += lost
+                used, payload = encode(frame, codec, assume_binary=True, model=model, chunks=chunks)
+                sent = protect(payload, fec_parity)
+                damaged = channel.apply(sent, rng)
+                flipped += int(np.unpackbits(np.frombuffer(sent, np.uint8) ^ np.frombuffer(damaged, np.uint8)).sum())
+                sent_bits, payload_bytes, coded_bytes = sent_bits + 8 * len(sent), payload_bytes + len(sent), \
+                    coded_bytes + len(payload)
+                frame_received = receive(recover(damaged, fec_parity).payload, tuple(frame.shape), used, model)
+                received.append(frame_received.spikes)
+                erased, chunks_sent = erased + frame_received.erased_chunks, chunks_sent + frame_received.chunks
             right += int((loaded.model.tail(torch.cat(received, dim=1)).argmax(1) == labels).sum())
     n = len(data.test)
     return {"model": f"{config.backbone.arch} {config.split_point.name}", "channel": channel_spec, "codec": codec,
-            "test_images": n, "accuracy": 100 * right / n, "clean_accuracy": 100 * clean_right / n,
-            "erased_frames": erased, "measured_ber": flipped / sent_bits, "mean_payload_bytes": payload_bytes / n}
+            "chunks": chunks, "fec_parity_bytes": fec_parity, "test_images": n, "accuracy": 100 * right / n,
+            "clean_accuracy": 100 * clean_right / n, "erased_chunks": erased, "chunks_sent": chunks_sent,
+            "measured_ber": flipped / sent_bits, "mean_payload_bytes": payload_bytes / n,
+            "mean_coded_bytes": coded_bytes / n}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", required=True,
                         help="bsc:BER, erasure:P or gilbert:P_GB,P_BG,BER_BAD[,BER_GOOD] (shared/channel.py)")
     parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw")
+    parser.add_argument("--chunks", type=int, default=1,
+                        help="independently decodable chunks of an entropy payload (1..C'; default 1)")
+    parser.add_argument("--fec", type=int, default=0, metavar="PARITY",
+                        help="Reed–Solomon parity bytes per 255-byte block (even, 0..64; default 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the channel's randomness")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
@@ -72,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         path = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
-        result = evaluate(path, args.channel, args.codec, args.seed)
+        result = evaluate(path, args.channel, args.codec, args.seed, args.chunks, args.fec)
     except (CheckpointError, DatasetError, ValueError) as e:
         print(f"sbn eval: error: {e}", file=sys.stderr)
         return 1
@@ -81,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result['model']}, codec {args.codec}, channel {args.channel} (measured BER "
               f"{result['measured_ber']:.2e}): accuracy {result['accuracy']:.2f} % (clean {result['clean_accuracy']:.2f} "
-              f"%), {result['erased_frames']} of {result['test_images']} frames erased, "
-              f"{result['mean_payload_bytes']:.1f} B per frame")
+              f"%), {result['erased_chunks']} of {result['chunks_sent']} chunks erased, "
+              f"{result['mean_payload_bytes']:.1f} B per frame on the wire ({result['mean_coded_bytes']:.1f} B before FEC)")
     return 0

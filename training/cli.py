@@ -104,13 +104,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
     p = sub.add_parser("refine", help="train a split checkpoint further for the wire: fewer spikes (--rate-weight), "
-                                      "tolerance of bit errors (--flip-probability)")
+                                      "tolerance of bit errors (--flip-probability) and lost chunks (--erase-probability)")
     p.add_argument("checkpoint", type=Path, help="the split checkpoint to start from")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--rate-weight", type=float, default=0.0,
                    help="lambda: loss += lambda x firing rate of the transmitted spikes (default 0)")
     p.add_argument("--flip-probability", type=float, default=0.0,
                    help="flip each transmitted spike bit with this probability in training (default 0)")
+    p.add_argument("--erase-probability", type=float, default=0.0,
+                   help="silence each image's transmitted channel with this probability in training, as an entropy "
+                        "chunk that fails its CRC arrives (default 0)")
     p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
     _add_training(p, epochs=4, lr_scale=0.25)
 
@@ -219,7 +222,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "refine":
         try:
             info = refine(args.checkpoint, _checkpoint_dataset(args.checkpoint, args.data_dir), _train_config(args),
-                          WireTraining(args.rate_weight, args.flip_probability), runtime, args.out)
+                          WireTraining(args.rate_weight, args.flip_probability, args.erase_probability), runtime,
+                          args.out)
             if runtime.is_main:
                 codec = info["entropy_codec"]
                 print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}% (drop {info['accuracy_drop']:+.2f}), "

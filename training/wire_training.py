@@ -1,13 +1,16 @@
-"""Training with the wire in mind: fewer transmitted spikes, and a tail that tolerates flipped ones.
+"""Training with the wire in mind: fewer transmitted spikes, and a tail that tolerates flipped and lost ones.
 
     loss = cross-entropy + rate_weight * (firing rate of the transmitted spikes)
-    spikes reaching the tail in training = the head's spikes with each bit flipped with flip_probability
+    spikes reaching the tail in training = the head's spikes with each bit flipped with flip_probability,
+                                           and each image's channel silenced with erase_probability
 
 The rate term trades accuracy for bytes below the paper's fixed C': fewer spikes cost fewer bits under
 the entropy codec (shared/entropy_codec.py), whose cost follows the spikes' entropy. The flips put a
 binary symmetric channel (shared/channel.py's ``bsc``) in the training loop, so the tail learns to
 classify through bit errors; the surrogate gradient passes a flipped bit's gradient with its sign
-reversed (s' = s + n - 2sn, ds'/ds = 1 - 2n). Both act on the head's output through a forward hook,
+reversed (s' = s + n - 2sn, ds'/ds = 1 - 2n). Silenced channels are what an entropy chunk that fails
+its CRC becomes at the edge (shared/codec.py's ``decode_received``): a chunk per channel when a frame is
+cut into C' chunks. All act on the head's output through a forward hook,
 so the model and the trainer's loop stay as they are; in evaluation the hook only measures.
 """
 
@@ -24,14 +27,16 @@ from torch import nn
 class WireTraining:
     rate_weight: float = 0.0  # lambda: weight of the transmitted spikes' firing rate in the loss
     flip_probability: float = 0.0  # training-time bit error rate on the transmitted spikes
+    erase_probability: float = 0.0  # training-time chance that an image's channel arrives silent (an erased chunk)
 
     def __post_init__(self) -> None:
-        if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1:
-            raise ValueError(f"rate_weight must be >= 0 and flip_probability within 0..1, got {self}")
+        if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.erase_probability <= 1:
+            raise ValueError(f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, "
+                             f"got {self}")
 
     @property
     def active(self) -> bool:
-        return self.rate_weight > 0 or self.flip_probability > 0
+        return self.rate_weight > 0 or self.flip_probability > 0 or self.erase_probability > 0
 
 
 class WireHook:
@@ -55,11 +60,18 @@ class WireHook:
     def _transmit(self, module: nn.Module, inputs: object, spikes: torch.Tensor) -> torch.Tensor:
         # spikes: [T, B, C', H', W'] in {0, 1}
         self.firing_rate = spikes.float().mean()
-        if not (module.training and self.wire.flip_probability > 0):
+        if not module.training:
             return spikes
-        noise = (torch.rand(spikes.shape, device=spikes.device, generator=self.generator)
-                 < self.wire.flip_probability).to(spikes.dtype)
-        return spikes + noise - 2 * spikes * noise  # XOR that keeps the surrogate gradient
+        if self.wire.flip_probability > 0:
+            noise = (torch.rand(spikes.shape, device=spikes.device, generator=self.generator)
+                     < self.wire.flip_probability).to(spikes.dtype)
+            spikes = spikes + noise - 2 * spikes * noise  # XOR that keeps the surrogate gradient
+        if self.wire.erase_probability > 0:
+            t, b, c, h, w = spikes.shape
+            kept = (torch.rand((1, b, c, 1, 1), device=spikes.device, generator=self.generator)
+                    >= self.wire.erase_probability).to(spikes.dtype)  # one draw per image and channel, all T, H', W'
+            spikes = spikes * kept
+        return spikes
 
     def penalty(self) -> torch.Tensor:
         if self.firing_rate is None:

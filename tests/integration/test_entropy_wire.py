@@ -6,16 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import torch
 
 from bench.e2e import synthetic_png
 from device.app import create_app
+from device.head_runner import HeadRunner
 from device.settings import DeviceSettings
 from sbn.up import stop_all, wait_for_edge
-from shared.checkpoint import default_checkpoint
-from tests.stack import device_client, monolithic_logits, start_edge, upload
+from shared.checkpoint import default_checkpoint, load_checkpoint
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from tests.stack import altered, device_client, monolithic_logits, start_edge, upload
 
 RB8 = default_checkpoint("spiking_resnet50", 8)
 
@@ -30,17 +33,23 @@ def edge_address() -> Iterator[str]:
         stop_all([edge.process])
 
 
+def answers_with_the_monolithic_logits(client: httpx.Client, images: int = 8) -> list[dict]:
+    """/classify on ``images`` synthetic digits, each answer checked against the whole model's logits here."""
+    answers = []
+    for seed in range(images):
+        image = synthetic_png(seed)
+        response = client.post("/classify", params={"logits": "true"}, files=upload(image))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        torch.testing.assert_close(torch.tensor(body["logits"]), monolithic_logits(RB8, image), rtol=0, atol=1e-5)
+        answers.append(body)
+    return answers
+
+
 @pytest.mark.parametrize("codec", ["entropy", "auto"])
 def test_entropy_coded_frames_give_the_monolithic_logits_in_fewer_bytes(edge_address: str, codec: str) -> None:
     with device_client(RB8, edge_address, codec=codec) as client:
-        answers = []
-        for seed in range(8):
-            image = synthetic_png(seed)
-            response = client.post("/classify", params={"logits": "true"}, files=upload(image))
-            assert response.status_code == 200, response.text
-            body = response.json()
-            torch.testing.assert_close(torch.tensor(body["logits"]), monolithic_logits(RB8, image), rtol=0, atol=1e-5)
-            answers.append(body)
+        answers = answers_with_the_monolithic_logits(client)
     if codec == "entropy":
         assert all(a["codec"] == "entropy" for a in answers)
     assert sum(a["transmitted_bytes"] for a in answers) < 8 * 128  # raw: 128 bytes each
@@ -60,3 +69,38 @@ def test_a_lossy_channel_degrades_raw_spikes_and_refuses_damaged_entropy_payload
     with device_client(RB8, edge_address, codec="entropy", channel="bsc:1") as client:
         response = client.post("/classify", files=upload(synthetic_png()))
     assert response.status_code == 502 and "corrupt entropy payload" in response.json()["detail"]
+
+
+def test_fec_repairs_what_a_lossy_link_damages_and_the_answer_is_the_clean_one(edge_address: str) -> None:
+    # about 2 of a frame's ~100 bytes lost per frame; 16 parity bytes per block put right up to 8
+    with device_client(RB8, edge_address, codec="entropy", entropy_chunks=4, fec_parity_bytes=16,
+                       channel="erasure:0.02") as client:
+        damages = [answer["link_damage"] for answer in answers_with_the_monolithic_logits(client)]
+    assert all(d["fec_parity_bytes"] == 16 and d["erased_chunks"] == d["fec_failed_blocks"] == 0 for d in damages)
+    assert sum(d["fec_corrected_bytes"] for d in damages) > 0  # the channel did damage (P(none in 8 frames of ~100 bytes) ~ 1e-7), and it was repaired
+
+
+def test_a_frame_with_one_damaged_chunk_runs_with_that_chunk_silent(edge_address: str) -> None:
+    head = HeadRunner.load(RB8, "entropy", entropy_chunks=4)  # C' = 4: a chunk per channel
+    output = head.run(synthetic_png(3))
+    frame = output.frame
+    damaged = bytearray(frame.payload)
+    damaged[-1] ^= 0x01  # the last chunk's coder words
+    with grpc.insecure_channel(edge_address) as channel:
+        stub = pb_grpc.SplitInferenceStub(channel)
+        reply = stub.Infer(altered(frame, payload=bytes(damaged)), timeout=30)
+        assert (reply.damage.chunks, reply.damage.erased_chunks) == (4, 1)
+        # the same logits as the tail run here on the head's spikes with channel 3 silenced
+        silenced = output.spikes.clone()
+        silenced[:, :, 3] = 0
+        tail = load_checkpoint(RB8, "tail").model
+        with torch.inference_mode():
+            expected = tail(silenced)
+        torch.testing.assert_close(torch.tensor(list(reply.values)).reshape(1, -1), expected, rtol=0, atol=1e-5)
+        # every chunk damaged: nothing to run, refused
+        for i in range(1, len(damaged) - 1):
+            damaged[i] ^= 0x10
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Infer(altered(frame, payload=bytes(damaged)), timeout=30)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "corrupt entropy payload" in refused.value.details()

@@ -28,7 +28,7 @@ from edge import tail_runner
 from edge.settings import EdgeSettings
 from edge.tail_runner import FingerprintMismatch, FrameError, TailRunner
 from shared.checkpoint import read_checkpoint_info
-from shared.codec import encode, raw_length
+from shared.codec import ReceivedFrame, encode, raw_length
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, monolithic_logits
@@ -77,7 +77,8 @@ def frames(draw: st.DrawFn, fingerprint: str, split_point: int, spike_shape: tup
     return pb.SpikeFrame(request_id=draw(st.text(max_size=40)),
                          model_fingerprint=fingerprint if right() else draw(st.text(max_size=80)),
                          split_point=split_point if right() else draw(U32),
-                         shape=shape, codec=codec, payload=payload)
+                         shape=shape, codec=codec, payload=payload,
+                         fec_parity_bytes=0 if right() else draw(st.one_of(st.sampled_from([2, 16, 64]), U32)))
 
 
 @pytest.fixture(scope="module")
@@ -165,15 +166,15 @@ def test_mutated_frames_over_grpc_run_or_are_refused(stub: pb_grpc.SplitInferenc
 def guarded_runner(checkpoint: Path) -> Iterator[TailRunner]:
     """A TailRunner whose decoder fails the test if it is ever handed a shape the checkpoint does not allow."""
     runner = TailRunner.load(checkpoint, max_batch=RUNNER_MAX_BATCH)
-    decode = tail_runner.decode
+    decode = tail_runner.decode_received
 
-    def checked_decode(payload: bytes, shape: tuple[int, ...], codec: object, **options: object) -> torch.Tensor:
+    def checked_decode(payload: bytes, shape: tuple[int, ...], codec: object, **options: object) -> ReceivedFrame:
         t, b, c, h, w = shape
         assert (t, c, h, w) == runner.spike_shape and 1 <= b <= runner.max_batch, f"decoding shape {shape}"
         return decode(payload, shape, codec, **options)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tail_runner, "decode", checked_decode)
+        patch.setattr(tail_runner, "decode_received", checked_decode)
         yield runner
 
 

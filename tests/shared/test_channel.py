@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.channel import BinarySymmetric, ByteErasure, GilbertElliott, decode_or_erase, parse_channel
+from shared.channel import BinarySymmetric, ByteErasure, GilbertElliott, parse_channel, receive
 from shared.codec import Codec, encode
 from shared.entropy_codec import SpikeContextModel, transition_counts
 
@@ -56,20 +56,41 @@ def test_bad_specs_name_the_forms(spec: str) -> None:
         parse_channel(spec)
 
 
-def test_a_damaged_entropy_payload_is_erased_not_garbage() -> None:
+def test_a_damaged_entropy_chunk_is_erased_not_garbage_and_the_others_arrive_intact() -> None:
     rng = np.random.default_rng(3)
-    spikes = (rng.random((4, 1, 2, 8, 8)) < 0.3).astype(np.float32)
+    # C' = 4: four chunks of one channel each; neurons that keep firing, so that entropy coding beats raw
+    spikes = np.repeat(rng.random((1, 1, 4, 8, 8)) < 0.3, 4, axis=0).astype(np.float32)
     model = SpikeContextModel.fit(transition_counts(spikes.astype(np.uint8)))
-    _, payload = encode(spikes, Codec.ENTROPY, model=model)
-    damaged = bytearray(payload)
-    damaged[-3] ^= 0x01
-    decoded, erased = decode_or_erase(bytes(damaged), spikes.shape, Codec.ENTROPY, model)
-    assert erased and not decoded.any()  # all zeros: nothing made up
-    decoded, erased = decode_or_erase(payload, spikes.shape, Codec.ENTROPY, model)
-    assert not erased and torch.equal(decoded, torch.from_numpy(spikes))
+    for chunks in (1, 4):
+        codec, payload = encode(spikes, Codec.ENTROPY, model=model, chunks=chunks)
+        assert codec is Codec.ENTROPY
+        received = receive(payload, spikes.shape, Codec.ENTROPY, model)
+        assert (received.chunks, received.erased_chunks) == (chunks, 0)
+        assert torch.equal(received.spikes, torch.from_numpy(spikes))
+    damaged = bytearray(payload)  # four chunks; flip a bit in the last byte: the last chunk's coder words
+    damaged[-1] ^= 0x01
+    received = receive(bytes(damaged), spikes.shape, Codec.ENTROPY, model)
+    assert (received.chunks, received.erased_chunks) == (4, 1)
+    assert not received.spikes[:, :, 3].any()  # the erased channel: silent, nothing made up
+    assert torch.equal(received.spikes[:, :, :3], torch.from_numpy(spikes[:, :, :3]))
+    # one chunk for the whole frame: the same flip erases all of it
+    _, single = encode(spikes, Codec.ENTROPY, model=model)
+    damaged = bytearray(single)
+    damaged[-1] ^= 0x01
+    received = receive(bytes(damaged), spikes.shape, Codec.ENTROPY, model)
+    assert received.erased_chunks == 1 and not received.spikes.any()
     # raw degrades bit by bit instead: one flipped bit is one wrong spike
     _, raw = encode(spikes, Codec.RAW)
     flipped = bytearray(raw)
     flipped[0] ^= 0x80
-    decoded, erased = decode_or_erase(bytes(flipped), spikes.shape, Codec.RAW, None)
-    assert not erased and int((decoded != torch.from_numpy(spikes)).sum()) == 1
+    received = receive(bytes(flipped), spikes.shape, Codec.RAW, None)
+    assert received.erased_chunks == 0 and int((received.spikes != torch.from_numpy(spikes)).sum()) == 1
+
+
+def test_a_payload_whose_layout_breaks_is_lost_whole() -> None:
+    spikes = np.zeros((2, 1, 4, 4, 4), dtype=np.uint8)
+    model = SpikeContextModel.fit(transition_counts(spikes))
+    payload = bytearray(model.encode(spikes, 4))
+    payload[0] = 200  # a chunk count no frame of 4 channels of 4 rows has
+    received = receive(bytes(payload), spikes.shape, Codec.ENTROPY, model)
+    assert (received.chunks, received.erased_chunks) == (1, 1) and not received.spikes.any()

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
-from shared.entropy_codec import (CONTEXTS, SpikeContextModel, conditional_entropy_bits, own_step_counts,
-                                  transition_counts)
+from shared.entropy_codec import (CONTEXTS, EntropyCodecError, SpikeContextModel, chunk_layout,
+                                  conditional_entropy_bits, own_step_counts, transition_counts)
 
 START, STAY, WAKE = 0.3, 0.7, 0.1  # P(fire) at t = 0, after firing, after silence
 
@@ -64,17 +64,40 @@ def test_the_first_order_bound_from_counts_matches_the_closed_form() -> None:
     assert per_frame == pytest.approx(markov_entropy_bits((4, 1, 2, 4, 4)), rel=0.01)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def legal_chunk_counts(channels: int, height: int) -> list[int]:
+    """As the format documents it: 1..C', or a multiple of C' that cuts every channel into bands of >= 1 row."""
+    return [*range(1, channels + 1), *(channels * k for k in range(2, height + 1) if channels * k <= 255)]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(t=st.integers(1, 6), b=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
-       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1))
-def test_any_frame_round_trips_exactly(model: SpikeContextModel, t: int, b: int, h: int, w: int, density: float,
-                                       seed: int) -> None:
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1), pick=st.integers(0, 1000))
+def test_any_frame_round_trips_exactly_in_any_number_of_chunks(model: SpikeContextModel, t: int, b: int, h: int,
+                                                                w: int, density: float, seed: int, pick: int) -> None:
+    counts = legal_chunk_counts(8, h)
+    chunks = counts[pick % len(counts)]
     spikes = (np.random.default_rng(seed).random((t, b, 8, h, w)) < density).astype(np.float32)
-    codec, payload = encode(torch.from_numpy(spikes), Codec.ENTROPY, model=model)
+    codec, payload = encode(torch.from_numpy(spikes), Codec.ENTROPY, model=model, chunks=chunks)
     # asked for entropy, a frame never goes longer than raw: a small or unlikely one is sent raw instead
     assert len(payload) <= raw_length(spikes.shape)
-    assert codec is Codec.ENTROPY or len(model.encode(spikes.astype(np.uint8), b"")) > raw_length(spikes.shape)
+    assert codec is Codec.ENTROPY or len(model.encode(spikes.astype(np.uint8), chunks)) > raw_length(spikes.shape)
     assert torch.equal(decode(payload, spikes.shape, codec, model=model), torch.from_numpy(spikes))
+
+
+@pytest.mark.parametrize(("channels", "height"), [(4, 8), (1, 32), (3, 5), (8, 1)])
+def test_chunks_cover_every_channel_and_row_once_as_array_split_cuts_them(channels: int, height: int) -> None:
+    for chunks in legal_chunk_counts(channels, height):
+        owner = np.full((channels, height), -1)
+        for index, chunk in enumerate(chunk_layout(channels, height, chunks)):
+            assert (owner[chunk.channels, chunk.rows] == -1).all()
+            owner[chunk.channels, chunk.rows] = index
+        assert (owner >= 0).all()
+        if chunks <= channels:  # whole channels, in runs numpy.array_split would make
+            expected = np.array_split(np.arange(channels), chunks)
+            assert [list(np.unique(np.nonzero(owner == i)[0])) for i in range(chunks)] == [list(e) for e in expected]
+    for bad in (0, channels * height + 1, *([channels + 1] if channels > 1 and height > 1 else [])):
+        with pytest.raises(EntropyCodecError, match="chunks"):
+            chunk_layout(channels, height, bad)
 
 
 def test_auto_keeps_the_smallest_and_a_tiny_frame_is_never_larger_than_raw(model: SpikeContextModel) -> None:

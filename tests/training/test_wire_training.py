@@ -51,11 +51,25 @@ def test_in_training_bits_flip_at_their_rate_and_flipped_gradients_reverse() -> 
     assert torch.allclose(head.spikes.grad, expected)
 
 
+def test_in_training_whole_channels_go_silent_at_their_rate_as_erased_chunks_arrive() -> None:
+    spikes = torch.ones(4, 64, 8, 8, 8)  # every neuron fires: a silenced one shows
+    head = FixedSpikes(spikes.clone()).train()
+    q = 0.25
+    with WireHook(head, WireTraining(erase_probability=q), torch.Generator().manual_seed(3)):
+        out = head(torch.zeros(1)).detach()
+    per_channel = out.sum(dim=(0, 3, 4))  # [B, C]: 256 spikes in a kept channel, 0 in an erased one
+    assert set(per_channel.unique().tolist()) <= {0.0, 256.0}  # all of a channel or none of it, over every T
+    erased, n = int((per_channel == 0).sum()), per_channel.numel()
+    assert abs(erased - n * q) < 5 * np.sqrt(n * q * (1 - q))
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         WireTraining(rate_weight=-1)
     with pytest.raises(ValueError):
         WireTraining(flip_probability=1.5)
+    with pytest.raises(ValueError):
+        WireTraining(erase_probability=-0.1)
 
 
 @pytest.mark.slow
@@ -63,9 +77,9 @@ def test_refine_writes_a_recalibrated_checkpoint_with_a_refitted_codec(tmp_path:
     out = tmp_path / "rb16-refined.safetensors"
     source = default_checkpoint("spiking_resnet50", 16)
     assert main(["train", "refine", str(source), "--out", str(out), "--epochs", "1", "--rate-weight", "5",
-                 "--flip-probability", "0.01", "--threads", "1"]) == 0
+                 "--flip-probability", "0.01", "--erase-probability", "0.1", "--threads", "1"]) == 0
     refined, before = read_checkpoint_info(out), read_checkpoint_info(source)
     assert refined.info_verified and refined.fingerprint != before.fingerprint
-    assert refined.info["wire_training"] == {"rate_weight": 5.0, "flip_probability": 0.01}
+    assert refined.info["wire_training"] == {"rate_weight": 5.0, "flip_probability": 0.01, "erase_probability": 0.1}
     assert refined.info["refined_from"] == before.fingerprint
     assert refined.config.entropy_model is not None and refined.info["entropy_codec"]["test_images"] == 360

@@ -19,20 +19,22 @@ CODEC_SPARSE: Codec
 CODEC_ENTROPY: Codec
 
 class SpikeFrame(_message.Message):
-    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "payload")
+    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "payload", "fec_parity_bytes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    FEC_PARITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_fingerprint: str
     split_point: int
     shape: _containers.RepeatedScalarFieldContainer[int]
     codec: Codec
     payload: bytes
-    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    fec_parity_bytes: int
+    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., payload: _Optional[bytes] = ..., fec_parity_bytes: _Optional[int] = ...) -> None: ...
 
 class EdgeTiming(_message.Message):
     __slots__ = ("decode_ms", "inference_ms", "total_ms", "queue_ms", "batch_images")
@@ -48,21 +50,35 @@ class EdgeTiming(_message.Message):
     batch_images: int
     def __init__(self, decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., batch_images: _Optional[int] = ...) -> None: ...
 
+class LinkDamage(_message.Message):
+    __slots__ = ("fec_corrected_bytes", "fec_failed_blocks", "chunks", "erased_chunks")
+    FEC_CORRECTED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FEC_FAILED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    fec_corrected_bytes: int
+    fec_failed_blocks: int
+    chunks: int
+    erased_chunks: int
+    def __init__(self, fec_corrected_bytes: _Optional[int] = ..., fec_failed_blocks: _Optional[int] = ..., chunks: _Optional[int] = ..., erased_chunks: _Optional[int] = ...) -> None: ...
+
 class Logits(_message.Message):
-    __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint")
+    __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint", "damage")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    DAMAGE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     batch_size: int
     num_classes: int
     values: _containers.RepeatedScalarFieldContainer[float]
     timing: EdgeTiming
     model_fingerprint: str
-    def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ...) -> None: ...
+    damage: LinkDamage
+    def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., damage: _Optional[_Union[LinkDamage, _Mapping]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ()

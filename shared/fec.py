@@ -1,0 +1,73 @@
+"""Forward error correction for payloads that cross a lossy link: Reed–Solomon over GF(2^8) (``reedsolo``).
+
+A protected payload is the payload cut into blocks of 255 − p bytes, each followed by its p parity
+bytes (the last block shorter): a systematic code, so the payload's own bytes travel unchanged and a
+receiver can always fall back to them. Each block corrects up to p/2 damaged bytes wherever they lie
+(the byte is the symbol: a burst of flipped bits inside one byte costs one). A block with more errors
+than that is left as it arrived, its parity dropped, and counted: a raw payload then degrades by its
+flipped spikes as it would without FEC, an entropy payload's chunk CRCs catch what is left.
+
+Overhead: p parity bytes per started block of 255 − p payload bytes (``protected_length``), e.g. 16
+per 239 bytes (6.7 %) at p = 16.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import reedsolo
+
+BLOCK_BYTES = 255  # a Reed–Solomon codeword over GF(2^8): message + parity
+MAX_PARITY_BYTES = 64  # at most 34 % overhead (64 per 191), so a protected frame stays within the edge's limit
+
+
+class FecError(ValueError):
+    """A parity setting, or a protected payload, that cannot be what the code makes."""
+
+
+def check_parity(parity: int) -> None:
+    if not 0 <= parity <= MAX_PARITY_BYTES or parity % 2:
+        raise FecError(f"Reed–Solomon parity is an even number of bytes per block, 0..{MAX_PARITY_BYTES} "
+                       f"(0: none; p corrects p/2 bytes), not {parity}")
+
+
+def protected_length(payload_bytes: int, parity: int) -> int:
+    """The bytes a payload of ``payload_bytes`` takes once protected: p parity bytes per started block."""
+    return payload_bytes + parity * math.ceil(payload_bytes / (BLOCK_BYTES - parity)) if parity else payload_bytes
+
+
+@dataclass(frozen=True)
+class Recovered:
+    payload: bytes  # the payload as corrected (blocks beyond repair as they arrived)
+    corrected_bytes: int  # bytes the code put right
+    failed_blocks: int  # blocks with more damage than the parity corrects
+
+
+def protect(payload: bytes, parity: int) -> bytes:
+    check_parity(parity)
+    return bytes(reedsolo.RSCodec(parity, nsize=BLOCK_BYTES).encode(payload)) if parity and payload else payload
+
+
+def recover(received: bytes, parity: int) -> Recovered:
+    """The payload ``received`` protects; raises FecError for a length no protected payload has."""
+    check_parity(parity)
+    if not parity:
+        return Recovered(received, 0, 0)
+    tail = len(received) % BLOCK_BYTES
+    if not received or 0 < tail <= parity:
+        raise FecError(f"{len(received)} bytes cannot be a payload protected with {parity} parity bytes per block: "
+                       f"its last block would hold no payload")
+    code = reedsolo.RSCodec(parity, nsize=BLOCK_BYTES)
+    parts, corrected, failed = [], 0, 0
+    for start in range(0, len(received), BLOCK_BYTES):
+        block = received[start:start + BLOCK_BYTES]
+        try:
+            message, _, errata = code.decode(block)
+        except reedsolo.ReedSolomonError:
+            parts.append(block[:-parity])  # systematic: the payload's bytes as they arrived
+            failed += 1
+        else:
+            parts.append(bytes(message))
+            corrected += len(errata)
+    return Recovered(b"".join(parts), corrected, failed)

@@ -1,6 +1,7 @@
 """``sbn device``: the device half behind an HTTP API.
 
     POST /classify   image upload -> head + encoder (here) -> spikes over gRPC -> edge -> logits -> JSON
+                     (?stream=true / ?early_exit=p: one time step per message, device/streaming.py)
     POST /classify/batch  several images -> one head batch -> one frame -> one entry per image (device/batch.py)
     GET  /healthz    the process is up
     GET  /readyz     the edge is reachable and serves the same model (else 503)
@@ -127,10 +128,18 @@ async def classify(
                                               "(the response's spikes field)")] = False,
     split_point: Annotated[str | None, Query(description=SPLIT_POINT_HELP)] = None,
     arch: Annotated[str | None, Query(description=ARCH_HELP)] = None,
+    stream: Annotated[bool | None, Query(description="send the spikes one time step per message as the head makes "
+                                                     "them (InferStream; default: SBN_DEVICE_STREAM)")] = None,
+    early_exit: Annotated[float | None, Query(
+        gt=0, le=1, description="stream, and stop at the first time step whose running logits give a class at least "
+                                "this softmax probability (default: SBN_DEVICE_EARLY_EXIT, off)")] = None,
 ) -> Classification:
     """Classify one image on the split model: head and spike encoder here, the rest on the edge."""
+    settings = pipeline.settings
     result = await pipeline.classify(await file.read(), request.state.deadline, arch, split_point,
-                                     include_logits=logits, include_spikes=spikes)
+                                     include_logits=logits, include_spikes=spikes,
+                                     stream=settings.stream if stream is None else stream,
+                                     early_exit=settings.early_exit if early_exit is None else early_exit)
     metrics.observe(result)
     return result
 

@@ -65,7 +65,7 @@ class LinkDamage(BaseModel):
 
     fec_parity_bytes: int = Field(description="Reed-Solomon parity bytes per 255-byte block the frame carried "
                                               "(SBN_DEVICE_FEC_PARITY_BYTES; 0: none)")
-    fec_corrected_bytes: int = Field(description="payload bytes the parity put right")
+    fec_corrected_bytes: int = Field(description="bytes (payload or parity) the Reed-Solomon decoder put right")
     fec_failed_blocks: int = Field(description="parity blocks with more damage than they correct")
     chunks: int = Field(description="independently decodable chunks of the payload (entropy codec; else 1)")
     erased_chunks: int = Field(description="chunks that failed their CRC: their spikes ran as silence")
@@ -74,6 +74,13 @@ class LinkDamage(BaseModel):
     def of(cls, frame: pb.SpikeFrame, damage: pb.LinkDamage) -> LinkDamage:
         return cls(fec_parity_bytes=frame.fec_parity_bytes, fec_corrected_bytes=damage.fec_corrected_bytes,
                    fec_failed_blocks=damage.fec_failed_blocks, chunks=damage.chunks, erased_chunks=damage.erased_chunks)
+
+    @classmethod
+    def total(cls, parts: list[LinkDamage]) -> LinkDamage:
+        """A streamed frame's damage: its steps' added up."""
+        return cls(fec_parity_bytes=parts[0].fec_parity_bytes,
+                   **{name: sum(getattr(p, name) for p in parts)
+                      for name in ("fec_corrected_bytes", "fec_failed_blocks", "chunks", "erased_chunks")})
 
 
 class Latency(BaseModel):
@@ -140,6 +147,15 @@ class Classification(BaseModel):
                                   "run as one batch)")
     link_damage: LinkDamage | None = Field(
         default=None, description="what the link did to the frame: FEC repairs, entropy chunks erased (split path)")
+    time_steps_sent: int | None = Field(
+        default=None, description="streamed (?stream=true or ?early_exit=p): the time steps sent to the edge, one "
+                                  "message each; fewer than time_steps when early exit stopped the stream")
+    time_steps_computed: int | None = Field(
+        default=None, description="streamed: the time steps the head computed (one more than sent when it had "
+                                  "worked ahead on a step the stream did not need); the energy is theirs")
+    early_exit: float | None = Field(
+        default=None, description="the early-exit threshold applied: the stream stopped at the first step whose "
+                                  "running logits gave a class at least this softmax probability")
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
     spikes: SpikeRaster | None = Field(default=None, description="the transmitted spikes, with ?spikes=true")
 
@@ -148,8 +164,11 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
                          include_logits: bool = False, include_spikes: bool = False, *,
                          head_batch_images: int | None = None, edge_batch_images: int | None = None,
                          transmit_mj: float | None = None, split_choice: SplitChoice | None = None,
-                         link_damage: LinkDamage | None = None) -> Classification:
-    """The result for one image; ``logits`` is [num_classes] from the tail."""
+                         link_damage: LinkDamage | None = None, message_bytes: int | None = None,
+                         time_steps_sent: int | None = None, time_steps_computed: int | None = None,
+                         early_exit: float | None = None) -> Classification:
+    """The result for one image; ``logits`` is [num_classes] from the tail. ``message_bytes``: what the gRPC
+    messages came to where that is not the frame's (a stream's messages), and the time-step counts of a stream."""
     config = checkpoint.config
     probabilities = logits.softmax(dim=-1)
     score = float(max_softmax(logits))
@@ -174,7 +193,7 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         spike_shape=list(geometry.spike_shape),
         codec=head.codec.value,
         transmitted_bytes=transmitted,
-        message_bytes=head.frame.ByteSize(),
+        message_bytes=head.frame.ByteSize() if message_bytes is None else message_bytes,
         float32_feature_bytes=geometry.float32_feature_bytes,
         image_bytes=head.image_bytes,
         compression_ratio=geometry.uncompressed_bytes / transmitted,
@@ -188,6 +207,9 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         split_choice=split_choice,
         edge_batch_images=edge_batch_images,
         link_damage=link_damage,
+        time_steps_sent=time_steps_sent,
+        time_steps_computed=time_steps_computed,
+        early_exit=early_exit,
         logits=logits.tolist() if include_logits else None,
         spikes=spike_raster(head) if include_spikes else None,
     )

@@ -19,6 +19,8 @@ further on.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
@@ -95,6 +97,66 @@ def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | N
     return grpc.ssl_channel_credentials(settings.tls_ca.read_bytes(), key, cert)
 
 
+@dataclass(frozen=True)
+class StreamReply:
+    step: int
+    logits: torch.Tensor  # [B, num_classes]: the running logits after ``step``
+    edge_ms: float  # the edge's decode + inference of this step
+    damage: pb.LinkDamage
+
+
+class EdgeStream:
+    """One open InferStream call: steps out, running logits in, each reply checked against the stream."""
+
+    def __init__(self, client: EdgeClient, call: grpc.aio.StreamStreamCall) -> None:
+        self.client, self.call = client, call
+        self.first: pb.SpikeStep | None = None
+        self.sent = self.received = 0
+
+    async def send(self, message: pb.SpikeStep) -> None:
+        self.first = self.first or message
+        try:
+            await self.call.write(message)
+        except grpc.aio.AioRpcError as e:
+            raise self.client._error(e) from None
+        except asyncio.InvalidStateError:  # the call has already ended: its status says why
+            raise await self._ended() from None
+        self.sent += 1
+
+    async def done_sending(self) -> None:
+        try:
+            await self.call.done_writing()
+        except grpc.aio.AioRpcError as e:
+            raise self.client._error(e) from None
+
+    async def receive(self, num_classes: int) -> StreamReply:
+        """The next step's running logits; raises an EdgeError subclass if the stream ends without them or they do
+        not answer the next step of this stream."""
+        try:
+            reply = await self.call.read()
+        except grpc.aio.AioRpcError as e:
+            raise self.client._error(e) from None
+        if reply is grpc.aio.EOF:
+            raise await self._ended()
+        if self.first is None:
+            raise RuntimeError("a stream answers steps: send one before receiving")
+        self.client.check_reply(reply, self.first, num_classes, "stream")
+        if reply.step != self.received:
+            raise EdgeBadReply(f"edge at {self.client.address} answered step {reply.step}; the stream's next answer "
+                               f"is for step {self.received}")
+        self.received += 1
+        logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
+        return StreamReply(reply.step, logits, reply.decode_ms + reply.inference_ms, reply.damage)
+
+    async def _ended(self) -> EdgeError:
+        """Why the call ended early: its status as an error."""
+        code = await self.call.code()
+        if code is grpc.StatusCode.OK:
+            return EdgeBadReply(f"edge at {self.client.address} ended the stream after {self.sent} steps without "
+                                f"answering each")
+        return self.client.error_for(code, await self.call.details())
+
+
 class EdgeClient:
     def __init__(self, address: str, probe_timeout_s: float, max_calls: int,
                  credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None) -> None:
@@ -138,23 +200,41 @@ class EdgeClient:
         finally:
             self._calls.release()
         round_trip_ms = (perf_counter() - sent) * 1e3
-        self._check(frame, reply, num_classes)
+        self.check_reply(reply, frame, num_classes, "frame")
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
         return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage)
 
-    def _check(self, frame: pb.SpikeFrame, reply: pb.Logits, num_classes: int) -> None:
-        """Raises EdgeBadReply naming the first way ``reply`` is not the answer to ``frame``."""
+    def check_reply(self, reply: pb.Logits | pb.RunningLogits, request: pb.SpikeFrame | pb.SpikeStep,
+                    num_classes: int, what_it_answers: str) -> None:
+        """Raises EdgeBadReply naming the first way ``reply`` is not the answer to ``request`` (a frame, or a
+        stream's first message)."""
         expected = {
-            "request id": (reply.request_id, frame.request_id),
-            "model fingerprint": (reply.model_fingerprint, frame.model_fingerprint),
-            "batch size": (reply.batch_size, frame.shape[1]),
+            "request id": (reply.request_id, request.request_id),
+            "model fingerprint": (reply.model_fingerprint, request.model_fingerprint),
+            "batch size": (reply.batch_size, request.shape[1]),
             "class count": (reply.num_classes, num_classes),
-            "number of logits": (len(reply.values), frame.shape[1] * num_classes),
+            "number of logits": (len(reply.values), request.shape[1] * num_classes),
         }
         for what, (got, want) in expected.items():
             if got != want:
-                raise EdgeBadReply(f"edge at {self.address} replied with {what} {got!r}; the frame it answers "
-                                   f"needs {want!r}")
+                raise EdgeBadReply(f"edge at {self.address} replied with {what} {got!r}; the {what_it_answers} it "
+                                   f"answers needs {want!r}")
+
+    @asynccontextmanager
+    async def stream(self, deadline: Deadline) -> AsyncIterator[EdgeStream]:
+        """An InferStream call within the request's deadline, holding one of the edge calls while open; leaving
+        the block ends it (cancelled if unfinished: the edge drops the stream's state)."""
+        try:
+            await asyncio.wait_for(self._calls.acquire(), deadline.remaining())
+        except asyncio.TimeoutError:
+            raise EdgeTimeout(f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
+                              f"{self.max_calls} calls to it stayed in flight") from None
+        call = self._stub.InferStream(timeout=deadline.remaining())
+        try:
+            yield EdgeStream(self, call)
+        finally:
+            call.cancel()  # a no-op once the call has finished
+            self._calls.release()
 
     async def model_info(self) -> pb.ModelInfo:
         try:
@@ -163,5 +243,7 @@ class EdgeClient:
             raise self._error(e) from None
 
     def _error(self, e: grpc.aio.AioRpcError) -> EdgeError:
-        code = e.code()
-        return _ERRORS.get(code, EdgeRejected)(f"edge at {self.address}: {code.name}: {e.details()}")
+        return self.error_for(e.code(), e.details())
+
+    def error_for(self, code: grpc.StatusCode, details: str | None) -> EdgeError:
+        return _ERRORS.get(code, EdgeRejected)(f"edge at {self.address}: {code.name}: {details}")

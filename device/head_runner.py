@@ -21,6 +21,7 @@ from shared.codec import CODEC_CHOICES, Codec, encode
 from shared.entropy_codec import chunk_layout
 from shared.fec import check_parity, protect
 from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from shared.neuron import StepState
 from shared.preprocess import ImageError, load_image, unnormalize
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_TO_WIRE
@@ -38,6 +39,56 @@ class HeadOutput:
     image_bytes: int  # size of the uploaded image file, as received
     blank: bool  # the model input was one flat value: nothing to classify (shared/uncertainty.py)
     ink: float  # mean brightness of the model input, 0..1 (shared/uncertainty.py)
+
+
+class HeadStream:
+    """One image through a head one time step per ``step()`` (streaming): each step's spikes packed on their own
+    into a SpikeStep, the head's neurons carrying their state from one step to the next in this stream's
+    StepState. The first message names the frame, the later ones only their step."""
+
+    def __init__(self, runner: HeadRunner, x: torch.Tensor, image_bytes: int, blank: bool, ink: float) -> None:
+        self.runner, self.x = runner, x  # x: the normalized image [1, 3, H, W]
+        self.image_bytes, self.blank, self.ink = image_bytes, blank, ink
+        self.state = StepState()
+        self.request_id = uuid.uuid4().hex
+        self.spikes: list[torch.Tensor] = []  # each computed step's [1, 1, C', H', W']
+        self.energy: list[EnergyEstimate] = []  # each computed step's
+        self.codecs: list[Codec] = []  # the codec that packed each computed step
+
+    @property
+    def time_steps(self) -> int:
+        return self.runner.checkpoint.config.time_steps
+
+    def step(self) -> pb.SpikeStep:
+        """Compute the next time step and pack it; the first of T calls returns the message naming the frame."""
+        runner, t = self.runner, len(self.spikes)
+        if t >= self.time_steps:
+            raise RuntimeError(f"all {self.time_steps} time steps of this stream have been computed")
+        spikes, energy = runner.forward_step(self.x, self.state)  # [1, 1, C', H', W']
+        previous = None if t == 0 else self.spikes[-1].to(torch.uint8).numpy()
+        codec, payload = encode(spikes, runner.codec, assume_binary=True, model=runner.spike_model,
+                                chunks=runner.entropy_chunks, previous=previous)
+        self.spikes.append(spikes)
+        self.energy.append(energy)
+        self.codecs.append(codec)
+        message = pb.SpikeStep(step=t, codec=CODEC_TO_WIRE[codec],
+                               payload=protect(payload, runner.fec_parity_bytes))
+        if t == 0:
+            message.request_id, message.model_fingerprint = self.request_id, runner.checkpoint.fingerprint
+            message.split_point, message.fec_parity_bytes = runner.split_point.index, runner.fec_parity_bytes
+            message.shape[:] = [self.time_steps, *spikes.shape[1:]]
+        return message
+
+    def output(self, messages: list[pb.SpikeStep]) -> HeadOutput:
+        """This image's head output as far as it went: the steps computed (their energy, all of it spent) and the
+        ``messages`` sent; its frame stands for what crossed the link: their payloads and envelopes together."""
+        frame = pb.SpikeFrame(request_id=self.request_id, model_fingerprint=self.runner.checkpoint.fingerprint,
+                              split_point=self.runner.split_point.index,
+                              shape=[len(messages), *self.spikes[0].shape[1:]], codec=messages[0].codec,
+                              payload=b"".join(m.payload for m in messages),
+                              fec_parity_bytes=self.runner.fec_parity_bytes)
+        return HeadOutput(frame, self.codecs[0], torch.cat(self.spikes[:len(messages)]),
+                          EnergyEstimate.over_steps(self.energy), self.image_bytes, self.blank, self.ink)
 
 
 @dataclass(frozen=True)
@@ -106,6 +157,7 @@ class HeadRunner:
         allocator's first blocks, the fused LIF's compilation): ~1 s that would otherwise eat its deadline."""
         size = self.checkpoint.config.backbone.image_size
         self.forward(torch.zeros(1, 3, size, size))
+        self.forward_step(torch.zeros(1, 3, size, size), StepState())  # and a streamed step's path
 
     def run(self, image: bytes) -> HeadOutput:
         """One image in its own frame; raises shared.preprocess.ImageError if it is not a readable image."""
@@ -160,6 +212,20 @@ class HeadRunner:
         with self._lock, torch.inference_mode(), monitor:
             spikes = self.head(x)
         return spikes, monitor.estimates()
+
+    def forward_step(self, x: torch.Tensor, state: StepState) -> tuple[torch.Tensor, EnergyEstimate]:
+        """``forward`` one time step at a time: one image [1, 3, H, W] -> its next step's spikes [1, 1, C', H', W']
+        and that step's energy, the head's neurons continuing from ``state``."""
+        monitor = ActivityMonitor(self.head, 1, self.energy_mode)
+        with self._lock, torch.inference_mode(), monitor:
+            spikes = self.head.step(x, state)
+        return spikes, monitor.estimates()[0]
+
+    def open_stream(self, image: bytes) -> HeadStream:
+        """The image, read and preprocessed, ready to run through the head one time step at a time; raises
+        ImageError if it is not a readable image."""
+        x = load_image(image, self.checkpoint.config).unsqueeze(0)  # [1, 3, H, W]
+        return HeadStream(self, x, len(image), bool(is_blank(x)[0]), float(ink(unnormalize(x, self.checkpoint.config))[0]))
 
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""

@@ -9,6 +9,7 @@
     sbn_device_edge_batch_images                  images in the edge's tail run that carried a frame
     sbn_device_head_queue                         requests waiting for the head, as last seen
     sbn_device_transmitted_bytes_total, sbn_device_energy_millijoules_total{estimate}
+    sbn_device_streamed_time_steps_total{kind}    streamed requests' time steps, sent and computed (early exit)
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class DeviceMetrics:
         self.edge_batch = Histogram("sbn_device_edge_batch_images", "images in the edge's tail run of a frame",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.head_queue = Gauge("sbn_device_head_queue", "requests waiting for the head", registry=self.registry)
+        self.streamed_steps = Counter("sbn_device_streamed_time_steps", "streamed requests' time steps, by kind: "
+                                      "sent to the edge, computed by the head", ["kind"], registry=self.registry)
 
     def ran_head(self, images: int) -> None:
         self.head_batch.observe(images)
@@ -66,6 +69,9 @@ class DeviceMetrics:
         self.energy.labels("device_45nm").inc(result.energy.device_45nm_mj)
         self.energy.labels("device_rolls").inc(result.energy.device_rolls_mj)
         self.energy.labels("ann_baseline_45nm").inc(result.energy.ann_baseline_45nm_mj)
+        if result.time_steps_sent is not None:
+            self.streamed_steps.labels("sent").inc(result.time_steps_sent)
+            self.streamed_steps.labels("computed").inc(result.time_steps_computed)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,9 +12,10 @@ the planner's choice for the link as the device measures it (device/head_set.py,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,12 +27,16 @@ from . import planner
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeReply
-from .head_batcher import HeadBatcher, QueuedHead
+from .head_batcher import HeadBatcher, HeadTimeout, QueuedHead
 from .head_runner import HeadRunner
 from .head_set import HeadSet, ServedHead, measure_costs
 from .link_estimator import LinkEstimator
 from .metrics import DeviceMetrics
 from .settings import DeviceSettings
+from .streaming import classify_streamed
+
+T = TypeVar("T")
+Message = TypeVar("Message", pb.SpikeFrame, pb.SpikeStep)
 
 
 SWITCH_MARGIN = 0.1  # auto moves off its last split point only for one scoring at least 10 % better
@@ -124,14 +129,30 @@ class SplitPipeline:
                                     batch.frame.ByteSize() / images_in_frame)
         return queued
 
+    async def through_channel(self, message: Message) -> Message:
+        """``message`` as the configured lossy channel delivers it (SBN_DEVICE_CHANNEL: its payload damaged), or
+        as it is without one."""
+        if self.channel is None:
+            return message
+        damaged = type(message)()
+        damaged.CopyFrom(message)
+        # off the event loop: a bursty channel walks its states bit by bit
+        damaged.payload = await asyncio.get_running_loop().run_in_executor(
+            None, self.channel.apply, message.payload, self._channel_noise)
+        return damaged
+
+    async def run_on_head_thread(self, function: Callable[..., T], *args: object, deadline: Deadline) -> T:
+        """``function(*args)`` on the thread that runs every head (torch work), within the request's deadline;
+        raises HeadTimeout if the deadline passes first."""
+        work = asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        try:
+            return await asyncio.wait_for(work, deadline.remaining())
+        except asyncio.TimeoutError:
+            raise HeadTimeout(f"the {deadline.budget_s:g} s deadline passed while the head ran") from None
+
     async def ask_edge(self, head: ServedHead, frame: pb.SpikeFrame, deadline: Deadline) -> EdgeReply:
         """The frame's logits from the edge; raises an EdgeError subclass."""
-        if self.channel is not None:  # off the event loop: a bursty channel walks its states bit by bit
-            sent = pb.SpikeFrame()
-            sent.CopyFrom(frame)
-            sent.payload = await asyncio.get_running_loop().run_in_executor(
-                None, self.channel.apply, frame.payload, self._channel_noise)
-            frame = sent
+        frame = await self.through_channel(frame)
         reply = await self.edge.infer(frame, head.runner.checkpoint.config.backbone.num_classes, deadline)
         self.metrics.observe_edge(reply)
         self.link.observe(frame.ByteSize(), reply.round_trip_ms - reply.edge_ms)
@@ -140,12 +161,16 @@ class SplitPipeline:
         return reply
 
     async def classify(self, image: bytes, deadline: Deadline, arch: str | None = None, split_point: str | None = None,
-                       include_logits: bool = False, include_spikes: bool = False) -> Classification:
+                       include_logits: bool = False, include_spikes: bool = False, stream: bool = False,
+                       early_exit: float | None = None) -> Classification:
         """Raises UnknownModel / NoEligibleSplit for a model this device cannot run, ImageError for an unreadable
         image, HeadQueueFull / HeadTimeout when the head cannot take it in time, and EdgeError when the edge
-        returns no logits."""
+        returns no logits. ``stream`` (implied by ``early_exit``): one time step per message (device/streaming.py)."""
         start = perf_counter()
         head, choice = await self.choose(arch, split_point, deadline)
+        if stream or early_exit is not None:
+            return await classify_streamed(self, head, image, deadline, early_exit, choice, include_logits,
+                                           include_spikes)
         queued = await self.run_head(head, [image], deadline)
         batch = queued.batch
         if batch.frame is None:

@@ -31,9 +31,17 @@ class DeviceSettings(ModelSettings):
                                      "of channels, a multiple of C' also cuts channels into bands of rows. 1: fewest "
                                      "bytes")
     fec_parity_bytes: int = Field(
-        0, ge=0, le=64, description="Reed-Solomon parity bytes per 255-byte block around every payload (even; p "
-                                    "corrects p/2 damaged bytes per block at p/(255-p) overhead; shared/fec.py). "
-                                    "0: none")
+        0, ge=0, le=64, description="Reed-Solomon parity bytes per 255-byte block around every payload (even, "
+                                    "8..64; p corrects p/2 damaged bytes per block at p/(255-p) overhead; "
+                                    "shared/fec.py). 0: none")
+    stream: bool = Field(
+        False, description="send each request's spikes one time step per message as the head makes them "
+                           "(InferStream), the edge answering each with the running logits; /classify's stream= "
+                           "overrides it")
+    early_exit: float | None = Field(
+        None, gt=0, le=1, description="stream, and stop at the first time step whose running logits give a class at "
+                                      "least this softmax probability (fewer steps computed and sent); /classify's "
+                                      "early_exit= overrides it. Default: off")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest accepted request body (the multipart upload), in bytes")
     max_batch: int = Field(

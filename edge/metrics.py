@@ -18,6 +18,8 @@ edge does not serve is counted under ``model="unknown"``.
     sbn_edge_queue_wait_seconds{model}   histogram: a frame's wait for the inference worker
     sbn_edge_decode_seconds{model}       histogram: a frame's payload -> spike tensor
     sbn_edge_inference_seconds{model}    histogram: decoder + tail of one batch
+    sbn_edge_open_streams                gauge: InferStream calls open now, all models (each holds its state)
+    sbn_edge_stream_steps_total{model}   streamed time steps run
     sbn_edge_fec_corrected_bytes_total{model}   payload bytes Reed–Solomon parity put right
     sbn_edge_fec_failed_blocks_total{model}     parity blocks with more damage than they correct
     sbn_edge_erased_chunks_total{model}         entropy chunks that failed their CRC and ran as silence
@@ -73,6 +75,8 @@ class EdgeMetrics:
                                 buckets=SECONDS_BUCKETS, registry=r)
         self.inference = Histogram("sbn_edge_inference_seconds", "decoder + tail of one batch", ["model"],
                                    buckets=SECONDS_BUCKETS, registry=r)
+        self.open_streams = Gauge("sbn_edge_open_streams", "InferStream calls open now", registry=r)
+        self.stream_steps = Counter("sbn_edge_stream_steps", "streamed time steps run", ["model"], registry=r)
         self.fec_corrected = Counter("sbn_edge_fec_corrected_bytes", "payload bytes Reed–Solomon parity put right",
                                      ["model"], registry=r)
         self.fec_failed = Counter("sbn_edge_fec_failed_blocks", "parity blocks with more damage than they correct",
@@ -92,6 +96,15 @@ class EdgeMetrics:
         self.fec_corrected.labels(model).inc(damage.fec_corrected_bytes)
         self.fec_failed.labels(model).inc(damage.fec_failed_blocks)
         self.erased_chunks.labels(model).inc(damage.erased_chunks)
+
+    def stream_opened(self) -> None:
+        self.open_streams.inc()
+
+    def stream_closed(self) -> None:
+        self.open_streams.dec()
+
+    def stream_step(self, fingerprint: str) -> None:
+        self.stream_steps.labels(model_label(fingerprint)).inc()
 
     def waited(self, fingerprint: str, seconds: float) -> None:
         self.queue_wait.labels(model_label(fingerprint)).observe(seconds)

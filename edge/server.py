@@ -1,6 +1,7 @@
 """``sbn edge``: the tail half served over gRPC (``spikebottlenet.v1.SplitInference``).
 
     device --SpikeFrame--> SplitInferenceServicer -> TailRunner (decode, decoder + tail) --Logits--> device
+    device --SpikeStep per time step--> InferStream -> SpikeStream (edge/stream.py) --RunningLogits per step-->
 
 One edge serves one or several models (``--checkpoint`` repeated, or ``--models all``): each frame
 names its model by fingerprint and is routed to that model's tail, with admission slots, a batching
@@ -21,7 +22,7 @@ import argparse
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from time import monotonic, perf_counter
@@ -32,7 +33,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared.codec import raw_length
+from shared.codec import Codec, max_payload_length
 from shared.fec import MAX_PARITY_BYTES, protected_length
 from shared.ports import port_in_use
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
@@ -43,6 +44,7 @@ from shared.settings import add_settings_arguments, configure_torch_threads, set
 from .metrics import EdgeMetrics, MetricsEndpoint
 from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher
 from .settings import EdgeSettings
+from .stream import SpikeStream
 from .tail_runner import FingerprintMismatch, FrameError, InvalidFrame, TailRunner
 
 log = logging.getLogger("sbn.edge")
@@ -101,18 +103,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
 
     def Infer(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> pb.Logits:
         received = perf_counter()
-        model = self._models.get(request.model_fingerprint)
-        if model is None:
-            served = "; ".join(f"{r.fingerprint} ({r.checkpoint.config.backbone.arch} {r.split_point.name})"
-                               for r in self._runners)
-            self._refuse(context, None, grpc.StatusCode.FAILED_PRECONDITION,
-                         f"frame comes from model {request.model_fingerprint or '(no fingerprint)'}, which this edge "
-                         f"does not serve; it serves {served}; device and edge must load the same checkpoint")
+        model = self._admit(request.model_fingerprint, context)
         fingerprint = model.runner.fingerprint
-        if not model.slots.acquire(blocking=False):
-            self._refuse(context, fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"edge is busy: all {self._max_concurrency} inference slots of model {fingerprint[:12]} "
-                         f"({model.runner.split_point.name}) are taken; retry later")
         try:
             frame, logits = self._run(model.runner, request, context)
         finally:
@@ -125,6 +117,63 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
                          values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint,
                          damage=frame.decoded.damage)
+
+    def InferStream(self, request_iterator: Iterator[pb.SpikeStep],
+                    context: grpc.ServicerContext) -> Iterator[pb.RunningLogits]:
+        """A frame one time step per message, each answered with the running logits (edge/stream.py). The stream
+        holds one of its model's slots while open, and runs its steps at once, between the inference worker's
+        batches (it is not batched: its state is its own)."""
+        stream: SpikeStream | None = None
+        model: ServedModel | None = None
+        try:
+            for message in request_iterator:
+                if stream is None:
+                    model = self._admit(message.model_fingerprint, context)
+                    stream = self._open_stream(model.runner, message, context)
+                    self.metrics.stream_opened()
+                self._refuse_if_late(context, model.runner.fingerprint)
+                try:
+                    reply = stream.run(message)
+                except FrameError as e:
+                    log.warning("refused stream %s at step %d: %s", stream.first.request_id or "(no id)", stream.steps,
+                                e)
+                    self._refuse(context, model.runner.fingerprint, _STATUS[type(e)], str(e))
+                self.metrics.stream_step(model.runner.fingerprint)
+                yield reply
+        finally:
+            if model is not None:
+                model.slots.release()
+                if stream is not None:
+                    self.metrics.stream_closed()
+
+    def _open_stream(self, runner: TailRunner, first: pb.SpikeStep, context: grpc.ServicerContext) -> SpikeStream:
+        try:
+            return SpikeStream(runner, first)
+        except FrameError as e:
+            log.warning("refused stream %s: %s", first.request_id or "(no id)", e)
+            self._refuse(context, runner.fingerprint, _STATUS[type(e)], str(e))
+
+    def _refuse_if_late(self, context: grpc.ServicerContext, fingerprint: str) -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         "the stream's deadline passed before this step ran")
+
+    def _admit(self, fingerprint: str, context: grpc.ServicerContext) -> ServedModel:
+        """The served model a frame names, one of its slots taken; aborts with FAILED_PRECONDITION for a model this
+        edge does not serve, RESOURCE_EXHAUSTED when every slot is taken."""
+        model = self._models.get(fingerprint)
+        if model is None:
+            served = "; ".join(f"{r.fingerprint} ({r.checkpoint.config.backbone.arch} {r.split_point.name})"
+                               for r in self._runners)
+            self._refuse(context, None, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"frame comes from model {fingerprint or '(no fingerprint)'}, which this edge "
+                         f"does not serve; it serves {served}; device and edge must load the same checkpoint")
+        if not model.slots.acquire(blocking=False):
+            self._refuse(context, model.runner.fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"edge is busy: all {self._max_concurrency} inference slots of model "
+                         f"{model.runner.fingerprint[:12]} ({model.runner.split_point.name}) are taken; retry later")
+        return model
 
     def _run(self, runner: TailRunner, request: pb.SpikeFrame,
              context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
@@ -189,8 +238,9 @@ def max_frame_bytes(runners: Sequence[TailRunner]) -> int:
     The envelope (request id, fingerprint, shape) is about 150 bytes. Twice that worst case still
     refuses an absurd message before it is read into memory.
     """
-    raw = max(raw_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:])) for r in runners)
-    return 2 * (protected_length(raw + raw // 4096 + 16, MAX_PARITY_BYTES) + 1024)
+    largest = max(max_payload_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:]), Codec.SPARSE)
+                  for r in runners)
+    return 2 * (protected_length(largest, MAX_PARITY_BYTES) + 1024)
 
 
 def max_reply_bytes(runners: Sequence[TailRunner]) -> int:

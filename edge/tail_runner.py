@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 from dataclasses import dataclass
 from time import perf_counter
 
+import numpy as np
 import torch
 from torch import nn
 
 from shared.checkpoint import CheckpointInfo, load_checkpoint
-from shared.codec import Codec, SpikeCodecError, decode_received
-from shared.fec import FecError, check_parity, recover
+from shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
+from shared.fec import FecError, check_parity, protected_length, recover
+from shared.neuron import StepState
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_FROM_WIRE
 
@@ -72,6 +75,9 @@ class TailRunner:
         self.spike_shape = checkpoint.config.spike_shape  # (T, C', H', W') of one image
         self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
         self.inference_ms = 0.0  # one image's decoder + tail, measured by warm_up (0: not measured)
+        # Whole frames (the inference worker) and streamed steps (their gRPC threads) take turns on the tail: a
+        # step switches its neurons to single-step for the length of the call
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | os.PathLike, max_batch: int) -> TailRunner:
@@ -89,7 +95,7 @@ class TailRunner:
                             trained=self.checkpoint.trained, arch=backbone.arch,
                             split_point_name=self.split_point.name, inference_ms=self.inference_ms)
 
-    def check(self, frame: pb.SpikeFrame) -> tuple[tuple[int, ...], Codec]:
+    def check(self, frame: pb.SpikeFrame | pb.SpikeStep) -> tuple[tuple[int, ...], Codec]:
         """The frame's shape and codec if this tail can run it; raises FrameError naming the problem."""
         if frame.model_fingerprint != self.fingerprint:
             raise FingerprintMismatch(
@@ -127,10 +133,22 @@ class TailRunner:
         fail their CRC erased (run as silence); raises FrameError naming what does not fit this tail, and for a
         frame with nothing intact."""
         shape, codec = self.check(frame)
+        return self.decode_payload(frame.payload, shape, codec, frame.fec_parity_bytes)
+
+    def decode_payload(self, payload: bytes, shape: tuple[int, ...], codec: Codec, fec_parity_bytes: int,
+                       previous: np.ndarray | None = None) -> DecodedFrame:
+        """``decode`` for a payload whose frame fields ``check`` has passed: a whole frame's, or one streamed
+        step's (``shape`` [1, B, C', H', W'], ``previous`` the step before as received, for an entropy payload)."""
+        # Before the Reed–Solomon decoder (pure Python) works on it: no longer than a sender makes it. Without
+        # parity the codecs bound their own work (raw: its exact length; sparse, entropy: what the shape allows)
+        longest = protected_length(max_payload_length(shape, codec), fec_parity_bytes)
+        if fec_parity_bytes and len(payload) > longest:
+            raise InvalidFrame(f"payload of {len(payload)} bytes is longer than any {codec.value} payload of shape "
+                               f"{list(shape)} with {fec_parity_bytes} parity bytes per block ({longest})")
         start = perf_counter()
         try:
-            repaired = recover(frame.payload, frame.fec_parity_bytes)
-            received = decode_received(repaired.payload, shape, codec, model=self.spike_model)
+            repaired = recover(payload, fec_parity_bytes)
+            received = decode_received(repaired.payload, shape, codec, model=self.spike_model, previous=previous)
         except (FecError, SpikeCodecError) as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
         if received.erased_chunks == received.chunks:
@@ -146,6 +164,7 @@ class TailRunner:
         reports for the devices' split-point planners."""
         spikes = torch.zeros(self.spike_shape[0], 1, *self.spike_shape[1:])  # [T, 1, C', H', W']
         self.infer(spikes)
+        self.step(spikes[:1], StepState())  # and a streamed step's path
         times = []
         for _ in range(timed_runs):
             start = perf_counter()
@@ -156,8 +175,14 @@ class TailRunner:
     def infer(self, spikes: torch.Tensor) -> torch.Tensor:
         """Spikes [T, B, C', H', W'] -> logits [B, num_classes]. Each image's row depends only on that image
         (tdBN runs on its running statistics), so frames can be concatenated along B and split after."""
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             return self.tail(spikes)
+
+    def step(self, spikes: torch.Tensor, state: StepState) -> torch.Tensor:
+        """One streamed time step: spikes [1, B, C', H', W'] -> the running logits [B, num_classes], the tail's
+        neurons continuing from ``state`` (the stream's own) and leaving it for the next step."""
+        with self._lock, torch.inference_mode():
+            return self.tail.step(spikes, state)
 
     def run(self, frame: pb.SpikeFrame) -> TailResult:
         """One frame on its own: decode, then infer."""

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .energy import ConvRole, declare_role
-from .layers import TdBatchNorm, TimeFolded
+from .layers import SpikeConv2d, SpikeConvTranspose2d, TdBatchNorm, TimeFolded
 from .neuron import LIF, LIFConfig
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class SpikeEncoder(nn.Module):
 
     def __init__(self, in_channels: int, config: BottleneckConfig, lif: LIFConfig) -> None:
         super().__init__()
-        conv = nn.Conv2d(in_channels, config.channels, 3, config.stride, padding=1, bias=False)
+        conv = SpikeConv2d(in_channels, config.channels, 3, config.stride, padding=1, bias=False)
         self.conv = TimeFolded(declare_role(conv, ConvRole.ENCODER))
         self.bn = TdBatchNorm(config.channels, lif.v_th)
         self.lif = LIF(lif)
@@ -106,8 +106,8 @@ class SpikeDecoder(nn.Module):
     def __init__(self, out_channels: int, config: BottleneckConfig, lif: LIFConfig) -> None:
         super().__init__()
         # output_padding = stride - 1 restores the exact even H, W that a stride-2 encoder halved
-        self.conv = TimeFolded(nn.ConvTranspose2d(config.channels, out_channels, 3, config.stride, padding=1,
-                                                  output_padding=config.stride - 1, bias=False))
+        self.conv = TimeFolded(SpikeConvTranspose2d(config.channels, out_channels, 3, config.stride, padding=1,
+                                                    output_padding=config.stride - 1, bias=False))
         self.bn = TdBatchNorm(out_channels, lif.v_th)
         self.lif = LIF(lif)
 

@@ -28,7 +28,7 @@ import torch
 from bitarray import bitarray
 from bitarray.util import sc_decode, sc_encode
 
-from .entropy_codec import EntropyCodecError, SpikeContextModel
+from .entropy_codec import ChunkTooLong, EntropyCodecError, SpikeContextModel
 
 
 class Codec(str, Enum):
@@ -47,6 +47,14 @@ class SpikeCodecError(ValueError):
 def raw_length(shape: tuple[int, ...]) -> int:
     """Bytes of a raw payload for a tensor of this shape."""
     return math.ceil(math.prod(shape) / 8)
+
+
+def max_payload_length(shape: tuple[int, ...], codec: Codec) -> int:
+    """The longest payload ``encode`` makes for a tensor of ``shape`` with ``codec``: raw exactly its bits; entropy
+    never longer (``encode`` sends raw instead); sparse at most one block header per 4,096 bytes and a stream
+    header beyond them (bitarray's sc format). A receiver refuses a longer one before doing any work on it."""
+    raw = raw_length(shape)
+    return raw + raw // 4096 + 16 if codec is Codec.SPARSE else raw
 
 
 def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarray:
@@ -70,14 +78,17 @@ def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarr
 
 
 def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_binary: bool = False,
-           model: SpikeContextModel | None = None, chunks: int = 1) -> tuple[Codec, bytes]:
+           model: SpikeContextModel | None = None, chunks: int = 1,
+           previous: np.ndarray | None = None) -> tuple[Codec, bytes]:
     """Pack a binary tensor; returns the codec actually used and the payload.
 
     The tensor is checked to hold only 0 and 1 unless the caller passes ``assume_binary=True``,
     which is for tensors binary by construction, such as a LIF's output; any other nonzero value
     would then be sent as a spike. ``model``: the checkpoint's entropy model, for ``entropy`` (the
     tensor then shaped T, B, C', H', W') and for ``auto`` to consider it; ``chunks``: how many independently
-    decodable chunks an entropy payload is cut into (1: fewest bytes; more: a damaged byte erases less).
+    decodable chunks an entropy payload is cut into (1: fewest bytes; more: a damaged byte erases less);
+    ``previous``: for a stream's time step, the step before it [1, B, C', H', W'] (uint8), which the entropy
+    coder takes its first contexts from (the receiver holds it too).
     """
     bits = _as_bits(spikes, assume_binary)
     packed = np.packbits(bits)
@@ -88,23 +99,29 @@ def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_bina
     if codec == Codec.ENTROPY:
         # Spikes the model finds very unlikely (an input unlike any in training) can code longer than raw:
         # then raw goes, so a frame never exceeds its raw size (the edge's message limit counts on it).
-        entropy, raw = _entropy_encode(bits, tuple(spikes.shape), model, chunks), packed.tobytes()
-        return (Codec.ENTROPY, entropy) if len(entropy) <= len(raw) else (Codec.RAW, raw)
+        entropy, raw = _entropy_encode(bits, tuple(spikes.shape), model, chunks, previous), packed.tobytes()
+        return (Codec.ENTROPY, entropy) if entropy is not None and len(entropy) <= len(raw) else (Codec.RAW, raw)
     if codec == "auto":
         raw = packed.tobytes()
         candidates = [(Codec.RAW, raw), (Codec.SPARSE, _sparse_encode(packed, bits.size))]
-        if model is not None:
-            candidates.append((Codec.ENTROPY, _entropy_encode(bits, tuple(spikes.shape), model, chunks)))
+        if model is not None and (entropy := _entropy_encode(bits, tuple(spikes.shape), model, chunks,
+                                                              previous)) is not None:
+            candidates.append((Codec.ENTROPY, entropy))
         return min(candidates, key=lambda candidate: len(candidate[1]))  # a tie keeps the earlier: raw first
     raise SpikeCodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
 
 
-def _entropy_encode(bits: np.ndarray, shape: tuple[int, ...], model: SpikeContextModel | None, chunks: int) -> bytes:
+def _entropy_encode(bits: np.ndarray, shape: tuple[int, ...], model: SpikeContextModel | None, chunks: int,
+                    previous: np.ndarray | None) -> bytes | None:
+    """The entropy payload; None where a chunk would be longer than the format's length field holds (a frame of
+    hundreds of kilobytes in one chunk), which then goes raw."""
     if model is None:
         raise SpikeCodecError("the entropy codec needs the model's entropy model; this checkpoint has none "
                               "(sbn train fit-codec adds one)")
     try:
-        return model.encode(bits.reshape(shape).view(np.uint8), chunks)
+        return model.encode(bits.reshape(shape).view(np.uint8), chunks, previous)
+    except ChunkTooLong:
+        return None
     except EntropyCodecError as e:
         raise SpikeCodecError(str(e)) from None
 
@@ -149,10 +166,11 @@ def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: to
 
 
 def decode_received(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: torch.dtype = torch.float32,
-                    model: SpikeContextModel | None = None) -> ReceivedFrame:
+                    model: SpikeContextModel | None = None, previous: np.ndarray | None = None) -> ReceivedFrame:
     """What a receiver makes of a payload that may have crossed a lossy link: the spikes, with an entropy payload's
     chunks that fail their CRC erased (silent) rather than decoded into made-up spikes. Raises SpikeCodecError for a
-    payload that does not fit ``shape`` at all (wrong length, a layout that does not parse)."""
+    payload that does not fit ``shape`` at all (wrong length, a layout that does not parse). ``previous``: for a
+    stream's entropy-coded step, the step before it as received [1, B, C', H', W'] (uint8)."""
     n = math.prod(shape)
     if any(d <= 0 for d in shape):
         raise SpikeCodecError(f"shape {tuple(shape)} has a non-positive dimension")
@@ -164,7 +182,7 @@ def decode_received(payload: bytes, shape: tuple[int, ...], codec: Codec | str, 
         if model is None:
             raise SpikeCodecError("an entropy payload needs the model's entropy model; this checkpoint has none")
         try:
-            decoded = model.decode(payload, tuple(shape))
+            decoded = model.decode(payload, tuple(shape), previous)
         except EntropyCodecError as e:
             raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
         return ReceivedFrame(torch.from_numpy(decoded.bits).to(dtype), len(decoded.chunks), len(decoded.erased))

@@ -97,6 +97,20 @@ class EnergyEstimate:
         flops, *rest = (sum(column) / len(estimates) for column in columns)
         return cls(round(flops), *rest)
 
+    @classmethod
+    def over_steps(cls, steps: Sequence[EnergyEstimate]) -> EnergyEstimate:
+        """One image's energy when its head ran one time step per call (streaming): the spikes' operations and
+        energies add up over the steps run, the firing rate is their mean (every step has the same neurons), and
+        the ANN baseline stays one pass of the same layers, which the first step's figures are (it ran the stem)."""
+        if not steps:
+            raise ValueError("no steps to add up")
+        first = steps[0]
+        return cls(flops=first.flops, syops=sum(s.syops for s in steps),
+                   firing_rate=sum(s.firing_rate for s in steps) / len(steps),
+                   device_45nm_mj=sum(s.device_45nm_mj for s in steps),
+                   device_rolls_mj=sum(s.device_rolls_mj for s in steps),
+                   ann_baseline_45nm_mj=first.ann_baseline_45nm_mj)
+
 
 @dataclass
 class ActivityMonitor:
@@ -120,7 +134,7 @@ class ActivityMonitor:
         self.layers.clear()
         for name, module in self.model.named_modules():
             # ConvTranspose2d is not a Conv2d subclass: the decoder (edge side) is never counted
-            if type(module) is nn.Conv2d:
+            if isinstance(module, nn.Conv2d):
                 role = getattr(module, ROLE_ATTRIBUTE, None)
                 if role is None:
                     self.__exit__()

@@ -18,22 +18,26 @@ on training data by counting (``transition_counts``, ``SpikeContextModel.fit``; 
 fit-codec``) and stored in the checkpoint's config, so the fingerprint covers it and both halves read
 the same one.
 
-Payload layout (the wire's CODEC_ENTROPY names the format). The channels are cut into n contiguous
-groups (sizes differing by at most one, as ``numpy.array_split`` cuts them), and each group's bits, all
-T steps of all B images, are coded as a stream of their own: a neuron's contexts never leave its
-channel, so every chunk decodes without the others.
+Payload layout (the wire's CODEC_ENTROPY names the format). The frame is cut into n chunks
+(``chunk_layout``): for n up to C', n contiguous groups of whole channels (sizes differing by at most
+one, as ``numpy.array_split`` cuts them); for a multiple of C', every channel cut into n / C' bands of
+rows. Each chunk's bits, all T steps of all B images, are coded as a stream of their own, with
+contexts from its own bits only (neighbours beyond a band's edge count as silent), so every chunk
+decodes without the others; whole channels lose nothing to the cut, since a neuron's contexts never
+leave its channel.
 
-    byte 0                   n, the number of chunks, 1..C' (a sender's choice: 1 for the fewest bytes,
-                             more to lose less of a frame to a damaged byte)
+    byte 0                   n, the number of chunks (a sender's choice: 1 for the fewest bytes, more
+                             to lose less of a frame to a damaged byte)
     bytes 1 .. 2(n−1)        the coded length, in 32-bit words, of every chunk but the last (u16,
                              little-endian); the last chunk takes the rest of the payload
     then, chunk by chunk     4 bytes: CRC-32 of the chunk's spikes packed as the raw codec packs them
-                             (C order over T, B, its channels, H', W'), then its range coder words, LE
+                             (C order over T, B, its channels, its rows, W'), then its range coder words, LE
 
 Within a chunk, bits go in that same C order, and decoding runs one time step at a time, each step's
-contexts coming from the step before. A range decoder turns any bytes into some bits, so the CRC is
+contexts coming from the step before (the first step's from the ``previous`` step a stream holds, or
+none). A range decoder turns any bytes into some bits, so the CRC is
 what tells a damaged chunk from a good one: a chunk that fails it is *erased* (``DecodedSpikes.erased``:
-its channels come back silent and flagged), never delivered as made-up spikes, and the caller decides
+its part comes back silent and flagged), never delivered as made-up spikes, and the caller decides
 whether a partly erased frame is worth running. A payload whose layout does not parse (chunk count,
 lengths) is the codec's error.
 """
@@ -65,6 +69,10 @@ class EntropyCodecError(ValueError):
     """A payload that is not this model's coding of a frame of this shape."""
 
 
+class ChunkTooLong(EntropyCodecError):
+    """A chunk that codes longer than the format's u16 length field holds (over 256 KiB)."""
+
+
 def next_contexts(previous: np.ndarray) -> np.ndarray:
     """The contexts of step t's bits from step t−1's, ``previous`` [..., H, W] (0/1): 1 + 4 * own bit + neighbours'
     bucket, the neighbours being the 8 around it in the same channel (zeros beyond the edge)."""
@@ -76,9 +84,12 @@ def next_contexts(previous: np.ndarray) -> np.ndarray:
     return 1 + (len(NEIGHBOUR_BUCKETS) + 1) * own + np.digitize(neighbours, NEIGHBOUR_BUCKETS)
 
 
-def contexts(bits: np.ndarray) -> np.ndarray:
-    """The context k of every bit of ``bits`` [T, B, C, H, W] (0/1): 0 at t = 0, then next_contexts."""
-    context = np.zeros(bits.shape, dtype=np.intp)
+def contexts(bits: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """The context k of every bit of ``bits`` [T, B, C, H, W] (0/1): next_contexts of the step before, and for
+    the first step 0, or next_contexts of ``previous`` [1, B, C, H, W]: the step before it, where a stream sends
+    steps one by one and both ends hold the last one."""
+    context = np.empty(bits.shape, dtype=np.intp)
+    context[:1] = 0 if previous is None else next_contexts(previous)
     context[1:] = next_contexts(bits[:-1])
     return context
 
@@ -182,34 +193,39 @@ class SpikeContextModel:
     def channels(self) -> int:
         return self.p_fire.shape[0]
 
-    def encode(self, bits: np.ndarray, chunks: int = 1) -> bytes:
-        """``bits`` [T, B, C, H, W] uint8 0/1 -> the payload, coded in ``chunks`` independent chunks."""
+    def encode(self, bits: np.ndarray, chunks: int = 1, previous: np.ndarray | None = None) -> bytes:
+        """``bits`` [T, B, C, H, W] uint8 0/1 -> the payload, coded in ``chunks`` independent chunks; ``previous``
+        [1, B, C, H, W]: the step before the first, which the decoder holds too (a stream's last step)."""
         self._check_channels(bits.shape)
         layout = chunk_layout(self.channels, bits.shape[3], chunks)
         coded = []
         for chunk in layout:
             part = chunk.of(bits)  # [T, B, c, h, W]; its contexts from its own bits only (zeros beyond its edges)
-            p = self._p_fire(chunk, contexts(part))
+            p = self._p_fire(chunk, contexts(part, None if previous is None else chunk.of(previous)))
             encoder = constriction.stream.queue.RangeEncoder()
             encoder.encode(part.reshape(-1).astype(np.int32), _BERNOULLI, p.reshape(-1))
             words = encoder.get_compressed().astype("<u4").tobytes()
             if len(words) // WORD_BYTES > MAX_CHUNK_WORDS:
-                raise EntropyCodecError(f"a chunk codes to {len(words)} bytes, beyond the format's "
-                                        f"{MAX_CHUNK_WORDS * WORD_BYTES}; use more chunks")
+                raise ChunkTooLong(f"a chunk codes to {len(words)} bytes, beyond the format's "
+                                   f"{MAX_CHUNK_WORDS * WORD_BYTES}; use more chunks")
             coded.append(zlib.crc32(np.packbits(part).tobytes()).to_bytes(CRC_BYTES, "little") + words)
         lengths = b"".join(((len(c) - CRC_BYTES) // WORD_BYTES).to_bytes(2, "little") for c in coded[:-1])
         return bytes([len(layout)]) + lengths + b"".join(coded)
 
-    def decode(self, payload: bytes, shape: tuple[int, ...]) -> DecodedSpikes:
+    def decode(self, payload: bytes, shape: tuple[int, ...], previous: np.ndarray | None = None) -> DecodedSpikes:
         """The bits [T, B, C, H, W] (uint8) of ``payload``, chunks that fail their CRC erased (silent); raises
-        EntropyCodecError for a payload whose layout cannot be this model's coding of ``shape``."""
+        EntropyCodecError for a payload whose layout cannot be this model's coding of ``shape``. ``previous``:
+        the step before the first, as the encoder had it."""
         self._check_channels(shape)
+        if previous is not None and previous.shape != (1, *shape[1:]):
+            raise EntropyCodecError(f"the previous step is shaped {previous.shape}, not (1, {', '.join(map(str, shape[1:]))})")
         spans = self._chunk_spans(payload, shape)
         layout = chunk_layout(self.channels, shape[3], len(spans))
         bits = np.zeros(shape, dtype=np.uint8)
         erased = []
         for index, (chunk, (start, stop)) in enumerate(zip(layout, spans, strict=True)):
-            part = self._decode_chunk(payload[start + CRC_BYTES:stop], chunk, chunk.of(bits).shape)
+            part = self._decode_chunk(payload[start + CRC_BYTES:stop], chunk, chunk.of(bits).shape,
+                                      None if previous is None else chunk.of(previous))
             if part is None or zlib.crc32(np.packbits(part).tobytes()) != int.from_bytes(
                     payload[start:start + CRC_BYTES], "little"):
                 erased.append(index)
@@ -249,12 +265,13 @@ class SpikeContextModel:
             start += size
         return spans
 
-    def _decode_chunk(self, words: bytes, chunk: Chunk, shape: tuple[int, ...]) -> np.ndarray | None:
+    def _decode_chunk(self, words: bytes, chunk: Chunk, shape: tuple[int, ...],
+                      previous: np.ndarray | None) -> np.ndarray | None:
         """One chunk's bits [T, B, c, h, W], or None where the range decoder refuses its words."""
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
         t, *step_shape = shape
         bits = np.empty(shape, dtype=np.uint8)
-        context = np.zeros((1, *step_shape), dtype=np.intp)
+        context = np.zeros((1, *step_shape), dtype=np.intp) if previous is None else next_contexts(previous)
         for step in range(t):  # each step's contexts come from the step decoded before it
             try:
                 symbols = decoder.decode(_BERNOULLI, self._p_fire(chunk, context).reshape(-1))

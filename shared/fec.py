@@ -4,8 +4,12 @@ A protected payload is the payload cut into blocks of 255 − p bytes, each foll
 bytes (the last block shorter): a systematic code, so the payload's own bytes travel unchanged and a
 receiver can always fall back to them. Each block corrects up to p/2 damaged bytes wherever they lie
 (the byte is the symbol: a burst of flipped bits inside one byte costs one). A block with more errors
-than that is left as it arrived, its parity dropped, and counted: a raw payload then degrades by its
-flipped spikes as it would without FEC, an entropy payload's chunk CRCs catch what is left.
+than that is, as a rule, detected, left as it arrived (parity dropped) and counted: a raw payload then
+degrades by its flipped spikes as it would without FEC, an entropy payload's chunk CRCs catch what is
+left. Not always: beyond its capacity a Reed–Solomon decoder may "correct" a block to a wrong codeword
+without noticing. With 2 or 4 parity bytes that happens to most such blocks, so p is at least 8 here
+(with p + 4 damaged bytes: 4 of 150 blocks miscorrected at p = 8, none seen at 16); the counters are
+what the decoder reported.
 
 Overhead: p parity bytes per started block of 255 − p payload bytes (``protected_length``), e.g. 16
 per 239 bytes (6.7 %) at p = 16.
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import reedsolo
 
 BLOCK_BYTES = 255  # a Reed–Solomon codeword over GF(2^8): message + parity
+MIN_PARITY_BYTES = 8  # below it, a block beyond repair is mostly miscorrected rather than detected
 MAX_PARITY_BYTES = 64  # at most 34 % overhead (64 per 191), so a protected frame stays within the edge's limit
 
 
@@ -27,9 +32,9 @@ class FecError(ValueError):
 
 
 def check_parity(parity: int) -> None:
-    if not 0 <= parity <= MAX_PARITY_BYTES or parity % 2:
-        raise FecError(f"Reed–Solomon parity is an even number of bytes per block, 0..{MAX_PARITY_BYTES} "
-                       f"(0: none; p corrects p/2 bytes), not {parity}")
+    if parity and (not MIN_PARITY_BYTES <= parity <= MAX_PARITY_BYTES or parity % 2):
+        raise FecError(f"Reed–Solomon parity is 0 (none) or an even number of bytes per block, "
+                       f"{MIN_PARITY_BYTES}..{MAX_PARITY_BYTES} (p corrects p/2 bytes), not {parity}")
 
 
 def protected_length(payload_bytes: int, parity: int) -> int:
@@ -40,7 +45,7 @@ def protected_length(payload_bytes: int, parity: int) -> int:
 @dataclass(frozen=True)
 class Recovered:
     payload: bytes  # the payload as corrected (blocks beyond repair as they arrived)
-    corrected_bytes: int  # bytes the code put right
+    corrected_bytes: int  # bytes the code put right, payload or parity
     failed_blocks: int  # blocks with more damage than the parity corrects
 
 

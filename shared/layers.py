@@ -3,6 +3,13 @@
 Every tensor that flows between layers is shaped [T, B, C, H, W]. Stateless layers (conv,
 transposed conv) see no difference between time steps, so they run once on [T*B, C, H, W]
 ("folding T into the batch"), which is both simpler and faster than looping over T.
+
+Folding makes the batch a conv sees depend on T and on how many requests ride together, and torch
+picks a conv algorithm by batch size (its native loop for a lone small input, oneDNN otherwise),
+whose results differ in the last bits. The spiking convs therefore pick one themselves in inference
+(``SpikeConv2d``, ``SpikeConvTranspose2d``): an algorithm whose result for a sample does not depend on
+the batch around it, so a network run one step at a time (shared/neuron.py's ``stepping``) gives the
+multi-step run's spikes bit for bit, and so does a request batched with others.
 """
 
 from __future__ import annotations
@@ -16,7 +23,40 @@ from torch import nn
 
 from .energy import ConvRole, declare_role
 from .lif_kernel import ChannelAffine
-from .neuron import LIF, LIFConfig
+from .neuron import LIF, LIFConfig, Stateful
+
+
+def _batch_invariant_inference(x: torch.Tensor) -> bool:
+    """Whether a conv on ``x`` takes the batch-invariant path: inference (no autograd) on CPU float32."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+class SpikeConv2d(nn.Conv2d):
+    """nn.Conv2d whose inference result for a sample does not depend on its batch. A pointwise conv (1x1, stride
+    1, one group) always takes torch's native loop (one GEMM per sample; single-threaded, torch's own pick for it
+    below 16 images, and the faster one), every other conv oneDNN (``torch.mkldnn_convolution``; torch's pick
+    for more than one image), where torch's own choice switches between them with the batch size."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if _batch_invariant_inference(input) and self.padding_mode == "zeros" and self.dilation == (1, 1):
+            if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1:
+                return torch.ops.aten._slow_conv2d_forward(input, weight, self.kernel_size, bias, self.stride,
+                                                           self.padding)
+            if torch.backends.mkldnn.is_available():
+                return torch.mkldnn_convolution(input, weight, bias, self.padding, self.stride, self.dilation,
+                                                self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+
+class SpikeConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d whose inference result for a sample does not depend on its batch: always torch's
+    native loop (``slow_conv_transpose2d``, one GEMM per sample), where torch would take oneDNN for some."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if _batch_invariant_inference(input) and output_size is None and self.groups == 1:
+            return torch.ops.aten.slow_conv_transpose2d(input, self.weight, self.kernel_size, self.bias, self.stride,
+                                                        self.padding, self.output_padding, self.dilation)
+        return super().forward(input, output_size)
 
 
 class TimeFolded(nn.Module):
@@ -155,7 +195,7 @@ class ConvBN(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *,
                  role: ConvRole, alpha: float = 1.0, groups: int = 1) -> None:
         super().__init__()
-        conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False)
+        conv = SpikeConv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False)
         self.conv = TimeFolded(declare_role(conv, role))
         self.bn = TdBatchNorm(out_ch, lif.v_th, alpha)
 
@@ -175,12 +215,13 @@ class ConvBNLIF(ConvBN):
         return self.lif(self.conv(x), self.bn)  # the LIF applies the tdBN: folded into its pass in inference
 
 
-class DirectEncodingStem(nn.Module):
+class DirectEncodingStem(Stateful):
     """Direct input encoding: the static image repeated T times into conv -> tdBN -> LIF.
 
     The first conv is linear and sees the same image at every step, so it runs once on
     [B, 3, H, W] and its output is repeated over T; the result is identical to convolving
-    the repeated image, at 1/T of the cost.
+    the repeated image, at 1/T of the cost. Single-step, it runs at the first step and is kept
+    in the StepState for the steps after.
     """
 
     def __init__(self, out_ch: int, lif: LIFConfig, in_ch: int = 3) -> None:
@@ -191,16 +232,33 @@ class DirectEncodingStem(nn.Module):
 
     def forward(self, image: torch.Tensor, time_steps: int) -> torch.Tensor:
         # image: [B, 3, H, W] -> spikes [T, B, C, H, W]
-        current = self.conv(image).unsqueeze(0).expand(time_steps, -1, -1, -1, -1)
-        return self.lif(current, self.bn)
+        features = None if self.step_state is None else self.step_state.get(self)
+        if features is None:
+            features = self.conv(image)  # [B, C, H, W]
+            if self.step_state is not None:
+                self.step_state.put(self, features)
+        return self.lif(features.unsqueeze(0).expand(time_steps, -1, -1, -1, -1), self.bn)
 
 
-class SpikeRateClassifier(nn.Module):
-    """Global average pool over space, mean over time, linear: spikes [T, B, C, H, W] -> logits [B, K]."""
+class SpikeRateClassifier(Stateful):
+    """Global average pool over space, mean over time, linear: spikes [T, B, C, H, W] -> logits [B, K].
+
+    Single-step (inside ``stepping``), it keeps the running sum over the steps so far and answers the
+    logits of their mean: after T steps, those of the multi-step call, bit for bit (the mean over T is
+    a float32 sum in step order, then a division by T, either way).
+    """
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean(dim=(3, 4)).mean(dim=0))
+        rate = x.mean(dim=(3, 4))  # [T, B, C]
+        if self.step_state is None:
+            return self.fc(rate.mean(dim=0))
+        total, steps = self.step_state.get(self) or (None, 0)
+        for t in range(rate.shape[0]):
+            total = rate[t] if total is None else total + rate[t]  # [B, C]
+        steps += rate.shape[0]
+        self.step_state.put(self, (total, steps))
+        return self.fc(total / steps)

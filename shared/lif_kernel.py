@@ -66,8 +66,9 @@ def fused_multiply_add(typingctx, x, y, z):
 
 
 @compiled
-def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, spikes):
-    """spikes[t] of the LIF driven by I[t] = x[t] * scale + shift + shortcut[t].
+def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spikes):
+    """spikes[t] of the LIF driven by I[t] = x[t] * scale + shift + shortcut[t], starting from the membrane
+    potentials ``membrane`` [B, N] (float32; zeros: at rest), which it leaves as they are after the last step.
 
     x, shortcut, spikes: [T, B, N] float32, the N neurons of a sample in memory order; scale, shift:
     [C] float32, the N neurons being C channels of N / C each. scale and shift, and shortcut, may be
@@ -90,7 +91,7 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, spikes):
                 neuron_scale[first:last] = scale[c]
                 neuron_shift[first:last] = shift[c]
         for b in range(batch):
-            u[:] = zero
+            u[:stop - start] = membrane[b, start:stop]
             # t outside, neurons inside: the innermost loop runs over neighbours in memory and vectorizes
             for t in range(time_steps):
                 x_t, spikes_t = x[t, b, start:stop], spikes[t, b, start:stop]
@@ -108,6 +109,7 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, spikes):
                     s = one if v >= v_th else zero  # fire
                     spikes_t[n] = s
                     u[n] = v * (one - s)  # reset
+            membrane[b, start:stop] = u[:stop - start]
 
 
 def runs_in_kernel(x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
@@ -118,17 +120,21 @@ def runs_in_kernel(x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
 
 
 def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | None = None,
-             shortcut: torch.Tensor | None = None) -> torch.Tensor:
+             shortcut: torch.Tensor | None = None, membrane: torch.Tensor | None = None) -> torch.Tensor:
     """Spikes [T, B, ...] of a multi-step LIF whose input current is affine(x) + shortcut.
 
     x: [T, B, ...], or [T, B, C, ...] with an affine map over C; shortcut: x's shape. Every tensor
-    float32 on the CPU (``runs_in_kernel``). No autograd: inference only.
+    float32 on the CPU (``runs_in_kernel``). No autograd: inference only. ``membrane``: the potentials
+    [B, ...] to start from (contiguous float32), updated in place to those after the last step; None:
+    from rest.
     """
     x = x.detach().contiguous()
     spikes = torch.empty_like(x)
     rows = (x.shape[0], x.shape[1], -1)  # [T, B, N]
     scale, shift = (affine.scale.numpy(), affine.shift.numpy()) if affine else (None, None)
+    neurons = (x.shape[1], x[0, 0].numel())  # [B, N]
+    start = np.zeros(neurons, np.float32) if membrane is None else membrane.numpy().reshape(neurons)
     lif_steps(x.numpy().reshape(rows), scale, shift, bool(affine and affine.rounded_once),
               None if shortcut is None else shortcut.detach().contiguous().numpy().reshape(rows),
-              np.float32(tau), np.float32(v_th), spikes.numpy().reshape(rows))
+              np.float32(tau), np.float32(v_th), start, spikes.numpy().reshape(rows))
     return spikes

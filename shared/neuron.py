@@ -14,12 +14,21 @@ As in SpikingJelly, the neuron is split into charge / fire / reset steps and run
 explicit multi-step mode over tensors shaped [T, B, ...]. That step-by-step loop is the reference
 and the training path; inference without autograd runs the same arithmetic as one compiled pass
 (shared/lif_kernel.py), with the tdBN and residual add before the neuron folded in.
+
+The single-step mode (SpikingJelly's ``step_mode='s'``) runs a network one time step per call, for
+streaming: inside ``stepping(model, state)`` every LIF starts each call from the membrane potential
+its last call left in ``state`` (a ``StepState``, one per stream; a fresh one is the reset) and
+leaves its new one there, so T calls of one step each give, bit for bit, the spikes of one call of
+T steps.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -67,11 +76,53 @@ class SurrogateSpike(nn.Module):
         return f"v_th={self.v_th}, width={self.width}"
 
 
-class LIF(nn.Module):
+class StepState:
+    """What a network run one time step per call carries from one call to the next: each stateful module's
+    state (a LIF's membrane potential, a rate classifier's running sum), keyed by the module. One per stream
+    of time steps; a new one is the network at rest."""
+
+    def __init__(self) -> None:
+        self._values: dict[nn.Module, Any] = {}
+
+    def get(self, module: nn.Module) -> Any:
+        """``module``'s state after its last step, None before its first."""
+        return self._values.get(module)
+
+    def put(self, module: nn.Module, value: Any) -> None:
+        self._values[module] = value
+
+
+class Stateful(nn.Module):
+    """A module with state across time steps: multi-step by default, single-step inside ``stepping``."""
+
+    step_state: StepState | None = None  # set by ``stepping``: the state this call starts from and updates
+
+
+_STATEFUL: weakref.WeakKeyDictionary[nn.Module, list[Stateful]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def stepping(model: nn.Module, state: StepState) -> Iterator[None]:
+    """Within the block, every stateful module of ``model`` runs single-step: each call continues from ``state``.
+    The modules themselves hold no state, so one model serves many streams, one call at a time."""
+    modules = _STATEFUL.get(model)
+    if modules is None:  # once per model: walking a deep module tree costs more than a narrow model's step
+        modules = _STATEFUL[model] = [m for m in model.modules() if isinstance(m, Stateful)]
+    for module in modules:
+        module.step_state = state
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.step_state = None
+
+
+class LIF(Stateful):
     """Multi-step LIF: input current [T, B, ...] -> binary spikes [T, B, ...].
 
     The membrane state lives only inside one forward call (each input is a fresh sample),
-    so there is nothing to reset between calls.
+    so there is nothing to reset between calls; inside ``stepping`` it carries over from the
+    call before instead, through the StepState.
 
     The current may be given in parts, ``norm(x) + shortcut``: the tdBN before the neuron and a
     residual shortcut added to its output. Without autograd (``torch.no_grad`` or
@@ -106,22 +157,34 @@ class LIF(nn.Module):
         if self.fused_inference and not torch.is_grad_enabled() and runs_in_kernel(x, shortcut):
             affine = None if norm is None else norm.inference_affine()
             if norm is None or affine is not None:
-                return lif_pass(x, self.tau, self.v_th, affine, shortcut)
+                if self.step_state is None:
+                    return lif_pass(x, self.tau, self.v_th, affine, shortcut)
+                membrane = self.step_state.get(self)
+                if membrane is None:  # at rest; the pass leaves the potentials after its steps in it
+                    membrane = torch.zeros(x.shape[1:], dtype=torch.float32)
+                    self.step_state.put(self, membrane)
+                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane)
         current = x if norm is None else norm(x)
         if shortcut is not None:
             current = current + shortcut
-        return self.step_by_step(current)
+        if self.step_state is None:
+            return self.step_by_step(current)[0]
+        spikes, membrane = self.step_by_step(current, self.step_state.get(self))
+        self.step_state.put(self, membrane)
+        return spikes
 
-    def step_by_step(self, current: torch.Tensor) -> torch.Tensor:
-        # current: [T, B, ...]
-        u = torch.zeros_like(current[0])
+    def step_by_step(self, current: torch.Tensor,
+                     membrane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes [T, B, ...] for the current [T, B, ...], starting from ``membrane`` [B, ...] (None: at rest),
+        and the membrane after the last step."""
+        u = torch.zeros_like(current[0]) if membrane is None else membrane
         spikes = []
         for t in range(current.shape[0]):
             u = self.charge(u, current[t])
             s = self.fire(u)
             u = self.reset(u, s)
             spikes.append(s)
-        return torch.stack(spikes)  # [T, B, ...], values in {0, 1}
+        return torch.stack(spikes), u  # [T, B, ...], values in {0, 1}; [B, ...]
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}"

@@ -26,6 +26,7 @@ from .backbones import backbone_config_from_dict
 from .bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder, SplitPreset, spike_shape
 from .codec import raw_length
 from .entropy_codec import SpikeContextModel
+from .neuron import StepState, stepping
 from .preprocess import INPUT_STYLES
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -151,6 +152,12 @@ class SplitHead(nn.Module):
         # image: normalized [B, 3, H, W] -> binary spikes [T, B, C', H', W']
         return self.encoder(self.blocks(self.stem(image, self.time_steps)))
 
+    def step(self, image: torch.Tensor, state: StepState) -> torch.Tensor:
+        """The next time step's spikes [1, B, C', H', W'] for the image [B, 3, H, W] (direct encoding: the same
+        image at every step), continuing from ``state``; the T-th call's spikes are step T-1 of ``forward``'s."""
+        with stepping(self, state):
+            return self.encoder(self.blocks(self.stem(image, 1)))
+
 
 class SplitTail(nn.Module):
     """Edge half: spike decoder, blocks k+1..n and the classifier."""
@@ -166,6 +173,12 @@ class SplitTail(nn.Module):
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         # spikes: [T, B, C', H', W'] -> logits [B, num_classes]
         return self.classifier(self.blocks(self.decoder(spikes)))
+
+    def step(self, spikes: torch.Tensor, state: StepState) -> torch.Tensor:
+        """The running logits [B, num_classes] after the next time step's spikes [1, B, C', H', W'], continuing
+        from ``state``: those of the mean over the steps so far, after T steps ``forward``'s logits."""
+        with stepping(self, state):
+            return self(spikes)
 
 
 class SpikeBottleNet(nn.Module):

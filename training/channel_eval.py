@@ -25,7 +25,7 @@ from sbn.up import add_model_arguments
 from shared.backbones import resolve_arch
 from shared.channel import parse_channel, receive
 from shared.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
-from shared.codec import CODEC_CHOICES, encode
+from shared.codec import CODEC_CHOICES, Codec, encode
 from shared.fec import protect, recover
 
 from .datasets import DatasetError, load_dataset
@@ -55,7 +55,8 @@ def evaluate(path, channel_spec: str, codec: str, seed: int = 0, chunks: int = 1
                 flipped += int(np.unpackbits(np.frombuffer(sent, np.uint8) ^ np.frombuffer(damaged, np.uint8)).sum())
                 sent_bits, payload_bytes, coded_bytes = sent_bits + 8 * len(sent), payload_bytes + len(sent), \
                     coded_bytes + len(payload)
-                frame_received = receive(recover(damaged, fec_parity).payload, tuple(frame.shape), used, model)
+                frame_received = receive(recover(damaged, fec_parity).payload, tuple(frame.shape), used, model,
+                                         chunks if used is Codec.ENTROPY else 1)
                 received.append(frame_received.spikes)
                 erased, chunks_sent = erased + frame_received.erased_chunks, chunks_sent + frame_received.chunks
             right += int((loaded.model.tail(torch.cat(received, dim=1)).argmax(1) == labels).sum())
@@ -73,9 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bsc:BER, erasure:P or gilbert:P_GB,P_BG,BER_BAD[,BER_GOOD] (shared/channel.py)")
     parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw")
     parser.add_argument("--chunks", type=int, default=1,
-                        help="independently decodable chunks of an entropy payload (1..C'; default 1)")
+                        help="independently decodable chunks of an entropy payload: 1..C' groups of channels, or a "
+                             "multiple of C' (bands of rows); default 1")
     parser.add_argument("--fec", type=int, default=0, metavar="PARITY",
-                        help="Reed–Solomon parity bytes per 255-byte block (even, 0..64; default 0: none)")
+                        help="Reed–Solomon parity bytes per 255-byte block (even, 8..64; default 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the channel's randomness")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")

@@ -65,6 +65,10 @@ MALFORMED = {
     "corrupt sparse payload": (dict(codec=pb.CODEC_SPARSE, payload=b"\xff\x00"), ["corrupt sparse payload"]),
     "sparse payload of another size": (dict(codec=pb.CODEC_SPARSE, payload=encode(torch.zeros(100), "sparse")[1]),
                                        ["declares 100 bits", "needs 1024"]),
+    "odd parity": (dict(fec_parity_bytes=3), ["even", "not 3"]),
+    # 128 raw bytes take one block: 128 + 64 parity bytes at most, refused before the decoder works on it
+    "protected payload longer than any": (dict(fec_parity_bytes=64, payload=bytes(3 * 255)),
+                                          ["765 bytes", "longer than any raw payload", "(192)"]),
 }
 
 

@@ -72,12 +72,13 @@ def test_a_lossy_channel_degrades_raw_spikes_and_refuses_damaged_entropy_payload
 
 
 def test_fec_repairs_what_a_lossy_link_damages_and_the_answer_is_the_clean_one(edge_address: str) -> None:
-    # about 2 of a frame's ~100 bytes lost per frame; 16 parity bytes per block put right up to 8
+    # about 1 of a frame's ~120 bytes lost per frame; 16 parity bytes per block put right up to 8
     with device_client(RB8, edge_address, codec="entropy", entropy_chunks=4, fec_parity_bytes=16,
-                       channel="erasure:0.02") as client:
+                       channel="erasure:0.01") as client:
         damages = [answer["link_damage"] for answer in answers_with_the_monolithic_logits(client)]
     assert all(d["fec_parity_bytes"] == 16 and d["erased_chunks"] == d["fec_failed_blocks"] == 0 for d in damages)
-    assert sum(d["fec_corrected_bytes"] for d in damages) > 0  # the channel did damage (P(none in 8 frames of ~100 bytes) ~ 1e-7), and it was repaired
+    # the channel did damage (P(none in 8 frames of ~120 bytes) ~ 1e-4), and it was repaired
+    assert sum(d["fec_corrected_bytes"] for d in damages) > 0
 
 
 def test_a_frame_with_one_damaged_chunk_runs_with_that_chunk_silent(edge_address: str) -> None:
@@ -97,10 +98,11 @@ def test_a_frame_with_one_damaged_chunk_runs_with_that_chunk_silent(edge_address
         with torch.inference_mode():
             expected = tail(silenced)
         torch.testing.assert_close(torch.tensor(list(reply.values)).reshape(1, -1), expected, rtol=0, atol=1e-5)
-        # every chunk damaged: nothing to run, refused
-        for i in range(1, len(damaged) - 1):
+        # every chunk damaged, its layout intact (the chunk count and the three lengths, bytes 0..6, untouched):
+        # nothing to run, refused
+        for i in range(7, len(damaged)):
             damaged[i] ^= 0x10
         with pytest.raises(grpc.RpcError) as refused:
             stub.Infer(altered(frame, payload=bytes(damaged)), timeout=30)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "corrupt entropy payload" in refused.value.details()
+    assert "all 4 of its chunks fail the CRC-32" in refused.value.details()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from shared.fec import FecError, protect, protected_length, recover
 
 
-@pytest.mark.parametrize("parity", [2, 16, 64])
+@pytest.mark.parametrize("parity", [8, 16, 64])
 @pytest.mark.parametrize("n", [1, 100, 191, 192, 239, 240, 1000])
 def test_the_overhead_is_p_bytes_per_started_block_of_255_minus_p(parity: int, n: int) -> None:
     expected = n + parity * math.ceil(n / (255 - parity))  # written out: whole blocks, then a shorter last one
@@ -26,7 +26,7 @@ def test_the_code_is_systematic_the_payload_travels_unchanged() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 700), parity=st.sampled_from([2, 8, 16, 32]), seed=st.integers(0, 2**32 - 1))
+@given(n=st.integers(1, 700), parity=st.sampled_from([8, 16, 32, 64]), seed=st.integers(0, 2**32 - 1))
 def test_up_to_p_over_2_damaged_bytes_in_every_block_are_put_right(n: int, parity: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     payload = rng.bytes(n)
@@ -54,7 +54,7 @@ def test_a_block_beyond_repair_arrives_as_sent_and_the_others_are_repaired() -> 
     assert recovered.payload[239:478] == bytes(sent[255:255 + 239])  # the damaged message bytes, parity dropped
 
 
-@pytest.mark.parametrize("parity", [-2, 3, 66])
+@pytest.mark.parametrize("parity", [-2, 2, 4, 9, 66])
 def test_parity_is_even_and_bounded(parity: int) -> None:
     with pytest.raises(FecError, match="even"):
         protect(b"x", parity)

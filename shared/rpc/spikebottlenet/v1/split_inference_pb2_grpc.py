@@ -39,6 +39,11 @@ class SplitInferenceStub:
                 request_serializer=spikebottlenet_dot_v1_dot_split__inference__pb2.SpikeFrame.SerializeToString,
                 response_deserializer=spikebottlenet_dot_v1_dot_split__inference__pb2.Logits.FromString,
                 _registered_method=True)
+        self.InferStream = channel.stream_stream(
+                '/spikebottlenet.v1.SplitInference/InferStream',
+                request_serializer=spikebottlenet_dot_v1_dot_split__inference__pb2.SpikeStep.SerializeToString,
+                response_deserializer=spikebottlenet_dot_v1_dot_split__inference__pb2.RunningLogits.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/spikebottlenet.v1.SplitInference/GetModelInfo',
                 request_serializer=spikebottlenet_dot_v1_dot_split__inference__pb2.ModelInfoRequest.SerializeToString,
@@ -51,6 +56,14 @@ class SplitInferenceServicer:
 
     def Infer(self, request, context):
         """Run the edge half on one frame of spikes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InferStream(self, request_iterator, context):
+        """The same frame one time step per message, answered step by step with the running logits; the device
+        may stop after any step (early exit), which ends the edge's state for the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -70,6 +83,11 @@ def add_SplitInferenceServicer_to_server(servicer, server):
                     servicer.Infer,
                     request_deserializer=spikebottlenet_dot_v1_dot_split__inference__pb2.SpikeFrame.FromString,
                     response_serializer=spikebottlenet_dot_v1_dot_split__inference__pb2.Logits.SerializeToString,
+            ),
+            'InferStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.InferStream,
+                    request_deserializer=spikebottlenet_dot_v1_dot_split__inference__pb2.SpikeStep.FromString,
+                    response_serializer=spikebottlenet_dot_v1_dot_split__inference__pb2.RunningLogits.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -104,6 +122,33 @@ class SplitInference:
             '/spikebottlenet.v1.SplitInference/Infer',
             spikebottlenet_dot_v1_dot_split__inference__pb2.SpikeFrame.SerializeToString,
             spikebottlenet_dot_v1_dot_split__inference__pb2.Logits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InferStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/spikebottlenet.v1.SplitInference/InferStream',
+            spikebottlenet_dot_v1_dot_split__inference__pb2.SpikeStep.SerializeToString,
+            spikebottlenet_dot_v1_dot_split__inference__pb2.RunningLogits.FromString,
             options,
             channel_credentials,
             insecure,

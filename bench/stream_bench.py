@@ -117,19 +117,28 @@ def draw(results: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for result in results:
+    latency = right.twinx()
+    for result, colour in zip(results, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=False):
         rows = [r for r in result["rows"] if r["way"].startswith("early exit")]
         thresholds = [float(r["way"].split()[-1]) for r in rows]
-        left.plot(thresholds, [r["accuracy"] for r in rows], "o-", label=f"{result['model']} accuracy")
-        left.plot(thresholds, [r["same_as_full_run"] for r in rows], "s--", label=f"{result['model']} same as full run")
-        right.plot(thresholds, [r["steps_sent"] for r in rows], "o-", label=f"{result['model']} steps sent")
-        right.plot(thresholds, [r["p50_ms"] for r in rows], "^:", label=f"{result['model']} p50 latency (ms)")
+        unary = next(r for r in result["rows"] if r["way"] == "unary")
+        left.plot(thresholds, [r["accuracy"] for r in rows], "o-", color=colour, label=f"{result['model']} accuracy")
+        left.plot(thresholds, [r["same_as_full_run"] for r in rows], "s--", color=colour,
+                  label=f"{result['model']} same answer as the full run")
+        right.plot(thresholds, [r["steps_sent"] for r in rows], "o-", color=colour,
+                   label=f"{result['model']} steps sent (of {unary['steps_sent']:g})")
+        latency.plot(thresholds, [r["p50_ms"] for r in rows], "^:", color=colour,
+                     label=f"{result['model']} p50 latency (unary {unary['p50_ms']:.0f} ms)")
     left.set_xlabel("early-exit threshold (max softmax)")
     left.set_ylabel("% of the digits test split")
     right.set_xlabel("early-exit threshold (max softmax)")
+    right.set_ylabel("mean time steps sent")
+    latency.set_ylabel("p50 latency (ms)")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper left")
+    latency.legend(fontsize=7, loc="lower right")
     figure.suptitle("Early exit over streamed time steps (digits test split, real services, 2 cores)", fontsize=10)
     figure.tight_layout()
     figure.savefig(out, dpi=120)

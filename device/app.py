@@ -129,17 +129,20 @@ async def classify(
     split_point: Annotated[str | None, Query(description=SPLIT_POINT_HELP)] = None,
     arch: Annotated[str | None, Query(description=ARCH_HELP)] = None,
     stream: Annotated[bool | None, Query(description="send the spikes one time step per message as the head makes "
-                                                     "them (InferStream; default: SBN_DEVICE_STREAM)")] = None,
+                                                     "them (InferStream); false: one message, and no early exit "
+                                                     "unless early_exit is given (default: SBN_DEVICE_STREAM)")] = None,
     early_exit: Annotated[float | None, Query(
-        gt=0, le=1, description="stream, and stop at the first time step whose running logits give a class at least "
-                                "this softmax probability (default: SBN_DEVICE_EARLY_EXIT, off)")] = None,
+        ge=0, le=1, description="stream, and stop at the first time step whose running logits give a class at least "
+                                "this softmax probability; 0: no early exit (default: SBN_DEVICE_EARLY_EXIT, off)")] = None,
 ) -> Classification:
     """Classify one image on the split model: head and spike encoder here, the rest on the edge."""
     settings = pipeline.settings
+    if early_exit is None:  # the setting's, unless the request asks for one message
+        early_exit = None if stream is False else settings.early_exit
     result = await pipeline.classify(await file.read(), request.state.deadline, arch, split_point,
                                      include_logits=logits, include_spikes=spikes,
                                      stream=settings.stream if stream is None else stream,
-                                     early_exit=settings.early_exit if early_exit is None else early_exit)
+                                     early_exit=early_exit or None)
     metrics.observe(result)
     return result
 

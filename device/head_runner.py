@@ -79,16 +79,17 @@ class HeadStream:
             message.shape[:] = [self.time_steps, *spikes.shape[1:]]
         return message
 
-    def output(self, messages: list[pb.SpikeStep]) -> HeadOutput:
-        """This image's head output as far as it went: the steps computed (their energy, all of it spent) and the
-        ``messages`` sent; its frame stands for what crossed the link: their payloads and envelopes together."""
+    def output(self, messages: list[pb.SpikeStep], computed: int) -> HeadOutput:
+        """This image's head output as far as it went: the first ``computed`` steps computed (their energy, all of
+        it spent) and the ``messages`` sent; its frame stands for what crossed the link, their payloads together.
+        Its codec is the first step's (under "auto" later steps may differ)."""
         frame = pb.SpikeFrame(request_id=self.request_id, model_fingerprint=self.runner.checkpoint.fingerprint,
                               split_point=self.runner.split_point.index,
                               shape=[len(messages), *self.spikes[0].shape[1:]], codec=messages[0].codec,
                               payload=b"".join(m.payload for m in messages),
                               fec_parity_bytes=self.runner.fec_parity_bytes)
         return HeadOutput(frame, self.codecs[0], torch.cat(self.spikes[:len(messages)]),
-                          EnergyEstimate.over_steps(self.energy), self.image_bytes, self.blank, self.ink)
+                          EnergyEstimate.over_steps(self.energy[:computed]), self.image_bytes, self.blank, self.ink)
 
 
 @dataclass(frozen=True)

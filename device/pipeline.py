@@ -27,7 +27,7 @@ from . import planner
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeReply
-from .head_batcher import HeadBatcher, HeadTimeout, QueuedHead
+from .head_batcher import HeadBatcher, HeadQueueFull, HeadTimeout, QueuedHead
 from .head_runner import HeadRunner
 from .head_set import HeadSet, ServedHead, measure_costs
 from .link_estimator import LinkEstimator
@@ -55,6 +55,7 @@ class SplitPipeline:
         self.heads = HeadSet([ServedHead(runner, self._batcher(runner), measure_costs(runner)) for runner in runners])
         self.link = LinkEstimator(settings.prior_link())
         self._last_auto: tuple[str, int] | None = None  # the (arch, split point) auto chose last
+        self._open_streams = 0  # streamed requests in progress
         # experiments: a lossy channel between device and edge (off unless SBN_DEVICE_CHANNEL is set)
         self.channel = None if settings.channel is None else parse_channel(settings.channel)
         self._channel_noise = np.random.default_rng()
@@ -169,8 +170,17 @@ class SplitPipeline:
         start = perf_counter()
         head, choice = await self.choose(arch, split_point, deadline)
         if stream or early_exit is not None:
-            return await classify_streamed(self, head, image, deadline, early_exit, choice, include_logits,
-                                           include_spikes)
+            # Streams run their head steps on the head thread beside the batcher's runs: at most as many open
+            # at once as may wait for the head, so a burst of them is refused (503) rather than queued unbounded
+            if self._open_streams >= self.settings.head_queue_limit:
+                raise HeadQueueFull(f"{self._open_streams} streamed requests are open, the most this device takes "
+                                    f"(head_queue_limit); retry later")
+            self._open_streams += 1
+            try:
+                return await classify_streamed(self, head, image, deadline, early_exit, choice, include_logits,
+                                               include_spikes)
+            finally:
+                self._open_streams -= 1
         queued = await self.run_head(head, [image], deadline)
         batch = queued.batch
         if batch.frame is None:

@@ -68,11 +68,15 @@ async def classify_streamed(pipeline: SplitPipeline, head: ServedHead, image: by
             await edge.done_sending()
             while len(replies) < len(sent):
                 replies.append(await edge.receive(num_classes))
-        finally:
-            if not next_step.done():  # a step made ahead that will not be sent: still computed, still counted
-                await asyncio.wait([next_step])
+        except BaseException:
+            next_step.cancel()  # nobody needs the step made ahead (its head work, once started, finishes unseen)
+            raise
+        # A step made ahead that will not be sent: still computed, still counted (and within the deadline: a
+        # HeadTimeout from it is this request's). Every step started has now finished.
+        await next_step
     last = replies[-1]
-    output = stream.output(sent)
+    computed = len(stream.energy)
+    output = stream.output(sent, computed)
     # device and edge time overlap: each is its own sum, and no network figure is their difference
     latency = Latency(device=device_ms, edge=sum(reply.edge_ms for reply in replies),
                       total=(perf_counter() - start) * 1e3)
@@ -81,7 +85,7 @@ async def classify_streamed(pipeline: SplitPipeline, head: ServedHead, image: by
         last.logits[0], output, runner.checkpoint, latency, include_logits, include_spikes,
         transmit_mj=pipeline.link.prior.transmit_mj(sum(m.ByteSize() for m in sent)), split_choice=choice,
         link_damage=LinkDamage.total(damage), message_bytes=sum(m.ByteSize() for m in sent),
-        time_steps_sent=len(sent), time_steps_computed=len(stream.spikes), early_exit=early_exit)
+        time_steps_sent=len(sent), time_steps_computed=computed, early_exit=early_exit)
 
 
 def confident(reply: StreamReply, threshold: float) -> bool:

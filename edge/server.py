@@ -82,8 +82,10 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     """
 
     def __init__(self, runners: Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
-                 metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy()) -> None:
-        """``runners``: the served models, the default one (whose info GetModelInfo leads with) first."""
+                 metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
+                 stream_max_s: float = 30.0) -> None:
+        """``runners``: the served models, the default one (whose info GetModelInfo leads with) first;
+        ``stream_max_s``: the longest an InferStream call may stay open."""
         if not runners:
             raise ValueError("an edge serves at least one model")
         self.metrics = metrics or EdgeMetrics()
@@ -95,6 +97,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             self.metrics.serving(runner.fingerprint, runner.checkpoint.config.backbone.arch, runner.split_point.name)
         self._max_concurrency = max_concurrency
         self._inject_delay_s = inject_delay_s
+        self._stream_max_s = stream_max_s
         self.batcher = TailBatcher(batching, self.metrics)
 
     def close(self) -> None:
@@ -125,6 +128,11 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         batches (it is not batched: its state is its own)."""
         stream: SpikeStream | None = None
         model: ServedModel | None = None
+        # A client that opens a stream and then sends nothing would hold a slot and this thread for as long as
+        # its deadline allows, or for ever: the call is cancelled after stream_max_s, which ends the loop below.
+        expiry = threading.Timer(self._stream_max_s, context.cancel)
+        expiry.daemon = True
+        expiry.start()
         try:
             for message in request_iterator:
                 if stream is None:
@@ -138,9 +146,14 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                     log.warning("refused stream %s at step %d: %s", stream.first.request_id or "(no id)", stream.steps,
                                 e)
                     self._refuse(context, model.runner.fingerprint, _STATUS[type(e)], str(e))
+                except Exception as e:  # noqa: BLE001 - a fault of this edge's, answered as such, never a crash
+                    log.exception("stream %s failed at step %d", stream.first.request_id or "(no id)", stream.steps)
+                    self._refuse(context, model.runner.fingerprint, grpc.StatusCode.INTERNAL,
+                                 f"the tail failed on step {stream.steps}: {e}")
                 self.metrics.stream_step(model.runner.fingerprint)
                 yield reply
         finally:
+            expiry.cancel()
             if model is not None:
                 model.slots.release()
                 if stream is not None:
@@ -255,7 +268,8 @@ class EdgeServer(NamedTuple):
 
 
 def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
-                  metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy()) -> EdgeServer:
+                  metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
+                  stream_max_s: float = 30.0) -> EdgeServer:
     """The server with all three services registered, serving ``runners`` (the default model first); not yet
     bound to a port or started."""
     runners = [runners] if isinstance(runners, TailRunner) else list(runners)
@@ -274,7 +288,7 @@ def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: i
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching)
+    servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching, stream_max_s)
     pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -296,7 +310,7 @@ def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     metrics = EdgeMetrics()
     batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
     server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
-                                                      metrics, batching)
+                                                      metrics, batching, settings.stream_max_s)
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:

@@ -29,6 +29,10 @@ class EdgeSettings(ModelSettings):
         None, ge=0, le=65535, description="port of a Prometheus HTTP endpoint (GET /metrics: frames by gRPC status, "
                                           "images, batch sizes, queue wait, decode and inference times) on host; "
                                           "default: none")
+    stream_max_s: float = Field(
+        30.0, gt=0, description="longest an InferStream call may stay open, whatever its deadline: a stream holds "
+                                "one of its model's slots and a thread, so one a client leaves hanging is "
+                                "cancelled (and its state dropped) after this long")
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="on SIGTERM/SIGINT, seconds in-flight RPCs get to finish before they are cancelled")
     tls_cert: FilePath | None = Field(

@@ -22,15 +22,16 @@ from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .tail_runner import InvalidFrame, TailRunner
 
-# The fields that name a frame; on a later message each is either left empty or repeats the first message's
-HEADER_FIELDS = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "fec_parity_bytes")
+# The fields that name a frame; on a later message each is either left empty or repeats the first message's.
+# The codec is each step's own: "auto" may pack a silent step sparse and a busy one raw.
+HEADER_FIELDS = ("request_id", "model_fingerprint", "split_point", "shape", "fec_parity_bytes")
 
 
 class SpikeStream:
     def __init__(self, runner: TailRunner, first: pb.SpikeStep) -> None:
         """Raises FrameError naming what in ``first`` does not fit ``runner``'s model."""
         self.runner = runner
-        self.shape, self.codec = runner.check(first)  # T, B, C', H', W': T the most steps this stream may send
+        self.shape, _ = runner.check(first)  # T, B, C', H', W': T the most steps this stream may send
         self.first = first
         self.state = StepState()  # the tail's neurons and running mean, this stream's alone
         self.steps = 0
@@ -45,8 +46,8 @@ class SpikeStream:
         if message.step != self.steps:
             raise InvalidFrame(f"step {message.step} out of order: the stream expects step {self.steps} next")
         step_shape = (1, *self.shape[1:])
-        decoded = self.runner.decode_payload(message.payload, step_shape, self.codec, self.first.fec_parity_bytes,
-                                             self._previous)
+        decoded = self.runner.decode_payload(message.payload, step_shape, self.runner.codec_of(message),
+                                             self.first.fec_parity_bytes, self._previous)
         start = perf_counter()
         logits = self.runner.step(decoded.spikes, self.state)  # [B, num_classes]
         inference_ms = (perf_counter() - start) * 1e3

@@ -114,19 +114,24 @@ class TailRunner:
                                f"({expected})")
         if not 1 <= b <= self.max_batch:
             raise InvalidFrame(f"batch size {b} in shape {list(shape)} is outside 1..{self.max_batch}")
-        if frame.codec == pb.CODEC_UNSPECIFIED:
-            raise InvalidFrame("codec is unspecified; set CODEC_RAW, CODEC_SPARSE or CODEC_ENTROPY")
-        if frame.codec not in CODEC_FROM_WIRE:
-            raise InvalidFrame(f"unknown codec {frame.codec}; this edge reads CODEC_RAW (1), CODEC_SPARSE (2) and "
-                               f"CODEC_ENTROPY (3)")
-        codec = CODEC_FROM_WIRE[frame.codec]
-        if codec is Codec.ENTROPY and self.spike_model is None:
-            raise InvalidFrame("an entropy-coded frame, but this model has no entropy model to decode it with")
+        codec = self.codec_of(frame)
         try:
             check_parity(frame.fec_parity_bytes)
         except FecError as e:
             raise InvalidFrame(str(e)) from None
         return shape, codec
+
+    def codec_of(self, message: pb.SpikeFrame | pb.SpikeStep) -> Codec:
+        """The codec a frame, or one streamed step, names, if this tail can decode it; raises InvalidFrame."""
+        if message.codec == pb.CODEC_UNSPECIFIED:
+            raise InvalidFrame("codec is unspecified; set CODEC_RAW, CODEC_SPARSE or CODEC_ENTROPY")
+        if message.codec not in CODEC_FROM_WIRE:
+            raise InvalidFrame(f"unknown codec {message.codec}; this edge reads CODEC_RAW (1), CODEC_SPARSE (2) and "
+                               f"CODEC_ENTROPY (3)")
+        codec = CODEC_FROM_WIRE[message.codec]
+        if codec is Codec.ENTROPY and self.spike_model is None:
+            raise InvalidFrame("an entropy-coded frame, but this model has no entropy model to decode it with")
+        return codec
 
     def decode(self, frame: pb.SpikeFrame) -> DecodedFrame:
         """The frame's spikes, repaired by its Reed–Solomon parity if it has any, an entropy payload's chunks that

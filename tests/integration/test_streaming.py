@@ -71,6 +71,17 @@ def test_a_stream_without_early_exit_gives_the_unary_answer_bit_for_bit(client: 
         assert streamed["energy"]["ann_baseline_45nm_mj"] == unary["energy"]["ann_baseline_45nm_mj"]
 
 
+@pytest.mark.parametrize("codec", ["auto", "entropy"])
+def test_steps_packed_by_any_codec_give_the_unary_answer(edge: tuple[str, int], codec: str) -> None:
+    # auto may pack a silent step sparse and a busy one raw; entropy takes its contexts from the step before
+    with device_client(RB8, edge[0], codec=codec) as client:
+        for seed in range(4):
+            image = synthetic_png(seed)
+            unary, streamed = classify(client, image), classify(client, image, stream="true")
+            assert streamed["logits"] == unary["logits"] and streamed["time_steps_sent"] == 4
+            assert streamed["transmitted_bytes"] < 4 * STEP_BYTES + 4 * 16  # each step no longer than raw (+ slack)
+
+
 def test_early_exit_stops_at_the_first_confident_step_and_counts_what_was_sent(client: httpx.Client) -> None:
     stopped = 0
     for seed in range(8):
@@ -79,7 +90,7 @@ def test_early_exit_stops_at_the_first_confident_step_and_counts_what_was_sent(c
         early = classify(client, image, early_exit="0.5")
         steps = early["time_steps_sent"]
         assert early["early_exit"] == 0.5 and 1 <= steps <= 4
-        torch.testing.assert_close(torch.tensor(early["logits"]), running_logits(image, steps), rtol=0, atol=1e-5)
+        assert torch.equal(torch.tensor(early["logits"]), running_logits(image, steps))  # bit for bit
         probabilities = [running_logits(image, t).softmax(0).max().item() for t in range(1, 5)]
         assert all(p < 0.5 for p in probabilities[:steps - 1])  # no earlier step was confident ...
         assert probabilities[steps - 1] >= 0.5 or steps == 4  # ... and this one is, unless it is the last
@@ -114,6 +125,24 @@ def test_a_stream_cut_off_by_the_device_frees_the_edges_state(edge: tuple[str, i
             break
         time.sleep(0.05)
     assert scraped(metrics_url, "sbn_edge_open_streams") == 0
+
+
+def test_a_stream_cancelled_before_its_first_message_leaves_nothing_behind(edge: tuple[str, int]) -> None:
+    address, metrics_port = edge
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    cut = threading.Event()
+
+    def nothing() -> Iterator[pb.SpikeStep]:
+        cut.wait(30)
+        yield from ()
+
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.SplitInferenceStub(channel)
+        call = stub.InferStream(nothing(), timeout=30)
+        call.cancel()
+        cut.set()
+        assert scraped(metrics_url, "sbn_edge_open_streams") == 0
+        assert [r.step for r in stub.InferStream(iter(steps_of(4, 4)), timeout=30)] == [0, 1, 2, 3]
 
 
 def steps_of(seed: int, count: int) -> list[pb.SpikeStep]:

@@ -81,24 +81,24 @@ class Logits(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., damage: _Optional[_Union[LinkDamage, _Mapping]] = ...) -> None: ...
 
 class SpikeStep(_message.Message):
-    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "fec_parity_bytes", "step", "payload")
+    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "fec_parity_bytes", "codec", "step", "payload")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
-    CODEC_FIELD_NUMBER: _ClassVar[int]
     FEC_PARITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_fingerprint: str
     split_point: int
     shape: _containers.RepeatedScalarFieldContainer[int]
-    codec: Codec
     fec_parity_bytes: int
+    codec: Codec
     step: int
     payload: bytes
-    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., fec_parity_bytes: _Optional[int] = ..., step: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., fec_parity_bytes: _Optional[int] = ..., codec: _Optional[_Union[Codec, str]] = ..., step: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class RunningLogits(_message.Message):
     __slots__ = ("request_id", "step", "batch_size", "num_classes", "values", "decode_ms", "inference_ms", "damage", "model_fingerprint")

@@ -40,6 +40,7 @@ from .batch import BATCH_PATH, add_batch_api, one_file_only, upload_field_detail
 from .classification import Classification
 from .deadline import StampDeadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
+from .edge_replicas import TargetError
 from .head_batcher import HeadQueueFull, HeadTimeout
 from .head_runner import HeadRunner
 from .head_set import ARCH_HELP, SPLIT_POINT_HELP, UnknownModel
@@ -95,6 +96,11 @@ class Readiness(BaseModel):
     split_point: int = Field(description="the default model's k: the bottleneck follows the backbone's k-th block")
     split_point_name: str = Field(description="the block's name, e.g. RB8 or IRB8")
     heads: list[HeadReadiness] = Field(description="every head this device holds, the default first")
+    edge_replicas: int | None = Field(
+        default=None, description="edge replicas that answer, of edge_addresses: the addresses the edge target "
+                                  "resolves to now (the device's calls take turns over them); none where the target "
+                                  "cannot be listed")
+    edge_addresses: list[str] | None = None
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -158,13 +164,18 @@ async def readyz(pipeline: Pipeline) -> Readiness:
         await pipeline.check_edge()
     except EdgeError as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {e}") from None
+    try:
+        addresses, answering = await pipeline.edge.replicas()
+    except TargetError:
+        addresses = answering = None
     default = pipeline.heads.default.runner
     heads = [HeadReadiness(arch=h.key[0], split_point=h.key[1], split_point_name=h.runner.split_point.name,
                            model_fingerprint=h.runner.checkpoint.fingerprint, edge_serves=bool(h.edge_serves),
                            edge_ms=h.costs.edge_ms) for h in pipeline.heads.heads.values()]
     return Readiness(edge=pipeline.edge.address, model_fingerprint=default.checkpoint.fingerprint,
                      arch=default.checkpoint.config.backbone.arch, split_point=default.split_point.index,
-                     split_point_name=default.split_point.name, heads=heads)
+                     split_point_name=default.split_point.name, heads=heads,
+                     edge_replicas=None if answering is None else len(answering), edge_addresses=addresses)
 
 
 @router.get(METRICS_PATH, response_class=Response, responses={401: {"model": ErrorDetail}})

@@ -19,6 +19,7 @@ further on.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import torch
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
+from . import edge_replicas
 from .deadline import Deadline
 from .settings import DeviceSettings
 
@@ -77,6 +79,12 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Every address the target resolves to (Compose replicas of the edge: one per container) gets a connection,
+    # and calls take turns over the ready ones; an edge's max_connection_age closes connections now and then, and
+    # each reconnection re-resolves the name, so replicas that start later join in.
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    # gRPC re-resolves a name at most every 30 s by default; replicas come and go faster than that
+    ("grpc.dns_min_time_between_resolutions_ms", 5000),
 ]
 
 
@@ -166,11 +174,13 @@ class EdgeClient:
         self.probe_timeout_s = probe_timeout_s
         self.max_calls = max_calls
         self._calls = asyncio.Semaphore(max_calls)
+        self._credentials = credentials
+        self._name_options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         else:
-            name = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-            self._channel = grpc.aio.secure_channel(address, credentials, options=[*_CHANNEL_OPTIONS, *name])
+            self._channel = grpc.aio.secure_channel(address, credentials, options=[*_CHANNEL_OPTIONS,
+                                                                                   *self._name_options])
         self._stub = pb_grpc.SplitInferenceStub(self._channel)
 
     async def __aenter__(self) -> EdgeClient:
@@ -235,6 +245,13 @@ class EdgeClient:
         finally:
             call.cancel()  # a no-op once the call has finished
             self._calls.release()
+
+    async def replicas(self) -> tuple[list[str], list[str]]:
+        """The addresses the target resolves to now, and those among them whose edge answers; raises
+        edge_replicas.TargetError for a target that cannot be listed."""
+        addresses = await edge_replicas.resolve(self.address)
+        return addresses, await edge_replicas.answering(addresses, self.probe_timeout_s, self._credentials,
+                                                        self._name_options)
 
     async def model_info(self) -> pb.ModelInfo:
         try:

@@ -20,7 +20,10 @@ class DeviceSettings(ModelSettings):
 
     host: str = Field("127.0.0.1", description="HTTP address to listen on (0.0.0.0 for all interfaces)")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
-    edge_address: str = Field("127.0.0.1:50051", description="host:port of the edge's gRPC server")
+    edge_address: str = Field(
+        "127.0.0.1:50051", description="the edge's gRPC target: host:port or dns:///host:port (every address the "
+                                       "name resolves to, e.g. each replica of a Compose service, calls taking turns "
+                                       "over them: round robin), or ipv4:a:port,b:port for a fixed list")
     codec: Literal["raw", "sparse", "entropy", "auto"] = Field(
         "raw", description="spike payload codec: raw (1 bit per spike), sparse, entropy (range-coded under the "
                            "checkpoint's fitted context model), or auto (the smallest the model offers, per request)")

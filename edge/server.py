@@ -269,7 +269,7 @@ class EdgeServer(NamedTuple):
 
 def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
                   metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
-                  stream_max_s: float = 30.0) -> EdgeServer:
+                  stream_max_s: float = 30.0, max_connection_age_s: float | None = None) -> EdgeServer:
     """The server with all three services registered, serving ``runners`` (the default model first); not yet
     bound to a port or started."""
     runners = [runners] if isinstance(runners, TailRunner) else list(runners)
@@ -286,6 +286,10 @@ def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: i
             # gRPC sets SO_REUSEPORT by default, so a second edge on a busy port would silently share
             # it with the first; fail to bind instead.
             ("grpc.so_reuseport", 0),
+            # Connections end now and then (GOAWAY, calls in flight allowed to finish): a client then reconnects,
+            # re-resolving the name, and its round robin takes in replicas started since it last looked.
+            *([("grpc.max_connection_age_ms", round(max_connection_age_s * 1e3)),
+               ("grpc.max_connection_age_grace_ms", round(stream_max_s * 1e3))] if max_connection_age_s else []),
         ],
     )
     servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching, stream_max_s)
@@ -310,7 +314,8 @@ def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     metrics = EdgeMetrics()
     batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
     server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
-                                                      metrics, batching, settings.stream_max_s)
+                                                      metrics, batching, settings.stream_max_s,
+                                                      settings.max_connection_age_s)
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:

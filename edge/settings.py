@@ -29,6 +29,10 @@ class EdgeSettings(ModelSettings):
         None, ge=0, le=65535, description="port of a Prometheus HTTP endpoint (GET /metrics: frames by gRPC status, "
                                           "images, batch sizes, queue wait, decode and inference times) on host; "
                                           "default: none")
+    max_connection_age_s: float | None = Field(
+        30.0, gt=0, description="a client connection is closed (gracefully: its calls in flight finish, up to "
+                                "stream_max_s) after this long, so that clients re-resolve the edge's name and "
+                                "spread over replicas started since (Compose --scale); unset: never")
     stream_max_s: float = Field(
         30.0, gt=0, description="longest an InferStream call may stay open, whatever its deadline: a stream holds "
                                 "one of its model's slots and a thread, so one a client leaves hanging is "

@@ -81,10 +81,11 @@ async def classify_streamed(pipeline: SplitPipeline, head: ServedHead, image: by
     latency = Latency(device=device_ms, edge=sum(reply.edge_ms for reply in replies),
                       total=(perf_counter() - start) * 1e3)
     damage = [LinkDamage.of(output.frame, reply.damage) for reply in replies]
+    message_bytes = sum(m.ByteSize() for m in sent)
     return build_classification(
         last.logits[0], output, runner.checkpoint, latency, include_logits, include_spikes,
-        transmit_mj=pipeline.link.prior.transmit_mj(sum(m.ByteSize() for m in sent)), split_choice=choice,
-        link_damage=LinkDamage.total(damage), message_bytes=sum(m.ByteSize() for m in sent),
+        transmit_mj=pipeline.link.prior.transmit_mj(message_bytes), split_choice=choice,
+        link_damage=LinkDamage.total(damage), message_bytes=message_bytes,
         time_steps_sent=len(sent), time_steps_computed=computed, early_exit=early_exit)
 
 

@@ -275,5 +275,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # lifespan's exit (closing the channel and the head's thread).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # asyncio's own loop, named: uvicorn would switch to uvloop wherever it is installed (ray[serve] brings it), and
+    # the edge channel (grpc.aio) is made for asyncio's loop
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", loop="asyncio")
     return 0

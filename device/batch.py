@@ -129,7 +129,8 @@ async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None
                                           include_spikes, head_batch_images=batch.run_images,
                                           edge_batch_images=reply.edge_batch_images,
                                           transmit_mj=link.transmit_mj(message_shares[b]), split_choice=split_choice,
-                                          link_damage=LinkDamage.of(frame, reply.damage))
+                                          link_damage=LinkDamage.of(frame, reply.damage),
+                                          edge_replica=reply.served_by or None)
             entries.append(BatchedClassification(
                 **{**dict(single), "transmitted_bytes": payload_shares[b], "message_bytes": message_shares[b],
                    "compression_ratio": ratio},

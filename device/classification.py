@@ -147,6 +147,10 @@ class Classification(BaseModel):
                                   "run as one batch)")
     link_damage: LinkDamage | None = Field(
         default=None, description="what the link did to the frame: FEC repairs, entropy chunks erased (split path)")
+    edge_replica: str | None = Field(
+        default=None, description="the edge replica that ran the tail, as it names itself (host:pid for sbn edge, the "
+                                  "replica id under Ray Serve), where the device balances over several; not for "
+                                  "streamed requests")
     time_steps_sent: int | None = Field(
         default=None, description="streamed (?stream=true or ?early_exit=p): the time steps sent to the edge, one "
                                   "message each; fewer than time_steps when early exit stopped the stream")
@@ -164,7 +168,8 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
                          include_logits: bool = False, include_spikes: bool = False, *,
                          head_batch_images: int | None = None, edge_batch_images: int | None = None,
                          transmit_mj: float | None = None, split_choice: SplitChoice | None = None,
-                         link_damage: LinkDamage | None = None, message_bytes: int | None = None,
+                         link_damage: LinkDamage | None = None, edge_replica: str | None = None,
+                         message_bytes: int | None = None,
                          time_steps_sent: int | None = None, time_steps_computed: int | None = None,
                          early_exit: float | None = None) -> Classification:
     """The result for one image; ``logits`` is [num_classes] from the tail. ``message_bytes``: what the gRPC
@@ -207,6 +212,7 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         split_choice=split_choice,
         edge_batch_images=edge_batch_images,
         link_damage=link_damage,
+        edge_replica=edge_replica,
         time_steps_sent=time_steps_sent,
         time_steps_computed=time_steps_computed,
         early_exit=early_exit,

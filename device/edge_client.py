@@ -31,6 +31,7 @@ import torch
 
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from shared.rpc.wire import SERVICE_NAME
 
 from . import edge_replicas
 from .deadline import Deadline
@@ -75,14 +76,29 @@ _ERRORS: dict[grpc.StatusCode, type[EdgeError]] = {
 # gRPC backs off exponentially between reconnection attempts, up to 120 s by default: an edge
 # restarted after a few minutes would wait that long to be tried again. Edges sit next to the
 # device (LAN or loopback), so retrying at least every 2 s is cheap.
-_CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    # Every address the target resolves to (Compose replicas of the edge: one per container) gets a connection,
-    # and calls take turns over the ready ones; an edge's max_connection_age closes connections now and then, and
-    # each reconnection re-resolves the name, so replicas that start later join in.
-    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    ("grpc.service_config", json.dumps({
+        # Every address the target resolves to (Compose replicas of the edge: one per container) gets a connection,
+        # and calls take turns over the ready ones; an edge's max_connection_age closes connections now and then,
+        # and each reconnection re-resolves the name, so replicas that start later join in.
+        "loadBalancingConfig": [{"round_robin": {}}],
+        # A frame on its way to an edge replica that dies (its connection reset before the channel knew) fails
+        # UNAVAILABLE; Infer is a pure function of the frame, so gRPC sends it again (up to twice more, round robin
+        # moving on to the next replica), within the call's deadline (a lone edge that is down: the retries find
+        # no ready replica and fail too, within ~60 ms). Not InferStream: a stream's state lives in the replica that
+        # ran it. Under Ray Serve a replica that dies mid-call is reported INTERNAL by Serve's proxy, and not
+        # retried. Throttled: once about 50 calls have failed with few successes between (a whole tier down, not
+        # one replica among many), gRPC stops retrying until calls succeed again.
+        "methodConfig": [{
+            "name": [{"service": SERVICE_NAME, "method": "Infer"}, {"service": SERVICE_NAME, "method": "GetModelInfo"}],
+            "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.02s", "maxBackoff": "0.2s", "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE"]},
+        }],
+        "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+    })),
     # gRPC re-resolves a name at most every 30 s by default; replicas come and go faster than that
     ("grpc.dns_min_time_between_resolutions_ms", 5000),
 ]
@@ -95,6 +111,7 @@ class EdgeReply:
     round_trip_ms: float  # as the device saw it: the edge's time plus the network and (de)serialization
     edge_batch_images: int  # images in the edge's tail run that carried the frame (its micro-batching)
     damage: pb.LinkDamage  # what the link did to the frame, as the edge saw it
+    served_by: str  # the edge replica that ran it ("host:pid", or a Ray Serve replica id); "" if it did not say
 
 
 def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | None:
@@ -177,9 +194,9 @@ class EdgeClient:
         self._credentials = credentials
         self._name_options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.aio.secure_channel(address, credentials, options=[*_CHANNEL_OPTIONS,
+            self._channel = grpc.aio.secure_channel(address, credentials, options=[*CHANNEL_OPTIONS,
                                                                                    *self._name_options])
         self._stub = pb_grpc.SplitInferenceStub(self._channel)
 
@@ -212,7 +229,8 @@ class EdgeClient:
         round_trip_ms = (perf_counter() - sent) * 1e3
         self.check_reply(reply, frame, num_classes, "frame")
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
-        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage)
+        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage,
+                         reply.served_by)
 
     def check_reply(self, reply: pb.Logits | pb.RunningLogits, request: pb.SpikeFrame | pb.SpikeStep,
                     num_classes: int, what_it_answers: str) -> None:

@@ -192,7 +192,8 @@ class SplitPipeline:
                                     include_spikes, head_batch_images=batch.run_images,
                                     edge_batch_images=reply.edge_batch_images,
                                     transmit_mj=self.link.prior.transmit_mj(batch.frame.ByteSize()),
-                                    split_choice=choice, link_damage=LinkDamage.of(batch.frame, reply.damage))
+                                    split_choice=choice, link_damage=LinkDamage.of(batch.frame, reply.damage),
+                                    edge_replica=reply.served_by or None)
 
     async def check_edge(self) -> pb.ModelInfo:
         """The edge's model info if it is reachable and serves at least one of the heads; raises EdgeError

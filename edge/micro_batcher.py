@@ -147,12 +147,11 @@ class TailBatcher:
     def _run_batch(self, batch: list[PendingFrame]) -> None:
         started = monotonic()
         sizes = [frame.images for frame in batch]
-        # [T, sum(B), C', H', W']: every frame of a batch is checked against the same spike shape
-        spikes = batch[0].decoded.spikes if len(batch) == 1 else torch.cat([f.decoded.spikes for f in batch], dim=1)
         runner = batch[0].runner
         start = perf_counter()
         try:
-            rows = runner.infer(spikes).split(sizes)  # [B_i, num_classes] each
+            # every frame of a batch is checked against the same spike shape
+            rows = runner.infer_together([frame.decoded.spikes for frame in batch])  # [B_i, num_classes] each
         except Exception as e:  # a bug in the tail: every caller of this batch gets INTERNAL, the edge goes on
             log.exception("the tail failed on a batch of %d frames", len(batch))
             rows, error = [None] * len(batch), e

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -45,16 +47,9 @@ from .metrics import EdgeMetrics, MetricsEndpoint
 from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher
 from .settings import EdgeSettings
 from .stream import SpikeStream
-from .tail_runner import FingerprintMismatch, FrameError, InvalidFrame, TailRunner
+from .tail_runner import FrameError, TailRunner, load_tails, not_served
 
 log = logging.getLogger("sbn.edge")
-
-# FAILED_PRECONDITION tells the device "this deployment pairs two different models" (retrying
-# cannot help, fix the checkpoints); INVALID_ARGUMENT tells it "this frame is malformed".
-_STATUS: dict[type[FrameError], grpc.StatusCode] = {
-    FingerprintMismatch: grpc.StatusCode.FAILED_PRECONDITION,
-    InvalidFrame: grpc.StatusCode.INVALID_ARGUMENT,
-}
 
 
 NO_DEADLINE_S = 86_400.0
@@ -99,6 +94,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         self._inject_delay_s = inject_delay_s
         self._stream_max_s = stream_max_s
         self.batcher = TailBatcher(batching, self.metrics)
+        self.served_by = f"{socket.gethostname()}:{os.getpid()}"  # replicas behind one name tell themselves apart
 
     def close(self) -> None:
         """Stop the inference worker (after the server has stopped taking RPCs)."""
@@ -119,7 +115,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                                batch_images=frame.batch_images)
         return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
                          values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint,
-                         damage=frame.decoded.damage)
+                         damage=frame.decoded.damage, served_by=self.served_by)
 
     def InferStream(self, request_iterator: Iterator[pb.SpikeStep],
                     context: grpc.ServicerContext) -> Iterator[pb.RunningLogits]:
@@ -145,7 +141,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                 except FrameError as e:
                     log.warning("refused stream %s at step %d: %s", stream.first.request_id or "(no id)", stream.steps,
                                 e)
-                    self._refuse(context, model.runner.fingerprint, _STATUS[type(e)], str(e))
+                    self._refuse(context, model.runner.fingerprint, e.status, str(e))
                 except Exception as e:  # noqa: BLE001 - a fault of this edge's, answered as such, never a crash
                     log.exception("stream %s failed at step %d", stream.first.request_id or "(no id)", stream.steps)
                     self._refuse(context, model.runner.fingerprint, grpc.StatusCode.INTERNAL,
@@ -164,7 +160,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             return SpikeStream(runner, first)
         except FrameError as e:
             log.warning("refused stream %s: %s", first.request_id or "(no id)", e)
-            self._refuse(context, runner.fingerprint, _STATUS[type(e)], str(e))
+            self._refuse(context, runner.fingerprint, e.status, str(e))
 
     def _refuse_if_late(self, context: grpc.ServicerContext, fingerprint: str) -> None:
         remaining = context.time_remaining()
@@ -177,11 +173,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         edge does not serve, RESOURCE_EXHAUSTED when every slot is taken."""
         model = self._models.get(fingerprint)
         if model is None:
-            served = "; ".join(f"{r.fingerprint} ({r.checkpoint.config.backbone.arch} {r.split_point.name})"
-                               for r in self._runners)
-            self._refuse(context, None, grpc.StatusCode.FAILED_PRECONDITION,
-                         f"frame comes from model {fingerprint or '(no fingerprint)'}, which this edge "
-                         f"does not serve; it serves {served}; device and edge must load the same checkpoint")
+            refusal = not_served(fingerprint, self._runners)
+            self._refuse(context, None, refusal.status, str(refusal))
         if not model.slots.acquire(blocking=False):
             self._refuse(context, model.runner.fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"edge is busy: all {self._max_concurrency} inference slots of model "
@@ -206,7 +199,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             decoded = runner.decode(request)
         except FrameError as e:
             log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
-            self._refuse(context, fingerprint, _STATUS[type(e)], str(e))
+            self._refuse(context, fingerprint, e.status, str(e))
         self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3, decoded.damage)
         frame = PendingFrame(runner, decoded, deadline, caller_gone, settled)
         if not frame.abandoned(monotonic()):
@@ -369,13 +362,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     configure_torch_threads(settings.threads)
     try:
-        runners = [TailRunner.load(path, settings.max_batch) for path in settings.checkpoint_paths()]
-    except ValueError as e:  # CheckpointError, or a checkpoint without a bottleneck to split at
+        runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
+    except ValueError as e:
         log.error("cannot load the tail: %s", e)
-        return 1
-    fingerprints = [runner.fingerprint for runner in runners]
-    if len(set(fingerprints)) < len(fingerprints):
-        log.error("the same model is given twice (its checkpoints have the same fingerprint): serve each once")
         return 1
     for runner in runners:  # before the port opens: the health service says SERVING only when frames run at speed
         runner.warm_up()

@@ -1,4 +1,5 @@
-"""Settings of ``sbn edge``: environment variables ``SBN_EDGE_<NAME>``, overridden by ``--<name>`` flags."""
+"""Settings of ``sbn edge`` (environment variables ``SBN_EDGE_<NAME>``) and ``sbn serve-ray`` (``SBN_RAY_<NAME>``),
+each overridden by ``--<name>`` flags."""
 
 from __future__ import annotations
 
@@ -8,7 +9,26 @@ from pydantic_settings import SettingsConfigDict
 from shared.settings import ModelSettings
 
 
-class EdgeSettings(ModelSettings):
+class TailSettings(ModelSettings):
+    """What every way of serving the tail shares: the models (ModelSettings), the largest frame, and micro-batching."""
+
+    batch_max_images: int = Field(
+        16, ge=1, description="micro-batching: the frames that arrive together run through the tail as one batch of "
+                              "up to this many images (a larger single frame runs alone)")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="micro-batching: how long a batch waits for more frames to join it (sbn edge: only "
+                               "under load, when the last batch had several frames, so that an idle edge runs a lone "
+                               "frame at once; sbn serve-ray: always, as @serve.batch does)")
+    max_batch: int = Field(
+        32, ge=1, description="largest batch (B) a frame may carry; also bounds the message size. At least the "
+                              "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")
+    stream_max_s: float = Field(
+        30.0, gt=0, description="longest an InferStream call may stay open, whatever its deadline: a stream holds "
+                                "resources of the edge's while open (under sbn edge a slot and a thread), so one a "
+                                "client leaves hanging is cancelled (and its state dropped) after this long")
+
+
+class EdgeSettings(TailSettings):
     model_config = SettingsConfigDict(env_prefix="SBN_EDGE_")
 
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 or [::] for all interfaces)")
@@ -16,15 +36,6 @@ class EdgeSettings(ModelSettings):
     max_concurrency: int = Field(
         32, ge=1, description="frames admitted at once, waiting for the inference worker or running; more are refused "
                               "with RESOURCE_EXHAUSTED instead of queueing without bound")
-    batch_max_images: int = Field(
-        16, ge=1, description="micro-batching: the frames that arrive together run through the tail as one batch of "
-                              "up to this many images (a larger single frame runs alone)")
-    batch_max_wait_ms: float = Field(
-        2.0, ge=0, description="micro-batching: under load (the last batch had several frames), how long the worker "
-                               "waits for more frames before it runs a batch; an idle edge runs a lone frame at once")
-    max_batch: int = Field(
-        32, ge=1, description="largest batch (B) a frame may carry; also bounds the message size. At least the "
-                              "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="port of a Prometheus HTTP endpoint (GET /metrics: frames by gRPC status, "
                                           "images, batch sizes, queue wait, decode and inference times) on host; "
@@ -33,10 +44,6 @@ class EdgeSettings(ModelSettings):
         30.0, gt=0, description="a client connection is closed (gracefully: its calls in flight finish, up to "
                                 "stream_max_s) after this long, so that clients re-resolve the edge's name and "
                                 "spread over replicas started since (Compose --scale); unset: never")
-    stream_max_s: float = Field(
-        30.0, gt=0, description="longest an InferStream call may stay open, whatever its deadline: a stream holds "
-                                "one of its model's slots and a thread, so one a client leaves hanging is "
-                                "cancelled (and its state dropped) after this long")
     shutdown_grace_s: float = Field(
         5.0, ge=0, description="on SIGTERM/SIGINT, seconds in-flight RPCs get to finish before they are cancelled")
     tls_cert: FilePath | None = Field(

@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import statistics
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
+import grpc
 import numpy as np
 import torch
 from torch import nn
@@ -31,15 +33,30 @@ from shared.rpc.wire import CODEC_FROM_WIRE
 
 
 class FrameError(ValueError):
-    """A frame this edge will not run; the message says why, for the device's operator."""
+    """A frame this edge will not run; the message says why, for the device's operator, and ``status`` is what the
+    call ends with."""
+
+    status: grpc.StatusCode
 
 
 class InvalidFrame(FrameError):
     """Malformed: split point, shape, codec or payload do not fit this edge's model."""
 
+    status = grpc.StatusCode.INVALID_ARGUMENT  # this frame is malformed
+
 
 class FingerprintMismatch(FrameError):
     """Well-formed, but the head that made it ran a different checkpoint than this tail."""
+
+    # the deployment pairs two different models: retrying cannot help, the checkpoints must be fixed
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def not_served(fingerprint: str, runners: Sequence[TailRunner]) -> FingerprintMismatch:
+    """The refusal of a frame from a model that none of ``runners`` (an edge's models) is."""
+    served = "; ".join(f"{r.fingerprint} ({r.checkpoint.config.backbone.arch} {r.split_point.name})" for r in runners)
+    return FingerprintMismatch(f"frame comes from model {fingerprint or '(no fingerprint)'}, which this edge does "
+                               f"not serve; it serves {served}; device and edge must load the same checkpoint")
 
 
 @dataclass(frozen=True)
@@ -183,6 +200,12 @@ class TailRunner:
         with self._lock, torch.inference_mode():
             return self.tail(spikes)
 
+    def infer_together(self, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Several frames' spikes [T, B_i, C', H', W'] through the tail as one batch: each frame's own logits
+        [B_i, num_classes]."""
+        spikes = frames[0] if len(frames) == 1 else torch.cat(list(frames), dim=1)  # [T, sum B_i, C', H', W']
+        return list(self.infer(spikes).split([f.shape[1] for f in frames]))
+
     def step(self, spikes: torch.Tensor, state: StepState) -> torch.Tensor:
         """One streamed time step: spikes [1, B, C', H', W'] -> the running logits [B, num_classes], the tail's
         neurons continuing from ``state`` (the stream's own) and leaving it for the next step."""
@@ -196,3 +219,12 @@ class TailRunner:
         logits = self.infer(decoded.spikes)
         return TailResult(logits, decoded.decode_ms, (perf_counter() - start) * 1e3)
 
+
+def load_tails(paths: Sequence[str | os.PathLike], max_batch: int) -> list[TailRunner]:
+    """The tails of an edge's checkpoints, each model once; raises ValueError naming a checkpoint that does not
+    load (CheckpointError, or one without a bottleneck to split at), or a model given twice."""
+    runners = [TailRunner.load(path, max_batch) for path in paths]
+    fingerprints = [runner.fingerprint for runner in runners]
+    if len(set(fingerprints)) < len(fingerprints):
+        raise ValueError("the same model is given twice (its checkpoints have the same fingerprint): serve each once")
+    return runners

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("sbn.models", "list the embedded demo models: backbone, split point, T, C', bytes, accuracy"),
     "predict": ("sbn.predict", "classify an image with the whole model in one process (the reference path)"),
     "edge": ("edge.server", "serve the tail half over gRPC"),
+    "serve-ray": ("edge.ray_serve", "serve the tail on Ray Serve (replicas, autoscaling) behind the same gRPC service"),
     "device": ("device.app", "serve the head half and the HTTP API (/classify)"),
     "up": ("sbn.up", "start edge and device together locally, without Docker"),
     "classify": ("sbn.client", "send images to a running device (POST /classify; several: /classify/batch)"),

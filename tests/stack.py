@@ -73,7 +73,7 @@ def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Itera
     configure_torch_threads(device_settings.threads)
     app = create_app(device_settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio"))
     thread = threading.Thread(target=server.run, name="device", daemon=True)
     thread.start()
     while not server.started:

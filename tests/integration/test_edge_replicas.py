@@ -1,11 +1,12 @@
 """Edge replicas behind one device target: calls spread over them (round robin), /readyz counts the ones that
-answer, and a replica killed under load costs no request that had not been sent to it."""
+answer, and a replica killed under load costs no request."""
 
 from __future__ import annotations
 
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -59,3 +60,19 @@ def test_calls_take_turns_over_the_replicas_and_a_killed_one_loses_nothing_unsen
         codes = [client.post("/classify", files=upload(synthetic_png(seed))).status_code for seed in range(20)]
     assert codes == [200] * 20  # every request after the kill went to the replica still up
     assert answered(first_metrics) - before == 20
+
+
+def test_a_replica_killed_under_load_costs_no_request(replicas: list[tuple[EdgeProcess, str]]) -> None:
+    """Frames in flight to the killed replica, or sent before the device's channel saw it go, fail UNAVAILABLE
+    and are sent again to the other (the channel's retry policy): every request is answered."""
+    (first, first_metrics), (second, _) = replicas
+    with device_client(RB8, f"ipv4:{first.address},{second.address}") as client:
+        def classify(seed: int) -> int:
+            if seed == 30:  # under load: eight uploads in flight
+                second.process.send_signal(signal.SIGKILL)
+            return client.post("/classify", files=upload(synthetic_png(seed))).status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            codes = list(pool.map(classify, range(80)))
+    assert codes == [200] * 80
+    assert second.process.wait(timeout=10) == -signal.SIGKILL

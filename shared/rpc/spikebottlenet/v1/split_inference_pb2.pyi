@@ -63,7 +63,7 @@ class LinkDamage(_message.Message):
     def __init__(self, fec_corrected_bytes: _Optional[int] = ..., fec_failed_blocks: _Optional[int] = ..., chunks: _Optional[int] = ..., erased_chunks: _Optional[int] = ...) -> None: ...
 
 class Logits(_message.Message):
-    __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint", "damage")
+    __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint", "damage", "served_by")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Logits(_message.Message):
     TIMING_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DAMAGE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     batch_size: int
     num_classes: int
@@ -78,7 +79,8 @@ class Logits(_message.Message):
     timing: EdgeTiming
     model_fingerprint: str
     damage: LinkDamage
-    def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., damage: _Optional[_Union[LinkDamage, _Mapping]] = ...) -> None: ...
+    served_by: str
+    def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., damage: _Optional[_Union[LinkDamage, _Mapping]] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class SpikeStep(_message.Message):
     __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "fec_parity_bytes", "codec", "step", "payload")

@@ -170,7 +170,9 @@ class TailRunner:
         start = perf_counter()
         try:
             repaired = recover(payload, fec_parity_bytes)
-            received = decode_received(repaired.payload, shape, codec, model=self.spike_model, previous=previous)
+            # bools, as the encoder's LIF emitted them: the decoder takes them as they are
+            received = decode_received(repaired.payload, shape, codec, dtype=torch.bool, model=self.spike_model,
+                                       previous=previous)
         except (FecError, SpikeCodecError) as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
         if received.erased_chunks == received.chunks:
@@ -184,7 +186,7 @@ class TailRunner:
         """Forwards on silent spikes: the first so that the first frame does not pay for one-time set-up (see
         HeadRunner.warm_up), then ``timed_runs`` more for the median time of one image, which GetModelInfo
         reports for the devices' split-point planners."""
-        spikes = torch.zeros(self.spike_shape[0], 1, *self.spike_shape[1:])  # [T, 1, C', H', W']
+        spikes = torch.zeros(self.spike_shape[0], 1, *self.spike_shape[1:], dtype=torch.bool)  # [T, 1, C', H', W']
         self.infer(spikes)
         self.step(spikes[:1], StepState())  # and a streamed step's path
         times = []

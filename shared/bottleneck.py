@@ -94,7 +94,8 @@ class SpikeEncoder(nn.Module):
         conv = SpikeConv2d(in_channels, config.channels, 3, config.stride, padding=1, bias=False)
         self.conv = TimeFolded(declare_role(conv, ConvRole.ENCODER))
         self.bn = TdBatchNorm(config.channels, lif.v_th)
-        self.lif = LIF(lif)
+        # in inference the spikes leave as bools, a byte each, which the codec packs without a conversion
+        self.lif = LIF(lif, inference_dtype=torch.bool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lif(self.conv(x), self.bn)
@@ -112,4 +113,9 @@ class SpikeDecoder(nn.Module):
         self.lif = LIF(lif)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.conv(x), self.bn)
+        # x: bools as unpacked from the wire (or the encoder's, in one process), float32 under autograd. The
+        # transposed conv takes its weights' dtype; bools widen through uint8, as torch converts bool to float
+        # in a scalar loop (5x slower here) but uint8 to float in a vectorized one
+        if x.dtype == torch.bool:
+            x = x.view(torch.uint8)
+        return self.lif(self.conv(x.to(self.conv.module.weight.dtype)), self.bn)

@@ -38,6 +38,7 @@ class Codec(str, Enum):
 
 
 CODEC_CHOICES = ("raw", "sparse", "entropy", "auto")
+_CODEC_OF = {codec.value: codec for codec in Codec}  # Codec(value) without the enum's slower call path
 
 
 class SpikeCodecError(ValueError):
@@ -135,19 +136,22 @@ def _sparse_encode(packed: np.ndarray, n: int) -> bytes:
 
 
 # Row b is byte b's eight bits as float32 0/1, most significant first (the wire's bit order): one
-# lookup per payload byte writes the tail's float32 spikes directly, without a uint8 array between.
+# lookup per payload byte writes float32 spikes directly (for callers that want numbers: the channel model
+# in training and evaluation), without a uint8 array between. The edge takes bools instead.
 _FLOAT32_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
 
 
 def _unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """The first ``n`` bits of ``packed`` (uint8, wire order) as a tensor of ``shape``."""
     # take, like unpackbits, makes a fresh writable array, which torch.from_numpy shares rather than copies
+    if dtype == torch.bool:  # unpackbits' bytes are 0 or 1: numpy bools as they are
+        return torch.from_numpy(np.unpackbits(packed, count=n).view(np.bool_).reshape(shape))
     if dtype == torch.float32:
         return torch.from_numpy(_FLOAT32_BITS.take(packed, axis=0).reshape(-1)[:n].reshape(shape))
     return torch.from_numpy(np.unpackbits(packed, count=n).reshape(shape)).to(dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a sixth of a raw frame's whole decode
 class ReceivedFrame:
     spikes: torch.Tensor  # [shape], an erased chunk's channels silent
     chunks: int  # independently decodable parts of the payload: an entropy payload's chunks, else 1
@@ -171,30 +175,31 @@ def decode_received(payload: bytes, shape: tuple[int, ...], codec: Codec | str, 
     chunks that fail their CRC erased (silent) rather than decoded into made-up spikes. Raises SpikeCodecError for a
     payload that does not fit ``shape`` at all (wrong length, a layout that does not parse). ``previous``: for a
     stream's entropy-coded step, the step before it as received [1, B, C', H', W'] (uint8)."""
+    shape = tuple(shape)
     n = math.prod(shape)
-    if any(d <= 0 for d in shape):
-        raise SpikeCodecError(f"shape {tuple(shape)} has a non-positive dimension")
-    try:
-        codec = Codec(codec)
-    except ValueError:
-        raise SpikeCodecError(f"unknown codec {codec!r}; expected one of raw, sparse, entropy") from None
+    if shape and min(shape) <= 0:
+        raise SpikeCodecError(f"shape {shape} has a non-positive dimension")
+    known = _CODEC_OF.get(codec) if isinstance(codec, str) else None  # a Codec is its own value: one lookup for both
+    if known is None:
+        raise SpikeCodecError(f"unknown codec {codec!r}; expected one of raw, sparse, entropy")
+    codec = known
     if codec is Codec.ENTROPY:
         if model is None:
             raise SpikeCodecError("an entropy payload needs the model's entropy model; this checkpoint has none")
         try:
-            decoded = model.decode(payload, tuple(shape), previous)
+            decoded = model.decode(payload, shape, previous)
         except EntropyCodecError as e:
             raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
         return ReceivedFrame(torch.from_numpy(decoded.bits).to(dtype), len(decoded.chunks), len(decoded.erased))
     if codec is Codec.RAW:
         expected = raw_length(shape)
         if len(payload) != expected:
-            raise SpikeCodecError(f"raw payload is {len(payload)} bytes; shape {tuple(shape)} "
+            raise SpikeCodecError(f"raw payload is {len(payload)} bytes; shape {shape} "
                                   f"({n} bits) needs exactly {expected}")
         packed = np.frombuffer(payload, dtype=np.uint8)
     else:
         packed = _sparse_decode(payload, n)
-    return ReceivedFrame(_unpack(packed, n, tuple(shape), dtype), 1, 0)
+    return ReceivedFrame(_unpack(packed, n, shape, dtype), 1, 0)
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:

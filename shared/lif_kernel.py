@@ -70,7 +70,8 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spik
     """spikes[t] of the LIF driven by I[t] = x[t] * scale + shift + shortcut[t], starting from the membrane
     potentials ``membrane`` [B, N] (float32; zeros: at rest), which it leaves as they are after the last step.
 
-    x, shortcut, spikes: [T, B, N] float32, the N neurons of a sample in memory order; scale, shift:
+    x, shortcut: [T, B, N] float32, the N neurons of a sample in memory order; spikes: [T, B, N], float32
+    or bool (numba compiles a loop for each, the bool one writing a byte per spike); scale, shift:
     [C] float32, the N neurons being C channels of N / C each. scale and shift, and shortcut, may be
     None: numba then compiles a loop without them. The affine map is rounded once (a fused
     multiply-add) or, rounded_once False, after the multiply and again after the add.
@@ -120,8 +121,10 @@ def runs_in_kernel(x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
 
 
 def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | None = None,
-             shortcut: torch.Tensor | None = None, membrane: torch.Tensor | None = None) -> torch.Tensor:
-    """Spikes [T, B, ...] of a multi-step LIF whose input current is affine(x) + shortcut.
+             shortcut: torch.Tensor | None = None, membrane: torch.Tensor | None = None,
+             spike_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Spikes [T, B, ...] of a multi-step LIF whose input current is affine(x) + shortcut, as ``spike_dtype``
+    (float32 or bool).
 
     x: [T, B, ...], or [T, B, C, ...] with an affine map over C; shortcut: x's shape. Every tensor
     float32 on the CPU (``runs_in_kernel``). No autograd: inference only. ``membrane``: the potentials
@@ -129,7 +132,7 @@ def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | N
     from rest.
     """
     x = x.detach().contiguous()
-    spikes = torch.empty_like(x)
+    spikes = torch.empty(x.shape, dtype=spike_dtype)
     rows = (x.shape[0], x.shape[1], -1)  # [T, B, N]
     scale, shift = (affine.scale.numpy(), affine.shift.numpy()) if affine else (None, None)
     neurons = (x.shape[1], x[0, 0].numel())  # [B, N]

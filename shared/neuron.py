@@ -130,14 +130,21 @@ class LIF(Stateful):
     compiled pass (shared/lif_kernel.py) whose spikes are bitwise those of the step-by-step reference.
     Otherwise, or with ``fused_inference`` off (``use_fused_inference``), the parts run as modules and
     tensor operations, and the T steps one by one: the path autograd trains through.
+
+    Spikes carry gradients as float32 under autograd. Without it they come as ``inference_dtype``: float32,
+    what the next convolution takes, or bool (one byte per spike) for the bottleneck encoder's LIF, whose
+    spikes go to the codec, which packs bools as they are.
     """
 
     step_mode = "m"  # multi-step: the whole time axis is processed in one call
 
-    def __init__(self, config: LIFConfig = LIFConfig()) -> None:
+    def __init__(self, config: LIFConfig = LIFConfig(), inference_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
+        if inference_dtype not in (torch.float32, torch.bool):
+            raise ValueError(f"a LIF emits float32 or bool spikes, not {inference_dtype}")
         self.tau = config.tau
         self.v_th = config.v_th
+        self.inference_dtype = inference_dtype
         self.spike_fn = SurrogateSpike(config.v_th, config.surrogate_width)
         self.fused_inference = True  # False: always the step-by-step path (use_fused_inference)
 
@@ -157,21 +164,21 @@ class LIF(Stateful):
         if self.fused_inference and not torch.is_grad_enabled() and runs_in_kernel(x, shortcut):
             affine = None if norm is None else norm.inference_affine()
             if norm is None or affine is not None:
-                if self.step_state is None:
-                    return lif_pass(x, self.tau, self.v_th, affine, shortcut)
-                membrane = self.step_state.get(self)
-                if membrane is None:  # at rest; the pass leaves the potentials after its steps in it
+                membrane = None if self.step_state is None else self.step_state.get(self)
+                if self.step_state is not None and membrane is None:
+                    # at rest; the pass leaves the potentials after its steps in it
                     membrane = torch.zeros(x.shape[1:], dtype=torch.float32)
                     self.step_state.put(self, membrane)
-                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane)
+                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane, self.inference_dtype)
         current = x if norm is None else norm(x)
         if shortcut is not None:
             current = current + shortcut
         if self.step_state is None:
-            return self.step_by_step(current)[0]
-        spikes, membrane = self.step_by_step(current, self.step_state.get(self))
-        self.step_state.put(self, membrane)
-        return spikes
+            spikes = self.step_by_step(current)[0]
+        else:
+            spikes, membrane = self.step_by_step(current, self.step_state.get(self))
+            self.step_state.put(self, membrane)
+        return spikes if torch.is_grad_enabled() else spikes.to(self.inference_dtype)
 
     def step_by_step(self, current: torch.Tensor,
                      membrane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +194,8 @@ class LIF(Stateful):
         return torch.stack(spikes), u  # [T, B, ...], values in {0, 1}; [B, ...]
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}"
+        dtype = "" if self.inference_dtype == torch.float32 else f", inference_dtype={self.inference_dtype}"
+        return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}{dtype}"
 
 
 def use_fused_inference(model: nn.Module, enabled: bool) -> None:

@@ -72,10 +72,11 @@ def test_lif_backward_uses_the_configured_surrogate_width() -> None:
 
 # --- the fused inference pass (shared/lif_kernel.py) against the step-by-step reference ---
 
-def fused_lif(config: LIFConfig, current: torch.Tensor, **parts) -> torch.Tensor:
+def fused_lif(config: LIFConfig, current: torch.Tensor, inference_dtype: torch.dtype = torch.float32,
+              **parts) -> torch.Tensor:
     """The LIF module without autograd: the path that takes the fused pass."""
     with torch.inference_mode():
-        return LIF(config)(current, **parts)
+        return LIF(config, inference_dtype)(current, **parts)
 
 
 # currents around the threshold: exactly at it, one float either side, negatives, zeros, large values,
@@ -106,6 +107,32 @@ def test_fused_pass_spikes_equal_the_recurrence(current: torch.Tensor, config: L
     expected = reference_lif(current, config.tau, config.v_th)
     assert torch.equal(fused_lif(config, current), expected)
     assert torch.equal(LIF(config)(current), expected)  # autograd on: the step-by-step path
+    # the encoder's LIF: the same spikes as bools, a byte each (numba's loop for a bool output)
+    spikes = fused_lif(config, current, torch.bool)
+    assert spikes.dtype == torch.bool and np.array_equal(spikes.numpy(), expected.numpy() == 1)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_bool_spikes_in_inference_float_spikes_under_autograd(fused: bool) -> None:
+    generator = torch.Generator().manual_seed(3)
+    current = torch.randn(4, 2, 3, 5, 5, generator=generator)
+    expected = reference_lif(current, 0.25, 0.5)
+    lif = LIF(LIFConfig(), inference_dtype=torch.bool)
+    use_fused_inference(lif, fused)
+    with torch.no_grad():
+        spikes = lif(current)
+    assert spikes.dtype == torch.bool and np.array_equal(spikes.numpy(), expected.numpy() == 1)
+    # training: float spikes that carry the surrogate gradient back to the current
+    current.requires_grad_()
+    spikes = lif(current)
+    assert spikes.dtype == torch.float32 and torch.equal(spikes, expected)
+    spikes.sum().backward()
+    assert current.grad is not None and current.grad.any()
+
+
+def test_a_lif_emits_float32_or_bool_spikes_only() -> None:
+    with pytest.raises(ValueError, match="float32 or bool"):
+        LIF(LIFConfig(), inference_dtype=torch.float16)
 
 
 def test_fused_pass_fires_at_the_threshold_for_many_steps() -> None:

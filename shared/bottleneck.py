@@ -110,7 +110,7 @@ class SpikeDecoder(nn.Module):
         self.conv = TimeFolded(SpikeConvTranspose2d(config.channels, out_channels, 3, config.stride, padding=1,
                                                     output_padding=config.stride - 1, bias=False))
         self.bn = TdBatchNorm(out_channels, lif.v_th)
-        self.lif = LIF(lif)
+        self.lif = LIF(lif, inplace=True)  # its input is the transposed conv's output, read by nothing else
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: bools as unpacked from the wire (or the encoder's, in one process), float32 under autograd. The

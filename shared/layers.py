@@ -209,7 +209,7 @@ class ConvBNLIF(ConvBN):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *,
                  role: ConvRole, groups: int = 1) -> None:
         super().__init__(in_ch, out_ch, kernel_size, stride, lif, role=role, groups=groups)
-        self.lif = LIF(lif)
+        self.lif = LIF(lif, inplace=True)  # its input is the conv's output, read by nothing else
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lif(self.conv(x), self.bn)  # the LIF applies the tdBN: folded into its pass in inference
@@ -228,6 +228,7 @@ class DirectEncodingStem(Stateful):
         super().__init__()
         self.conv = declare_role(nn.Conv2d(in_ch, out_ch, 3, 1, padding=1, bias=False), ConvRole.STEM)
         self.bn = TdBatchNorm(out_ch, lif.v_th)
+        # not in place: its input is the conv's output repeated over T, kept for the later steps when streaming
         self.lif = LIF(lif)
 
     def forward(self, image: torch.Tensor, time_steps: int) -> torch.Tensor:

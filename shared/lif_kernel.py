@@ -68,10 +68,12 @@ def fused_multiply_add(typingctx, x, y, z):
 @compiled
 def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spikes):
     """spikes[t] of the LIF driven by I[t] = x[t] * scale + shift + shortcut[t], starting from the membrane
-    potentials ``membrane`` [B, N] (float32; zeros: at rest), which it leaves as they are after the last step.
+    potentials ``membrane`` [B, N] (float32), which it leaves as they are after the last step; None: from rest,
+    and nothing kept (no array of zeros to allocate, read and write back).
 
     x, shortcut: [T, B, N] float32, the N neurons of a sample in memory order; spikes: [T, B, N], float32
-    or bool (numba compiles a loop for each, the bool one writing a byte per spike); scale, shift:
+    or bool (numba compiles a loop for each, the bool one writing a byte per spike), or None: into x, in
+    place; scale, shift:
     [C] float32, the N neurons being C channels of N / C each. scale and shift, and shortcut, may be
     None: numba then compiles a loop without them. The affine map is rounded once (a fused
     multiply-add) or, rounded_once False, after the multiply and again after the add.
@@ -92,10 +94,14 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spik
                 neuron_scale[first:last] = scale[c]
                 neuron_shift[first:last] = shift[c]
         for b in range(batch):
-            u[:stop - start] = membrane[b, start:stop]
+            if membrane is None:  # at rest
+                u[:stop - start] = zero
+            else:
+                u[:stop - start] = membrane[b, start:stop]
             # t outside, neurons inside: the innermost loop runs over neighbours in memory and vectorizes
             for t in range(time_steps):
-                x_t, spikes_t = x[t, b, start:stop], spikes[t, b, start:stop]
+                x_t = x[t, b, start:stop]
+                spikes_t = spikes[t, b, start:stop] if spikes is not None else None
                 shortcut_t = shortcut[t, b, start:stop] if shortcut is not None else None
                 for n in range(stop - start):
                     current = x_t[n]
@@ -108,9 +114,15 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spik
                         current = current + shortcut_t[n]
                     v = tau * u[n] + current  # charge
                     s = one if v >= v_th else zero  # fire
-                    spikes_t[n] = s
+                    if spikes is None:
+                        # in place: the spike overwrites the input just read, at the same address, so the loop still
+                        # vectorizes (passing x as spikes would fail LLVM's check that they do not overlap: scalar)
+                        x_t[n] = s
+                    else:
+                        spikes_t[n] = s
                     u[n] = v * (one - s)  # reset
-            membrane[b, start:stop] = u[:stop - start]
+            if membrane is not None:
+                membrane[b, start:stop] = u[:stop - start]
 
 
 def runs_in_kernel(x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
@@ -122,22 +134,24 @@ def runs_in_kernel(x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
 
 def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | None = None,
              shortcut: torch.Tensor | None = None, membrane: torch.Tensor | None = None,
-             spike_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+             spike_dtype: torch.dtype = torch.float32, inplace: bool = False) -> torch.Tensor:
     """Spikes [T, B, ...] of a multi-step LIF whose input current is affine(x) + shortcut, as ``spike_dtype``
     (float32 or bool).
 
     x: [T, B, ...], or [T, B, C, ...] with an affine map over C; shortcut: x's shape. Every tensor
     float32 on the CPU (``runs_in_kernel``). No autograd: inference only. ``membrane``: the potentials
     [B, ...] to start from (contiguous float32), updated in place to those after the last step; None:
-    from rest.
+    from rest. ``inplace`` (float32 spikes only): the spikes overwrite x, or the contiguous copy of x made
+    for a non-contiguous one, and that tensor is returned; x must not be needed after the call (a conv's
+    output, as it comes).
     """
     x = x.detach().contiguous()
-    spikes = torch.empty(x.shape, dtype=spike_dtype)
     rows = (x.shape[0], x.shape[1], -1)  # [T, B, N]
+    in_x = inplace and spike_dtype == torch.float32
+    spikes = x if in_x else torch.empty(x.shape, dtype=spike_dtype)
     scale, shift = (affine.scale.numpy(), affine.shift.numpy()) if affine else (None, None)
-    neurons = (x.shape[1], x[0, 0].numel())  # [B, N]
-    start = np.zeros(neurons, np.float32) if membrane is None else membrane.numpy().reshape(neurons)
+    start = None if membrane is None else membrane.numpy().reshape(x.shape[1], -1)  # [B, N]
     lif_steps(x.numpy().reshape(rows), scale, shift, bool(affine and affine.rounded_once),
               None if shortcut is None else shortcut.detach().contiguous().numpy().reshape(rows),
-              np.float32(tau), np.float32(v_th), start, spikes.numpy().reshape(rows))
+              np.float32(tau), np.float32(v_th), start, None if in_x else spikes.numpy().reshape(rows))
     return spikes

@@ -134,17 +134,25 @@ class LIF(Stateful):
     Spikes carry gradients as float32 under autograd. Without it they come as ``inference_dtype``: float32,
     what the next convolution takes, or bool (one byte per spike) for the bottleneck encoder's LIF, whose
     spikes go to the codec, which packs bools as they are.
+
+    ``inplace`` (as in ``nn.ReLU(inplace=True)``): the fused pass writes float32 spikes over its input x
+    instead of into a new tensor, for a caller whose x is a conv's fresh output that nothing else reads.
+    That spares allocating the spikes and, the larger part, streaming a second tensor of their size
+    through the caches: the LIF modules of a full-width Spike ResNet50 take about 40 % less time. The
+    step-by-step path never writes in place.
     """
 
     step_mode = "m"  # multi-step: the whole time axis is processed in one call
 
-    def __init__(self, config: LIFConfig = LIFConfig(), inference_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, config: LIFConfig = LIFConfig(), inference_dtype: torch.dtype = torch.float32,
+                 inplace: bool = False) -> None:
         super().__init__()
         if inference_dtype not in (torch.float32, torch.bool):
             raise ValueError(f"a LIF emits float32 or bool spikes, not {inference_dtype}")
         self.tau = config.tau
         self.v_th = config.v_th
         self.inference_dtype = inference_dtype
+        self.inplace = inplace
         self.spike_fn = SurrogateSpike(config.v_th, config.surrogate_width)
         self.fused_inference = True  # False: always the step-by-step path (use_fused_inference)
 
@@ -169,7 +177,8 @@ class LIF(Stateful):
                     # at rest; the pass leaves the potentials after its steps in it
                     membrane = torch.zeros(x.shape[1:], dtype=torch.float32)
                     self.step_state.put(self, membrane)
-                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane, self.inference_dtype)
+                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane, self.inference_dtype,
+                                self.inplace)
         current = x if norm is None else norm(x)
         if shortcut is not None:
             current = current + shortcut
@@ -195,7 +204,7 @@ class LIF(Stateful):
 
     def extra_repr(self) -> str:
         dtype = "" if self.inference_dtype == torch.float32 else f", inference_dtype={self.inference_dtype}"
-        return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}{dtype}"
+        return f"tau={self.tau}, v_th={self.v_th}, step_mode={self.step_mode}{dtype}{', inplace' * self.inplace}"
 
 
 def use_fused_inference(model: nn.Module, enabled: bool) -> None:

@@ -133,7 +133,7 @@ class InvertedResidualBlock(nn.Module):
         # alpha = 1/sqrt(2) where two branches are summed before the LIF, as in the ResNet's blocks
         self.project = ConvBN(hidden, spec.out_channels, 1, 1, lif, role=ConvRole.BLOCK,
                               alpha=RESIDUAL_ALPHA if self.has_shortcut else 1.0)
-        self.lif = LIF(lif)
+        self.lif = LIF(lif, inplace=True)  # its input is the projection's output, read by nothing else
         if self.residual_bn is not None:
             nn.init.constant_(self.residual_bn.weight, RESIDUAL_BN_INIT)  # start near the shortcut (layers.py)
         else:

@@ -116,7 +116,7 @@ class SpikingBottleneckBlock(nn.Module):
         # down-sampling shortcut: 1x1 conv -> tdBN on the input spikes; otherwise identity
         self.shortcut = (ConvBN(spec.in_channels, spec.out_channels, 1, spec.stride, lif, role=ConvRole.SHORTCUT,
                                 alpha=RESIDUAL_ALPHA) if needs_projection else nn.Identity())
-        self.lif = LIF(lif)
+        self.lif = LIF(lif, inplace=True)  # its input is conv3's output, read by nothing else
         nn.init.constant_(self.residual_bn.weight, RESIDUAL_BN_INIT)  # start near the shortcut (layers.py)
 
     @property

@@ -183,3 +183,30 @@ def test_use_fused_inference_switches_every_lif() -> None:
 
 def test_an_empty_batch_takes_the_step_by_step_path() -> None:
     assert fused_lif(LIFConfig(), torch.zeros(3, 0, 4)).shape == (3, 0, 4)
+
+
+def test_inplace_writes_the_spikes_over_the_input_only_when_it_may() -> None:
+    generator = torch.Generator().manual_seed(4)
+    current = torch.randn(4, 2, 3, 5, 5, generator=generator)
+    shortcut = (torch.rand(4, 2, 3, 5, 5, generator=generator) < 0.5).float()
+    expected = reference_lif(current + shortcut, 0.25, 0.5)
+    with torch.inference_mode():
+        scratch = current.clone()
+        spikes = LIF(LIFConfig(), inplace=True)(scratch, shortcut=shortcut)
+        assert spikes.data_ptr() == scratch.data_ptr() and torch.equal(scratch, expected)  # x now holds the spikes
+        untouched = current.clone()
+        assert torch.equal(LIF(LIFConfig())(untouched, shortcut=shortcut), expected)
+        assert torch.equal(untouched, current)  # not in place: x as it was
+        # a non-contiguous x is copied first, and the copy takes the spikes: x as it was
+        transposed = current.transpose(1, 2).contiguous().transpose(1, 2)  # current's values, strides of [T, C, B, ...]
+        assert not transposed.is_contiguous()
+        assert torch.equal(LIF(LIFConfig(), inplace=True)(transposed, shortcut=shortcut), expected)
+        assert torch.equal(transposed, current)
+        # bool spikes cannot overwrite float32 currents
+        kept = current.clone()
+        assert torch.equal(LIF(LIFConfig(), torch.bool, inplace=True)(kept, shortcut=shortcut), expected)
+        assert torch.equal(kept, current)
+    # under autograd the step-by-step path runs and x is never written
+    trained = current.clone().requires_grad_()
+    assert torch.equal(LIF(LIFConfig(), inplace=True)(trained, shortcut=shortcut), expected)
+    assert torch.equal(trained.detach(), current)

@@ -110,11 +110,12 @@ METRICS_PATH = "/metrics"
 router = APIRouter()
 
 
-def get_pipeline(request: Request) -> SplitPipeline:
+# async, though they do not await: FastAPI runs a plain def dependency on its thread pool, a thread hop per request
+async def get_pipeline(request: Request) -> SplitPipeline:
     return request.app.state.pipeline
 
 
-def get_metrics(request: Request) -> DeviceMetrics:
+async def get_metrics(request: Request) -> DeviceMetrics:
     return request.app.state.metrics
 
 

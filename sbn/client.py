@@ -166,8 +166,9 @@ def format_table(entries: list[dict[str, Any]], names: list[str]) -> str:
     (spike payload), latency (ms); an image the device could not read gets ``error: ...`` after its
     file name instead."""
     header = ("file", "label", "probability", "bytes", "latency ms")
-    rows = [(names[entry["index"]], entry["label"] + (" (uncertain)" if entry.get("uncertain") else ""),
-             f"{entry['probability']:.4f}", str(entry["transmitted_bytes"]),
+    rows = [(names[entry["index"]],
+             "(blank)" if entry.get("blank") else entry["label"] + (" (uncertain)" if entry.get("uncertain") else ""),
+             "-" if entry.get("probability") is None else f"{entry['probability']:.4f}", str(entry["transmitted_bytes"]),
              f"{entry['latency_ms']['total']:.1f}") for entry in entries if "error" not in entry]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     widths[0] = max(widths[0], *(len(names[entry["index"]]) for entry in entries))  # error rows too

@@ -1,6 +1,6 @@
 """``sbn models``: the demo checkpoints embedded in the package, one line each.
 
-    sbn models            # arch, split point, T, C', bytes per image, compression, input style, accuracy, file
+    sbn models            # arch, split point, T, C', bytes, compression, dataset, input style, accuracies, drop, file
     sbn models --json
 
 ``sbn up --arch ARCH --split-point K`` (and ``SBN_ARCH`` / ``SBN_SPLIT_POINT`` under Docker) serves any
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
             "compression_ratio": geometry.compression,
             "dataset": info.get("dataset"),
             "input_style": ckpt.config.input_style,
+            "validation_accuracy": info.get("validation_accuracy"),  # None: trained before validation splits
             "test_accuracy": info.get("test_accuracy"),
             "accuracy_drop": info.get("accuracy_drop"),
             "info_verified": ckpt.info_verified,  # false: edited after saving, or saved before info_digest
@@ -48,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ["arch", "split", "k", "T", "C'", "bytes", "entropy B", "compression", "dataset", "input", "accuracy %",
-              "drop", "file"]
+    header = ["arch", "split", "k", "T", "C'", "bytes", "entropy B", "compression", "dataset", "input",
+              "validation %", "test %", "drop", "file"]
     lines = [[r["arch"], r["split_point_name"], str(r["split_point"]), str(r["time_steps"]), str(r["channels"]),
               str(r["transmitted_bytes"]), "-" if r["entropy_bytes"] is None else f"{r['entropy_bytes']:g}",
               f"{r['compression_ratio']:g}x", str(r["dataset"]), r["input_style"],
+              "-" if r["validation_accuracy"] is None else f"{r['validation_accuracy']:.2f}",
               "-" if r["test_accuracy"] is None
               else f"{r['test_accuracy']:.2f}" + ("" if r["info_verified"] else " (unverified)"),
               "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}", r["file"]] for r in rows]

@@ -18,6 +18,14 @@ The loop is plain numba, single-threaded (no ``parallel``): it never competes wi
 threads. It compiles on first use, once per process and argument types; ``cache=True`` keeps the
 machine code on disk next to this file or, where that is read-only (an installed package), in the
 user's cache directory.
+
+Training has loops of its own below (``lif_train_forward`` / ``lif_train_backward``, and with a train-mode
+tdBN ``lif_norm_train_forward`` / ``lif_norm_train_backward``), which shared/lif_autograd.py wraps in
+autograd Functions: the same arithmetic, and the gradient autograd takes through the reference's graph.
+They are single-threaded too: training on CPU runs torch's convs with its intra-op threads, and a loop
+split across the same cores takes turns with them and with whatever else runs. Measured on a 2-core
+machine with one core busy, ``lif_train_forward`` as a prange over chunks of neurons took as long as this
+loop with numba's one thread, and 1.8 times as long with two.
 """
 
 from __future__ import annotations
@@ -154,3 +162,270 @@ def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | N
               None if shortcut is None else shortcut.detach().contiguous().numpy().reshape(rows),
               np.float32(tau), np.float32(v_th), start, None if in_x else spikes.numpy().reshape(rows))
     return spikes
+
+
+# --- training: the T-step loop of charge / fire / reset as one pass forward and one pass backward ---
+#
+# The autograd Function around these (shared/lif_autograd.py) runs them under autograd, where the
+# reference runs its T steps as tensor operations and autograd records about a dozen nodes per step.
+# Neurons are independent, so each loop below takes a chunk of neurons at a time through all T steps,
+# innermost over neighbours in memory (it vectorizes), as ``lif_steps`` does.
+
+
+@compiled
+def lif_train_forward(current, tau, v_th, spikes, membrane):
+    """The spikes [T, N] of the LIF driven by ``current`` [T, N] from rest, and ``membrane`` [T, N]: the
+    potential h[t] of each step before its reset, all the backward pass needs (float32, all of them).
+
+    The arithmetic is the reference's (``LIF.step_by_step``), rounded as it rounds: h = fl(fl(tau * u) + I),
+    s = h >= v_th, u = h * (1 - s).
+    """
+    time_steps, neurons = current.shape
+    chunk = min(neurons, MEMBRANE_CHUNK)
+    u = np.empty(chunk, np.float32)  # the post-reset potentials of one chunk of neurons
+    one, zero = np.float32(1), np.float32(0)
+    for start in range(0, neurons, chunk):
+        stop = min(start + chunk, neurons)
+        u[:stop - start] = zero
+        for t in range(time_steps):
+            current_t, spikes_t, membrane_t = current[t, start:stop], spikes[t, start:stop], membrane[t, start:stop]
+            for n in range(stop - start):
+                h = tau * u[n] + current_t[n]  # charge
+                s = one if h >= v_th else zero  # fire
+                spikes_t[n] = s
+                membrane_t[n] = h
+                u[n] = h * (one - s)  # reset
+
+
+@compiled
+def lif_train_backward(grad_spikes, membrane, tau, v_th, half_width, width, grad_current):
+    """dL/dI [T, N] into ``grad_current``, given dL/ds ``grad_spikes`` [T, N] and the forward's ``membrane`` [T, N].
+
+    Backwards in time, the gradient autograd takes through the reference's graph, rounded as it rounds it.
+    With h[t] the potential before the reset, s[t] = H(h[t] - v_th), u[t] = h[t] * (1 - s[t]) and
+    h[t + 1] = tau * u[t] + I[t + 1]:
+
+        dL/du[t] = dL/dh[t + 1] * tau                           (charge's MulBackward; nothing at t = T - 1)
+        dL/ds[t] = dL/ds[t] from the output + -(dL/du[t] * h[t])  (the reset's product, through 1 - s)
+        dL/dh[t] = dL/ds[t] * window(h[t]) / a + dL/du[t] * (1 - s[t])   (surrogate + the reset's other factor)
+        dL/dI[t] = dL/dh[t]
+
+    where window(h) = |h - v_th| < a / 2 (1 or 0). Each sum has two terms, which IEEE addition adds the same
+    way in either order, so autograd's order of accumulating them does not matter. The last step's u has no
+    use, so there autograd runs no reset backward: the loop starts with the surrogate term alone (a product
+    0 * h would make an infinite h's gradient NaN where autograd's is not).
+    """
+    time_steps, neurons = membrane.shape
+    chunk = min(neurons, MEMBRANE_CHUNK)
+    one, zero = np.float32(1), np.float32(0)
+    last = time_steps - 1
+    for start in range(0, neurons, chunk):
+        stop = min(start + chunk, neurons)
+        grad_t, membrane_t = grad_spikes[last, start:stop], membrane[last, start:stop]
+        out_t = grad_current[last, start:stop]
+        for n in range(stop - start):
+            window = one if abs(membrane_t[n] - v_th) < half_width else zero
+            out_t[n] = grad_t[n] * window / width
+        for t in range(last - 1, -1, -1):
+            grad_t, membrane_t = grad_spikes[t, start:stop], membrane[t, start:stop]
+            out_t, next_t = grad_current[t, start:stop], grad_current[t + 1, start:stop]  # next_t: dL/dh[t + 1]
+            for n in range(stop - start):
+                h = membrane_t[n]
+                s = one if h >= v_th else zero
+                grad_u = next_t[n] * tau
+                grad_s = grad_t[n] - grad_u * h
+                window = one if abs(h - v_th) < half_width else zero
+                out_t[n] = grad_s * window / width + grad_u * (one - s)
+
+
+# --- training with the tdBN before the neuron: batch statistics, normalization and LIF in one pass ---
+#
+# A train-mode tdBN normalizes with the batch's own statistics, so its output is known only after a pass
+# over all of its input. The statistics are taken as ATen's batch-norm kernel takes them for a contiguous
+# [T * B, C, H, W] input (batch_norm_cpu_collect_stats_contiguous_impl): per channel, a float64 sum in
+# (t, b, h, w) order, the mean rounded to float32, then a float64 sum of the float32 squares (x - mean)^2.
+# The normalization x * scale + shift, the residual add and the T steps then run in one loop
+# (``lif_norm_train_forward``), which writes only the spikes; the backward recomputes the potentials from
+# x, which the tdBN's backward reads anyway, and takes the tdBN's per-channel sums in the same pass.
+#
+# x is seen as [T, B, P]: the P = C * S neurons of a sample, channel after channel (S = H * W each). As in
+# ``lif_steps``, the loops take a chunk of P at a time, spread the per-channel constants over its neurons
+# once, and run every sample of the batch through it.
+
+
+@compiled
+def channel_stats(x, mean, var_sum):
+    """Per channel of x [R, C, S] (R = T * B rows): the float32 mean and sum of squared deviations, as ATen's
+    batch norm takes them (see above). The channels' sums run side by side, each in its own order: a float64
+    addition waits for the one before it, the next channel's does not."""
+    rows, channels, size = x.shape
+    count = rows * size
+    total = np.zeros(channels, np.float64)
+    for r in range(rows):
+        for s in range(size):
+            for c in range(channels):
+                total[c] += x[r, c, s]
+    for c in range(channels):
+        mean[c] = np.float32(total[c] / count)
+    squares = np.zeros(channels, np.float64)
+    for r in range(rows):
+        for s in range(size):
+            for c in range(channels):
+                d = x[r, c, s] - mean[c]
+                squares[c] += d * d
+    for c in range(channels):
+        var_sum[c] = np.float32(squares[c])
+
+
+@compiled
+def spread_over_neurons(values, start, stop, size, out):
+    """out[n] = values[(start + n) // size] for n < stop - start: a per-channel value for each neuron of a chunk."""
+    for c in range(start // size, (stop - 1) // size + 1):
+        out[max(c * size, start) - start:min((c + 1) * size, stop) - start] = values[c]
+
+
+@compiled
+def gather_over_neurons(values, start, stop, size, out):
+    """out[(start + n) // size] += values[n] (float64) for n < stop - start: ``spread_over_neurons`` reversed."""
+    for c in range(start // size, (stop - 1) // size + 1):
+        total = 0.0
+        for n in range(max(c * size, start) - start, min((c + 1) * size, stop) - start):
+            total += values[n]
+        out[c] += total
+
+
+@compiled
+def lif_norm_train_forward(x, size, scale, shift, rounded_once, shortcut, tau, v_th, spikes):
+    """spikes [T, B, P] of the LIF driven by I = x * scale[c] + shift[c] (+ shortcut), x and shortcut [T, B, P],
+    c = p // size (see above). The map is rounded once (a fused multiply-add) or after the multiply and again
+    after the add, as ATen's kernel rounds it."""
+    time_steps, batch, neurons = x.shape
+    chunk = min(neurons, MEMBRANE_CHUNK)
+    u = np.empty(chunk, np.float32)
+    neuron_scale, neuron_shift = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
+    one, zero = np.float32(1), np.float32(0)
+    for start in range(0, neurons, chunk):
+        stop = min(start + chunk, neurons)
+        spread_over_neurons(scale, start, stop, size, neuron_scale)
+        spread_over_neurons(shift, start, stop, size, neuron_shift)
+        for b in range(batch):
+            u[:stop - start] = zero
+            for t in range(time_steps):
+                x_t, spikes_t = x[t, b, start:stop], spikes[t, b, start:stop]
+                shortcut_t = shortcut[t, b, start:stop] if shortcut is not None else None
+                for n in range(stop - start):
+                    if rounded_once:
+                        current = fused_multiply_add(x_t[n], neuron_scale[n], neuron_shift[n])
+                    else:
+                        current = x_t[n] * neuron_scale[n] + neuron_shift[n]
+                    if shortcut is not None:
+                        current = current + shortcut_t[n]
+                    h = tau * u[n] + current
+                    s = one if h >= v_th else zero
+                    spikes_t[n] = s
+                    u[n] = h * (one - s)
+
+
+@compiled
+def lif_norm_train_backward(grad_spikes, x, size, scale, shift, rounded_once, shortcut, mean, tau, v_th, half_width,
+                            width, grad_current, grad_sum, grad_dot):
+    """dL/dI [T, B, P] into ``grad_current`` for the LIF of ``lif_norm_train_forward``, and per channel the
+    float64 sums of dL/dI and of (x - mean) * dL/dI (what the tdBN's backward reduces) into ``grad_sum`` and
+    ``grad_dot`` [C]. The potentials are recomputed from x, a chunk of neurons at a time; the gradient is
+    ``lif_train_backward``'s, rounded as autograd rounds it through the reference's graph (dL/dh[t + 1] is
+    read back from ``grad_current``). Each neuron's terms are summed over its T steps in float32, those sums
+    over the batch and the channel in float64.
+
+    Each inner loop writes one or two arrays: a loop that writes more, next to as many it reads, needs more
+    run-time checks that they do not overlap than LLVM will emit, and stays scalar."""
+    time_steps, batch, neurons = x.shape
+    chunk = min(neurons, MEMBRANE_CHUNK)
+    u = np.empty(chunk, np.float32)
+    membrane = np.empty((time_steps, chunk), np.float32)  # h[t] of the chunk, recomputed
+    step_sum, step_dot = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
+    neuron_scale, neuron_shift = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
+    neuron_mean = np.empty(chunk, np.float32)
+    neuron_sum, neuron_dot = np.empty(chunk, np.float64), np.empty(chunk, np.float64)
+    one, zero = np.float32(1), np.float32(0)
+    last = time_steps - 1
+    for start in range(0, neurons, chunk):
+        stop = min(start + chunk, neurons)
+        width_n = stop - start
+        spread_over_neurons(scale, start, stop, size, neuron_scale)
+        spread_over_neurons(shift, start, stop, size, neuron_shift)
+        spread_over_neurons(mean, start, stop, size, neuron_mean)
+        neuron_sum[:width_n] = 0.0
+        neuron_dot[:width_n] = 0.0
+        for b in range(batch):
+            u[:width_n] = zero
+            for t in range(time_steps):  # the forward again, keeping h
+                x_t, membrane_t = x[t, b, start:stop], membrane[t]
+                shortcut_t = shortcut[t, b, start:stop] if shortcut is not None else None
+                for n in range(width_n):
+                    if rounded_once:
+                        current = fused_multiply_add(x_t[n], neuron_scale[n], neuron_shift[n])
+                    else:
+                        current = x_t[n] * neuron_scale[n] + neuron_shift[n]
+                    if shortcut is not None:
+                        current = current + shortcut_t[n]
+                    h = tau * u[n] + current
+                    membrane_t[n] = h
+                    u[n] = h * (one - (one if h >= v_th else zero))
+            step_sum[:width_n] = zero
+            step_dot[:width_n] = zero
+            for t in range(last, -1, -1):
+                grad_t, membrane_t, out_t = grad_spikes[t, b, start:stop], membrane[t], grad_current[t, b, start:stop]
+                if t == last:  # no reset backward (see lif_train_backward)
+                    for n in range(width_n):
+                        window = one if abs(membrane_t[n] - v_th) < half_width else zero
+                        out_t[n] = grad_t[n] * window / width
+                else:
+                    next_t = grad_current[t + 1, b, start:stop]
+                    for n in range(width_n):
+                        h = membrane_t[n]
+                        s = one if h >= v_th else zero
+                        grad_u = next_t[n] * tau
+                        grad_s = grad_t[n] - grad_u * h
+                        window = one if abs(h - v_th) < half_width else zero
+                        out_t[n] = grad_s * window / width + grad_u * (one - s)
+                x_t = x[t, b, start:stop]
+                for n in range(width_n):
+                    step_sum[n] += out_t[n]
+                    step_dot[n] += (x_t[n] - neuron_mean[n]) * out_t[n]
+            for n in range(width_n):
+                neuron_sum[n] += step_sum[n]
+                neuron_dot[n] += step_dot[n]
+        gather_over_neurons(neuron_sum, start, stop, size, grad_sum)
+        gather_over_neurons(neuron_dot, start, stop, size, grad_dot)
+
+
+@compiled
+def batch_norm_train_grad_input(grad_output, x, size, mean, k, grad_mean, invstd, weight, grad_input):
+    """The train-mode batch norm's dL/dx [T, B, P] = (dy - grad_mean[c] - (x - mean[c]) * k[c]) * invstd[c] *
+    weight[c], ATen's formula, with k = dot * invstd^2 / N and grad_mean = sum / N per channel. ``grad_input``
+    None: into ``grad_output`` (the same array passed twice would fail LLVM's check that they do not overlap,
+    and the loop would not vectorize)."""
+    time_steps, batch, neurons = x.shape
+    chunk = min(neurons, MEMBRANE_CHUNK)
+    neuron_mean, neuron_k = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
+    neuron_grad_mean, neuron_invstd = np.empty(chunk, np.float32), np.empty(chunk, np.float32)
+    neuron_weight = np.empty(chunk, np.float32)
+    for start in range(0, neurons, chunk):
+        stop = min(start + chunk, neurons)
+        spread_over_neurons(mean, start, stop, size, neuron_mean)
+        spread_over_neurons(k, start, stop, size, neuron_k)
+        spread_over_neurons(grad_mean, start, stop, size, neuron_grad_mean)
+        spread_over_neurons(invstd, start, stop, size, neuron_invstd)
+        spread_over_neurons(weight, start, stop, size, neuron_weight)
+        for b in range(batch):
+            for t in range(time_steps):
+                x_t, dy_t = x[t, b, start:stop], grad_output[t, b, start:stop]
+                if grad_input is None:
+                    for n in range(stop - start):
+                        centred = (x_t[n] - neuron_mean[n]) * neuron_k[n]
+                        dy_t[n] = (dy_t[n] - neuron_grad_mean[n] - centred) * neuron_invstd[n] * neuron_weight[n]
+                else:
+                    dx_t = grad_input[t, b, start:stop]
+                    for n in range(stop - start):
+                        centred = (x_t[n] - neuron_mean[n]) * neuron_k[n]
+                        dx_t[n] = (dy_t[n] - neuron_grad_mean[n] - centred) * neuron_invstd[n] * neuron_weight[n]

@@ -11,9 +11,11 @@ The Heaviside step has no useful derivative, so the backward pass uses the paper
     ds/du = (1/a) * 1[|u - v_th| < a/2]
 
 As in SpikingJelly, the neuron is split into charge / fire / reset steps and runs in an
-explicit multi-step mode over tensors shaped [T, B, ...]. That step-by-step loop is the reference
-and the training path; inference without autograd runs the same arithmetic as one compiled pass
-(shared/lif_kernel.py), with the tdBN and residual add before the neuron folded in.
+explicit multi-step mode over tensors shaped [T, B, ...]. That step-by-step loop is the reference;
+inference without autograd runs the same arithmetic as one compiled pass (shared/lif_kernel.py),
+with the tdBN and residual add before the neuron folded in, and training on CPU runs it as autograd
+Functions (shared/lif_autograd.py) whose spikes are the reference's bit for bit and whose gradients
+are the ones autograd takes through it.
 
 The single-step mode (SpikingJelly's ``step_mode='s'``) runs a network one time step per call, for
 streaming: inside ``stepping(model, state)`` every LIF starts each call from the membrane potential
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .lif_autograd import lif_norm_train, lif_train, norm_trains_in_kernel, trains_in_kernel
 from .lif_kernel import lif_pass, runs_in_kernel
 
 if TYPE_CHECKING:
@@ -128,8 +131,12 @@ class LIF(Stateful):
     residual shortcut added to its output. Without autograd (``torch.no_grad`` or
     ``torch.inference_mode``) on CPU float32, with ``norm`` in eval mode, the whole of it runs as one
     compiled pass (shared/lif_kernel.py) whose spikes are bitwise those of the step-by-step reference.
-    Otherwise, or with ``fused_inference`` off (``use_fused_inference``), the parts run as modules and
-    tensor operations, and the T steps one by one: the path autograd trains through.
+    With autograd on CPU float32 (training), the T steps run as one autograd Function, and a train-mode
+    ``norm`` and the shortcut with them (shared/lif_autograd.py): the same spikes, running statistics
+    and gradients (those through the tdBN up to its backward's order of summation). Otherwise (another
+    device or dtype, single-step under autograd), or with ``fused_inference`` or ``fused_training`` off
+    (``use_fused_inference``, ``use_fused_training``), the parts run as modules and tensor operations, and
+    the T steps one by one: the reference.
 
     Spikes carry gradients as float32 under autograd. Without it they come as ``inference_dtype``: float32,
     what the next convolution takes, or bool (one byte per spike) for the bottleneck encoder's LIF, whose
@@ -155,6 +162,8 @@ class LIF(Stateful):
         self.inplace = inplace
         self.spike_fn = SurrogateSpike(config.v_th, config.surrogate_width)
         self.fused_inference = True  # False: always the step-by-step path (use_fused_inference)
+        self.fused_training = True  # False: autograd through the step-by-step path (use_fused_training)
+        self.fused_training_norm = True  # False: the fused training Function without the tdBN (use_fused_training)
 
     def charge(self, u: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         return self.tau * u + current
@@ -179,9 +188,15 @@ class LIF(Stateful):
                     self.step_state.put(self, membrane)
                 return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane, self.inference_dtype,
                                 self.inplace)
+        # autograd on: the fused training Functions (shared/lif_autograd.py), the train-mode tdBN in them if it may
+        fused_training = self.fused_training and torch.is_grad_enabled() and self.step_state is None
+        if fused_training and self.fused_training_norm and norm_trains_in_kernel(norm, x, shortcut):
+            return lif_norm_train(x, norm, shortcut, self.tau, self.v_th, self.spike_fn.width)
         current = x if norm is None else norm(x)
         if shortcut is not None:
             current = current + shortcut
+        if fused_training and trains_in_kernel(current):
+            return lif_train(current, self.tau, self.v_th, self.spike_fn.width)
         if self.step_state is None:
             spikes = self.step_by_step(current)[0]
         else:
@@ -212,3 +227,13 @@ def use_fused_inference(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
         if isinstance(module, LIF):
             module.fused_inference = enabled
+
+
+def use_fused_training(model: nn.Module, enabled: bool, norm: bool = True) -> None:
+    """Switch every LIF of ``model`` between the fused training Functions (shared/lif_autograd.py) and autograd
+    through the step-by-step reference. ``norm`` False: the fused LIF leaves the train-mode tdBN before it to
+    the module (for comparisons)."""
+    for module in model.modules():
+        if isinstance(module, LIF):
+            module.fused_training = enabled
+            module.fused_training_norm = norm

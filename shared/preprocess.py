@@ -20,7 +20,16 @@ config's ``input_style``:
               -> upscale_digits, exactly as the training images were made: bilinear to 32x32,
                  the same gray on R, G and B -> (x - mean) / std
 
-An image with no ink at all (flat, or contrast below MIN_INK_CONTRAST) becomes a black frame; the
+    mnist    (handwriting at MNIST's resolution: the shipped models)
+        bytes -> Pillow -> grayscale, at most WORKING_SIZE px a side -> ink_image, as for digits
+              -> frame_mnist, the way MNIST made its images: crop to the ink's bounding box, pad to
+                 a square, draw it as an 80x80 bitmap (strokes thinner than MNIST's widened),
+                 area-average to 20x20, place it by its centre of mass in a 28x28 field
+              -> pad_mnist: zero border to 32x32, the same gray on R, G and B -> (x - mean) / std
+
+For the handwriting styles, training images take the same path as uploads (frame_handwriting).
+An image with no ink at all (flat, contrast below MIN_INK_CONTRAST, or smooth shading with no
+strokes, such as a colour gradient) becomes a black frame; the
 classifier's uncertainty check (device/classification.py) then flags it.
 
 Everything that can go wrong with untrusted input (empty, truncated, not an image, a format we do
@@ -41,7 +50,7 @@ from PIL import Image, ImageOps
 if TYPE_CHECKING:
     from .split_model import ModelConfig
 
-INPUT_STYLES = ("natural", "digits")
+INPUT_STYLES = ("natural", "digits", "mnist")
 
 # Pillow's plugins include formats that run external programs (EPS calls Ghostscript) or are rarely
 # fuzzed; uploads only need the common ones.
@@ -63,12 +72,11 @@ class ImageError(ValueError):
 def load_image(data: bytes, config: ModelConfig) -> torch.Tensor:
     """Decode one image and prepare it in the model's input style: bytes -> normalized [3, H, W] float32."""
     size = config.backbone.image_size
-    if config.input_style == "digits":
+    if config.input_style in ("digits", "mnist"):
         img = decode_image(data, WORKING_SIZE)
         img.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)  # area average: thin strokes stay gray
         gray = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255.0)  # [H, W]
-        grid = frame_digit(ink_image(gray))  # [8, 8]
-        pixels = upscale_digits(grid[None, None], size)[0].float() / 255.0  # [3, size, size]
+        pixels = frame_handwriting(gray[None], config.input_style, size)[0].float() / 255.0  # [3, size, size]
     else:
         img = decode_image(data, size)
         if img.size != (size, size):
@@ -77,6 +85,19 @@ def load_image(data: bytes, config: ModelConfig) -> torch.Tensor:
     mean = torch.tensor(config.mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(config.std, dtype=torch.float32).view(3, 1, 1)
     return (pixels - mean) / std
+
+
+def frame_handwriting(gray: torch.Tensor, input_style: str, size: int) -> torch.Tensor:
+    """Grayscale images [N, H, W] in 0..1 -> uint8 RGB [N, 3, size, size] framed in ``input_style``.
+
+    The one path from a picture of a handwritten digit to a model input: uploads, training images
+    and re-drawn training images all take it, so a model sees in service what it saw in training.
+    """
+    if input_style == "digits":
+        return upscale_digits(torch.stack([frame_digit(ink_image(g)) for g in gray])[:, None], size)
+    if input_style == "mnist":
+        return pad_mnist(torch.stack([frame_mnist(ink_image(g)) for g in gray])[:, None], size)
+    raise ValueError(f"input style {input_style!r} does not frame handwriting")
 
 
 def unnormalize(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -116,14 +137,18 @@ INK_THRESHOLD = 0.5  # on the contrast-stretched 0..1 scale
 INK_PEAK_QUANTILE = 0.999  # the ink's level: robust to a few hot pixels, yet a thin line is more than 0.1 %
 MIN_STROKE_PX = 4.3  # in the 32 px bitmap: the training scans' 25th percentile (median 4.9, 5th 3.5)
 MIN_INK_CONTRAST = 0.15  # ink level minus background below this: no ink at all
+# ink whose mean width (shading_width) is more than this share of the image's shorter side is shading,
+# not strokes, and counts as no ink: smooth gradients measure 0.37-0.53 of the side at any size; drawn
+# and typed digits at most 0.09 (bench/drawn_digits.py), MNIST's fattest digit 0.19
+MAX_STROKE_FRACTION = 0.25
 BORDER_FRACTION = 0.05  # the border band whose median is the background
 
 
 def ink_image(gray: torch.Tensor) -> torch.Tensor:
     """Grayscale [H, W] in 0..1 -> ink [H, W] in 0..1: background 0, ink 1, whichever the polarity.
 
-    All zeros when there is no ink: a flat image, or one whose brightest (darkest) 0.1 % is within
-    MIN_INK_CONTRAST of the background.
+    All zeros when there is no ink: a flat image, one whose brightest (darkest) 0.1 % is within
+    MIN_INK_CONTRAST of the background, or one shaded smoothly rather than drawn (shading_width).
     """
     h, w = gray.shape
     band = max(1, round(BORDER_FRACTION * min(h, w)))
@@ -135,7 +160,21 @@ def ink_image(gray: torch.Tensor) -> torch.Tensor:
     peak = torch.quantile(gray.flatten(), INK_PEAK_QUANTILE)
     if peak - background < MIN_INK_CONTRAST:
         return torch.zeros_like(gray)
-    return ((gray - background) / (peak - background)).clamp(0.0, 1.0)
+    ink = ((gray - background) / (peak - background)).clamp(0.0, 1.0)
+    if shading_width(ink) > MAX_STROKE_FRACTION * min(h, w):  # shading, not strokes: a gradient, a vignette
+        return torch.zeros_like(gray)
+    return ink
+
+
+def shading_width(ink: torch.Tensor) -> float:
+    """The mean width in pixels of what is inked in [H, W] (0..1): 2 * mass / total variation.
+
+    stroke_width's 2 * area / perimeter, for gray ink: a stroke w px wide has mass L*w and variation
+    2L across its edges. A smooth gradient over a whole image of side N has mass ~N^2/2 and
+    variation ~N: about half the side, where a drawn digit's strokes are a few % of it.
+    """
+    variation = float((ink[1:] - ink[:-1]).abs().sum() + (ink[:, 1:] - ink[:, :-1]).abs().sum())
+    return 2 * float(ink.sum()) / variation if variation else float("inf")
 
 
 def frame_digit(ink: torch.Tensor) -> torch.Tensor:
@@ -178,6 +217,64 @@ def stroke_width(bitmap: torch.Tensor) -> float:
     ink = F.pad(bitmap.float(), (1, 1, 1, 1))  # background all around
     perimeter = float((ink[1:] != ink[:-1]).sum() + (ink[:, 1:] != ink[:, :-1]).sum())
     return 2 * float(ink.sum()) / perimeter if perimeter else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# mnist: the MNIST recipe (LeCun et al.): the digit's box scaled to 20x20, keeping its aspect ratio,
+# anti-aliased, and centred by its centre of mass in a 28x28 field
+
+MNIST_FIELD = 28  # px a side of an MNIST image
+MNIST_BOX = 20  # the longer side of the digit's bounding box, in MNIST pixels
+MNIST_SUPERSAMPLE = 4  # the box is drawn as a 80x80 bitmap, then area-averaged 4x4: gray edges as MNIST's
+MNIST_MIN_STROKE_PX = 6.6  # in that 80 px bitmap: the 25th percentile of MNIST's training digits (median 7.8)
+
+
+def frame_mnist(ink: torch.Tensor) -> torch.Tensor:
+    """Ink [H, W] in 0..1 -> a 28x28 MNIST frame, ink in 0..1 in steps of 1/16.
+
+    Crop to the bounding box of ink > INK_THRESHOLD, centre it in a square, draw that as an 80x80
+    bitmap (binarized; strokes thinner than MNIST's widened), area-average it to 20x20 and put it
+    where its centre of mass lands on the field's centre (the whole box kept inside the field).
+    An image with no ink gives an all-zero frame.
+    """
+    field = torch.zeros(MNIST_FIELD, MNIST_FIELD)
+    rows = (ink > INK_THRESHOLD).any(dim=1).nonzero().flatten()
+    cols = (ink > INK_THRESHOLD).any(dim=0).nonzero().flatten()
+    if len(rows) == 0:
+        return field
+    box = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # [h, w]
+    h, w = box.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    square = F.pad(box, (left, side - w - left, top, side - h - top))  # [side, side]
+    bitmap_size = MNIST_BOX * MNIST_SUPERSAMPLE
+    coverage = F.interpolate(square[None, None], size=(bitmap_size, bitmap_size), mode="bilinear",
+                             align_corners=False, antialias=side > bitmap_size)[0, 0]
+    bitmap = coverage > min(INK_THRESHOLD, INK_THRESHOLD * float(coverage.max()))  # as frame_digit does
+    width = stroke_width(bitmap)
+    if width < MNIST_MIN_STROKE_PX:
+        grow = round((MNIST_MIN_STROKE_PX - width) / 2)
+        bitmap = F.max_pool2d(bitmap.float()[None, None], 2 * grow + 1, 1, grow)[0, 0] > 0
+    digit = F.avg_pool2d(bitmap.float()[None, None], MNIST_SUPERSAMPLE)[0, 0]  # [20, 20], multiples of 1/16
+    # centre of mass -> the field's centre, in whole pixels, the box inside the field
+    mass = digit.sum()
+    centre = (MNIST_FIELD - 1) / 2
+    grid = torch.arange(MNIST_BOX, dtype=torch.float32)
+    row_com, col_com = float((digit.sum(1) * grid).sum() / mass), float((digit.sum(0) * grid).sum() / mass)
+    room = MNIST_FIELD - MNIST_BOX
+    y0 = min(room, max(0, round(centre - row_com)))
+    x0 = min(room, max(0, round(centre - col_com)))
+    field[y0:y0 + MNIST_BOX, x0:x0 + MNIST_BOX] = digit
+    return field
+
+
+def pad_mnist(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """MNIST frames [N, 1, 28, 28] of ink in 0..1 -> uint8 RGB [N, 3, size, size]: zero border, gray on R, G, B."""
+    pad = size - MNIST_FIELD
+    if pad < 0:
+        raise ValueError(f"an MNIST frame needs an image of at least {MNIST_FIELD} px, not {size}")
+    padded = F.pad(frames, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+    return (padded.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
 
 
 def upscale_digits(grid: torch.Tensor, size: int) -> torch.Tensor:

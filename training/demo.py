@@ -1,4 +1,4 @@
-"""``sbn train demo``: the shipped checkpoints shared/models/digits_<split point>.safetensors, from scratch.
+"""``sbn train demo``: the shipped checkpoints shared/models/<dataset>_<split point>.safetensors, from scratch.
 
 They are written to runs/demo under the current directory; only ``--install`` writes them into the
 package's shared/models, replacing the shipped ones.
@@ -26,7 +26,7 @@ from pathlib import Path
 from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
 from shared.checkpoint import read_checkpoint_info
 
-from .datasets import load_digits
+from .datasets import load_dataset
 from .entropy_fit import fit_codec
 from .recipes import finetune, pretrain, state_path
 from .runtime import Runtime
@@ -55,7 +55,7 @@ class DemoPlan:
         return tuple(k for k, _ in self.splits)
 
 
-DEMOS = {
+DIGITS_DEMOS = {
     # width 1/16: ~0.4 MB per split checkpoint in float32. At this width the paper's C' is 1 channel
     # at RB3 and 2 at RB16 (32 bits per image), and the deep tail re-learns slowly from so little:
     # they get longer fine-tuning. Trained on re-drawn digits too (training/digit_augment.py), the 40 +
@@ -78,8 +78,27 @@ DEMOS = {
 }
 
 
-def demo_path(out: Path, split_point_name: str) -> Path:
-    return out / f"digits_{split_point_name.lower()}.safetensors"
+# MNIST: 50,000 training images, so a few epochs are many steps; batches of 128.
+MNIST_DEMOS = {
+    # Pre-trained at T=1 as the digits ResNet, fine-tuned at each split point's own T.
+    SpikingResNetConfig.ARCH: DemoPlan(
+        SpikingResNetConfig.ARCH, width=0.0625, splits=((3, 2), (8, 2), (16, 2)),
+        pretrain=TrainConfig(epochs=8, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=0),
+        finetune=TrainConfig(epochs=2, batch_size=128, lr=1.5e-3, weight_decay=1e-4, warmup_epochs=0.1, seed=0)),
+    # Channels in multiples of 8 (the first blocks have 8, not 4 or 6); pre-trained at T=2, the T of
+    # its early and middle split points, as on the digits.
+    SpikingMobileNetV2Config.ARCH: DemoPlan(
+        SpikingMobileNetV2Config.ARCH, width=0.25, pretrain_time_steps=2, splits=((3, 2), (8, 2), (17, 2)),
+        pretrain=TrainConfig(epochs=4, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, seed=0),
+        finetune=TrainConfig(epochs=2, batch_size=128, lr=1.5e-3, weight_decay=1e-4, warmup_epochs=0.1, seed=0)),
+}
+
+DEMOS = {"mnist": MNIST_DEMOS, "digits": DIGITS_DEMOS}
+DEFAULT_DEMO_DATASET = "mnist"
+
+
+def demo_path(out: Path, dataset: str, split_point_name: str) -> Path:
+    return out / f"{dataset}_{split_point_name.lower()}.safetensors"
 
 
 def demo_table(paths: list[Path]) -> str:
@@ -96,16 +115,17 @@ def demo_table(paths: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(runtime: Runtime, work: Path, plan: DemoPlan, out: Path, restart: bool = False) -> list[Path]:
+def run_demo(runtime: Runtime, work: Path, dataset: str, plan: DemoPlan, out: Path,
+             restart: bool = False) -> list[Path]:
     """Pre-train once into ``work``, fine-tune each split point into ``out``; returns the checkpoints."""
-    data = load_digits()
-    backbone = work / f"digits_{plan.arch}_backbone.safetensors"
+    data = load_dataset(dataset)
+    backbone = work / f"{dataset}_{plan.arch}_backbone.safetensors"
     pretrain(data, plan.arch, plan.width, plan.pretrain_time_steps, plan.pretrain, runtime, backbone,
              state=state_path(backbone), restart=restart)
     config = read_checkpoint_info(backbone).config.backbone
     paths = []
     for k, epochs in plan.splits:
-        path = demo_path(out, config.split_point(k).name)
+        path = demo_path(out, dataset, config.split_point(k).name)
         # the resumable state stays in the work folder: out (shared/models with --install) holds checkpoints only
         finetune(data, backbone, config.bottleneck_preset(k), replace(plan.finetune, epochs=epochs), runtime, path,
                  state=work / f"{path.name.removesuffix('.safetensors')}.train-state.safetensors", restart=restart)

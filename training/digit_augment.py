@@ -2,26 +2,36 @@
 
 The scikit-learn digits are tidy scans: upright, fill-the-frame, one stroke width, white on black.
 Uploads are not. Each training batch is therefore re-drawn before it is framed again exactly as an
-upload would be (shared/preprocess.py: ink_image -> frame_digit -> upscale_digits):
+upload would be (shared/preprocess.py's frame_handwriting, in the dataset's input style):
 
     uint8 [B, 3, 32, 32] training images -> ink [B, 1, 64, 64] (bilinear, finer grid for the warps)
       -> random affine: rotation +-15 deg, scale 0.7..1.05 per axis, shear +-0.2, shift +-10 %
       -> stroke width: dilate (3x3 or 5x5 max) or erode (3x3 min) or keep, one third each
       -> blur: Gaussian, sigma 0..1.5 px, half the images
       -> contrast and polarity: ink level 0.35..1 over a background 0..0.3, noise, inverted half the time
-      -> ink_image -> frame_digit -> upscale_digits                          -> uint8 [B, 3, 32, 32]
+      -> frame_handwriting (ink_image, then frame_digit or frame_mnist)        -> uint8 [B, 3, 32, 32]
+
+A share of each batch can instead be typed: the image's own digit rendered in one of the typefaces
+matplotlib ships besides DejaVu (Computer Modern roman, sans, typewriter, bold and italic; STIX
+regular, bold, italic, bold italic), then taken through the same warp, pen, blur, contrast and
+framing. The held-out set that measures uploads (bench/drawn_digits.py) types its digits in DejaVu and
+Liberation fonts, which no training image is ever drawn in.
 
 Everything draws from the caller's generator, so a seeded run repeats.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 
-from shared.preprocess import frame_digit, ink_image, upscale_digits
+from shared.preprocess import frame_handwriting
 
 WORK_SIZE = 64
 MAX_ROTATION_DEG = 15.0
@@ -52,8 +62,12 @@ def _warp(ink: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _stroke_width(ink: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _stroke_width(ink: torch.Tensor, generator: torch.Generator, thin: bool = True) -> torch.Tensor:
+    """Dilate, dilate more, erode or keep each image's strokes; ``thin`` False: never erode (a typeface's
+    hairlines would break up)."""
     choice = torch.randint(0, 4, (ink.shape[0],), generator=generator)[:, None, None, None]
+    if not thin:
+        choice = torch.where(choice == 2, 3, choice)
     thick = F.max_pool2d(ink, 3, 1, 1)
     thicker = F.max_pool2d(ink, 5, 1, 2)
     thin = -F.max_pool2d(-ink, 3, 1, 1)
@@ -83,11 +97,58 @@ def _contrast_and_polarity(ink: torch.Tensor, generator: torch.Generator) -> tor
     return torch.where(invert, 1 - gray, gray).clamp(0, 1)
 
 
-def augment_digits(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [B, 3, 32, 32] digits -> re-drawn, re-framed uint8 [B, 3, 32, 32] (CPU generator)."""
-    size = images.shape[-1]
+def augment_digits(images: torch.Tensor, input_style: str, generator: torch.Generator) -> torch.Tensor:
+    """uint8 [B, 3, 32, 32] digits -> re-drawn, re-framed in ``input_style``, uint8 [B, 3, 32, 32] (CPU generator)."""
     ink = images[:, :1].float().cpu() / 255  # [B, 1, 32, 32]: the three channels are equal
     ink = F.interpolate(ink, size=WORK_SIZE, mode="bilinear", align_corners=False)
-    gray = _contrast_and_polarity(_blur(_stroke_width(_warp(ink, generator), generator), generator), generator)
-    frames = torch.stack([frame_digit(ink_image(g[0])) for g in gray])  # [B, 8, 8]
-    return upscale_digits(frames[:, None], size).to(images.device)
+    return _redraw(ink, input_style, images.shape[-1], generator).to(images.device)
+
+
+def typed_digits(labels: torch.Tensor, input_style: str, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Digits [B] -> each typed in a training typeface, re-drawn and framed in ``input_style``: uint8 [B, 3, size, size]."""
+    fonts = typeface_files()
+    font_index = torch.randint(0, len(fonts), (len(labels),), generator=generator).tolist()
+    point_size = torch.randint(40, 61, (len(labels),), generator=generator).tolist()  # digits 28-43 px high
+    ink = torch.stack([_type(str(int(d)), fonts[f], p) for d, f, p in zip(labels.tolist(), font_index, point_size)])
+    return _redraw(ink[:, None], input_style, size, generator, thin=False)
+
+
+def _redraw(ink: torch.Tensor, input_style: str, size: int, generator: torch.Generator,
+            thin: bool = True) -> torch.Tensor:
+    """Ink [B, 1, WORK_SIZE, WORK_SIZE] -> warped, pen, blur, contrast and polarity, framed: uint8 [B, 3, size, size]."""
+    pen = _stroke_width(_warp(ink, generator), generator, thin)
+    gray = _contrast_and_polarity(_blur(pen, generator), generator)
+    return frame_handwriting(gray[:, 0], input_style, size)
+
+
+# matplotlib's bundled typefaces other than DejaVu (the held-out set's), whose digits are lining figures
+TRAINING_TYPEFACES = ("cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf", "STIXGeneral.ttf",
+                      "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf")
+
+
+@functools.cache
+def typeface_files() -> tuple[Path, ...]:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("typed training digits need matplotlib's fonts: pip install 'spikebottlenet[train]'") from None
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    missing = [name for name in TRAINING_TYPEFACES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"matplotlib at {folder} lacks the typefaces {', '.join(missing)}")
+    return tuple(folder / name for name in TRAINING_TYPEFACES)
+
+
+@functools.cache
+def _font(path: Path, point_size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(path), point_size)
+
+
+def _type(digit: str, font_path: Path, point_size: int) -> torch.Tensor:
+    """One digit in white on black, centred on a WORK_SIZE square: ink [WORK_SIZE, WORK_SIZE] in 0..1."""
+    font = _font(font_path, point_size)
+    left, top, right, bottom = font.getbbox(digit)
+    canvas = Image.new("L", (WORK_SIZE, WORK_SIZE), 0)
+    ImageDraw.Draw(canvas).text(((WORK_SIZE - (right - left)) / 2 - left, (WORK_SIZE - (bottom - top)) / 2 - top),
+                                digit, font=font, fill=255)
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255)

@@ -28,7 +28,7 @@ from shared.uncertainty import Calibration, calibrate, ink, max_softmax
 from .datasets import Dataset
 from .entropy_fit import fit_codec
 from .runtime import Runtime
-from .trainer import TrainConfig, fit
+from .trainer import TrainConfig, evaluate, fit
 from .wire_training import WireTraining
 
 
@@ -86,7 +86,7 @@ def pretrain(data: Dataset, arch: str, width: float, time_steps: int, train: Tra
         "trained": True,
         "stage": "pretrain",
         "dataset": data.name,
-        "test_accuracy": history[-1]["test_accuracy"],
+        **accuracies(model, data, history, runtime),
         "train_accuracy": history[-1]["train_accuracy"],
         "epochs": train.epochs,
         "seed": train.seed,
@@ -123,17 +123,18 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     name = f"finetune {config.split_point.name}"
     history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
                   run={"model": config.to_dict(), "pretrained": base.fingerprint}, description=name)
-    accuracy = history[-1]["test_accuracy"]
-    calibration = calibrate(test_scores(model, data, runtime), train_ink=train_ink(data))
+    measured = accuracies(model, data, history, runtime)
+    calibration = calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data))
     pretrained_accuracy = float(base.checkpoint.info["test_accuracy"])
     geometry = config.geometry()
     info = {
         "trained": True,
         "stage": "finetune",
         "dataset": data.name,
-        "test_accuracy": accuracy,
+        **measured,
         "pretrained_accuracy": pretrained_accuracy,
-        "accuracy_drop": round(pretrained_accuracy - accuracy, 2),
+        "accuracy_drop": round(pretrained_accuracy - measured["test_accuracy"], 2),
+        **validation_drop(base.checkpoint.info, measured),
         "transmitted_bytes": geometry.transmitted_bytes,
         "compression": round(geometry.compression, 2),
         "uncertainty": calibration.to_dict(),
@@ -161,10 +162,10 @@ def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, ru
         raise ValueError(f"{path}: refine needs verified info with the backbone's accuracy (a fine-tuned checkpoint)")
     model, config, before = loaded.model, replace(loaded.config, entropy_model=None), loaded.checkpoint.info
     history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
-    accuracy = history[-1]["test_accuracy"]
-    info = {**before, "stage": "refine", "test_accuracy": accuracy,
-            "accuracy_drop": round(float(before["pretrained_accuracy"]) - accuracy, 2),
-            "uncertainty": calibrate(test_scores(model, data, runtime), train_ink=train_ink(data)).to_dict(),
+    measured = accuracies(model, data, history, runtime)
+    info = {**before, "stage": "refine", **measured,
+            "accuracy_drop": round(float(before["pretrained_accuracy"]) - measured["test_accuracy"], 2),
+            "uncertainty": calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)).to_dict(),
             "refined_from": loaded.fingerprint, "wire_training": asdict(wire), "refine_epochs": train.epochs,
             "command": command_line()}
     info.pop("entropy_codec", None)  # of the spikes before: fit_codec measures the new ones
@@ -174,12 +175,26 @@ def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, ru
     return info
 
 
+def accuracies(model: nn.Module, data: Dataset, history: list[dict[str, float]], runtime: Runtime) -> dict[str, float]:
+    """The trained model's validation accuracy (its last epoch's) and its test accuracy, measured once, now."""
+    test_accuracy, _ = evaluate(model, data, data.test.to(runtime.device), runtime)
+    return {"validation_accuracy": history[-1]["validation_accuracy"], "test_accuracy": round(test_accuracy, 2)}
+
+
+def validation_drop(backbone_info: dict[str, Any], measured: dict[str, float]) -> dict[str, float]:
+    """The drop on the validation split, what a sweep chooses on; {} for a backbone trained before validation
+    splits were recorded."""
+    if "validation_accuracy" not in backbone_info:
+        return {}
+    return {"validation_drop": round(float(backbone_info["validation_accuracy"]) - measured["validation_accuracy"], 2)}
+
+
 @torch.no_grad()
-def test_scores(model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int = 256) -> torch.Tensor:
-    """[N] maximum softmax probability of ``model`` on each test image (shared/uncertainty.py)."""
+def validation_scores(model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int = 256) -> torch.Tensor:
+    """[N] maximum softmax probability of ``model`` on each validation image (shared/uncertainty.py)."""
     model.eval().to(runtime.device)
     scores = []
-    for images in data.test.images.split(batch_size):
+    for images in data.validation.images.split(batch_size):
         with runtime.autocast():
             scores.append(max_softmax(model(data.normalize(images.to(runtime.device)))).cpu())
     return torch.cat(scores)
@@ -191,21 +206,22 @@ INK_PASSES = 4  # seeded re-drawings of the training split whose ink the calibra
 def train_ink(data: Dataset) -> torch.Tensor | None:
     """[M] ink of the training images as a digits model saw them (scans and seeded re-drawings);
     None for a natural-style dataset, where "more ink than in training" means nothing."""
-    if data.input_style != "digits":
+    if data.input_style not in ("digits", "mnist"):
         return None
     generator = torch.Generator().manual_seed(0)
-    passes = [data.train.images] + [data.augment(data.train.images, generator) for _ in range(INK_PASSES)]
+    passes = [data.train.images] + [data.augment(data.train.images, data.train.labels, generator)
+                                    for _ in range(INK_PASSES)]
     return torch.cat([ink(images.float() / 255) for images in passes])
 
 
 def calibrate_checkpoint(path: Path, data: Dataset, runtime: Runtime) -> Calibration:
-    """(Re)compute the uncertainty threshold of a split checkpoint on ``data``'s test split, in place.
+    """(Re)compute the uncertainty threshold of a split checkpoint on ``data``'s validation split, in place.
 
     Only the info changes: the config and the weights, hence the fingerprint, stay as they were.
     """
     loaded = load_checkpoint(path)
     if loaded.config.input_style != data.input_style:
         raise ValueError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
-    calibration = calibrate(test_scores(loaded.model, data, runtime), train_ink=train_ink(data))
+    calibration = calibrate(validation_scores(loaded.model, data, runtime), train_ink=train_ink(data))
     update_info(path, {**loaded.checkpoint.info, "uncertainty": calibration.to_dict()})
     return calibration

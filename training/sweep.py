@@ -35,7 +35,7 @@ from .datasets import Dataset
 from .recipes import finetune, state_path
 from .runtime import Runtime
 from .tables import write_report
-from .trainer import TrainConfig
+from .trainer import TrainConfig, log_path
 
 REDUCTIONS = (4, 8, 16, 32, 64)
 STRIDES = (1, 2)
@@ -87,6 +87,14 @@ class Result:
     device_45nm_mj: float
     device_rolls_mj: float
     ann_baseline_45nm_mj: float
+    # what the selection uses: the validation split's drop (None in results from before validation splits,
+    # which are then selected on the test split's, as they were)
+    validation_accuracy: float | None = None
+    validation_drop: float | None = None
+
+    @property
+    def selection_drop(self) -> float:
+        return self.accuracy_drop if self.validation_drop is None else self.validation_drop
 
     @property
     def key(self) -> str:
@@ -94,16 +102,17 @@ class Result:
 
 
 def select(results: Iterable[Result], max_drop: float = MAX_DROP) -> dict[int, Result]:
-    """Per split point, the configuration with the fewest transmitted bytes whose accuracy drop is at
-    most ``max_drop`` points; ties go to the smaller drop, then to fewer time steps. A split point
-    where no candidate stays within the budget has no entry."""
+    """Per split point, the configuration with the fewest transmitted bytes whose accuracy drop on the
+    validation split (``selection_drop``) is at most ``max_drop`` points; ties go to the smaller drop,
+    then to fewer time steps. A split point where no candidate stays within the budget has no entry.
+    The test split only reports: nothing is chosen on it."""
     best: dict[int, Result] = {}
     for r in results:
-        if r.accuracy_drop > max_drop:
+        if r.selection_drop > max_drop:
             continue
-        rank = (r.transmitted_bytes, r.accuracy_drop, r.time_steps)
+        rank = (r.transmitted_bytes, r.selection_drop, r.time_steps)
         current = best.get(r.split_point)
-        if current is None or rank < (current.transmitted_bytes, current.accuracy_drop, current.time_steps):
+        if current is None or rank < (current.transmitted_bytes, current.selection_drop, current.time_steps):
             best[r.split_point] = r
     return dict(sorted(best.items()))
 
@@ -165,7 +174,7 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
     if split_points is None:
         split_points = [p.index for p in backbone.split_points()]
     _claim(out, {"pretrained": base.fingerprint, "dataset": data.name, "train_size": len(data.train),
-                 "test_size": len(data.test), "train": asdict(train)}, runtime)
+                 "validation_size": len(data.validation), "test_size": len(data.test), "train": asdict(train)}, runtime)
     results_path = out / "results.jsonl"
     results = load_results(results_path)
     done = {r.key for r in results}
@@ -183,12 +192,14 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
                 geometry.transmitted_bytes, geometry.uncompressed_bytes, round(geometry.compression, 2),
                 info["test_accuracy"], info["pretrained_accuracy"], info["accuracy_drop"],
                 round(energy.firing_rate, 5), energy.flops, round(energy.syops),
-                energy.device_45nm_mj, energy.device_rolls_mj, energy.ann_baseline_45nm_mj)
+                energy.device_45nm_mj, energy.device_rolls_mj, energy.ann_baseline_45nm_mj,
+                info["validation_accuracy"], info.get("validation_drop"))
             results.append(result)
             if runtime.is_main:
                 with results_path.open("a") as f:  # one whole line per candidate: the resume point
                     f.write(json.dumps(asdict(result)) + "\n")
-                state_path(checkpoint).unlink(missing_ok=True)
+                state_path(checkpoint).unlink(missing_ok=True)  # its result line is the record now
+                log_path(state_path(checkpoint)).unlink(missing_ok=True)
                 tqdm.write(f"{candidate.key}: {result.test_accuracy:.2f}% (drop {result.accuracy_drop:+.2f}), "
                            f"{result.transmitted_bytes} B, {result.device_45nm_mj:.3g} mJ at 45 nm")
             runtime.barrier()

@@ -4,7 +4,7 @@
         shuffle (DistributedSampler: each process gets its own shard, same order on restart)
         for each batch: augment + normalize on the device -> forward (autocast) -> cross-entropy
                         -> backward (loss-scaled under fp16) -> optimizer step at lr_at(step)
-        evaluate on the test split (sharded over processes, counts summed)
+        evaluate on the validation split (sharded over processes, counts summed)
         rank 0: write the resumable state (training/resume.py)
 
 Everything random is seeded from ``TrainConfig.seed`` and the epoch, so a run resumed after an
@@ -93,13 +93,18 @@ def evaluate(model: nn.Module, data: Dataset, split: ImageSet, runtime: Runtime,
     return 100.0 * correct / count, loss / count
 
 
+def log_path(state_path: Path) -> Path:
+    """The text log of the run whose resumable state is ``state_path``: one line per epoch, appended."""
+    return state_path.with_name(state_path.name.removesuffix(".safetensors") + ".log")
+
+
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, *,
         state_path: Path | None = None, run: dict[str, Any] | None = None,
         description: str = "train", wire: WireTraining = WireTraining()) -> list[dict[str, float]]:
     """Train ``model`` in place; returns the per-epoch history (the last entry is the final model).
 
     With ``state_path``, training resumes from that file when it exists (``run`` must match what it
-    was written for) and rewrites it after every epoch. ``wire``: a firing-rate term on the spikes a
+    was written for) and rewrites it after every epoch, appending the epoch's line to ``log_path``. ``wire``: a firing-rate term on the spikes a
     split model transmits and bit flips on them in training (training/wire_training.py).
     """
     with ExitStack() as stack:
@@ -111,13 +116,13 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, 
 def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, state_path: Path | None,
          run: dict[str, Any] | None, description: str, hook: WireHook | None) -> list[dict[str, float]]:
     model.to(runtime.device)
-    train, test = data.train.to(runtime.device), data.test.to(runtime.device)
+    train, validation = data.train.to(runtime.device), data.validation.to(runtime.device)
     # DDP averages gradients across processes in backward; the unwrapped model is what gets saved
     net = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None) \
         if runtime.distributed else model
     optimizer = make_optimizer(model, config)
     scaler = runtime.grad_scaler()
-    run = {"train": asdict(config), "dataset": data.name, "train_size": len(train), "test_size": len(test),
+    run = {"train": asdict(config), "dataset": data.name, "train_size": len(train), "validation_size": len(validation),
            "processes": runtime.world_size, **({"wire": asdict(hook.wire)} if hook else {}), **(run or {})}
 
     # a sampler over indices: set_epoch(e) makes epoch e's order a function of (seed, e) only
@@ -147,8 +152,8 @@ def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime,
             lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images = data.normalize(data.augment(train.images[idx], generator))  # [B, 3, 32, 32]
             labels = train.labels[idx]
+            images = data.normalize(data.augment(train.images[idx], labels, generator))  # [B, 3, 32, 32]
             with runtime.autocast():
                 logits = net(images).float()  # [B, K]
             loss = F.cross_entropy(logits, labels)
@@ -164,20 +169,23 @@ def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime,
                 loss_sum, correct = sums.tolist()
                 bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}%", lr=f"{lr:.2e}")
         loss_sum, correct, count = runtime.all_sum([*sums.tolist(), float(count)])
-        test_accuracy, test_loss = evaluate(model, data, test, runtime)
+        validation_accuracy, validation_loss = evaluate(model, data, validation, runtime)
         history.append({
             "epoch": epoch + 1,
             "train_loss": round(loss_sum / count, 4),
             "train_accuracy": round(100 * correct / count, 2),
-            "test_loss": round(test_loss, 4),
-            "test_accuracy": round(test_accuracy, 2),
+            "validation_loss": round(validation_loss, 4),
+            "validation_accuracy": round(validation_accuracy, 2),
             "seconds": round(time.perf_counter() - started, 1),
         })
         if runtime.is_main:
             h = history[-1]
-            tqdm.write(f"{description} epoch {epoch + 1}/{config.epochs}: loss {h['train_loss']:.3f}  "
-                       f"train {h['train_accuracy']:.2f}%  test {h['test_accuracy']:.2f}%  ({h['seconds']:.0f}s)")
+            line = (f"{description} epoch {epoch + 1}/{config.epochs}: loss {h['train_loss']:.3f}  "
+                    f"train {h['train_accuracy']:.2f}%  validation {h['validation_accuracy']:.2f}%  ({h['seconds']:.0f}s)")
+            tqdm.write(line)
             if state_path is not None:
                 save_train_state(state_path, model, optimizer, scaler, run, {"history": history})
+                with log_path(state_path).open("a") as log:
+                    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         runtime.barrier()  # nobody races ahead into the next epoch's state while rank 0 writes
     return history

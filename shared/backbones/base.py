@@ -55,6 +55,9 @@ class BackboneConfig(ABC):
     num_classes: int = 100
     image_size: int = 32
     lif: LIFConfig = dataclasses.field(default_factory=LIFConfig)
+    # channel counts scaled below full width are rounded to multiples of this (torchvision's
+    # _make_divisible); 1 rounds to the nearest count, as every checkpoint written before the field did
+    channel_divisor: int = 1
 
     ARCH: ClassVar[str]  # the registry name, which ``arch`` must equal
     ALIASES: ClassVar[tuple[str, ...]] = ()  # short names accepted on the command line
@@ -62,12 +65,18 @@ class BackboneConfig(ABC):
     def __post_init__(self) -> None:
         if self.arch != self.ARCH:
             raise ValueError(f"{type(self).__name__} is {self.ARCH!r}, not {self.arch!r}")
-        if self.width_multiplier <= 0 or self.num_classes < 1:
-            raise ValueError("width_multiplier must be > 0 and num_classes >= 1")
+        if self.width_multiplier <= 0 or self.num_classes < 1 or self.channel_divisor < 1:
+            raise ValueError("width_multiplier must be > 0, num_classes and channel_divisor >= 1")
 
     def scaled(self, channels: int) -> int:
-        """A full-width channel count at this width (at least one channel)."""
-        return max(1, round(channels * self.width_multiplier))
+        """A full-width channel count at this width: a multiple of ``channel_divisor``, at least one of it,
+        and never below 90 % of the exact count (torchvision's _make_divisible); with divisor 1, the
+        nearest count, at least one."""
+        exact, divisor = channels * self.width_multiplier, self.channel_divisor
+        if divisor == 1:
+            return max(1, round(exact))  # Python's round, half to even: as every such checkpoint was built
+        rounded = max(divisor, int(exact + divisor / 2) // divisor * divisor)
+        return rounded + divisor if rounded < 0.9 * exact else rounded
 
     @abstractmethod
     def split_points(self) -> tuple[SplitPoint, ...]:
@@ -112,6 +121,7 @@ class BackboneConfig(ABC):
             return tuple(tuples(v) for v in value) if isinstance(value, list) else value
 
         fields = {k: tuples(v) for k, v in d.items()}
+        fields.setdefault("channel_divisor", 1)  # stored before the field: channels rounded to the nearest count
         return cls(**{**fields, "lif": LIFConfig(**d["lif"])})
 
 

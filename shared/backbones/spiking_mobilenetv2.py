@@ -76,6 +76,9 @@ class SpikingMobileNetV2Config(BackboneConfig):
     ALIASES = ("mobilenetv2",)
 
     arch: str = ARCH
+    # multiples of 8 at narrow widths: at width 1/16 the nearest count gave the first blocks one or two
+    # channels, and a one-channel depthwise conv cannot learn much
+    channel_divisor: int = 8
     stem_channels: int = 32  # at full width
     last_channels: int = 1280  # the classifier's 1x1 conv, at full width
     stages: tuple[tuple[int, int, int, int], ...] = INVERTED_RESIDUAL_STAGES

@@ -37,6 +37,12 @@ def landscape() -> np.ndarray:
     return image
 
 
+def colour_gradient() -> np.ndarray:
+    """A smooth colour gradient, photo-like and without a single stroke: red left to right, green top to bottom."""
+    red, green = np.meshgrid(np.linspace(40, 220, 256), np.linspace(0, 255, 192))
+    return np.stack([red, green, np.full_like(red, 128.0)], -1).round().astype(np.uint8)
+
+
 NOT_DIGITS = {
     "noise": np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8),
     "noise-1000px-gray": np.random.default_rng(1).integers(0, 256, (1000, 1000), dtype=np.uint8),
@@ -44,12 +50,13 @@ NOT_DIGITS = {
     "blank-black": np.zeros((64, 64), np.uint8),
     "one-pixel": np.full((1, 1, 3), 77, np.uint8),
     "photo-landscape": landscape(),
+    "colour-gradient": colour_gradient(),
 }
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    assert read_checkpoint_info(CHECKPOINT).config.input_style == "digits"
+    assert read_checkpoint_info(CHECKPOINT).config.input_style in ("digits", "mnist")  # handwriting models
     edge = start_edge(CHECKPOINT)
     try:
         wait_for_edge(edge.address, edge.process)
@@ -66,6 +73,14 @@ def test_what_is_not_a_digit_is_answered_uncertain(client: httpx.Client, name: s
     body = response.json()
     assert body["uncertain"] is True, body
     assert 0 <= body["uncertainty_score"] <= 1
+    # a flat picture has nothing in it to name: no label, rather than one at some probability
+    flat = NOT_DIGITS[name].min() == NOT_DIGITS[name].max()
+    assert body["blank"] is flat
+    if flat:
+        assert body["label"] is None and body["class_index"] is None and body["probability"] is None
+        assert body["top5"] == []
+    else:
+        assert body["label"] == body["top5"][0]["label"]
 
 
 def test_clear_drawn_digits_are_mostly_answered_with_confidence(client: httpx.Client) -> None:

@@ -26,13 +26,15 @@ def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.Captu
         prefix = "IRB" if row["arch"] == "spiking_mobilenetv2" else "RB"
         assert row["split_point_name"] == f"{prefix}{row['split_point']}"
         assert row["fingerprint"] == ckpt.fingerprint and row["test_accuracy"] == ckpt.info["test_accuracy"]
+        assert row["validation_accuracy"] == ckpt.info.get("validation_accuracy")
+        assert row["dataset"] == ckpt.info["dataset"]
         assert row["info_verified"] is True
 
 
 def test_sbn_models_table_has_a_line_per_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "arch" in lines[0] and "accuracy %" in lines[0]
+    assert "arch" in lines[0] and "validation %" in lines[0] and "test %" in lines[0]
     assert len(lines) == 1 + len(list(DEFAULT_MODEL_DIR.glob("*.safetensors")))
     assert any("IRB8" in line and "spiking_mobilenetv2" in line for line in lines)
 

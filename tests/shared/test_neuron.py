@@ -106,7 +106,7 @@ def currents(draw) -> torch.Tensor:
 def test_fused_pass_spikes_equal_the_recurrence(current: torch.Tensor, config: LIFConfig) -> None:
     expected = reference_lif(current, config.tau, config.v_th)
     assert torch.equal(fused_lif(config, current), expected)
-    assert torch.equal(LIF(config)(current), expected)  # autograd on: the step-by-step path
+    assert torch.equal(LIF(config)(current), expected)  # autograd on: the fused training Function
     # the encoder's LIF: the same spikes as bools, a byte each (numba's loop for a bool output)
     spikes = fused_lif(config, current, torch.bool)
     assert spikes.dtype == torch.bool and np.array_equal(spikes.numpy(), expected.numpy() == 1)
@@ -157,7 +157,8 @@ def test_the_shortcut_is_added_before_the_neuron() -> None:
 
 @pytest.mark.parametrize("grad_mode", ["requires_grad", "grad_enabled"])
 def test_autograd_keeps_the_step_by_step_path(grad_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With autograd on, the LIF never takes the fused pass, whatever its switch: training is the reference."""
+    """With autograd on, the LIF never takes the fused inference pass, whatever its switch (training has its own,
+    tests/shared/test_lif_autograd.py)."""
     def no_fused_pass(*args, **kwargs):
         raise AssertionError("the fused pass ran under autograd")
 

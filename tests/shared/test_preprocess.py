@@ -253,3 +253,35 @@ def test_a_thin_pen_is_widened_to_the_scans_pen_and_a_broad_one_is_left_alone() 
     thin, broad = frame_of_line(1), frame_of_line(12)
     assert 3.5 <= float(thin.sum(dim=1).mean()) * 4 <= 5.5  # ink per 8x8 row x 4 = bitmap pixels across
     assert float(broad.sum(dim=1).mean()) * 4 == pytest.approx(6.0)  # 12 px of 64 = 6 of 32: unchanged
+
+
+@pytest.mark.parametrize(("width", "length"), [(1, 20), (3, 20), (8, 30)])
+def test_shading_width_of_a_bar_by_hand(width: int, length: int) -> None:
+    ink = torch.zeros(40, 40)
+    ink[5:5 + length, 10:10 + width] = 0.8
+    # mass 0.8 * length * width; variation 0.8 per pixel edge between ink and paper: 2 * length + 2 * width
+    expected = 2 * 0.8 * length * width / (0.8 * (2 * length + 2 * width))
+    assert preprocess.shading_width(ink) == pytest.approx(expected)
+
+
+def ramp(size: int, rgb: bool) -> Image.Image:
+    """A smooth gradient, like a sky or a vignette: no strokes anywhere."""
+    x, y = np.meshgrid(np.linspace(0, 255, size), np.linspace(30, 200, size))
+    if rgb:
+        return Image.fromarray(np.stack([x, y, np.full_like(x, 128.0)], -1).round().astype(np.uint8))
+    return Image.fromarray(x.round().astype(np.uint8), "L")
+
+
+@pytest.mark.parametrize("size", [24, 64, 300, 1000])
+@pytest.mark.parametrize("rgb", [False, True], ids=["gray", "colour"])
+def test_a_smooth_gradient_is_shading_not_ink_at_any_size(size: int, rgb: bool) -> None:
+    assert torch.equal(digit_frame_of(ramp(size, rgb)), torch.zeros(32, 32))
+    config = ModelConfig(mean=(0.1,) * 3, std=(0.3,) * 3, input_style="mnist")  # one gray on R, G and B
+    x = load_image(encoded(ramp(size, rgb)), config)
+    assert x.flatten().amax() == x.flatten().amin()  # a blank model input: the answer will say so
+
+
+def test_a_thick_marker_digit_is_still_ink() -> None:
+    img = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(img).ellipse([30, 20, 170, 180], outline=0, width=30)  # a fat 0: strokes 15 % of the side
+    assert digit_frame_of(img).sum() > 0

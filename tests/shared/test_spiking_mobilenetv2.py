@@ -31,6 +31,31 @@ def test_seventeen_split_points_with_the_documented_shapes() -> None:
     assert all(p.height == p.width for p in points)
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """torchvision's _make_divisible (torchvision/models/_utils.py), written out."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * value else new
+
+
+@pytest.mark.parametrize("width", [0.0625, 0.25, 0.5, 0.75, 1.0])
+def test_narrow_channel_counts_are_multiples_of_eight_as_torchvision_rounds_them(width: float) -> None:
+    config = SpikingMobileNetV2Config(width_multiplier=width, num_classes=10)
+    expected = [make_divisible(c * width) for _, c, n, _ in STAGES for _ in range(n)]
+    assert [p.channels for p in config.split_points()] == expected
+    assert config.scaled(32) == make_divisible(32 * width)  # the stem
+    if width == 1.0:  # full width is unchanged
+        assert [p.channels for p in config.split_points()] == [c for c, _ in FULL_OUTPUTS]
+
+
+def test_a_checkpoint_config_from_before_the_divisor_keeps_its_channel_counts() -> None:
+    stored = SpikingMobileNetV2Config(width_multiplier=0.25, num_classes=10).to_dict()
+    del stored["channel_divisor"]  # as every MobileNet checkpoint written before the field
+    old = SpikingMobileNetV2Config.from_dict(stored)
+    # the nearest count at width 1/4: 16 -> 4, 24 -> 6, 32 -> 8, ... (Python's round)
+    assert [p.channels for p in old.split_points()] == [round(c * 0.25) for _, c, n, _ in STAGES for _ in range(n)]
+    assert old.channel_divisor == 1
+
+
 def test_block_outputs_of_a_real_forward_are_binary_spikes_of_those_shapes() -> None:
     torch.manual_seed(0)
     model = SpikingBackbone(FULL, time_steps=2)  # full width, train mode: BN uses batch statistics
@@ -62,7 +87,7 @@ def test_structure_of_each_inverted_residual_block() -> None:
 
 
 def test_width_multiplier_scales_every_channel_count() -> None:
-    assert [p.channels for p in NARROW.split_points()] == [max(1, round(c * 0.25)) for c, _ in FULL_OUTPUTS]
+    assert [p.channels for p in NARROW.split_points()] == [make_divisible(c * 0.25) for c, _ in FULL_OUTPUTS]
     model = SpikingBackbone(NARROW, time_steps=1)
     assert model.stem.conv.out_channels == 8 and model.classifier.conv.conv.module.out_channels == 320
     assert model.classifier.rate.fc.out_features == 10
@@ -70,7 +95,7 @@ def test_width_multiplier_scales_every_channel_count() -> None:
 
 def hand_counted_macs(width: float, split_point: int, image_size: int = 32) -> dict[str, int]:
     """MACs per image per time step, from the stage table above: no model involved."""
-    scaled = lambda c: max(1, round(c * width))  # noqa: E731
+    scaled = lambda c: make_divisible(c * width)  # noqa: E731
     in_ch, size, blocks = scaled(32), image_size, []
     for t, c, n, s in STAGES:
         for i in range(n):

@@ -1,4 +1,4 @@
-"""The "uncertain" rule: a calibration that flags at most 5 % of test images, blank inputs always."""
+"""The "uncertain" rule: a calibration that flags at most 2 % of validation images, blank inputs always."""
 
 from __future__ import annotations
 
@@ -16,19 +16,19 @@ def test_max_softmax_by_hand() -> None:
     assert torch.allclose(max_softmax(logits), expected)
 
 
-def test_twenty_scores_flag_exactly_the_lowest_one() -> None:
-    scores = torch.linspace(0.1, 1.0, 20)  # 5 % of 20 is one image
+def test_fifty_scores_flag_exactly_the_lowest_one() -> None:
+    scores = torch.linspace(0.1, 1.0, 50)  # 2 % of 50 is one image
     c = calibrate(scores)
-    assert c.threshold == scores[1].item() and c.flagged_test_fraction == 1 / 20 and c.test_images == 20
+    assert c.threshold == scores[1].item() and c.flagged_fraction == 1 / 50 and c.calibration_images == 50
 
 
 @given(st.lists(st.floats(0.125, 1.0, width=32), min_size=1, max_size=400))
-def test_never_more_than_five_percent_of_the_test_scores_are_flagged(values: list[float]) -> None:
+def test_never_more_than_the_flag_fraction_of_the_scores_is_flagged(values: list[float]) -> None:
     scores = torch.tensor(values)
     c = calibrate(scores)
     flagged = sum(v < c.threshold for v in values)  # counted in Python, not by the module
     assert flagged <= FLAG_FRACTION * len(values)
-    assert c.flagged_test_fraction == flagged / len(values)
+    assert c.flagged_fraction == flagged / len(values)
 
 
 def test_blank_inputs_are_always_uncertain_and_weak_ones_below_the_threshold() -> None:
@@ -36,7 +36,7 @@ def test_blank_inputs_are_always_uncertain_and_weak_ones_below_the_threshold() -
     x[1, 0, 2, 2] = 1.0  # one lit pixel
     x[2] += 0.7  # flat, but not zero
     assert is_blank(x).tolist() == [True, False, True]
-    c = Calibration(threshold=0.6, flagged_test_fraction=0.05, test_images=100)
+    c = Calibration(threshold=0.6, flagged_fraction=0.05, calibration_images=100)
     assert is_uncertain(0.99, blank=True, ink=0.0, calibration=c)
     assert is_uncertain(0.59, blank=False, ink=0.3, calibration=c)
     assert not is_uncertain(0.6, blank=False, ink=0.3, calibration=c)
@@ -51,3 +51,10 @@ def test_more_ink_than_any_training_image_is_uncertain_for_a_digits_model() -> N
     assert c.max_ink == 0.5
     assert not is_uncertain(0.99, blank=False, ink=0.5, calibration=c)
     assert is_uncertain(0.99, blank=False, ink=0.51, calibration=c)
+
+
+def test_a_calibration_stored_under_the_digits_era_names_loads() -> None:
+    stored = {"threshold": 0.7, "flagged_test_fraction": 0.05, "test_images": 360, "score": "max_softmax",
+              "max_ink": 0.64}
+    c = Calibration.from_info({"uncertainty": stored})
+    assert (c.threshold, c.flagged_fraction, c.calibration_images, c.max_ink) == (0.7, 0.05, 360, 0.64)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from training.datasets import Augmentation, DatasetError, channel_stats, load_cifar100, load_dataset, load_digits
+from training.digit_augment import typeface_files
 from shared.preprocess import load_image
 from shared.split_model import ModelConfig
 
@@ -98,15 +99,15 @@ def test_digits_split_is_fixed_stratified_and_normalized_from_train() -> None:
 
 def test_augmentation_crops_and_flips_per_image() -> None:
     data = load_digits("natural").take(8, 0)
-    images = data.train.images
+    images, labels = data.train.images, data.train.labels
     generator = torch.Generator().manual_seed(0)
-    out = data.augment(images, generator)
+    out = data.augment(images, labels, generator)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert not torch.equal(out, images)  # 8 images all landing on the zero offset is (1/81)^8
-    assert torch.equal(out, data.augment(images, torch.Generator().manual_seed(0)))  # seeded
+    assert torch.equal(out, data.augment(images, labels, torch.Generator().manual_seed(0)))  # seeded
 
     flip_only = dataclasses.replace(data, augmentation=Augmentation(padding=0, hflip=True))
-    flipped = flip_only.augment(images, generator)
+    flipped = flip_only.augment(images, labels, generator)
     for original, result in zip(images, flipped):
         assert torch.equal(result, original) or torch.equal(result, original.flip(-1))
 
@@ -143,10 +144,10 @@ def test_redrawn_digits_are_seeded_changed_and_framed_again() -> None:
     data = load_digits("digits").take(16, 0)
     assert 0 < data.augmentation.redraw_digits < 1 and data.augmentation.padding == 0
     data = dataclasses.replace(data, augmentation=dataclasses.replace(data.augmentation, redraw_digits=1.0))
-    images = data.train.images
-    out = data.augment(images, torch.Generator().manual_seed(1))
+    images, labels = data.train.images, data.train.labels
+    out = data.augment(images, labels, torch.Generator().manual_seed(1))
     assert out.shape == images.shape and out.dtype == torch.uint8
-    assert torch.equal(out, data.augment(images, torch.Generator().manual_seed(1)))
+    assert torch.equal(out, data.augment(images, labels, torch.Generator().manual_seed(1)))
     assert all(not torch.equal(a, b) for a, b in zip(out, images))
     # re-framed like an upload: the ink's box spans the whole frame along its longer side
     for image in out[:, 0].float() / 255:
@@ -161,3 +162,19 @@ def test_digits_come_in_the_two_input_styles_only() -> None:
         load_digits("photos")
     with pytest.raises(DatasetError, match="natural input style only"):
         load_dataset("cifar100", "somewhere", input_style="digits")
+
+
+def test_typed_digits_are_their_own_labels_in_training_typefaces_framed_as_uploads() -> None:
+    data = load_digits("digits").take(40, 0)
+    data = dataclasses.replace(data, augmentation=dataclasses.replace(data.augmentation, typed_digits=1.0))
+    images, labels = data.train.images, data.train.labels
+    out = data.augment(images, labels, torch.Generator().manual_seed(2))
+    assert torch.equal(out, data.augment(images, labels, torch.Generator().manual_seed(2)))  # seeded
+    assert all(not torch.equal(a, b) for a, b in zip(out, images))  # every one replaced
+    # typed in matplotlib's Computer Modern and STIX faces, never in the held-out set's DejaVu / Liberation
+    assert not any("DejaVu" in path.name or "Liberation" in path.name for path in typeface_files())
+    # a typed 1 is a single stroke, a typed 8 two loops: across typefaces, far less ink in the 1s
+    ones = torch.tensor([d == 1 for d in labels.tolist()])
+    eights = torch.tensor([d == 8 for d in labels.tolist()])
+    ink = out[:, 0].float().mean(dim=(1, 2))
+    assert ones.any() and eights.any() and ink[ones].mean() < 0.8 * ink[eights].mean()

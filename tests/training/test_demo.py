@@ -10,6 +10,7 @@ import torch
 import shared
 import training.cli
 from sbn.cli import main
+from shared.backbones import BACKBONES
 from shared.checkpoint import DEFAULT_MODEL_DIR
 from training.demo import DemoPlan
 
@@ -20,9 +21,14 @@ def demo_out(monkeypatch: pytest.MonkeyPatch, *options: str) -> Path:
     """The folder `sbn train demo OPTIONS` hands its split checkpoints to, training replaced by a stub."""
     outs: list[Path] = []
 
-    def record(runtime: object, work: Path, plan: DemoPlan, out: Path, restart: bool = False) -> list[Path]:
+    def record(runtime: object, work: Path, dataset: str, plan: DemoPlan, out: Path,
+               restart: bool = False) -> list[Path]:
+        assert dataset == datasets.pop(0)
         outs.append(out)
         return []
+
+    # the shipped models' dataset unless one is named
+    datasets = [options[options.index("--dataset") + 1] if "--dataset" in options else "mnist"] * len(BACKBONES)
 
     monkeypatch.setattr(training.cli, "run_demo", record)
     threads = str(torch.get_num_threads())  # run() sets the thread count: leave it as the other tests have it
@@ -43,3 +49,7 @@ def test_install_writes_into_the_package_and_out_anywhere(tmp_path: Path, monkey
     assert demo_out(monkeypatch, "--out", str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
     with pytest.raises(SystemExit):  # one or the other
         demo_out(monkeypatch, "--install", "--out", str(tmp_path))
+
+
+def test_the_digits_demo_is_still_there_for_smoke_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert demo_out(monkeypatch, "--dataset", "digits", "--out", str(tmp_path)) == tmp_path

@@ -149,8 +149,9 @@
 
   function render(r) {
     $("result").hidden = false;
-    $("label").textContent = r.label;
-    $("probability").textContent = `${fmt(100 * r.probability, 1)} %`;
+    // a blank input has no label: say so instead of a class at some probability
+    $("label").textContent = r.blank ? "nothing to classify (blank)" : r.label;
+    $("probability").textContent = r.blank ? "" : `${fmt(100 * r.probability, 1)} %`;
     const uncertain = $("uncertain");
     if (typeof r.uncertain === "boolean") {
       uncertain.hidden = !r.uncertain;

@@ -44,6 +44,9 @@ from .split_model import ModelConfig, build_model
 
 FORMAT = "spikebottlenet/1"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models"
+# the pre-trained backbones the shipped split checkpoints were fine-tuned from (their pretrained_fingerprint):
+# the start of `sbn train finetune` or `sbn train sweep` at other split points, without pre-training again
+BACKBONE_DIR = DEFAULT_MODEL_DIR / "backbones"
 
 log = logging.getLogger("sbn.checkpoint")
 

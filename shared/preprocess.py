@@ -93,6 +93,8 @@ def frame_handwriting(gray: torch.Tensor, input_style: str, size: int) -> torch.
     The one path from a picture of a handwritten digit to a model input: uploads, training images
     and re-drawn training images all take it, so a model sees in service what it saw in training.
     """
+    if len(gray) == 0:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
     if input_style == "digits":
         return upscale_digits(torch.stack([frame_digit(ink_image(g)) for g in gray])[:, None], size)
     if input_style == "mnist":

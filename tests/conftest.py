@@ -63,9 +63,10 @@ def calibrated_model(split_point: int, width_multiplier: float | None = None, nu
     model = SpikeBottleNet(config)
     generator = torch.Generator().manual_seed(seed)
     size = backbone.image_size
-    calibrate_bn(model, torch.randn(CALIBRATION_IMAGES, 3, size, size, generator=generator))
+    images = torch.randn(CALIBRATION_IMAGES, 3, size, size, generator=generator)
+    calibrate_bn(model, images)
     with torch.no_grad():
-        spikes = model.head(torch.randn(1, 3, size, size, generator=generator))  # [T, 1, C', H', W']
+        spikes = model.head(images)  # [T, B, C', H', W']: the encoder's tdBN centres these very currents
     if not spikes.any():
         raise RuntimeError(f"calibrated {config.split_point.name} head emits no spikes; tests built on it would be "
                            f"vacuous")

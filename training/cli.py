@@ -15,6 +15,7 @@ Under ``torchrun`` the same commands train data-parallel on every GPU of the mac
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ from shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
 from .datasets import DATASETS, Dataset, load_dataset
-from .demo import DEFAULT_DEMO_DATASET, DEMO_DIR, DEMOS, demo_table, run_demo
+from .demo import (DEFAULT_DEMO_DATASET, DEMO_DIR, DEMOS, backbone_path, demo_table, installed_backbone_path,
+                   run_demo)
 from .entropy_fit import fit_codec
 from .recipes import calibrate_checkpoint, finetune, pretrain, refine, state_path
 from .wire_training import WireTraining
@@ -204,6 +206,11 @@ def _run(args: argparse.Namespace) -> int:
         out = DEFAULT_MODEL_DIR if args.install else args.out
         paths = [path for arch in archs
                  for path in run_demo(runtime, args.work, args.dataset, plans[arch], out, restart=args.restart)]
+        if args.install:  # the backbones too: further split points fine-tune from them
+            for arch in archs:
+                installed = installed_backbone_path(args.dataset, arch)
+                installed.parent.mkdir(exist_ok=True)
+                shutil.copyfile(backbone_path(args.work, args.dataset, arch), installed)
         print(demo_table(paths) + f"\n{len(paths)} checkpoints in {out}, {time.perf_counter() - started:.0f}s")
         return 0
     if args.action == "calibrate":
@@ -236,9 +243,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         dataset = args.dataset or read_checkpoint_info(args.pretrained).info.get("dataset", "cifar100")
-        data = load_dataset(dataset, args.data_dir)
-        if args.subset:
-            data = data.take(*args.subset)
+        data = load_dataset(dataset, args.data_dir, subset=tuple(args.subset) if args.subset else None)
         train = _train_config(args)
         if args.action == "sweep":
             backbone = _pretrained_backbone(args)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.checkpoint import read_checkpoint_info
+from shared.checkpoint import BACKBONE_DIR, read_checkpoint_info
 
 from .datasets import load_dataset
 from .entropy_fit import fit_codec
@@ -115,11 +115,21 @@ def demo_table(paths: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def backbone_path(work: Path, dataset: str, arch: str) -> Path:
+    """Where ``run_demo`` pre-trains ``arch`` on ``dataset``."""
+    return work / f"{dataset}_{arch}_backbone.safetensors"
+
+
+def installed_backbone_path(dataset: str, arch: str) -> Path:
+    """Where ``--install`` puts that backbone, beside the split checkpoints fine-tuned from it."""
+    return BACKBONE_DIR / f"{dataset}_{arch}.safetensors"
+
+
 def run_demo(runtime: Runtime, work: Path, dataset: str, plan: DemoPlan, out: Path,
              restart: bool = False) -> list[Path]:
     """Pre-train once into ``work``, fine-tune each split point into ``out``; returns the checkpoints."""
     data = load_dataset(dataset)
-    backbone = work / f"{dataset}_{plan.arch}_backbone.safetensors"
+    backbone = backbone_path(work, dataset, plan.arch)
     pretrain(data, plan.arch, plan.width, plan.pretrain_time_steps, plan.pretrain, runtime, backbone,
              state=state_path(backbone), restart=restart)
     config = read_checkpoint_info(backbone).config.backbone

@@ -41,10 +41,10 @@ def test_sbn_models_table_has_a_line_per_model(capsys: pytest.CaptureFixture[str
 
 def test_sbn_models_marks_accuracies_edited_after_saving_as_unverified(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    with safe_open(str(DEFAULT_MODEL_DIR / "digits_rb8.safetensors"), framework="pt") as f:
+    with safe_open(str(DEFAULT_MODEL_DIR / "mnist_rb8.safetensors"), framework="pt") as f:
         metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
     edited = {**json.loads(metadata["info"]), "test_accuracy": 99.99}  # info_digest left as it was
-    save_file(tensors, str(tmp_path / "digits_rb8.safetensors"), metadata={**metadata, "info": json.dumps(edited)})
+    save_file(tensors, str(tmp_path / "mnist_rb8.safetensors"), metadata={**metadata, "info": json.dumps(edited)})
     monkeypatch.setattr("shared.checkpoint.DEFAULT_MODEL_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "99.99 (unverified)" in capsys.readouterr().out

@@ -12,19 +12,24 @@ import training.cli
 from sbn.cli import main
 from shared.backbones import BACKBONES
 from shared.checkpoint import DEFAULT_MODEL_DIR
-from training.demo import DemoPlan
+from training.demo import DemoPlan, backbone_path
 
 PACKAGE = Path(shared.__file__).resolve().parent
 
 
 def demo_out(monkeypatch: pytest.MonkeyPatch, *options: str) -> Path:
-    """The folder `sbn train demo OPTIONS` hands its split checkpoints to, training replaced by a stub."""
+    """The folder `sbn train demo OPTIONS` hands its split checkpoints to, training replaced by a stub
+    (which, for --install, leaves a stand-in backbone where the demo pre-trains it)."""
     outs: list[Path] = []
 
     def record(runtime: object, work: Path, dataset: str, plan: DemoPlan, out: Path,
                restart: bool = False) -> list[Path]:
         assert dataset == datasets.pop(0)
         outs.append(out)
+        if "--install" in options:  # which copies the backbone: here a stand-in, in the test's --work folder
+            assert "--work" in options, "a stub backbone must not land in the real runs/demo"
+            work.mkdir(parents=True, exist_ok=True)
+            backbone_path(work, dataset, plan.arch).write_bytes(b"backbone of " + plan.arch.encode())
         return []
 
     # the shipped models' dataset unless one is named
@@ -45,7 +50,12 @@ def test_by_default_the_demo_writes_under_the_current_directory_not_into_the_pac
 
 
 def test_install_writes_into_the_package_and_out_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert demo_out(monkeypatch, "--install") == DEFAULT_MODEL_DIR
+    installed = tmp_path / "package-backbones"
+    monkeypatch.setattr(training.cli, "installed_backbone_path", lambda dataset, arch: installed / f"{dataset}_{arch}")
+    assert demo_out(monkeypatch, "--install", "--work", str(tmp_path / "work")) == DEFAULT_MODEL_DIR
+    # the backbones go with the split checkpoints
+    assert sorted(p.name for p in installed.iterdir()) == sorted(f"mnist_{arch}" for arch in BACKBONES)
+    assert (installed / "mnist_spiking_resnet50").read_bytes() == b"backbone of spiking_resnet50"
     assert demo_out(monkeypatch, "--out", str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
     with pytest.raises(SystemExit):  # one or the other
         demo_out(monkeypatch, "--install", "--out", str(tmp_path))

@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from sbn.cli import main
+from shared.checkpoint import read_checkpoint_info
 from shared.preprocess import MNIST_BOX, load_image
 from shared.split_model import ModelConfig
 from training import datasets
@@ -104,3 +108,24 @@ def test_framing_keeps_the_labels_and_blank_rows_stay_blank() -> None:
     pixels = np.zeros((2, 784), np.float32)
     framed = frame_mnist_split(pixels, np.array([3, 7]))
     assert framed.labels.tolist() == [3, 7] and framed.images.max() == 0
+
+
+def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> None:
+    subset = ["--subset", "192", "96", "--epochs", "1", "--batch-size", "64", "--threads", str(torch.get_num_threads())]
+    backbone = tmp_path / "backbone.safetensors"
+    assert main(["train", "pretrain", "--dataset", "mnist", "--width", "0.0625", "-T", "1", "--out", str(backbone),
+                 *subset]) == 0
+    split = tmp_path / "rb8.safetensors"
+    assert main(["train", "finetune", "--pretrained", str(backbone), "--split-point", "8", "--out", str(split),
+                 *subset]) == 0
+    assert main(["train", "sweep", "--pretrained", str(backbone), "--split-points", "16", "--reductions", "64",
+                 "--strides", "2", "-T", "2", "--max-drop", "100", "--out", str(tmp_path / "sweep"), *subset]) == 0
+    for path in (backbone, split):
+        info = read_checkpoint_info(path)
+        assert info.info["dataset"] == "mnist" and info.config.input_style == "mnist"
+        assert 0 <= info.info["validation_accuracy"] <= 100 and 0 <= info.info["test_accuracy"] <= 100
+    info = read_checkpoint_info(split).info
+    assert info["uncertainty"]["calibration_images"] == 96  # the validation images, not the test ones
+    assert "validation_drop" in info
+    (result,) = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]
+    assert result["split_point"] == 16 and result["validation_accuracy"] is not None

@@ -140,6 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="accuracy points a selected configuration may lose (paper: 3, or 4)")
     p.add_argument("--keep-all", action="store_true",
                    help="keep every candidate's checkpoint, not only each split point's selected one")
+    p.add_argument("--paper-presets", action="store_true",
+                   help="one candidate per split point, the paper's bottleneck there, instead of the grid of "
+                        "--reductions, --strides and -T")
     _add_training(p, epochs=10, lr_scale=0.5)
 
     p = sub.add_parser("demo", help="reproduce the shipped checkpoints (in runs/demo; --install: the package's)")
@@ -250,7 +253,8 @@ def _run(args: argparse.Namespace) -> int:
             split_points = args.split_points or [p.index for p in backbone.split_points()]
             selected = run_sweep(data, args.pretrained, args.out, train, runtime, split_points=split_points,
                                  reductions=args.reductions, strides=args.strides, time_steps=args.time_steps,
-                                 max_drop=args.max_drop, keep_all=args.keep_all)
+                                 max_drop=args.max_drop, keep_all=args.keep_all,
+                                 paper_presets=args.paper_presets)
             if runtime.is_main:
                 print((args.out / "table.md").read_text() if selected else "no configuration within the budget")
         elif args.action == "pretrain":

@@ -67,6 +67,12 @@ def candidates(backbone: BackboneConfig, split_point: int, reductions: Sequence[
     return [Candidate(split_point, c, s, t) for c in widths for s in strides for t in time_steps]
 
 
+def paper_candidate(backbone: BackboneConfig, split_point: int) -> Candidate:
+    """The paper's bottleneck at split point k of ``backbone`` (its C', stride and T) as a sweep candidate."""
+    preset = backbone.bottleneck_preset(split_point)
+    return Candidate(split_point, preset.bottleneck.channels, preset.bottleneck.stride, preset.time_steps)
+
+
 @dataclass(frozen=True)
 class Result:
     """One fine-tuned candidate: Table 1 (bytes, accuracy) and Table 3 (device energy) facts."""
@@ -164,22 +170,27 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
               split_points: Sequence[int] | None = None,
               reductions: Sequence[int] = REDUCTIONS, strides: Sequence[int] = STRIDES,
               time_steps: Sequence[int] = TIME_STEPS, max_drop: float = MAX_DROP,
-              keep_all: bool = False) -> dict[int, Result]:
+              keep_all: bool = False, paper_presets: bool = False) -> dict[int, Result]:
     """Fine-tune and measure every candidate not yet in ``out``/results.jsonl; returns the selection.
 
-    ``split_points`` defaults to every split point of the pre-trained backbone.
+    ``split_points`` defaults to every split point of the pre-trained backbone. ``paper_presets``: one
+    candidate per split point, the paper's bottleneck there (``bottleneck_preset``), instead of the grid of
+    reductions, strides and time steps: the paper's table (bytes, accuracy, energy) at a fraction of the cost.
     """
     base = read_checkpoint_info(pretrained)
     backbone = base.config.backbone
     if split_points is None:
         split_points = [p.index for p in backbone.split_points()]
     _claim(out, {"pretrained": base.fingerprint, "dataset": data.name, "train_size": len(data.train),
+                 **({"paper_presets": True} if paper_presets else {}),
                  "validation_size": len(data.validation), "test_size": len(data.test), "train": asdict(train)}, runtime)
     results_path = out / "results.jsonl"
     results = load_results(results_path)
     done = {r.key for r in results}
     for k in split_points:
-        for candidate in candidates(backbone, k, reductions, strides, time_steps):
+        grid = [paper_candidate(backbone, k)] if paper_presets else candidates(backbone, k, reductions, strides,
+                                                                                time_steps)
+        for candidate in grid:
             if candidate.key in done:
                 continue
             checkpoint = out / "checkpoints" / f"{candidate.key}.safetensors"

@@ -13,7 +13,8 @@ from PIL import Image
 from bench.drawn_digits import draw_strokes
 from sbn.up import stop, wait_for_edge
 from shared.backbones import DEFAULT_ARCH
-from shared.checkpoint import default_checkpoint, read_checkpoint_info
+from sbn.predict import MonolithicClassifier
+from shared.checkpoint import CheckpointInfo, default_checkpoint, embedded_models, load_checkpoint, read_checkpoint_info
 from shared.settings import DEFAULT_SPLIT_POINT
 from tests.stack import device_client, start_edge, upload
 
@@ -89,3 +90,15 @@ def test_clear_drawn_digits_are_mostly_answered_with_confidence(client: httpx.Cl
               for d in range(20)]
     assert sum(b["uncertain"] for b in bodies) <= 5
     assert sum(b["label"] == str(d % 10) for d, b in enumerate(bodies)) >= 16
+
+
+HANDWRITING_MODELS = [c for c in embedded_models() if c.config.input_style in ("digits", "mnist")]
+
+
+@pytest.mark.parametrize("checkpoint", HANDWRITING_MODELS, ids=lambda c: c.path.stem)
+def test_every_handwriting_model_answers_noise_blank_and_shading_uncertain(checkpoint: CheckpointInfo) -> None:
+    # in-process, through the same head, tail and answer as the services (sbn predict's path)
+    classifier = MonolithicClassifier(load_checkpoint(checkpoint.path, "full"))
+    for name in ("noise", "blank-white", "colour-gradient", "photo-landscape"):
+        answer = classifier.classify(png(NOT_DIGITS[name]))
+        assert answer.uncertain, (name, answer.label, answer.uncertainty_score)

@@ -118,8 +118,8 @@ def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> No
     split = tmp_path / "rb8.safetensors"
     assert main(["train", "finetune", "--pretrained", str(backbone), "--split-point", "8", "--out", str(split),
                  *subset]) == 0
-    assert main(["train", "sweep", "--pretrained", str(backbone), "--split-points", "16", "--reductions", "64",
-                 "--strides", "2", "-T", "2", "--max-drop", "100", "--out", str(tmp_path / "sweep"), *subset]) == 0
+    assert main(["train", "sweep", "--pretrained", str(backbone), "--split-points", "16", "--paper-presets",
+                 "--max-drop", "100", "--out", str(tmp_path / "sweep"), *subset]) == 0
     for path in (backbone, split):
         info = read_checkpoint_info(path)
         assert info.info["dataset"] == "mnist" and info.config.input_style == "mnist"
@@ -129,3 +129,6 @@ def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> No
     assert "validation_drop" in info
     (result,) = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]
     assert result["split_point"] == 16 and result["validation_accuracy"] is not None
+    rb16 = read_checkpoint_info(backbone).config.backbone.bottleneck_preset(16)  # the one candidate: the paper's
+    assert (result["channels"], result["stride"], result["time_steps"]) == (
+        rb16.bottleneck.channels, rb16.bottleneck.stride, rb16.time_steps)

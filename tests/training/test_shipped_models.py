@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import io
 import math
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared.backbones import BACKBONES
-from shared.checkpoint import DEFAULT_MODEL_DIR, default_checkpoint, embedded_models, load_checkpoint, read_checkpoint_info
-from training.datasets import Dataset, load_digits, load_mnist
+from shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, default_checkpoint, embedded_models, load_checkpoint,
+                               read_checkpoint_info)
+from shared.split_model import ModelConfig
+from training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
 from training.demo import DEMOS, demo_path
 
 SHIPPED = sorted(DEFAULT_MODEL_DIR.glob("*.safetensors"))
@@ -21,11 +26,6 @@ SHIPPED = sorted(DEFAULT_MODEL_DIR.glob("*.safetensors"))
 @functools.cache
 def digits_in_style(input_style: str) -> Dataset:
     return load_digits(input_style)
-
-
-@functools.cache
-def mnist() -> Dataset:
-    return load_mnist()
 
 
 MAX_TOTAL_BYTES = 10_000_000
@@ -89,20 +89,26 @@ SAMPLE = 1000
 SIGMAS, ROUNDING_POINTS = 4.0, 0.3
 
 
-def measured_images(info: dict, input_style: str) -> tuple[Dataset, torch.Tensor]:
-    """The checkpoint's dataset and the indices of its test images that are re-measured here."""
+def measured_images(info: dict, input_style: str) -> ImageSet:
+    """The checkpoint's test images that are re-measured here, framed as uploads are."""
     if info["dataset"] == "mnist":
-        data = mnist()
-        return data, torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:SAMPLE]
-    data = digits_in_style(input_style)
-    return data, torch.arange(len(data.test))  # 360 images: all of them
+        return mnist_test_sample()
+    return digits_in_style(input_style).test  # 360 images: all of them
+
+
+@functools.cache
+def mnist_test_sample() -> ImageSet:
+    with gzip.open(io.BytesIO(mnist_file())) as f:
+        _, _, (pixels, labels) = pickle.load(f, encoding="latin1")  # mnist_file checked the file's SHA-256
+    sample = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:SAMPLE].numpy()
+    return frame_mnist_split(pixels[sample], labels[sample])
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, data: Dataset, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: torch.nn.Module, config: ModelConfig, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels and maximum softmax probabilities, written out here: (x / 255 - mean) / std, forward, softmax."""
     model.eval()
-    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
     labels, msp = [], []
     for batch in images.split(250):
         probabilities = model((batch.float() / 255 - mean) / std).softmax(-1)
@@ -118,17 +124,27 @@ def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path) -> None:
     info = loaded.checkpoint.info
     assert loaded.checkpoint.info_verified and loaded.checkpoint.trained
     assert info["accuracy_drop"] == pytest.approx(info["pretrained_accuracy"] - info["test_accuracy"], abs=0.01)
-    data, sample = measured_images(info, loaded.config.input_style)  # the test split as the device prepares it
-    assert (data.mean, data.std) == (loaded.config.mean, loaded.config.std)
-    predicted, msp = predict(loaded.model, data, data.test.images[sample])
-    accuracy = 100 * (predicted == data.test.labels[sample]).double().mean().item()
+    test = measured_images(info, loaded.config.input_style)  # test images as the device prepares uploads
+    predicted, msp = predict(loaded.model, loaded.config, test.images)
+    accuracy = 100 * (predicted == test.labels).double().mean().item()
     p = info["test_accuracy"] / 100
-    noise = 100 * SIGMAS * math.sqrt(max(p * (1 - p), 0.005 * 0.995) / len(sample))
+    noise = 100 * SIGMAS * math.sqrt(max(p * (1 - p), 0.005 * 0.995) / len(test))
     assert abs(accuracy - info["test_accuracy"]) <= noise + ROUNDING_POINTS, (accuracy, info["test_accuracy"])
     # "uncertain" flags at most the calibrated share of in-distribution images (shared/uncertainty.py),
     # recounted here on test images, with the same binomial allowance: the threshold came from other images
     flagged_share = (msp < info["uncertainty"]["threshold"]).double().mean().item()
     calibrated = info["uncertainty"].get("flagged_fraction", info["uncertainty"].get("flagged_test_fraction"))
-    allowance = SIGMAS * math.sqrt(calibrated * (1 - calibrated) / len(sample)) + ROUNDING_POINTS / 100
+    allowance = SIGMAS * math.sqrt(calibrated * (1 - calibrated) / len(test)) + ROUNDING_POINTS / 100
     assert flagged_share <= calibrated + allowance, (flagged_share, calibrated)
     assert accuracy > 60  # far above chance (10%); the README gives each model's accuracy and drop
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if read_checkpoint_info(p).info["dataset"] == "mnist"],
+                         ids=lambda p: p.stem)
+def test_an_mnist_model_ships_with_the_backbone_it_was_fine_tuned_from(path: Path) -> None:
+    info = read_checkpoint_info(path)
+    backbone = load_checkpoint(BACKBONE_DIR / f"mnist_{info.config.backbone.arch}.safetensors")
+    assert backbone.config.bottleneck is None and backbone.checkpoint.info_verified
+    assert backbone.fingerprint == info.info["pretrained_fingerprint"]
+    assert backbone.checkpoint.info["test_accuracy"] == info.info["pretrained_accuracy"]
+    assert backbone.config.backbone == info.config.backbone  # the same blocks, widths and classes

@@ -13,7 +13,7 @@ from tests.training.conftest import TINY_TRAIN
 from training import sweep
 from training.datasets import Dataset
 from training.runtime import Runtime
-from training.sweep import Candidate, Result, candidates, load_results, run_sweep, select
+from training.sweep import Candidate, Result, candidates, load_results, paper_candidate, run_sweep, select
 from training.tables import markdown, table_row
 
 
@@ -45,6 +45,13 @@ def test_candidates_cover_reductions_strides_and_time_steps() -> None:
     assert len(found) == 3 * 2 * 2
     assert Candidate(1, 4, 2, 4) in found
     assert Candidate(1, 4, 2, 4).key == "k1-c4-s2-t4"
+
+
+def test_the_paper_candidate_is_the_papers_bottleneck() -> None:
+    # the paper's RB16 (Table 1): 2048 x 4 x 4 spikes into C' = 32 at stride 2, T = 4: 4 * 32 * 2 * 2 bits, 64 bytes
+    rb16 = paper_candidate(SpikingResNetConfig(), 16)
+    assert (rb16.channels, rb16.stride, rb16.time_steps) == (32, 2, 4)
+    assert rb16.preset == SpikingResNetConfig().bottleneck_preset(16)
 
 
 def test_table_rows_name_the_split_point_and_compare_with_bottlenetpp_only_at_full_width() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from shared.checkpoint import CheckpointInfo
 from shared.uncertainty import Calibration, is_uncertain, max_softmax
@@ -164,6 +164,15 @@ class Classification(BaseModel):
                                   "running logits gave a class at least this softmax probability")
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
     spikes: SpikeRaster | None = Field(default=None, description="the transmitted spikes, with ?spikes=true")
+
+    @model_serializer(mode="wrap")
+    def _blank_says_null(self, handler: SerializerFunctionWrapHandler):  # no return type: the schema stays the model's
+        # answers leave out what does not apply (exclude_none), but a blank input's missing label is the
+        # answer itself: it stays, as null
+        fields = handler(self)
+        if self.blank:
+            fields.update(label=None, class_index=None, probability=None)
+        return fields
 
 
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,

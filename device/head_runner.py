@@ -37,7 +37,7 @@ class HeadOutput:
     spikes: torch.Tensor  # [T, 1, C', H', W'] binary
     energy: EnergyEstimate  # of this image on the device
     image_bytes: int  # size of the uploaded image file, as received
-    blank: bool  # the model input was one flat value: nothing to classify (shared/uncertainty.py)
+    blank: bool  # each channel of the model input one flat value: nothing to classify (shared/uncertainty.py)
     ink: float  # mean brightness of the model input, 0..1 (shared/uncertainty.py)
 
 

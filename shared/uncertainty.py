@@ -2,7 +2,7 @@
 
 Three rules, any one flags an image:
 
-* **blank input**: the model input is one flat value (an empty canvas, a flat colour, a handwriting
+* **blank input**: each channel of the model input is one flat value (an empty canvas, a flat colour, a handwriting
   upload with no ink): there is nothing to classify, whatever the logits say.
 * **weak prediction**: the maximum softmax probability (MSP, Hendrycks & Gimpel 2017) is below the
   model's threshold. The threshold is calibrated on the model's own validation split (the test split
@@ -72,9 +72,10 @@ def calibrate(scores: torch.Tensor, flag_fraction: float = FLAG_FRACTION,
 
 
 def is_blank(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] model inputs -> [N] bool: every value of the image equal."""
-    flat = x.flatten(1)
-    return flat.amax(dim=1) == flat.amin(dim=1)
+    """[N, C, H, W] model inputs -> [N] bool: each channel one flat value (a flat colour, whatever each
+    channel's normalization makes of it)."""
+    flat = x.flatten(2)  # [N, C, H*W]
+    return (flat.amax(dim=2) == flat.amin(dim=2)).all(dim=1)
 
 
 def ink(pixels: torch.Tensor) -> torch.Tensor:

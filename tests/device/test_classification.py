@@ -101,3 +101,29 @@ def test_spikes_only_when_asked_unpack_to_the_transmitted_tensor(head: HeadRunne
     assert not bits[n:].any()  # zero padding
     spikes = torch.from_numpy(bits[:n].reshape(result.spike_shape).astype(np.float32))
     assert torch.equal(spikes, output.spikes[:, 0].float()) and spikes.any()
+
+
+def test_a_blank_input_is_answered_without_a_label_and_says_so(head: HeadRunner) -> None:
+    blank = head.run(png_of(np.full((40, 40, 3), (200, 30, 90), np.uint8)))  # one flat colour
+    result = build_classification(torch.tensor([9.0] + [0.0] * 9), blank, head.checkpoint, LATENCY)
+    assert blank.blank and result.blank and result.uncertain
+    assert (result.label, result.class_index, result.probability, result.top5) == (None, None, None, [])
+    # the answers leave out fields that do not apply, but not these: a client reads label: null
+    body = result.model_dump(exclude_none=True)
+    assert body["blank"] is True and {"label", "class_index", "probability"} <= body.keys()
+    assert body["label"] is None
+    drawn = build_classification(torch.tensor([9.0] + [0.0] * 9), head.run(synthetic_png()), head.checkpoint,
+                                 LATENCY)
+    assert not drawn.blank and drawn.label == "class 0"
+    # the schema in /docs and /openapi.json is still the model's fields
+    schema = type(result).model_json_schema(mode="serialization")
+    assert {"label", "blank", "top5", "uncertain"} <= schema["properties"].keys()
+
+
+def png_of(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()

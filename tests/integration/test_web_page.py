@@ -206,6 +206,18 @@ def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str,
     assert _count(driver.find_element("id", "image-bytes").text) == len(image) == answer["image_bytes"]
     assert driver.find_element("id", "label").text == client.post("/classify", files=upload(image)).json()["label"]
 
+    # a blank page has nothing to name: the page says so, with no label or probability beside the flag
+    buffer = io.BytesIO()
+    Image.new("L", (120, 90), 255).save(buffer, "PNG")
+    (tmp_path / "blank.png").write_bytes(buffer.getvalue())
+    driver.find_element("id", "file").send_keys(str(tmp_path / "blank.png"))
+    answer = _wait_for_answer(driver, previous=answer)
+    assert answer["blank"] is True and answer["label"] is None and answer["uncertain"] is True
+    assert "nothing to classify" in driver.find_element("id", "label").text
+    assert driver.find_element("id", "probability").text == ""
+    assert driver.find_element("id", "uncertain").is_displayed()
+    assert driver.find_elements("css selector", "#top5 .track") == []
+
     urls = _requested_urls(driver)
     assert {f"{device_url}/web/app.js", f"{device_url}/classify?spikes=true"} <= set(urls)
     _assert_only_local(urls, device_url)

@@ -32,10 +32,11 @@ def test_never_more_than_the_flag_fraction_of_the_scores_is_flagged(values: list
 
 
 def test_blank_inputs_are_always_uncertain_and_weak_ones_below_the_threshold() -> None:
-    x = torch.zeros(3, 3, 4, 4)
+    x = torch.zeros(4, 3, 4, 4)
     x[1, 0, 2, 2] = 1.0  # one lit pixel
     x[2] += 0.7  # flat, but not zero
-    assert is_blank(x).tolist() == [True, False, True]
+    x[3] += torch.tensor([0.2, -1.5, 0.9]).view(3, 1, 1)  # a flat colour, each channel normalized its own way
+    assert is_blank(x).tolist() == [True, False, True, True]
     c = Calibration(threshold=0.6, flagged_fraction=0.05, calibration_images=100)
     assert is_uncertain(0.99, blank=True, ink=0.0, calibration=c)
     assert is_uncertain(0.59, blank=False, ink=0.3, calibration=c)

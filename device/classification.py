@@ -170,9 +170,7 @@ class Classification(BaseModel):
         # answers leave out what does not apply (exclude_none), but a blank input's missing label is the
         # answer itself: it stays, as null
         fields = handler(self)
-        if self.blank:
-            fields.update(label=None, class_index=None, probability=None)
-        return fields
+        return {"label": None, "class_index": None, "probability": None, **fields} if self.blank else fields
 
 
 def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,

@@ -33,18 +33,22 @@ from .entropy_fit import BATCH
 
 
 def evaluate(path, channel_spec: str, codec: str, seed: int = 0, chunks: int = 1,  # type: ignore[no-untyped-def]
-             fec_parity: int = 0) -> dict:
-    """The figures ``sbn eval`` prints, for the split checkpoint ``path``."""
+             fec_parity: int = 0, test_images: int | None = None) -> dict:
+    """The figures ``sbn eval`` prints, for the split checkpoint ``path`` on its dataset's test split (its
+    first ``test_images``, where given)."""
     loaded = load_checkpoint(path)
     config, info = loaded.config, loaded.checkpoint.info
-    data = load_dataset(info.get("dataset", "digits"), None, config.input_style)
+    # only the test images are needed: normalized as the checkpoint says (its training split's statistics)
+    data = load_dataset(info.get("dataset", "digits"), None, config.input_style,
+                        subset=None if test_images is None else (1, test_images))
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
     channel = parse_channel(channel_spec)
     model, rng = config.spike_model(), np.random.default_rng(seed)
     right = clean_right = erased = chunks_sent = flipped = sent_bits = payload_bytes = coded_bytes = 0
     loaded.model.eval()
     with torch.inference_mode():
         for images, labels in zip(data.test.images.split(BATCH), data.test.labels.split(BATCH), strict=True):
-            spikes = loaded.model.head(data.normalize(images))  # [T, B, C', H', W']
+            spikes = loaded.model.head((images.float() / 255 - mean) / std)  # [T, B, C', H', W']
             clean_right += int((loaded.model.tail(spikes).argmax(1) == labels).sum())
             received = []
             for b in range(spikes.shape[1]):
@@ -79,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fec", type=int, default=0, metavar="PARITY",
                         help="Reed–Solomon parity bytes per 255-byte block (even, 8..64; default 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the channel's randomness")
+    parser.add_argument("--test-images", type=int, metavar="N",
+                        help="only the first N test images (default: all; MNIST has 10,000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
 
@@ -87,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         path = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
-        result = evaluate(path, args.channel, args.codec, args.seed, args.chunks, args.fec)
+        result = evaluate(path, args.channel, args.codec, args.seed, args.chunks, args.fec, args.test_images)
     except (CheckpointError, DatasetError, ValueError) as e:
         print(f"sbn eval: error: {e}", file=sys.stderr)
         return 1

@@ -41,12 +41,16 @@ DEFAULTS = TrainConfig()
 DEFAULT_LR = {"adamw": DEFAULTS.lr, "sgd": 0.1}  # fine-tuning and the sweep use half of these
 
 
+def _add_subset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subset", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                   help="use only the first TRAIN training and TEST validation and test examples (smoke tests)")
+
+
 def _add_data(p: argparse.ArgumentParser, from_checkpoint: bool) -> None:
     p.add_argument("--dataset", choices=DATASETS, default=None if from_checkpoint else "cifar100",
                    help="default: " + ("the one the backbone was pre-trained on" if from_checkpoint else "cifar100"))
     p.add_argument("--data-dir", type=Path, help="cifar100: directory of the extracted cifar-100-python.tar.gz")
-    p.add_argument("--subset", type=int, nargs=2, metavar=("TRAIN", "TEST"),
-                   help="use only the first TRAIN / TEST examples (smoke tests)")
+    _add_subset(p)
 
 
 def _add_training(p: argparse.ArgumentParser, epochs: int, lr_scale: float) -> None:
@@ -103,6 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("calibrate", help="(re)compute a split checkpoint's uncertainty threshold, in place")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT")
     p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
+    _add_subset(p)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
     p = sub.add_parser("refine", help="train a split checkpoint further for the wire: fewer spikes (--rate-weight), "
@@ -117,6 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="silence each image's transmitted channel with this probability in training, as an entropy "
                         "chunk that fails its CRC arrives (default 0)")
     p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
+    _add_subset(p)
     _add_training(p, epochs=4, lr_scale=0.25)
 
     p = sub.add_parser("fit-codec", help="fit a split checkpoint's entropy-codec model on its training data")
@@ -124,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="folder for the new checkpoints (default: rewrite each in place; its "
                                             "fingerprint changes either way, as its config does)")
     p.add_argument("--data-dir", help="the dataset's directory (cifar100)")
+    _add_subset(p)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
 
     p = sub.add_parser("sweep", help="fine-tune every candidate bottleneck at each split point; tables and plots")
@@ -162,10 +169,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_restart(p)
 
 
-def _checkpoint_dataset(path: Path, data_dir: str | None) -> Dataset:
+def _checkpoint_dataset(path: Path, args: argparse.Namespace) -> Dataset:
     """The dataset a checkpoint was trained on (its info says which), prepared in its input style."""
     checkpoint = read_checkpoint_info(path)
-    return load_dataset(checkpoint.info.get("dataset", "cifar100"), data_dir, checkpoint.config.input_style)
+    return load_dataset(checkpoint.info.get("dataset", "cifar100"), args.data_dir, checkpoint.config.input_style,
+                        subset=tuple(args.subset) if args.subset else None)
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -219,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "calibrate":
         runtime = rt.start("fp32", "cpu")
         for path in args.checkpoints:
-            c = calibrate_checkpoint(path, _checkpoint_dataset(path, args.data_dir), runtime)
+            c = calibrate_checkpoint(path, _checkpoint_dataset(path, args), runtime)
             print(f"{path}: flag below max softmax {c.threshold:.4f} "
                   f"({100 * c.flagged_fraction:.1f}% of {c.calibration_images} validation images)")
         return 0
@@ -227,14 +235,14 @@ def _run(args: argparse.Namespace) -> int:
         runtime = rt.start("fp32", "cpu")
         for path in args.checkpoints:
             out = path if args.out is None else args.out / path.name
-            f = fit_codec(path, _checkpoint_dataset(path, args.data_dir), runtime, out)
+            f = fit_codec(path, _checkpoint_dataset(path, args), runtime, out)
             print(f"{out}: entropy payload {f['entropy_mean_bytes']} B per test image (raw {f['raw_bytes']} B; "
                   f"first-order bound {f['first_order_bound_bytes']} B)")
         return 0
     runtime = rt.start(args.precision, args.device)
     if args.action == "refine":
         try:
-            info = refine(args.checkpoint, _checkpoint_dataset(args.checkpoint, args.data_dir), _train_config(args),
+            info = refine(args.checkpoint, _checkpoint_dataset(args.checkpoint, args), _train_config(args),
                           WireTraining(args.rate_weight, args.flip_probability, args.erase_probability), runtime,
                           args.out)
             if runtime.is_main:

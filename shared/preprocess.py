@@ -21,15 +21,16 @@ config's ``input_style``:
                  the same gray on R, G and B -> (x - mean) / std
 
     mnist    (handwriting at MNIST's resolution: the shipped models)
-        bytes -> Pillow -> grayscale, at most WORKING_SIZE px a side -> ink_image, as for digits
+        bytes -> Pillow -> grayscale, at most WORKING_SIZE px a side -> drawn_ink: ink_image, as for
+                 digits, and no ink for smooth shading
               -> frame_mnist, the way MNIST made its images: crop to the ink's bounding box, pad to
                  a square, draw it as an 80x80 bitmap (strokes thinner than MNIST's widened),
                  area-average to 20x20, place it by its centre of mass in a 28x28 field
               -> pad_mnist: zero border to 32x32, the same gray on R, G and B -> (x - mean) / std
 
 For the handwriting styles, training images take the same path as uploads (frame_handwriting).
-An image with no ink at all (flat, contrast below MIN_INK_CONTRAST, or smooth shading with no
-strokes, such as a colour gradient) becomes a black frame; the
+An image with no ink at all (flat, contrast below MIN_INK_CONTRAST, or, for mnist, smooth shading
+with no strokes, such as a colour gradient: drawn_ink) becomes a black frame; the
 classifier's uncertainty check (device/classification.py) then flags it.
 
 Everything that can go wrong with untrusted input (empty, truncated, not an image, a format we do
@@ -98,7 +99,7 @@ def frame_handwriting(gray: torch.Tensor, input_style: str, size: int) -> torch.
     if input_style == "digits":
         return upscale_digits(torch.stack([frame_digit(ink_image(g)) for g in gray])[:, None], size)
     if input_style == "mnist":
-        return pad_mnist(torch.stack([frame_mnist(ink_image(g)) for g in gray])[:, None], size)
+        return pad_mnist(torch.stack([frame_mnist(drawn_ink(g)) for g in gray])[:, None], size)
     raise ValueError(f"input style {input_style!r} does not frame handwriting")
 
 
@@ -139,9 +140,9 @@ INK_THRESHOLD = 0.5  # on the contrast-stretched 0..1 scale
 INK_PEAK_QUANTILE = 0.999  # the ink's level: robust to a few hot pixels, yet a thin line is more than 0.1 %
 MIN_STROKE_PX = 4.3  # in the 32 px bitmap: the training scans' 25th percentile (median 4.9, 5th 3.5)
 MIN_INK_CONTRAST = 0.15  # ink level minus background below this: no ink at all
-# ink whose mean width (shading_width) is more than this share of the image's shorter side is shading,
-# not strokes, and counts as no ink: smooth gradients measure 0.37-0.53 of the side at any size; drawn
-# and typed digits at most 0.09 (bench/drawn_digits.py), MNIST's fattest digit 0.19
+# mnist style: ink whose mean width (shading_width) is more than this share of the image's shorter side
+# is shading, not strokes, and counts as no ink: smooth gradients measure 0.37-0.53 of the side at any
+# size; drawn and typed digits at most 0.09 (bench/drawn_digits.py), MNIST's fattest digit 0.19
 MAX_STROKE_FRACTION = 0.25
 BORDER_FRACTION = 0.05  # the border band whose median is the background
 
@@ -149,8 +150,8 @@ BORDER_FRACTION = 0.05  # the border band whose median is the background
 def ink_image(gray: torch.Tensor) -> torch.Tensor:
     """Grayscale [H, W] in 0..1 -> ink [H, W] in 0..1: background 0, ink 1, whichever the polarity.
 
-    All zeros when there is no ink: a flat image, one whose brightest (darkest) 0.1 % is within
-    MIN_INK_CONTRAST of the background, or one shaded smoothly rather than drawn (shading_width).
+    All zeros when there is no ink: a flat image, or one whose brightest (darkest) 0.1 % is within
+    MIN_INK_CONTRAST of the background.
     """
     h, w = gray.shape
     band = max(1, round(BORDER_FRACTION * min(h, w)))
@@ -162,9 +163,19 @@ def ink_image(gray: torch.Tensor) -> torch.Tensor:
     peak = torch.quantile(gray.flatten(), INK_PEAK_QUANTILE)
     if peak - background < MIN_INK_CONTRAST:
         return torch.zeros_like(gray)
-    ink = ((gray - background) / (peak - background)).clamp(0.0, 1.0)
-    if shading_width(ink) > MAX_STROKE_FRACTION * min(h, w):  # shading, not strokes: a gradient, a vignette
-        return torch.zeros_like(gray)
+    return ((gray - background) / (peak - background)).clamp(0.0, 1.0)
+
+
+def drawn_ink(gray: torch.Tensor) -> torch.Tensor:
+    """``ink_image``, and all zeros too for ink shaded smoothly rather than drawn (a colour gradient, a
+    vignette): ink whose ``shading_width`` is more than MAX_STROKE_FRACTION of the image's shorter side.
+
+    The mnist style's first step. The digits style keeps ``ink_image`` alone: its training images, 8x8
+    scans upscaled bilinearly to 32x32, are blurred blobs up to 0.35 of their side wide.
+    """
+    ink = ink_image(gray)
+    if shading_width(ink) > MAX_STROKE_FRACTION * min(ink.shape):
+        return torch.zeros_like(ink)
     return ink
 
 

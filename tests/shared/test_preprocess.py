@@ -275,7 +275,6 @@ def ramp(size: int, rgb: bool) -> Image.Image:
 @pytest.mark.parametrize("size", [24, 64, 300, 1000])
 @pytest.mark.parametrize("rgb", [False, True], ids=["gray", "colour"])
 def test_a_smooth_gradient_is_shading_not_ink_at_any_size(size: int, rgb: bool) -> None:
-    assert torch.equal(digit_frame_of(ramp(size, rgb)), torch.zeros(32, 32))
     config = ModelConfig(mean=(0.1,) * 3, std=(0.3,) * 3, input_style="mnist")  # one gray on R, G and B
     x = load_image(encoded(ramp(size, rgb)), config)
     assert x.flatten().amax() == x.flatten().amin()  # a blank model input: the answer will say so
@@ -284,4 +283,6 @@ def test_a_smooth_gradient_is_shading_not_ink_at_any_size(size: int, rgb: bool) 
 def test_a_thick_marker_digit_is_still_ink() -> None:
     img = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(img).ellipse([30, 20, 170, 180], outline=0, width=30)  # a fat 0: strokes 15 % of the side
-    assert digit_frame_of(img).sum() > 0
+    config = ModelConfig(mean=(0.1,) * 3, std=(0.3,) * 3, input_style="mnist")
+    x = load_image(encoded(img), config)
+    assert x.flatten().amax() > x.flatten().amin()

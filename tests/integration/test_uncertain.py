@@ -75,7 +75,7 @@ def test_what_is_not_a_digit_is_answered_uncertain(client: httpx.Client, name: s
     assert body["uncertain"] is True, body
     assert 0 <= body["uncertainty_score"] <= 1
     # a flat picture has nothing in it to name: no label, rather than one at some probability
-    flat = NOT_DIGITS[name].min() == NOT_DIGITS[name].max()
+    flat = bool(NOT_DIGITS[name].min() == NOT_DIGITS[name].max())
     assert body["blank"] is flat
     if flat:
         assert body["label"] is None and body["class_index"] is None and body["probability"] is None

@@ -17,7 +17,8 @@ from torch import nn
 
 from shared.backbones import SpikingBackbone, backbone_config
 from shared.layers import TdBatchNorm
-from shared.lif_autograd import LIFFunction, LIFNormFunction, norm_trains_in_kernel, trains_in_kernel
+from shared.lif_autograd import (LIFFunction, LIFNormFunction, fused_norm_matches_aten, norm_trains_in_kernel,
+                                 trains_in_kernel)
 from shared.neuron import LIF, LIFConfig, StepState, stepping, use_fused_training
 
 CONFIGS = [LIFConfig(), LIFConfig(tau=0.3, v_th=0.7, surrogate_width=0.4)]
@@ -137,7 +138,9 @@ def test_the_tdbn_in_the_pass_is_the_module_bit_for_bit(case) -> None:
         use_fused_training(lif, fused)
         outputs.append(lif(x_i if x.stride(0) else x_i[:1].expand(x.shape), norm_i, shortcut=shortcut_i))
     reference, fused = outputs
-    takes_norm = x.shape[2] > 1 and x.shape[3] * x.shape[4] > 1
+    # the tdBN goes into the pass only where this torch's batch norm rounds as the kernels do (checked once per
+    # process against F.batch_norm); elsewhere (another ISA or build) the LIF alone is fused, and this still holds
+    takes_norm = x.shape[2] > 1 and x.shape[3] * x.shape[4] > 1 and fused_norm_matches_aten()
     assert fused.grad_fn.name() == ("LIFNormFunctionBackward" if takes_norm else "LIFFunctionBackward")
     assert torch.equal(fused, reference)
     for name in ("running_mean", "running_var", "num_batches_tracked"):

@@ -12,6 +12,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 API_KEY_HEADER = "X-API-Key"
 
 
+def given_key(scope: Scope) -> bytes | None:
+    """The request's X-API-Key header, if any."""
+    # Raw header bytes: ASGI servers lower-case the names, and nothing is decoded, so any byte sequence compares as
+    # sent.
+    return dict(scope["headers"]).get(API_KEY_HEADER.lower().encode())
+
+
+def carries_key(scope: Scope, key: bytes) -> bool:
+    """Whether the request carries ``key``; in the same time however much of it a guess gets right."""
+    given = given_key(scope)
+    return given is not None and hmac.compare_digest(given, key)
+
+
 class ApiKeyRequired:
     """ASGI middleware: a request to one of ``paths`` without the key in the X-API-Key header gets a JSON 401.
 
@@ -30,13 +43,10 @@ class ApiKeyRequired:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        # Raw header bytes: ASGI servers lower-case the names, and nothing is decoded, so any byte
-        # sequence compares as sent.
-        given = dict(scope["headers"]).get(API_KEY_HEADER.lower().encode())
-        if given is not None and hmac.compare_digest(given, self.key):
+        if carries_key(scope, self.key):
             await self.app(scope, receive, send)
             return
-        problem = "no" if given is None else "a wrong"
+        problem = "no" if given_key(scope) is None else "a wrong"
         response = JSONResponse({"detail": f"unauthorized: {problem} API key in the {API_KEY_HEADER} header"},
                                 status_code=status.HTTP_401_UNAUTHORIZED,
                                 headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'})

@@ -11,7 +11,8 @@
 
 With ``api_key`` set, /classify, /classify/batch and /metrics answer 401 without it in the X-API-Key header; the
 probes stay open, as orchestrators call them without credentials, and so do the docs and the page
-(which asks for the key and sends it in the header).
+(which asks for the key and sends it in the header). The edge's address is internal: no error body
+names it (it is logged instead), and /readyz shows it only to a request carrying the key.
 
 Routes only translate between HTTP and the pipeline; failures travel as typed exceptions and are
 turned into ``{"detail": "..."}`` responses by the handlers registered in ``create_app``.
@@ -20,7 +21,9 @@ turned into ``{"detail": "..."}`` responses by the handlers registered in ``crea
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -32,10 +35,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from shared.preprocess import ImageError
+from shared.preprocess import ImageError, ImageTooLarge
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
-from .api_key import ApiKeyRequired
+from .api_key import ApiKeyRequired, carries_key
 from .batch import BATCH_PATH, add_batch_api, one_file_only, upload_field_detail
 from .classification import Classification
 from .deadline import StampDeadline
@@ -44,6 +47,7 @@ from .edge_replicas import TargetError
 from .head_batcher import HeadQueueFull, HeadTimeout
 from .head_runner import HeadRunner
 from .head_set import ARCH_HELP, SPLIT_POINT_HELP, UnknownModel
+from .http_server import server_options
 from .planner import NoEligibleSplit
 from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .pipeline import SplitPipeline
@@ -56,7 +60,8 @@ log = logging.getLogger("sbn.device")
 # Typed failures -> HTTP status. Starlette picks the handler of the closest class in the exception's
 # MRO, so EdgeError covers EdgeRejected and any other edge failure.
 ERROR_STATUS: dict[type[Exception], int] = {
-    ImageError: status.HTTP_400_BAD_REQUEST,  # empty, truncated, not an image, decompression bomb
+    ImageError: status.HTTP_400_BAD_REQUEST,  # empty, truncated, not an image
+    ImageTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,  # decoded size over max_decoded_bytes (a decompression bomb)
     UnknownModel: status.HTTP_422_UNPROCESSABLE_CONTENT,  # a split point or arch this device holds no head for
     NoEligibleSplit: status.HTTP_422_UNPROCESSABLE_CONTENT,  # auto: nothing within the accuracy-drop budget
     HeadQueueFull: status.HTTP_503_SERVICE_UNAVAILABLE,  # this device is overloaded: retry later
@@ -69,6 +74,11 @@ ERROR_STATUS: dict[type[Exception], int] = {
 # A 503 says when to try again: the queues it stands for drain within about a second under any load the
 # limits admit.
 RETRY_AFTER_S = 1
+# How gRPC names the peers it tried in its error details (ipv4:10.0.0.5:50051, ipv6:[::1]:50051, unix:/path), and
+# bare IPv4 or bracketed IPv6 addresses: withheld from HTTP answers, with the configured target itself
+PEER_ADDRESS = re.compile(r"\b(?:ipv4|ipv6|unix|unix-abstract|vsock|dns):\S+?(?=[\s,;]|: |$)"
+                          r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?")
+WITHHELD = "<edge address>"
 
 
 class ErrorDetail(BaseModel):
@@ -90,21 +100,20 @@ class HeadReadiness(BaseModel):
 
 class Readiness(BaseModel):
     status: str = "ready"
-    edge: str
+    edge: str | None = Field(default=None, description="the edge's gRPC target; only with the API key")
     model_fingerprint: str = Field(description="the default model's")
     arch: str = Field(description="the default model's backbone")
     split_point: int = Field(description="the default model's k: the bottleneck follows the backbone's k-th block")
     split_point_name: str = Field(description="the block's name, e.g. RB8 or IRB8")
     heads: list[HeadReadiness] = Field(description="every head this device holds, the default first")
     edge_replicas: int | None = Field(
-        default=None, description="edge replicas that answer, of edge_addresses: the addresses the edge target "
-                                  "resolves to now (the device's calls take turns over them); none where the target "
-                                  "cannot be listed")
-    edge_addresses: list[str] | None = None
+        default=None, description="edge replicas that answer, of the addresses the edge target resolves to now (the "
+                                  "device's calls take turns over them); none where the target cannot be listed")
+    edge_addresses: list[str] | None = Field(default=None, description="those addresses; only with the API key")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorDetail} for code in (400, 401, 413, 422, 502, 503, 504)}
+    code: {"model": ErrorDetail} for code in (400, 401, 408, 413, 422, 502, 503, 504)}
 METRICS_PATH = "/metrics"
 
 router = APIRouter()
@@ -160,23 +169,31 @@ async def healthz() -> Liveness:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorDetail}})
-async def readyz(pipeline: Pipeline) -> Readiness:
+async def readyz(request: Request, pipeline: Pipeline) -> Readiness:
+    """Whether the edge serves this device's models. The edge's addresses only to a request with the API key (to
+    none where no key is set): the probe is open to all."""
+    edge = pipeline.edge.address
     try:
         await pipeline.check_edge()
     except EdgeError as e:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {e}") from None
+        log.warning("not ready: %s", e)
+        detail = f"not ready: {withhold_address(str(e), edge)}"
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
     try:
         addresses, answering = await pipeline.edge.replicas()
     except TargetError:
         addresses = answering = None
+    key = pipeline.settings.api_key
+    shown = key is not None and carries_key(request.scope, key.get_secret_value().encode())
     default = pipeline.heads.default.runner
     heads = [HeadReadiness(arch=h.key[0], split_point=h.key[1], split_point_name=h.runner.split_point.name,
                            model_fingerprint=h.runner.checkpoint.fingerprint, edge_serves=bool(h.edge_serves),
                            edge_ms=h.costs.edge_ms) for h in pipeline.heads.heads.values()]
-    return Readiness(edge=pipeline.edge.address, model_fingerprint=default.checkpoint.fingerprint,
+    return Readiness(edge=edge if shown else None, model_fingerprint=default.checkpoint.fingerprint,
                      arch=default.checkpoint.config.backbone.arch, split_point=default.split_point.index,
                      split_point_name=default.split_point.name, heads=heads,
-                     edge_replicas=None if answering is None else len(answering), edge_addresses=addresses)
+                     edge_replicas=None if answering is None else len(answering),
+                     edge_addresses=addresses if shown else None)
 
 
 @router.get(METRICS_PATH, response_class=Response, responses={401: {"model": ErrorDetail}})
@@ -184,14 +201,21 @@ async def metrics_endpoint(metrics: Metrics) -> Response:
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _detail_response(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+def withhold_address(detail: str, edge_address: str) -> str:
+    """``detail`` without the edge's address: the configured target, and every peer address gRPC names."""
+    named = detail.replace(f"edge at {edge_address}", "the edge")
+    return PEER_ADDRESS.sub(WITHHELD, named).replace(edge_address, WITHHELD)  # a host name the pattern misses
+
+
+def _detail_response(status_code: int, edge_address: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status_code == status.HTTP_503_SERVICE_UNAVAILABLE else None
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        if status_code >= 500:
+        if status_code >= 500:  # the whole message, the edge's address included, to the log only
             log.warning("%s %s -> %d after %.3f s: %s", request.method, request.url.path, status_code,
                         request.state.deadline.elapsed(), exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
+        return JSONResponse({"detail": withhold_address(str(exc), edge_address)}, status_code=status_code,
+                            headers=headers)
 
     return handler
 
@@ -211,7 +235,8 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with EdgeClient(settings.edge_address, settings.deadline_s, settings.max_edge_calls, credentials,
-                              settings.tls_server_name) as edge:
+                              settings.tls_server_name, settings.edge_keepalive_s,
+                              settings.edge_keepalive_timeout_s) as edge:
             pipeline = SplitPipeline(heads, edge, settings, metrics)
             await pipeline.start()
             app.state.pipeline = pipeline
@@ -222,6 +247,10 @@ def create_app(settings: DeviceSettings) -> FastAPI:
                          "trained" if checkpoint.trained else "untrained")
             log.info("edge at %s (%s), codec %s, link %s", settings.edge_address,
                      "plaintext" if credentials is None else "TLS", settings.codec, settings.prior_link())
+            # What exists now (torch, the heads, pydantic's models: ~300k objects) lives as long as the process, yet
+            # each full garbage collection would walk it all, 0.1-0.2 s with every thread stopped: deadlines overrun
+            gc.collect()
+            gc.freeze()
             try:
                 yield
             finally:
@@ -236,14 +265,16 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     if settings.api_key is not None:  # outside the upload limit: no key, no byte of the body read
         app.add_middleware(ApiKeyRequired, key=settings.api_key.get_secret_value(),
                            paths=(CLASSIFY_PATH, BATCH_PATH, METRICS_PATH))
+    # around all of the above: its deadline bounds them, and its answers at the deadline are counted
+    app.add_middleware(StampDeadline, budget_s=settings.deadline_s, max_arriving=settings.max_arriving_uploads,
+                       retry_after_s=RETRY_AFTER_S)
     app.add_middleware(CountClassifyResponses, metrics=metrics)
-    app.add_middleware(StampDeadline, budget_s=settings.deadline_s)  # outermost: the clock starts on arrival
     app.include_router(router)
     add_batch_api(app, settings, ERROR_RESPONSES)
     add_offline_docs(app)
     add_web_page(app, api_key_required=settings.api_key is not None)
     for error, status_code in ERROR_STATUS.items():
-        app.add_exception_handler(error, _detail_response(status_code))
+        app.add_exception_handler(error, _detail_response(status_code, settings.edge_address))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -276,7 +307,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # lifespan's exit (closing the channel and the head's thread).
-    # asyncio's own loop, named: uvicorn would switch to uvloop wherever it is installed (ray[serve] brings it), and
-    # the edge channel (grpc.aio) is made for asyncio's loop
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", loop="asyncio")
+    uvicorn.run(app, log_level="info", **server_options(settings))
     return 0

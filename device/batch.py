@@ -1,7 +1,8 @@
 """``POST /classify/batch``: several images through the head as one batch, to the edge in one frame.
 
     files (multipart, one ``files`` field per image, at most ``max_batch``)
-      -> each decoded and preprocessed; one that cannot be read becomes an error entry, the rest go on
+      -> each decoded and preprocessed (device/decoder.py); one that cannot be read becomes an error entry
+         (one over the decoded-size budget too: SBN_DEVICE_MAX_DECODED_BYTES), the rest go on
       -> one head forward over the batch [B, 3, H, W] -> spikes [T, B, C', H', W']
       -> one SpikeFrame of shape T x B x C' x H' x W' (one payload, one codec) -> one Infer call
       -> logits [B, num_classes] -> one entry per uploaded file, in upload order
@@ -27,6 +28,9 @@ answer is 200 whenever the request itself was acceptable, even if every entry fa
 is sent and ``batch.frames`` is 0): statuses describe the request, entries describe the images. What
 fails the single frame fails the whole request with the status ``POST /classify`` would answer
 (503 edge down or busy, 504 deadline, 502 another model or a refused frame).
+
+``stream`` and ``early_exit`` are ``POST /classify``'s alone (one image, one time step per message): a
+batch crosses in one frame, so either is refused with 422 rather than ignored.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile, status
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
+from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_FROM_WIRE
 
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
@@ -60,6 +65,14 @@ class TooManyFiles(ValueError):
 
 class AmbiguousUpload(ValueError):
     """Several ``file`` fields sent to ``POST /classify``, which classifies one image."""
+
+
+class UnsupportedOption(ValueError):
+    """A ``POST /classify`` query parameter sent to ``POST /classify/batch``, which has no such option."""
+
+
+# POST /classify's parameters that a batch, one frame for every image, cannot honour
+SINGLE_IMAGE_OPTIONS = ("stream", "early_exit")
 
 
 class BatchedClassification(Classification):
@@ -108,16 +121,19 @@ async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None
     head cannot take the batch in time, and EdgeError when the edge returns no logits for the frame."""
     start = perf_counter()
     head = served.runner
-    queued = await pipeline.run_head(served, [image for _, image in uploads], deadline)
-    batch = queued.batch
+    decoded = await pipeline.decode(served, [image for _, image in uploads], deadline)
     entries: list[BatchedClassification | BatchFailure] = [
-        BatchFailure(index=index, filename=uploads[index][0], error=error) for index, error in batch.errors.items()]
-    frame = batch.frame
-    if frame is None:
-        latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, total=(perf_counter() - start) * 1e3)
+        BatchFailure(index=index, filename=uploads[index][0], error=str(error))
+        for index, error in decoded.errors.items()]
+    frame: pb.SpikeFrame | None = None
+    if not decoded.inputs:  # nothing to run: no head, no frame
+        latency = Latency(device=decoded.ms, total=(perf_counter() - start) * 1e3)
     else:
+        queued = await pipeline.run_head(served, decoded.inputs, deadline)
+        batch = queued.batch
+        frame = batch.frame
         reply = await pipeline.ask_edge(served, frame, deadline)  # checked: one row of logits per image of the frame
-        latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
+        latency = Latency(device=decoded.ms + batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
                           network=reply.round_trip_ms - reply.edge_ms, total=(perf_counter() - start) * 1e3)
         images = len(batch.heads)
         payload_shares = even_shares(len(frame.payload), images)
@@ -137,7 +153,7 @@ async def classify_batch(pipeline: SplitPipeline, uploads: list[tuple[str | None
                 index=index, filename=uploads[index][0]))
     entries.sort(key=lambda entry: entry.index)
     summary = BatchSummary(
-        images=len(uploads), classified=len(batch.heads), failed=len(batch.errors), frames=int(frame is not None),
+        images=len(uploads), classified=len(decoded.inputs), failed=len(decoded.errors), frames=int(frame is not None),
         frame_shape=None if frame is None else list(frame.shape),
         codec=None if frame is None else CODEC_FROM_WIRE[frame.codec].value,
         transmitted_bytes=0 if frame is None else len(frame.payload),
@@ -172,6 +188,15 @@ async def classify_batch_route(
         if isinstance(entry, BatchedClassification):
             metrics.observe(entry)
     return result
+
+
+async def no_single_image_options(request: Request) -> None:
+    """Dependency of ``POST /classify/batch``: ``stream`` or ``early_exit`` is refused rather than ignored."""
+    sent = [name for name in SINGLE_IMAGE_OPTIONS if name in request.query_params]
+    if sent:
+        raise UnsupportedOption(f"{' and '.join(sent)}: POST {BATCH_PATH} sends every image in one frame and answers "
+                                f"once; streaming one time step per message (and early exit) is POST "
+                                f"{CLASSIFY_PATH}'s, one image per request")
 
 
 async def one_file_only(request: Request) -> None:
@@ -216,6 +241,7 @@ def add_batch_api(app: FastAPI, settings: DeviceSettings, error_responses: dict[
     """``POST /classify/batch`` and the refusals of this module's errors (``error_responses``: for the OpenAPI)."""
     app.state.max_batch = settings.max_batch
     app.add_api_route(BATCH_PATH, classify_batch_route, methods=["POST"], response_model_exclude_none=True,
-                      responses=error_responses)
+                      responses=error_responses, dependencies=[Depends(no_single_image_options)])
     app.add_exception_handler(TooManyFiles, _detail(status.HTTP_413_CONTENT_TOO_LARGE))
-    app.add_exception_handler(AmbiguousUpload, _detail(status.HTTP_422_UNPROCESSABLE_CONTENT))
+    for error in (AmbiguousUpload, UnsupportedOption):
+        app.add_exception_handler(error, _detail(status.HTTP_422_UNPROCESSABLE_CONTENT))

@@ -14,6 +14,13 @@ drops a frame nobody waits for any more.
 Every reply is checked against its frame (request id, model, batch size, class count, number of
 values): a reply that does not fit is a bad gateway (502) naming the mismatch, never an exception
 further on.
+
+A hung edge replica (a stopped process, a frozen host, a dead link) keeps its connection open and answers
+nothing, so gRPC would go on sending it frames. The channel pings an edge connection that has said nothing for
+``keepalive_s`` while calls are open on it, and closes it when a ping goes unanswered for ``keepalive_timeout_s``:
+the frames on it then fail UNAVAILABLE and are sent again to another replica (the retry policy below), and round
+robin takes no more frames there until it answers again. (An edge must accept pings that often: ``sbn edge``
+does, Ray Serve's proxy does not.)
 """
 
 from __future__ import annotations
@@ -104,6 +111,21 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def keepalive_options(interval_s: float, timeout_s: float) -> list[tuple[str, int]]:
+    """Channel options that ping a connection silent for ``interval_s`` while calls are open on it, and close it
+    when a ping goes unanswered for ``timeout_s``; none for ``interval_s`` 0."""
+    if not interval_s:
+        return []
+    timeout_ms = round(timeout_s * 1e3)
+    return [("grpc.keepalive_time_ms", round(interval_s * 1e3)), ("grpc.keepalive_timeout_ms", timeout_ms),
+            # A keepalive ping waits while another ping is unanswered (one at a time), such as gRPC's own flow-control
+            # probe, whose timeout is a minute by default: any ping unanswered this long closes the connection.
+            ("grpc.http2.ping_timeout_ms", timeout_ms),
+            # by default a client sends two pings at most until it next sends data: a hung replica with calls stuck
+            # on it and no new ones would be pinged twice and then not again
+            ("grpc.http2.max_pings_without_data", 0)]
+
+
 @dataclass(frozen=True)
 class EdgeReply:
     logits: torch.Tensor  # [B, num_classes] float32
@@ -131,24 +153,31 @@ class StreamReply:
 
 
 class EdgeStream:
-    """One open InferStream call: steps out, running logits in, each reply checked against the stream."""
+    """One InferStream call: steps out, running logits in, each reply checked against the stream. The call opens with
+    its first step, not before: the edge cancels a stream that sends no first step soon after opening
+    (stream_first_step_s), while the head may take a while to make step 0."""
 
-    def __init__(self, client: EdgeClient, call: grpc.aio.StreamStreamCall) -> None:
-        self.client, self.call = client, call
+    def __init__(self, client: EdgeClient, deadline: Deadline) -> None:
+        self.client, self.deadline = client, deadline
+        self.call: grpc.aio.StreamStreamCall | None = None
         self.first: pb.SpikeStep | None = None
         self.sent = self.received = 0
 
     async def send(self, message: pb.SpikeStep) -> None:
+        if self.call is None:
+            self.call = self.client._stub.InferStream(timeout=self.deadline.remaining())
         self.first = self.first or message
         try:
             await self.call.write(message)
         except grpc.aio.AioRpcError as e:
             raise self.client._error(e) from None
         except asyncio.InvalidStateError:  # the call has already ended: its status says why
-            raise await self._ended() from None
+            raise await self._ended(self.call) from None
         self.sent += 1
 
     async def done_sending(self) -> None:
+        if self.call is None:
+            raise RuntimeError("a stream ends after its steps: send one before done_sending")
         try:
             await self.call.done_writing()
         except grpc.aio.AioRpcError as e:
@@ -157,14 +186,14 @@ class EdgeStream:
     async def receive(self, num_classes: int) -> StreamReply:
         """The next step's running logits; raises an EdgeError subclass if the stream ends without them or they do
         not answer the next step of this stream."""
+        if self.call is None or self.first is None:
+            raise RuntimeError("a stream answers steps: send one before receiving")
         try:
             reply = await self.call.read()
         except grpc.aio.AioRpcError as e:
             raise self.client._error(e) from None
         if reply is grpc.aio.EOF:
-            raise await self._ended()
-        if self.first is None:
-            raise RuntimeError("a stream answers steps: send one before receiving")
+            raise await self._ended(self.call)
         self.client.check_reply(reply, self.first, num_classes, "stream")
         if reply.step != self.received:
             raise EdgeBadReply(f"edge at {self.client.address} answered step {reply.step}; the stream's next answer "
@@ -173,31 +202,39 @@ class EdgeStream:
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
         return StreamReply(reply.step, logits, reply.decode_ms + reply.inference_ms, reply.damage)
 
-    async def _ended(self) -> EdgeError:
+    def cancel(self) -> None:
+        """Ends the call if it is open and unfinished (the edge drops the stream's state); else nothing."""
+        if self.call is not None:
+            self.call.cancel()
+
+    async def _ended(self, call: grpc.aio.StreamStreamCall) -> EdgeError:
         """Why the call ended early: its status as an error."""
-        code = await self.call.code()
+        code = await call.code()
         if code is grpc.StatusCode.OK:
             return EdgeBadReply(f"edge at {self.client.address} ended the stream after {self.sent} steps without "
                                 f"answering each")
-        return self.client.error_for(code, await self.call.details())
+        return self.client.error_for(code, await call.details())
 
 
 class EdgeClient:
     def __init__(self, address: str, probe_timeout_s: float, max_calls: int,
-                 credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None,
+                 keepalive_s: float = DeviceSettings.model_fields["edge_keepalive_s"].default,
+                 keepalive_timeout_s: float = DeviceSettings.model_fields["edge_keepalive_timeout_s"].default) -> None:
         """``probe_timeout_s``: how long GetModelInfo may take (readiness); ``server_name``: the name the edge's
-        certificate is checked against instead of the address's host."""
+        certificate is checked against instead of the address's host; ``keepalive_s``, ``keepalive_timeout_s``:
+        the pings that find a hung edge replica (0: no pings)."""
         self.address = address
         self.probe_timeout_s = probe_timeout_s
         self.max_calls = max_calls
         self._calls = asyncio.Semaphore(max_calls)
         self._credentials = credentials
         self._name_options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        options = [*CHANNEL_OPTIONS, *keepalive_options(keepalive_s, keepalive_timeout_s)]
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(address, options=options)
         else:
-            self._channel = grpc.aio.secure_channel(address, credentials, options=[*CHANNEL_OPTIONS,
-                                                                                   *self._name_options])
+            self._channel = grpc.aio.secure_channel(address, credentials, options=[*options, *self._name_options])
         self._stub = pb_grpc.SplitInferenceStub(self._channel)
 
     async def __aenter__(self) -> EdgeClient:
@@ -257,11 +294,11 @@ class EdgeClient:
         except asyncio.TimeoutError:
             raise EdgeTimeout(f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
                               f"{self.max_calls} calls to it stayed in flight") from None
-        call = self._stub.InferStream(timeout=deadline.remaining())
+        stream = EdgeStream(self, deadline)
         try:
-            yield EdgeStream(self, call)
+            yield stream
         finally:
-            call.cancel()  # a no-op once the call has finished
+            stream.cancel()  # a no-op once the call has finished
             self._calls.release()
 
     async def replicas(self) -> tuple[list[str], list[str]]:

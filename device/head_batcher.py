@@ -2,8 +2,9 @@
 
     request coroutines   submit(images, deadline) -> wait for their own frame, at most until the deadline
     one worker task      take the queued jobs, up to ``max_images`` images -> drop those whose request has
-                         given up -> on the head thread: decode and preprocess every image, one head forward
-                         over all of them, one frame per job (HeadRunner.run_jobs) -> wake each request
+                         given up -> on the head thread: one head forward over all of their images (decoded
+                         before they were queued: device/decoder.py), one frame per job (HeadRunner.run_jobs)
+                         -> wake each request
 
 A job is one request: ``POST /classify``'s one image, or ``POST /classify/batch``'s images, which keep
 travelling to the edge in one frame of their own. Every request still gets its own frame and its own
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 
 from .deadline import Deadline
-from .head_runner import HeadBatch, HeadRunner
+from .head_runner import HeadBatch, HeadRunner, ModelInput
 
 log = logging.getLogger("sbn.device")
 
@@ -43,7 +44,7 @@ class HeadTimeout(Exception):
 
 @dataclass(eq=False)
 class HeadJob:
-    images: list[bytes]
+    images: dict[int, ModelInput]  # the request's readable images, by their index in the request
     deadline: Deadline
     done: asyncio.Future[HeadBatch]
     enqueued: float = field(default_factory=monotonic)
@@ -83,13 +84,19 @@ class HeadBatcher:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    async def submit(self, images: list[bytes], deadline: Deadline) -> QueuedHead:
-        """The job's HeadBatch; raises HeadQueueFull at once when the queue is full, HeadTimeout at the deadline."""
+    def refuse_if_full(self, on_their_way: int = 0) -> None:
+        """Raises HeadQueueFull if the queue, and ``on_their_way`` more requests that will join it, fill it."""
         while self._queue and self._queue[0].done.done():  # given up at its deadline: room for a live one
             self._queue.popleft()
-        if len(self._queue) >= self.max_queued:
-            raise HeadQueueFull(f"device is busy: {len(self._queue)} requests are waiting for the head (at most "
+        waiting = len(self._queue) + on_their_way
+        if waiting >= self.max_queued:
+            raise HeadQueueFull(f"device is busy: {waiting} requests are waiting for the head (at most "
                                 f"{self.max_queued}, SBN_DEVICE_HEAD_QUEUE_LIMIT); retry later")
+
+    async def submit(self, images: dict[int, ModelInput], deadline: Deadline) -> QueuedHead:
+        """The job's HeadBatch (``images``: at least one); raises HeadQueueFull at once when the queue is full,
+        HeadTimeout at the deadline."""
+        self.refuse_if_full()
         job = HeadJob(images, deadline, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._arrived.set()

@@ -22,10 +22,26 @@ from shared.entropy_codec import chunk_layout
 from shared.fec import check_parity, protect
 from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
 from shared.neuron import StepState
-from shared.preprocess import ImageError, load_image, unnormalize
+from shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.wire import CODEC_TO_WIRE
+from shared.split_model import ModelConfig
 from shared.uncertainty import ink, is_blank
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One upload, decoded and preprocessed: what a head runs. Made off the head's thread (device/decoder.py), so
+    that no decode ever holds the head."""
+
+    x: torch.Tensor  # the normalized image [3, H, W]
+    image_bytes: int  # size of the uploaded image file, as received
+
+    @classmethod
+    def load(cls, image: bytes, config: ModelConfig, max_decoded_bytes: int = MAX_DECODED_BYTES) -> ModelInput:
+        """Raises shared.preprocess.ImageError (ImageTooLarge: over ``max_decoded_bytes``) if ``image`` is not a
+        readable image."""
+        return cls(load_image(image, config, max_decoded_bytes), len(image))
 
 
 @dataclass(frozen=True)
@@ -94,24 +110,22 @@ class HeadStream:
 
 @dataclass(frozen=True)
 class HeadTimings:
-    """Milliseconds of one head run, which may carry the images of several requests."""
+    """Milliseconds of one head run, which may carry the images of several requests (decoded before it)."""
 
-    preprocess_ms: float  # decode and preprocess every image of the run
     head_ms: float  # one forward of the head and encoder over all of them
     encode_ms: float  # packing the spikes, one frame per job
 
     @property
     def total_ms(self) -> float:
-        return self.preprocess_ms + self.head_ms + self.encode_ms
+        return self.head_ms + self.encode_ms
 
 
 @dataclass(frozen=True)
 class HeadBatch:
-    """One job's result: a frame for its images that could be read, an error for the others."""
+    """One job's result: one frame for its images."""
 
     heads: dict[int, HeadOutput]  # the job's image index -> that image's slice of the frame
-    errors: dict[int, str]  # the job's image index -> why it could not be read
-    frame: pb.SpikeFrame | None  # None when no image could be read
+    frame: pb.SpikeFrame
     timings: HeadTimings  # of the run that carried the job
     run_images: int  # images in that run's head forward (micro-batching: several jobs may share it)
 
@@ -162,49 +176,34 @@ class HeadRunner:
 
     def run(self, image: bytes) -> HeadOutput:
         """One image in its own frame; raises shared.preprocess.ImageError if it is not a readable image."""
-        (job,) = self.run_jobs([[image]])
-        if job.errors:
-            raise ImageError(job.errors[0])
+        (job,) = self.run_jobs([{0: ModelInput.load(image, self.checkpoint.config)}])
         return job.heads[0]
 
-    def run_jobs(self, jobs: list[list[bytes]]) -> list[HeadBatch]:
-        """Several jobs' images through the head as one batch, then one frame per job.
+    def run_jobs(self, jobs: list[dict[int, ModelInput]]) -> list[HeadBatch]:
+        """Several jobs' images (each job's by its own image index, at least one) through the head as one batch,
+        then one frame per job.
 
-        Every readable image of every job goes into one forward [sum B, 3, H, W] -> [T, sum B, C', H', W'];
-        each job's frame then carries only its own images' spikes, so a job's frame, energy and bytes are
-        what it would get alone. An unreadable image fails only its own entry.
+        Every image of every job goes into one forward [sum B, 3, H, W] -> [T, sum B, C', H', W']; each job's
+        frame then carries only its own images' spikes, so a job's frame, energy and bytes are what it would get
+        alone.
         """
         start = perf_counter()
-        inputs: list[torch.Tensor] = []  # [3, H, W] each, every readable image of every job in order
-        owners: list[tuple[int, int]] = []  # (job, image index in the job) of each input
-        errors: list[dict[int, str]] = [{} for _ in jobs]
-        for j, images in enumerate(jobs):
-            for index, image in enumerate(images):
-                try:
-                    inputs.append(load_image(image, self.checkpoint.config))
-                    owners.append((j, index))
-                except ImageError as e:
-                    errors[j][index] = str(e)
-        preprocessed = perf_counter()
-        if inputs:
-            x = torch.stack(inputs)  # [B, 3, H, W]
-            spikes, energy = self.forward(x)  # [T, B, C', H', W'], B estimates
-            blank, brightness = is_blank(x).tolist(), ink(unnormalize(x, self.checkpoint.config)).tolist()
+        x = torch.stack([model_input.x for inputs in jobs for model_input in inputs.values()])  # [B, 3, H, W]
+        spikes, energy = self.forward(x)  # [T, B, C', H', W'], B estimates
+        blank, brightness = is_blank(x).tolist(), ink(unnormalize(x, self.checkpoint.config)).tolist()
         forwarded = perf_counter()
         batches = []
-        for j, images in enumerate(jobs):
-            rows = [b for b, (owner, _) in enumerate(owners) if owner == j]  # consecutive: stacked in job order
-            heads: dict[int, HeadOutput] = {}
-            frame = None
-            if rows:
-                codec, frame = self.pack(spikes[:, rows[0]:rows[-1] + 1])
-                heads = {owners[b][1]: HeadOutput(frame, codec, spikes[:, b:b + 1], energy[b],
-                                                  len(images[owners[b][1]]), blank[b], brightness[b])
-                         for b in rows}
-            batches.append((heads, errors[j], frame))
-        timings = HeadTimings((preprocessed - start) * 1e3, (forwarded - preprocessed) * 1e3,
-                              (perf_counter() - forwarded) * 1e3)
-        return [HeadBatch(heads, job_errors, frame, timings, len(inputs)) for heads, job_errors, frame in batches]
+        first = 0  # the job's first row of the batch: stacked in job order
+        for inputs in jobs:
+            rows = range(first, first + len(inputs))
+            codec, frame = self.pack(spikes[:, rows.start:rows.stop])
+            heads = {index: HeadOutput(frame, codec, spikes[:, b:b + 1], energy[b], model_input.image_bytes, blank[b],
+                                       brightness[b])
+                     for b, (index, model_input) in zip(rows, inputs.items(), strict=True)}
+            batches.append((heads, frame))
+            first = rows.stop
+        timings = HeadTimings((forwarded - start) * 1e3, (perf_counter() - forwarded) * 1e3)
+        return [HeadBatch(heads, frame, timings, len(x)) for heads, frame in batches]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[EnergyEstimate]]:
         """Normalized images [B, 3, H, W] -> their spikes [T, B, C', H', W'] and one energy estimate per image,
@@ -222,11 +221,14 @@ class HeadRunner:
             spikes = self.head.step(x, state)
         return spikes, monitor.estimates()[0]
 
-    def open_stream(self, image: bytes) -> HeadStream:
-        """The image, read and preprocessed, ready to run through the head one time step at a time; raises
-        ImageError if it is not a readable image."""
-        x = load_image(image, self.checkpoint.config).unsqueeze(0)  # [1, 3, H, W]
-        return HeadStream(self, x, len(image), bool(is_blank(x)[0]), float(ink(unnormalize(x, self.checkpoint.config))[0]))
+    def open_stream(self, image: bytes | ModelInput) -> HeadStream:
+        """The image, read and preprocessed (unless it already is), ready to run through the head one time step at
+        a time; raises ImageError if it is not a readable image."""
+        if isinstance(image, bytes):
+            image = ModelInput.load(image, self.checkpoint.config)
+        x = image.x.unsqueeze(0)  # [1, 3, H, W]
+        return HeadStream(self, x, image.image_bytes, bool(is_blank(x)[0]),
+                          float(ink(unnormalize(x, self.checkpoint.config))[0]))
 
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""

@@ -2,9 +2,10 @@
 
     sbn_device_classify_requests_total{status}   POST /classify responses by HTTP status
     sbn_device_classify_latency_seconds           successful classifications, upload in hand to result
-    sbn_device_stage_seconds{stage}               per request: queue (waiting for the head), preprocess, head,
-                                                  encode (of the head run that carried it), edge (the edge's own
-                                                  time), network (round trip minus the edge's time)
+    sbn_device_stage_seconds{stage}               per request: preprocess (decoding its images), queue (waiting
+                                                  for the head), head, encode (of the head run that carried it),
+                                                  edge (the edge's own time), network (round trip minus the
+                                                  edge's time)
     sbn_device_head_batch_images                  images per head run (concurrent uploads share one forward)
     sbn_device_edge_batch_images                  images in the edge's tail run that carried a frame
     sbn_device_head_queue                         requests waiting for the head, as last seen
@@ -52,10 +53,12 @@ class DeviceMetrics:
     def ran_head(self, images: int) -> None:
         self.head_batch.observe(images)
 
+    def observe_decode(self, ms: float) -> None:
+        self.stage.labels("preprocess").observe(ms / 1e3)
+
     def observe_head(self, queued: QueuedHead) -> None:
         timings = queued.batch.timings
-        for stage, ms in (("queue", queued.queue_ms), ("preprocess", timings.preprocess_ms),
-                          ("head", timings.head_ms), ("encode", timings.encode_ms)):
+        for stage, ms in (("queue", queued.queue_ms), ("head", timings.head_ms), ("encode", timings.encode_ms)):
             self.stage.labels(stage).observe(ms / 1e3)
 
     def observe_edge(self, reply: EdgeReply) -> None:

@@ -1,9 +1,10 @@
 """One classification on the split path: pick a head -> its queue -> the head -> the edge -> result.
 
-Each request has one deadline, stamped as it arrives (``deadline_s``, device/deadline.py): reading
-the upload, the wait for the head, the head, the wait for a free edge call and the call itself all
-come out of it, and the edge gets what is left as its gRPC deadline. Torch work runs off the event
-loop on one dedicated thread, batched across concurrent requests by each head's HeadBatcher.
+Each request has one deadline, from its first byte (``deadline_s``, device/deadline.py): receiving
+the upload, decoding it, the wait for the head, the head, the wait for a free edge call and the call
+itself all come out of it, and the edge gets what is left as its gRPC deadline. Uploads are decoded
+on threads of their own (device/decoder.py); torch work runs off the event loop on one dedicated
+thread, batched across concurrent requests by each head's HeadBatcher.
 
 Which head: the request's ``arch`` / ``split_point``, the default model, or with ``split_point=auto``
 the planner's choice for the link as the device measures it (device/head_set.py, device/planner.py).
@@ -20,15 +21,15 @@ from typing import TypeVar
 import numpy as np
 
 from shared.channel import parse_channel
-from shared.preprocess import ImageError
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 
 from . import planner
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline
+from .decoder import Decoded, Decoder
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeReply
 from .head_batcher import HeadBatcher, HeadQueueFull, HeadTimeout, QueuedHead
-from .head_runner import HeadRunner
+from .head_runner import HeadRunner, ModelInput
 from .head_set import HeadSet, ServedHead, measure_costs
 from .link_estimator import LinkEstimator
 from .metrics import DeviceMetrics
@@ -49,13 +50,14 @@ class SplitPipeline:
         self.edge = edge
         self.metrics = metrics
         self.settings = settings
-        # Torch work runs on one thread, for every head: forwards take turns anyway (see HeadRunner), and
-        # one worker keeps preprocessing within the THREADS budget too.
+        # Torch work runs on one thread, for every head: forwards take turns anyway (see HeadRunner).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head")
+        self.decoder = Decoder(settings.max_decoded_bytes)
         self.heads = HeadSet([ServedHead(runner, self._batcher(runner), measure_costs(runner)) for runner in runners])
         self.link = LinkEstimator(settings.prior_link())
         self._last_auto: tuple[str, int] | None = None  # the (arch, split point) auto chose last
         self._open_streams = 0  # streamed requests in progress
+        self._decoding = 0  # requests whose images are being decoded, on their way to a head
         # experiments: a lossy channel between device and edge (off unless SBN_DEVICE_CHANNEL is set)
         self.channel = None if settings.channel is None else parse_channel(settings.channel)
         self._channel_noise = np.random.default_rng()
@@ -78,6 +80,7 @@ class SplitPipeline:
         for head in self.heads.heads.values():
             await head.batcher.stop()
         self._executor.shutdown()
+        self.decoder.close()
 
     async def choose(self, arch: str | None, split_point: str | None,
                      deadline: Deadline) -> tuple[ServedHead, SplitChoice | None]:
@@ -115,19 +118,39 @@ class SplitPipeline:
                              predicted_latency_ms=estimate.latency_ms, predicted_energy_mj=estimate.energy_mj)
         return candidates[chosen], choice
 
-    async def run_head(self, head: ServedHead, images: list[bytes], deadline: Deadline) -> QueuedHead:
+    async def decode(self, head: ServedHead, images: list[bytes], deadline: Deadline) -> Decoded:
+        """The images as ``head``'s model inputs, or why each cannot be one; raises HeadQueueFull at once when the
+        head's queue is full counting the requests being decoded (no decoding for a request that would be refused),
+        HeadTimeout at the deadline."""
+        head.batcher.refuse_if_full(self._decoding)
+        self._decoding += 1
+        try:
+            decoded = await self.decoder.decode(images, head.runner.checkpoint.config, deadline)
+        finally:
+            self._decoding -= 1
+        self.metrics.observe_decode(decoded.ms)
+        return decoded
+
+    async def decode_one(self, head: ServedHead, image: bytes, deadline: Deadline) -> tuple[ModelInput, float]:
+        """The image as ``head``'s model input and the milliseconds that took; raises ImageError (ImageTooLarge:
+        over max_decoded_bytes) for one that cannot be read, HeadTimeout at the deadline."""
+        decoded = await self.decode(head, [image], deadline)
+        if decoded.errors:
+            raise decoded.errors[0]
+        return decoded.inputs[0], decoded.ms
+
+    async def run_head(self, head: ServedHead, images: dict[int, ModelInput], deadline: Deadline) -> QueuedHead:
         """The images through ``head`` (batched with other requests'), one frame for them; raises HeadQueueFull or
         HeadTimeout."""
         self.metrics.head_queue.set(head.batcher.queued)
         queued = await head.batcher.submit(images, deadline)
         self.metrics.observe_head(queued)
         batch = queued.batch
-        if batch.frame is not None:
-            images_in_frame = len(batch.heads)
-            # compute only, as measured at start-up: decoding and preprocessing an upload cost every head the same
-            head.costs.observe_head((batch.timings.head_ms + batch.timings.encode_ms) / batch.run_images,
-                                    sum(h.energy.device_45nm_mj for h in batch.heads.values()) / images_in_frame,
-                                    batch.frame.ByteSize() / images_in_frame)
+        images_in_frame = len(batch.heads)
+        # compute only, as measured at start-up: decoding and preprocessing an upload cost every head the same
+        head.costs.observe_head((batch.timings.head_ms + batch.timings.encode_ms) / batch.run_images,
+                                sum(h.energy.device_45nm_mj for h in batch.heads.values()) / images_in_frame,
+                                batch.frame.ByteSize() / images_in_frame)
         return queued
 
     async def through_channel(self, message: Message) -> Message:
@@ -181,12 +204,11 @@ class SplitPipeline:
                                                include_spikes)
             finally:
                 self._open_streams -= 1
-        queued = await self.run_head(head, [image], deadline)
+        model_input, decode_ms = await self.decode_one(head, image, deadline)
+        queued = await self.run_head(head, {0: model_input}, deadline)
         batch = queued.batch
-        if batch.frame is None:
-            raise ImageError(batch.errors[0])
         reply = await self.ask_edge(head, batch.frame, deadline)
-        latency = Latency(device=batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
+        latency = Latency(device=decode_ms + batch.timings.total_ms, queue=queued.queue_ms, edge=reply.edge_ms,
                           network=reply.round_trip_ms - reply.edge_ms, total=(perf_counter() - start) * 1e3)
         return build_classification(reply.logits[0], batch.heads[0], head.runner.checkpoint, latency, include_logits,
                                     include_spikes, head_batch_images=batch.run_images,

@@ -11,7 +11,9 @@ from device.planner import Objective
 from shared.energy import CountMode
 from shared.channel import parse_channel
 from shared.fec import check_parity
+from shared.preprocess import MAX_DECODED_BYTES
 from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
+from shared.rpc.wire import MIN_PING_INTERVAL_S
 from shared.settings import ModelSettings
 
 
@@ -47,17 +49,47 @@ class DeviceSettings(ModelSettings):
                                       "early_exit= overrides it. Default: off")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest accepted request body (the multipart upload), in bytes")
+    max_decoded_bytes: int = Field(
+        MAX_DECODED_BYTES, ge=1, description="largest image accepted, as its decoded size judged from its header "
+                                             "before a pixel is decoded: width x height x bytes per pixel of its mode, "
+                                             "at least 3 (every upload becomes 8-bit RGB at full size before it is "
+                                             "scaled to the model's input); more: 413. Default 64 MiB: 4096 x 4096 "
+                                             "at 4 bytes a pixel, far more than a 32 x 32 model needs")
+    max_arriving_uploads: int = Field(
+        64, ge=1, description="requests whose body is still arriving at once; one more makes room by dropping the one "
+                              "that has been arriving longest (503, its connection closed). A normal upload arrives "
+                              "in milliseconds, so under a flood of slow senders the ones dropped are theirs; each "
+                              "also ends at its deadline")
+    limit_concurrency: int = Field(
+        1000, ge=1, description="uvicorn's backstop above the other limits: with this many connections open or "
+                                "requests in flight, a new request gets uvicorn's own 503 (in plain text)")
+    timeout_keep_alive_s: int = Field(
+        5, ge=1, description="an idle connection (nothing sent since it opened, or since its last answer) is closed "
+                               "after this many seconds (uvicorn's timeout_keep_alive)")
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="most bytes of an unfinished request line and headers held while the "
+                                        "rest arrives (h11's max incomplete event size); past it: 400")
     max_batch: int = Field(
         32, ge=1, description="most images one POST /classify/batch may carry (more: 413); they cross to the edge in "
                               "one frame, so at most the edge's max_batch (its default: 32)")
     deadline_s: float = Field(
-        5.0, gt=0, description="seconds one request may take from its arrival to the answer: receiving the upload, "
+        5.0, gt=0, description="seconds one request may take from its first byte's arrival to the answer: receiving "
+                               "its headers and upload (not arrived by then: 408, connection closed), "
                                "waiting for the head, the head, waiting for a free edge call and the edge's answer "
                                "(which gets what is left as its gRPC deadline); past it, 504")
     max_edge_calls: int = Field(
         32, ge=1, description="frames in flight to the edge at once; more wait for a free call within their deadline. "
                               "At most the edge's max_concurrency (its default: 32), shared out among the devices of "
                               "one edge, so that the edge never refuses this device as busy")
+    edge_keepalive_s: float = Field(
+        0.5, ge=0, description="an edge connection that has sent nothing for this long while calls are open on it is "
+                               "pinged, to find a hung edge replica (stopped, frozen, cut off): its frames go to "
+                               "another replica instead. sbn edge accepts pings this often; 0 (no pings) for an edge "
+                               "that does not (sbn serve-ray: Serve's proxy closes the connection)")
+    edge_keepalive_timeout_s: float = Field(
+        1.0, gt=0, description="a ping unanswered for this long closes the connection: its frames fail over to "
+                               "another replica (or fail, 503, with none left), and it takes no more frames until "
+                               "the edge answers again")
     head_batch_max_images: int = Field(
         16, ge=1, description="micro-batching: concurrent uploads run through the head as one batch of up to this "
                               "many images (each request still sends its own frame)")
@@ -65,8 +97,9 @@ class DeviceSettings(ModelSettings):
         2.0, ge=0, description="micro-batching: under load (the last head run carried several requests), how long "
                                "the head waits for more before it runs; an idle device runs a lone upload at once")
     head_queue_limit: int = Field(
-        64, ge=1, description="requests that may wait for the head at once; one more is refused with 503 and "
-                              "Retry-After, so a burst's parsed uploads do not pile up in front of the head")
+        64, ge=1, description="requests that may wait for the head at once, their uploads being decoded or "
+                              "queued; one more is refused with 503 and Retry-After, so a burst's parsed uploads do "
+                              "not pile up in front of the head")
     energy_mode: CountMode = Field(
         CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) "
                                      "or complete (also stem, shortcuts, encoder)")
@@ -119,6 +152,14 @@ class DeviceSettings(ModelSettings):
     @classmethod
     def _known_link(cls, name: str) -> str:
         return link_profile(name).name  # ValueError naming the profiles
+
+    @field_validator("edge_keepalive_s")
+    @classmethod
+    def _edge_accepts_pings_this_often(cls, interval_s: float) -> float:
+        if 0 < interval_s < MIN_PING_INTERVAL_S:
+            raise ValueError(f"edge_keepalive_s is 0 (no pings) or at least {MIN_PING_INTERVAL_S:g} s: an edge takes "
+                             f"pings more often as abuse and closes the connection")
+        return interval_s
 
     def prior_link(self) -> LinkProfile:
         """The configured link: the profile, with the custom rate and round trip if set."""

@@ -41,7 +41,8 @@ async def classify_streamed(pipeline: SplitPipeline, head: ServedHead, image: by
     start = perf_counter()
     runner = head.runner
     num_classes = runner.checkpoint.config.backbone.num_classes
-    stream = await pipeline.run_on_head_thread(runner.open_stream, image, deadline=deadline)
+    model_input, _ = await pipeline.decode_one(head, image, deadline)
+    stream = await pipeline.run_on_head_thread(runner.open_stream, model_input, deadline=deadline)
     device_ms = 0.0
 
     async def compute_step():  # the next step on the head thread, timed

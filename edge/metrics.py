@@ -18,7 +18,7 @@ edge does not serve is counted under ``model="unknown"``.
     sbn_edge_queue_wait_seconds{model}   histogram: a frame's wait for the inference worker
     sbn_edge_decode_seconds{model}       histogram: a frame's payload -> spike tensor
     sbn_edge_inference_seconds{model}    histogram: decoder + tail of one batch
-    sbn_edge_open_streams                gauge: InferStream calls open now, all models (each holds its state)
+    sbn_edge_open_streams                gauge: InferStream calls open now, all models, from their first byte
     sbn_edge_stream_steps_total{model}   streamed time steps run
     sbn_edge_fec_corrected_bytes_total{model}   payload bytes Reed–Solomon parity put right
     sbn_edge_fec_failed_blocks_total{model}     parity blocks with more damage than they correct

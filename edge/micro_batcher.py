@@ -1,6 +1,6 @@
 """The edge's one inference worker: frames that arrive together run through their tail as one batch.
 
-    gRPC threads   check and decode a frame -> submit() -> wait until its logits are ready, the caller
+    gRPC calls     check and decode a frame -> submit() -> wait until its logits are ready, the caller
                    has gone, or its deadline has passed
     the worker     take the queued frames of one model, up to ``max_images`` images -> drop those whose
                    caller has gone or whose deadline has passed -> concatenate along B -> decoder + tail
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 
@@ -45,13 +46,14 @@ class BatchPolicy:
 
 @dataclass(eq=False)
 class PendingFrame:
-    """One frame between its gRPC thread and the worker."""
+    """One frame between its gRPC call and the worker."""
 
     runner: TailRunner  # the model the frame is for
     decoded: DecodedFrame
     deadline: float | None  # time.monotonic() by which the caller needs the answer; None: it set no deadline
-    caller_gone: threading.Event  # set by gRPC when the call ends on the caller's side (cancelled, timed out)
-    settled: threading.Event  # set when logits or an error are ready, or when the caller has gone
+    notify: Callable[[], None]  # wakes the frame's call (thread-safe): called once, from the worker, by settle()
+    withdrawn: threading.Event = field(default_factory=threading.Event)  # set by the call once it stops waiting
+    settled: bool = False  # the worker is done with the frame: logits or error set, or the frame dropped
     enqueued: float = field(default_factory=monotonic)
     logits: torch.Tensor | None = None  # [B, num_classes]: this frame's rows of the batch's logits
     error: Exception | None = None  # the tail failed on the batch (a bug, not a bad frame: frames are checked)
@@ -65,7 +67,11 @@ class PendingFrame:
 
     def abandoned(self, now: float) -> bool:
         """Nobody will read this frame's answer: running it would only delay the frames behind it."""
-        return self.caller_gone.is_set() or (self.deadline is not None and now >= self.deadline)
+        return self.withdrawn.is_set() or (self.deadline is not None and now >= self.deadline)
+
+    def settle(self) -> None:
+        self.settled = True
+        self.notify()
 
 
 class TailBatcher:
@@ -105,8 +111,8 @@ class TailBatcher:
             now = monotonic()
             live = [frame for frame in batch if not frame.abandoned(now)]
             for frame in batch:
-                if frame not in live:  # its gRPC thread has answered CANCELLED or DEADLINE_EXCEEDED already
-                    frame.settled.set()
+                if frame not in live:  # its call has ended (CANCELLED) or ends now (DEADLINE_EXCEEDED)
+                    frame.settle()
             if live:
                 self._run(live)
 
@@ -140,9 +146,9 @@ class TailBatcher:
         except Exception as e:  # a bug outside the tail itself: these callers get INTERNAL, the worker goes on
             log.exception("the inference worker failed on a batch of %d frames", len(batch))
             for frame in batch:
-                if not frame.settled.is_set():
+                if not frame.settled:
                     frame.error = e
-                    frame.settled.set()
+                    frame.settle()
 
     def _run_batch(self, batch: list[PendingFrame]) -> None:
         started = monotonic()
@@ -164,4 +170,4 @@ class TailBatcher:
             frame.queue_ms = (started - frame.enqueued) * 1e3
             frame.inference_ms, frame.batch_images = inference_ms, sum(sizes)
             self._metrics.waited(runner.fingerprint, started - frame.enqueued)
-            frame.settled.set()
+            frame.settle()

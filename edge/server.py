@@ -7,6 +7,20 @@ One edge serves one or several models (``--checkpoint`` repeated, or ``--models 
 names its model by fingerprint and is routed to that model's tail, with admission slots, a batching
 queue and metrics per model, and one inference worker for all of them.
 
+The server is asyncio's (``grpc.aio``): a call waiting for its request, a stream's next step, a free slot or the
+inference worker holds no thread, only its coroutine. So calls that send nothing cannot starve the others: health
+checks and GetModelInfo are answered on the event loop at once whatever the other calls do, and a frame is refused
+only when its model's slots are taken. CPU work stays off the loop: decoding a frame and a stream's steps run on
+worker threads, every whole frame's tail on the one inference worker (edge/micro_batcher.py).
+
+Streams: one client address may have ``max_streams_per_peer`` InferStream calls open at once, counted from the
+call's first byte; a stream that sends no first step within ``stream_first_step_s`` is cancelled; from its first
+step, which names its model, to its end (``stream_max_s`` at most) it holds one of that model's slots.
+
+A request that does not parse is refused with INVALID_ARGUMENT and one log line (gRPC's own deserialization would
+answer INTERNAL and log a traceback per message). An error's details name what is wrong with the request, or say
+that the edge failed, never the edge's internals: those go to its log.
+
 Next to it run the standard health service (``grpc.health.v1.Health``: SERVING once the model is
 loaded and the port is open, NOT_SERVING while shutting down) and server reflection, so
 ``grpc_health_probe`` and ``grpcurl`` work without the proto files.
@@ -19,19 +33,21 @@ by that CA, and one without is refused in the handshake, before any RPC.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent import futures
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic, perf_counter
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple, NoReturn, TypeVar
 
 import grpc
 import torch
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -40,7 +56,7 @@ from shared.fec import MAX_PARITY_BYTES, protected_length
 from shared.ports import port_in_use
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.rpc.wire import SERVICE_NAME
+from shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTERVAL_S, SERVICE_NAME
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .metrics import EdgeMetrics, MetricsEndpoint
@@ -51,36 +67,94 @@ from .tail_runner import FrameError, TailRunner, load_tails, not_served
 
 log = logging.getLogger("sbn.edge")
 
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
-NO_DEADLINE_S = 86_400.0
 
-# RPCs the server takes beyond the inference slots, so that health checks, model info and reflection
-# still answer while every slot runs a frame: a busy edge is not an unhealthy one.
-CONTROL_RPCS = 4
+@dataclass(frozen=True)
+class Malformed:
+    """A request message that does not parse, handed to the servicer in its place (see ``parser``)."""
+
+    type_name: str  # the message type it should have been
+    error: str
+
+
+def parser(message_type: type[M]) -> Callable[[bytes], M | Malformed]:
+    """The request deserializer of ``message_type``: a message that does not parse comes back as Malformed, which
+    the servicer refuses with INVALID_ARGUMENT. (A deserializer that raises ends the call in gRPC itself, with
+    UNKNOWN or INTERNAL and a traceback in the log for every such message.)"""
+
+    def parse(data: bytes) -> M | Malformed:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as e:
+            return Malformed(message_type.DESCRIPTOR.full_name, str(e))
+
+    return parse
+
+
+def client_address(peer: str) -> str:
+    """A call's client without its port (``ipv4:10.0.0.7:53422`` -> ``ipv4:10.0.0.7``): what a client's
+    connections have in common."""
+    return peer.rpartition(":")[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+
+
+def logged_id(request_id: str) -> str:
+    """A client's request id as a log line quotes it: escaped, and cut at the longest id an edge accepts."""
+    if not request_id:
+        return "(no id)"
+    return ascii(request_id[:MAX_REQUEST_ID_LENGTH]) + ("..." if len(request_id) > MAX_REQUEST_ID_LENGTH else "")
+
+
+async def off_loop(function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` on a worker thread, the event loop free meanwhile. A call cancelled meanwhile waits for
+    the work to finish before it ends: the slot it holds then bounds the work under way, cancelled or not."""
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+def _resolve(answered: asyncio.Future[None]) -> None:
+    if not answered.done():  # the call may have stopped waiting (cancelled, timed out)
+        answered.set_result(None)
+
+
+def call_deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline as a time.monotonic() value; None: the caller set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else monotonic() + remaining
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    max_s: float = 30.0  # the longest an InferStream call may stay open
+    first_step_s: float = 1.0  # the longest it may stay open without its first step
+    per_peer: int = 32  # the calls one client address may have open at once
 
 
 @dataclass
 class ServedModel:
     runner: TailRunner
-    slots: threading.BoundedSemaphore  # its frames admitted at once, queued or running
+    slots: threading.BoundedSemaphore  # its frames admitted at once, queued or running, streams from their first step
 
 
 class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     """Routes each frame to its model by fingerprint, admits up to ``max_concurrency`` frames per model at
-    once (queued or running), decodes each on its gRPC thread and hands it to the micro-batcher's one
+    once (queued or running), decodes each on a worker thread and hands it to the micro-batcher's one
     inference worker (edge/micro_batcher.py).
 
-    Deadlines: a frame whose caller's deadline has passed is refused with DEADLINE_EXCEEDED before it is
-    decoded or queued, and dropped by the worker if it passes while queued. A caller that cancels (or
-    times out) frees its slot at once: gRPC's termination callback wakes the waiting thread, which
-    answers and releases the slot, and the worker skips the frame if it has not run yet.
+    Deadlines: a frame whose caller's deadline passes while it waits is answered DEADLINE_EXCEEDED then, and
+    dropped by the worker if it has not run. A caller that cancels (or times out) frees its slot at once: gRPC
+    cancels the call's coroutine, which releases the slot, and the worker skips the frame if it has not run yet.
     """
 
     def __init__(self, runners: Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
                  metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
-                 stream_max_s: float = 30.0) -> None:
-        """``runners``: the served models, the default one (whose info GetModelInfo leads with) first;
-        ``stream_max_s``: the longest an InferStream call may stay open."""
+                 streams: StreamLimits = StreamLimits()) -> None:
+        """``runners``: the served models, the default one (whose info GetModelInfo leads with) first."""
         if not runners:
             raise ValueError("an edge serves at least one model")
         self.metrics = metrics or EdgeMetrics()
@@ -92,7 +166,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             self.metrics.serving(runner.fingerprint, runner.checkpoint.config.backbone.arch, runner.split_point.name)
         self._max_concurrency = max_concurrency
         self._inject_delay_s = inject_delay_s
-        self._stream_max_s = stream_max_s
+        self._streams = streams
+        self._open_streams: Counter[str] = Counter()  # client address -> its InferStream calls open now
         self.batcher = TailBatcher(batching, self.metrics)
         self.served_by = f"{socket.gethostname()}:{os.getpid()}"  # replicas behind one name tell themselves apart
 
@@ -100,12 +175,18 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         """Stop the inference worker (after the server has stopped taking RPCs)."""
         self.batcher.close()
 
-    def Infer(self, request: pb.SpikeFrame, context: grpc.ServicerContext) -> pb.Logits:
+    async def Infer(self, request: pb.SpikeFrame | Malformed, context: grpc.aio.ServicerContext) -> pb.Logits:
         received = perf_counter()
-        model = self._admit(request.model_fingerprint, context)
+        request = await self._well_formed(request, context)
+        model = await self._admit(request.model_fingerprint, context)
         fingerprint = model.runner.fingerprint
+        deadline = call_deadline(context)
         try:
-            frame, logits = self._run(model.runner, request, context)
+            frame, logits = await self._run(model.runner, request, deadline, context)
+        except asyncio.CancelledError:  # gRPC ended the call: the caller cancelled, or its deadline passed
+            late = deadline is not None and monotonic() >= deadline
+            self.metrics.refused(fingerprint, "DEADLINE_EXCEEDED" if late else "CANCELLED")
+            raise
         finally:
             model.slots.release()
         batch, classes = logits.shape
@@ -117,121 +198,182 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                          values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint,
                          damage=frame.decoded.damage, served_by=self.served_by)
 
-    def InferStream(self, request_iterator: Iterator[pb.SpikeStep],
-                    context: grpc.ServicerContext) -> Iterator[pb.RunningLogits]:
-        """A frame one time step per message, each answered with the running logits (edge/stream.py). The stream
-        holds one of its model's slots while open, and runs its steps at once, between the inference worker's
-        batches (it is not batched: its state is its own)."""
-        stream: SpikeStream | None = None
-        model: ServedModel | None = None
-        # A client that opens a stream and then sends nothing would hold a slot and this thread for as long as
-        # its deadline allows, or for ever: the call is cancelled after stream_max_s, which ends the loop below.
-        expiry = threading.Timer(self._stream_max_s, context.cancel)
-        expiry.daemon = True
-        expiry.start()
+    async def _run(self, runner: TailRunner, request: pb.SpikeFrame, deadline: float | None,
+                   context: grpc.aio.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
+        """The frame and its logits [B, num_classes]; every other outcome aborts the RPC with the status that says
+        why."""
+        arrived = monotonic()
+        if self._inject_delay_s:
+            await asyncio.sleep(self._inject_delay_s)
+        fingerprint = runner.fingerprint
         try:
-            for message in request_iterator:
-                if stream is None:
-                    model = self._admit(message.model_fingerprint, context)
-                    stream = self._open_stream(model.runner, message, context)
-                    self.metrics.stream_opened()
-                self._refuse_if_late(context, model.runner.fingerprint)
-                try:
-                    reply = stream.run(message)
-                except FrameError as e:
-                    log.warning("refused stream %s at step %d: %s", stream.first.request_id or "(no id)", stream.steps,
-                                e)
-                    self._refuse(context, model.runner.fingerprint, e.status, str(e))
-                except Exception as e:  # noqa: BLE001 - a fault of this edge's, answered as such, never a crash
-                    log.exception("stream %s failed at step %d", stream.first.request_id or "(no id)", stream.steps)
-                    self._refuse(context, model.runner.fingerprint, grpc.StatusCode.INTERNAL,
-                                 f"the tail failed on step {stream.steps}: {e}")
-                self.metrics.stream_step(model.runner.fingerprint)
-                yield reply
+            decoded = await off_loop(runner.decode, request)
+        except FrameError as e:
+            log.warning("refused frame %s: %s", logged_id(request.request_id), e)
+            await self._refuse(context, fingerprint, e.status, str(e))
+        except Exception:  # noqa: BLE001 - a fault of this edge's: answered without its internals, never a crash
+            log.exception("frame %s failed to decode", logged_id(request.request_id))
+            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
+                               "the edge failed to decode this frame (the edge's log has the details)")
+        self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3, decoded.damage)
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+        frame = PendingFrame(runner, decoded, deadline, lambda: loop.call_soon_threadsafe(_resolve, answered))
+        try:
+            if not frame.abandoned(monotonic()):
+                self.batcher.submit(frame)
+                async with asyncio.timeout_at(deadline):
+                    await answered
+        except TimeoutError:
+            pass  # no logits: answered DEADLINE_EXCEEDED below
         finally:
-            expiry.cancel()
-            if model is not None:
-                model.slots.release()
-                if stream is not None:
-                    self.metrics.stream_closed()
+            frame.withdrawn.set()  # however the wait ended: a frame that has not run by now never will
+        if frame.error is not None:
+            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
+                               "the edge failed on this frame's batch (the edge's log has the details)")
+        if (logits := frame.logits) is not None:
+            return frame, logits
+        if deadline is None:  # the worker drops a frame only once its call has withdrawn it or its deadline passed
+            raise RuntimeError("a frame without a deadline settled without logits or an error")
+        await self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
+                           f"the deadline passed before the frame ran ({deadline - arrived:.3f} s were left on "
+                           f"arrival)")
 
-    def _open_stream(self, runner: TailRunner, first: pb.SpikeStep, context: grpc.ServicerContext) -> SpikeStream:
+    async def InferStream(self, requests: AsyncIterator[pb.SpikeStep | Malformed],
+                          context: grpc.aio.ServicerContext) -> None:
+        """A frame one time step per message, each answered with the running logits (edge/stream.py), run at once,
+        between the inference worker's batches (a stream is not batched: its state is its own). Read and written
+        with ``context.read()`` and ``write()``, so that the wait for the first step can be cut short."""
+        client = client_address(context.peer())
+        if self._open_streams[client] >= self._streams.per_peer:
+            log.warning("refused a stream from %s: it has %d open already", client, self._open_streams[client])
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many streams: this client has {self._open_streams[client]} InferStream calls "
+                                f"open, the most one client may (max_streams_per_peer = {self._streams.per_peer}); "
+                                f"finish one first")
+        self._open_streams[client] += 1
+        self.metrics.stream_opened()
+        try:
+            async with asyncio.timeout(self._streams.max_s):
+                await self._stream(context)
+        except TimeoutError:  # a client that leaves a stream hanging holds its slot until here
+            await context.abort(grpc.StatusCode.CANCELLED, f"the stream stayed open longer than stream_max_s "
+                                                           f"({self._streams.max_s:g} s)")
+        finally:
+            self._open_streams[client] -= 1
+            if not self._open_streams[client]:
+                del self._open_streams[client]
+            self.metrics.stream_closed()
+
+    async def _stream(self, context: grpc.aio.ServicerContext) -> None:
+        first = await self._first_step(context)
+        if first is None:
+            return  # closed without a step: nothing to answer
+        model = await self._admit(first.model_fingerprint, context)
+        fingerprint = model.runner.fingerprint
+        try:
+            stream = await self._open_stream(model.runner, first, context)
+            message: pb.SpikeStep = first
+            while True:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    await self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       "the stream's deadline passed before this step ran")
+                await context.write(await self._step(stream, message, context))
+                self.metrics.stream_step(fingerprint)
+                if (received := await context.read()) is grpc.aio.EOF:
+                    return
+                message = await self._well_formed(received, context)
+        finally:
+            model.slots.release()
+
+    async def _first_step(self, context: grpc.aio.ServicerContext) -> pb.SpikeStep | None:
+        """The stream's first message; None if it closes without one. Until it comes the stream holds no slot (it
+        names the model), so a stream that sends none within stream_first_step_s is cancelled."""
+        try:
+            async with asyncio.timeout(self._streams.first_step_s):
+                first = await context.read()
+        except TimeoutError:
+            log.warning("cancelled a stream from %s: no first step within %g s", client_address(context.peer()),
+                        self._streams.first_step_s)
+            await context.abort(grpc.StatusCode.CANCELLED,
+                                f"no first step within stream_first_step_s ({self._streams.first_step_s:g} s) of "
+                                f"opening the stream")
+        return None if first is grpc.aio.EOF else await self._well_formed(first, context)
+
+    async def _open_stream(self, runner: TailRunner, first: pb.SpikeStep,
+                           context: grpc.aio.ServicerContext) -> SpikeStream:
         try:
             return SpikeStream(runner, first)
         except FrameError as e:
-            log.warning("refused stream %s: %s", first.request_id or "(no id)", e)
-            self._refuse(context, runner.fingerprint, e.status, str(e))
+            log.warning("refused stream %s: %s", logged_id(first.request_id), e)
+            await self._refuse(context, runner.fingerprint, e.status, str(e))
 
-    def _refuse_if_late(self, context: grpc.ServicerContext, fingerprint: str) -> None:
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
-                         "the stream's deadline passed before this step ran")
+    async def _step(self, stream: SpikeStream, message: pb.SpikeStep,
+                    context: grpc.aio.ServicerContext) -> pb.RunningLogits:
+        fingerprint = stream.runner.fingerprint
+        try:
+            return await off_loop(stream.run, message)
+        except FrameError as e:
+            log.warning("refused stream %s at step %d: %s", logged_id(stream.first.request_id), stream.steps, e)
+            await self._refuse(context, fingerprint, e.status, str(e))
+        except Exception:  # noqa: BLE001 - a fault of this edge's, answered as such, never a crash
+            log.exception("stream %s failed at step %d", logged_id(stream.first.request_id), stream.steps)
+            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
+                               f"the edge failed on step {stream.steps} (the edge's log has the details)")
 
-    def _admit(self, fingerprint: str, context: grpc.ServicerContext) -> ServedModel:
+    async def _well_formed(self, message: M | Malformed, context: grpc.aio.ServicerContext) -> M:
+        if isinstance(message, Malformed):
+            log.warning("refused a malformed %s from %s: %s", message.type_name, client_address(context.peer()),
+                        message.error)
+            await self._refuse(context, None, grpc.StatusCode.INVALID_ARGUMENT,
+                               f"the message is not a valid {message.type_name}: {message.error}")
+        return message
+
+    async def _admit(self, fingerprint: str, context: grpc.aio.ServicerContext) -> ServedModel:
         """The served model a frame names, one of its slots taken; aborts with FAILED_PRECONDITION for a model this
         edge does not serve, RESOURCE_EXHAUSTED when every slot is taken."""
         model = self._models.get(fingerprint)
         if model is None:
             refusal = not_served(fingerprint, self._runners)
-            self._refuse(context, None, refusal.status, str(refusal))
+            await self._refuse(context, None, refusal.status, str(refusal))
         if not model.slots.acquire(blocking=False):
-            self._refuse(context, model.runner.fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"edge is busy: all {self._max_concurrency} inference slots of model "
-                         f"{model.runner.fingerprint[:12]} ({model.runner.split_point.name}) are taken; retry later")
+            await self._refuse(context, model.runner.fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"edge is busy: all {self._max_concurrency} inference slots of model "
+                               f"{model.runner.fingerprint[:12]} ({model.runner.split_point.name}) are taken; retry "
+                               f"later")
         return model
 
-    def _run(self, runner: TailRunner, request: pb.SpikeFrame,
-             context: grpc.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
-        """The frame and its logits [B, num_classes]; every other outcome aborts the RPC with the status that says
-        why."""
-        remaining = context.time_remaining()
-        # A call without a deadline reports ~INT64_MAX seconds (or None): treat anything past a day as none.
-        deadline = None if remaining is None or remaining > NO_DEADLINE_S else monotonic() + remaining
-        caller_gone, settled = threading.Event(), threading.Event()
-        if not context.add_callback(lambda: (caller_gone.set(), settled.set())):
-            caller_gone.set()  # the call had already ended
-        if self._inject_delay_s:
-            caller_gone.wait(self._inject_delay_s)
-        fingerprint = runner.fingerprint
-        self._refuse_if_gone(context, fingerprint, caller_gone, deadline, remaining)  # before any decoding work
-        try:
-            decoded = runner.decode(request)
-        except FrameError as e:
-            log.warning("refused frame %s: %s", request.request_id or "(no id)", e)
-            self._refuse(context, fingerprint, e.status, str(e))
-        self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3, decoded.damage)
-        frame = PendingFrame(runner, decoded, deadline, caller_gone, settled)
-        if not frame.abandoned(monotonic()):
-            self.batcher.submit(frame)
-            settled.wait(None if deadline is None else max(0.0, deadline - monotonic()))
-        if frame.error is not None:
-            self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
-                         f"the tail failed on this frame's batch: {frame.error}")
-        if (logits := frame.logits) is not None:
-            return frame, logits
-        self._refuse_if_gone(context, fingerprint, caller_gone, deadline, remaining)
-        raise RuntimeError("a frame settled without logits, error or a reason")  # the worker always sets one
-
-    def _refuse_if_gone(self, context: grpc.ServicerContext, fingerprint: str, caller_gone: threading.Event,
-                        deadline: float | None, remaining: float | None) -> None:
-        """Aborts with DEADLINE_EXCEEDED or CANCELLED when nobody will read the answer any more."""
-        if deadline is not None and monotonic() >= deadline:
-            self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
-                         f"the deadline passed before the frame ran ({remaining:.3f} s were left on arrival)")
-        if caller_gone.is_set():
-            self._refuse(context, fingerprint, grpc.StatusCode.CANCELLED, "the caller cancelled the call")
-
-    def _refuse(self, context: grpc.ServicerContext, fingerprint: str | None, code: grpc.StatusCode,
-                message: str) -> NoReturn:
+    async def _refuse(self, context: grpc.aio.ServicerContext, fingerprint: str | None, code: grpc.StatusCode,
+                      message: str) -> NoReturn:
         self.metrics.refused(fingerprint, code.name)
-        context.abort(code, message)
+        await context.abort(code, message)
 
-    def GetModelInfo(self, request: pb.ModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
+    async def GetModelInfo(self, request: pb.ModelInfoRequest | Malformed,
+                           context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         """The default model's info, and in ``models`` every served model's (the default first)."""
+        await self._well_formed(request, context)
         info = self._runners[0].model_info()
         info.models.extend(runner.model_info() for runner in self._runners)
         return info
+
+
+def add_servicer(servicer: SplitInferenceServicer, server: grpc.aio.Server) -> None:
+    """Registers the service as the generated ``add_SplitInferenceServicer_to_server`` does, with ``parser``'s
+    request deserializers."""
+    handlers = {
+        "Infer": grpc.unary_unary_rpc_method_handler(
+            servicer.Infer, request_deserializer=parser(pb.SpikeFrame),
+            response_serializer=pb.Logits.SerializeToString),
+        "InferStream": grpc.stream_stream_rpc_method_handler(
+            servicer.InferStream, request_deserializer=parser(pb.SpikeStep),
+            response_serializer=pb.RunningLogits.SerializeToString),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo, request_deserializer=parser(pb.ModelInfoRequest),
+            response_serializer=pb.ModelInfo.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def max_frame_bytes(runners: Sequence[TailRunner]) -> int:
@@ -255,39 +397,40 @@ def max_reply_bytes(runners: Sequence[TailRunner]) -> int:
 
 
 class EdgeServer(NamedTuple):
-    server: grpc.Server
-    health: health.HealthServicer
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
     servicer: SplitInferenceServicer  # close() it after stopping the server: it stops the inference worker
 
 
 def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
                   metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
-                  stream_max_s: float = 30.0, max_connection_age_s: float | None = None) -> EdgeServer:
+                  streams: StreamLimits = StreamLimits(), max_connection_age_s: float | None = None) -> EdgeServer:
     """The server with all three services registered, serving ``runners`` (the default model first); not yet
-    bound to a port or started."""
+    bound to a port or started. Call it on the event loop that will run the server."""
     runners = [runners] if isinstance(runners, TailRunner) else list(runners)
-    workers = max_concurrency * len(runners) + CONTROL_RPCS
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-rpc"),
-        # One thread per admitted RPC (it decodes its frame, then waits for the inference worker), and a
-        # frame beyond the slots is refused at once with RESOURCE_EXHAUSTED (the device answers 503)
-        # rather than queued without bound, so overload shows instead of growing latency.
-        maximum_concurrent_rpcs=workers,
+    server = grpc.aio.server(
+        # No maximum_concurrent_rpcs: a call holds no thread, every frame beyond its model's slots is refused at
+        # once with RESOURCE_EXHAUSTED (the device answers 503) rather than queued without bound, and streams are
+        # bounded per client; a cap on all calls would also refuse health checks and GetModelInfo once reached.
         options=[
             ("grpc.max_receive_message_length", max_frame_bytes(runners)),
             ("grpc.max_send_message_length", max_reply_bytes(runners)),
             # gRPC sets SO_REUSEPORT by default, so a second edge on a busy port would silently share
             # it with the first; fail to bind instead.
             ("grpc.so_reuseport", 0),
+            # Devices ping a connection that has been silent for a while, to find a hung edge (device/edge_client.py);
+            # by default gRPC takes a ping within 5 minutes of the last one as abuse and closes the connection.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", round(MIN_PING_INTERVAL_S * 1e3)),
+            ("grpc.keepalive_permit_without_calls", 1),  # a ping just after the last call has ended is no abuse either
             # Connections end now and then (GOAWAY, calls in flight allowed to finish): a client then reconnects,
             # re-resolving the name, and its round robin takes in replicas started since it last looked.
             *([("grpc.max_connection_age_ms", round(max_connection_age_s * 1e3)),
-               ("grpc.max_connection_age_grace_ms", round(stream_max_s * 1e3))] if max_connection_age_s else []),
+               ("grpc.max_connection_age_grace_ms", round(streams.max_s * 1e3))] if max_connection_age_s else []),
         ],
     )
-    servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching, stream_max_s)
-    pb_grpc.add_SplitInferenceServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
+    servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching, streams)
+    add_servicer(servicer, server)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     return EdgeServer(server, health_servicer, servicer)
@@ -302,13 +445,13 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
                                        root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
+async def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
     metrics = EdgeMetrics()
     batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
+    streams = StreamLimits(settings.stream_max_s, settings.stream_first_step_s, settings.max_streams_per_peer)
     server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
-                                                      metrics, batching, settings.stream_max_s,
-                                                      settings.max_connection_age_s)
+                                                      metrics, batching, streams, settings.max_connection_age_s)
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:
@@ -316,18 +459,21 @@ def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except (OSError, RuntimeError) as e:  # the port taken, a TLS file unreadable or not PEM (gRPC logs which)
         log.error("cannot listen on %s (%s): %s", address, security, e)
+        servicer.close()
         return 1
     try:
         metrics_endpoint = MetricsEndpoint.start(metrics, settings.host, settings.metrics_port)
     except OSError as e:  # the metrics port taken
         log.error("cannot serve metrics on port %s: %s", settings.metrics_port, e)
+        servicer.close()
         return 1
-    stop = threading.Event()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    server.start()
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
     for service in ("", SERVICE_NAME):  # "" is the whole server, as health probes ask by default
-        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     for runner in runners:
         log.info("serving the tail after %s of %s model %s (%s)", runner.split_point.name,
                  runner.checkpoint.config.backbone.arch, runner.fingerprint[:12],
@@ -337,10 +483,10 @@ def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
         log.warning("fault injection: every Infer waits %.3f s first", settings.inject_delay_s)
     log.info("micro-batching: up to %d images per tail run, waiting up to %g ms under load; %d frames per model "
              "admitted at once", batching.max_images, settings.batch_max_wait_ms, settings.max_concurrency)
-    stop.wait()
+    await stop.wait()
     log.info("shutting down; in-flight RPCs get %.1f s", settings.shutdown_grace_s)
-    health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains
-    server.stop(settings.shutdown_grace_s).wait()
+    await health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains
+    await server.stop(settings.shutdown_grace_s)
     servicer.close()
     if metrics_endpoint is not None:
         metrics_endpoint.close()
@@ -368,4 +514,4 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for runner in runners:  # before the port opens: the health service says SERVING only when frames run at speed
         runner.warm_up()
-    return serve(runners, settings)
+    return asyncio.run(serve(runners, settings))

@@ -24,8 +24,8 @@ class TailSettings(ModelSettings):
                               "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")
     stream_max_s: float = Field(
         30.0, gt=0, description="longest an InferStream call may stay open, whatever its deadline: a stream holds "
-                                "resources of the edge's while open (under sbn edge a slot and a thread), so one a "
-                                "client leaves hanging is cancelled (and its state dropped) after this long")
+                                "resources of the edge's while open (under sbn edge one of its model's slots), so one "
+                                "a client leaves hanging is cancelled (and its state dropped) after this long")
 
 
 class EdgeSettings(TailSettings):
@@ -34,8 +34,18 @@ class EdgeSettings(TailSettings):
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 or [::] for all interfaces)")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port)")
     max_concurrency: int = Field(
-        32, ge=1, description="frames admitted at once, waiting for the inference worker or running; more are refused "
-                              "with RESOURCE_EXHAUSTED instead of queueing without bound")
+        32, ge=1, description="frames admitted at once per model, waiting for the inference worker or running, "
+                              "InferStream calls included from their first step; more are refused with "
+                              "RESOURCE_EXHAUSTED instead of queueing without bound")
+    stream_first_step_s: float = Field(
+        1.0, gt=0, description="an InferStream call that sends no first step within this long of opening is "
+                               "cancelled: until its first step names its model it holds no slot, so this bounds "
+                               "how long a stream can stay open without one")
+    max_streams_per_peer: int = Field(
+        32, ge=1, description="InferStream calls one client address (its IP, whatever its ports and connections) may "
+                              "have open at once, counted from the call's first byte; one more is refused with "
+                              "RESOURCE_EXHAUSTED. At least the max_edge_calls of a streaming device; clients behind "
+                              "one NAT or proxy share it")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="port of a Prometheus HTTP endpoint (GET /metrics: frames by gRPC status, "
                                           "images, batch sizes, queue wait, decode and inference times) on host; "

@@ -29,7 +29,7 @@ from shared.codec import Codec, SpikeCodecError, decode_received, max_payload_le
 from shared.fec import FecError, check_parity, protected_length, recover
 from shared.neuron import StepState
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.wire import CODEC_FROM_WIRE
+from shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
 
 
 class FrameError(ValueError):
@@ -114,6 +114,9 @@ class TailRunner:
 
     def check(self, frame: pb.SpikeFrame | pb.SpikeStep) -> tuple[tuple[int, ...], Codec]:
         """The frame's shape and codec if this tail can run it; raises FrameError naming the problem."""
+        if len(frame.request_id) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidFrame(f"request_id is {len(frame.request_id)} characters long; at most "
+                               f"{MAX_REQUEST_ID_LENGTH} are accepted")
         if frame.model_fingerprint != self.fingerprint:
             raise FingerprintMismatch(
                 f"frame comes from model {frame.model_fingerprint or '(no fingerprint)'} but this edge serves "

@@ -87,7 +87,8 @@ class DeviceClient:
         return self._post("/classify/batch", [("files", _upload(image)) for image in images], logits)
 
     def ready(self) -> dict[str, Any]:
-        """``GET /readyz``: the edge's address and the model both serve; DeviceError (503) if not ready."""
+        """``GET /readyz``: the model the device and the edge both serve (the edge's address only with the API key);
+        DeviceError (503) if not ready."""
         return self._send("GET", "/readyz")
 
     def _post(self, path: str, files: list[tuple[str, tuple[str, bytes, str]]], logits: bool) -> dict[str, Any]:

@@ -13,6 +13,9 @@ fastmath, which is off), the fire is u >= v_th against v_th in float32 (as torch
 tensor to a Python float), the reset is u * (1 - s), the reference's own formula (a where would
 differ for an infinite u, which the product turns into NaN). The affine map is rounded once (a
 fused multiply-add) or twice, as the batch-norm kernel it stands for does (``ChannelAffine``).
+Every operation being correctly rounded and none reassociated (LLVM vectorizes across neurons only),
+the loops give the same bits on any CPU numba compiles them for: tests/shared/test_portable_kernels.py
+compares a build for a generic x86-64 (no AVX, no FMA instruction) with this CPU's.
 
 The loop is plain numba, single-threaded (no ``parallel``): it never competes with torch's intra-op
 threads. It compiles on first use, once per process and argument types; ``cache=True`` keeps the

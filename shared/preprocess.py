@@ -34,7 +34,9 @@ with no strokes, such as a colour gradient: drawn_ink) becomes a black frame; th
 classifier's uncertainty check (device/classification.py) then flags it.
 
 Everything that can go wrong with untrusted input (empty, truncated, not an image, a format we do
-not open, a decompression bomb, a colour mode with no RGB conversion) raises ``ImageError``.
+not open, a colour mode with no RGB conversion) raises ``ImageError``; an image whose decoded size
+would exceed the budget (``decoded_bytes``: a decompression bomb, or just far more pixels than any
+model needs) raises its subclass ``ImageTooLarge``, judged from the header before anything is decoded.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 if TYPE_CHECKING:
     from .split_model import ModelConfig
@@ -56,30 +58,42 @@ INPUT_STYLES = ("natural", "digits", "mnist")
 # Pillow's plugins include formats that run external programs (EPS calls Ghostscript) or are rarely
 # fuzzed; uploads only need the common ones.
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
-# Decoded size limit: a few bytes of PNG or GIF can declare gigapixels. 50 MP admits any camera photo.
-MAX_PIXELS = 50_000_000
+# The default decoded-size budget (decoded_bytes): a 4096 x 4096 image at 4 bytes a pixel (8-bit RGBA). Models take
+# 32 x 32 inputs, so this is a wide margin over anything one needs, while a few kilobytes of PNG can declare
+# gigapixels (whose decode would take seconds and gigabytes).
+MAX_DECODED_BYTES = 4096 * 4096 * 4
+# Every image is converted to 8-bit RGB at full size before it is scaled to the model's input (_to_rgb), so no mode
+# costs less than this per pixel, however few bits it stores.
+RGB_BYTES_PER_PIXEL = 3
 # Transparent pixels are shown over white, as an image viewer would.
 BACKGROUND = (255, 255, 255)
 # Integer grayscale modes of more than 8 bits; Pillow's convert("RGB") clips them at 255 instead of scaling.
 HIGH_DEPTH_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 # What Pillow raises on malformed data, depending on the format plugin.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 
 class ImageError(ValueError):
     """Data that cannot be turned into a model input; the message says why."""
 
 
-def load_image(data: bytes, config: ModelConfig) -> torch.Tensor:
-    """Decode one image and prepare it in the model's input style: bytes -> normalized [3, H, W] float32."""
+class ImageTooLarge(ImageError):
+    """An image whose decoded size is over the budget; the message names the budget."""
+
+
+def load_image(data: bytes, config: ModelConfig, max_decoded_bytes: int = MAX_DECODED_BYTES) -> torch.Tensor:
+    """Decode one image and prepare it in the model's input style: bytes -> normalized [3, H, W] float32.
+
+    Raises ImageTooLarge for an image whose ``decoded_bytes`` are over ``max_decoded_bytes``, ImageError for
+    anything else that cannot be read."""
     size = config.backbone.image_size
     if config.input_style in ("digits", "mnist"):
-        img = decode_image(data, WORKING_SIZE)
+        img = decode_image(data, WORKING_SIZE, max_decoded_bytes)
         img.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)  # area average: thin strokes stay gray
         gray = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255.0)  # [H, W]
         pixels = frame_handwriting(gray[None], config.input_style, size)[0].float() / 255.0  # [3, size, size]
     else:
-        img = decode_image(data, size)
+        img = decode_image(data, size, max_decoded_bytes)
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # [3, H, W]
@@ -110,19 +124,38 @@ def unnormalize(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     return x * std + mean
 
 
-def decode_image(data: bytes, draft_size: int) -> Image.Image:
-    """Untrusted bytes -> an 8-bit RGB Pillow image; JPEGs decoded at no less than ``draft_size``."""
+def decoded_bytes(img: Image.Image) -> int:
+    """What decoding ``img`` costs, from its header alone: width x height x bytes per pixel of its mode, at least
+    RGB_BYTES_PER_PIXEL (a 16-bit gray pixel counts 3, a 16-bit RGBA one 8, a 1-bit one 3)."""
+    mode = ImageMode.getmode(img.mode)
+    per_pixel = len(mode.bands) * np.dtype(mode.typestr).itemsize
+    return img.width * img.height * max(per_pixel, RGB_BYTES_PER_PIXEL)
+
+
+def _too_large(what: str, max_decoded_bytes: int) -> ImageTooLarge:
+    return ImageTooLarge(f"{what}; at most {max_decoded_bytes:,} decoded bytes are accepted (width x height x bytes "
+                         f"per pixel, at least {RGB_BYTES_PER_PIXEL})")
+
+
+def decode_image(data: bytes, draft_size: int, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Image.Image:
+    """Untrusted bytes -> an 8-bit RGB Pillow image; JPEGs decoded at no less than ``draft_size``. Raises
+    ImageTooLarge, judged from the header before any pixel is decoded, when ``decoded_bytes`` is over
+    ``max_decoded_bytes``."""
     if not data:
         raise ImageError("empty image data")
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
-        if img.width * img.height > MAX_PIXELS:  # checked on the header, before decoding anything
-            raise ImageError(f"image is {img.width}x{img.height} pixels; at most {MAX_PIXELS:,} are accepted")
+        # Image.open has read the header only: refuse here what would be too large to decode
+        if (cost := decoded_bytes(img)) > max_decoded_bytes:
+            raise _too_large(f"image is {img.width}x{img.height} pixels of mode {img.mode}: {cost:,} bytes decoded",
+                             max_decoded_bytes)
         img.draft("RGB", (draft_size, draft_size))  # JPEG only: let the decoder downscale by up to 8x, cheaply
         img.load()
         img = _to_rgb(ImageOps.exif_transpose(img))  # camera photos: apply the orientation tag
     except ImageError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own limit, far above ours, refused while opening
+        raise _too_large(f"image is too large to decode ({e})", max_decoded_bytes) from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except DECODE_ERRORS as e:
@@ -302,8 +335,10 @@ def upscale_digits(grid: torch.Tensor, size: int) -> torch.Tensor:
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB: 16-bit gray scaled down, transparency flattened onto BACKGROUND."""
     if img.mode in HIGH_DEPTH_GRAY:
-        gray = np.asarray(img, dtype=np.float64) / 65535.0  # [H, W], full 16-bit range -> 0..1
-        img = Image.fromarray(np.round(np.clip(gray, 0.0, 1.0) * 255.0).astype(np.uint8), "L")
+        # full 16-bit range -> 0..255: round(v * 255 / 65535) = round(v / 257), which is never halfway (2v would
+        # be an odd multiple of 257), so (v + 128) // 257 in integers, without a float64 copy 8 bytes a pixel
+        gray = np.clip(np.asarray(img, dtype=np.int32), 0, 65535)  # [H, W]; mode I may hold any int32
+        img = Image.fromarray(((gray + 128) // 257).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)

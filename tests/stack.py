@@ -27,6 +27,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from device.app import create_app
+from device.http_server import server_options
 from device.settings import DeviceSettings
 from shared.settings import configure_torch_threads
 from sbn.up import free_port, spawn, stop, wait_for_http
@@ -53,13 +54,21 @@ def device_process(checkpoint: Path, edge_address: str, *flags: str,
                    env: dict[str, str] | None = None) -> Iterator[str]:
     """``python -m sbn device`` on 127.0.0.1 and a free port (its access log to /dev/null); yields its URL once
     /healthz answers, and on leaving stops it, which must end cleanly."""
+    with device_process_and_pid(checkpoint, edge_address, *flags, env=env) as (url, _):
+        yield url
+
+
+@contextmanager
+def device_process_and_pid(checkpoint: Path, edge_address: str, *flags: str,
+                           env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """``device_process``, yielding its process id too."""
     port = free_port()
     process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port), "--edge-address", edge_address,
                     *flags, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process)
-        yield url
+        yield url, process.pid
     finally:
         assert stop(process) in (0, -signal.SIGTERM)
 
@@ -67,13 +76,13 @@ def device_process(checkpoint: Path, edge_address: str, *flags: str,
 @contextmanager
 def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Iterator[httpx.Client]:
     """``create_app(DeviceSettings(...))`` served by uvicorn on a thread; a client for it."""
-    device_settings = DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, **settings)
+    device_settings = DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, port=free_port(), **settings)
     # as `sbn device` does before it builds the app: with torch's default of one thread per core, the head's
     # worker thread would get a second OpenMP team competing with this process's main one
     configure_torch_threads(device_settings.threads)
     app = create_app(device_settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio"))
+    # served as `sbn device` serves it: its HTTP protocol and limits
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **server_options(device_settings)))
     thread = threading.Thread(target=server.run, name="device", daemon=True)
     thread.start()
     while not server.started:
@@ -81,7 +90,7 @@ def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Itera
             raise RuntimeError("the device app failed to start (see the log above)")
         time.sleep(0.02)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{device_settings.port}", timeout=30) as client:
             yield client
     finally:
         server.should_exit = True

@@ -13,7 +13,9 @@ import pytest
 
 from bench.e2e import synthetic_png
 from device.batch import even_shares
+from shared.preprocess import MAX_DECODED_BYTES
 from sbn.up import free_port
+from tests.shared.test_preprocess import png_claiming
 from tests.stack import device_client, upload
 
 MAX_BATCH = 3
@@ -47,6 +49,27 @@ def test_a_batch_of_only_bad_images_is_200_with_an_error_per_entry_and_no_frame(
     assert (body["batch"]["images"], body["batch"]["classified"], body["batch"]["failed"]) == (2, 0, 2)
     assert (body["batch"]["frames"], body["batch"]["transmitted_bytes"]) == (0, 0)
     assert "frame_shape" not in body["batch"]
+
+
+def test_an_image_over_the_decoded_size_budget_fails_only_its_entry(client: httpx.Client) -> None:
+    response = client.post("/classify/batch", files=files(png_claiming(8_000, 8_000), b""))
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert "8000x8000 pixels" in first["error"] and f"at most {MAX_DECODED_BYTES:,} decoded bytes" in first["error"]
+    assert "empty" in second["error"]
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"stream": "true"}, "stream"),
+    ({"early_exit": "0.9"}, "early_exit"),
+    ({"stream": "false", "early_exit": "0.5"}, "stream and early_exit"),
+], ids=["stream", "early_exit", "both"])
+def test_stream_or_early_exit_on_the_batch_endpoint_is_422_naming_it(client: httpx.Client, params: dict[str, str],
+                                                                     named: str) -> None:
+    response = client.post("/classify/batch", params=params, files=files(synthetic_png()))
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{named}: POST /classify/batch") and "POST /classify" in detail
 
 
 def test_a_batch_with_a_readable_image_goes_to_the_edge(client: httpx.Client) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,18 +33,25 @@ def frame(checkpoint: Path) -> pb.SpikeFrame:
     return HeadRunner.load(checkpoint).run(synthetic_png()).frame
 
 
-
 @pytest.fixture
 def serve() -> Iterator[Callable[..., grpc.Channel]]:
-    """``serve(runner, max_concurrency, **create_server_options)`` -> a channel to a started in-process edge;
-    servers, their inference workers and the channels are closed after the test."""
+    """``serve(runner, max_concurrency, **create_server_options)`` -> a channel to a started in-process edge, its
+    asyncio server running on an event loop of its own, on a thread; servers, their inference workers and the
+    channels are closed after the test."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="edge-loop", daemon=True)
+    thread.start()
     servers: list[EdgeServer] = []
     channels: list[grpc.Channel] = []
 
-    def start(runner: TailRunner, max_concurrency: int = 2, **options: object) -> grpc.Channel:
+    async def started(runner: TailRunner, max_concurrency: int, options: dict[str, object]) -> int:
         servers.append(edge := create_server(runner, max_concurrency, **options))
         port = edge.server.add_insecure_port("127.0.0.1:0")
-        edge.server.start()
+        await edge.server.start()
+        return port
+
+    def start(runner: TailRunner, max_concurrency: int = 2, **options: object) -> grpc.Channel:
+        port = asyncio.run_coroutine_threadsafe(started(runner, max_concurrency, options), loop).result(timeout=30)
         channels.append(channel := grpc.insecure_channel(f"127.0.0.1:{port}"))
         return channel
 
@@ -50,5 +59,9 @@ def serve() -> Iterator[Callable[..., grpc.Channel]]:
     for channel in channels:
         channel.close()
     for edge in servers:
-        edge.server.stop(None)
+        asyncio.run_coroutine_threadsafe(edge.server.stop(None), loop).result(timeout=30)
         edge.servicer.close()
+    asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=30)
+    loop.close()

@@ -12,6 +12,7 @@ import pytest
 
 from bench.e2e import synthetic_png
 from device.head_runner import HeadRunner
+from edge.server import StreamLimits
 from edge.tail_runner import TailRunner
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
 from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
@@ -19,7 +20,7 @@ from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 def test_a_hanging_stream_is_cut_off_after_stream_max_s_and_frees_its_slot(
         runner: TailRunner, checkpoint: Path, frame: pb.SpikeFrame, serve: Callable[..., grpc.Channel]) -> None:
-    stub = pb_grpc.SplitInferenceStub(serve(runner, max_concurrency=1, stream_max_s=0.5))
+    stub = pb_grpc.SplitInferenceStub(serve(runner, max_concurrency=1, streams=StreamLimits(max_s=0.5)))
     first = HeadRunner.load(checkpoint).open_stream(synthetic_png()).step()
     released = threading.Event()
 

@@ -16,6 +16,7 @@ from shared.checkpoint import default_checkpoint
 from tests.stack import EdgeProcess, device_client, scraped, start_edge, upload
 
 RB8 = default_checkpoint("spiking_resnet50", 8)
+API_KEY = "replicas-test-key"
 
 
 @pytest.fixture
@@ -42,7 +43,8 @@ def test_calls_take_turns_over_the_replicas_and_a_killed_one_loses_nothing_unsen
         replicas: list[tuple[EdgeProcess, str]]) -> None:
     (first, first_metrics), (second, second_metrics) = replicas
     target = f"ipv4:{first.address},{second.address}"
-    with device_client(RB8, target) as client:
+    with device_client(RB8, target, api_key=API_KEY) as client:
+        client.headers["X-API-Key"] = API_KEY  # /readyz lists the replicas' addresses only with it
         ready = client.get("/readyz").json()
         assert ready["edge_replicas"] == 2 and sorted(ready["edge_addresses"]) == sorted([first.address, second.address])
         for seed in range(40):

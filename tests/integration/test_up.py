@@ -22,6 +22,7 @@ from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import upload
 
 REPO = Path(__file__).resolve().parents[2]
+API_KEY = "up-test-key"
 
 
 def _children(pid: int) -> dict[str, int]:
@@ -78,11 +79,13 @@ def test_when_the_edge_dies_up_stops_the_device_and_fails(up: tuple[subprocess.P
 def test_settings_from_the_environment_reach_both_children_and_a_flag_wins() -> None:
     """``SBN_SPLIT_POINT`` and ``SBN_EDGE_PORT`` from the environment; ``--port`` over ``SBN_DEVICE_PORT``."""
     port, edge_port, env_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "SBN_SPLIT_POINT": "16", "SBN_EDGE_PORT": str(edge_port), "SBN_DEVICE_PORT": str(env_port)}
+    env = {**os.environ, "SBN_SPLIT_POINT": "16", "SBN_EDGE_PORT": str(edge_port), "SBN_DEVICE_PORT": str(env_port),
+           "SBN_DEVICE_API_KEY": API_KEY}  # with it, /readyz names the edge the device was given
+    key = {"X-API-Key": API_KEY}
     process = subprocess.Popen([sys.executable, "-m", "sbn", "up", "--port", str(port)], env=env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", process)
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", headers=key, timeout=10).json()
         assert ready["edge"] == f"127.0.0.1:{edge_port}"
         assert (ready["split_point"], ready["split_point_name"]) == (16, "RB16")
         # the edge itself listens on the port from the environment and serves RB16 too
@@ -90,7 +93,8 @@ def test_settings_from_the_environment_reach_both_children_and_a_flag_wins() -> 
         with grpc.insecure_channel(f"127.0.0.1:{edge_port}") as channel:
             info = pb_grpc.SplitInferenceStub(channel).GetModelInfo(pb.ModelInfoRequest(), timeout=10)
         assert (info.arch, info.split_point) == ("spiking_resnet50", 16)
-        response = httpx.post(f"http://127.0.0.1:{port}/classify", files=upload(synthetic_png()), timeout=30)
+        response = httpx.post(f"http://127.0.0.1:{port}/classify", files=upload(synthetic_png()), headers=key,
+                              timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["split_point"] == 16
         with pytest.raises(httpx.ConnectError):  # SBN_DEVICE_PORT lost to --port

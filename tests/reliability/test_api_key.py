@@ -69,3 +69,11 @@ def test_metrics_count_the_401s(client: httpx.Client) -> None:
     before = unauthorized()
     client.post("/classify", files=upload(synthetic_png()))
     assert unauthorized() == before + 1
+
+
+def test_readyz_names_the_edge_only_to_a_request_with_the_key(client: httpx.Client, edge: EdgeProcess) -> None:
+    keyless = client.get("/readyz")
+    assert keyless.status_code == 200 and edge.address not in keyless.text
+    assert (keyless.json()["edge"], keyless.json()["edge_addresses"]) == (None, None)
+    keyed = client.get("/readyz", headers={"X-API-Key": KEY}).json()
+    assert (keyed["edge"], keyed["edge_addresses"]) == (edge.address, [edge.address])

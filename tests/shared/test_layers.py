@@ -118,29 +118,50 @@ def test_conv_bn_lif_emits_binary_spikes_of_the_strided_shape() -> None:
 
 # --- tdBN folded into the LIF's fused inference pass ---
 
-def eval_tdbn(channels: int, alpha: float, generator: torch.Generator) -> TdBatchNorm:
-    """An eval-mode tdBN with running statistics and affine parameters away from their initial values."""
+# Channels of the folded-tdBN checks: every channel is checked, and a fold that differs from the module by
+# an ulp in a fraction p of channels goes unseen with probability (1 - p)^FOLD_CHANNELS: 3 % for the 0.7 %
+# of torch.sqrt's results that are an ulp off with MKL's AVX-512 path (the fold once used it), nil for its
+# 17 % with SSE4.2 (``test_folded_tdbn_matches_on_other_cpus``)
+FOLD_CHANNELS = 512
+
+
+def trained_tdbn(channels: int, alpha: float, generator: torch.Generator) -> TdBatchNorm:
+    """An eval-mode tdBN with running statistics and affine parameters as training leaves them, far from their
+    initial mean 0, variance 1, weight 1 and bias 0: variances over six decades, means up to tens of standard
+    deviations from 0 (so x * scale and shift are large and cancel), weights of either sign."""
     bn = TdBatchNorm(channels, v_th=0.5, alpha=alpha).eval()
     with torch.no_grad():
-        bn.running_mean.copy_(torch.randn(channels, generator=generator))
-        bn.running_var.copy_(torch.rand(channels, generator=generator) * 3 + 0.01)
-        bn.weight.copy_(torch.rand(channels, generator=generator) * 2)
+        bn.running_var.copy_(10 ** (torch.rand(channels, generator=generator) * 6 - 3))  # 1e-3 .. 1e3
+        bn.running_mean.copy_(torch.randn(channels, generator=generator) * 10)
+        bn.weight.copy_(torch.randn(channels, generator=generator))
         bn.bias.copy_(torch.randn(channels, generator=generator))
     return bn
 
 
-def assert_fused_current_is(current: torch.Tensor, fire: Callable[[float], torch.Tensor], samples: int = 256) -> None:
-    """The fused pass's input current is ``current`` ([1, B, C, H, W], one step) bit for bit.
+def conv_output(bn: TdBatchNorm, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """x [T, B, C, H, W] distributed as ``bn``'s running statistics say its input is: per channel, the running
+    mean plus the running standard deviation times N(0, 1), so that the currents spread around the threshold."""
+    channel = (1, 1, -1, 1, 1)
+    noise = torch.randn(shape, generator=generator)
+    return bn.running_mean.view(channel) + bn.running_var.sqrt().view(channel) * noise
+
+
+def assert_fused_current_is(current: torch.Tensor, fire: Callable[[float], torch.Tensor],
+                            generator: torch.Generator) -> None:
+    """The fused pass's input current is ``current`` ([1, B, C, H, W], one step) bit for bit, in every channel.
 
     Spikes alone would hide a one-ulp error almost everywhere, so the threshold is put on the current
     itself: ``fire(v_th)`` (the fused pass's spikes with that threshold) must fire where the current
-    equals v_th, and not fire with v_th one float above it.
+    equals v_th, and not fire with v_th one float above it. One element at random in each channel: each
+    channel has a scale and shift of its own.
     """
-    flat = current.flatten()
-    for i in torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:samples].tolist():
-        at = flat[i].item()
+    _, batch, channels, height, width = current.shape
+    for c in range(channels):
+        b, h, w = (int(torch.randint(n, (), generator=generator)) for n in (batch, height, width))
+        at = current[0, b, c, h, w].item()
         above = np.nextafter(np.float32(at), np.float32(np.inf)).item()
-        assert fire(at).flatten()[i] == 1 and fire(above).flatten()[i] == 0, f"current differs at element {i}"
+        assert fire(at)[0, b, c, h, w] == 1 and fire(above)[0, b, c, h, w] == 0, \
+            f"current differs in channel {c} at {(0, b, c, h, w)}: {at}"
 
 
 def test_batch_norm_rounding_is_known_on_this_cpu() -> None:
@@ -152,28 +173,31 @@ def test_batch_norm_rounding_is_known_on_this_cpu() -> None:
 @pytest.mark.parametrize("with_shortcut", [False, True])
 def test_folded_tdbn_current_is_bitwise_the_modules(alpha: float, with_shortcut: bool) -> None:
     generator = torch.Generator().manual_seed(6)
-    bn = eval_tdbn(C, alpha, generator)
-    x = torch.randn(1, B, C, H, W, generator=generator) * 3  # [T=1, B, C, H, W]
-    shortcut = (torch.rand(1, B, C, H, W, generator=generator) < 0.5).float() if with_shortcut else None
+    bn = trained_tdbn(FOLD_CHANNELS, alpha, generator)
+    x = conv_output(bn, (1, 2, FOLD_CHANNELS, 3, 3), generator)  # [T=1, B, C, H, W]
+    shortcut = (torch.rand(x.shape, generator=generator) < 0.5).float() if with_shortcut else None
     with torch.inference_mode():
         current = bn(x) if shortcut is None else bn(x) + shortcut  # the modules, unfused
 
         def fire(v_th: float) -> torch.Tensor:
             return LIF(LIFConfig(v_th=v_th))(x, bn, shortcut=shortcut)
 
-        assert_fused_current_is(current, fire)
+        assert_fused_current_is(current, fire, generator)
 
 
-def test_folded_tdbn_matches_under_atens_default_kernels() -> None:
-    """The other rounding: ATen's DEFAULT kernels round x * scale + shift twice, and the fold follows."""
+def test_folded_tdbn_matches_on_other_cpus() -> None:
+    """The fold on what other CPUs run: ATen's DEFAULT kernels, which round x * scale + shift twice, and MKL's
+    SSE4.2 code path, whose float32 square root (torch.sqrt's) is an ulp off for 17 % of variances, where its
+    AVX-512 path is for 0.7 % and its AVX2 path for none."""
     check = ("import torch; from shared.layers import batch_norm_rounds_once\n"
              "assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT', torch.backends.cpu.get_cpu_capability()\n"
              "assert batch_norm_rounds_once() is False\n"
              "from tests.shared import test_layers\n"
              "for alpha in (1.0, test_layers.RESIDUAL_ALPHA):\n"
              "    for with_shortcut in (False, True):\n"
-             "        test_layers.test_folded_tdbn_current_is_bitwise_the_modules(alpha, with_shortcut)\n")
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+             "        test_layers.test_folded_tdbn_current_is_bitwise_the_modules(alpha, with_shortcut)\n"
+             "test_layers.test_the_folded_map_follows_every_change_of_the_tdbn()\n")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
     subprocess.run([sys.executable, "-c", check], env=env, cwd=Path(__file__).parents[2], check=True, timeout=300)
 
 
@@ -200,17 +224,13 @@ def test_units_fold_tdbn_in_eval_and_run_it_as_a_module_in_training(unit: str) -
 
 def test_the_folded_map_follows_every_change_of_the_tdbn() -> None:
     generator = torch.Generator().manual_seed(8)
-    bn = eval_tdbn(C, 1.0, generator)
-    x = torch.randn(T, B, C, H, W, generator=generator)
+    bn = trained_tdbn(C, 1.0, generator)
+    x = conv_output(bn, (1, B, C, H, W), generator)  # [T=1, B, C, H, W]: one step, each element a current
 
     def assert_fold_is_current() -> None:
         with torch.inference_mode():
-            affine = bn.inference_affine()
-            assert affine is not None
-            expected = bn(x[:1])  # [1, B, C, H, W]: one step, each element a current
-            folded = (x[:1] * affine.scale.view(1, 1, C, 1, 1) + affine.shift.view(1, 1, C, 1, 1))
-            # the unfused arithmetic differs from F.batch_norm by an ulp at most; a stale map by far more
-            assert torch.allclose(folded, expected, rtol=1e-5, atol=1e-5)
+            assert bn.inference_affine() is not None
+            assert_fused_current_is(bn(x), lambda v_th: LIF(LIFConfig(v_th=v_th))(x, bn), generator)
 
     assert_fold_is_current()
     assert bn.inference_affine() is bn.inference_affine()  # kept between calls
@@ -218,7 +238,7 @@ def test_the_folded_map_follows_every_change_of_the_tdbn() -> None:
         bn.train()(x * 5 + 2)  # new running statistics, updated inside F.batch_norm
     bn.eval()
     assert_fold_is_current()
-    bn.load_state_dict(eval_tdbn(C, 1.0, generator).state_dict())
+    bn.load_state_dict(trained_tdbn(C, 1.0, generator).state_dict())
     assert_fold_is_current()
     with torch.no_grad():
         bn.bias.add_(1.0)  # an optimizer step's in-place update

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from shared import preprocess
-from shared.preprocess import ImageError, load_image
+from shared.preprocess import ImageError, ImageTooLarge, load_image
 from shared.backbones import SpikingResNetConfig
 from shared.split_model import ModelConfig
 
@@ -137,21 +137,52 @@ def png_rgb16(rgb: tuple[int, int, int], size: int = 8) -> bytes:
             + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize(("side", "message"), [
-    (8_000, "8000x8000 pixels; at most 50,000,000"),  # over our limit
-    (100_000, "could be decompression bomb"),  # over Pillow's own, which refuses it while opening
-])
-def test_decompression_bombs_are_refused_from_the_header(side: int, message: str) -> None:
-    with pytest.raises(ImageError, match=message):
-        load_image(png_claiming(side, side), CONFIG)
+def png_uniform(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
+    """A complete PNG of width x height black pixels (colour type 0: gray, 2: RGB, 4: gray + alpha, 6: RGBA),
+    compressed one row at a time, so that no buffer of its decoded size is made here: a real encoding of a
+    gigapixel-scale decode in kilobytes."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = bytes(1 + -(-width * channels * bit_depth // 8))  # filter type 0, then the samples, whole bytes
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-def test_the_pixel_limit_applies_to_real_images(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = encoded(Image.new("RGB", (40, 30)))
-    load_image(data, CONFIG)
-    monkeypatch.setattr(preprocess, "MAX_PIXELS", 40 * 30 - 1)
-    with pytest.raises(ImageError, match="40x30 pixels"):
+@pytest.mark.parametrize(("data", "message"), [
+    (png_claiming(8_000, 8_000), "8000x8000 pixels of mode RGB: 192,000,000 bytes decoded; at most 67,108,864"),
+    # over Pillow's own limit, which refuses it while opening
+    (png_claiming(100_000, 100_000), "could be decompression bomb.*; at most 67,108,864"),
+    # few pixels a byte, yet each becomes an RGB pixel: 3 bytes
+    (png_uniform(7_000, 7_000, 1, 0), "7000x7000 pixels of mode 1: 147,000,000 bytes decoded"),
+    (png_uniform(7_000, 7_000, 16, 0), "7000x7000 pixels of mode I;16: 147,000,000 bytes decoded"),
+], ids=["8000x8000 RGB", "100000x100000 RGB", "1-bit 7000x7000", "16-bit 7000x7000"])
+def test_decompression_bombs_are_refused_from_the_header(data: bytes, message: str) -> None:
+    with pytest.raises(ImageTooLarge, match=message):
         load_image(data, CONFIG)
+
+
+@pytest.mark.parametrize(("img", "fmt", "bytes_per_pixel"), [
+    (Image.new("1", (40, 30)), "PNG", 3),  # converted to RGB: no pixel costs less
+    (Image.new("I;16", (40, 30)), "PNG", 3),
+    (Image.new("RGB", (40, 30)), "PNG", 3),
+    (Image.new("RGBA", (40, 30)), "PNG", 4),
+    (Image.new("I", (40, 30)), "TIFF", 4),  # 32-bit gray
+], ids=["1-bit", "16-bit gray", "RGB", "RGBA", "32-bit gray"])
+def test_the_decoded_size_budget_counts_bit_depth(img: Image.Image, fmt: str, bytes_per_pixel: int) -> None:
+    data, cost = encoded(img, fmt), 40 * 30 * bytes_per_pixel
+    assert load_image(data, CONFIG, max_decoded_bytes=cost).shape == (3, 32, 32)
+    with pytest.raises(ImageTooLarge, match=f"40x30 pixels of mode {img.mode}: {cost:,} bytes decoded; at most "
+                                            f"{cost - 1:,} decoded bytes"):
+        load_image(data, CONFIG, max_decoded_bytes=cost - 1)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_high_depth_gray_scales_to_8_bits_rounding_to_nearest(mode: str) -> None:
+    values = np.array([[0, 128, 129, 257 * 100 + 128, 257 * 100 + 129, 65535]], dtype=np.int32)
+    x = load_image(encoded(Image.fromarray(values.astype(np.uint16)).convert(mode), "TIFF"), CONFIG)
+    expected = np.round(values / 257).clip(0, 255).astype(np.uint8)  # [1, 6]
+    assert torch.allclose(x, load_image(encoded(Image.fromarray(expected, "L")), CONFIG), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

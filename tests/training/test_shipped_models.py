@@ -17,6 +17,7 @@ from shared.backbones import BACKBONES
 from shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, default_checkpoint, embedded_models, load_checkpoint,
                                read_checkpoint_info)
 from shared.split_model import ModelConfig
+from shared.uncertainty import Calibration
 from training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
 from training.demo import DEMOS, demo_path
 
@@ -84,16 +85,28 @@ def test_the_last_split_points_send_about_256_times_less_than_their_spikes() -> 
 # The recorded test accuracy is re-measured on a seeded sample of the test split (MNIST's first 5,000
 # test images are the cleaner NIST SD-3 writers, so the first 1,000 would flatter every model).
 SAMPLE = 1000
-# Binomial noise of an accuracy measured on n images is sqrt(p (1 - p) / n): 0.31 points at 99 % on
-# 1,000. Four of those, plus 0.3 points for other CPUs rounding a spike the other way on a few images.
-SIGMAS, ROUNDING_POINTS = 4.0, 0.3
+# A share p (an accuracy, the share flagged "uncertain") measured on n images has binomial noise
+# sqrt(p (1 - p) / n): 0.31 points at 99 % on 1,000. The checks allow SIGMAS of it: a model as good as
+# its record fails one with probability under 1e-4 (4 sigma, either side).
+SIGMAS = 4.0
+# Another CPU rounds the network's sums otherwise (ATen's, oneDNN's and MKL's kernels for its vector
+# units), and an image's softmax probabilities come out a little different: by at most 1e-6 measured on
+# these models between ATen DEFAULT / AVX2 / AVX-512, oneDNN SSE4.1 / AVX2 / AVX-512, MKL SSE4.2 / AVX-512
+# and numba's generic / host code, or by up to 0.24 on the few images (0 to 6 in 1,000) where a spike at
+# its threshold flips, which the binomial allowance covers. An image within ROUNDING_MSP of a decision
+# (the uncertainty threshold; the runner-up class) may come out the other way elsewhere: each such image
+# is allowed on top. The digits models' thresholds are one image's MSP (the calibration's quantile), and
+# that image flagged on an AMD EPYC: 19 of 360 images, 5.28 % against a calibrated 5 % (issue 23).
+ROUNDING_MSP = 1e-5
 
 
-def measured_images(info: dict, input_style: str) -> ImageSet:
-    """The checkpoint's test images that are re-measured here, framed as uploads are."""
+def measured_images(info: dict, input_style: str) -> tuple[ImageSet, bool]:
+    """The checkpoint's test images that are re-measured here, framed as uploads are, and whether they are the
+    images its uncertainty threshold was calibrated on."""
     if info["dataset"] == "mnist":
-        return mnist_test_sample()
-    return digits_in_style(input_style).test  # 360 images: all of them
+        return mnist_test_sample(), False  # calibrated on the validation split
+    data = digits_in_style(input_style)
+    return data.test, data.validation is data.test  # all 360; without a validation split, calibrated on them
 
 
 @functools.cache
@@ -105,16 +118,11 @@ def mnist_test_sample() -> ImageSet:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, config: ModelConfig, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels and maximum softmax probabilities, written out here: (x / 255 - mean) / std, forward, softmax."""
+def predict(model: torch.nn.Module, config: ModelConfig, images: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [N, K], written out here: (x / 255 - mean) / std, forward, softmax."""
     model.eval()
     mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
-    labels, msp = [], []
-    for batch in images.split(250):
-        probabilities = model((batch.float() / 255 - mean) / std).softmax(-1)
-        labels.append(probabilities.argmax(-1))
-        msp.append(probabilities.amax(-1))
-    return torch.cat(labels), torch.cat(msp)
+    return torch.cat([model((batch.float() / 255 - mean) / std).softmax(-1) for batch in images.split(250)])
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -124,18 +132,28 @@ def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path) -> None:
     info = loaded.checkpoint.info
     assert loaded.checkpoint.info_verified and loaded.checkpoint.trained
     assert info["accuracy_drop"] == pytest.approx(info["pretrained_accuracy"] - info["test_accuracy"], abs=0.01)
-    test = measured_images(info, loaded.config.input_style)  # test images as the device prepares uploads
-    predicted, msp = predict(loaded.model, loaded.config, test.images)
-    accuracy = 100 * (predicted == test.labels).double().mean().item()
+    test, calibrated_on_these = measured_images(info, loaded.config.input_style)  # as the device prepares uploads
+    n = len(test)
+    probabilities = predict(loaded.model, loaded.config, test.images)  # [n, K]
+    top2 = probabilities.topk(2, dim=-1).values  # [n, 2]
+    accuracy = 100 * (probabilities.argmax(-1) == test.labels).double().mean().item()
     p = info["test_accuracy"] / 100
-    noise = 100 * SIGMAS * math.sqrt(max(p * (1 - p), 0.005 * 0.995) / len(test))
-    assert abs(accuracy - info["test_accuracy"]) <= noise + ROUNDING_POINTS, (accuracy, info["test_accuracy"])
-    # "uncertain" flags at most the calibrated share of in-distribution images (shared/uncertainty.py),
-    # recounted here on test images, with the same binomial allowance: the threshold came from other images
-    flagged_share = (msp < info["uncertainty"]["threshold"]).double().mean().item()
-    calibrated = info["uncertainty"].get("flagged_fraction", info["uncertainty"].get("flagged_test_fraction"))
-    allowance = SIGMAS * math.sqrt(calibrated * (1 - calibrated) / len(test)) + ROUNDING_POINTS / 100
-    assert flagged_share <= calibrated + allowance, (flagged_share, calibrated)
+    near_tie = int((top2[:, 0] - top2[:, 1] <= ROUNDING_MSP).sum())  # another CPU may pick the runner-up
+    allowed = 100 * (SIGMAS * math.sqrt(max(p * (1 - p), 0.005 * 0.995) / n) + near_tie / n)
+    assert abs(accuracy - info["test_accuracy"]) <= allowed, (accuracy, info["test_accuracy"], allowed)
+    # "uncertain" flags at most the calibrated share c of in-distribution images (shared/uncertainty.py),
+    # recounted here on test images: c plus SIGMAS binomial deviations of a share of n images, with those of
+    # the calibration's own m images where they are others (the threshold is their quantile: the share it
+    # flags of all such images is c within sqrt(c (1 - c) / m)). On the calibration images themselves (the
+    # digits) the share is c up to rounding; the same allowance holds there, for images whose spikes another
+    # CPU flips.
+    calibration = Calibration.from_info(info)
+    c, m = calibration.flagged_fraction, calibration.calibration_images
+    flagged_share = (top2[:, 0] < calibration.threshold).double().mean().item()
+    variance = c * (1 - c) * (1 / n + (0 if calibrated_on_these else 1 / m))
+    at_threshold = int(((top2[:, 0] - calibration.threshold).abs() <= ROUNDING_MSP).sum())
+    allowed_share = c + SIGMAS * math.sqrt(variance) + at_threshold / n
+    assert flagged_share <= allowed_share, (flagged_share, c, allowed_share)
     assert accuracy > 60  # far above chance (10%); the README gives each model's accuracy and drop
 
 

@@ -174,7 +174,8 @@ def run_with(engine: str, load: str, replicas: int, requests: int, concurrency: 
              kill_one_at: float | None) -> dict[str, Any]:
     checkpoint = str(default_checkpoint(ARCH, SPLIT_POINT))
     tier_of = edge_tier if engine == "edge" else serve_ray_tier
-    with tier_of(checkpoint, replicas) as tier, sender(load, checkpoint, tier.target, concurrency) as send:
+    with tier_of(checkpoint, replicas) as tier, sender(load, checkpoint, tier.target, concurrency,
+                                                      pings=engine == "edge") as send:
         run_load(send, 2 * concurrency, concurrency, None, tier.kill_one)  # warm-up
         kill_at = None if kill_one_at is None else int(kill_one_at * requests)
         run, outcomes, killed = run_load(send, requests, concurrency, kill_at, tier.kill_one)
@@ -191,8 +192,10 @@ def run_with(engine: str, load: str, replicas: int, requests: int, concurrency: 
 
 
 @contextmanager
-def sender(load: str, checkpoint: str, target: str, concurrency: int) -> Iterator[Callable[[int], str]]:
-    """``send(i)``: one frame (or upload) through the tier; returns the name of the replica that ran it."""
+def sender(load: str, checkpoint: str, target: str, concurrency: int,
+           pings: bool = True) -> Iterator[Callable[[int], str]]:
+    """``send(i)``: one frame (or upload) through the tier; returns the name of the replica that ran it. ``pings``:
+    the device's keepalive pings, off in front of Serve, whose proxy closes a connection that pings often (README)."""
     images = [synthetic_png(i) for i in range(8)]
     if load == "frames":
         head = HeadRunner.load(checkpoint)
@@ -203,7 +206,7 @@ def sender(load: str, checkpoint: str, target: str, concurrency: int) -> Iterato
         return
     port = free_port()
     device = spawn("device", "--checkpoint", checkpoint, "--host", "127.0.0.1", "--port", str(port),
-                   "--edge-address", target, **QUIET)
+                   "--edge-address", target, *(() if pings else ("--edge-keepalive-s", "0")), **QUIET)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", device)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,

@@ -21,7 +21,7 @@ turned into ``{"detail": "..."}`` responses by the handlers registered in ``crea
 from __future__ import annotations
 
 import argparse
-import gc
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from fastapi import APIRouter, Depends, FastAPI, File, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -47,7 +48,7 @@ from .edge_replicas import TargetError
 from .head_batcher import HeadQueueFull, HeadTimeout
 from .head_runner import HeadRunner
 from .head_set import ARCH_HELP, SPLIT_POINT_HELP, UnknownModel
-from .http_server import server_options
+from .http_server import DeviceServer, server_options
 from .planner import NoEligibleSplit
 from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .pipeline import SplitPipeline
@@ -75,9 +76,10 @@ ERROR_STATUS: dict[type[Exception], int] = {
 # limits admit.
 RETRY_AFTER_S = 1
 # How gRPC names the peers it tried in its error details (ipv4:10.0.0.5:50051, ipv6:[::1]:50051, unix:/path), and
-# bare IPv4 or bracketed IPv6 addresses: withheld from HTTP answers, with the configured target itself
+# bare IPv4 or bracketed IPv6 addresses: withheld from HTTP answers, with every form of the configured target
 PEER_ADDRESS = re.compile(r"\b(?:ipv4|ipv6|unix|unix-abstract|vsock|dns):\S+?(?=[\s,;]|: |$)"
                           r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?")
+GRPC_SCHEMES = ("dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock")
 WITHHELD = "<edge address>"
 
 
@@ -201,10 +203,50 @@ async def metrics_endpoint(metrics: Metrics) -> Response:
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
+def address_forms(target: str) -> list[str]:
+    """Every form in which messages may name the gRPC target ``target``, the longest first: the target, without its
+    scheme (and a dns authority), each address of an ipv4:/ipv6: list, and each address's host. gRPC's own messages
+    name a target it cannot resolve by host:port (``errors resolving edge:50051``), older resolvers by the bare host
+    (``name=edge``)."""
+    forms = {target}
+    scheme, colon, rest = target.partition(":")
+    if not colon or scheme not in GRPC_SCHEMES:  # no scheme gRPC knows: host:port, resolved by DNS
+        scheme, rest = "dns", target
+    forms.add(rest)
+    if rest.startswith("//"):  # dns://[authority]/host:port, unix://absolute-path
+        rest = rest[2:]
+        if scheme == "dns":
+            authority, _, rest = rest.partition("/")
+            forms.add(authority)
+        forms.add(rest)
+    for address in rest.split(",") if scheme in ("ipv4", "ipv6") else [rest]:
+        forms.add(address)
+        if address.startswith("["):  # [v6]:port
+            forms.update((address[:address.find("]") + 1], address[1:address.find("]")]))
+        elif address.count(":") == 1:  # host:port (more colons: a bare IPv6 address)
+            forms.add(address.rpartition(":")[0])
+    return sorted(filter(None, forms), key=lambda form: (-len(form), form))
+
+
+@functools.lru_cache(maxsize=8)
+def _address_patterns(target: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """How the device's own messages name the edge (``edge at <target>``, ``the edge at <target>``), and what is
+    withheld: every form of ``target``, each only as a whole name (``edge`` in ``edge:50051`` or ``(edge)``, not in
+    ``edge-2``, ``edges`` or ``edge.internal``; in any case, as host names are), and every PEER_ADDRESS. One pattern,
+    so that each address is withheld once, whole: ``ipv4:10.0.0.7:50051`` by PEER_ADDRESS, not its tail by the
+    target's host:port."""
+    whole = r"(?![\w-]|\.\w)"
+    ours = re.compile(rf"(?:the )?edge at {re.escape(target)}{whole}")
+    names = "|".join(map(re.escape, address_forms(target)))
+    return ours, re.compile(rf"(?<![\w.-])(?:{names}){whole}|{PEER_ADDRESS.pattern}", re.IGNORECASE)
+
+
 def withhold_address(detail: str, edge_address: str) -> str:
-    """``detail`` without the edge's address: the configured target, and every peer address gRPC names."""
-    named = detail.replace(f"edge at {edge_address}", "the edge")
-    return PEER_ADDRESS.sub(WITHHELD, named).replace(edge_address, WITHHELD)  # a host name the pattern misses
+    """``detail`` without the edge's address: every form of the configured target, and every peer address gRPC
+    names. The device's own messages that name the edge by its target say "the edge" instead, kept as it is
+    whatever the target's host is called (Compose's is ``edge``: elsewhere that word is withheld too)."""
+    ours, addresses = _address_patterns(edge_address)
+    return "the edge".join(addresses.sub(WITHHELD, part) for part in ours.split(detail))
 
 
 def _detail_response(status_code: int, edge_address: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -247,10 +289,6 @@ def create_app(settings: DeviceSettings) -> FastAPI:
                          "trained" if checkpoint.trained else "untrained")
             log.info("edge at %s (%s), codec %s, link %s", settings.edge_address,
                      "plaintext" if credentials is None else "TLS", settings.codec, settings.prior_link())
-            # What exists now (torch, the heads, pydantic's models: ~300k objects) lives as long as the process, yet
-            # each full garbage collection would walk it all, 0.1-0.2 s with every thread stopped: deadlines overrun
-            gc.collect()
-            gc.freeze()
             try:
                 yield
             finally:
@@ -307,5 +345,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # lifespan's exit (closing the channel and the head's thread).
-    uvicorn.run(app, log_level="info", **server_options(settings))
-    return 0
+    server = DeviceServer(uvicorn.Config(app, log_level="info", **server_options(settings)))
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE  # stopped during start-up, as uvicorn.run exits then

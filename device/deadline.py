@@ -2,8 +2,9 @@
 
 Three layers keep it:
 
-    the HTTP protocol   notes when each request's first byte arrives, and closes a connection whose request
-                        head has not arrived by the deadline, with a 408 (device/http_server.py)
+    the HTTP protocol   notes when each request's first byte arrives, closes a connection whose request
+                        head has not arrived by the deadline, with a 408, and drops one whose answer has not
+                        been written a second after it (device/http_server.py)
     StampDeadline       gives the request its Deadline from that moment, and answers at the deadline whatever
                         the request is still doing: 408 with the connection closed if its body has not fully
                         arrived, else 504. It also bounds how many bodies may be arriving at once.
@@ -134,7 +135,8 @@ class StampDeadline:
                 started = True
                 self.arriving.arrived(request)  # answered: it holds no arrival slot whatever its body does
                 if not answer_by.expired():  # (the app may answer in the step that the expiry's cancel interrupts)
-                    answer_by.reschedule(None)  # the response goes out at its client's pace
+                    # the response goes out at its client's pace, within the bound the HTTP protocol sets on writing
+                    answer_by.reschedule(None)
             await send(message)
 
         def drop() -> None:

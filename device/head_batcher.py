@@ -10,9 +10,11 @@ A job is one request: ``POST /classify``'s one image, or ``POST /classify/batch`
 travelling to the edge in one frame of their own. Every request still gets its own frame and its own
 energy; what the requests of a burst share is one forward through the head.
 
-Bounds, so a burst costs neither memory nor time without limit: at most ``max_queued`` jobs wait (one
-more is refused at once: HeadQueueFull, 503 with Retry-After), and a job that cannot get through the
-head before its request's deadline is answered 504 (HeadTimeout) without taking the head.
+Bounds, so a burst costs neither memory nor time without limit: at most ``max_queued`` jobs wait,
+counting the requests whose uploads are being decoded on their way here (``on_its_way``; one more is
+refused at once: HeadQueueFull, 503 with Retry-After), and a job that cannot get through the head
+before its request's deadline is answered 504 (HeadTimeout) without taking the head. Each head has its
+own queue and its own count: a burst on one head refuses nobody on another.
 
 As on the edge (edge/micro_batcher.py), an idle head runs a lone upload at once, and only after a run
 that carried several jobs does the worker wait up to ``max_wait_s`` for more to join the next one.
@@ -23,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import monotonic
 
@@ -68,6 +71,7 @@ class HeadBatcher:
         self.max_images, self.max_wait_s, self.max_queued = max_images, max_wait_s, max_queued
         self._on_run = on_run
         self._queue: deque[HeadJob] = deque()
+        self._on_their_way = 0  # requests decoding their uploads for this queue (on_its_way)
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
@@ -84,7 +88,19 @@ class HeadBatcher:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    def refuse_if_full(self, on_their_way: int = 0) -> None:
+    @contextmanager
+    def on_its_way(self) -> Iterator[None]:
+        """While the block runs (a request decoding its upload for this head), the request counts against the
+        queue's limit as if queued; raises HeadQueueFull at once if the queue is full counting those already on
+        their way, so that no upload is decoded for a request that would be refused."""
+        self._refuse_if_full(self._on_their_way)
+        self._on_their_way += 1
+        try:
+            yield
+        finally:
+            self._on_their_way -= 1
+
+    def _refuse_if_full(self, on_their_way: int) -> None:
         """Raises HeadQueueFull if the queue, and ``on_their_way`` more requests that will join it, fill it."""
         while self._queue and self._queue[0].done.done():  # given up at its deadline: room for a live one
             self._queue.popleft()
@@ -95,8 +111,9 @@ class HeadBatcher:
 
     async def submit(self, images: dict[int, ModelInput], deadline: Deadline) -> QueuedHead:
         """The job's HeadBatch (``images``: at least one); raises HeadQueueFull at once when the queue is full,
-        HeadTimeout at the deadline."""
-        self.refuse_if_full()
+        HeadTimeout at the deadline. Requests still decoding do not count here: each was admitted with a place of
+        its own (on_its_way), and this one, admitted too, is not to lose its place to them."""
+        self._refuse_if_full(0)
         job = HeadJob(images, deadline, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._arrived.set()

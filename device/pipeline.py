@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from time import perf_counter
 from typing import TypeVar
 
@@ -57,7 +58,6 @@ class SplitPipeline:
         self.link = LinkEstimator(settings.prior_link())
         self._last_auto: tuple[str, int] | None = None  # the (arch, split point) auto chose last
         self._open_streams = 0  # streamed requests in progress
-        self._decoding = 0  # requests whose images are being decoded, on their way to a head
         # experiments: a lossy channel between device and edge (off unless SBN_DEVICE_CHANNEL is set)
         self.channel = None if settings.channel is None else parse_channel(settings.channel)
         self._channel_noise = np.random.default_rng()
@@ -118,23 +118,23 @@ class SplitPipeline:
                              predicted_latency_ms=estimate.latency_ms, predicted_energy_mj=estimate.energy_mj)
         return candidates[chosen], choice
 
-    async def decode(self, head: ServedHead, images: list[bytes], deadline: Deadline) -> Decoded:
-        """The images as ``head``'s model inputs, or why each cannot be one; raises HeadQueueFull at once when the
-        head's queue is full counting the requests being decoded (no decoding for a request that would be refused),
-        HeadTimeout at the deadline."""
-        head.batcher.refuse_if_full(self._decoding)
-        self._decoding += 1
-        try:
+    async def decode(self, head: ServedHead, images: list[bytes], deadline: Deadline, queued: bool = True) -> Decoded:
+        """The images as ``head``'s model inputs, or why each cannot be one; raises HeadTimeout at the deadline.
+
+        ``queued``: the request will join ``head``'s queue, and counts against its limit while decoding (raises
+        HeadQueueFull at once when that queue is full, before decoding anything). A streamed request never joins
+        it (``queued=False``): the limit on open streams bounds those instead, decoding included."""
+        with head.batcher.on_its_way() if queued else nullcontext():
             decoded = await self.decoder.decode(images, head.runner.checkpoint.config, deadline)
-        finally:
-            self._decoding -= 1
         self.metrics.observe_decode(decoded.ms)
         return decoded
 
-    async def decode_one(self, head: ServedHead, image: bytes, deadline: Deadline) -> tuple[ModelInput, float]:
+    async def decode_one(self, head: ServedHead, image: bytes, deadline: Deadline,
+                         queued: bool = True) -> tuple[ModelInput, float]:
         """The image as ``head``'s model input and the milliseconds that took; raises ImageError (ImageTooLarge:
-        over max_decoded_bytes) for one that cannot be read, HeadTimeout at the deadline."""
-        decoded = await self.decode(head, [image], deadline)
+        over max_decoded_bytes) for one that cannot be read, HeadTimeout at the deadline, and with ``queued``
+        HeadQueueFull as ``decode`` does."""
+        decoded = await self.decode(head, [image], deadline, queued)
         if decoded.errors:
             raise decoded.errors[0]
         return decoded.inputs[0], decoded.ms
@@ -194,7 +194,8 @@ class SplitPipeline:
         head, choice = await self.choose(arch, split_point, deadline)
         if stream or early_exit is not None:
             # Streams run their head steps on the head thread beside the batcher's runs: at most as many open
-            # at once as may wait for the head, so a burst of them is refused (503) rather than queued unbounded
+            # at once as may wait for the head, so a burst of them is refused (503) rather than queued unbounded.
+            # This bounds their decoding too: they never join a head's queue, and do not count against it.
             if self._open_streams >= self.settings.head_queue_limit:
                 raise HeadQueueFull(f"{self._open_streams} streamed requests are open, the most this device takes "
                                     f"(head_queue_limit); retry later")

@@ -97,9 +97,10 @@ class DeviceSettings(ModelSettings):
         2.0, ge=0, description="micro-batching: under load (the last head run carried several requests), how long "
                                "the head waits for more before it runs; an idle device runs a lone upload at once")
     head_queue_limit: int = Field(
-        64, ge=1, description="requests that may wait for the head at once, their uploads being decoded or "
-                              "queued; one more is refused with 503 and Retry-After, so a burst's parsed uploads do "
-                              "not pile up in front of the head")
+        64, ge=1, description="requests that may wait for each head at once, their uploads being decoded or "
+                              "queued, and streamed requests that may be open at once (they never queue); one more "
+                              "is refused with 503 and Retry-After, so a burst's parsed uploads do not pile up in "
+                              "front of a head")
     energy_mode: CountMode = Field(
         CountMode.PAPER, description="energy accounting: paper (the convs inside the blocks up to the split point) "
                                      "or complete (also stem, shortcuts, encoder)")

@@ -41,9 +41,10 @@ async def classify_streamed(pipeline: SplitPipeline, head: ServedHead, image: by
     start = perf_counter()
     runner = head.runner
     num_classes = runner.checkpoint.config.backbone.num_classes
-    model_input, _ = await pipeline.decode_one(head, image, deadline)
+    # not counted against the head's queue, which it never joins: classify() bounds the open streams instead
+    model_input, decode_ms = await pipeline.decode_one(head, image, deadline, queued=False)
     stream = await pipeline.run_on_head_thread(runner.open_stream, model_input, deadline=deadline)
-    device_ms = 0.0
+    device_ms = decode_ms  # the device's time covers decoding the upload, as on the unstreamed path
 
     async def compute_step():  # the next step on the head thread, timed
         nonlocal device_ms

@@ -44,6 +44,10 @@ class BatchPolicy:
             raise ValueError(f"a batch policy needs max_images >= 1 and max_wait_s >= 0, got {self}")
 
 
+class WorkerStopped(RuntimeError):
+    """A frame submitted after the inference worker was told to stop (the edge is shutting down)."""
+
+
 @dataclass(eq=False)
 class PendingFrame:
     """One frame between its gRPC call and the worker."""
@@ -89,7 +93,7 @@ class TailBatcher:
     def submit(self, frame: PendingFrame) -> None:
         with self._changed:
             if self._closed:
-                raise RuntimeError("the edge's inference worker has stopped")
+                raise WorkerStopped("the edge's inference worker has stopped")
             self._queues.setdefault(frame.runner.fingerprint, deque()).append(frame)
             self._metrics.set_queued(self._queued())
             self._changed.notify()

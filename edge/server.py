@@ -60,7 +60,7 @@ from shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTERVAL_S, SERVICE_
 from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .metrics import EdgeMetrics, MetricsEndpoint
-from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher
+from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher, WorkerStopped
 from .settings import EdgeSettings
 from .stream import SpikeStream
 from .tail_runner import FrameError, TailRunner, load_tails, not_served
@@ -113,7 +113,11 @@ async def off_loop(function: Callable[..., T], *args: object) -> T:
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        await asyncio.wait([work])
+        while not work.done():  # a second cancellation (stream_max_s, then the client's) must not cut this short
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue
         raise
 
 
@@ -226,6 +230,8 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                     await answered
         except TimeoutError:
             pass  # no logits: answered DEADLINE_EXCEEDED below
+        except WorkerStopped:  # a frame that arrived as the edge shuts down
+            await self._refuse(context, fingerprint, grpc.StatusCode.UNAVAILABLE, "the edge is shutting down")
         finally:
             frame.withdrawn.set()  # however the wait ended: a frame that has not run by now never will
         if frame.error is not None:
@@ -234,7 +240,9 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         if (logits := frame.logits) is not None:
             return frame, logits
         if deadline is None:  # the worker drops a frame only once its call has withdrawn it or its deadline passed
-            raise RuntimeError("a frame without a deadline settled without logits or an error")
+            log.error("frame %s settled without logits, an error or a deadline", logged_id(request.request_id))
+            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
+                               "the edge failed on this frame (the edge's log has the details)")
         await self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
                            f"the deadline passed before the frame ran ({deadline - arrived:.3f} s were left on "
                            f"arrival)")

@@ -74,18 +74,20 @@ def device_process_and_pid(checkpoint: Path, edge_address: str, *flags: str,
 
 
 @contextmanager
-def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Iterator[httpx.Client]:
-    """``create_app(DeviceSettings(...))`` served by uvicorn on a thread; a client for it."""
+def device_client(checkpoint: Path | list[Path], edge_address: str, server: type[uvicorn.Server] = uvicorn.Server,
+                  **settings: Any) -> Iterator[httpx.Client]:
+    """``create_app(DeviceSettings(...))`` served by uvicorn on a thread (``server``: `sbn device`'s own,
+    device.http_server.DeviceServer, is not uvicorn's); a client for it."""
     device_settings = DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, port=free_port(), **settings)
     # as `sbn device` does before it builds the app: with torch's default of one thread per core, the head's
     # worker thread would get a second OpenMP team competing with this process's main one
     configure_torch_threads(device_settings.threads)
     app = create_app(device_settings)
     # served as `sbn device` serves it: its HTTP protocol and limits
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **server_options(device_settings)))
-    thread = threading.Thread(target=server.run, name="device", daemon=True)
+    running = server(uvicorn.Config(app, log_level="warning", **server_options(device_settings)))
+    thread = threading.Thread(target=running.run, name="device", daemon=True)
     thread.start()
-    while not server.started:
+    while not running.started:
         if not thread.is_alive():
             raise RuntimeError("the device app failed to start (see the log above)")
         time.sleep(0.02)
@@ -93,7 +95,7 @@ def device_client(checkpoint: Path, edge_address: str, **settings: Any) -> Itera
         with httpx.Client(base_url=f"http://127.0.0.1:{device_settings.port}", timeout=30) as client:
             yield client
     finally:
-        server.should_exit = True
+        running.should_exit = True
         thread.join(timeout=10)
 
 

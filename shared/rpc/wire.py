@@ -12,7 +12,7 @@ CODEC_TO_WIRE: dict[Codec, pb.Codec] = {Codec.RAW: pb.CODEC_RAW, Codec.SPARSE: p
                                         Codec.ENTROPY: pb.CODEC_ENTROPY}
 CODEC_FROM_WIRE: dict[int, Codec] = {wire: codec for codec, wire in CODEC_TO_WIRE.items()}
 
-# The longest request_id (in characters) an edge accepts; a device refuses a longer one at HTTP. An id is echoed in
+# The longest request_id (in characters) an edge accepts (a device makes its own, 32 characters). An id is echoed in
 # every reply, so an unbounded one could make a reply too large to send after its frame had run.
 MAX_REQUEST_ID_LENGTH: int = 128
 

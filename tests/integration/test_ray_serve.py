@@ -1,6 +1,6 @@
 """``sbn serve-ray``: the tail on a local Ray instance behind Serve's gRPC proxy, called over real gRPC as ``sbn edge``
 is: the same logits as ``sbn edge`` for the same frames, frames batched and spread over the replicas, bad frames
-refused with the same statuses, and an unchanged ``sbn device`` classifying through it."""
+refused with the same statuses, and ``sbn device`` (its keepalive pings off) classifying through it."""
 
 from __future__ import annotations
 
@@ -128,10 +128,11 @@ def test_bad_frames_are_refused_as_sbn_edge_refuses_them(serve_ray: ServeRay, fr
         assert stub.Infer(frame, timeout=10).batch_size == 1  # and the replicas go on
 
 
-def test_an_unchanged_device_classifies_through_serve(serve_ray: ServeRay) -> None:
+def test_a_device_classifies_through_serve(serve_ray: ServeRay) -> None:
     image = synthetic_png(3)
     expected = read_checkpoint_info(RB8).config.label(int(monolithic_logits(RB8, image).argmax()))
-    with device_process(RB8, serve_ray.address) as url:
+    # no keepalive pings, as the README says for Serve: its proxy closes a connection that pings often
+    with device_process(RB8, serve_ray.address, "--edge-keepalive-s", "0") as url:
         assert httpx.get(f"{url}/readyz", timeout=30).json()["status"] == "ready"
         answer = httpx.post(f"{url}/classify", files=upload(image), timeout=30).json()
         assert answer["label"] == expected and answer["edge_replica"].startswith("spikebottlenet#TailReplica#")

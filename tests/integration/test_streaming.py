@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bench.e2e import synthetic_png
 from device.head_runner import HeadRunner
@@ -69,6 +72,24 @@ def test_a_stream_without_early_exit_gives_the_unary_answer_bit_for_bit(client: 
         # the energy of the same spikes, counted one step at a time
         assert streamed["energy"]["device_45nm_mj"] == pytest.approx(unary["energy"]["device_45nm_mj"], rel=1e-9)
         assert streamed["energy"]["ann_baseline_45nm_mj"] == unary["energy"]["ann_baseline_45nm_mj"]
+
+
+def large_png(size: int = 3000) -> bytes:
+    """A horizontal grey ramp, ``size`` pixels square: a small upload (it compresses to ~30 KB) whose decode takes
+    a few hundred milliseconds, far more than the head's steps."""
+    ramp = np.linspace(0, 255, size, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([np.tile(ramp, (size, 1))] * 3, axis=-1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_streamed_answers_device_time_covers_decoding_the_upload(client: httpx.Client) -> None:
+    decoding = {"url": f"{client.base_url}/metrics", "name": "sbn_device_stage_seconds_sum", "stage": "preprocess"}
+    before = scraped(**decoding)
+    streamed = classify(client, large_png(), stream="true")
+    decode_ms = (scraped(**decoding) - before) * 1e3  # this request's decode, as the device measured it
+    # as an unstreamed answer's does (Latency.device): decoding, then the head's steps
+    assert decode_ms > 0 and streamed["latency_ms"]["device"] > decode_ms
 
 
 @pytest.mark.parametrize("codec", ["auto", "entropy"])

@@ -9,7 +9,8 @@ neurons or channels, never reassociating a sum. So the outputs here are compared
 payload aside), floats too: an ISA-dependent rounding anywhere shows in the membrane potentials and gradients
 even where no spike changes.
 
-The generic build runs in a subprocess with a cache directory of its own. numba would not reuse this process's
+The generic build runs in a subprocess with a cache directory of its own (the host's, where this process is
+the generic one: under ``make test-portable``). numba would not reuse this process's
 machine code there anyway (it keys its on-disk cache by the CPU name and features, with the signature), but a
 fresh directory makes the subprocess compile, so its assembly can be inspected for the absence of vector and FMA
 instructions: proof that the comparison is with another build. ``make test-portable`` runs the whole suite with
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from numba.core import config as numba_config
 
 from shared.lif_autograd import batch_norm_update_stats, train_affine
 from shared.lif_kernel import (MEMBRANE_CHUNK, batch_norm_train_grad_input, channel_stats, lif_norm_train_backward,
@@ -108,37 +110,43 @@ def run_kernels(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-# Run by the subprocess, NUMBA_CPU_NAME=generic: compile afresh, check the machine code is generic x86-64's
-# (no AVX register, no FMA instruction) where this is x86, and save what the loops wrote.
-GENERIC_RUN = """
+# Run by the subprocess: compile afresh for the CPU its environment names, save what the loops wrote, and for a
+# generic build check that the machine code is generic x86-64's (no AVX register, no FMA instruction) where this
+# is x86.
+OTHER_BUILD_RUN = """
 import platform, sys
 import numpy as np
 from numba.core import config
 from tests.shared import test_portable_kernels as kernels
 
-assert config.CPU_NAME == "generic" and config.CPU_FEATURES == "", (config.CPU_NAME, config.CPU_FEATURES)
-inputs, outputs = sys.argv[1], sys.argv[2]
+inputs, outputs, generic = sys.argv[1], sys.argv[2], sys.argv[3] == "generic"
+assert (config.CPU_NAME == "generic" and config.CPU_FEATURES == "") == generic, (config.CPU_NAME, config.CPU_FEATURES)
 np.savez(outputs, **kernels.run_kernels(dict(np.load(inputs))))
-if platform.machine().lower() in ("x86_64", "amd64"):
+if generic and platform.machine().lower() in ("x86_64", "amd64"):
     for signature in kernels.lif_steps.signatures:
         asm = kernels.lif_steps.inspect_asm(signature)
         assert not any(name in asm for name in ("%ymm", "%zmm", "vfmadd")), "not a generic x86-64 build"
 """
 
 
-def test_kernels_built_for_a_generic_cpu_give_this_builds_bits(tmp_path: Path) -> None:
+def test_kernels_built_for_a_generic_cpu_give_the_host_builds_bits(tmp_path: Path) -> None:
     assert P > MEMBRANE_CHUNK  # a full chunk of neurons and a rest: both loops' tails run
     inputs = kernel_inputs()
     np.savez(tmp_path / "inputs.npz", **inputs)
-    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": "",
-           "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
-    subprocess.run([sys.executable, "-c", GENERIC_RUN, str(tmp_path / "inputs.npz"), str(tmp_path / "generic.npz")],
+    # the other build is the generic one; where this process is itself generic (make test-portable), the host's
+    this_is_generic = numba_config.CPU_NAME == "generic"
+    env = {name: value for name, value in os.environ.items() if name not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    if not this_is_generic:
+        env |= {"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": ""}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")
+    subprocess.run([sys.executable, "-c", OTHER_BUILD_RUN, str(tmp_path / "inputs.npz"), str(tmp_path / "other.npz"),
+                    "host" if this_is_generic else "generic"],
                    env=env, cwd=Path(__file__).parents[2], check=True, timeout=600)
-    generic = dict(np.load(tmp_path / "generic.npz"))
+    other = dict(np.load(tmp_path / "other.npz"))
     here = run_kernels(inputs)
-    assert set(generic) == set(here)
+    assert set(other) == set(here)
     for name, expected in here.items():
-        got = generic[name]
+        got = other[name]
         assert got.dtype == expected.dtype and got.shape == expected.shape, name
         nan = np.isnan(expected) if expected.dtype.kind == "f" else np.zeros(expected.shape, bool)
         assert np.array_equal(np.isnan(got) if got.dtype.kind == "f" else nan, nan), f"{name}: NaNs differ"

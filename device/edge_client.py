@@ -155,7 +155,7 @@ class StreamReply:
 class EdgeStream:
     """One InferStream call: steps out, running logits in, each reply checked against the stream. The call opens with
     its first step, not before: the edge cancels a stream that sends no first step soon after opening
-    (stream_first_step_s), while the head may take a while to make step 0."""
+    (stream_step_s), while the head may take a while to make step 0."""
 
     def __init__(self, client: EdgeClient, deadline: Deadline) -> None:
         self.client, self.deadline = client, deadline

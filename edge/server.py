@@ -14,7 +14,7 @@ only when its model's slots are taken. CPU work stays off the loop: decoding a f
 worker threads, every whole frame's tail on the one inference worker (edge/micro_batcher.py).
 
 Streams: one client address may have ``max_streams_per_peer`` InferStream calls open at once, counted from the
-call's first byte; a stream that sends no first step within ``stream_first_step_s`` is cancelled; from its first
+call's first byte; a stream whose next step does not come within ``stream_step_s`` is cancelled; from its first
 step, which names its model, to its end (``stream_max_s`` at most) it holds one of that model's slots.
 
 A request that does not parse is refused with INVALID_ARGUMENT and one log line (gRPC's own deserialization would
@@ -135,7 +135,8 @@ def call_deadline(context: grpc.aio.ServicerContext) -> float | None:
 @dataclass(frozen=True)
 class StreamLimits:
     max_s: float = 30.0  # the longest an InferStream call may stay open
-    first_step_s: float = 1.0  # the longest it may stay open without its first step
+    step_s: float = 1.0  # the longest it may wait for its next step: its first after opening, each later one after
+    #                      the answer to the one before
     per_peer: int = 32  # the calls one client address may have open at once
 
 
@@ -289,25 +290,31 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
                                        "the stream's deadline passed before this step ran")
                 await context.write(await self._step(stream, message, context))
                 self.metrics.stream_step(fingerprint)
-                if (received := await context.read()) is grpc.aio.EOF:
+                if (received := await self._next_step(context, stream.steps)) is None:
                     return
-                message = await self._well_formed(received, context)
+                message = received
         finally:
             model.slots.release()
 
     async def _first_step(self, context: grpc.aio.ServicerContext) -> pb.SpikeStep | None:
         """The stream's first message; None if it closes without one. Until it comes the stream holds no slot (it
-        names the model), so a stream that sends none within stream_first_step_s is cancelled."""
+        names the model), but it holds one of its peer's streams."""
+        return await self._next_step(context, 0)
+
+    async def _next_step(self, context: grpc.aio.ServicerContext, step: int) -> pb.SpikeStep | None:
+        """Message ``step`` of the stream; None if the client ends it instead. A stream whose next step does not
+        come within stream_step_s is cancelled: one that stops sending would otherwise hold what it holds (a
+        slot from its first step) until stream_max_s."""
         try:
-            async with asyncio.timeout(self._streams.first_step_s):
-                first = await context.read()
+            async with asyncio.timeout(self._streams.step_s):
+                received = await context.read()
         except TimeoutError:
-            log.warning("cancelled a stream from %s: no first step within %g s", client_address(context.peer()),
-                        self._streams.first_step_s)
+            log.warning("cancelled a stream from %s: no step %d within %g s", client_address(context.peer()), step,
+                        self._streams.step_s)
             await context.abort(grpc.StatusCode.CANCELLED,
-                                f"no first step within stream_first_step_s ({self._streams.first_step_s:g} s) of "
-                                f"opening the stream")
-        return None if first is grpc.aio.EOF else await self._well_formed(first, context)
+                                f"no step {step} within stream_step_s ({self._streams.step_s:g} s) of "
+                                + ("opening the stream" if step == 0 else "the answer to the step before"))
+        return None if received is grpc.aio.EOF else await self._well_formed(received, context)
 
     async def _open_stream(self, runner: TailRunner, first: pb.SpikeStep,
                            context: grpc.aio.ServicerContext) -> SpikeStream:
@@ -457,7 +464,7 @@ async def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
     metrics = EdgeMetrics()
     batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
-    streams = StreamLimits(settings.stream_max_s, settings.stream_first_step_s, settings.max_streams_per_peer)
+    streams = StreamLimits(settings.stream_max_s, settings.stream_step_s, settings.max_streams_per_peer)
     server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
                                                       metrics, batching, streams, settings.max_connection_age_s)
     address = f"{settings.host}:{settings.port}"

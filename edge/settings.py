@@ -37,10 +37,11 @@ class EdgeSettings(TailSettings):
         32, ge=1, description="frames admitted at once per model, waiting for the inference worker or running, "
                               "InferStream calls included from their first step; more are refused with "
                               "RESOURCE_EXHAUSTED instead of queueing without bound")
-    stream_first_step_s: float = Field(
-        1.0, gt=0, description="an InferStream call that sends no first step within this long of opening is "
-                               "cancelled: until its first step names its model it holds no slot, so this bounds "
-                               "how long a stream can stay open without one")
+    stream_step_s: float = Field(
+        1.0, gt=0, description="an InferStream call whose next step does not come within this long (its first: of "
+                               "opening; each later one: of the answer to the step before) is cancelled, so that a "
+                               "stream that stops sending holds neither a slot nor a peer's stream for long (a "
+                               "device sends each step as soon as its head has made it)")
     max_streams_per_peer: int = Field(
         32, ge=1, description="InferStream calls one client address (its IP, whatever its ports and connections) may "
                               "have open at once, counted from the call's first byte; one more is refused with "

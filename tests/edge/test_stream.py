@@ -40,3 +40,28 @@ def test_a_hanging_stream_is_cut_off_after_stream_max_s_and_frees_its_slot(
     assert cut.value.code() is grpc.StatusCode.CANCELLED and time.monotonic() - start < 10
     released.set()
     assert stub.Infer(frame, timeout=10).batch_size == 1  # the slot came back
+
+
+def test_a_stream_that_stops_sending_mid_way_is_cut_after_stream_step_s_and_frees_its_slot(
+        runner: TailRunner, checkpoint: Path, frame: pb.SpikeFrame, serve: Callable[..., grpc.Channel]) -> None:
+    step_s = 0.5
+    stub = pb_grpc.SplitInferenceStub(serve(runner, max_concurrency=1, streams=StreamLimits(max_s=30, step_s=step_s)))
+    first = HeadRunner.load(checkpoint).open_stream(synthetic_png()).step()
+    released = threading.Event()
+
+    def one_step_then_nothing() -> Iterator[pb.SpikeStep]:
+        yield first
+        released.wait(30)
+
+    call = stub.InferStream(one_step_then_nothing(), timeout=60)
+    assert next(call).step == 0
+    answered = time.monotonic()
+    with pytest.raises(grpc.RpcError) as cut:
+        next(call)
+    waited = time.monotonic() - answered
+    # cut for its missing step 1, long before stream_max_s; not before step_s (the edge's timer starts after it
+    # wrote the answer this client read, so a little less can pass here)
+    assert cut.value.code() is grpc.StatusCode.CANCELLED and "no step 1 within stream_step_s" in cut.value.details()
+    assert step_s - 0.1 <= waited < 10
+    released.set()
+    assert stub.Infer(frame, timeout=10).batch_size == 1  # the slot came back

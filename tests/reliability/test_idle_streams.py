@@ -3,7 +3,7 @@
 On the thread-per-call edge they took the whole edge down: each held a gRPC thread, and at 36 (32 slots + 4
 spare threads) health checks, GetModelInfo and Infer were all refused RESOURCE_EXHAUSTED. Now a call holds no
 thread (grpc.aio), the client's streams beyond max_streams_per_peer are refused, and those admitted are cancelled
-once stream_first_step_s passes without a first step; meanwhile everything else answers.
+once stream_step_s passes without a first step; meanwhile everything else answers.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Ended:
 def stream_edge(checkpoint: Path) -> Iterator[tuple[EdgeProcess, str]]:
     """An edge with a smaller per-client stream limit than idle streams opened, and its metrics URL."""
     metrics_port = free_port()
-    edge = start_edge(checkpoint, None, "--max-streams-per-peer", str(PER_PEER), "--stream-first-step-s",
+    edge = start_edge(checkpoint, None, "--max-streams-per-peer", str(PER_PEER), "--stream-step-s",
                       str(FIRST_STEP_S), "--metrics-port", str(metrics_port))
     try:
         wait_for_edge(edge.address, edge.process)
@@ -111,7 +111,7 @@ def test_idle_streams_take_nothing_from_other_calls_and_are_cut_after_the_first_
 
         assert wait_for(lambda: len(ended) == IDLE, FIRST_STEP_S + CUT_MARGIN_S + 5)
         cut = ended[len(refused):]
-        assert all(e.code == grpc.StatusCode.CANCELLED and "stream_first_step_s" in e.details for e in cut), cut
+        assert all(e.code == grpc.StatusCode.CANCELLED and "stream_step_s" in e.details for e in cut), cut
         assert all(FIRST_STEP_S <= e.seconds <= FIRST_STEP_S + CUT_MARGIN_S for e in cut), [e.seconds for e in cut]
         assert wait_for(lambda: scraped(metrics_url, "sbn_edge_open_streams") == 0, 5)
     finally:
@@ -131,4 +131,4 @@ def test_idle_streams_take_nothing_from_other_calls_and_are_cut_after_the_first_
            f"refused everything from 36 on): {len(refused)} over max_streams_per_peer={PER_PEER} refused "
            f"RESOURCE_EXHAUSTED at once; with {PER_PEER} open, health, GetModelInfo and a correct Infer answered in "
            f"{answered_s * 1e3:.0f} ms together; all {len(cut)} cancelled {seconds[0]:.2f}-{seconds[-1]:.2f} s after "
-           f"opening (stream_first_step_s={FIRST_STEP_S:g}); then the same client streamed a frame correctly")
+           f"opening (stream_step_s={FIRST_STEP_S:g}); then the same client streamed a frame correctly")

@@ -72,7 +72,7 @@ ARG PIP_INDEX_URL=
 COPY . /src
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --prefix=/install /src \
- && { ls -l /install/lib/python3*/site-packages/shared/models/*.safetensors \
+ && { ls -l /install/lib/python3*/site-packages/spikebottlenet/shared/models/*.safetensors \
       || { echo 'no embedded demo checkpoints (shared/models/*.safetensors, package data) were installed' >&2; exit 1; }; }
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ bench: venv
 	$(PY) bench/model_bench.py
 
 proto: venv
-	$(PY) -m shared.rpc.generate
+	$(PY) -m spikebottlenet.shared.rpc.generate
 
 clean:
 	rm -rf $(VENV) build *.egg-info

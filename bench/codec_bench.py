@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from shared.codec import decode, encode
+from spikebottlenet.shared.codec import decode, encode
 
 FRAME = (4, 1, 16, 32, 32)
 

@@ -22,13 +22,13 @@ from time import perf_counter
 import numpy as np
 import torch
 
-from shared.checkpoint import embedded_models, load_checkpoint
-from shared.codec import Codec, decode, encode
-from shared.entropy_codec import EntropyCodecError, chunk_layout, conditional_entropy_bits, own_step_counts
-from sbn.report import render_table
-from training.datasets import load_digits
-from training.entropy_fit import transmitted_spikes
-from training.runtime import start
+from spikebottlenet.shared.checkpoint import embedded_models, load_checkpoint
+from spikebottlenet.shared.codec import Codec, decode, encode
+from spikebottlenet.shared.entropy_codec import EntropyCodecError, chunk_layout, conditional_entropy_bits, own_step_counts
+from spikebottlenet.sbn.report import render_table
+from spikebottlenet.training.datasets import load_digits
+from spikebottlenet.training.entropy_fit import transmitted_spikes
+from spikebottlenet.training.runtime import start
 
 TIMED_FRAMES = 200
 

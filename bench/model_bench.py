@@ -35,9 +35,9 @@ import time
 import torch
 from torch import nn
 
-from shared.backbones import ARCH_CHOICES, BACKBONES, backbone_config, resolve_arch
-from shared.neuron import LIF, use_fused_inference
-from shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, backbone_config, resolve_arch
+from spikebottlenet.shared.neuron import LIF, use_fused_inference
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 
 TIME_STEPS = 4
 MODES = ("reference", "fused")  # the LIF path: use_fused_inference(model, mode == "fused")

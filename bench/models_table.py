@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from shared.checkpoint import CheckpointInfo, embedded_models, load_checkpoint
-from training.datasets import Dataset, load_dataset
-from training.runtime import start
-from training.sweep import measure_energy
+from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models, load_checkpoint
+from spikebottlenet.training.datasets import Dataset, load_dataset
+from spikebottlenet.training.runtime import start
+from spikebottlenet.training.sweep import measure_energy
 
 ENERGY_IMAGES = 2000  # the first test images; the mean energy over them moves by well under 1 %
 

@@ -38,14 +38,14 @@ from typing import Any
 import grpc
 import httpx
 
-from device.edge_client import CHANNEL_OPTIONS
-from device.head_runner import HeadRunner
-from sbn.up import free_port, spawn, stop_all, wait_for_edge, wait_for_http
-from shared.checkpoint import default_checkpoint
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.device.edge_client import CHANNEL_OPTIONS
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
+from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
-from .e2e import Run, synthetic_png
+from spikebottlenet.sbn.bench import Run, synthetic_png
 
 ARCH, SPLIT_POINT = "spiking_resnet50", 8
 QUIET = {"stdout": sys.stderr.fileno()}
@@ -89,7 +89,7 @@ def serve_replica_pids(serve_ray_pid: int) -> list[int]:
                 return True
         return False
 
-    from edge.ray_serve import APP_NAME, DEPLOYMENT_NAME  # only where Ray is installed
+    from spikebottlenet.edge.ray_serve import APP_NAME, DEPLOYMENT_NAME  # only where Ray is installed
     title = f"ray::ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}"  # how Ray names a replica's worker process
     return sorted(pid for pid, command in args.items() if command.startswith(title) and descends(pid))
 

@@ -29,11 +29,13 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from sbn.up import free_port, local_stack
-from shared.backbones import SpikingResNetConfig
-from shared.checkpoint import default_checkpoint, read_checkpoint_info, save_checkpoint
-from shared.split_model import ModelConfig, SpikeBottleNet
-from training.datasets import load_digits
+from spikebottlenet.shared.processes import free_port
+
+from spikebottlenet.sbn.up import local_stack
+from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info, save_checkpoint
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.training.datasets import load_digits
 
 ARCH = "spiking_resnet50"
 

@@ -6,7 +6,7 @@
 The data are random uint8 images of CIFAR-100's shape (3x32x32, 100 classes): the epoch time of a
 spiking network does not depend on the pixels (the convs are dense and every LIF updates every
 neuron), so no dataset download is needed to plan a real run. Each epoch is the trainer's own
-(``training.trainer.fit``: augmentation, autocast, optimizer step, the per-epoch test pass over
+(``spikebottlenet.training.trainer.fit``: augmentation, autocast, optimizer step, the per-epoch test pass over
 1,000 images) and the time is the one it records. Before timing, the script checks where the
 weights and activations really live and which dtype autocast computes in, and prints both.
 """
@@ -19,10 +19,10 @@ import sys
 
 import torch
 
-from shared.backbones import ARCH_CHOICES, BACKBONES, SpikingBackbone, backbone_config, resolve_arch
-from training.datasets import Augmentation, Dataset, ImageSet
-from training.runtime import PRECISIONS, Runtime, start
-from training.trainer import TrainConfig, fit
+from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, SpikingBackbone, backbone_config, resolve_arch
+from spikebottlenet.training.datasets import Augmentation, Dataset, ImageSet
+from spikebottlenet.training.runtime import PRECISIONS, Runtime, start
+from spikebottlenet.training.trainer import TrainConfig, fit
 
 CIFAR100_TRAIN_IMAGES = 50_000
 TEST_IMAGES = 1_000

@@ -33,8 +33,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from shared.backbones import ARCH_CHOICES, SpikingBackbone, backbone_config, resolve_arch
-from shared.neuron import use_fused_training
+from spikebottlenet.shared.backbones import ARCH_CHOICES, SpikingBackbone, backbone_config, resolve_arch
+from spikebottlenet.shared.neuron import use_fused_training
 
 TIME_STEPS = 4
 CLASSES = 10

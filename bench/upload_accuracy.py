@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from sbn.up import free_port, spawn, stop_all, wait_for_edge, wait_for_http
-from shared.checkpoint import CheckpointInfo, embedded_models
+from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
+from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models
 
 from .drawn_digits import make_set
 

@@ -36,8 +36,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from shared.preprocess import ImageError, ImageTooLarge
-from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge
+from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .api_key import ApiKeyRequired, carries_key
 from .batch import BATCH_PATH, add_batch_api, one_file_only, upload_field_detail

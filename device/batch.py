@@ -44,8 +44,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.wire import CODEC_FROM_WIRE
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE
 
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline

@@ -11,10 +11,10 @@ import base64
 import torch
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from shared.checkpoint import CheckpointInfo
-from shared.uncertainty import Calibration, is_uncertain, max_softmax
-from shared.codec import Codec, encode
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.checkpoint import CheckpointInfo
+from spikebottlenet.shared.uncertainty import Calibration, is_uncertain, max_softmax
+from spikebottlenet.shared.codec import Codec, encode
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .head_runner import HeadOutput
 

@@ -36,9 +36,9 @@ from types import TracebackType
 import grpc
 import torch
 
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.rpc.wire import SERVICE_NAME
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.rpc.wire import SERVICE_NAME
 
 from . import edge_replicas
 from .deadline import Deadline

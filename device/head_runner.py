@@ -16,17 +16,17 @@ from time import perf_counter
 import torch
 from torch import nn
 
-from shared.checkpoint import CheckpointInfo, load_checkpoint
-from shared.codec import CODEC_CHOICES, Codec, encode
-from shared.entropy_codec import chunk_layout
-from shared.fec import check_parity, protect
-from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
-from shared.neuron import StepState
-from shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.wire import CODEC_TO_WIRE
-from shared.split_model import ModelConfig
-from shared.uncertainty import ink, is_blank
+from spikebottlenet.shared.checkpoint import CheckpointInfo, load_checkpoint
+from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
+from spikebottlenet.shared.entropy_codec import chunk_layout
+from spikebottlenet.shared.fec import check_parity, protect
+from spikebottlenet.shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from spikebottlenet.shared.neuron import StepState
+from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
+from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.shared.uncertainty import ink, is_blank
 
 
 @dataclass(frozen=True)

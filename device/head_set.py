@@ -21,8 +21,8 @@ from time import perf_counter
 
 import torch
 
-from shared.codec import raw_length
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.codec import raw_length
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .head_batcher import HeadBatcher
 from .head_runner import HeadRunner

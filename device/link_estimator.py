@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.radio import LinkProfile
+from spikebottlenet.shared.radio import LinkProfile
 
 # A transfer time below the timer noise of a loopback round trip says only "faster than we can
 # tell": cap the rate there instead of dividing by nearly nothing.

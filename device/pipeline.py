@@ -21,8 +21,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from shared.channel import parse_channel
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.channel import parse_channel
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from . import planner
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification

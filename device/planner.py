@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from shared.radio import LinkProfile
+from spikebottlenet.shared.radio import LinkProfile
 
 
 class Objective(str, Enum):

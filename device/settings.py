@@ -7,14 +7,14 @@ from typing import Literal
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from device.planner import Objective
-from shared.energy import CountMode
-from shared.channel import parse_channel
-from shared.fec import check_parity
-from shared.preprocess import MAX_DECODED_BYTES
-from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
-from shared.rpc.wire import MIN_PING_INTERVAL_S
-from shared.settings import ModelSettings
+from spikebottlenet.device.planner import Objective
+from spikebottlenet.shared.energy import CountMode
+from spikebottlenet.shared.channel import parse_channel
+from spikebottlenet.shared.fec import check_parity
+from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES
+from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
+from spikebottlenet.shared.rpc.wire import MIN_PING_INTERVAL_S
+from spikebottlenet.shared.settings import ModelSettings
 
 
 class DeviceSettings(ModelSettings):

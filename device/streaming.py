@@ -22,7 +22,7 @@ import asyncio
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from shared.uncertainty import max_softmax
+from spikebottlenet.shared.uncertainty import max_softmax
 
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
 from .deadline import Deadline

@@ -35,7 +35,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from shared.rpc.spikebottlenet.v1.split_inference_pb2 import LinkDamage
+from spikebottlenet.v1.split_inference_pb2 import LinkDamage
 
 log = logging.getLogger("sbn.edge")
 

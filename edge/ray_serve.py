@@ -43,10 +43,10 @@ import torch
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.ports import port_in_use
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.shared.ports import port_in_use
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .server import max_frame_bytes, max_reply_bytes
 from .settings import TailSettings
@@ -58,7 +58,7 @@ log = logging.getLogger("sbn.edge")
 APP_NAME = "spikebottlenet"
 DEPLOYMENT_NAME = "TailReplica"
 # What Serve's proxy imports to carry our service (it must be importable on every node: the project installed there)
-SERVICER_FUNCTION = "edge.ray_serve.add_servicer_to_server"
+SERVICER_FUNCTION = "spikebottlenet.edge.ray_serve.add_servicer_to_server"
 
 
 def add_servicer_to_server(servicer: object, server: grpc.Server) -> None:
@@ -269,7 +269,7 @@ def application(settings: RayServeSettings) -> serve.Application:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Serve's application builder, for a Serve config file (``import_path: edge.ray_serve:build_app``, as a KubeRay
+    """Serve's application builder, for a Serve config file (``import_path: spikebottlenet.edge.ray_serve:build_app``, as a KubeRay
     RayService deploys it, or ``serve run``): ``args`` are RayServeSettings fields, e.g. ``{"max_replicas": 8}``."""
     return application(RayServeSettings(**args))
 

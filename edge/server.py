@@ -51,13 +51,13 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared.codec import Codec, max_payload_length
-from shared.fec import MAX_PARITY_BYTES, protected_length
-from shared.ports import port_in_use
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTERVAL_S, SERVICE_NAME
-from shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.shared.codec import Codec, max_payload_length
+from spikebottlenet.shared.fec import MAX_PARITY_BYTES, protected_length
+from spikebottlenet.shared.ports import port_in_use
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTERVAL_S, SERVICE_NAME
+from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .metrics import EdgeMetrics, MetricsEndpoint
 from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher, WorkerStopped

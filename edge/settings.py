@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field, FilePath, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ModelSettings
+from spikebottlenet.shared.settings import ModelSettings
 
 
 class TailSettings(ModelSettings):

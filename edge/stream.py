@@ -17,8 +17,8 @@ from time import perf_counter
 import numpy as np
 import torch
 
-from shared.neuron import StepState
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.neuron import StepState
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .tail_runner import InvalidFrame, TailRunner
 

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.checkpoint import CheckpointInfo, load_checkpoint
-from shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
-from shared.fec import FecError, check_parity, protected_length, recover
-from shared.neuron import StepState
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
+from spikebottlenet.shared.checkpoint import CheckpointInfo, load_checkpoint
+from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
+from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
+from spikebottlenet.shared.neuron import StepState
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
 
 
 class FrameError(ValueError):

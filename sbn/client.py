@@ -4,7 +4,7 @@
     sbn classify a.png b.png c.png --json           # POST /classify/batch (one frame for all three), the JSON answer
     sbn classify *.png --url http://host:8000 --api-key KEY
 
-    from sbn.client import DeviceClient, DeviceError
+    from spikebottlenet.sbn.client import DeviceClient, DeviceError
     with DeviceClient("http://127.0.0.1:8000") as device:
         result = device.classify("digit.png")                 # the POST /classify body, as a dict
         batch = device.classify_batch(["a.png", b"..."])      # the POST /classify/batch body, as a dict

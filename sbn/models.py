@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from shared.checkpoint import embedded_models
+from spikebottlenet.shared.checkpoint import embedded_models
 
 from .report import render_table
 

@@ -18,13 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-from device.head_runner import HeadRunner
-from device.head_set import measure_costs
-from device.planner import NoEligibleSplit, Objective, Plan, SplitProfile, plan
-from edge.tail_runner import TailRunner
-from shared.checkpoint import CheckpointError, embedded_models
-from shared.radio import DEFAULT_LINK, LINK_PROFILES, link_profile
-from shared.settings import configure_torch_threads
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.device.head_set import measure_costs
+from spikebottlenet.device.planner import NoEligibleSplit, Objective, Plan, SplitProfile, plan
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.shared.checkpoint import CheckpointError, embedded_models
+from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, link_profile
+from spikebottlenet.shared.settings import configure_torch_threads
 
 from .report import render_table
 

@@ -18,15 +18,14 @@ from typing import Any
 
 import torch
 
-from device.classification import Classification, Latency, build_classification
-from device.head_runner import HeadRunner
-from shared.backbones import resolve_arch
-from shared.checkpoint import CheckpointError, LoadedModel, default_checkpoint, load_checkpoint
-from shared.codec import CODEC_CHOICES
-from shared.energy import CountMode
-from shared.split_model import SpikeBottleNet
+from spikebottlenet.device.classification import Classification, Latency, build_classification
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from spikebottlenet.shared.codec import CODEC_CHOICES
+from spikebottlenet.shared.energy import CountMode
+from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
-from .up import add_model_arguments
 
 
 class MonolithicClassifier:
@@ -60,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        path = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
+        path = chosen_checkpoint(args)
         loaded = load_checkpoint(path, "full")
         result = MonolithicClassifier(loaded, args.codec).classify(args.image.read_bytes())
     except (OSError, ValueError) as e:  # unreadable file; CheckpointError and ImageError are ValueErrors

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config
-from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
-from shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, EnergyEstimate, structural_flops
-from shared.preprocess import ImageError, load_image
-from shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
-from shared.split_model import ModelConfig, SplitHead
+from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config
+from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, EnergyEstimate, structural_flops
+from spikebottlenet.shared.preprocess import ImageError, load_image
+from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
+from spikebottlenet.shared.split_model import ModelConfig, SplitHead
 
 BATCH_SIZE = 16  # images per head forward when measuring
 

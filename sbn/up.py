@@ -1,7 +1,7 @@
 """``sbn up``: edge and device as two local child processes, without Docker.
 
-    sbn up -> python -m sbn edge    gRPC on 127.0.0.1:50051   started first, waited on until SERVING
-           -> python -m sbn device  HTTP on 127.0.0.1:8000    started once the edge is healthy
+    sbn up -> python -m spikebottlenet edge     gRPC on 127.0.0.1:50051   started first, waited on until SERVING
+           -> python -m spikebottlenet device   HTTP on 127.0.0.1:8000    started once the edge is healthy
 
 A setting comes from ``sbn up``'s flag if one is given, else from the environment, else from its
 default. Only the flags given are passed on to the children, which inherit the environment and read
@@ -14,8 +14,8 @@ same model, and says which one is not in one line. Ctrl-C or SIGTERM stops both,
 request it still holds loses its edge; if either exits on its own, the other is stopped and ``sbn up``
 exits with a failure status.
 
-The helpers (local_stack, spawn, wait_for_edge, wait_for_http, stop) are also how the tests and
-``sbn bench`` run the two processes.
+``local_stack`` is also how ``sbn bench``, the benchmarks and the tests run the two halves together; the
+process helpers it uses are ``spikebottlenet.shared.processes``.
 """
 
 from __future__ import annotations
@@ -24,34 +24,25 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
-from device.settings import DeviceSettings
-from edge.settings import EdgeSettings
-from shared.backbones import ARCH_CHOICES, DEFAULT_ARCH
-from shared.codec import CODEC_CHOICES
-from shared.ports import port_in_use
-from shared.rpc.wire import SERVICE_NAME
-from shared.settings import DEFAULT_SPLIT_POINT, ModelSettings
+from spikebottlenet.device.settings import DeviceSettings
+from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH
+from spikebottlenet.shared.codec import CODEC_CHOICES
+from spikebottlenet.shared.ports import port_in_use
+from spikebottlenet.shared.processes import POLL_S, ChildExited, spawn, stop_all, wait_for_edge, wait_for_http
+from spikebottlenet.shared.settings import DEFAULT_SPLIT_POINT, ModelSettings
 
 log = logging.getLogger("sbn.up")
-
-POLL_S = 0.2
-
 
 EDGE_HOST = "127.0.0.1"  # sbn up's edge is local: the device calls it here
 # Variables that choose the model of both halves (docker-compose.yml's names); a half's own
@@ -59,93 +50,8 @@ EDGE_HOST = "127.0.0.1"  # sbn up's edge is local: the device calls it here
 SHARED_VARIABLES = ("ARCH", "SPLIT_POINT")
 
 
-class ChildExited(RuntimeError):
-    """A child process ended while it was expected to start or keep running."""
-
-
 class StackError(RuntimeError):
     """The stack cannot start as configured (a port taken, settings invalid or not matching); one line."""
-
-
-def spawn(command: str, *flags: str, env: Mapping[str, str] | None = None,
-          stdout: int | None = None) -> subprocess.Popen[bytes]:
-    """``python -m sbn COMMAND FLAGS...`` as a child process sharing this one's output.
-
-    The child gets a session of its own, so a terminal's Ctrl-C reaches only the parent, which then
-    stops its children in order instead of all of them being interrupted at once. It inherits this
-    process's environment, or gets ``env`` instead. ``stdout=subprocess.DEVNULL`` (or a file
-    descriptor) keeps its standard output, uvicorn's access log, out of a parent's own output.
-    """
-    return subprocess.Popen([sys.executable, "-m", "sbn", command, *flags], start_new_session=True,
-                            env=None if env is None else dict(env), stdout=stdout)
-
-
-def _wait(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if process.poll() is not None:
-            raise ChildExited(f"{what} exited with status {process.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} was not ready after {timeout_s:.0f} s")
-        time.sleep(POLL_S)
-
-
-def wait_for_edge(address: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0,
-                  credentials: grpc.ChannelCredentials | None = None) -> None:
-    """Until the edge's gRPC health service reports SplitInference as SERVING; over TLS with ``credentials``."""
-    with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-
-        def serving() -> bool:
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
-            except grpc.RpcError:  # not listening yet
-                return False
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-        _wait(serving, f"edge at {address}", process, timeout_s)
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    """Until GET ``url`` answers 200."""
-
-    def ok() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):  # refused, reset, or an error status
-            return False
-
-    _wait(ok, f"service at {url}", process, timeout_s)
-
-
-def stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``; returns the exit status."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            return process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
-
-
-def stop_all(processes: Sequence[subprocess.Popen[bytes]]) -> None:
-    """Stop in reverse start order; whatever an interruption (a second Ctrl-C) leaves running is killed."""
-    try:
-        for process in reversed(processes):
-            stop(process)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-
-
-def free_port() -> int:
-    """A port nothing listens on right now, picked by the OS (another process could still take it first)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -278,17 +184,6 @@ def local_stack(checkpoint: Path | None = None, split_point: int | None = None, 
     plan = plan_stack(checkpoint, split_point, host, port, edge_port, device_flags, arch)
     with start_stack(plan, stdout) as children:
         yield children
-
-
-def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
-    """--checkpoint, or --arch and --split-point choosing an embedded demo model (``sbn models`` lists them)."""
-    parser.add_argument("--checkpoint", type=Path,
-                        help=f"checkpoint to {verb}; default: the embedded demo model for --arch and --split-point")
-    parser.add_argument("--arch", choices=ARCH_CHOICES, default=DEFAULT_ARCH,
-                        help=f"backbone of the embedded demo model (default: {DEFAULT_ARCH})")
-    parser.add_argument("--split-point", type=int, default=DEFAULT_SPLIT_POINT, metavar="K",
-                        help=f"split point of the embedded demo model (default: {DEFAULT_SPLIT_POINT}); "
-                             "`sbn models` lists them")
 
 
 def _default(settings_cls: type[ModelSettings], name: str) -> str:

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from .energy import ConvRole, declare_role
-from .layers import SpikeConv2d, SpikeConvTranspose2d, TdBatchNorm, TimeFolded
+from .layers import SpikeConv2d, SpikeConvTranspose2d, TimeFolded
+from .td_batch_norm import TdBatchNorm
 from .neuron import LIF, LIFConfig
 
 if TYPE_CHECKING:

@@ -220,7 +220,7 @@ def load_checkpoint(path: str | os.PathLike, part: str = "full") -> LoadedModel:
     if not ckpt.info_verified:
         log.warning("%s: its info (trained flag, accuracies) does not match its info_digest (edited, or saved "
                     "before info_digest existed): treated as untrained until its info is rewritten with "
-                    "shared.checkpoint.update_info (as `sbn train calibrate` does)", ckpt.path)
+                    "spikebottlenet.shared.checkpoint.update_info (as `sbn train calibrate` does)", ckpt.path)
     return LoadedModel(model.eval(), ckpt)
 
 

@@ -39,6 +39,7 @@ from .lif_kernel import (
     lif_train_backward,
     lif_train_forward,
 )
+from .td_batch_norm import TdBatchNorm, batch_norm_rounds_once
 
 
 def trains_in_kernel(current: torch.Tensor) -> bool:
@@ -184,8 +185,6 @@ def fused_norm_matches_aten() -> bool:
     running statistics and output of F.batch_norm on random inputs, bit for bit. The arithmetic is ATen's as
     read and measured on torch 2.13 (CPU); elsewhere the LIF leaves the tdBN to its module rather than risk
     other bits."""
-    from .layers import batch_norm_rounds_once
-
     rounded_once, shift_rounded_once = batch_norm_rounds_once(), batch_norm_train_shift_rounds_once()
     if rounded_once is None or shift_rounded_once is None:
         return False
@@ -219,8 +218,6 @@ def norm_trains_in_kernel(norm: torch.nn.Module | None, x: torch.Tensor, shortcu
     contiguous (so its contiguous kernel is the one to match; a channels-last x takes another), more than one
     neuron per channel and channel per sample (ATen takes [N, C, 1, 1] and [N, 1, H, W] other ways), and an
     ATen that computes as ``fused_norm_matches_aten`` expects."""
-    from .layers import TdBatchNorm  # layers imports this module (through neuron)
-
     if type(norm) is not TdBatchNorm or not norm.training or not norm.track_running_stats or not norm.affine:
         return False
     if x.dim() < 4 or not trains_in_kernel(x) or x.shape[2] != norm.num_features:
@@ -248,8 +245,6 @@ class LIFNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor | None,
                 mean: np.ndarray, invstd: np.ndarray, tau: float, v_th: float, width: float) -> torch.Tensor:
-        from .layers import batch_norm_rounds_once
-
         x = x.detach()
         channels, size = x.shape[2], math.prod(x.shape[3:])
         scale, shift = np.empty(channels, np.float32), np.empty(channels, np.float32)

@@ -30,16 +30,14 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .lif_autograd import lif_norm_train, lif_train, norm_trains_in_kernel, trains_in_kernel
 from .lif_kernel import lif_pass, runs_in_kernel
-
-if TYPE_CHECKING:
-    from .layers import TdBatchNorm
+from .td_batch_norm import TdBatchNorm
 
 
 @dataclass(frozen=True)

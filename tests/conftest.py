@@ -21,9 +21,9 @@ import pytest
 import torch
 from torch import nn
 
-from shared.backbones import DEFAULT_ARCH, backbone_config
-from shared.checkpoint import save_checkpoint
-from shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.backbones import DEFAULT_ARCH, backbone_config
+from spikebottlenet.shared.checkpoint import save_checkpoint
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 
 CALIBRATION_IMAGES = 4
 # the narrow widths the tests use: about 100k parameters each, so a forward takes milliseconds

@@ -1,6 +1,6 @@
 """Running the edge and the device for tests, on 127.0.0.1.
 
-    edge = start_edge(checkpoint)                             # `python -m sbn edge` on a free port
+    edge = start_edge(checkpoint)                             # `python -m spikebottlenet edge` on a free port
     wait_for_edge(edge.address, edge.process)
     with device_client(checkpoint, edge.address) as client:   # create_app() under uvicorn, in-process
         client.post("/classify", files=upload(synthetic_png()))
@@ -26,14 +26,14 @@ import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from device.app import create_app
-from device.http_server import server_options
-from device.settings import DeviceSettings
-from shared.settings import configure_torch_threads
-from sbn.up import free_port, spawn, stop, wait_for_http
-from shared.checkpoint import load_checkpoint
-from shared.preprocess import load_image
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.device.app import create_app
+from spikebottlenet.device.http_server import server_options
+from spikebottlenet.device.settings import DeviceSettings
+from spikebottlenet.shared.settings import configure_torch_threads
+from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_http
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.preprocess import load_image
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
 @dataclass
@@ -43,7 +43,7 @@ class EdgeProcess:
 
 
 def start_edge(checkpoint: Path, port: int | None = None, *flags: str) -> EdgeProcess:
-    """``python -m sbn edge`` on 127.0.0.1; not yet waited on."""
+    """``python -m spikebottlenet edge`` on 127.0.0.1; not yet waited on."""
     port = free_port() if port is None else port
     process = spawn("edge", "--checkpoint", str(checkpoint), "--host", "127.0.0.1", "--port", str(port), *flags)
     return EdgeProcess(f"127.0.0.1:{port}", process)
@@ -52,7 +52,7 @@ def start_edge(checkpoint: Path, port: int | None = None, *flags: str) -> EdgePr
 @contextmanager
 def device_process(checkpoint: Path, edge_address: str, *flags: str,
                    env: dict[str, str] | None = None) -> Iterator[str]:
-    """``python -m sbn device`` on 127.0.0.1 and a free port (its access log to /dev/null); yields its URL once
+    """``python -m spikebottlenet device`` on 127.0.0.1 and a free port (its access log to /dev/null); yields its URL once
     /healthz answers, and on leaving stops it, which must end cleanly."""
     with device_process_and_pid(checkpoint, edge_address, *flags, env=env) as (url, _):
         yield url

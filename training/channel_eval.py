@@ -21,12 +21,11 @@ import sys
 import numpy as np
 import torch
 
-from sbn.up import add_model_arguments
-from shared.backbones import resolve_arch
-from shared.channel import parse_channel, receive
-from shared.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
-from shared.codec import CODEC_CHOICES, Codec, encode
-from shared.fec import protect, recover
+from spikebottlenet.shared.channel import parse_channel, receive
+from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
+from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
+from spikebottlenet.shared.fec import protect, recover
+from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
 
 from .datasets import DatasetError, load_dataset
 from .entropy_fit import BATCH
@@ -92,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
-        path = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
+        path = chosen_checkpoint(args)
         result = evaluate(path, args.channel, args.codec, args.seed, args.chunks, args.fec, args.test_images)
     except (CheckpointError, DatasetError, ValueError) as e:
         print(f"sbn eval: error: {e}", file=sys.stderr)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from shared.backbones import ARCH_CHOICES, DEFAULT_ARCH, BackboneConfig, resolve_arch
-from shared.bottleneck import BottleneckConfig, SplitPreset
-from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
-from shared.settings import SPLIT_POINT_RANGES
+from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH, BackboneConfig, resolve_arch
+from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
+from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from spikebottlenet.shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
 from .datasets import DATASETS, Dataset, load_dataset

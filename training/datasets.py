@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.preprocess import frame_handwriting, upscale_digits
+from spikebottlenet.shared.preprocess import frame_handwriting, upscale_digits
 
 from .digit_augment import augment_digits, typed_digits
 

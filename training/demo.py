@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.checkpoint import BACKBONE_DIR, read_checkpoint_info
+from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.checkpoint import BACKBONE_DIR, read_checkpoint_info
 
 from .datasets import load_dataset
 from .entropy_fit import fit_codec

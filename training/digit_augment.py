@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from shared.preprocess import frame_handwriting
+from spikebottlenet.shared.preprocess import frame_handwriting
 
 WORK_SIZE = 64
 MAX_ROTATION_DEG = 15.0

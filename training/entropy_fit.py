@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.checkpoint import load_checkpoint, save_checkpoint
-from shared.codec import Codec, encode
-from shared.entropy_codec import SpikeContextModel, conditional_entropy_bits, own_step_counts, transition_counts
+from spikebottlenet.shared.checkpoint import load_checkpoint, save_checkpoint
+from spikebottlenet.shared.codec import Codec, encode
+from spikebottlenet.shared.entropy_codec import SpikeContextModel, conditional_entropy_bits, own_step_counts, transition_counts
 
 from .datasets import Dataset
 from .runtime import Runtime

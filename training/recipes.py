@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from shared.bottleneck import SplitPreset
-from shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint, update_info
-from shared.backbones import SpikingBackbone, backbone_config
-from shared.split_model import ModelConfig, SpikeBottleNet
-from shared.uncertainty import Calibration, calibrate, ink, max_softmax
+from spikebottlenet.shared.bottleneck import SplitPreset
+from spikebottlenet.shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint, update_info
+from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax
 
 from .datasets import Dataset
 from .entropy_fit import fit_codec

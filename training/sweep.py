@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from shared.backbones import BackboneConfig
-from shared.bottleneck import BottleneckConfig, SplitPreset
-from shared.checkpoint import read_checkpoint_info
-from shared.energy import ActivityMonitor, CountMode, EnergyEstimate
-from shared.split_model import SplitHead
+from spikebottlenet.shared.backbones import BackboneConfig
+from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
+from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from spikebottlenet.shared.split_model import SplitHead
 
 from .datasets import Dataset
 from .recipes import finetune, state_path

@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from shared.backbones import BackboneConfig  # noqa: E402
+from spikebottlenet.shared.backbones import BackboneConfig  # noqa: E402
 
 if TYPE_CHECKING:
     from .sweep import Result

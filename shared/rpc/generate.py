@@ -1,8 +1,8 @@
-"""Regenerate the gRPC stubs in this package from proto/: ``python -m shared.rpc.generate``.
+"""Regenerate the gRPC stubs from proto/: ``python -m spikebottlenet.shared.rpc.generate``.
 
-grpc_tools.protoc writes absolute imports (``from spikebottlenet.v1 import ...``) that only work
-with the output folder on sys.path; the one rewrite below makes them package-relative so the
-stubs import as ``shared.rpc.spikebottlenet.v1``. Nothing else in the generated files is touched.
+protoc writes them where the proto package says, spikebottlenet/v1/ under the repository root, which is
+the installed package ``spikebottlenet.v1``: its absolute imports (``from spikebottlenet.v1 import ...``)
+work as generated, and nothing in the files is touched.
 ``--check`` regenerates into a temporary folder and exits 1 if the committed stubs differ.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "proto"
-OUT = Path(__file__).resolve().parent
+OUT = ROOT
 PROTOS = sorted(PROTO_ROOT.rglob("*.proto"))
 
 
@@ -30,13 +30,10 @@ def generate(out: Path) -> list[Path]:
     written = []
     for proto in PROTOS:
         package_dir = out / proto.parent.relative_to(PROTO_ROOT)
-        dotted = ".".join(proto.parent.relative_to(PROTO_ROOT).parts)
-        grpc_file = package_dir / f"{proto.stem}_pb2_grpc.py"
-        grpc_file.write_text(grpc_file.read_text().replace(f"from {dotted} import", "from . import"))
-        for d in (package_dir, *package_dir.parents):  # make every folder below `out` a package
+        for d in (package_dir, *package_dir.parents):  # every folder below `out` is a package
             if d == out:
                 break
-            (d / "__init__.py").touch()
+            (d / "__init__.py").touch()  # an existing one (spikebottlenet/__init__.py) keeps its text
         written += sorted(package_dir.glob(f"{proto.stem}_pb2*"))
     return written
 
@@ -54,7 +51,7 @@ def main() -> int:
                  if not (OUT / p.relative_to(tmp)).is_file()
                  or not filecmp.cmp(p, OUT / p.relative_to(tmp), shallow=False)]
     for p in stale:
-        print(f"out of date: shared/rpc/{p}", file=sys.stderr)
+        print(f"out of date: {p}", file=sys.stderr)
     return 1 if stale else 0
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from spikebottlenet.v1 import split_inference_pb2 as pb
+
 from ..codec import Codec
-from .spikebottlenet.v1 import split_inference_pb2 as pb
 
 # Fully qualified gRPC service name, as the health and reflection services know it.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name

@@ -19,14 +19,14 @@ import httpx
 import pytest
 import uvicorn
 
-from bench.e2e import synthetic_png
-from device.app import withhold_address
-from device.head_runner import HeadRunner, ModelInput
-from device.http_server import WRITE_GRACE_S, DeviceServer
-from device.pipeline import SplitPipeline
-from device.web import DOCS_ASSETS_DIR, DOCS_ASSETS_URL
-from sbn.up import free_port
-from shared.split_model import ModelConfig
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.app import withhold_address
+from spikebottlenet.device.head_runner import HeadRunner, ModelInput
+from spikebottlenet.device.http_server import WRITE_GRACE_S, DeviceServer
+from spikebottlenet.device.pipeline import SplitPipeline
+from spikebottlenet.device.web import DOCS_ASSETS_DIR, DOCS_ASSETS_URL
+from spikebottlenet.shared.processes import free_port
+from spikebottlenet.shared.split_model import ModelConfig
 from tests.stack import device_client, upload
 
 UPLOAD_LIMIT = 64 * 1024

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from device.batch import even_shares
-from shared.preprocess import MAX_DECODED_BYTES
-from sbn.up import free_port
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.batch import even_shares
+from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES
+from spikebottlenet.shared.processes import free_port
 from tests.shared.test_preprocess import png_claiming
 from tests.stack import device_client, upload
 

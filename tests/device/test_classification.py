@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.classification import UNTRAINED_NOTE, UNVERIFIED_NOTE, Latency, build_classification
-from device.head_runner import HeadOutput, HeadRunner
-from shared.checkpoint import CheckpointInfo
-from shared.codec import raw_length
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.classification import UNTRAINED_NOTE, UNVERIFIED_NOTE, Latency, build_classification
+from spikebottlenet.device.head_runner import HeadOutput, HeadRunner
+from spikebottlenet.shared.checkpoint import CheckpointInfo
+from spikebottlenet.shared.codec import raw_length
 
 LATENCY = Latency(device=1.0, total=2.0)
 

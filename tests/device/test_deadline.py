@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from device.deadline import ARRIVED, STRAGGLER_GRACE_S, StampDeadline
+from spikebottlenet.device.deadline import ARRIVED, STRAGGLER_GRACE_S, StampDeadline
 
 BUDGET_S = 0.2
 SLACK_S = 0.25

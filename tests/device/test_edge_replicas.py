@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from device.edge_replicas import TargetError, resolve
+from spikebottlenet.device.edge_replicas import TargetError, resolve
 
 
 def test_an_address_list_is_taken_as_it_is() -> None:

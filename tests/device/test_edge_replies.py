@@ -11,9 +11,9 @@ import grpc
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import device_client, upload
 
 Reply = Callable[[pb.SpikeFrame], pb.Logits]

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from device.link_estimator import MAX_RATE_MBPS, LinkEstimator
-from shared.radio import LINK_PROFILES, LinkProfile
+from spikebottlenet.device.link_estimator import MAX_RATE_MBPS, LinkEstimator
+from spikebottlenet.shared.radio import LINK_PROFILES, LinkProfile
 
 
 def network_ms(message_bytes: int, rate_mbps: float, rtt_ms: float) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from device.planner import NoEligibleSplit, Objective, SplitProfile, plan
-from shared.radio import LINK_PROFILES, LinkProfile, link_profile
+from spikebottlenet.device.planner import NoEligibleSplit, Objective, SplitProfile, plan
+from spikebottlenet.shared.radio import LINK_PROFILES, LinkProfile, link_profile
 
 # Early split: cheap on the device, a big frame, a heavy tail. Late split: the opposite.
 EARLY = SplitProfile("spiking_resnet50", 3, "RB3", device_ms=2.0, device_mj=0.01, message_bytes=2000, edge_ms=10.0,

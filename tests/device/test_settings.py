@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from device.app import add_arguments
-from device.settings import DeviceSettings
-from edge.settings import EdgeSettings
-from shared.settings import settings_from_args
+from spikebottlenet.device.app import add_arguments
+from spikebottlenet.device.settings import DeviceSettings
+from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.shared.settings import settings_from_args
 
 
 def settings(*argv: str) -> DeviceSettings:

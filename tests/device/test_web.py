@@ -15,8 +15,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port
 from tests.stack import device_client, upload
 
 # An absolute or protocol-relative URL: scheme://host or //host (a JS comment is "// " with a space).

@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from edge.tail_runner import TailRunner
+from spikebottlenet.edge.tail_runner import TailRunner
 
 
 class BlockingRunner(TailRunner):

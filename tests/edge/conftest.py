@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge.server import EdgeServer, create_server
-from edge.tail_runner import TailRunner
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge.server import EdgeServer, create_server
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
 @pytest.fixture(scope="module")

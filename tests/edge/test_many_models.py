@@ -9,11 +9,11 @@ import grpc
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge.tail_runner import TailRunner
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import altered, monolithic_logits
 
 SPLIT_POINTS = (8, 3)  # different spike shapes: 4 x 4 x 8 x 8 and the earlier, larger RB3 frame

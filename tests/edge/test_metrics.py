@@ -7,10 +7,10 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from edge.metrics import EdgeMetrics, MetricsEndpoint
-from edge.tail_runner import TailRunner
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.edge.metrics import EdgeMetrics, MetricsEndpoint
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import altered, scraped
 
 

@@ -11,13 +11,13 @@ import grpc
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge.metrics import EdgeMetrics
-from edge.micro_batcher import BatchPolicy
-from edge.tail_runner import TailRunner
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge.metrics import EdgeMetrics
+from spikebottlenet.edge.micro_batcher import BatchPolicy
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.edge.blocking_runner import BlockingRunner
 from tests.stack import monolithic_logits
 

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="needs the [ray] extra (pip install '.[ray]'), which `make test` installs")
 
-from edge.ray_serve import RayServeSettings, add_arguments  # noqa: E402
-from shared.settings import settings_from_args  # noqa: E402
+from spikebottlenet.edge.ray_serve import RayServeSettings, add_arguments  # noqa: E402
+from spikebottlenet.shared.settings import settings_from_args  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,12 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from edge.server import max_frame_bytes
-from edge.tail_runner import TailRunner
-from shared.codec import encode
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.rpc.wire import CODEC_TO_WIRE
+from spikebottlenet.edge.server import max_frame_bytes
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.shared.codec import encode
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
 from tests.edge.blocking_runner import BlockingRunner
 from tests.stack import altered
 

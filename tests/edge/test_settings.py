@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.server import add_arguments
-from edge.settings import EdgeSettings
-from shared.settings import settings_from_args
+from spikebottlenet.edge.server import add_arguments
+from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.shared.settings import settings_from_args
 
 
 def settings(*argv: str) -> EdgeSettings:

@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge.server import StreamLimits
-from edge.tail_runner import TailRunner
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge.server import StreamLimits
+from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 
 def test_a_hanging_stream_is_cut_off_after_stream_max_s_and_frees_its_slot(

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge.tail_runner import FingerprintMismatch, InvalidFrame, TailRunner
-from shared.codec import encode
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge.tail_runner import FingerprintMismatch, InvalidFrame, TailRunner
+from spikebottlenet.shared.codec import encode
+from spikebottlenet.v1 import split_inference_pb2 as pb
 from tests.stack import altered, monolithic_logits
 
 

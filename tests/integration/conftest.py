@@ -1,4 +1,4 @@
-"""Edges as real processes (``python -m sbn edge``), one per tested split point, shared by the session.
+"""Edges as real processes (``python -m spikebottlenet edge``), one per tested split point, shared by the session.
 
 ``edges`` serve calibrated Spike ResNet50 checkpoints (keyed by split point, as most tests need one
 ResNet edge); ``mobilenet_edges`` the spiking MobileNetV2's.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sbn.up import stop_all, wait_for_edge
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from tests.stack import EdgeProcess, start_edge
 
 SPLIT_POINTS = (1, 8, 16)  # the first, a middle and the last split point of the ResNet50

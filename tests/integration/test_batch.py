@@ -12,8 +12,8 @@ import httpx
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, spawn, stop, stop_all, wait_for_edge, wait_for_http
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, spawn, stop, stop_all, wait_for_edge, wait_for_http
 from tests.stack import device_client, scraped, start_edge, upload
 
 MAX_BATCH = 4

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from sbn.cli import main
-from sbn.client import DeviceClient, DeviceError, DeviceUnreachable
-from sbn.up import free_port
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.sbn.client import DeviceClient, DeviceError, DeviceUnreachable
+from spikebottlenet.shared.processes import free_port
 from tests.stack import EdgeProcess, device_process, upload
 
 API_KEY = "client-test-key"

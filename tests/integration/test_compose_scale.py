@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ("spikebottlenet-edge:latest", "spikebottlenet-device:latest")

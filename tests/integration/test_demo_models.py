@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sbn.predict import MonolithicClassifier
-from sbn.up import free_port, stop, wait_for_http
-from shared.backbones import resolve_arch
-from shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.sbn.predict import MonolithicClassifier
+from spikebottlenet.shared.processes import free_port, stop, wait_for_http
+from spikebottlenet.shared.backbones import resolve_arch
+from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
 from tests.stack import upload
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
@@ -35,7 +35,7 @@ def digit_png(index: int) -> tuple[bytes, int]:
 def mobilenet_up() -> Iterator[str]:
     """``sbn up --arch mobilenetv2 --split-point 8`` as a user runs it; yields the device's URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sbn", "up", "--arch", "mobilenetv2", "--split-point", "8",
+    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", "--arch", "mobilenetv2", "--split-point", "8",
                                 "--port", str(port), "--edge-port", str(free_port())])
     url = f"http://127.0.0.1:{port}"
     try:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, spawn, stop, wait_for_http
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_http
 from tests.stack import EdgeProcess, monolithic_logits, upload
 
 UPLOAD_LIMIT = 256 * 1024

@@ -11,13 +11,13 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge.settings import EdgeSettings
-from shared.checkpoint import read_checkpoint_info
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.rpc.wire import SERVICE_NAME
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.rpc.wire import SERVICE_NAME
 from tests.stack import EdgeProcess, altered, monolithic_logits
 
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, stop_all, wait_for_edge
-from shared.checkpoint import default_checkpoint
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
+from spikebottlenet.shared.checkpoint import default_checkpoint
 from tests.stack import EdgeProcess, device_client, scraped, start_edge, upload
 
 RB8 = default_checkpoint("spiking_resnet50", 8)

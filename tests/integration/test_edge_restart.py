@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, stop, stop_all, wait_for_edge
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, stop, stop_all, wait_for_edge
 from tests.stack import device_client, start_edge, upload
 
 DEADLINE_S = 3.0

@@ -11,13 +11,13 @@ import httpx
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.app import create_app
-from device.head_runner import HeadRunner
-from device.settings import DeviceSettings
-from sbn.up import stop_all, wait_for_edge
-from shared.checkpoint import default_checkpoint, load_checkpoint
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.app import create_app
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.device.settings import DeviceSettings
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
+from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import altered, device_client, monolithic_logits, start_edge, upload
 
 RB8 = default_checkpoint("spiking_resnet50", 8)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from shared.checkpoint import read_checkpoint_info
-from shared.codec import encode
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.codec import encode
 from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
 
 from .conftest import MOBILENET_SPLIT_POINTS, SPLIT_POINTS

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from sbn.up import stop_all, wait_for_edge
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from tests.stack import device_client, monolithic_logits, start_edge, upload
 
 HELD = (8, 3, 16)  # the device's heads, the default first

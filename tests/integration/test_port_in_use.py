@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sbn.up import free_port
+from spikebottlenet.shared.processes import free_port
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ def held_port() -> Iterator[int]:
 
 
 def sbn(*argv: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
-    """``python -m sbn ARGV`` to its end: exit status and the non-empty lines of stdout and stderr together."""
-    done = subprocess.run([sys.executable, "-m", "sbn", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    """``python -m spikebottlenet ARGV`` to its end: exit status and the non-empty lines of stdout and stderr together."""
+    done = subprocess.run([sys.executable, "-m", "spikebottlenet", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=120, env={**os.environ, **(env or {})})
     return done.returncode, [line for line in done.stdout.splitlines() if line.strip()]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from sbn.cli import main
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.sbn.cli import main
 from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
 
 

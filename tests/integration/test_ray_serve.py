@@ -18,13 +18,13 @@ import torch
 
 pytest.importorskip("ray.serve", reason="needs the [ray] extra (pip install '.[ray]'), which `make test` installs")
 
-from bench.e2e import synthetic_png  # noqa: E402
+from spikebottlenet.sbn.bench import synthetic_png  # noqa: E402
 from bench.replica_bench import serve_replica_pids, wait_for_replicas  # noqa: E402
-from device.head_runner import HeadRunner  # noqa: E402
-from sbn.up import free_port, spawn, stop, wait_for_edge  # noqa: E402
-from shared.checkpoint import default_checkpoint, read_checkpoint_info  # noqa: E402
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb  # noqa: E402
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc  # noqa: E402
+from spikebottlenet.device.head_runner import HeadRunner  # noqa: E402
+from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_edge  # noqa: E402
+from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info  # noqa: E402
+from spikebottlenet.v1 import split_inference_pb2 as pb  # noqa: E402
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc  # noqa: E402
 from tests.stack import altered, device_process, monolithic_logits, start_edge, upload  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def frames() -> list[pb.SpikeFrame]:
 
 @pytest.fixture(scope="module")
 def serve_ray(frames: list[pb.SpikeFrame]) -> Iterator[ServeRay]:
-    """``python -m sbn serve-ray`` with two replicas on its own local Ray instance, once both take frames through
+    """``python -m spikebottlenet serve-ray`` with two replicas on its own local Ray instance, once both take frames through
     the proxy."""
     port = free_port()
     # half a CPU each: two replicas fit a two-core machine's Ray; a 20 ms batch window makes concurrent frames meet;

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, stop_all, wait_for_edge
-from shared.checkpoint import default_checkpoint
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
+from spikebottlenet.shared.checkpoint import default_checkpoint
 from tests.stack import device_client, upload
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def veth() -> Iterator[None]:
 def client(veth: None) -> Iterator[httpx.Client]:
     checkpoints = [default_checkpoint("spiking_resnet50", k) for k in HEADS]
     port = free_port()
-    edge = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, sys.executable, "-m", "sbn", "edge", "--host", EDGE_IP,
+    edge = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, sys.executable, "-m", "spikebottlenet", "edge", "--host", EDGE_IP,
                              "--port", str(port), *(f for path in checkpoints for f in ("--checkpoint", str(path)))],
                             stdout=subprocess.DEVNULL)
     try:

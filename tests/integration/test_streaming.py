@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from sbn.up import free_port, stop_all, wait_for_edge
-from shared.checkpoint import default_checkpoint, load_checkpoint
-from shared.codec import raw_length
-from shared.preprocess import load_image
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
+from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.shared.codec import raw_length
+from spikebottlenet.shared.preprocess import load_image
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import device_client, scraped, start_edge, upload
 
 RB8 = default_checkpoint("spiking_resnet50", 8)  # T = 4, spikes [4, B, 4, 8, 8]: a raw step is 32 bytes

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from bench.drawn_digits import draw_strokes
-from sbn.up import stop, wait_for_edge
-from shared.backbones import DEFAULT_ARCH
-from sbn.predict import MonolithicClassifier
-from shared.checkpoint import CheckpointInfo, default_checkpoint, embedded_models, load_checkpoint, read_checkpoint_info
-from shared.settings import DEFAULT_SPLIT_POINT
+from spikebottlenet.shared.processes import stop, wait_for_edge
+from spikebottlenet.shared.backbones import DEFAULT_ARCH
+from spikebottlenet.sbn.predict import MonolithicClassifier
+from spikebottlenet.shared.checkpoint import CheckpointInfo, default_checkpoint, embedded_models, load_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.settings import DEFAULT_SPLIT_POINT
 from tests.stack import device_client, start_edge, upload
 
 CHECKPOINT = default_checkpoint(DEFAULT_ARCH, DEFAULT_SPLIT_POINT)

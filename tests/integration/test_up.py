@@ -15,10 +15,10 @@ import grpc
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, stop, wait_for_edge, wait_for_http
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, stop, wait_for_edge, wait_for_http
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import upload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
 def up(calibrated_checkpoint: Callable[..., Path]) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A running ``sbn up`` (device ready) and the device's URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "sbn", "up", "--checkpoint", str(calibrated_checkpoint(8)),
+    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", "--checkpoint", str(calibrated_checkpoint(8)),
                                 "--port", str(port), "--edge-port", str(free_port())])
     url = f"http://127.0.0.1:{port}"
     try:
@@ -82,7 +82,7 @@ def test_settings_from_the_environment_reach_both_children_and_a_flag_wins() -> 
     env = {**os.environ, "SBN_SPLIT_POINT": "16", "SBN_EDGE_PORT": str(edge_port), "SBN_DEVICE_PORT": str(env_port),
            "SBN_DEVICE_API_KEY": API_KEY}  # with it, /readyz names the edge the device was given
     key = {"X-API-Key": API_KEY}
-    process = subprocess.Popen([sys.executable, "-m", "sbn", "up", "--port", str(port)], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", "--port", str(port)], env=env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", process)
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", headers=key, timeout=10).json()

@@ -13,7 +13,7 @@ import pytest
 
 from bench.drawn_digits import MissingFonts, make_set
 from bench.upload_accuracy import measure
-from shared.checkpoint import CheckpointInfo, embedded_models
+from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models
 
 pytestmark = pytest.mark.slow
 

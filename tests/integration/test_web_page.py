@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from shared.checkpoint import load_checkpoint
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.checkpoint import load_checkpoint
 from tests.stack import EdgeProcess, device_process, upload
 
 API_KEY = "web-page-test-key"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sbn.up import stop_all, wait_for_edge
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from tests.stack import EdgeProcess, start_edge
 
 FIGURES = pytest.StashKey[list[str]]()

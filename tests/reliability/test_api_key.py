@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
+from spikebottlenet.sbn.bench import synthetic_png
 from tests.stack import EdgeProcess, device_client, upload
 
 KEY = "s3cret-key-0123456789"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sbn.up import free_port
+from spikebottlenet.shared.processes import free_port
 from tests.conftest import calibrated_model
 from tests.shared.test_checkpoint import TouchOnUnpickle, tensor_span
 
@@ -47,7 +47,7 @@ def outcomes(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
     folder = tmp_path_factory.mktemp("bad-checkpoints")
     bad = {kind: make_bad(kind, checkpoint, folder) for kind in BAD}
     processes = {(command, kind): subprocess.Popen(
-        [sys.executable, "-m", "sbn", command, "--checkpoint", str(path), "--port", str(free_port())],
+        [sys.executable, "-m", "spikebottlenet", command, "--checkpoint", str(path), "--port", str(free_port())],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for command in FIRST_WORDS for kind, path in bad.items()}
     finished = {}

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from sbn.up import free_port, stop_all, wait_for_edge
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from tests.stack import EdgeProcess, device_process, scraped, start_edge
 
 DEADLINE_S = 0.3

@@ -18,10 +18,10 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from sbn.up import free_port, spawn, stop_all, wait_for_edge, wait_for_http
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, device_client, monolithic_logits, start_edge, upload
 
 SLOW_S = 1.0  # the slow edge's injected delay per frame

@@ -22,15 +22,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from edge import tail_runner
-from edge.settings import EdgeSettings
-from edge.tail_runner import FingerprintMismatch, FrameError, TailRunner
-from shared.checkpoint import read_checkpoint_info
-from shared.codec import ReceivedFrame, encode, raw_length
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.edge import tail_runner
+from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.edge.tail_runner import FingerprintMismatch, FrameError, TailRunner
+from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.codec import ReceivedFrame, encode, raw_length
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, monolithic_logits
 
 from .fuzz import mutate

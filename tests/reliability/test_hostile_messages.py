@@ -19,12 +19,12 @@ import grpc
 import pytest
 import torch
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from sbn.up import free_port, stop_all, wait_for_edge
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from shared.rpc.wire import MAX_REQUEST_ID_LENGTH, SERVICE_NAME
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.rpc.wire import MAX_REQUEST_ID_LENGTH, SERVICE_NAME
 from tests.stack import EdgeProcess, altered, monolithic_logits, scraped
 
 # Not protobuf: a field key with a reserved wire type; a length prefix longer than what follows; a varint that
@@ -39,7 +39,7 @@ class LoggedEdge:
         port, metrics_port = free_port(), free_port()
         self.log = log
         with log.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "sbn", "edge", "--checkpoint", str(checkpoint),
+            process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "edge", "--checkpoint", str(checkpoint),
                                         "--port", str(port), "--metrics-port", str(metrics_port)],
                                        start_new_session=True, stderr=out)
         self.edge = EdgeProcess(f"127.0.0.1:{port}", process)

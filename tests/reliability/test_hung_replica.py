@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from device.settings import DeviceSettings
-from sbn.up import stop_all, wait_for_edge
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.settings import DeviceSettings
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from tests.stack import EdgeProcess, device_process, start_edge, upload
 
 CONCURRENCY = 8  # uploads in flight at once: each client thread sends its next one when the last is answered

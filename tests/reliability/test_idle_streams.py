@@ -19,11 +19,11 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.e2e import synthetic_png
-from device.head_runner import HeadRunner
-from sbn.up import free_port, stop_all, wait_for_edge
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, monolithic_logits, scraped, start_edge
 
 IDLE = 64

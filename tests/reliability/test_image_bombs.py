@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
-from shared.preprocess import MAX_DECODED_BYTES
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES
 from tests.shared.test_preprocess import png_uniform
 from tests.stack import EdgeProcess, device_process_and_pid, upload
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import measure, synthetic_png
-from sbn.up import free_port, local_stack
+from spikebottlenet.sbn.bench import measure, synthetic_png
+from spikebottlenet.shared.processes import free_port
+from spikebottlenet.sbn.up import local_stack
 from tests.stack import monolithic_logits, upload
 
 SPLIT_POINT = 1

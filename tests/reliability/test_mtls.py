@@ -13,10 +13,10 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.e2e import synthetic_png
-from sbn.up import stop_all, wait_for_edge
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, device_client, monolithic_logits, start_edge, upload
 
 from .pki import KeyPair, Pki, make_pki

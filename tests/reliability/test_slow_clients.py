@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.e2e import synthetic_png
+from spikebottlenet.sbn.bench import synthetic_png
 from tests.stack import EdgeProcess, device_process, upload
 
 DEADLINE_S = 2.0

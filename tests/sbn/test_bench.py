@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sbn.cli import main
+from spikebottlenet.sbn.cli import main
 
 FIELDS = {"concurrency", "split_p50_ms", "split_p99_ms", "monolithic_p50_ms", "split_rps", "monolithic_rps",
           "mean_head_batch", "mean_edge_batch"}

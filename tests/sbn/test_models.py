@@ -9,8 +9,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from sbn.cli import main
-from shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
 
 
 def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,6 +45,6 @@ def test_sbn_models_marks_accuracies_edited_after_saving_as_unverified(
         metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
     edited = {**json.loads(metadata["info"]), "test_accuracy": 99.99}  # info_digest left as it was
     save_file(tensors, str(tmp_path / "mnist_rb8.safetensors"), metadata={**metadata, "info": json.dumps(edited)})
-    monkeypatch.setattr("shared.checkpoint.DEFAULT_MODEL_DIR", tmp_path)
+    monkeypatch.setattr("spikebottlenet.shared.checkpoint.DEFAULT_MODEL_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "99.99 (unverified)" in capsys.readouterr().out

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sbn.cli import main
-from shared.checkpoint import load_checkpoint
-from shared.energy import ActivityMonitor, CountMode
-from shared.preprocess import load_image
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.energy import ActivityMonitor, CountMode
+from spikebottlenet.shared.preprocess import load_image
 
 TABLE_1_BYTES = [8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 1024, 1024, 2048, 256, 512, 64]
 # BottleNet++ (the paper's ANN baseline) at RB1..RB16, from the same Table 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sbn.up import StackError, plan_stack
+from spikebottlenet.sbn.up import StackError, plan_stack
 
 
 def test_nothing_given_passes_only_the_wiring_and_uses_the_defaults() -> None:

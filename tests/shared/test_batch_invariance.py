@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shared.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
-from shared.layers import SpikeRateClassifier
+from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
+from spikebottlenet.shared.layers import SpikeRateClassifier
 
 MODELS = ["mnist_rb3", "mnist_rb8", "mnist_rb16", "digits_irb8"]
 BATCH = 40

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.backbones.spiking_resnet import BOTTLENETPP_BYTES, PAPER_TRANSMITTED_BYTES
-from shared.bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder
-from shared.neuron import LIFConfig
-from shared.split_model import ModelConfig
+from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones.spiking_resnet import BOTTLENETPP_BYTES, PAPER_TRANSMITTED_BYTES
+from spikebottlenet.shared.bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder
+from spikebottlenet.shared.neuron import LIFConfig
+from spikebottlenet.shared.split_model import ModelConfig
 
 RESNET, MOBILENET = SpikingResNetConfig(), SpikingMobileNetV2Config()
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.channel import BinarySymmetric, ByteErasure, GilbertElliott, parse_channel, receive
-from shared.codec import Codec, encode
-from shared.entropy_codec import SpikeContextModel, transition_counts
+from spikebottlenet.shared.channel import BinarySymmetric, ByteErasure, GilbertElliott, parse_channel, receive
+from spikebottlenet.shared.codec import Codec, encode
+from spikebottlenet.shared.entropy_codec import SpikeContextModel, transition_counts
 
 PAYLOAD = bytes(20_000)  # 160,000 bits of zeros: every 1 afterwards is a flip
 

@@ -13,9 +13,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint, update_info
-from shared.backbones import SpikingBackbone, SpikingResNetConfig
-from shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
+from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint, update_info
+from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
 from tests.conftest import calibrated_model
 
 SPLIT_POINT = 6

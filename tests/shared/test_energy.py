@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from shared.backbones import SpikingResNetConfig
-from shared.energy import ActivityMonitor, ConvRole, CountMode, EnergyEstimate, declare_role, structural_flops
-from shared.layers import TimeFolded
-from shared.split_model import ModelConfig, SplitHead
+from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.energy import ActivityMonitor, ConvRole, CountMode, EnergyEstimate, declare_role, structural_flops
+from spikebottlenet.shared.layers import TimeFolded
+from spikebottlenet.shared.split_model import ModelConfig, SplitHead
 from tests.conftest import calibrated_model
 
 T, B = 2, 2

@@ -11,8 +11,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
-from shared.entropy_codec import (CONTEXTS, EntropyCodecError, SpikeContextModel, chunk_layout,
+from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
+from spikebottlenet.shared.entropy_codec import (CONTEXTS, EntropyCodecError, SpikeContextModel, chunk_layout,
                                   conditional_entropy_bits, own_step_counts, transition_counts)
 
 START, STAY, WAKE = 0.3, 0.7, 0.1  # P(fire) at t = 0, after firing, after silence

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.fec import FecError, protect, protected_length, recover
+from spikebottlenet.shared.fec import FecError, protect, protected_length, recover
 
 
 @pytest.mark.parametrize("parity", [8, 16, 64])

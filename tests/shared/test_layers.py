@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from shared.energy import ConvRole
-from shared.layers import (RESIDUAL_ALPHA, ConvBNLIF, DirectEncodingStem, TdBatchNorm, TimeFolded,
-                           batch_norm_rounds_once)
-from shared.neuron import LIF, LIFConfig, use_fused_inference
+from spikebottlenet.shared.energy import ConvRole
+from spikebottlenet.shared.layers import RESIDUAL_ALPHA, ConvBNLIF, DirectEncodingStem, TimeFolded
+from spikebottlenet.shared.neuron import LIF, LIFConfig, use_fused_inference
+from spikebottlenet.shared.td_batch_norm import TdBatchNorm, batch_norm_rounds_once
 
 T, B, C, H, W = 4, 3, 5, 6, 6
 
@@ -189,7 +189,7 @@ def test_folded_tdbn_matches_on_other_cpus() -> None:
     """The fold on what other CPUs run: ATen's DEFAULT kernels, which round x * scale + shift twice, and MKL's
     SSE4.2 code path, whose float32 square root (torch.sqrt's) is an ulp off for 17 % of variances, where its
     AVX-512 path is for 0.7 % and its AVX2 path for none."""
-    check = ("import torch; from shared.layers import batch_norm_rounds_once\n"
+    check = ("import torch; from spikebottlenet.shared.td_batch_norm import batch_norm_rounds_once\n"
              "assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT', torch.backends.cpu.get_cpu_capability()\n"
              "assert batch_norm_rounds_once() is False\n"
              "from tests.shared import test_layers\n"

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from shared.backbones import SpikingBackbone, backbone_config
-from shared.layers import TdBatchNorm
-from shared.lif_autograd import (LIFFunction, LIFNormFunction, fused_norm_matches_aten, norm_trains_in_kernel,
+from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
+from spikebottlenet.shared.td_batch_norm import TdBatchNorm
+from spikebottlenet.shared.lif_autograd import (LIFFunction, LIFNormFunction, fused_norm_matches_aten, norm_trains_in_kernel,
                                  trains_in_kernel)
-from shared.neuron import LIF, LIFConfig, StepState, stepping, use_fused_training
+from spikebottlenet.shared.neuron import LIF, LIFConfig, StepState, stepping, use_fused_training
 
 CONFIGS = [LIFConfig(), LIFConfig(tau=0.3, v_th=0.7, surrogate_width=0.4)]
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from shared import neuron
-from shared.neuron import LIF, LIFConfig, SurrogateSpike, use_fused_inference
+from spikebottlenet.shared import neuron
+from spikebottlenet.shared.neuron import LIF, LIFConfig, SurrogateSpike, use_fused_inference
 
 
 def reference_lif(current: torch.Tensor, tau: float, v_th: float) -> torch.Tensor:

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from numba.core import config as numba_config
 
-from shared.lif_autograd import batch_norm_update_stats, train_affine
-from shared.lif_kernel import (MEMBRANE_CHUNK, batch_norm_train_grad_input, channel_stats, lif_norm_train_backward,
+from spikebottlenet.shared.lif_autograd import batch_norm_update_stats, train_affine
+from spikebottlenet.shared.lif_kernel import (MEMBRANE_CHUNK, batch_norm_train_grad_input, channel_stats, lif_norm_train_backward,
                                lif_norm_train_forward, lif_steps, lif_train_backward, lif_train_forward)
 
 T, B, C, S = 6, 3, 6, 200  # S neurons a channel: C * S = 1200 a sample, one chunk of MEMBRANE_CHUNK and a rest

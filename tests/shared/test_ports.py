@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.ports import port_in_use
+from spikebottlenet.shared.ports import port_in_use
 
 
 def test_a_listening_port_is_in_use_and_free_once_closed() -> None:

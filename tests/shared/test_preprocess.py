@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from shared import preprocess
-from shared.preprocess import ImageError, ImageTooLarge, load_image
-from shared.backbones import SpikingResNetConfig
-from shared.split_model import ModelConfig
+from spikebottlenet.shared import preprocess
+from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge, load_image
+from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.split_model import ModelConfig
 
 CONFIG = ModelConfig()  # 32x32, CIFAR-100 mean and std
 MEAN = torch.tensor(CONFIG.mean).view(3, 1, 1)

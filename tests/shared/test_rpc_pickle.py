@@ -7,7 +7,7 @@ import pickle
 import subprocess
 import sys
 
-from shared.rpc.spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
 def test_a_message_pickled_here_unpickles_in_a_fresh_process_that_imports_the_stubs() -> None:
@@ -16,7 +16,7 @@ def test_a_message_pickled_here_unpickles_in_a_fresh_process_that_imports_the_st
     # the fresh process imports the stubs the way every module of the project does, then unpickles
     read_back = subprocess.run(
         [sys.executable, "-c", "import pickle, sys\n"
-                               "from shared.rpc.spikebottlenet.v1 import split_inference_pb2\n"
+                               "from spikebottlenet.v1 import split_inference_pb2\n"
                                "sys.stdout.buffer.write(pickle.loads(sys.stdin.buffer.read()).SerializeToString())"],
         input=pickle.dumps(frame), capture_output=True, check=True).stdout
     assert pb.SpikeFrame.FromString(read_back) == frame

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from shared.backbones import SpikingBackbone, SpikingMobileNetV2Config
-from shared.energy import CountMode, structural_flops
-from shared.neuron import LIF
-from shared.split_model import ModelConfig, SpikeBottleNet, SplitHead
+from spikebottlenet.shared.backbones import SpikingBackbone, SpikingMobileNetV2Config
+from spikebottlenet.shared.energy import CountMode, structural_flops
+from spikebottlenet.shared.neuron import LIF
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, SplitHead
 
 from .test_spiking_resnet import assert_fused_inference_is_the_reference, assert_gradient_reaches_every_conv
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from shared.backbones import SpikingBackbone, SpikingResNetConfig
-from shared.energy import ActivityMonitor, CountMode
-from shared.layers import TdBatchNorm
-from shared.neuron import LIF, use_fused_inference
-from shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
+from spikebottlenet.shared.energy import ActivityMonitor, CountMode
+from spikebottlenet.shared.td_batch_norm import TdBatchNorm
+from spikebottlenet.shared.neuron import LIF, use_fused_inference
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 
 NARROW = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.backbones import BACKBONES, SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.checkpoint import load_checkpoint
-from shared.codec import decode, encode
-from shared.split_model import ModelConfig, SpikeBottleNet, build_model
+from spikebottlenet.shared.backbones import BACKBONES, SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.codec import decode, encode
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, build_model
 
 SPLITS = [(arch, point.index) for arch, cls in BACKBONES.items() for point in cls().split_points()]
 

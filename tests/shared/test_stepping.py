@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.backbones.base import BackboneConfig
-from shared.layers import SpikeConv2d, SpikeConvTranspose2d
-from shared.neuron import LIF, StepState, stepping
-from shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones.base import BackboneConfig
+from spikebottlenet.shared.layers import SpikeConv2d, SpikeConvTranspose2d
+from spikebottlenet.shared.neuron import LIF, StepState, stepping
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 
 NARROW = {"spiking_resnet50": SpikingResNetConfig(width_multiplier=0.0625, num_classes=10),
           "spiking_mobilenetv2": SpikingMobileNetV2Config(width_multiplier=0.125, num_classes=10)}

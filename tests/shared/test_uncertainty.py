@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.uncertainty import FLAG_FRACTION, Calibration, calibrate, ink, is_blank, is_uncertain, max_softmax
+from spikebottlenet.shared.uncertainty import FLAG_FRACTION, Calibration, calibrate, ink, is_blank, is_uncertain, max_softmax
 
 
 def test_max_softmax_by_hand() -> None:

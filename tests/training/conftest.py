@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from training.datasets import Dataset, load_digits
-from training.recipes import pretrain
-from training.runtime import Runtime, start
-from training.trainer import TrainConfig
+from spikebottlenet.training.datasets import Dataset, load_digits
+from spikebottlenet.training.recipes import pretrain
+from spikebottlenet.training.runtime import Runtime, start
+from spikebottlenet.training.trainer import TrainConfig
 
 WIDTH = 0.0625
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=16, lr=3e-3, warmup_epochs=0.0, seed=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sbn.cli import main
+from spikebottlenet.sbn.cli import main
 
 
 def evaluate(capsys: pytest.CaptureFixture[str], *args: str) -> dict:

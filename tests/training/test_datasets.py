@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.datasets import Augmentation, DatasetError, channel_stats, load_cifar100, load_dataset, load_digits
-from training.digit_augment import typeface_files
-from shared.preprocess import load_image
-from shared.split_model import ModelConfig
+from spikebottlenet.training.datasets import Augmentation, DatasetError, channel_stats, load_cifar100, load_dataset, load_digits
+from spikebottlenet.training.digit_augment import typeface_files
+from spikebottlenet.shared.preprocess import load_image
+from spikebottlenet.shared.split_model import ModelConfig
 
 NUM_CLASSES = 100
 

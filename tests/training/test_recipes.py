@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.backbones import SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
-from shared.bottleneck import BottleneckConfig, SplitPreset
-from shared.checkpoint import load_checkpoint, read_checkpoint_info
-from shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.backbones import SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
+from spikebottlenet.shared.checkpoint import load_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 from tests.training.conftest import TINY_TRAIN
-from training.datasets import Dataset
-from training.recipes import calibrate_checkpoint, damp_residual_branches, finetune, split_model
-from training.runtime import Runtime
+from spikebottlenet.training.datasets import Dataset
+from spikebottlenet.training.recipes import calibrate_checkpoint, damp_residual_branches, finetune, split_model
+from spikebottlenet.training.runtime import Runtime
 
 SPLIT_POINT = 8
 
@@ -110,7 +110,7 @@ def test_damping_scales_the_residual_branch_of_every_block_that_has_a_shortcut()
 
 def test_finetune_refuses_an_arch_other_than_the_backbone_checkpoints(
         tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sbn.cli import main
+    from spikebottlenet.sbn.cli import main
 
     out = tmp_path / "split.safetensors"
     code = main(["train", "finetune", "--pretrained", str(tiny_backbone), "--arch", "mobilenetv2",

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from shared.backbones import BACKBONES
-from shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, default_checkpoint, embedded_models, load_checkpoint,
+from spikebottlenet.shared.backbones import BACKBONES
+from spikebottlenet.shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, default_checkpoint, embedded_models, load_checkpoint,
                                read_checkpoint_info)
-from shared.split_model import ModelConfig
-from shared.uncertainty import Calibration
-from training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
-from training.demo import DEMOS, demo_path
+from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.shared.uncertainty import Calibration
+from spikebottlenet.training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
+from spikebottlenet.training.demo import DEMOS, demo_path
 
 SHIPPED = sorted(DEFAULT_MODEL_DIR.glob("*.safetensors"))
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
 from tests.training.conftest import TINY_TRAIN
-from training import sweep
-from training.datasets import Dataset
-from training.runtime import Runtime
-from training.sweep import Candidate, Result, candidates, load_results, paper_candidate, run_sweep, select
-from training.tables import markdown, table_row
+from spikebottlenet.training import sweep
+from spikebottlenet.training.datasets import Dataset
+from spikebottlenet.training.runtime import Runtime
+from spikebottlenet.training.sweep import Candidate, Result, candidates, load_results, paper_candidate, run_sweep, select
+from spikebottlenet.training.tables import markdown, table_row
 
 
 def result(split_point: int, nbytes: int, drop: float, time_steps: int = 2) -> Result:

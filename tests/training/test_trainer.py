@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.backbones import SpikingBackbone, SpikingResNetConfig
+from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
 from tests.training.conftest import TINY_TRAIN, WIDTH
-from training import trainer
-from training.datasets import Augmentation, Dataset
-from training.recipes import damp_residual_branches
-from training.resume import ResumeError, load_train_state, save_train_state
-from training.runtime import Runtime
-from training.trainer import TrainConfig, fit, lr_at, make_optimizer
+from spikebottlenet.training import trainer
+from spikebottlenet.training.datasets import Augmentation, Dataset
+from spikebottlenet.training.recipes import damp_residual_branches
+from spikebottlenet.training.resume import ResumeError, load_train_state, save_train_state
+from spikebottlenet.training.runtime import Runtime
+from spikebottlenet.training.trainer import TrainConfig, fit, lr_at, make_optimizer
 
 
 def tiny_model(seed: int = 0) -> SpikingBackbone:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from sbn.cli import main
-from shared.checkpoint import default_checkpoint, read_checkpoint_info
-from training.wire_training import WireHook, WireTraining
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info
+from spikebottlenet.training.wire_training import WireHook, WireTraining
 
 
 class FixedSpikes(nn.Module):

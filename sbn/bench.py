@@ -34,12 +34,14 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from sbn.predict import MonolithicClassifier
-from sbn.up import add_model_arguments, free_port, local_stack
-from shared.backbones import resolve_arch
-from shared.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
-from shared.codec import CODEC_CHOICES
-from shared.settings import configure_torch_threads
+from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
+from spikebottlenet.shared.codec import CODEC_CHOICES
+from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
+from spikebottlenet.shared.processes import free_port
+from spikebottlenet.shared.settings import configure_torch_threads
+
+from .predict import MonolithicClassifier
+from .up import local_stack
 
 
 def synthetic_png(seed: int = 0, size: tuple[int, int] = (32, 32)) -> bytes:
@@ -100,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     configure_torch_threads(args.threads)
     try:
-        checkpoint = args.checkpoint or default_checkpoint(resolve_arch(args.arch), args.split_point)
+        checkpoint = chosen_checkpoint(args)
         monolithic = MonolithicClassifier(load_checkpoint(checkpoint, "full"), args.codec)
         images = [path.read_bytes() for path in args.image] if args.image else [synthetic_png(i) for i in range(8)]
     except (OSError, CheckpointError) as e:

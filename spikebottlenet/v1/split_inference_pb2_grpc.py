@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from . import split_inference_pb2 as spikebottlenet_dot_v1_dot_split__inference__pb2
+from spikebottlenet.v1 import split_inference_pb2 as spikebottlenet_dot_v1_dot_split__inference__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

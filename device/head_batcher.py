@@ -16,8 +16,8 @@ refused at once: HeadQueueFull, 503 with Retry-After), and a job that cannot get
 before its request's deadline is answered 504 (HeadTimeout) without taking the head. Each head has its
 own queue and its own count: a burst on one head refuses nobody on another.
 
-As on the edge (edge/micro_batcher.py), an idle head runs a lone upload at once, and only after a run
-that carried several jobs does the worker wait up to ``max_wait_s`` for more to join the next one.
+Which jobs run together is the policy both halves share (shared/batching.py): an idle head runs a lone upload
+at once, and only after a run that carried several jobs does the worker wait up to ``max_wait_s`` for more.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import monotonic
+
+from spikebottlenet.shared.batching import BatchPolicy, collect_async
 
 from .deadline import Deadline
 from .head_runner import HeadBatch, HeadRunner, ModelInput
@@ -63,12 +65,12 @@ class QueuedHead:
 
 
 class HeadBatcher:
-    def __init__(self, runner: HeadRunner, executor: Executor, max_images: int, max_wait_s: float,
-                 max_queued: int, on_run: Callable[[int], None] = lambda images: None) -> None:
+    def __init__(self, runner: HeadRunner, executor: Executor, policy: BatchPolicy, max_queued: int,
+                 on_run: Callable[[int], None] = lambda images: None) -> None:
         """``executor`` runs the torch work (one thread); ``on_run(images)`` is told the size of every head run."""
         self.runner = runner
         self._executor = executor
-        self.max_images, self.max_wait_s, self.max_queued = max_images, max_wait_s, max_queued
+        self.policy, self.max_queued = policy, max_queued
         self._on_run = on_run
         self._queue: deque[HeadJob] = deque()
         self._on_their_way = 0  # requests decoding their uploads for this queue (on_its_way)
@@ -129,11 +131,11 @@ class HeadBatcher:
         return QueuedHead(batch, ((job.started or job.enqueued) - job.enqueued) * 1e3)
 
     async def _work(self) -> None:
-        under_load = False
+        jobs_in_last_run = 0
         loop = asyncio.get_running_loop()
         while True:
-            jobs = await self._next_run(self.max_wait_s if under_load else 0.0)
-            under_load = len(jobs) > 1
+            jobs = await self._next_run(self.policy.wait_after(jobs_in_last_run))
+            jobs_in_last_run = len(jobs)
             live = [job for job in jobs if not job.done.done() and not job.deadline.expired()]
             if not live:
                 continue
@@ -155,23 +157,17 @@ class HeadBatcher:
                     job.done.set_result(batch)
 
     async def _next_run(self, wait_s: float) -> list[HeadJob]:
-        """The jobs of the next head run: at least one, up to ``max_images`` images (a larger job runs alone)."""
+        """The jobs of the next head run (the shared policy: at least one, up to ``max_images`` images)."""
         while not self._queue:
             self._arrived.clear()
             await self._arrived.wait()
-        jobs = [self._queue.popleft()]
-        images = len(jobs[0].images)
-        until = monotonic() + wait_s
-        while images < self.max_images:
-            if not self._queue:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), until - monotonic())
-                except asyncio.TimeoutError:
-                    break
-                continue
-            if images + len(self._queue[0].images) > self.max_images:
-                break
-            jobs.append(job := self._queue.popleft())
-            images += len(job.images)
-        return jobs
+        return await collect_async(self.policy, self._queue, lambda job: len(job.images), wait_s, self._arrival)
+
+    async def _arrival(self, timeout_s: float) -> bool:
+        """Whether a job joins the queue within ``timeout_s``."""
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True

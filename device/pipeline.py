@@ -63,9 +63,8 @@ class SplitPipeline:
         self._channel_noise = np.random.default_rng()
 
     def _batcher(self, runner: HeadRunner) -> HeadBatcher:
-        s = self.settings
-        return HeadBatcher(runner, self._executor, s.head_batch_max_images, s.head_batch_max_wait_ms / 1e3,
-                           s.head_queue_limit, on_run=self.metrics.ran_head)
+        return HeadBatcher(runner, self._executor, self.settings.batch_policy, self.settings.head_queue_limit,
+                           on_run=self.metrics.ran_head)
 
     @property
     def head(self) -> HeadRunner:

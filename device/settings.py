@@ -19,6 +19,8 @@ from spikebottlenet.shared.settings import ModelSettings
 
 class DeviceSettings(ModelSettings):
     model_config = SettingsConfigDict(env_prefix="SBN_DEVICE_")
+    renamed_variables = {"SBN_DEVICE_HEAD_BATCH_MAX_IMAGES": "batch_max_images",
+                         "SBN_DEVICE_HEAD_BATCH_MAX_WAIT_MS": "batch_max_wait_ms"}
 
     host: str = Field("127.0.0.1", description="HTTP address to listen on (0.0.0.0 for all interfaces)")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
@@ -90,12 +92,6 @@ class DeviceSettings(ModelSettings):
         1.0, gt=0, description="a ping unanswered for this long closes the connection: its frames fail over to "
                                "another replica (or fail, 503, with none left), and it takes no more frames until "
                                "the edge answers again")
-    head_batch_max_images: int = Field(
-        16, ge=1, description="micro-batching: concurrent uploads run through the head as one batch of up to this "
-                              "many images (each request still sends its own frame)")
-    head_batch_max_wait_ms: float = Field(
-        2.0, ge=0, description="micro-batching: under load (the last head run carried several requests), how long "
-                               "the head waits for more before it runs; an idle device runs a lone upload at once")
     head_queue_limit: int = Field(
         64, ge=1, description="requests that may wait for each head at once, their uploads being decoded or "
                               "queued, and streamed requests that may be open at once (they never queue); one more "

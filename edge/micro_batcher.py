@@ -11,10 +11,9 @@ serves the queue whose first frame has waited longest. One worker, running torch
 configured threads, does every tail of every model: a loaded edge runs as much torch work as it has
 threads for, never one tail per gRPC thread or per model on top of each other.
 
-When to stop collecting: an idle edge runs a lone frame at once, so batching adds nothing to the
-latency of one request at a time. Once a batch has carried more than one frame, the edge is under
-load and the worker waits up to ``max_wait_s`` for more frames before it runs the next batch, which
-gathers the frames of a burst that arrive a little apart into one run.
+Which frames run together is the policy both halves share (shared/batching.py): an idle edge runs a lone frame
+at once, and only once a batch has carried more than one frame does the worker wait up to ``max_wait_s`` for
+more before it runs the next.
 """
 
 from __future__ import annotations
@@ -28,20 +27,12 @@ from time import monotonic, perf_counter
 
 import torch
 
+from spikebottlenet.shared.batching import BatchPolicy, collect_blocking
+
 from .metrics import EdgeMetrics
 from .tail_runner import DecodedFrame, TailRunner
 
 log = logging.getLogger("sbn.edge")
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    max_images: int = 16  # a batch stops growing here; a single frame with more images still runs, alone
-    max_wait_s: float = 0.002  # under load, how long the worker waits for more frames to join a batch
-
-    def __post_init__(self) -> None:
-        if self.max_images < 1 or self.max_wait_s < 0:
-            raise ValueError(f"a batch policy needs max_images >= 1 and max_wait_s >= 0, got {self}")
 
 
 class WorkerStopped(RuntimeError):
@@ -109,9 +100,9 @@ class TailBatcher:
         self._worker.join()
 
     def _work(self) -> None:
-        under_load = False
-        while (batch := self._next_batch(self.policy.max_wait_s if under_load else 0.0)) is not None:
-            under_load = len(batch) > 1
+        frames_in_last_batch = 0
+        while (batch := self._next_batch(self.policy.wait_after(frames_in_last_batch))) is not None:
+            frames_in_last_batch = len(batch)
             now = monotonic()
             live = [frame for frame in batch if not frame.abandoned(now)]
             for frame in batch:
@@ -121,26 +112,17 @@ class TailBatcher:
                 self._run(live)
 
     def _next_batch(self, wait_s: float) -> list[PendingFrame] | None:
-        """The next frames to run, all of one model: at least one, up to the policy's images; None once closed
-        and drained."""
+        """The next frames to run, all of one model (the shared policy: at least one, up to ``max_images``
+        images); None once closed and drained."""
         with self._changed:
             while not self._queued():
                 if self._closed:
                     return None
                 self._changed.wait()
             queue = min((q for q in self._queues.values() if q), key=lambda q: q[0].enqueued)
-            batch = [queue.popleft()]
-            images = batch[0].images
-            until = monotonic() + wait_s
-            while images < self.policy.max_images:
-                if not queue:
-                    remaining = until - monotonic()
-                    if remaining <= 0 or self._closed or not self._changed.wait(remaining) or not queue:
-                        break
-                if images + queue[0].images > self.policy.max_images:
-                    break  # it runs first in the next batch
-                batch.append(frame := queue.popleft())
-                images += frame.images
+            # waits on the condition (releasing it) for frames of this model; a close stops the wait
+            batch = collect_blocking(self.policy, queue, lambda frame: frame.images, wait_s,
+                                     lambda timeout_s: not self._closed and self._changed.wait(timeout_s))
             self._metrics.set_queued(self._queued())
             return batch
 

@@ -51,6 +51,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from spikebottlenet.shared.batching import BatchPolicy
 from spikebottlenet.shared.codec import Codec, max_payload_length
 from spikebottlenet.shared.fec import MAX_PARITY_BYTES, protected_length
 from spikebottlenet.shared.ports import port_in_use
@@ -60,7 +61,7 @@ from spikebottlenet.shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTER
 from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .metrics import EdgeMetrics, MetricsEndpoint
-from .micro_batcher import BatchPolicy, PendingFrame, TailBatcher, WorkerStopped
+from .micro_batcher import PendingFrame, TailBatcher, WorkerStopped
 from .settings import EdgeSettings
 from .stream import SpikeStream
 from .tail_runner import FrameError, TailRunner, load_tails, not_served
@@ -463,7 +464,7 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
 async def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain in-flight RPCs for the grace period; returns the exit status."""
     metrics = EdgeMetrics()
-    batching = BatchPolicy(settings.batch_max_images, settings.batch_max_wait_ms / 1e3)
+    batching = settings.batch_policy
     streams = StreamLimits(settings.stream_max_s, settings.stream_step_s, settings.max_streams_per_peer)
     server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
                                                       metrics, batching, streams, settings.max_connection_age_s)

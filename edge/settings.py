@@ -10,15 +10,8 @@ from spikebottlenet.shared.settings import ModelSettings
 
 
 class TailSettings(ModelSettings):
-    """What every way of serving the tail shares: the models (ModelSettings), the largest frame, and micro-batching."""
+    """What every way of serving the tail shares: the models and micro-batching (ModelSettings), the largest frame."""
 
-    batch_max_images: int = Field(
-        16, ge=1, description="micro-batching: the frames that arrive together run through the tail as one batch of "
-                              "up to this many images (a larger single frame runs alone)")
-    batch_max_wait_ms: float = Field(
-        2.0, ge=0, description="micro-batching: how long a batch waits for more frames to join it (sbn edge: only "
-                               "under load, when the last batch had several frames, so that an idle edge runs a lone "
-                               "frame at once; sbn serve-ray: always, as @serve.batch does)")
     max_batch: int = Field(
         32, ge=1, description="largest batch (B) a frame may carry; also bounds the message size. At least the "
                               "max_batch of its devices, whose POST /classify/batch sends all its images in one frame")

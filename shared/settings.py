@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_origin
 
 import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from .backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config, resolve_arch
+from .batching import BatchPolicy
 from .checkpoint import default_checkpoint, embedded_models
 
 log = logging.getLogger("sbn")
@@ -30,8 +34,30 @@ SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{po
                                for arch, points in ((a, cls().split_points()) for a, cls in BACKBONES.items()))
 
 
+class RenamedVariables(PydanticBaseSettingsSource):
+    """The environment variables a settings class has renamed (``renamed_variables``: old name -> field), still
+    read for one release, each with a FutureWarning naming its new name. The new name wins where both are set."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the old names itself: they are not the fields' own
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        values = {}
+        for old, name in getattr(self.settings_cls, "renamed_variables", {}).items():
+            if old in os.environ:
+                warnings.warn(f"{old} is deprecated and will be removed in the next release: set "
+                              f"{prefix}{name.upper()} instead", FutureWarning, stacklevel=2)
+                values[name] = os.environ[old]
+        return values
+
+
 class ModelSettings(BaseSettings):
-    """What both halves need: which checkpoints to load, and how many torch threads to run them on."""
+    """What both halves need: which checkpoints to load, how many torch threads to run them on, and how concurrent
+    requests are batched through them (shared/batching.py)."""
+
+    # environment variables renamed in this release (old name -> field), still read with a warning
+    renamed_variables: ClassVar[dict[str, str]] = {}
 
     # NoDecode: the environment gives a plain, comma-separated string, not a JSON list
     checkpoint: Annotated[list[Path], NoDecode] = Field(
@@ -48,6 +74,23 @@ class ModelSettings(BaseSettings):
         DEFAULT_SPLIT_POINT, ge=1, description=f"split point of the embedded demo model to serve ({SPLIT_POINT_RANGES})")
     threads: int = Field(
         1, ge=1, description="torch intra-op and inter-op threads (edge and device often share a few cores)")
+    batch_max_images: int = Field(
+        16, ge=1, description="micro-batching: concurrent requests run through this half's part of the network as "
+                              "one batch of up to this many images (each still gets its own answer; a larger single "
+                              "request runs alone)")
+    batch_max_wait_ms: float = Field(
+        2.0, ge=0, description="micro-batching: under load (the last batch carried several requests), how long a "
+                               "batch waits for more to join it; an idle half runs a lone request at once (sbn "
+                               "serve-ray: always waits, as @serve.batch does)")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # earlier sources win: flags, then the environment's current names, then its renamed ones
+        return init_settings, env_settings, RenamedVariables(settings_cls), dotenv_settings, file_secret_settings
 
     @field_validator("arch")
     @classmethod
@@ -65,6 +108,10 @@ class ModelSettings(BaseSettings):
     def _split_point_exists(self) -> ModelSettings:
         backbone_config(self.arch).split_point(self.split_point)  # ValueError naming the valid range
         return self
+
+    @property
+    def batch_policy(self) -> BatchPolicy:
+        return BatchPolicy(self.batch_max_images, self.batch_max_wait_ms / 1e3)
 
     def checkpoint_path(self) -> Path:
         """The default model's checkpoint: the first given, else the embedded demo model for arch and split point."""

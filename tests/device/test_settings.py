@@ -10,6 +10,7 @@ import pytest
 from spikebottlenet.device.app import add_arguments
 from spikebottlenet.device.settings import DeviceSettings
 from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.shared.batching import BatchPolicy
 from spikebottlenet.shared.settings import settings_from_args
 
 
@@ -75,3 +76,31 @@ def test_a_server_name_without_tls_exits() -> None:
 def test_an_invalid_value_exits_naming_the_setting(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match=argv[0][2:].replace("-", "_")):
         settings(*argv)
+
+
+def test_the_renamed_batching_variables_still_work_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SBN_DEVICE_HEAD_BATCH_MAX_IMAGES", "5")
+    monkeypatch.setenv("SBN_DEVICE_HEAD_BATCH_MAX_WAIT_MS", "7.5")
+    with pytest.warns(FutureWarning) as warned:
+        old = DeviceSettings()
+    assert sorted(str(w.message) for w in warned) == [
+        "SBN_DEVICE_HEAD_BATCH_MAX_IMAGES is deprecated and will be removed in the next release: set "
+        "SBN_DEVICE_BATCH_MAX_IMAGES instead",
+        "SBN_DEVICE_HEAD_BATCH_MAX_WAIT_MS is deprecated and will be removed in the next release: set "
+        "SBN_DEVICE_BATCH_MAX_WAIT_MS instead"]
+    assert (old.batch_max_images, old.batch_max_wait_ms) == (5, 7.5)
+    assert old.batch_policy == BatchPolicy(max_images=5, max_wait_s=0.0075)
+    # the new name wins over the old one, and a flag over both
+    monkeypatch.setenv("SBN_DEVICE_BATCH_MAX_IMAGES", "9")
+    with pytest.warns(FutureWarning):
+        assert DeviceSettings().batch_max_images == 9
+    with pytest.warns(FutureWarning):
+        assert settings("--batch-max-images", "3").batch_max_images == 3
+
+
+def test_both_halves_name_their_batching_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SBN_DEVICE_BATCH_MAX_IMAGES", "4")
+    monkeypatch.setenv("SBN_EDGE_BATCH_MAX_IMAGES", "6")
+    monkeypatch.setenv("SBN_EDGE_BATCH_MAX_WAIT_MS", "0")
+    assert DeviceSettings().batch_policy == BatchPolicy(max_images=4, max_wait_s=0.002)
+    assert EdgeSettings().batch_policy == BatchPolicy(max_images=6, max_wait_s=0.0)

@@ -14,7 +14,7 @@ import torch
 from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.edge.metrics import EdgeMetrics
-from spikebottlenet.edge.micro_batcher import BatchPolicy
+from spikebottlenet.shared.batching import BatchPolicy
 from spikebottlenet.edge.tail_runner import TailRunner
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc

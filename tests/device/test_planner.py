@@ -55,11 +55,19 @@ def test_a_slow_link_moves_the_latency_choice_to_the_later_split() -> None:
 
 def test_the_mix_weighs_each_objective_relative_to_its_best() -> None:
     wifi = LINK_PROFILES["wifi"]
+    # From the figures worked out above: latency 17.847 ms (early, the best) and 26.042 ms (late); energy 4.6533 mJ
+    # (early) and 0.73217 mJ (late, the best). Each objective counts relative to its best, so at weight w:
+    #   early: w * 1 + (1 - w) * 4.6533 / 0.73217 = w + (1 - w) * 6.3556
+    #   late:  w * 26.042 / 17.847 + (1 - w) * 1 = w * 1.4592 + (1 - w)
+    # At w = 0.9 that is 1.5356 against 1.4132: the late split's energy saving outweighs its slower answer.
     result = plan([EARLY, LATE], wifi, Objective.MIX, latency_weight=0.9)
     early, late = result.estimates
-    assert early.score == pytest.approx(0.9 * early.latency_ms / early.latency_ms + 0.1 * early.energy_mj / late.energy_mj)
-    assert late.score == pytest.approx(0.9 * late.latency_ms / early.latency_ms + 0.1 * late.energy_mj / late.energy_mj)
-    assert result.choice is min(result.estimates, key=lambda e: e.score)
+    assert (early.score, late.score) == (pytest.approx(1.53555, abs=1e-4), pytest.approx(1.41325, abs=1e-4))
+    assert result.choice.profile is LATE
+    # at w = 0.97 latency dominates: 1.1607 against 1.4454
+    result = plan([EARLY, LATE], wifi, Objective.MIX, latency_weight=0.97)
+    assert [e.score for e in result.estimates] == [pytest.approx(1.16067, abs=1e-4), pytest.approx(1.44539, abs=1e-4)]
+    assert result.choice.profile is EARLY
     assert plan([EARLY, LATE], wifi, Objective.MIX, latency_weight=0.0).choice.profile is LATE  # energy alone
     assert plan([EARLY, LATE], wifi, Objective.MIX, latency_weight=1.0).choice.profile is EARLY  # latency alone
 

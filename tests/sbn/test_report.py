@@ -16,7 +16,6 @@ from PIL import Image
 
 from spikebottlenet.sbn.cli import main
 from spikebottlenet.shared.checkpoint import load_checkpoint
-from spikebottlenet.shared.energy import ActivityMonitor, CountMode
 from spikebottlenet.shared.preprocess import load_image
 
 TABLE_1_BYTES = [8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 1024, 1024, 2048, 256, 512, 64]
@@ -167,15 +166,37 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     assert row["transmit_mj"] == pytest.approx(wifi_mj)
     assert row["device_total_mj"] == pytest.approx(row["device_45nm_mj"] + wifi_mj)
     assert (row["arch"], row["split_point_name"], row["bottlenetpp_bytes"]) == ("spiking_resnet50", "RB8", None)
-    # the same numbers, measured directly
+    # The paper's count (Eq. 7-8) written out. FLOPs by hand: the three convs of RB1..RB8 at width 1/16 on a 32 x 32
+    # image, (output elements) x (inputs per output), per image and time step. Stem: 4 channels. Stages of
+    # (width, out): (4, 16) at 32 x 32, (8, 32) at 16 x 16, (16, 64) at 8 x 8; a stage's first block has the
+    # stride on its 3x3, so its first 1x1 runs at the input's size.
+    def block(size_in: int, size_out: int, c_in: int, width: int, c_out: int) -> list[int]:
+        return [size_in**2 * width * c_in, size_out**2 * width * width * 9, size_out**2 * c_out * width]
+    convs = [*block(32, 32, 4, 4, 16), *block(32, 32, 16, 4, 16) * 2,
+             *block(32, 16, 16, 8, 32), *block(16, 16, 32, 8, 32) * 3,
+             *block(16, 8, 32, 16, 64)]
+    assert row["flops"] == sum(convs) == 2_310_144
+    # SyOPs_l = fr_l * T * FLOPs_l, fr_l = spikes into conv l / (T * its input neurons): the spikes are read off
+    # the block convs' inputs in a plain forward of the head
     head = load_checkpoint(checkpoint, "head").model
-    batch = torch.stack([load_image(p.read_bytes(), head.config) for p in images])
-    with ActivityMonitor(head, head.time_steps, CountMode.PAPER) as monitor, torch.no_grad():
+    inputs: list[torch.Tensor] = []  # [T*B, C, H, W] per block conv, in the order they ran
+    block_convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d) and m.energy_role == "block"]
+    handles = [conv.register_forward_hook(lambda conv, x, y: inputs.append(x[0])) for conv in block_convs]
+    batch = torch.stack([load_image(p.read_bytes(), head.config) for p in images])  # [3, 3, 32, 32]
+    with torch.no_grad():
         head(batch)
-    estimates = monitor.estimates()
-    assert row["flops"] == estimates[0].flops
-    for key in MEASURED_KEYS:
-        assert row[key] == pytest.approx(np.mean([getattr(e, key) for e in estimates]))
+    for handle in handles:
+        handle.remove()
+    assert len(inputs) == len(convs) == 24
+    t = head.time_steps
+    spikes = [x.unflatten(0, (t, 3)).sum(dim=(0, 2, 3, 4)).double() for x in inputs]  # [B] per conv
+    neurons = [x[0].numel() for x in inputs]
+    syops = sum(s * flops / n for s, flops, n in zip(spikes, convs, neurons))  # [B]
+    assert row["syops"] == pytest.approx(float(syops.mean()))
+    assert row["firing_rate"] == pytest.approx(float((sum(spikes) / (t * sum(neurons))).mean()))
+    assert row["device_45nm_mj"] == pytest.approx(float(syops.mean()) * 0.9e-9)  # 0.9 pJ per accumulate
+    assert row["device_rolls_mj"] == pytest.approx(float(syops.mean()) * 0.077e-9)  # 77 fJ per SyOP on ROLLS
+    assert row["ann_baseline_45nm_mj"] == pytest.approx(sum(convs) * 4.6e-9)  # 4.6 pJ per MAC
     assert 0 < row["firing_rate"] < 1 and row["device_45nm_mj"] < row["ann_baseline_45nm_mj"]
 
 

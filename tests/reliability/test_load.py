@@ -53,6 +53,7 @@ def stack(calibrated_checkpoint: Callable[..., Path]) -> Iterator[tuple[httpx.Cl
         yield client, {"edge": edge.pid, "device": device.pid}, checkpoint
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads resident memory from Linux /proc")
 def test_1000_requests_at_concurrency_16_all_right_and_no_growth(
         stack: tuple[httpx.Client, dict[str, int], Path], report: Callable[[str], None]) -> None:

@@ -129,6 +129,7 @@ if generic and platform.machine().lower() in ("x86_64", "amd64"):
 """
 
 
+@pytest.mark.slow
 def test_kernels_built_for_a_generic_cpu_give_the_host_builds_bits(tmp_path: Path) -> None:
     assert P > MEMBRANE_CHUNK  # a full chunk of neurons and a rest: both loops' tails run
     inputs = kernel_inputs()

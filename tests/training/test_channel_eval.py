@@ -26,6 +26,7 @@ def test_a_clean_channel_changes_nothing_and_a_noisy_one_flips_at_its_rate(
     assert noisy["measured_ber"] == pytest.approx(0.2, abs=0.01)  # 368,640 bits sent
 
 
+@pytest.mark.slow
 def test_the_entropy_codec_erases_what_fails_its_crc_and_chunks_and_fec_lose_less(
         capsys: pytest.CaptureFixture[str]) -> None:
     # the shipped RB8 has a fitted model; at BER 1e-2 nearly every ~630-bit payload takes a flip
@@ -44,7 +45,8 @@ def test_the_entropy_codec_erases_what_fails_its_crc_and_chunks_and_fec_lose_les
     assert whole["mean_payload_bytes"] < chunked["mean_payload_bytes"]  # each chunk: its CRC, length, coder flush
     # 16 Reed-Solomon parity bytes per block correct up to 8 damaged bytes: at BER 1e-3 (~0.8 flips per frame)
     # nothing is left to erase, and the wire carries the parity on top of the coded bytes
-    protected = evaluate(capsys, "--split-point", "8", "--channel", "bsc:1e-3", "--codec", "entropy", "--fec", "16")
+    protected = evaluate(capsys, "--split-point", "8", "--channel", "bsc:1e-3", "--codec", "entropy", "--fec", "16",
+                         *first)
     assert protected["erased_chunks"] <= 1 and protected["accuracy"] >= protected["clean_accuracy"] - 0.5
     assert protected["mean_payload_bytes"] == pytest.approx(protected["mean_coded_bytes"] + 16)  # one block each
 

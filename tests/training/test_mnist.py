@@ -27,26 +27,41 @@ CLASSIC_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 59
 CLASSIC_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+SUBSET = (2000, 500)  # framing is the slow part (half a minute for all 70,000): these tests frame a sample
+
+
 @functools.cache
 def mnist() -> Dataset:
-    return load_dataset("mnist")
+    """The first 2,000 training and 500 validation and test images, framed as uploads are."""
+    return load_dataset("mnist", subset=SUBSET)
+
+
+def raw_splits() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(pixels [N, 784], labels [N]) of train, validation and test, read with plain pickle (a known file: the
+    checksum is verified first)."""
+    with gzip.open(io.BytesIO(mnist_file())) as f:
+        return pickle.load(f, encoding="latin1")
 
 
 def raw_test_digits(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` test images [n, 784] (multiples of 1/256) and labels, read with plain pickle."""
-    with gzip.open(io.BytesIO(mnist_file())) as f:
-        _, _, (pixels, labels) = pickle.load(f, encoding="latin1")  # the checksum was verified: a known file
+    """The first ``n`` test images [n, 784] (multiples of 1/256) and labels."""
+    pixels, labels = raw_splits()[2]
     return pixels[:n], labels[:n]
 
 
-def test_the_classic_split_with_its_label_counts() -> None:
+def test_the_file_holds_the_classic_split_with_its_label_counts() -> None:
+    train, validation, test = (labels for _, labels in raw_splits())
+    assert (len(train), len(validation), len(test)) == (50_000, 10_000, 10_000)
+    assert np.bincount(np.concatenate([train, validation]), minlength=10).tolist() == CLASSIC_TRAIN_COUNTS
+    assert np.bincount(test, minlength=10).tolist() == CLASSIC_TEST_COUNTS
+
+
+def test_the_loader_keeps_each_split_with_its_labels() -> None:
     data = mnist()
-    assert (len(data.train), len(data.validation), len(data.test)) == (50_000, 10_000, 10_000)
-    for split in (data.train, data.validation, data.test):
-        assert split.images.shape[1:] == (3, 32, 32) and split.images.dtype == torch.uint8
-    train_and_validation = torch.cat([data.train.labels, data.validation.labels])
-    assert torch.bincount(train_and_validation, minlength=10).tolist() == CLASSIC_TRAIN_COUNTS
-    assert torch.bincount(data.test.labels, minlength=10).tolist() == CLASSIC_TEST_COUNTS
+    raw = raw_splits()
+    for split, (_, labels), n in zip((data.train, data.validation, data.test), raw, (2000, 500, 500), strict=True):
+        assert split.images.shape == (n, 3, 32, 32) and split.images.dtype == torch.uint8
+        assert split.labels.tolist() == labels[:n].tolist()
     assert data.input_style == "mnist" and data.labels == tuple("0123456789")
     assert not data.augmentation.hflip and data.augmentation.padding == 0 and data.augmentation.redraw_digits > 0
     # normalization from the training split only
@@ -110,6 +125,7 @@ def test_framing_keeps_the_labels_and_blank_rows_stay_blank() -> None:
     assert framed.labels.tolist() == [3, 7] and framed.images.max() == 0
 
 
+@pytest.mark.slow
 def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> None:
     subset = ["--subset", "192", "96", "--epochs", "1", "--batch-size", "64", "--threads", str(torch.get_num_threads())]
     backbone = tmp_path / "backbone.safetensors"

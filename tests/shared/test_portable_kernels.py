@@ -24,8 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from numba.core import config as numba_config
+import numpy as np
+import pytest
 
 from spikebottlenet.shared.lif_autograd import batch_norm_update_stats, train_affine
 from spikebottlenet.shared.lif_kernel import (MEMBRANE_CHUNK, batch_norm_train_grad_input, channel_stats, lif_norm_train_backward,

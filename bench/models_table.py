@@ -1,4 +1,4 @@
-"""The README's table of the shipped models: accuracy, drop, bytes and the device's measured energy.
+"""The table of the shipped models in docs/models.md: accuracy, drop, bytes and the device's measured energy.
 
     python -m bench.models_table                                   # every embedded model, markdown
     python -m bench.models_table --uploads bench/results/upload_accuracy.json --json

@@ -195,7 +195,8 @@ def run_with(engine: str, load: str, replicas: int, requests: int, concurrency: 
 def sender(load: str, checkpoint: str, target: str, concurrency: int,
            pings: bool = True) -> Iterator[Callable[[int], str]]:
     """``send(i)``: one frame (or upload) through the tier; returns the name of the replica that ran it. ``pings``:
-    the device's keepalive pings, off in front of Serve, whose proxy closes a connection that pings often (README)."""
+    the device's keepalive pings, off in front of Serve, whose proxy closes a connection that pings often
+    (docs/deploy.md)."""
     images = [synthetic_png(i) for i in range(8)]
     if load == "frames":
         head = HeadRunner.load(checkpoint)

@@ -3,7 +3,7 @@
 
     pip install '.[ray]'
     sbn serve-ray                        # a local Ray instance; Serve's gRPC proxy on :50051, 1..4 replicas by load
-    sbn serve-ray --address auto         # the Ray cluster this machine belongs to (KubeRay: see the README)
+    sbn serve-ray --address auto         # the Ray cluster this machine belongs to (KubeRay: see docs/deploy.md)
 
 Where ``sbn edge`` batches with its own inference worker (edge/micro_batcher.py), a replica batches with
 ``@serve.batch``: the frames that reach one replica together run through the tail as one batch of up to

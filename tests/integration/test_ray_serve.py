@@ -131,7 +131,7 @@ def test_bad_frames_are_refused_as_sbn_edge_refuses_them(serve_ray: ServeRay, fr
 def test_a_device_classifies_through_serve(serve_ray: ServeRay) -> None:
     image = synthetic_png(3)
     expected = read_checkpoint_info(RB8).config.label(int(monolithic_logits(RB8, image).argmax()))
-    # no keepalive pings, as the README says for Serve: its proxy closes a connection that pings often
+    # no keepalive pings, as docs/deploy.md says for Serve: its proxy closes a connection that pings often
     with device_process(RB8, serve_ray.address, "--edge-keepalive-s", "0") as url:
         assert httpx.get(f"{url}/readyz", timeout=30).json()["status"] == "ready"
         answer = httpx.post(f"{url}/classify", files=upload(image), timeout=30).json()

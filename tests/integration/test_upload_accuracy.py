@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 GOAL = 95.0  # % correct
 
-# Where the shipped models that miss the goal stand on this set (the README's table). Each known
+# Where the shipped models that miss the goal stand on this set (docs/models.md: 'What uploads get'). Each known
 # shortfall is listed with its measured figure; the test fails if a model falls more than 5 points
 # below that figure, and also if it meets the goal (then take it off this list).
 MEASURED = {
@@ -55,5 +55,6 @@ def test_a_shipped_model_classifies_the_held_out_digits(checkpoint: CheckpointIn
     if measured is not None:
         assert accuracy >= measured - REGRESSION_MARGIN, result
         assert accuracy < GOAL, f"{model_id(checkpoint)} now meets the goal ({accuracy} %): take it off MEASURED"
-        pytest.xfail(f"{accuracy} % of the held-out digits, below the {GOAL} % goal (README: 'What uploads get')")
+        pytest.xfail(f"{accuracy} % of the held-out digits, below the {GOAL} % goal "
+                     f"(docs/models.md: 'What uploads get')")
     assert accuracy >= GOAL, result

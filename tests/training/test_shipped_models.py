@@ -154,7 +154,7 @@ def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path) -> None:
     at_threshold = int(((top2[:, 0] - calibration.threshold).abs() <= ROUNDING_MSP).sum())
     allowed_share = c + SIGMAS * math.sqrt(variance) + at_threshold / n
     assert flagged_share <= allowed_share, (flagged_share, c, allowed_share)
-    assert accuracy > 60  # far above chance (10%); the README gives each model's accuracy and drop
+    assert accuracy > 60  # far above chance (10%); docs/models.md gives each model's accuracy and drop
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if read_checkpoint_info(p).info["dataset"] == "mnist"],

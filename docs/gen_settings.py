@@ -49,7 +49,7 @@ values takes them separated by commas in its variable, and as a repeated flag.
 
 Two more variables choose the model of both halves at once: `SBN_ARCH` and `SBN_SPLIT_POINT`, read by
 `sbn up` and `docker compose` unless a half's own `SBN_EDGE_*` / `SBN_DEVICE_*` variable is set.
-`sbn classify` takes a device's API key from `SBN_API_KEY`.
+`sbn classify` takes a device's URL from `SBN_DEVICE_URL` and its API key from `SBN_API_KEY`.
 """
 
 

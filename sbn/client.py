@@ -3,6 +3,7 @@
     sbn classify digit.png                          # POST /classify, a table: file, label, probability, bytes, latency
     sbn classify a.png b.png c.png --json           # POST /classify/batch (one frame for all three), the JSON answer
     sbn classify *.png --url http://host:8000 --api-key KEY
+    SBN_DEVICE_URL=http://host:18000 sbn classify digit.png   # the URL from the environment (sbn up prints it)
 
     from spikebottlenet.sbn.client import DeviceClient, DeviceError
     with DeviceClient("http://127.0.0.1:8000") as device:
@@ -29,6 +30,7 @@ from typing import Any
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEVICE_URL_ENV = "SBN_DEVICE_URL"  # sbn classify's --url when it is not given
 API_KEY_HEADER = "X-API-Key"
 API_KEY_ENV = "SBN_API_KEY"
 
@@ -132,7 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
                         help="image files; one is sent to POST /classify, several to POST /classify/batch "
                              "(one frame to the edge for all)")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"the device's base URL (default: {DEFAULT_URL})")
+    parser.add_argument("--url", default=os.environ.get(DEVICE_URL_ENV) or DEFAULT_URL,  # empty counts as unset
+                        help=f"the device's base URL (default: ${DEVICE_URL_ENV}, if set, else {DEFAULT_URL})")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"sent in the {API_KEY_HEADER} header (default: ${API_KEY_ENV}, if set)")
     parser.add_argument("--json", action="store_true", help="print the device's JSON answer")
@@ -152,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
                 entries = answer["results"]
     except (DeviceError, OSError) as e:  # an HTTP error or no answer; an image file that cannot be read
         print(f"sbn classify: {e}", file=sys.stderr)
+        if isinstance(e, DeviceUnreachable):
+            print(f"sbn classify: is a device running there? Give its URL with --url or ${DEVICE_URL_ENV} "
+                  f"(sbn up prints the command)", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(answer, indent=2))

@@ -10,9 +10,10 @@ the model of both halves, as in docker-compose.yml, unless a half's own variable
 are wiring and always passed: the edge listens on 127.0.0.1, and the device calls it there.
 
 Before starting anything it checks that the two ports are free and that both halves would serve the
-same model, and says which one is not in one line. Ctrl-C or SIGTERM stops both, device first so no
-request it still holds loses its edge; if either exits on its own, the other is stopped and ``sbn up``
-exits with a failure status.
+same model, and says which one is not in one line. Once the device answers, it logs how to call it: a
+curl command and the matching ``sbn classify`` one (``SBN_DEVICE_URL=<its URL> sbn classify ...``).
+Ctrl-C or SIGTERM stops both, device first so no request it still holds loses its edge; if either
+exits on its own, the other is stopped and ``sbn up`` exits with a failure status.
 
 ``local_stack`` is also how ``sbn bench``, the benchmarks and the tests run the two halves together; the
 process helpers it uses are ``spikebottlenet.shared.processes``.
@@ -23,8 +24,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +40,7 @@ from pydantic import ValidationError
 
 from spikebottlenet.device.settings import DeviceSettings
 from spikebottlenet.edge.settings import EdgeSettings
+from spikebottlenet.sbn.client import DEVICE_URL_ENV
 from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH
 from spikebottlenet.shared.codec import CODEC_CHOICES
 from spikebottlenet.shared.ports import port_in_use
@@ -186,6 +191,25 @@ def local_stack(checkpoint: Path | None = None, split_point: int | None = None, 
         yield children
 
 
+def classify_command(url: str, image: str = "image.png") -> str:
+    """The ``sbn classify`` command line for the device at ``url``, for a shell in the current directory: the URL in
+    DEVICE_URL_ENV (the variable to export for the commands after it) and this installation's ``sbn``."""
+    return f"{DEVICE_URL_ENV}={shlex.quote(url)} {shlex.join([*_this_sbn(), 'classify', image])}"
+
+
+def _this_sbn() -> list[str]:
+    """How a shell in the current directory runs this installation's ``sbn``: by name where the PATH finds this very
+    script, else by its path (``make up`` runs ``.venv/bin/sbn`` of a virtualenv that is rarely active)."""
+    script = Path(sys.executable).parent / "sbn"  # the console script beside this interpreter
+    if not script.is_file():  # not installed with its console script
+        return [sys.executable, "-m", "spikebottlenet"]
+    found = shutil.which("sbn")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return ["sbn"]
+    relative = os.path.relpath(script)
+    return [relative if os.sep in relative and not relative.startswith(os.pardir) else str(script)]
+
+
 def _default(settings_cls: type[ModelSettings], name: str) -> str:
     return f"{settings_cls.model_config['env_prefix']}{name.upper()}, else {settings_cls.model_fields[name].default}"
 
@@ -200,9 +224,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-point", type=int, metavar="K",
                         help=f"split point of the embedded demo model (default: SBN_SPLIT_POINT, else "
                              f"{DEFAULT_SPLIT_POINT}); `sbn models` lists them")
-    parser.add_argument("--models", choices=["all"],
+    parser.add_argument("--models", choices=["all", "one"],
                         help="all: both halves also serve every embedded demo model, so /classify?split_point=K "
-                             "(or auto) picks among them; the default model stays the one above")
+                             "(or auto) picks among them; one: the default model only. The default model stays the "
+                             "one above (default: SBN_EDGE_MODELS / SBN_DEVICE_MODELS, else all, or one with "
+                             "--checkpoint)")
     parser.add_argument("--host", help=f"HTTP address of the device (default: {_default(DeviceSettings, 'host')})")
     parser.add_argument("--port", type=int,
                         help=f"HTTP port of the device (default: {_default(DeviceSettings, 'port')})")
@@ -221,7 +247,9 @@ def run(args: argparse.Namespace) -> int:
                           ["--codec", args.codec] if args.codec else [], args.arch, models=args.models)
         with start_stack(plan) as children:
             url = plan.device_url
-            log.info("up: try  curl -F file=@image.png %s/classify   (docs: %s/docs; Ctrl-C stops both)", url, url)
+            log.info("up: try  curl -F file=@image.png %s/classify", url)
+            log.info("up:  or  %s", classify_command(url))
+            log.info("up: the web page is %s/, the docs %s/docs; Ctrl-C stops both", url, url)
             while all(child.poll() is None for child in children):
                 time.sleep(POLL_S)
             for name, child in zip(("edge", "device"), children, strict=True):

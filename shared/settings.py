@@ -65,9 +65,11 @@ class ModelSettings(BaseSettings):
                                           "paths with commas; the first is the default model. Default: the "
                                           "embedded demo model for arch and split point (a checkpoint carries its "
                                           "own)")
-    models: Literal["all"] | None = Field(
-        None, description="all: also serve every embedded demo model of every backbone (the default model stays "
-                          "checkpoint's first, else the one for arch and split point)")
+    models: Literal["all", "one"] | None = Field(
+        None, description="all: also serve every embedded demo model of every backbone, so that a request may pick "
+                          "another split point or backbone; one: only the default model (with several checkpoints: "
+                          "those). Default: all, or one when checkpoint is set. The default model stays checkpoint's "
+                          "first, else the one for arch and split point")
     arch: str = Field(
         DEFAULT_ARCH, description=f"backbone of the embedded demo model to serve: {', '.join(ARCH_CHOICES)}")
     split_point: int = Field(
@@ -107,6 +109,15 @@ class ModelSettings(BaseSettings):
     @model_validator(mode="after")
     def _split_point_exists(self) -> ModelSettings:
         backbone_config(self.arch).split_point(self.split_point)  # ValueError naming the valid range
+        return self
+
+    @model_validator(mode="after")
+    def _models_unset(self) -> ModelSettings:
+        # The demo models are small (all six cost a process about 9 MiB and a fraction of a second of start-up more
+        # than one), so a new user's ?split_point=K and arch= requests just work. Whoever brings a checkpoint gets
+        # what they brought: a demo model could hold the same backbone and split point, or another dataset's labels.
+        if self.models is None:
+            self.models = "one" if self.checkpoint else "all"
         return self
 
     @property

@@ -33,7 +33,7 @@ def test_plaintext_no_key_and_the_edges_default_slots_by_default(monkeypatch: py
     s = settings()
     assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name, s.api_key, s.max_edge_calls) == (
         None, None, None, None, None, EdgeSettings.model_fields["max_concurrency"].default)
-    assert (s.arch, s.split_point, s.checkpoint, s.models) == ("spiking_resnet50", 8, [], None)
+    assert (s.arch, s.split_point, s.checkpoint, s.models) == ("spiking_resnet50", 8, [], "all")
 
 
 def test_the_arch_comes_from_the_environment_and_bounds_the_split_point(monkeypatch: pytest.MonkeyPatch) -> None:

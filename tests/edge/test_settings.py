@@ -22,7 +22,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in EdgeSettings.model_fields:
         monkeypatch.delenv(f"SBN_EDGE_{name.upper()}", raising=False)
     s = settings()
-    assert (s.host, s.port, s.split_point, s.threads, s.checkpoint, s.models) == ("127.0.0.1", 50051, 8, 1, [], None)
+    assert (s.host, s.port, s.split_point, s.threads, s.checkpoint, s.models) == ("127.0.0.1", 50051, 8, 1, [], "all")
     assert s.arch == "spiking_resnet50"
     assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.inject_delay_s) == (None, None, None, 0.0)  # plaintext, no faults
 
@@ -99,3 +99,20 @@ def test_models_all_serves_every_embedded_model_the_default_first(monkeypatch: p
     shipped = sorted((Path(__file__).parents[2] / "shared" / "models").glob("*.safetensors"))
     assert sorted(paths) == shipped
     assert paths[0].name == "mnist_rb16.safetensors"  # the default arch (ResNet) at the asked split point
+
+
+def test_every_embedded_model_unless_one_is_asked_for_or_a_checkpoint_given(monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Path) -> None:
+    for name in ("CHECKPOINT", "MODELS", "ARCH", "SPLIT_POINT"):
+        monkeypatch.delenv(f"SBN_EDGE_{name}", raising=False)
+    shipped = sorted((Path(__file__).parents[2] / "shared" / "models").glob("*.safetensors"))
+    paths = settings().checkpoint_paths()
+    assert sorted(paths) == shipped and paths[0].name == "mnist_rb8.safetensors"  # the default model first
+    assert [path.name for path in settings("--models", "one").checkpoint_paths()] == ["mnist_rb8.safetensors"]
+    monkeypatch.setenv("SBN_EDGE_MODELS", "one")
+    assert [path.name for path in settings().checkpoint_paths()] == ["mnist_rb8.safetensors"]
+    monkeypatch.delenv("SBN_EDGE_MODELS")
+    own = tmp_path / "own.safetensors"  # whoever brings a model serves it alone, unless they ask for the rest
+    assert settings("--checkpoint", str(own)).checkpoint_paths() == [own]
+    with_all = settings("--checkpoint", str(own), "--models", "all").checkpoint_paths()
+    assert with_all[0] == own and sorted(with_all[1:]) == shipped

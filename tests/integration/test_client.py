@@ -13,7 +13,7 @@ import torch
 
 from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.sbn.client import DeviceClient, DeviceError, DeviceUnreachable
+from spikebottlenet.sbn.client import DEVICE_URL_ENV, DeviceClient, DeviceError, DeviceUnreachable
 from spikebottlenet.shared.processes import free_port
 from tests.stack import EdgeProcess, device_process, upload
 
@@ -109,3 +109,19 @@ def test_sbn_classify_exits_1_on_errors(url: str, images: list[Path], tmp_path: 
     assert "HTTP 401" in capsys.readouterr().err
     assert main(["classify", str(tmp_path / "missing.png"), "--url", url]) == 1
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_sbn_classify_finds_the_device_through_its_variable_and_a_flag_wins(
+        url: str, images: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    fingerprint = httpx.get(f"{url}/readyz", timeout=10).json()["model_fingerprint"]  # this device's model
+    monkeypatch.setenv(DEVICE_URL_ENV, url)
+    assert main(["classify", str(images[0]), "--api-key", API_KEY, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["fingerprint"] == fingerprint
+
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv(DEVICE_URL_ENV, nowhere)
+    assert main(["classify", str(images[0]), "--api-key", API_KEY, "--json", "--url", url]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["fingerprint"] == fingerprint
+    assert main(["classify", str(images[0]), "--api-key", API_KEY]) == 1  # the variable's URL is the one tried
+    error = capsys.readouterr().err
+    assert f"{nowhere}/classify: no answer" in error and DEVICE_URL_ENV in error

@@ -1,8 +1,14 @@
-"""The embedded MobileNetV2 demo model served by ``sbn up --arch mobilenetv2``: real edge and device processes."""
+"""The embedded demo models served by ``sbn up``: real edge and device processes.
+
+``sbn up --arch mobilenetv2`` serves the MobileNetV2 as its default model; a plain ``sbn up`` (``make up``)
+serves every embedded model, so that the README's ``?split_point=K`` and ``arch=`` requests work on it.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,3 +67,39 @@ def test_mobilenet_demo_through_real_processes_matches_the_monolithic_model(mobi
         torch.testing.assert_close(torch.tensor(body["logits"]), torch.tensor(expected.logits), rtol=0, atol=1e-5)
         t, c, h, w = body["spike_shape"]
         assert body["transmitted_bytes"] == -(-t * c * h * w // 8)
+
+
+@pytest.fixture(scope="module")
+def default_up() -> Iterator[str]:
+    """``sbn up`` with no model flags or variables, as a new user runs it (``make up PORT=...``)."""
+    port = free_port()
+    env = {name: value for name, value in os.environ.items()  # none of the variables that choose models
+           if not re.fullmatch(r"SBN_(EDGE_|DEVICE_)?(ARCH|SPLIT_POINT|CHECKPOINT|MODELS)", name)}
+    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", "--port", str(port),
+                                "--edge-port", str(free_port())], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/readyz", process)
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.mark.parametrize("params, arch, split_point", [
+    ({}, "spiking_resnet50", 8),  # the default model
+    ({"split_point": "16"}, "spiking_resnet50", 16),  # the README's requests
+    ({"arch": "spiking_mobilenetv2", "split_point": "8"}, "spiking_mobilenetv2", 8),
+], ids=["default", "split_point=16", "arch=spiking_mobilenetv2&split_point=8"])
+def test_a_default_sbn_up_answers_for_every_embedded_model(default_up: str, params: dict[str, str], arch: str,
+                                                            split_point: int) -> None:
+    reference = MonolithicClassifier(load_checkpoint(default_checkpoint(arch, split_point), "full"))
+    image, _ = digit_png(1792)
+    response = httpx.post(f"{default_up}/classify", params={**params, "logits": "true"}, files=upload(image),
+                          timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = reference.classify(image)
+    assert (body["arch"], body["split_point"]) == (arch, split_point)
+    assert body["model"]["fingerprint"] == reference.checkpoint.fingerprint
+    assert body["label"] == expected.label
+    torch.testing.assert_close(torch.tensor(body["logits"]), torch.tensor(expected.logits), rtol=0, atol=1e-5)

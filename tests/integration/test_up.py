@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.sbn.client import DEVICE_URL_ENV
 from spikebottlenet.shared.processes import free_port, stop, wait_for_edge, wait_for_http
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
@@ -99,6 +101,50 @@ def test_settings_from_the_environment_reach_both_children_and_a_flag_wins() -> 
         assert response.json()["split_point"] == 16
         with pytest.raises(httpx.ConnectError):  # SBN_DEVICE_PORT lost to --port
             httpx.get(f"http://127.0.0.1:{env_port}/healthz", timeout=5)
+    finally:
+        stop(process)
+
+
+def _logged_line(log: Path, pattern: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> str:
+    """The first line of ``log`` that matches ``pattern``, once the process has written it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if match := re.search(pattern, log.read_text(), re.MULTILINE):
+            return match.group(0)
+        assert process.poll() is None, f"sbn up exited with status {process.returncode}:\n{log.read_text()}"
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern!r} within {timeout_s} s:\n{log.read_text()}")
+
+
+def test_up_prints_an_sbn_classify_command_that_reaches_it(calibrated_checkpoint: Callable[..., Path],
+                                                           tmp_path: Path) -> None:
+    """As after `make up PORT=...`: .venv/bin/sbn run from the folder that holds .venv, not on the PATH, and the
+    device on a port other than sbn classify's default; the command it prints, run as it is, classifies."""
+    venv = Path(sys.executable).parent.parent
+    (tmp_path / ".venv").symlink_to(venv, target_is_directory=True)  # this folder stands for the repository's
+    env = {name: value for name, value in os.environ.items() if name != DEVICE_URL_ENV}
+    env["PATH"] = os.pathsep.join(folder for folder in env.get("PATH", "").split(os.pathsep)
+                                  if not (Path(folder) / "sbn").is_file())  # no sbn to be found by name
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    with log.open("wb") as stderr:  # sbn up logs to its standard error
+        process = subprocess.Popen([str(tmp_path / ".venv" / "bin" / "python"), "-m", "spikebottlenet", "up",
+                                    "--checkpoint", str(calibrated_checkpoint(8)), "--port", str(port),
+                                    "--edge-port", str(free_port())], cwd=tmp_path, env=env, stderr=stderr)
+    try:
+        wait_for_http(f"{url}/readyz", process)
+        command = _logged_line(log, rf"{DEVICE_URL_ENV}=\S+ .*classify image\.png$", process)
+        assert command.startswith(f"{DEVICE_URL_ENV}={url} ")
+        image = synthetic_png(seed=4)
+        (tmp_path / "image.png").write_bytes(image)
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        expected = httpx.post(f"{url}/classify", files=upload(image), timeout=30).json()
+        _, row = done.stdout.splitlines()  # the header, the image's row
+        file, label, _, transmitted, _ = re.split(r"\s{2,}", row)
+        assert (file, label.removesuffix(" (uncertain)"), int(transmitted)) == (
+            "image.png", expected["label"], expected["transmitted_bytes"])
     finally:
         stop(process)
 

@@ -3,8 +3,9 @@
 Headless Debian ``chromium`` driven through ``chromedriver`` by selenium: a digit drawn on the
 canvas (and then an uploaded file) is classified, and what the page shows is checked against
 /classify's own answer for the very bytes the page sent. The device runs with an API key, so the
-page's key field is part of every request. Without a chromium or chromedriver binary the browser
-test is skipped (`.ci/run` installs both); the ``spikes=true`` test needs no browser.
+page's key field is part of every request; a second device, without one, shows the page without it.
+Without a chromium or chromedriver binary the browser tests are skipped (`.ci/run` installs both);
+the ``spikes=true`` test needs no browser.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from PIL import Image
 from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.shared.checkpoint import load_checkpoint
-from tests.stack import EdgeProcess, device_process, upload
+from tests.stack import EdgeProcess, device_client, device_process, upload
 
 API_KEY = "web-page-test-key"
 HEADERS = {"X-API-Key": API_KEY}
@@ -44,6 +45,13 @@ def device_url(checkpoint: Path, edges: dict[int, EdgeProcess]) -> Iterator[str]
     """A ``sbn device`` process with an API key (from its environment, as documented) on a free port."""
     with device_process(checkpoint, edges[8].address, env={**os.environ, "SBN_DEVICE_API_KEY": API_KEY}) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def keyless_device_url(checkpoint: Path, edges: dict[int, EdgeProcess]) -> Iterator[str]:
+    """A device without an API key (served in this process, over real HTTP)."""
+    with device_client(checkpoint, edges[8].address) as client:
+        yield str(client.base_url).rstrip("/")
 
 
 @pytest.fixture(scope="module")
@@ -137,25 +145,51 @@ def _wait_for_answer(driver, previous: object = None) -> dict:
     return driver.execute_script("return window.sbnLast.result")
 
 
-def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str, client: httpx.Client,
-                                                       checkpoint: Path, tmp_path: Path) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
+def _open_page(driver, url: str) -> None:
+    """The page at ``url``, once it has heard from the device (its script has run), the API key entered where
+    the page asks for one."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = browser
-    driver.get(f"{device_url}/")
+    driver.get(f"{url}/")
     WebDriverWait(driver, TIMEOUT_S).until(
         lambda d: d.find_element("id", "readiness").text.startswith("Edge ready"))
     key_field = driver.find_element("id", "api-key")
-    assert key_field.is_displayed(), "the device has an API key: the page must ask for it"
-    key_field.send_keys(API_KEY)
+    if key_field.is_displayed():
+        key_field.send_keys(API_KEY)
 
-    # a "7": a bar across the top, then a stroke down to the lower left (offsets from the pad's centre)
-    pad = driver.find_element("id", "pad")
-    chain = ActionChains(driver).move_to_element_with_offset(pad, -80, -90).click_and_hold()
+
+def _draw_a_seven(driver) -> None:
+    """A "7" on the pad: a bar across the top, then a stroke down to the lower left (offsets from its centre)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    chain = ActionChains(driver).move_to_element_with_offset(driver.find_element("id", "pad"), -80, -90)
+    chain.click_and_hold()
     for dx, dy in [(40, 0)] * 4 + [(-20, 35)] * 5:
         chain.move_by_offset(dx, dy)
     chain.release().perform()
+
+
+def _wait_for_error(driver) -> str:
+    """The status line once it reports an error."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, TIMEOUT_S).until(
+        lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    return driver.find_element("id", "status").text
+
+
+def _classify_posts(driver, device_url: str) -> list[str]:
+    """The POSTs to /classify among the requests the browser made since the last look at its log."""
+    return [url for url in _requested_urls(driver) if url.startswith(f"{device_url}/classify")]
+
+
+def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str, client: httpx.Client,
+                                                       checkpoint: Path, tmp_path: Path) -> None:
+    driver = browser
+    _open_page(driver, device_url)
+    assert driver.find_element("id", "api-key").is_displayed(), "the device has an API key: the page must ask for it"
+
+    _draw_a_seven(driver)
     driver.find_element("id", "classify-drawing").click()
     answer = _wait_for_answer(driver)
 
@@ -215,7 +249,8 @@ def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str,
     assert answer["blank"] is True and answer["label"] is None and answer["uncertain"] is True
     assert "nothing to classify" in driver.find_element("id", "label").text
     assert driver.find_element("id", "probability").text == ""
-    assert driver.find_element("id", "uncertain").is_displayed()
+    # flagged, with no score beside it: the score of a blank input is that of no class in particular
+    assert driver.find_element("id", "uncertain").text == "uncertain"
     assert driver.find_elements("css selector", "#top5 .track") == []
 
     urls = _requested_urls(driver)
@@ -236,3 +271,104 @@ def test_the_docs_render_offline_in_the_browser(browser, device_url: str) -> Non
     urls = _requested_urls(driver)
     assert f"{device_url}/docs-assets/swagger-ui-bundle.js" in urls and f"{device_url}/openapi.json" in urls
     _assert_only_local(urls, device_url)
+
+
+def test_the_api_key_field_shows_only_where_the_device_asks_for_one(browser, device_url: str,
+                                                                    keyless_device_url: str) -> None:
+    driver = browser
+    for url, asks in ((keyless_device_url, False), (device_url, True)):
+        _open_page(driver, url)
+        row = driver.find_element("id", "api-key-row")
+        assert row.is_displayed() == asks, f"the key field of {'a keyed' if asks else 'an open'} device"
+        assert driver.execute_script("return getComputedStyle(arguments[0]).display", row) == (
+            "flex" if asks else "none")
+
+
+def test_an_untouched_pad_is_not_sent(browser, device_url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    _open_page(driver, device_url)
+    _requested_urls(driver)  # from here on
+    status = driver.find_element("id", "status")
+    result = driver.find_element("id", "result")
+
+    def classify_the_untouched_pad() -> None:
+        driver.find_element("id", "classify-drawing").click()
+        WebDriverWait(driver, TIMEOUT_S).until(lambda d: "empty" in status.text)
+        assert not result.is_displayed(), "no answer is shown for a pad with nothing drawn"
+
+    classify_the_untouched_pad()  # as the page opens
+    _draw_a_seven(driver)
+    driver.find_element("id", "classify-drawing").click()
+    _wait_for_answer(driver)
+    assert result.is_displayed()
+    driver.find_element("id", "clear").click()
+    classify_the_untouched_pad()  # cleared: the answer about the drawing goes with it
+    assert "error" not in status.get_attribute("class")
+    # one request went to the device, the drawing's (sent after the first empty click and answered)
+    assert _classify_posts(driver, device_url) == [f"{device_url}/classify?spikes=true"]
+
+
+def test_a_failed_upload_clears_the_answer_and_shows_no_preview(browser, device_url: str, client: httpx.Client,
+                                                                tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    _open_page(driver, device_url)
+    preview = driver.find_element("id", "preview")
+    result = driver.find_element("id", "result")
+
+    image = synthetic_png(seed=5, size=(48, 40))
+    (tmp_path / "digit.png").write_bytes(image)
+    driver.find_element("id", "file").send_keys(str(tmp_path / "digit.png"))
+    _wait_for_answer(driver)
+    WebDriverWait(driver, TIMEOUT_S).until(lambda d: preview.is_displayed())
+    assert driver.execute_script("return arguments[0].naturalWidth", preview) == Image.open(io.BytesIO(image)).width
+    assert result.is_displayed()
+
+    not_an_image = b"a shopping list, not an image\n"
+    (tmp_path / "notes.png").write_bytes(not_an_image)
+    driver.find_element("id", "file").send_keys(str(tmp_path / "notes.png"))
+    refusal = client.post("/classify", files=upload(not_an_image, "notes.png"))  # what the device says of it
+    assert refusal.status_code == 400
+    assert _wait_for_error(driver) == f"400: {refusal.json()['detail']}"
+    assert not result.is_displayed(), "the previous image's answer must not stand beside the error"
+    # once the browser has given up on decoding the file, no broken image is left in the preview's place
+    WebDriverWait(driver, TIMEOUT_S).until(lambda d: d.execute_script("return arguments[0].complete", preview))
+    assert driver.execute_script("return arguments[0].naturalWidth", preview) == 0
+    assert not preview.is_displayed()
+
+
+def test_redoc_renders_offline_in_the_browser(browser, device_url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    # every image the page creates, with the source it was given, recorded before the page's own scripts run
+    recorder = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        window.sbnImages = [];
+        new MutationObserver((mutations) => {
+          for (const m of mutations) for (const node of m.addedNodes) {
+            for (const img of node.nodeType === 1 ? [node, ...node.querySelectorAll("img")] : []) {
+              if (img.tagName === "IMG") window.sbnImages.push({src: img.getAttribute("src"),
+                                                              link: img.closest("a") && img.closest("a").href});
+            }
+          }
+        }).observe(document, {childList: true, subtree: true});"""})
+    try:
+        driver.get_log("performance")  # drop what earlier tests requested
+        driver.get_log("browser")
+        driver.get(f"{device_url}/redoc")
+        # ReDoc ran: it fetched the schema and shows the routes, and has drawn its attribution link's logo
+        WebDriverWait(driver, TIMEOUT_S).until(lambda d: "/classify" in d.find_element("tag name", "body").text)
+        attribution = "https://redocly.com/redoc/"
+        logos = WebDriverWait(driver, TIMEOUT_S).until(lambda d: [
+            image for image in d.execute_script("return window.sbnImages") if image["link"] == attribution])
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", recorder)
+    assert all(not logo["src"] or logo["src"].startswith(f"{device_url}/") for logo in logos), logos
+    urls = _requested_urls(driver)
+    assert f"{device_url}/docs-assets/redoc.standalone.js" in urls and f"{device_url}/openapi.json" in urls
+    _assert_only_local(urls, device_url)
+    severe = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, f"the docs logged errors: {severe}"

@@ -9,15 +9,19 @@
   const ctx = pad.getContext("2d");
   const status = $("status");
   const apiKeyRow = $("api-key-row");
-  // The last request, for whoever wants to look at it (the browser test reads it): the image sent and the answer.
+  const preview = $("preview");
+  // The last request answered, for whoever wants to look at it (the browser test reads it): the image sent and
+  // the answer.
   window.sbnLast = null;
 
   // ---------- the drawing pad ----------
   let ink = "white";
+  let drawn = false;  // a stroke since the pad was last cleared: an untouched pad has nothing to classify
   const background = () => (ink === "white" ? "#000" : "#fff");
   function clearPad() {
     ctx.fillStyle = background();
     ctx.fillRect(0, 0, pad.width, pad.height);
+    drawn = false;
   }
   clearPad();
 
@@ -42,6 +46,7 @@
     pad.setPointerCapture(event.pointerId);
     last = point(event);
     stroke(last, last);  // a tap leaves a dot
+    drawn = true;
   });
   pad.addEventListener("pointermove", (event) => {
     if (last === null) return;
@@ -67,17 +72,24 @@
   });
 
   $("classify-drawing").addEventListener("click", () => {
+    if (!drawn) {  // not sent: the device would only answer that a blank image holds nothing
+      clearAnswer();
+      setStatus("The pad is empty: draw a digit on it first.");
+      return;
+    }
     pad.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
   });
 
   // ---------- uploads ----------
+  // The preview shows once the browser has decoded the file, so one it cannot show (not an image) leaves no
+  // broken-image sliver; the device says what is wrong with it.
+  preview.addEventListener("load", () => { preview.hidden = false; });
   $("file").addEventListener("change", (event) => {
     const file = event.target.files[0];
     if (!file) return;
-    const preview = $("preview");
+    preview.hidden = true;
     if (preview.src) URL.revokeObjectURL(preview.src);
     preview.src = URL.createObjectURL(file);
-    preview.hidden = false;
     classify(file, file.name);
   });
 
@@ -87,6 +99,16 @@
   function setStatus(text, isError) {
     status.textContent = text;
     status.classList.toggle("error", Boolean(isError));
+  }
+
+  // An answer shown stays only as long as it answers the last image: an error or an empty pad takes it away.
+  function clearAnswer() {
+    $("result").hidden = true;
+  }
+
+  function showError(text) {
+    clearAnswer();
+    setStatus(text, true);
   }
 
   async function classify(blob, filename) {
@@ -104,14 +126,14 @@
       try { body = await response.json(); } catch (e) { body = { detail: response.statusText }; }
       if (!response.ok) {
         if (response.status === 401) apiKeyRow.hidden = false;
-        setStatus(`${response.status}: ${body.detail || response.statusText}`, true);
+        showError(`${response.status}: ${body.detail || response.statusText}`);
         return;
       }
       window.sbnLast = { upload: blob, result: body };
       render(body);
       setStatus(`answered in ${fmt(body.latency_ms.total, 1)} ms`);
     } catch (e) {
-      setStatus(`request failed: ${e}`, true);
+      showError(`request failed: ${e}`);
     } finally {
       button.disabled = false;
     }
@@ -150,12 +172,15 @@
   function render(r) {
     $("result").hidden = false;
     // a blank input has no label: say so instead of a class at some probability
-    $("label").textContent = r.blank ? "nothing to classify (blank)" : r.label;
+    const label = $("label");
+    label.textContent = r.blank ? "blank: nothing to classify" : r.label;
+    label.classList.toggle("blank", Boolean(r.blank));
     $("probability").textContent = r.blank ? "" : `${fmt(100 * r.probability, 1)} %`;
     const uncertain = $("uncertain");
     if (typeof r.uncertain === "boolean") {
       uncertain.hidden = !r.uncertain;
-      uncertain.textContent = typeof r.uncertainty_score === "number"
+      // a blank input's score is that of no class in particular: not shown
+      uncertain.textContent = typeof r.uncertainty_score === "number" && !r.blank
         ? `uncertain (score ${fmt(r.uncertainty_score, 2)})` : "uncertain";
     } else {
       uncertain.hidden = true;

@@ -117,6 +117,10 @@ def settings_table(settings_class: type[BaseSettings]) -> str:
         if bounds := bounds_text(field):
             kind = f"{kind}, {bounds}"
         rows.append(f"| `{prefix}{name.upper()}` | {kind} | {default_text(field)} | {cell(field.description)} |")
+    renamed = [f"`{old}` (now `{prefix}{name.upper()}`)"
+               for old, name in getattr(settings_class, "renamed_variables", {}).items()]
+    if renamed:
+        rows.append(f"\nRenamed, and still read with a warning until the next release: {', '.join(renamed)}.")
     return "\n".join(rows)
 
 

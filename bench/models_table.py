@@ -31,21 +31,21 @@ ENERGY_IMAGES = 2000  # the first test images; the mean energy over them moves b
 
 def describe(checkpoint: CheckpointInfo, data: Dataset, uploads: dict[str, Any] | None) -> dict[str, Any]:
     loaded = load_checkpoint(checkpoint.path)
-    geometry, info, bottleneck = loaded.config.geometry(), checkpoint.info, loaded.config.bottleneck
+    geometry, record, bottleneck = loaded.config.geometry(), checkpoint.info, loaded.config.bottleneck
     energy = measure_energy(loaded.model.head, data.take(None, ENERGY_IMAGES), start("fp32", "cpu"))
     name = f"{loaded.config.backbone.arch}/{geometry.point.name}"
     return {
         "model": name,
-        "dataset": info["dataset"],
+        "dataset": record.dataset,
         "channels": bottleneck.channels,
         "stride": bottleneck.stride,
         "time_steps": loaded.config.time_steps,
         "transmitted_bytes": geometry.transmitted_bytes,
         "compression": geometry.compression,
-        "validation_accuracy": info.get("validation_accuracy"),
-        "test_accuracy": info["test_accuracy"],
-        "backbone_test_accuracy": info["pretrained_accuracy"],
-        "accuracy_drop": info["accuracy_drop"],
+        "validation_accuracy": record.validation_accuracy,
+        "test_accuracy": record.test_accuracy,
+        "backbone_test_accuracy": record.pretrained_accuracy,
+        "accuracy_drop": record.accuracy_drop,
         "device_mflops": round(energy.flops / 1e6, 2),
         "firing_rate": round(energy.firing_rate, 3),
         "device_45nm_uj": round(energy.device_45nm_mj * 1e3, 3),
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets: dict[tuple[str, str], Dataset] = {}
     rows = []
     for checkpoint in embedded_models():
-        key = (checkpoint.info["dataset"], checkpoint.config.input_style)
+        key = (checkpoint.info.dataset, checkpoint.config.input_style)
         if key not in datasets:
             datasets[key] = load_dataset(key[0], input_style=key[1])
         rows.append(describe(checkpoint, datasets[key], uploads))

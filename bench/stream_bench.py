@@ -99,7 +99,7 @@ def full_width_checkpoint(folder: Path) -> Path:
     backbone = SpikingResNetConfig(num_classes=100)
     config = ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(8))
     path = folder / "full_width_rb8.safetensors"
-    save_checkpoint(SpikeBottleNet(config).eval(), config, path, info={"trained": False})
+    save_checkpoint(SpikeBottleNet(config).eval(), config, path)  # untrained
     return path
 
 

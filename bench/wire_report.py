@@ -29,9 +29,9 @@ from spikebottlenet.training.channel_eval import evaluate  # noqa: E402
 BERS = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
-def label(path: Path, key: str) -> str:
-    info = read_checkpoint_info(path).info
-    return f"{info['wire_training'].get(key, 0):g}" if "wire_training" in info else "0 (shipped)"
+def label(term: float | None) -> str:
+    """A wire term the checkpoint was refined with; None: it was not refined (a shipped one)."""
+    return "0 (shipped)" if term is None else f"{term:g}"
 
 
 def schemes(chunks: int, fec: int) -> dict[str, tuple[str, int, int]]:
@@ -43,21 +43,24 @@ def schemes(chunks: int, fec: int) -> dict[str, tuple[str, int, int]]:
 def rate_points(paths: list[Path]) -> list[dict]:
     points = []
     for path in paths:
-        info = read_checkpoint_info(path).info
-        points.append({"checkpoint": path.name, "rate_weight": label(path, "rate_weight"),
-                       "test_accuracy": info["test_accuracy"], "entropy_bytes": info["entropy_codec"]["entropy_mean_bytes"],
-                       "raw_bytes": info["entropy_codec"]["raw_bytes"]})
+        record = read_checkpoint_info(path).info
+        wire = record.wire_training
+        points.append({"checkpoint": path.name, "rate_weight": label(wire.rate_weight if wire else None),
+                       "test_accuracy": record.test_accuracy, "entropy_bytes": record.entropy_codec.entropy_mean_bytes,
+                       "raw_bytes": record.entropy_codec.raw_bytes})
     return points
 
 
 def ber_curves(paths: list[Path], chunks: int, fec: int) -> list[dict]:
     curves = []
     for path in paths:
+        wire = read_checkpoint_info(path).info.wire_training
+        flip, erase = label(wire.flip_probability if wire else None), label(wire.erase_probability if wire else None)
         for name, (codec, n, parity) in schemes(chunks, fec).items():
             for ber in BERS:
                 result = evaluate(path, f"bsc:{ber}", codec, chunks=n, fec_parity=parity)
-                curves.append({"checkpoint": path.name, "flip_probability": label(path, "flip_probability"),
-                               "erase_probability": label(path, "erase_probability"), "scheme": name, "ber": ber,
+                curves.append({"checkpoint": path.name, "flip_probability": flip,
+                               "erase_probability": erase, "scheme": name, "ber": ber,
                                "accuracy": result["accuracy"], "wire_bytes": result["mean_payload_bytes"],
                                "erased_chunks": result["erased_chunks"], "chunks_sent": result["chunks_sent"]})
     return curves

@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from spikebottlenet.shared.checkpoint import CheckpointInfo
-from spikebottlenet.shared.uncertainty import Calibration, is_uncertain, max_softmax
+from spikebottlenet.shared.uncertainty import is_uncertain, max_softmax
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
@@ -198,7 +198,7 @@ def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: Che
         blank=head.blank,
         # an unverified info's threshold is not trusted: every answer is then uncertain
         uncertain=not checkpoint.info_verified or is_uncertain(score, head.blank, head.ink,
-                                                               Calibration.from_info(checkpoint.info)),
+                                                               checkpoint.info.uncertainty),
         uncertainty_score=score,
         top5=top5,
         arch=config.backbone.arch,

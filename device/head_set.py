@@ -95,7 +95,7 @@ class ServedHead:
         """The planner's view of this head; ``unknown_edge_ms`` stands in for an edge time not known yet."""
         checkpoint = self.runner.checkpoint
         # points lost against the backbone (training/recipes.py); unverified info is not trusted
-        drop = checkpoint.info.get("accuracy_drop") if checkpoint.info_verified else None
+        drop = checkpoint.info.accuracy_drop if checkpoint.info_verified else None
         return SplitProfile(self.key[0], self.key[1], self.runner.split_point.name, self.costs.device_ms,
                             self.costs.device_mj, round(self.costs.message_bytes),
                             unknown_edge_ms if self.costs.edge_ms is None else self.costs.edge_ms,

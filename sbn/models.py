@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     rows = []
     for ckpt in embedded_models():
-        geometry, info = ckpt.config.geometry(), ckpt.info
+        geometry, record = ckpt.config.geometry(), ckpt.info
         rows.append({
             "arch": ckpt.config.backbone.arch,
             "split_point": geometry.point.index,
@@ -34,14 +34,14 @@ def run(args: argparse.Namespace) -> int:
             "spike_shape": list(geometry.spike_shape),
             "transmitted_bytes": geometry.transmitted_bytes,
             # mean entropy-codec payload on the test split (training/entropy_fit.py); None: no fitted model
-            "entropy_bytes": info.get("entropy_codec", {}).get("entropy_mean_bytes") if ckpt.config.entropy_model
-            else None,
+            "entropy_bytes": record.entropy_codec.entropy_mean_bytes
+            if ckpt.config.entropy_model and record.entropy_codec else None,
             "compression_ratio": geometry.compression,
-            "dataset": info.get("dataset"),
+            "dataset": record.dataset,
             "input_style": ckpt.config.input_style,
-            "validation_accuracy": info.get("validation_accuracy"),  # None: trained before validation splits
-            "test_accuracy": info.get("test_accuracy"),
-            "accuracy_drop": info.get("accuracy_drop"),
+            "validation_accuracy": record.validation_accuracy,  # None: trained before validation splits
+            "test_accuracy": record.test_accuracy,
+            "accuracy_drop": record.accuracy_drop,
             "info_verified": ckpt.info_verified,  # false: edited after saving, or saved before info_digest
             "fingerprint": ckpt.fingerprint,
             "file": ckpt.path.name,

@@ -39,7 +39,7 @@ def measure_profiles(checkpoints: list[Path]) -> list[SplitProfile]:
         tail = TailRunner.load(path, max_batch=1)
         tail.warm_up()
         checkpoint = head.checkpoint
-        drop = checkpoint.info.get("accuracy_drop") if checkpoint.info_verified else None
+        drop = checkpoint.info.accuracy_drop if checkpoint.info_verified else None
         profiles.append(SplitProfile(checkpoint.config.backbone.arch, head.split_point.index, head.split_point.name,
                                      costs.device_ms, costs.device_mj, round(costs.message_bytes), tail.inference_ms,
                                      None if drop is None else float(drop)))

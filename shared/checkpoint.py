@@ -7,7 +7,7 @@ Layout of the safetensors metadata (all values are strings, as the format requir
     digests      JSON {part: sha256 of that part's tensors}; parts are "head" and "tail" for a split
                  model, "backbone" for a plain one
     fingerprint  sha256 of the canonical config JSON and the part digests
-    info         JSON of free-form facts (accuracy, training command, "trained": false ...)
+    info         JSON of the TrainingRecord: what training did and measured (accuracy, command, "trained": false ...)
     info_digest  sha256 of the fingerprint and the canonical info JSON
 
 Per-part digests let the edge verify only the tail tensors it loads (and the device only the head)
@@ -31,7 +31,9 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .split_model import ModelConfig, build_model
+from .uncertainty import Calibration
 
 FORMAT = "spikebottlenet/1"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models"
@@ -56,18 +59,149 @@ class CheckpointError(ValueError):
 
 
 @dataclass(frozen=True)
+class EntropyCodecFigures:
+    """What the fitted entropy codec buys on the test split (training/entropy_fit.py)."""
+    fitted_on: str  # "<dataset> training split, <N> images"
+    test_images: int
+    raw_bytes: int  # one image's raw payload
+    entropy_mean_bytes: float  # the mean entropy-coded payload per test image
+    first_order_bound_bytes: float  # what a first-order coder approaches: H(s_t | s_t-1, channel) of the test spikes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> EntropyCodecFigures:
+        return cls(**stored)
+
+
+@dataclass(frozen=True)
+class WireTraining:
+    """The wire's terms in training (training/wire_training.py): recorded in a refined checkpoint's info."""
+    rate_weight: float = 0.0  # lambda: weight of the transmitted spikes' firing rate in the loss
+    flip_probability: float = 0.0  # training-time bit error rate on the transmitted spikes
+    erase_probability: float = 0.0  # training-time chance that an image's channel arrives silent (an erased chunk)
+
+    def __post_init__(self) -> None:
+        if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.erase_probability <= 1:
+            raise ValueError(f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, "
+                             f"got {self}")
+
+    @property
+    def active(self) -> bool:
+        return self.rate_weight > 0 or self.flip_probability > 0 or self.erase_probability > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> WireTraining:
+        return cls(**stored)
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """A checkpoint's info: what training did and what it measured (training/recipes.py writes it).
+
+    None is "not recorded": an untrained placeholder, a backbone (no bottleneck figures), a file from before
+    the field existed. Accuracies are percentages, drops points against the backbone fine-tuned from.
+    """
+    trained: bool = False
+    stage: str | None = None  # "pretrain", "finetune" or "refine"
+    dataset: str | None = None  # training/datasets.py's name for it
+    command: str | None = None  # the `sbn train ...` that wrote it
+    epochs: int | None = None
+    seed: int | None = None
+    train_accuracy: float | None = None  # the last epoch's (pretrain)
+    validation_accuracy: float | None = None  # the last epoch's
+    test_accuracy: float | None = None
+    # a split model's, against the backbone it was fine-tuned from
+    pretrained_fingerprint: str | None = None
+    pretrained_time_steps: int | None = None
+    pretrained_accuracy: float | None = None  # the backbone's test accuracy
+    accuracy_drop: float | None = None  # pretrained_accuracy - test_accuracy
+    validation_drop: float | None = None  # the same on the validation split (None: a backbone without its figure)
+    transmitted_bytes: int | None = None
+    compression: float | None = None
+    uncertainty: Calibration | None = None  # the "uncertain" threshold (shared/uncertainty.py)
+    entropy_codec: EntropyCodecFigures | None = None  # sbn train fit-codec's test figures
+    # a refined one's (sbn train refine)
+    refined_from: str | None = None  # the fingerprint of the checkpoint it was refined from
+    wire_training: WireTraining | None = None
+    refine_epochs: int | None = None
+    # keys this version does not know, kept as read: rewriting the info (update_info) must not drop them
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored as the info: the fields recorded (not None), and the unknown keys as read."""
+        info = {f.name: _to_json(getattr(self, f.name)) for f in fields(self)
+                if f.name != "extra" and getattr(self, f.name) is not None}
+        return {**info, **self.extra}
+
+    @classmethod
+    def from_dict(cls, info: Any) -> TrainingRecord:
+        """The record of a stored info object; raises CheckpointError for one that does not fit it."""
+        if not isinstance(info, dict):
+            raise CheckpointError(f"malformed info: a JSON {type(info).__name__}, not an object")
+        hints = typing.get_type_hints(cls)
+        known, extra = {}, {}
+        for key, value in info.items():
+            if key not in hints or key == "extra":
+                extra[key] = value
+                continue
+            part = next((kind for kind in _kinds(hints[key]) if is_dataclass(kind)), None)
+            try:
+                known[key] = part.from_dict(value) if part is not None and isinstance(value, dict) else value
+            except (TypeError, ValueError) as e:  # a key missing, one too many, a value out of range
+                raise CheckpointError(f"malformed info: {key}: {e}") from None
+        return _checked(cls(**known, extra=extra), "info")
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:
+    """The types an annotation admits: (float, NoneType) for ``float | None``, (dict,) for ``dict[str, Any]``."""
+    if isinstance(hint, types.UnionType):
+        return typing.get_args(hint)
+    return (typing.get_origin(hint) or hint,)
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    if kind is float:  # JSON has one number type: an int is a float too (and kept an int, to be written back as read)
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:  # to Python a bool is an int; in the info it is not
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _checked(record: Any, where: str) -> Any:
+    """``record`` (a dataclass read from JSON) if every field holds a type its annotation admits, parts included."""
+    hints = typing.get_type_hints(type(record))
+    for f in fields(record):
+        value, kinds = getattr(record, f.name), _kinds(hints[f.name])
+        if not any(_is_a(value, kind) for kind in kinds):
+            names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+            raise CheckpointError(f"malformed {where}: {f.name} is {value!r}, not {names}")
+        if is_dataclass(value):
+            _checked(value, f"{where}: {f.name}")
+    return record
+
+
+def _to_json(value: Any) -> Any:
+    return value.to_dict() if is_dataclass(value) else value
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
     path: Path
     config: ModelConfig
     fingerprint: str
     digests: dict[str, str]
-    info: dict[str, Any] = field(default_factory=dict)
+    info: TrainingRecord = field(default_factory=TrainingRecord)
     info_verified: bool = False  # the info_digest matches: the info is as written for these weights
 
     @property
     def trained(self) -> bool:
         """Only verified info counts: an edited "trained": true must not pass an untrained model off as trained."""
-        return self.info_verified and bool(self.info.get("trained", False))
+        return self.info_verified and self.info.trained
 
 
 def _part_names(config: ModelConfig) -> tuple[str, ...]:
@@ -102,8 +236,10 @@ def _info_digest(fingerprint: str, info: dict[str, Any]) -> str:
 
 
 def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
-                    info: dict[str, Any] | None = None) -> str:
-    """Write ``model``'s weights and ``config``; returns the fingerprint."""
+                    info: TrainingRecord | None = None) -> str:
+    """Write ``model``'s weights, ``config`` and ``info`` (None: an untrained placeholder's); returns the
+    fingerprint."""
+    info = TrainingRecord() if info is None else info
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     parts: dict[str, dict[str, torch.Tensor]] = {p: {} for p in _part_names(config)}
     for name, tensor in state.items():
@@ -113,14 +249,13 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
         parts[part][name] = tensor
     digests = {p: _digest(ts) for p, ts in parts.items()}
     fingerprint = _fingerprint(config.to_dict(), digests)
-    info = info or {}
     metadata = {
         "format": FORMAT,
         "config": _canonical_json(config.to_dict()),
         "digests": _canonical_json(digests),
         "fingerprint": fingerprint,
-        "info": _canonical_json(info),
-        "info_digest": _info_digest(fingerprint, info),
+        "info": _canonical_json(info.to_dict()),
+        "info_digest": _info_digest(fingerprint, info.to_dict()),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
@@ -130,7 +265,7 @@ def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLi
     return fingerprint
 
 
-def update_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
+def update_info(path: str | os.PathLike, info: TrainingRecord) -> None:
     """Replace a checkpoint's info in place, with its digest; tensors, config and digests, hence the
     fingerprint, stay byte for byte as stored (the config is not re-serialized by this version's
     ModelConfig). The new info is verified from then on, whatever the old one was: writing it vouches for it."""
@@ -138,8 +273,8 @@ def update_info(path: str | os.PathLike, info: dict[str, Any]) -> None:
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
         tensors = {name: f.get_tensor(name) for name in f.keys()}
-    save_file(tensors, str(path), metadata={**metadata, "info": _canonical_json(info),
-                                            "info_digest": _info_digest(checked.fingerprint, info)})
+    save_file(tensors, str(path), metadata={**metadata, "info": _canonical_json(info.to_dict()),
+                                            "info_digest": _info_digest(checked.fingerprint, info.to_dict())})
     Path(path).chmod(0o644)
     if read_checkpoint_info(path).fingerprint != checked.fingerprint:
         raise CheckpointError(f"{path}: rewriting the info changed the fingerprint")
@@ -164,7 +299,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         stored_config = json.loads(metadata["config"])
         config = ModelConfig.from_dict(stored_config)
         digests = json.loads(metadata["digests"])
-        info = json.loads(metadata.get("info", "{}"))
+        stored_info = json.loads(metadata.get("info", "{}"))
         fingerprint = metadata["fingerprint"]
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: malformed checkpoint metadata ({type(e).__name__}: {e})") from None
@@ -172,7 +307,12 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         raise CheckpointError(f"{path}: digests for {sorted(digests)}, expected {list(_part_names(config))}")
     if _fingerprint(stored_config, digests) != fingerprint:
         raise CheckpointError(f"{path}: the fingerprint does not match the config and digests in the metadata")
-    info_verified = metadata.get("info_digest") == _info_digest(fingerprint, info)
+    try:
+        info = TrainingRecord.from_dict(stored_info)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    # of the info as stored, like the fingerprint: verifying never depends on how this version reads it
+    info_verified = metadata.get("info_digest") == _info_digest(fingerprint, stored_info)
     return CheckpointInfo(path, config, fingerprint, digests, info, info_verified)
 
 

@@ -21,7 +21,7 @@ A checkpoint without a calibration (an untrained placeholder) flags only blank i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,17 +37,23 @@ class Calibration:
     calibration_images: int  # the validation split's (the test split's, for a dataset without one)
     score: str = SCORE
     max_ink: float | None = None  # digits models: the most ink a training image had (mean brightness, 0..1)
+    # read from a digits-era info, which names flagged_fraction and calibration_images after the test split it was
+    # computed on: written back under those names, so that rewriting the info changes nothing else
+    digits_era_names: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        if not self.digits_era_names:
+            return {"threshold": self.threshold, "flagged_fraction": self.flagged_fraction,
+                    "calibration_images": self.calibration_images, "score": self.score, "max_ink": self.max_ink}
+        stored = {"threshold": self.threshold, "flagged_test_fraction": self.flagged_fraction,
+                  "test_images": self.calibration_images, "score": self.score}
+        return stored if self.max_ink is None else {**stored, "max_ink": self.max_ink}
 
     @classmethod
-    def from_info(cls, info: dict[str, Any]) -> Calibration | None:
-        stored = info.get("uncertainty")
-        if stored is None:
-            return None
-        legacy = {"flagged_test_fraction": "flagged_fraction", "test_images": "calibration_images"}  # digits-era
-        return cls(**{legacy.get(k, k): v for k, v in stored.items()})
+    def from_dict(cls, stored: dict[str, Any]) -> Calibration:
+        digits_era = {"flagged_test_fraction": "flagged_fraction", "test_images": "calibration_images"}
+        return cls(**{digits_era.get(k, k): v for k, v in stored.items()},
+                   digits_era_names=not digits_era.keys().isdisjoint(stored))
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:

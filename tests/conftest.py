@@ -79,7 +79,7 @@ def make_calibrated_checkpoint(tmp_path: Path, split_point: int, width_multiplie
     model = calibrated_model(split_point, width_multiplier, num_classes, seed, arch)
     name = f"calibrated_{arch}_{model.config.split_point.key}_w{width_multiplier}_c{num_classes}_s{seed}"
     path = Path(tmp_path) / f"{name}.safetensors"
-    save_checkpoint(model, model.config, path, info={"trained": False})
+    save_checkpoint(model, model.config, path)  # an untrained placeholder's info
     return path
 
 

@@ -36,9 +36,9 @@ def evaluate(path, channel_spec: str, codec: str, seed: int = 0, chunks: int = 1
     """The figures ``sbn eval`` prints, for the split checkpoint ``path`` on its dataset's test split (its
     first ``test_images``, where given)."""
     loaded = load_checkpoint(path)
-    config, info = loaded.config, loaded.checkpoint.info
+    config = loaded.config
     # only the test images are needed: normalized as the checkpoint says (its training split's statistics)
-    data = load_dataset(info.get("dataset", "digits"), None, config.input_style,
+    data = load_dataset(loaded.checkpoint.info.dataset or "digits", None, config.input_style,
                         subset=None if test_images is None else (1, test_images))
     mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
     channel = parse_channel(channel_spec)

@@ -24,7 +24,7 @@ import torch
 
 from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH, BackboneConfig, resolve_arch
 from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, WireTraining, read_checkpoint_info
 from spikebottlenet.shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
@@ -33,7 +33,6 @@ from .demo import (DEFAULT_DEMO_DATASET, DEMO_DIR, DEMOS, backbone_path, demo_ta
                    run_demo)
 from .entropy_fit import fit_codec
 from .recipes import calibrate_checkpoint, finetune, pretrain, refine, state_path
-from .wire_training import WireTraining
 from .sweep import MAX_DROP, REDUCTIONS, STRIDES, TIME_STEPS, run_sweep
 from .trainer import OPTIMIZERS, TrainConfig
 
@@ -172,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _checkpoint_dataset(path: Path, args: argparse.Namespace) -> Dataset:
     """The dataset a checkpoint was trained on (its info says which), prepared in its input style."""
     checkpoint = read_checkpoint_info(path)
-    return load_dataset(checkpoint.info.get("dataset", "cifar100"), args.data_dir, checkpoint.config.input_style,
+    return load_dataset(checkpoint.info.dataset or "cifar100", args.data_dir, checkpoint.config.input_style,
                         subset=tuple(args.subset) if args.subset else None)
 
 
@@ -236,24 +235,25 @@ def _run(args: argparse.Namespace) -> int:
         for path in args.checkpoints:
             out = path if args.out is None else args.out / path.name
             f = fit_codec(path, _checkpoint_dataset(path, args), runtime, out)
-            print(f"{out}: entropy payload {f['entropy_mean_bytes']} B per test image (raw {f['raw_bytes']} B; "
-                  f"first-order bound {f['first_order_bound_bytes']} B)")
+            print(f"{out}: entropy payload {f.entropy_mean_bytes} B per test image (raw {f.raw_bytes} B; "
+                  f"first-order bound {f.first_order_bound_bytes} B)")
         return 0
     runtime = rt.start(args.precision, args.device)
     if args.action == "refine":
         try:
-            info = refine(args.checkpoint, _checkpoint_dataset(args.checkpoint, args), _train_config(args),
-                          WireTraining(args.rate_weight, args.flip_probability, args.erase_probability), runtime,
-                          args.out)
+            record = refine(args.checkpoint, _checkpoint_dataset(args.checkpoint, args), _train_config(args),
+                            WireTraining(args.rate_weight, args.flip_probability, args.erase_probability), runtime,
+                            args.out)
             if runtime.is_main:
-                codec = info["entropy_codec"]
-                print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}% (drop {info['accuracy_drop']:+.2f}), "
-                      f"entropy payload {codec['entropy_mean_bytes']} B per test image (raw {codec['raw_bytes']} B)")
+                codec = record.entropy_codec
+                print(f"wrote {args.out}: test accuracy {record.test_accuracy:.2f}% "
+                      f"(drop {record.accuracy_drop:+.2f}), "
+                      f"entropy payload {codec.entropy_mean_bytes} B per test image (raw {codec.raw_bytes} B)")
         finally:
             rt.stop(runtime)
         return 0
     try:
-        dataset = args.dataset or read_checkpoint_info(args.pretrained).info.get("dataset", "cifar100")
+        dataset = args.dataset or read_checkpoint_info(args.pretrained).info.dataset or "cifar100"
         data = load_dataset(dataset, args.data_dir, subset=tuple(args.subset) if args.subset else None)
         train = _train_config(args)
         if args.action == "sweep":
@@ -266,16 +266,16 @@ def _run(args: argparse.Namespace) -> int:
             if runtime.is_main:
                 print((args.out / "table.md").read_text() if selected else "no configuration within the budget")
         elif args.action == "pretrain":
-            info = pretrain(data, resolve_arch(args.arch), args.width, args.time_steps, train, runtime, args.out,
-                            state=state_path(args.out), restart=args.restart)
+            record = pretrain(data, resolve_arch(args.arch), args.width, args.time_steps, train, runtime, args.out,
+                              state=state_path(args.out), restart=args.restart)
             if runtime.is_main:
-                print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%")
+                print(f"wrote {args.out}: test accuracy {record.test_accuracy:.2f}%")
         else:
-            _, info = finetune(data, args.pretrained, _preset(args), train, runtime, args.out,
-                               state=state_path(args.out), restart=args.restart)
+            _, record = finetune(data, args.pretrained, _preset(args), train, runtime, args.out,
+                                 state=state_path(args.out), restart=args.restart)
             if runtime.is_main:
-                print(f"wrote {args.out}: test accuracy {info['test_accuracy']:.2f}%, "
-                      f"drop {info['accuracy_drop']:+.2f} points against the backbone")
+                print(f"wrote {args.out}: test accuracy {record.test_accuracy:.2f}%, "
+                      f"drop {record.accuracy_drop:+.2f} points against the backbone")
     finally:
         rt.stop(runtime)
     return 0

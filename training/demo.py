@@ -109,10 +109,10 @@ def demo_table(paths: list[Path]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         ckpt = read_checkpoint_info(path)
-        b, info, geometry = ckpt.config.bottleneck, ckpt.info, ckpt.config.geometry()
+        b, record, geometry = ckpt.config.bottleneck, ckpt.info, ckpt.config.geometry()
         lines.append(f"| {ckpt.config.backbone.arch} | {geometry.point.name} | {b.channels} | {b.stride} | "
                      f"{ckpt.config.time_steps} | {geometry.transmitted_bytes} | {geometry.compression:g}x | "
-                     f"{info['test_accuracy']:.2f} | {info['accuracy_drop']:+.2f} | "
+                     f"{record.test_accuracy:.2f} | {record.accuracy_drop:+.2f} | "
                      f"{path.stat().st_size / 1e6:.2f} MB |")
     return "\n".join(lines) + "\n"
 

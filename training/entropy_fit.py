@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from spikebottlenet.shared.checkpoint import load_checkpoint, save_checkpoint
+from spikebottlenet.shared.checkpoint import EntropyCodecFigures, load_checkpoint, save_checkpoint
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.entropy_codec import SpikeContextModel, conditional_entropy_bits, own_step_counts, transition_counts
 
@@ -37,7 +36,7 @@ def transmitted_spikes(head: nn.Module, images: torch.Tensor, data: Dataset, run
                                for batch in images.split(BATCH)], axis=1)
 
 
-def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> dict[str, Any]:
+def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> EntropyCodecFigures:
     """Fit the entropy model of the split checkpoint ``path`` on ``data``'s training split and write the checkpoint
     with it to ``out`` (may be ``path``); returns the test-split figures also recorded in its info."""
     loaded = load_checkpoint(path)
@@ -52,13 +51,13 @@ def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> dict[st
     test = transmitted_spikes(head, data.test.images, data, runtime)  # [T, N, C', H', W']
     images = test.shape[1]
     payloads = [len(encode(test[:, i:i + 1], Codec.ENTROPY, model=model)[1]) for i in range(images)]
-    figures = {
-        "fitted_on": f"{data.name} training split, {len(data.train)} images",
-        "test_images": images,
-        "raw_bytes": len(encode(test[:, :1], Codec.RAW)[1]),
-        "entropy_mean_bytes": round(float(np.mean(payloads)), 2),
-        "first_order_bound_bytes": round(conditional_entropy_bits(own_step_counts(test)) / images / 8, 2),
-    }
+    figures = EntropyCodecFigures(
+        fitted_on=f"{data.name} training split, {len(data.train)} images",
+        test_images=images,
+        raw_bytes=len(encode(test[:, :1], Codec.RAW)[1]),
+        entropy_mean_bytes=round(float(np.mean(payloads)), 2),
+        first_order_bound_bytes=round(conditional_entropy_bits(own_step_counts(test)) / images / 8, 2),
+    )
     config = dataclasses.replace(loaded.config, entropy_model=model.to_config())
-    save_checkpoint(loaded.model, config, out, {**loaded.checkpoint.info, "entropy_codec": figures})
+    save_checkpoint(loaded.model, config, out, dataclasses.replace(loaded.checkpoint.info, entropy_codec=figures))
     return figures

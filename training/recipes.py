@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from spikebottlenet.shared.bottleneck import SplitPreset
-from spikebottlenet.shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint, update_info
+from spikebottlenet.shared.checkpoint import (LoadedModel, TrainingRecord, WireTraining, load_checkpoint,
+                                              save_checkpoint, update_info)
 from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax
@@ -29,11 +29,10 @@ from .datasets import Dataset
 from .entropy_fit import fit_codec
 from .runtime import Runtime
 from .trainer import TrainConfig, evaluate, fit
-from .wire_training import WireTraining
 
 
 def command_line() -> str:
-    """How this process was started, for the checkpoint's info: "sbn train ..." however sbn was run."""
+    """How this process was started, for the checkpoint's record: "sbn train ..." however sbn was run."""
     program = Path(sys.argv[0])
     is_sbn = program.name == "sbn" or program.parent.name == "sbn"  # console script, or `-m sbn` (torchrun too)
     return shlex.join(["sbn", *sys.argv[1:]] if is_sbn else sys.argv)
@@ -74,27 +73,21 @@ def damp_residual_branches(model: SpikingBackbone, scale: float = RESIDUAL_INIT)
 
 
 def pretrain(data: Dataset, arch: str, width: float, time_steps: int, train: TrainConfig, runtime: Runtime,
-             out: Path, state: Path | None = None, restart: bool = False) -> dict[str, Any]:
-    """Train backbone ``arch`` from scratch; writes ``out`` and returns its info."""
+             out: Path, state: Path | None = None, restart: bool = False) -> TrainingRecord:
+    """Train backbone ``arch`` from scratch; writes ``out`` and returns its record."""
     config = pretrain_config(data, arch, width, time_steps)
     torch.manual_seed(train.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = SpikingBackbone(config.backbone, config.time_steps)
     damp_residual_branches(model)
     history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
                   run={"model": config.to_dict()}, description="pretrain")
-    info = {
-        "trained": True,
-        "stage": "pretrain",
-        "dataset": data.name,
-        **accuracies(model, data, history, runtime),
-        "train_accuracy": history[-1]["train_accuracy"],
-        "epochs": train.epochs,
-        "seed": train.seed,
-        "command": command_line(),
-    }
+    validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
+    record = TrainingRecord(trained=True, stage="pretrain", dataset=data.name, command=command_line(),
+                            epochs=train.epochs, seed=train.seed, train_accuracy=history[-1]["train_accuracy"],
+                            validation_accuracy=validation_accuracy, test_accuracy=test_accuracy)
     if runtime.is_main:
-        info["fingerprint"] = save_checkpoint(model, config, out, info)
-    return info
+        save_checkpoint(model, config, out, record)
+    return record
 
 
 def split_model(base: LoadedModel, preset: SplitPreset) -> SpikeBottleNet:
@@ -105,16 +98,17 @@ def split_model(base: LoadedModel, preset: SplitPreset) -> SpikeBottleNet:
 
 
 def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainConfig, runtime: Runtime,
-             out: Path, state: Path | None = None, restart: bool = False) -> tuple[SpikeBottleNet, dict[str, Any]]:
+             out: Path, state: Path | None = None, restart: bool = False) -> tuple[SpikeBottleNet, TrainingRecord]:
     """Insert ``preset``'s bottleneck into the pre-trained backbone and train the whole split model.
 
-    Writes ``out`` and returns the trained model and its info. The accuracy drop is against the
+    Writes ``out`` and returns the trained model and its record. The accuracy drop is against the
     backbone's own recorded test accuracy (same dataset, test split).
     """
     base = load_checkpoint(pretrained)
     if base.config.bottleneck is not None:
         raise ValueError(f"{pretrained} is already a split model; fine-tuning starts from a backbone checkpoint")
-    base_dataset = base.checkpoint.info.get("dataset")
+    base_record = base.checkpoint.info
+    base_dataset = base_record.dataset
     if base_dataset != data.name:
         raise ValueError(f"{pretrained} was pre-trained on {base_dataset!r}, not {data.name!r}")
     torch.manual_seed(train.seed)  # the new encoder / decoder start identically on every rank
@@ -123,70 +117,61 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     name = f"finetune {config.split_point.name}"
     history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
                   run={"model": config.to_dict(), "pretrained": base.fingerprint}, description=name)
-    measured = accuracies(model, data, history, runtime)
-    calibration = calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data))
-    pretrained_accuracy = float(base.checkpoint.info["test_accuracy"])
+    validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
+    pretrained_accuracy = float(base_record.test_accuracy)
     geometry = config.geometry()
-    info = {
-        "trained": True,
-        "stage": "finetune",
-        "dataset": data.name,
-        **measured,
-        "pretrained_accuracy": pretrained_accuracy,
-        "accuracy_drop": round(pretrained_accuracy - measured["test_accuracy"], 2),
-        **validation_drop(base.checkpoint.info, measured),
-        "transmitted_bytes": geometry.transmitted_bytes,
-        "compression": round(geometry.compression, 2),
-        "uncertainty": calibration.to_dict(),
-        "pretrained_fingerprint": base.fingerprint,
-        "pretrained_time_steps": base.config.time_steps,
-        "epochs": train.epochs,
-        "seed": train.seed,
-        "command": command_line(),
-    }
+    record = TrainingRecord(
+        trained=True, stage="finetune", dataset=data.name, command=command_line(), epochs=train.epochs,
+        seed=train.seed, validation_accuracy=validation_accuracy, test_accuracy=test_accuracy,
+        pretrained_fingerprint=base.fingerprint, pretrained_time_steps=base.config.time_steps,
+        pretrained_accuracy=pretrained_accuracy, accuracy_drop=round(pretrained_accuracy - test_accuracy, 2),
+        validation_drop=validation_drop(base_record, validation_accuracy),
+        transmitted_bytes=geometry.transmitted_bytes, compression=round(geometry.compression, 2),
+        uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)))
     if runtime.is_main:
-        info["fingerprint"] = save_checkpoint(model, config, out, info)
-    return model, info
+        save_checkpoint(model, config, out, record)
+    return model, record
 
 
 def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, runtime: Runtime,
-           out: Path) -> dict[str, Any]:
+           out: Path) -> TrainingRecord:
     """Train the split checkpoint ``path`` further, all of it, with ``wire``'s terms (training/wire_training.py).
 
-    Writes ``out`` calibrated anew, its entropy-codec model refitted (the spikes changed), and returns its info.
+    Writes ``out`` calibrated anew, its entropy-codec model refitted (the spikes changed), and returns its record.
     """
     loaded = load_checkpoint(path)
     if loaded.config.bottleneck is None:
         raise ValueError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
-    if not loaded.checkpoint.info_verified or "pretrained_accuracy" not in loaded.checkpoint.info:
+    if not loaded.checkpoint.info_verified or loaded.checkpoint.info.pretrained_accuracy is None:
         raise ValueError(f"{path}: refine needs verified info with the backbone's accuracy (a fine-tuned checkpoint)")
     model, config, before = loaded.model, replace(loaded.config, entropy_model=None), loaded.checkpoint.info
     history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
-    measured = accuracies(model, data, history, runtime)
-    info = {**before, "stage": "refine", **measured,
-            "accuracy_drop": round(float(before["pretrained_accuracy"]) - measured["test_accuracy"], 2),
-            "uncertainty": calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)).to_dict(),
-            "refined_from": loaded.fingerprint, "wire_training": asdict(wire), "refine_epochs": train.epochs,
-            "command": command_line()}
-    info.pop("entropy_codec", None)  # of the spikes before: fit_codec measures the new ones
+    validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
+    record = replace(
+        before, stage="refine", command=command_line(), validation_accuracy=validation_accuracy,
+        test_accuracy=test_accuracy, accuracy_drop=round(float(before.pretrained_accuracy) - test_accuracy, 2),
+        uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)),
+        entropy_codec=None,  # of the spikes before: fit_codec measures the new ones
+        refined_from=loaded.fingerprint, wire_training=wire, refine_epochs=train.epochs)
     if runtime.is_main:
-        save_checkpoint(model, config, out, info)
-        info["entropy_codec"] = fit_codec(out, data, runtime, out)
-    return info
+        save_checkpoint(model, config, out, record)
+        record = replace(record, entropy_codec=fit_codec(out, data, runtime, out))
+    return record
 
 
-def accuracies(model: nn.Module, data: Dataset, history: list[dict[str, float]], runtime: Runtime) -> dict[str, float]:
+def accuracies(model: nn.Module, data: Dataset, history: list[dict[str, float]], runtime: Runtime
+               ) -> tuple[float, float]:
     """The trained model's validation accuracy (its last epoch's) and its test accuracy, measured once, now."""
     test_accuracy, _ = evaluate(model, data, data.test.to(runtime.device), runtime)
-    return {"validation_accuracy": history[-1]["validation_accuracy"], "test_accuracy": round(test_accuracy, 2)}
+    return history[-1]["validation_accuracy"], round(test_accuracy, 2)
 
 
-def validation_drop(backbone_info: dict[str, Any], measured: dict[str, float]) -> dict[str, float]:
-    """The drop on the validation split, what a sweep chooses on; {} for a backbone trained before validation
+def validation_drop(backbone: TrainingRecord, validation_accuracy: float) -> float | None:
+    """The drop on the validation split, what a sweep chooses on; None for a backbone trained before validation
     splits were recorded."""
-    if "validation_accuracy" not in backbone_info:
-        return {}
-    return {"validation_drop": round(float(backbone_info["validation_accuracy"]) - measured["validation_accuracy"], 2)}
+    if backbone.validation_accuracy is None:
+        return None
+    return round(float(backbone.validation_accuracy) - validation_accuracy, 2)
 
 
 @torch.no_grad()
@@ -223,5 +208,5 @@ def calibrate_checkpoint(path: Path, data: Dataset, runtime: Runtime) -> Calibra
     if loaded.config.input_style != data.input_style:
         raise ValueError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
     calibration = calibrate(validation_scores(loaded.model, data, runtime), train_ink=train_ink(data))
-    update_info(path, {**loaded.checkpoint.info, "uncertainty": calibration.to_dict()})
+    update_info(path, replace(loaded.checkpoint.info, uncertainty=calibration))
     return calibration

@@ -194,17 +194,17 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
             if candidate.key in done:
                 continue
             checkpoint = out / "checkpoints" / f"{candidate.key}.safetensors"
-            model, info = finetune(data, pretrained, candidate.preset, train, runtime, checkpoint,
-                                   state=state_path(checkpoint))
+            model, record = finetune(data, pretrained, candidate.preset, train, runtime, checkpoint,
+                                     state=state_path(checkpoint))
             energy = measure_energy(model.head, data, runtime)
             geometry = model.config.geometry()
             result = Result(
                 k, candidate.channels, candidate.stride, candidate.time_steps,
                 geometry.transmitted_bytes, geometry.uncompressed_bytes, round(geometry.compression, 2),
-                info["test_accuracy"], info["pretrained_accuracy"], info["accuracy_drop"],
+                record.test_accuracy, record.pretrained_accuracy, record.accuracy_drop,
                 round(energy.firing_rate, 5), energy.flops, round(energy.syops),
                 energy.device_45nm_mj, energy.device_rolls_mj, energy.ann_baseline_45nm_mj,
-                info["validation_accuracy"], info.get("validation_drop"))
+                record.validation_accuracy, record.validation_drop)
             results.append(result)
             if runtime.is_main:
                 with results_path.open("a") as f:  # one whole line per candidate: the resume point

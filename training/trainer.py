@@ -27,10 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from spikebottlenet.shared.checkpoint import WireTraining
+
 from .datasets import Dataset, ImageSet
 from .resume import load_train_state, save_train_state
 from .runtime import Runtime
-from .wire_training import WireHook, WireTraining
+from .wire_training import WireHook
 
 OPTIMIZERS = ("adamw", "sgd")
 

@@ -11,32 +11,18 @@ classify through bit errors; the surrogate gradient passes a flipped bit's gradi
 reversed (s' = s + n - 2sn, ds'/ds = 1 - 2n). Silenced channels are what an entropy chunk that fails
 its CRC becomes at the edge (shared/codec.py's ``decode_received``): a chunk per channel when a frame is
 cut into C' chunks. All act on the head's output through a forward hook,
-so the model and the trainer's loop stay as they are; in evaluation the hook only measures.
+so the model and the trainer's loop stay as they are; in evaluation the hook only measures. The three
+terms are a ``WireTraining`` (shared/checkpoint.py), which a refined checkpoint's info records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import TracebackType
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class WireTraining:
-    rate_weight: float = 0.0  # lambda: weight of the transmitted spikes' firing rate in the loss
-    flip_probability: float = 0.0  # training-time bit error rate on the transmitted spikes
-    erase_probability: float = 0.0  # training-time chance that an image's channel arrives silent (an erased chunk)
-
-    def __post_init__(self) -> None:
-        if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.erase_probability <= 1:
-            raise ValueError(f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, "
-                             f"got {self}")
-
-    @property
-    def active(self) -> bool:
-        return self.rate_weight > 0 or self.flip_probability > 0 or self.erase_probability > 0
+from spikebottlenet.shared.checkpoint import WireTraining
 
 
 class WireHook:

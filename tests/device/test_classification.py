@@ -15,7 +15,7 @@ import torch
 from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.classification import UNTRAINED_NOTE, UNVERIFIED_NOTE, Latency, build_classification
 from spikebottlenet.device.head_runner import HeadOutput, HeadRunner
-from spikebottlenet.shared.checkpoint import CheckpointInfo
+from spikebottlenet.shared.checkpoint import CheckpointInfo, TrainingRecord
 from spikebottlenet.shared.codec import raw_length
 
 LATENCY = Latency(device=1.0, total=2.0)
@@ -70,14 +70,15 @@ def test_energy_is_the_heads_estimate(head: HeadRunner, output: HeadOutput) -> N
 @pytest.mark.parametrize("trained, note", [(False, UNTRAINED_NOTE), (True, None)])
 def test_the_model_note_warns_only_about_untrained_weights(head: HeadRunner, output: HeadOutput, trained: bool,
                                                            note: str | None) -> None:
-    checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info={"trained": trained}, info_verified=True)
+    checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info=TrainingRecord(trained=trained),
+                                                     info_verified=True)
     model = build_classification(torch.zeros(10), output, checkpoint, LATENCY).model
     assert (model.fingerprint, model.trained, model.note) == (checkpoint.fingerprint, trained, note)
 
 
 def test_unverified_info_is_untrained_and_never_confident(head: HeadRunner, output: HeadOutput) -> None:
     confident = torch.tensor([50.0] + [0.0] * 9)  # softmax ~1 for class 0: above any calibrated threshold
-    checkpoint = dataclasses.replace(head.checkpoint, info={"trained": True}, info_verified=False)
+    checkpoint = dataclasses.replace(head.checkpoint, info=TrainingRecord(trained=True), info_verified=False)
     result = build_classification(confident, output, checkpoint, LATENCY)
     assert (result.model.trained, result.model.note) == (False, UNVERIFIED_NOTE)
     assert result.uncertain and result.probability > 0.99

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from spikebottlenet.sbn.cli import main
 from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from tests.shared.test_checkpoint import stored_metadata
 
 
 def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,9 +26,11 @@ def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.Captu
         assert row["transmitted_bytes"] == -(-t * c * h * w // 8)  # one bit per spike, rounded up to bytes
         prefix = "IRB" if row["arch"] == "spiking_mobilenetv2" else "RB"
         assert row["split_point_name"] == f"{prefix}{row['split_point']}"
-        assert row["fingerprint"] == ckpt.fingerprint and row["test_accuracy"] == ckpt.info["test_accuracy"]
-        assert row["validation_accuracy"] == ckpt.info.get("validation_accuracy")
-        assert row["dataset"] == ckpt.info["dataset"]
+        stored = json.loads(stored_metadata(ckpt.path)["info"])  # read apart from the record sbn models shows
+        assert row["fingerprint"] == ckpt.fingerprint and row["test_accuracy"] == stored["test_accuracy"]
+        assert row["validation_accuracy"] == stored.get("validation_accuracy")
+        assert row["dataset"] == stored["dataset"]
+        assert row["entropy_bytes"] == stored["entropy_codec"]["entropy_mean_bytes"]
         assert row["info_verified"] is True
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info, save_checkpoint, update_info
+from spikebottlenet.shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, CheckpointError, TrainingRecord,
+                                              load_checkpoint, read_checkpoint_info, save_checkpoint, update_info)
 from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
+from spikebottlenet.shared.uncertainty import Calibration
 from tests.conftest import calibrated_model
 
 SPLIT_POINT = 6
@@ -33,7 +37,7 @@ def images() -> torch.Tensor:
 
 def test_round_trip_gives_equal_logits(tmp_path: Path) -> None:
     model = calibrated_model(SPLIT_POINT)
-    fingerprint = save_checkpoint(model, model.config, tmp_path / "m.safetensors", info={"trained": False})
+    fingerprint = save_checkpoint(model, model.config, tmp_path / "m.safetensors", TrainingRecord(trained=False))
     loaded = load_checkpoint(tmp_path / "m.safetensors")
     assert loaded.fingerprint == fingerprint and loaded.config == model.config
     assert not loaded.model.training and not loaded.checkpoint.trained
@@ -44,10 +48,11 @@ def test_round_trip_gives_equal_logits(tmp_path: Path) -> None:
 def test_backbone_checkpoint_round_trips(tmp_path: Path) -> None:
     config = ModelConfig(backbone=SpikingResNetConfig(width_multiplier=0.0625, num_classes=10), time_steps=2)
     model = SpikingBackbone(config.backbone, config.time_steps).eval()
-    save_checkpoint(model, config, tmp_path / "b.safetensors", info={"top1": 0.5})
+    record = TrainingRecord(trained=True, stage="pretrain", dataset="digits", epochs=3, test_accuracy=50.5)
+    save_checkpoint(model, config, tmp_path / "b.safetensors", record)
     loaded = load_checkpoint(tmp_path / "b.safetensors")
     assert isinstance(loaded.model, SpikingBackbone) and loaded.checkpoint.digests.keys() == {"backbone"}
-    assert loaded.checkpoint.info == {"top1": 0.5}
+    assert loaded.checkpoint.info == record and loaded.checkpoint.trained
     with torch.no_grad():
         assert torch.equal(loaded.model(images()), model(images()))
 
@@ -180,11 +185,14 @@ def test_update_info_rewrites_only_the_info(checkpoint: Path) -> None:
     with safe_open(str(checkpoint), framework="pt") as f:
         tensors = {name: f.get_tensor(name) for name in f.keys()}
         metadata = f.metadata()
-    update_info(checkpoint, {**before.info, "uncertainty": {"threshold": 0.5}})
+    update_info(checkpoint, dataclasses.replace(before.info, uncertainty=Calibration(0.5, 0.02, 100)))
     after = read_checkpoint_info(checkpoint)
-    assert after.info["uncertainty"] == {"threshold": 0.5} and after.fingerprint == before.fingerprint
+    assert after.info.uncertainty == Calibration(0.5, 0.02, 100) and after.fingerprint == before.fingerprint
     assert after.info_verified
     with safe_open(str(checkpoint), framework="pt") as f:
+        assert json.loads(f.metadata()["info"])["uncertainty"] == {
+            "threshold": 0.5, "flagged_fraction": 0.02, "calibration_images": 100, "score": "max_softmax",
+            "max_ink": None}
         assert f.metadata()["config"] == metadata["config"]  # the stored JSON, byte for byte
         assert all(torch.equal(f.get_tensor(name), tensor) for name, tensor in tensors.items())
     assert load_checkpoint(checkpoint).fingerprint == before.fingerprint
@@ -208,7 +216,7 @@ def claim_trained(metadata: dict[str, str]) -> None:
 
 def test_saved_and_updated_info_is_verified(tmp_path: Path, checkpoint: Path) -> None:
     model = calibrated_model(SPLIT_POINT)
-    save_checkpoint(model, model.config, tmp_path / "m.safetensors", info={"trained": True})
+    save_checkpoint(model, model.config, tmp_path / "m.safetensors", TrainingRecord(trained=True))
     saved = read_checkpoint_info(tmp_path / "m.safetensors")
     assert saved.info_verified and saved.trained
     edit_metadata_by_hand(checkpoint, claim_trained)
@@ -221,7 +229,7 @@ def test_hand_edited_info_is_unverified_and_never_trained(checkpoint: Path, capl
     assert before.info_verified and not before.trained
     edit_metadata_by_hand(checkpoint, claim_trained)
     after = read_checkpoint_info(checkpoint)
-    assert after.info["trained"] is True and after.info["test_accuracy"] == 99.9  # shown, but as unverified
+    assert after.info.trained is True and after.info.test_accuracy == 99.9  # shown, but as unverified
     assert not after.info_verified and not after.trained
     assert after.fingerprint == before.fingerprint  # the weights still pair: the head and tail keep working
     with caplog.at_level("WARNING", logger="sbn.checkpoint"):
@@ -231,7 +239,7 @@ def test_hand_edited_info_is_unverified_and_never_trained(checkpoint: Path, capl
 
 def test_info_moved_from_another_checkpoint_with_its_digest_is_unverified(tmp_path: Path, checkpoint: Path) -> None:
     other = calibrated_model(SPLIT_POINT, seed=1)  # other weights, hence another fingerprint
-    save_checkpoint(other, other.config, tmp_path / "trained.safetensors", info={"trained": True})
+    save_checkpoint(other, other.config, tmp_path / "trained.safetensors", TrainingRecord(trained=True))
     with safe_open(str(tmp_path / "trained.safetensors"), framework="pt") as f:
         donor = f.metadata()
     assert donor["fingerprint"] != read_checkpoint_info(checkpoint).fingerprint
@@ -241,7 +249,7 @@ def test_info_moved_from_another_checkpoint_with_its_digest_is_unverified(tmp_pa
 
     edit_metadata_by_hand(checkpoint, transplant)
     moved = read_checkpoint_info(checkpoint)
-    assert moved.info == {"trained": True} and not moved.info_verified and not moved.trained
+    assert moved.info == TrainingRecord(trained=True) and not moved.info_verified and not moved.trained
 
 
 def test_info_without_a_digest_from_before_it_existed_is_unverified(checkpoint: Path) -> None:
@@ -249,3 +257,96 @@ def test_info_without_a_digest_from_before_it_existed_is_unverified(checkpoint: 
     old = read_checkpoint_info(checkpoint)
     assert not old.info_verified
     load_checkpoint(checkpoint)  # still loads: only the info's claims are withheld
+
+
+# --- the info as a TrainingRecord ---------------------------------------------------------------------------------
+
+# every checkpoint this repository holds: the shipped models, their backbones, and a file from before plug-in backbones
+STORED = [*sorted(DEFAULT_MODEL_DIR.glob("*.safetensors")), *sorted(BACKBONE_DIR.glob("*.safetensors")),
+          Path(__file__).parents[1] / "data" / "pre_plugin_digits_rb8.safetensors"]
+# a digits-era calibration's names for two of its fields
+DIGITS_ERA_NAMES = {"flagged_test_fraction": "flagged_fraction", "test_images": "calibration_images"}
+
+
+def stored_metadata(path: Path) -> dict[str, str]:
+    """The metadata as the file holds it, read with safetensors alone."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.stem)
+def test_every_stored_checkpoint_reads_into_the_record_with_its_stored_values(path: Path) -> None:
+    stored = json.loads(stored_metadata(path)["info"])
+    record = read_checkpoint_info(path).info
+    assert record.extra == {}  # every stored key is a field
+    for key, value in stored.items():
+        held = getattr(record, key)
+        if key == "uncertainty":
+            expected = {DIGITS_ERA_NAMES.get(name, name): v for name, v in value.items()}
+            assert {name: getattr(held, name) for name in expected} == expected
+            assert "max_ink" in value or held.max_ink is None
+        elif isinstance(value, dict):  # entropy_codec
+            assert {name: getattr(held, name) for name in value} == value
+        else:  # the very value: 16.0 stays a float, 2 an int, true a bool
+            assert held == value and type(held) is type(value), key
+    unrecorded = {f.name for f in dataclasses.fields(record)} - stored.keys() - {"trained", "extra"}
+    assert all(getattr(record, name) is None for name in unrecorded)
+
+
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.stem)
+def test_rewriting_a_stored_info_gives_back_the_same_json_and_digest(path: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copy(path, tmp_path / path.name))
+    before = stored_metadata(copy)
+    update_info(copy, read_checkpoint_info(copy).info)  # the record read, written back as JSON
+    after = stored_metadata(copy)
+    assert after["info"] == before["info"]  # byte for byte
+    if "info_digest" in before:  # the pre-plugin file predates it: rewriting gives it one
+        assert after["info_digest"] == before["info_digest"]
+    assert read_checkpoint_info(copy).info_verified
+
+
+def test_info_keys_this_version_does_not_know_are_kept_through_a_rewrite(checkpoint: Path) -> None:
+    unknown = {"top1": 0.5, "notes": ["first run"]}
+    edit_metadata_by_hand(checkpoint, lambda m: m.update(info=json.dumps({"trained": False, **unknown})))
+    record = read_checkpoint_info(checkpoint).info
+    assert record.extra == unknown
+    update_info(checkpoint, dataclasses.replace(record, test_accuracy=12.5))
+    assert json.loads(stored_metadata(checkpoint)["info"]) == {"trained": False, "test_accuracy": 12.5, **unknown}
+
+
+CODEC_FIGURES = {"fitted_on": "digits training split, 8 images", "test_images": 8, "raw_bytes": 16,
+                 "entropy_mean_bytes": 9.5, "first_order_bound_bytes": 8.25}
+# name: (the stored info, a word the refusal must name)
+MALFORMED: dict[str, tuple[Any, str]] = {
+    "not an object": ([{"trained": True}], "not an object"),
+    "a string accuracy": ({"trained": True, "test_accuracy": "high"}, "test_accuracy"),
+    "a string flag": ({"trained": "yes"}, "trained"),
+    "a fraction of an epoch": ({"epochs": 2.5}, "epochs"),
+    "a bool for a number": ({"accuracy_drop": True}, "accuracy_drop"),
+    "a calibration without its image count": ({"uncertainty": {"threshold": 0.5, "flagged_fraction": 0.02}},
+                                              "calibration_images"),
+    "a number for a calibration": ({"uncertainty": 0.5}, "uncertainty"),
+    "a string threshold": ({"uncertainty": {"threshold": "0.5", "flagged_fraction": 0.02, "calibration_images": 9}},
+                           "threshold"),
+    "a codec figure too many": ({"entropy_codec": {**CODEC_FIGURES, "bits": 3}}, "bits"),
+    "a flip probability above 1": ({"wire_training": {"flip_probability": 1.5}}, "flip_probability"),
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_a_malformed_info_is_refused_naming_the_file_and_the_field(checkpoint: Path, kind: str) -> None:
+    info, named = MALFORMED[kind]
+    edit_metadata_by_hand(checkpoint, lambda m: m.update(info=json.dumps(info)))
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(checkpoint)
+    message = str(refused.value)
+    assert message.startswith(f"{checkpoint}: malformed info") and named in message, message
+
+
+def test_well_formed_figures_pass_the_same_check(checkpoint: Path) -> None:
+    info = {"trained": False, "entropy_codec": CODEC_FIGURES, "wire_training": {"flip_probability": 0.5},
+            "uncertainty": {"threshold": 0.5, "flagged_fraction": 0.02, "calibration_images": 9}}
+    edit_metadata_by_hand(checkpoint, lambda m: m.update(info=json.dumps(info)))
+    record = read_checkpoint_info(checkpoint).info
+    assert record.entropy_codec.raw_bytes == 16 and record.wire_training.flip_probability == 0.5
+    assert record.uncertainty.calibration_images == 9

@@ -54,8 +54,10 @@ def test_more_ink_than_any_training_image_is_uncertain_for_a_digits_model() -> N
     assert is_uncertain(0.99, blank=False, ink=0.51, calibration=c)
 
 
-def test_a_calibration_stored_under_the_digits_era_names_loads() -> None:
+def test_a_calibration_stored_under_the_digits_era_names_loads_and_is_written_back_under_them() -> None:
     stored = {"threshold": 0.7, "flagged_test_fraction": 0.05, "test_images": 360, "score": "max_softmax",
               "max_ink": 0.64}
-    c = Calibration.from_info({"uncertainty": stored})
+    c = Calibration.from_dict(stored)
     assert (c.threshold, c.flagged_fraction, c.calibration_images, c.max_ink) == (0.7, 0.05, 360, 0.64)
+    assert c.to_dict() == stored
+    assert c == Calibration(0.7, 0.05, 360, max_ink=0.64)  # the names it was stored under are not its value

@@ -138,11 +138,11 @@ def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> No
                  "--max-drop", "100", "--out", str(tmp_path / "sweep"), *subset]) == 0
     for path in (backbone, split):
         info = read_checkpoint_info(path)
-        assert info.info["dataset"] == "mnist" and info.config.input_style == "mnist"
-        assert 0 <= info.info["validation_accuracy"] <= 100 and 0 <= info.info["test_accuracy"] <= 100
-    info = read_checkpoint_info(split).info
-    assert info["uncertainty"]["calibration_images"] == 96  # the validation images, not the test ones
-    assert "validation_drop" in info
+        assert info.info.dataset == "mnist" and info.config.input_style == "mnist"
+        assert 0 <= info.info.validation_accuracy <= 100 and 0 <= info.info.test_accuracy <= 100
+    record = read_checkpoint_info(split).info
+    assert record.uncertainty.calibration_images == 96  # the validation images, not the test ones
+    assert record.validation_drop is not None
     (result,) = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]
     assert result["split_point"] == 16 and result["validation_accuracy"] is not None
     rb16 = read_checkpoint_info(backbone).config.backbone.bottleneck_preset(16)  # the one candidate: the paper's

@@ -23,7 +23,7 @@ SPLIT_POINT = 8
 def test_backbone_checkpoint_records_its_accuracy(tiny_backbone: Path) -> None:
     ckpt = read_checkpoint_info(tiny_backbone)
     assert ckpt.config.bottleneck is None and ckpt.trained
-    assert ckpt.info["dataset"] == "digits" and 0 <= ckpt.info["test_accuracy"] <= 100
+    assert ckpt.info.dataset == "digits" and 0 <= ckpt.info.test_accuracy <= 100
     assert ckpt.config.labels == tuple("0123456789")
 
 
@@ -44,32 +44,32 @@ def test_finetune_writes_a_split_checkpoint_with_its_accuracy_drop(tiny_backbone
                                                                    cpu: Runtime, tmp_path: Path) -> None:
     preset = SplitPreset(BottleneckConfig(SPLIT_POINT, channels=2, stride=2), time_steps=1)
     out = tmp_path / "rb8.safetensors"
-    model, info = finetune(tiny_digits, tiny_backbone, preset, TINY_TRAIN, cpu, out)
+    model, returned = finetune(tiny_digits, tiny_backbone, preset, TINY_TRAIN, cpu, out)
     loaded = load_checkpoint(out)
-    assert loaded.fingerprint == info["fingerprint"]
     assert isinstance(loaded.model, SpikeBottleNet) and loaded.config.bottleneck == preset.bottleneck
     recorded = loaded.checkpoint.info
-    pretrained = read_checkpoint_info(tiny_backbone).info["test_accuracy"]
-    assert recorded["trained"] is True and recorded["dataset"] == "digits"
-    assert recorded["pretrained_accuracy"] == pretrained
-    assert recorded["accuracy_drop"] == pytest.approx(pretrained - recorded["test_accuracy"], abs=0.01)
+    assert recorded == returned and loaded.checkpoint.info_verified
+    pretrained = read_checkpoint_info(tiny_backbone).info.test_accuracy
+    assert recorded.trained is True and recorded.dataset == "digits" and recorded.stage == "finetune"
+    assert recorded.pretrained_accuracy == pretrained
+    assert recorded.accuracy_drop == pytest.approx(pretrained - recorded.test_accuracy, abs=0.01)
     # the "uncertain" threshold, recounted here from the saved model's own validation-split logits (the
     # digits validate on their test split)
     with torch.no_grad():
         probabilities = loaded.model.eval()(tiny_digits.normalize(tiny_digits.validation.images)).softmax(-1)
     msp = probabilities.max(-1).values.tolist()
-    threshold = recorded["uncertainty"]["threshold"]
+    threshold = recorded.uncertainty.threshold
     flagged = sum(p < threshold for p in msp)
-    assert flagged <= 0.02 * len(msp) and recorded["uncertainty"]["calibration_images"] == len(msp)
+    assert flagged <= 0.02 * len(msp) and recorded.uncertainty.calibration_images == len(msp)
     assert threshold in [pytest.approx(p) for p in msp]  # a score itself, the highest that flags <= 2 %
     assert loaded.config.input_style == "digits"
 
     recalibrated = calibrate_checkpoint(out, tiny_digits, cpu)  # in place: info only, same fingerprint
     assert recalibrated.threshold == pytest.approx(threshold)
-    assert load_checkpoint(out).fingerprint == info["fingerprint"]
-    assert recorded["transmitted_bytes"] == loaded.config.geometry().transmitted_bytes
-    assert recorded["compression"] == round(loaded.config.geometry().compression, 2)
-    assert recorded["command"] and recorded["pretrained_fingerprint"] == load_checkpoint(tiny_backbone).fingerprint
+    assert load_checkpoint(out).fingerprint == loaded.fingerprint
+    assert recorded.transmitted_bytes == loaded.config.geometry().transmitted_bytes
+    assert recorded.compression == round(loaded.config.geometry().compression, 2)
+    assert recorded.command and recorded.pretrained_fingerprint == load_checkpoint(tiny_backbone).fingerprint
     for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from spikebottlenet.shared.backbones import BACKBONES
-from spikebottlenet.shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, default_checkpoint, embedded_models, load_checkpoint,
-                               read_checkpoint_info)
+from spikebottlenet.shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, TrainingRecord, default_checkpoint,
+                                              embedded_models, load_checkpoint, read_checkpoint_info)
 from spikebottlenet.shared.split_model import ModelConfig
-from spikebottlenet.shared.uncertainty import Calibration
 from spikebottlenet.training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
 from spikebottlenet.training.demo import DEMOS, demo_path
 
@@ -41,7 +40,7 @@ PRE_PLUGIN_RB8_FINGERPRINT = "a25dfbef1e6f8d87e263742d36da1a99b58513cab5ef84e11e
 
 def shipped_dataset(arch: str) -> str:
     """The dataset of the demo set shipped for ``arch``: MNIST, or the digits where it is not retrained yet."""
-    datasets = {read_checkpoint_info(p).info["dataset"] for p in SHIPPED
+    datasets = {read_checkpoint_info(p).info.dataset for p in SHIPPED
                 if read_checkpoint_info(p).config.backbone.arch == arch}
     assert len(datasets) == 1, f"{arch} ships models of {sorted(datasets)}: one demo set per backbone"
     return datasets.pop()
@@ -68,7 +67,7 @@ def test_a_pre_plugin_resnet_checkpoint_loads_unchanged() -> None:
     assert loaded.fingerprint == PRE_PLUGIN_RB8_FINGERPRINT
     assert loaded.config.backbone.arch == "spiking_resnet50" and loaded.config.input_style == "natural"
     # it predates info_digest: its info ("trained": true, accuracies) loads, but as unverified claims
-    assert loaded.checkpoint.info["trained"] is True and not loaded.checkpoint.info_verified
+    assert loaded.checkpoint.info.trained is True and not loaded.checkpoint.info_verified
     assert not loaded.checkpoint.trained
     for part in ("head", "tail"):
         assert load_checkpoint(PRE_PLUGIN_RB8, part).fingerprint == PRE_PLUGIN_RB8_FINGERPRINT
@@ -100,10 +99,10 @@ SIGMAS = 4.0
 ROUNDING_MSP = 1e-5
 
 
-def measured_images(info: dict, input_style: str) -> tuple[ImageSet, bool]:
+def measured_images(record: TrainingRecord, input_style: str) -> tuple[ImageSet, bool]:
     """The checkpoint's test images that are re-measured here, framed as uploads are, and whether they are the
     images its uncertainty threshold was calibrated on."""
-    if info["dataset"] == "mnist":
+    if record.dataset == "mnist":
         return mnist_test_sample(), False  # calibrated on the validation split
     data = digits_in_style(input_style)
     return data.test, data.validation is data.test  # all 360; without a validation split, calibrated on them
@@ -129,25 +128,25 @@ def predict(model: torch.nn.Module, config: ModelConfig, images: torch.Tensor) -
 def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path) -> None:
     loaded = load_checkpoint(path)  # refuses weights that do not match their recorded digests
     assert loaded.fingerprint == read_checkpoint_info(path).fingerprint
-    info = loaded.checkpoint.info
+    record = loaded.checkpoint.info
     assert loaded.checkpoint.info_verified and loaded.checkpoint.trained
-    assert info["accuracy_drop"] == pytest.approx(info["pretrained_accuracy"] - info["test_accuracy"], abs=0.01)
-    test, calibrated_on_these = measured_images(info, loaded.config.input_style)  # as the device prepares uploads
+    assert record.accuracy_drop == pytest.approx(record.pretrained_accuracy - record.test_accuracy, abs=0.01)
+    test, calibrated_on_these = measured_images(record, loaded.config.input_style)  # as the device prepares uploads
     n = len(test)
     probabilities = predict(loaded.model, loaded.config, test.images)  # [n, K]
     top2 = probabilities.topk(2, dim=-1).values  # [n, 2]
     accuracy = 100 * (probabilities.argmax(-1) == test.labels).double().mean().item()
-    p = info["test_accuracy"] / 100
+    p = record.test_accuracy / 100
     near_tie = int((top2[:, 0] - top2[:, 1] <= ROUNDING_MSP).sum())  # another CPU may pick the runner-up
     allowed = 100 * (SIGMAS * math.sqrt(max(p * (1 - p), 0.005 * 0.995) / n) + near_tie / n)
-    assert abs(accuracy - info["test_accuracy"]) <= allowed, (accuracy, info["test_accuracy"], allowed)
+    assert abs(accuracy - record.test_accuracy) <= allowed, (accuracy, record.test_accuracy, allowed)
     # "uncertain" flags at most the calibrated share c of in-distribution images (shared/uncertainty.py),
     # recounted here on test images: c plus SIGMAS binomial deviations of a share of n images, with those of
     # the calibration's own m images where they are others (the threshold is their quantile: the share it
     # flags of all such images is c within sqrt(c (1 - c) / m)). On the calibration images themselves (the
     # digits) the share is c up to rounding; the same allowance holds there, for images whose spikes another
     # CPU flips.
-    calibration = Calibration.from_info(info)
+    calibration = record.uncertainty
     c, m = calibration.flagged_fraction, calibration.calibration_images
     flagged_share = (top2[:, 0] < calibration.threshold).double().mean().item()
     variance = c * (1 - c) * (1 / n + (0 if calibrated_on_these else 1 / m))
@@ -157,12 +156,12 @@ def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path) -> None:
     assert accuracy > 60  # far above chance (10%); docs/models.md gives each model's accuracy and drop
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if read_checkpoint_info(p).info["dataset"] == "mnist"],
+@pytest.mark.parametrize("path", [p for p in SHIPPED if read_checkpoint_info(p).info.dataset == "mnist"],
                          ids=lambda p: p.stem)
 def test_an_mnist_model_ships_with_the_backbone_it_was_fine_tuned_from(path: Path) -> None:
     info = read_checkpoint_info(path)
     backbone = load_checkpoint(BACKBONE_DIR / f"mnist_{info.config.backbone.arch}.safetensors")
     assert backbone.config.bottleneck is None and backbone.checkpoint.info_verified
-    assert backbone.fingerprint == info.info["pretrained_fingerprint"]
-    assert backbone.checkpoint.info["test_accuracy"] == info.info["pretrained_accuracy"]
+    assert backbone.fingerprint == info.info.pretrained_fingerprint
+    assert backbone.checkpoint.info.test_accuracy == info.info.pretrained_accuracy
     assert backbone.config.backbone == info.config.backbone  # the same blocks, widths and classes

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info
-from spikebottlenet.training.wire_training import WireHook, WireTraining
+from spikebottlenet.shared.checkpoint import WireTraining, default_checkpoint, read_checkpoint_info
+from spikebottlenet.training.wire_training import WireHook
 
 
 class FixedSpikes(nn.Module):
@@ -81,6 +81,6 @@ def test_refine_writes_a_recalibrated_checkpoint_with_a_refitted_codec(tmp_path:
                  "--subset", "512", "256"]) == 0  # of MNIST's 50,000 / 10,000: the wiring, not the accuracy
     refined, before = read_checkpoint_info(out), read_checkpoint_info(source)
     assert refined.info_verified and refined.fingerprint != before.fingerprint
-    assert refined.info["wire_training"] == {"rate_weight": 5.0, "flip_probability": 0.01, "erase_probability": 0.1}
-    assert refined.info["refined_from"] == before.fingerprint
-    assert refined.config.entropy_model is not None and refined.info["entropy_codec"]["test_images"] == 256
+    assert refined.info.wire_training == WireTraining(rate_weight=5.0, flip_probability=0.01, erase_probability=0.1)
+    assert refined.info.refined_from == before.fingerprint and refined.info.stage == "refine"
+    assert refined.config.entropy_model is not None and refined.info.entropy_codec.test_images == 256

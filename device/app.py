@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge
 from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
@@ -263,7 +264,7 @@ def _detail_response(status_code: int, edge_address: str) -> Callable[[Request, 
 
 
 def create_app(settings: DeviceSettings) -> FastAPI:
-    """The device app; raises ValueError or OSError for a checkpoint or TLS file it cannot use.
+    """The device app; raises SpikeBottleNetError or OSError for a checkpoint or TLS file it cannot use.
 
     The head is loaded and the TLS files are read here, so that a bad file fails before the port
     opens; the edge channel is opened by the app's lifespan.
@@ -340,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
     configure_torch_threads(settings.threads)
     try:  # a missing, damaged or foreign file is worth one clear line, not a traceback
         app = create_app(settings)
-    except (ValueError, OSError) as e:  # CheckpointError, a checkpoint without a bottleneck, a TLS file
+    except (SpikeBottleNetError, OSError) as e:  # CheckpointError, a checkpoint without a bottleneck, a TLS file
         log.error("cannot start the device: %s", e)
         return 1
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the

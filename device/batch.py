@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE
 
 from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
@@ -59,15 +60,15 @@ SINGLE_FIELD = "file"  # the multipart field of POST /classify
 BATCH_FIELD = "files"  # ... and of POST /classify/batch, repeated
 
 
-class TooManyFiles(ValueError):
+class TooManyFiles(SpikeBottleNetError, ValueError):
     """More images in one batch request than ``max_batch``."""
 
 
-class AmbiguousUpload(ValueError):
+class AmbiguousUpload(SpikeBottleNetError, ValueError):
     """Several ``file`` fields sent to ``POST /classify``, which classifies one image."""
 
 
-class UnsupportedOption(ValueError):
+class UnsupportedOption(SpikeBottleNetError, ValueError):
     """A ``POST /classify`` query parameter sent to ``POST /classify/batch``, which has no such option."""
 
 

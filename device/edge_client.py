@@ -38,6 +38,7 @@ import torch
 
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.rpc.wire import SERVICE_NAME
 
 from . import edge_replicas
@@ -45,7 +46,7 @@ from .deadline import Deadline
 from .settings import DeviceSettings
 
 
-class EdgeError(Exception):
+class EdgeError(SpikeBottleNetError):
     """The edge did not return logits for a frame."""
 
 

@@ -17,11 +17,12 @@ import socket
 
 import grpc
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 
-class TargetError(ValueError):
+class TargetError(SpikeBottleNetError, ValueError):
     """A target that names no address this module can list."""
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 
 from spikebottlenet.shared.batching import BatchPolicy, collect_async
+from spikebottlenet.shared.errors import SpikeBottleNetError
 
 from .deadline import Deadline
 from .head_runner import HeadBatch, HeadRunner, ModelInput
@@ -39,11 +40,11 @@ from .head_runner import HeadBatch, HeadRunner, ModelInput
 log = logging.getLogger("sbn.device")
 
 
-class HeadQueueFull(Exception):
+class HeadQueueFull(SpikeBottleNetError):
     """The head's queue is full: the device is overloaded, retry later (503)."""
 
 
-class HeadTimeout(Exception):
+class HeadTimeout(SpikeBottleNetError):
     """The request's deadline passed before the head could run its images (504)."""
 
 

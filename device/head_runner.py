@@ -16,11 +16,12 @@ from time import perf_counter
 import torch
 from torch import nn
 
-from spikebottlenet.shared.checkpoint import CheckpointInfo, load_checkpoint
+from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
 from spikebottlenet.shared.entropy_codec import chunk_layout
 from spikebottlenet.shared.fec import check_parity, protect
 from spikebottlenet.shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.neuron import StepState
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
 from spikebottlenet.v1 import split_inference_pb2 as pb
@@ -138,18 +139,18 @@ class HeadRunner:
                  fec_parity_bytes: int = 0) -> None:
         """``entropy_chunks``: independently decodable chunks of an entropy payload (shared/entropy_codec.py);
         ``fec_parity_bytes``: Reed–Solomon parity per 255-byte block around every payload (shared/fec.py), 0: none.
-        Raises ValueError for settings this checkpoint's frames cannot take."""
+        Raises a SpikeBottleNetError (a ValueError) for settings this checkpoint's frames cannot take."""
         if codec not in CODEC_CHOICES:
-            raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
+            raise ConfigError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
         if checkpoint.config.bottleneck is None:
-            raise ValueError("a head is only built from a split checkpoint; this one has no bottleneck")
+            raise CheckpointError("a head is only built from a split checkpoint; this one has no bottleneck")
         self.head = head.eval()
         self.checkpoint = checkpoint
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
         if codec == Codec.ENTROPY and self.spike_model is None:
-            raise ValueError("the entropy codec needs a checkpoint with an entropy model (sbn train fit-codec adds "
-                             "one); this one has none")
+            raise CheckpointError("the entropy codec needs a checkpoint with an entropy model (sbn train fit-codec "
+                                  "adds one); this one has none")
         if self.spike_model is not None:  # ValueError naming the counts these frames can be cut into
             chunk_layout(self.spike_model.channels, checkpoint.config.spike_shape[2], entropy_chunks)
         check_parity(fec_parity_bytes)  # ValueError naming the range

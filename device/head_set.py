@@ -22,6 +22,7 @@ from time import perf_counter
 import torch
 
 from spikebottlenet.shared.codec import raw_length
+from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .head_batcher import HeadBatcher
@@ -35,7 +36,7 @@ ARCH_HELP = "the backbone of split_point, e.g. spiking_resnet50 (default: the de
 WINDOW = 16  # requests a running estimate is the median of
 
 
-class UnknownModel(ValueError):
+class UnknownModel(SpikeBottleNetError, ValueError):
     """A request for a backbone or split point this device holds no head for (422)."""
 
 
@@ -126,8 +127,8 @@ class HeadSet:
         """``heads``: the default model's first; one per (backbone, split point)."""
         self.heads = {head.key: head for head in heads}
         if len(self.heads) < len(heads):
-            raise ValueError("two checkpoints for the same backbone and split point: a device holds one head for "
-                             "each")
+            raise ConfigError("two checkpoints for the same backbone and split point: a device holds one head for "
+                              "each")
         self.default = heads[0]
 
     def served(self) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.radio import LinkProfile
 
 
@@ -69,7 +70,7 @@ class Plan:
     choice: SplitEstimate
 
 
-class NoEligibleSplit(ValueError):
+class NoEligibleSplit(SpikeBottleNetError, ValueError):
     """No split point is within the accuracy-drop budget."""
 
 
@@ -90,7 +91,7 @@ def plan(profiles: Sequence[SplitProfile], link: LinkProfile, objective: Objecti
     """
     objective = Objective(objective)
     if not 0 <= latency_weight <= 1:
-        raise ValueError(f"latency_weight must be within 0..1, got {latency_weight}")
+        raise ConfigError(f"latency_weight must be within 0..1, got {latency_weight}")
     if not profiles:
         raise NoEligibleSplit("no split points to choose from")
     figures = [estimate(p, link) for p in profiles]

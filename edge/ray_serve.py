@@ -43,6 +43,7 @@ import torch
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.ports import port_in_use
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:  # here first, so that a bad checkpoint is one clear line, not a replica failing to start over and over
         runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
-    except ValueError as e:
+    except SpikeBottleNetError as e:
         log.error("cannot load the tail: %s", e)
         return 1
     if local:

@@ -53,6 +53,7 @@ from grpc_reflection.v1alpha import reflection
 
 from spikebottlenet.shared.batching import BatchPolicy
 from spikebottlenet.shared.codec import Codec, max_payload_length
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.fec import MAX_PARITY_BYTES, protected_length
 from spikebottlenet.shared.ports import port_in_use
 from spikebottlenet.v1 import split_inference_pb2 as pb
@@ -525,7 +526,7 @@ def run(args: argparse.Namespace) -> int:
     configure_torch_threads(settings.threads)
     try:
         runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
-    except ValueError as e:
+    except SpikeBottleNetError as e:
         log.error("cannot load the tail: %s", e)
         return 1
     for runner in runners:  # before the port opens: the health service says SERVING only when frames run at speed

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikebottlenet.shared.checkpoint import CheckpointInfo, load_checkpoint
+from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
 from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
 from spikebottlenet.shared.neuron import StepState
@@ -32,7 +33,7 @@ from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
 
 
-class FrameError(ValueError):
+class FrameError(SpikeBottleNetError, ValueError):
     """A frame this edge will not run; the message says why, for the device's operator, and ``status`` is what the
     call ends with."""
 
@@ -84,7 +85,7 @@ class TailRunner:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if checkpoint.config.bottleneck is None:
-            raise ValueError("a tail is only built from a split checkpoint; this one has no bottleneck")
+            raise CheckpointError("a tail is only built from a split checkpoint; this one has no bottleneck")
         self.tail = tail.eval()
         self.checkpoint = checkpoint
         self.max_batch = max_batch
@@ -226,10 +227,10 @@ class TailRunner:
 
 
 def load_tails(paths: Sequence[str | os.PathLike], max_batch: int) -> list[TailRunner]:
-    """The tails of an edge's checkpoints, each model once; raises ValueError naming a checkpoint that does not
-    load (CheckpointError, or one without a bottleneck to split at), or a model given twice."""
+    """The tails of an edge's checkpoints, each model once; raises CheckpointError naming a checkpoint that does not
+    load (or one without a bottleneck to split at), ConfigError for a model given twice."""
     runners = [TailRunner.load(path, max_batch) for path in paths]
     fingerprints = [runner.fingerprint for runner in runners]
     if len(set(fingerprints)) < len(fingerprints):
-        raise ValueError("the same model is given twice (its checkpoints have the same fingerprint): serve each once")
+        raise ConfigError("the same model is given twice (its checkpoints have the same fingerprint): serve each once")
     return runners

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
 from spikebottlenet.shared.processes import free_port
@@ -101,13 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_torch_threads(args.threads)
-    try:
-        checkpoint = chosen_checkpoint(args)
-        monolithic = MonolithicClassifier(load_checkpoint(checkpoint, "full"), args.codec)
-        images = [path.read_bytes() for path in args.image] if args.image else [synthetic_png(i) for i in range(8)]
-    except (OSError, CheckpointError) as e:
-        print(f"sbn bench: {e}", file=sys.stderr)
-        return 1
+    checkpoint = chosen_checkpoint(args)
+    monolithic = MonolithicClassifier(load_checkpoint(checkpoint, "full"), args.codec)
+    images = [path.read_bytes() for path in args.image] if args.image else [synthetic_png(i) for i in range(8)]
     if args.url:
         return _bench(args, monolithic, images, args.url.rstrip("/"))
     port = free_port()

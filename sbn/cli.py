@@ -1,7 +1,9 @@
 """``sbn``: the one console script. Each subcommand lives in the package that owns it.
 
 A command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help lives
-in ``COMMANDS`` below.
+in ``COMMANDS`` below. A user's error (shared/errors.py's SpikeBottleNetError, or an OSError: a file the
+user named that is missing or unreadable, a port taken) ends a command here with one line and exit
+status 1; any other exception is a bug and propagates with its traceback.
 Modules are imported only when their command runs, so ``sbn --help`` stays fast and the device
 image never imports training code.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from spikebottlenet.shared.errors import SpikeBottleNetError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -43,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     command_parser = argparse.ArgumentParser(prog=f"sbn {name}", description=COMMANDS[name][1])
     module.add_arguments(command_parser)
-    return int(module.run(command_parser.parse_args(argv[1:])) or 0)
+    args = command_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except (SpikeBottleNetError, OSError) as e:
+        print(f"sbn {name}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

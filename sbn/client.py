@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEVICE_URL_ENV = "SBN_DEVICE_URL"  # sbn classify's --url when it is not given
 API_KEY_HEADER = "X-API-Key"
@@ -37,7 +39,7 @@ API_KEY_ENV = "SBN_API_KEY"
 Image = str | os.PathLike[str] | bytes  # a file's path, or the image's bytes
 
 
-class DeviceError(Exception):
+class DeviceError(SpikeBottleNetError):
     """The device answered with an HTTP error (``status_code``, its JSON ``detail``), or could not be reached."""
 
     def __init__(self, status_code: int | None, detail: str, url: str) -> None:

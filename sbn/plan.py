@@ -20,9 +20,9 @@ from pathlib import Path
 
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.device.head_set import measure_costs
-from spikebottlenet.device.planner import NoEligibleSplit, Objective, Plan, SplitProfile, plan
+from spikebottlenet.device.planner import Objective, Plan, SplitProfile, plan
 from spikebottlenet.edge.tail_runner import TailRunner
-from spikebottlenet.shared.checkpoint import CheckpointError, embedded_models
+from spikebottlenet.shared.checkpoint import embedded_models
 from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, link_profile
 from spikebottlenet.shared.settings import configure_torch_threads
 
@@ -127,13 +127,9 @@ def run(args: argparse.Namespace) -> int:
         print("sbn plan: error: --bandwidth-mbps must be > 0 and --rtt-ms >= 0", file=sys.stderr)
         return 2
     configure_torch_threads(args.threads)
-    try:
-        profiles = measure_profiles(args.checkpoint or [info.path for info in embedded_models()])
-        link = link_profile(args.link, args.bandwidth_mbps, args.rtt_ms)
-        result = plan(profiles, link, args.objective, args.max_accuracy_drop, args.latency_weight)
-    except (CheckpointError, NoEligibleSplit, ValueError) as e:
-        print(f"sbn plan: error: {e}", file=sys.stderr)
-        return 1
+    profiles = measure_profiles(args.checkpoint or [info.path for info in embedded_models()])
+    link = link_profile(args.link, args.bandwidth_mbps, args.rtt_ms)
+    result = plan(profiles, link, args.objective, args.max_accuracy_drop, args.latency_weight)
     print(json.dumps(to_json(result), indent=2) if args.json else render(result))
     if args.plot:
         draw(profiles, args.plot, args.max_accuracy_drop)

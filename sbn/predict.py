@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -58,13 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = chosen_checkpoint(args)
-        loaded = load_checkpoint(path, "full")
-        result = MonolithicClassifier(loaded, args.codec).classify(args.image.read_bytes())
-    except (OSError, ValueError) as e:  # unreadable file; CheckpointError and ImageError are ValueErrors
-        print(f"sbn predict: {e}", file=sys.stderr)
-        return 1
+    loaded = load_checkpoint(chosen_checkpoint(args), "full")
+    result = MonolithicClassifier(loaded, args.codec).classify(args.image.read_bytes())
     fields = result.model_dump(exclude_none=True)
     print(json.dumps(fields, indent=2) if args.json else "\n".join(_text_lines(fields)))
     return 0

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config
-from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.checkpoint import load_checkpoint, read_checkpoint_info
 from spikebottlenet.shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, EnergyEstimate, structural_flops
 from spikebottlenet.shared.preprocess import ImageError, load_image
 from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
@@ -233,28 +233,25 @@ def run(args: argparse.Namespace) -> int:
         return fail("--images needs --checkpoint: the head whose spikes are measured", 2)
     if (args.width is not None and args.width <= 0) or (args.classes is not None and args.classes < 1):
         return fail("--width must be > 0 and --classes >= 1", 2)
-    try:
-        if args.checkpoint:
-            config = read_checkpoint_info(args.checkpoint).config
-            if config.bottleneck is None:
-                return fail(f"{args.checkpoint} is a backbone checkpoint: it has no split point to report", 1)
-            row = structural_row(config, mode)
-            if args.images:
-                head = load_checkpoint(args.checkpoint, "head").model
-                images = torch.stack([read_image(path, config) for path in args.images])  # [N, 3, H, W]
-                row = replace(row, measured=measure(head, images, mode))
-            rows = [row]
-        else:
-            width, classes = 1.0 if args.width is None else args.width, 100 if args.classes is None else args.classes
-            archs = list(BACKBONES) if args.compare else [args.arch or DEFAULT_ARCH]
-            by_arch = {arch: [structural_row(c, mode) for c in preset_configs(arch, width, classes)] for arch in archs}
-            rows = [row for arch_rows in by_arch.values() for row in arch_rows]
-            if args.compare and not args.json:
-                print(comparison(by_arch, width, mode))
-                return 0
-            config = preset_configs(archs[0], width, classes)[0]
-    except (CheckpointError, ImageError) as e:
-        return fail(str(e), 1)
+    if args.checkpoint:
+        config = read_checkpoint_info(args.checkpoint).config
+        if config.bottleneck is None:
+            return fail(f"{args.checkpoint} is a backbone checkpoint: it has no split point to report", 1)
+        row = structural_row(config, mode)
+        if args.images:
+            head = load_checkpoint(args.checkpoint, "head").model
+            images = torch.stack([read_image(path, config) for path in args.images])  # [N, 3, H, W]
+            row = replace(row, measured=measure(head, images, mode))
+        rows = [row]
+    else:
+        width, classes = 1.0 if args.width is None else args.width, 100 if args.classes is None else args.classes
+        archs = list(BACKBONES) if args.compare else [args.arch or DEFAULT_ARCH]
+        by_arch = {arch: [structural_row(c, mode) for c in preset_configs(arch, width, classes)] for arch in archs}
+        rows = [row for arch_rows in by_arch.values() for row in arch_rows]
+        if args.compare and not args.json:
+            print(comparison(by_arch, width, mode))
+            return 0
+        config = preset_configs(archs[0], width, classes)[0]
     link = link_profile(args.link)
     print(json.dumps([row.to_json(link) for row in rows], indent=2) if args.json else table(rows, config, mode, link))
     return 0

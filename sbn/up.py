@@ -43,6 +43,7 @@ from spikebottlenet.edge.settings import EdgeSettings
 from spikebottlenet.sbn.client import DEVICE_URL_ENV
 from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH
 from spikebottlenet.shared.codec import CODEC_CHOICES
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.ports import port_in_use
 from spikebottlenet.shared.processes import POLL_S, ChildExited, spawn, stop_all, wait_for_edge, wait_for_http
 from spikebottlenet.shared.settings import DEFAULT_SPLIT_POINT, ModelSettings
@@ -55,7 +56,7 @@ EDGE_HOST = "127.0.0.1"  # sbn up's edge is local: the device calls it here
 SHARED_VARIABLES = ("ARCH", "SPLIT_POINT")
 
 
-class StackError(RuntimeError):
+class StackError(SpikeBottleNetError, RuntimeError):
     """The stack cannot start as configured (a port taken, settings invalid or not matching); one line."""
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .energy import ConvRole, declare_role
+from .errors import ConfigError
 from .layers import SpikeConv2d, SpikeConvTranspose2d, TimeFolded
 from .td_batch_norm import TdBatchNorm
 from .neuron import LIF, LIFConfig
@@ -52,11 +53,11 @@ class BottleneckConfig:
 
     def __post_init__(self) -> None:
         if self.split_point < 1:
-            raise ValueError(f"split_point must be >= 1, got {self.split_point}")
+            raise ConfigError(f"split_point must be >= 1, got {self.split_point}")
         if self.channels < 1:
-            raise ValueError(f"bottleneck channels must be >= 1, got {self.channels}")
+            raise ConfigError(f"bottleneck channels must be >= 1, got {self.channels}")
         if self.stride not in (1, 2):
-            raise ValueError(f"bottleneck stride must be 1 or 2, got {self.stride}")
+            raise ConfigError(f"bottleneck stride must be 1 or 2, got {self.stride}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ def spike_shape(point: SplitPoint, bottleneck: BottleneckConfig, time_steps: int
     """(T, C', H', W') of one image's transmitted spike tensor after ``point``'s block."""
     if point.height % bottleneck.stride or point.width % bottleneck.stride:
         # the decoder's transposed conv can only restore an even size exactly (output_padding = 1)
-        raise ValueError(f"a stride-{bottleneck.stride} bottleneck at {point.name} needs an even block size; "
-                         f"{point.name} outputs {point.height}x{point.width}")
+        raise ConfigError(f"a stride-{bottleneck.stride} bottleneck at {point.name} needs an even block size; "
+                          f"{point.name} outputs {point.height}x{point.width}")
     return (time_steps, bottleneck.channels, point.height // bottleneck.stride, point.width // bottleneck.stride)
 
 

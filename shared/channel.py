@@ -23,6 +23,7 @@ import torch
 
 from .codec import Codec, ReceivedFrame, SpikeCodecError, decode_received
 from .entropy_codec import SpikeContextModel
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,16 @@ def parse_channel(spec: str) -> Channel:
     try:
         numbers = [float(v) for v in values.split(",")] if values else []
     except ValueError:
-        raise ValueError(f"channel {spec!r}: the parameters must be numbers ({forms})") from None
+        raise ConfigError(f"channel {spec!r}: the parameters must be numbers ({forms})") from None
     if not all(0 <= x <= 1 for x in numbers):
-        raise ValueError(f"channel {spec!r}: every parameter is a probability, 0..1")
+        raise ConfigError(f"channel {spec!r}: every parameter is a probability, 0..1")
     if kind == "bsc" and len(numbers) == 1:
         return BinarySymmetric(*numbers)
     if kind == "erasure" and len(numbers) == 1:
         return ByteErasure(*numbers)
     if kind == "gilbert" and len(numbers) in (3, 4) and numbers[0] + numbers[1] > 0:
         return GilbertElliott(*numbers)
-    raise ValueError(f"unknown channel {spec!r}; expected {forms}")
+    raise ConfigError(f"unknown channel {spec!r}; expected {forms}")
 
 
 def receive(payload: bytes, shape: tuple[int, ...], codec: Codec, model: SpikeContextModel | None,

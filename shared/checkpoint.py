@@ -42,6 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .errors import ConfigError, SpikeBottleNetError
 from .split_model import ModelConfig, build_model
 from .uncertainty import Calibration
 
@@ -54,8 +55,9 @@ BACKBONE_DIR = DEFAULT_MODEL_DIR / "backbones"
 log = logging.getLogger("sbn.checkpoint")
 
 
-class CheckpointError(ValueError):
-    """A file that is not a valid, intact SpikeBottleNet checkpoint."""
+class CheckpointError(SpikeBottleNetError, ValueError):
+    """A file that is not a valid, intact SpikeBottleNet checkpoint, or not one this action can use (a backbone where
+    a split model is needed, another dataset's)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ class WireTraining:
 
     def __post_init__(self) -> None:
         if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.erase_probability <= 1:
-            raise ValueError(f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, "
-                             f"got {self}")
+            raise ConfigError(f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, "
+                              f"got {self}")
 
     @property
     def active(self) -> bool:

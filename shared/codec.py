@@ -29,6 +29,7 @@ from bitarray import bitarray
 from bitarray.util import sc_decode, sc_encode
 
 from .entropy_codec import ChunkTooLong, EntropyCodecError, SpikeContextModel
+from .errors import SpikeBottleNetError
 
 
 class Codec(str, Enum):
@@ -41,7 +42,7 @@ CODEC_CHOICES = ("raw", "sparse", "entropy", "auto")
 _CODEC_OF = {codec.value: codec for codec in Codec}  # Codec(value) without the enum's slower call path
 
 
-class SpikeCodecError(ValueError):
+class SpikeCodecError(SpikeBottleNetError, ValueError):
     """A payload or tensor that cannot be encoded or decoded as asked."""
 
 

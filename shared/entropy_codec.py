@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from .errors import ConfigError, SpikeBottleNetError
+
 CRC_BYTES = 4  # each chunk's CRC-32
 WORD_BYTES = 4  # the range coder's words are uint32
 MAX_CHUNK_WORDS = 0xFFFF  # a chunk's length field is a u16
@@ -65,7 +67,7 @@ MAX_BITS_PER_SYMBOL = -math.log2(PROBABILITY_FLOOR) + 1  # bounds a legal payloa
 _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
 
 
-class EntropyCodecError(ValueError):
+class EntropyCodecError(SpikeBottleNetError, ValueError):
     """A payload that is not this model's coding of a frame of this shape."""
 
 
@@ -182,7 +184,7 @@ class SpikeContextModel:
     def from_config(cls, table: Sequence[Sequence[float]]) -> SpikeContextModel:
         p = np.asarray(table, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != CONTEXTS or not np.all((p > 0) & (p < 1)):
-            raise ValueError(f"an entropy model is C' rows of {CONTEXTS} probabilities strictly between 0 and 1")
+            raise ConfigError(f"an entropy model is C' rows of {CONTEXTS} probabilities strictly between 0 and 1")
         return cls(p)
 
     def to_config(self) -> tuple[tuple[float, ...], ...]:

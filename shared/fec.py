@@ -22,12 +22,14 @@ from dataclasses import dataclass
 
 import reedsolo
 
+from .errors import SpikeBottleNetError
+
 BLOCK_BYTES = 255  # a Reed–Solomon codeword over GF(2^8): message + parity
 MIN_PARITY_BYTES = 8  # below it, a block beyond repair is mostly miscorrected rather than detected
 MAX_PARITY_BYTES = 64  # at most 34 % overhead (64 per 191), so a protected frame stays within the edge's limit
 
 
-class FecError(ValueError):
+class FecError(SpikeBottleNetError, ValueError):
     """A parity setting, or a protected payload, that cannot be what the code makes."""
 
 

@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageMode, ImageOps
 
+from .errors import SpikeBottleNetError
+
 if TYPE_CHECKING:
     from .split_model import ModelConfig
 
@@ -73,7 +75,7 @@ HIGH_DEPTH_GRAY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 
 
-class ImageError(ValueError):
+class ImageError(SpikeBottleNetError, ValueError):
     """Data that cannot be turned into a model input; the message says why."""
 
 

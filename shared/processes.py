@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .errors import SpikeBottleNetError
 from .rpc.wire import SERVICE_NAME
 
 POLL_S = 0.2
 
 
-class ChildExited(RuntimeError):
+class ChildExited(SpikeBottleNetError, RuntimeError):
     """A child process ended while it was expected to start or keep running."""
 
 

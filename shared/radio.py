@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class LinkProfile:
@@ -35,7 +37,7 @@ class LinkProfile:
 
     def __post_init__(self) -> None:
         if self.rate_mbps <= 0 or self.power_mw_per_mbps < 0 or self.base_power_mw < 0 or self.rtt_ms < 0:
-            raise ValueError(f"a link needs a positive rate and non-negative power and round trip, got {self}")
+            raise ConfigError(f"a link needs a positive rate and non-negative power and round trip, got {self}")
 
     @property
     def power_mw(self) -> float:
@@ -71,7 +73,7 @@ def link_profile(name: str, rate_mbps: float | None = None, rtt_ms: float | None
     try:
         profile = LINK_PROFILES[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown link {name!r}; expected one of {', '.join(LINK_PROFILES)}") from None
+        raise ConfigError(f"unknown link {name!r}; expected one of {', '.join(LINK_PROFILES)}") from None
     if rate_mbps is None and rtt_ms is None:
         return profile
     return LinkProfile(f"{profile.name} (custom)", profile.rate_mbps if rate_mbps is None else rate_mbps,

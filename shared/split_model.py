@@ -26,6 +26,7 @@ from .backbones import backbone_config_from_dict
 from .bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder, SplitPreset, spike_shape
 from .codec import raw_length
 from .entropy_codec import SpikeContextModel
+from .errors import ConfigError
 from .neuron import StepState, stepping
 from .preprocess import INPUT_STYLES
 
@@ -71,18 +72,18 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.input_style not in INPUT_STYLES:
-            raise ValueError(f"unknown input style {self.input_style!r}; expected one of {', '.join(INPUT_STYLES)}")
+            raise ConfigError(f"unknown input style {self.input_style!r}; expected one of {', '.join(INPUT_STYLES)}")
         if self.time_steps < 1:
-            raise ValueError(f"time_steps must be >= 1, got {self.time_steps}")
+            raise ConfigError(f"time_steps must be >= 1, got {self.time_steps}")
         if self.labels and len(self.labels) != self.backbone.num_classes:
-            raise ValueError(f"{len(self.labels)} labels for {self.backbone.num_classes} classes")
+            raise ConfigError(f"{len(self.labels)} labels for {self.backbone.num_classes} classes")
         if self.bottleneck:
             self.spike_shape  # validates the bottleneck against the backbone's split points
         if self.entropy_model is not None:
             model = SpikeContextModel.from_config(self.entropy_model)  # ValueError for a malformed table
             if self.bottleneck is None or model.channels != self.bottleneck.channels:
-                raise ValueError(f"the entropy model has {model.channels} channels; the bottleneck sends "
-                                 f"{self.bottleneck.channels if self.bottleneck else 'no'} channels")
+                raise ConfigError(f"the entropy model has {model.channels} channels; the bottleneck sends "
+                                  f"{self.bottleneck.channels if self.bottleneck else 'no'} channels")
 
     def spike_model(self) -> SpikeContextModel | None:
         """The entropy codec's model of this model's transmitted spikes, if fitted."""
@@ -116,7 +117,7 @@ class ModelConfig:
 
     def _require_split(self) -> BottleneckConfig:
         if self.bottleneck is None:
-            raise ValueError("this model has no bottleneck (it is a backbone checkpoint), so it cannot be split")
+            raise ConfigError("this model has no bottleneck (it is a backbone checkpoint), so it cannot be split")
         return self.bottleneck
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,8 +202,8 @@ class SpikeBottleNet(nn.Module):
         new encoder and decoder keep their initialization.
         """
         if backbone.config != self.config.backbone:
-            raise ValueError(f"the pre-trained backbone is {backbone.config.arch} {backbone.config}, this split "
-                             f"model's is {self.config.backbone}")
+            raise ConfigError(f"the pre-trained backbone is {backbone.config.arch} {backbone.config}, this split "
+                              f"model's is {self.config.backbone}")
         state = backbone.state_dict()
         for half in (self.head, self.tail):
             own = half.state_dict()

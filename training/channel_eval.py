@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 import torch
 
 from spikebottlenet.shared.channel import parse_channel, receive
-from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
 from spikebottlenet.shared.fec import protect, recover
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
 
-from .datasets import DatasetError, load_dataset
+from .datasets import load_dataset
 from .entropy_fit import BATCH
 
 
@@ -90,12 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    try:
-        path = chosen_checkpoint(args)
-        result = evaluate(path, args.channel, args.codec, args.seed, args.chunks, args.fec, args.test_images)
-    except (CheckpointError, DatasetError, ValueError) as e:
-        print(f"sbn eval: error: {e}", file=sys.stderr)
-        return 1
+    result = evaluate(chosen_checkpoint(args), args.channel, args.codec, args.seed, args.chunks, args.fec,
+                      args.test_images)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH, BackboneConfig, resolve_arch
 from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
 from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, WireTraining, read_checkpoint_info
+from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.settings import SPLIT_POINT_RANGES
 
 from . import runtime as rt
@@ -185,7 +185,7 @@ def _pretrained_backbone(args: argparse.Namespace) -> BackboneConfig:
     """The pre-trained checkpoint's backbone config, checked against ``--arch`` when given."""
     backbone = read_checkpoint_info(args.pretrained).config.backbone
     if args.arch and resolve_arch(args.arch) != backbone.arch:
-        raise ValueError(f"{args.pretrained} is a {backbone.arch} backbone, not {resolve_arch(args.arch)}")
+        raise ConfigError(f"{args.pretrained} is a {backbone.arch} backbone, not {resolve_arch(args.arch)}")
     return backbone
 
 
@@ -200,14 +200,6 @@ def _preset(args: argparse.Namespace) -> SplitPreset:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    except (OSError, ValueError) as e:  # a missing dataset or checkpoint, a state from another run ...
-        print(f"sbn train {args.action}: error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
     if args.action == "demo":
         started = time.perf_counter()
         runtime = rt.start("fp32", args.device or "cpu")

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.preprocess import frame_handwriting, upscale_digits
 
 from .digit_augment import augment_digits, typed_digits
@@ -45,7 +46,7 @@ IMAGE_SIZE = 32
 DATASETS = ("cifar100", "mnist", "digits")
 
 
-class DatasetError(ValueError):
+class DatasetError(SpikeBottleNetError, ValueError):
     """A dataset directory that does not exist or is not in the expected layout."""
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.preprocess import frame_handwriting
 
 WORK_SIZE = 64
@@ -131,11 +132,12 @@ def typeface_files() -> tuple[Path, ...]:
     try:
         import matplotlib
     except ImportError:
-        raise ValueError("typed training digits need matplotlib's fonts: pip install 'spikebottlenet[train]'") from None
+        raise SpikeBottleNetError("typed training digits need matplotlib's fonts: "
+                                  "pip install 'spikebottlenet[train]'") from None
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     missing = [name for name in TRAINING_TYPEFACES if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"matplotlib at {folder} lacks the typefaces {', '.join(missing)}")
+        raise SpikeBottleNetError(f"matplotlib at {folder} lacks the typefaces {', '.join(missing)}")
     return tuple(folder / name for name in TRAINING_TYPEFACES)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikebottlenet.shared.checkpoint import EntropyCodecFigures, load_checkpoint, save_checkpoint
+from spikebottlenet.shared.checkpoint import CheckpointError, EntropyCodecFigures, load_checkpoint, save_checkpoint
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.entropy_codec import SpikeContextModel, conditional_entropy_bits, own_step_counts, transition_counts
 
@@ -41,11 +41,12 @@ def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> Entropy
     with it to ``out`` (may be ``path``); returns the test-split figures also recorded in its info."""
     loaded = load_checkpoint(path)
     if loaded.config.bottleneck is None:
-        raise ValueError(f"{path} is a backbone checkpoint: it transmits nothing to code")
+        raise CheckpointError(f"{path} is a backbone checkpoint: it transmits nothing to code")
     if not loaded.checkpoint.info_verified:  # rewriting it would vouch for info nobody checked
-        raise ValueError(f"{path}: its info does not match its digest (edited, or an older file); not rewriting it")
+        raise CheckpointError(f"{path}: its info does not match its digest (edited, or an older file); "
+                              f"not rewriting it")
     if loaded.config.input_style != data.input_style:
-        raise ValueError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
+        raise CheckpointError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
     head = loaded.model.head
     model = SpikeContextModel.fit(transition_counts(transmitted_spikes(head, data.train.images, data, runtime)))
     test = transmitted_spikes(head, data.test.images, data, runtime)  # [T, N, C', H', W']

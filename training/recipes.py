@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from spikebottlenet.shared.bottleneck import SplitPreset
-from spikebottlenet.shared.checkpoint import (LoadedModel, TrainingRecord, WireTraining, load_checkpoint,
-                                              save_checkpoint, update_info)
+from spikebottlenet.shared.checkpoint import (CheckpointError, LoadedModel, TrainingRecord, WireTraining,
+                                              load_checkpoint, save_checkpoint, update_info)
 from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax
@@ -106,11 +106,14 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     """
     base = load_checkpoint(pretrained)
     if base.config.bottleneck is not None:
-        raise ValueError(f"{pretrained} is already a split model; fine-tuning starts from a backbone checkpoint")
+        raise CheckpointError(f"{pretrained} is already a split model; fine-tuning starts from a backbone checkpoint")
     base_record = base.checkpoint.info
     base_dataset = base_record.dataset
     if base_dataset != data.name:
-        raise ValueError(f"{pretrained} was pre-trained on {base_dataset!r}, not {data.name!r}")
+        raise CheckpointError(f"{pretrained} was pre-trained on {base_dataset!r}, not {data.name!r}")
+    if base_record.test_accuracy is None:
+        raise CheckpointError(f"{pretrained} records no test accuracy to measure the split model's drop against "
+                              f"(a backbone from sbn train pretrain has one)")
     torch.manual_seed(train.seed)  # the new encoder / decoder start identically on every rank
     model = split_model(base, preset)
     config = model.config
@@ -141,9 +144,10 @@ def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, ru
     """
     loaded = load_checkpoint(path)
     if loaded.config.bottleneck is None:
-        raise ValueError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
+        raise CheckpointError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
     if not loaded.checkpoint.info_verified or loaded.checkpoint.info.pretrained_accuracy is None:
-        raise ValueError(f"{path}: refine needs verified info with the backbone's accuracy (a fine-tuned checkpoint)")
+        raise CheckpointError(f"{path}: refine needs verified info with the backbone's accuracy "
+                              f"(a fine-tuned checkpoint)")
     model, config, before = loaded.model, replace(loaded.config, entropy_model=None), loaded.checkpoint.info
     history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
     validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
@@ -206,7 +210,7 @@ def calibrate_checkpoint(path: Path, data: Dataset, runtime: Runtime) -> Calibra
     """
     loaded = load_checkpoint(path)
     if loaded.config.input_style != data.input_style:
-        raise ValueError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
+        raise CheckpointError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
     calibration = calibrate(validation_scores(loaded.model, data, runtime), train_ink=train_ink(data))
     update_info(path, replace(loaded.checkpoint.info, uncertainty=calibration))
     return calibration

@@ -24,11 +24,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from spikebottlenet.shared.errors import SpikeBottleNetError
+
 FORMAT = "spikebottlenet-train-state/1"
 
 
-class ResumeError(ValueError):
-    """A training-state file that cannot be resumed by this run."""
+class ResumeError(SpikeBottleNetError, ValueError):
+    """A training state (a state file, a sweep's folder) that this run cannot resume: another run's."""
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

@@ -33,6 +33,7 @@ from spikebottlenet.shared.split_model import SplitHead
 
 from .datasets import Dataset
 from .recipes import finetune, state_path
+from .resume import ResumeError
 from .runtime import Runtime
 from .tables import write_report
 from .trainer import TrainConfig, log_path
@@ -158,8 +159,8 @@ def _claim(out: Path, settings: dict, runtime: Runtime) -> None:
         saved = json.loads(path.read_text())
         changed = sorted(k for k in settings if saved.get(k) != settings[k])
         if changed:
-            raise ValueError(f"{out} holds a sweep run with different {', '.join(changed)}; "
-                             f"use another --out, or the same settings to resume it")
+            raise ResumeError(f"{out} holds a sweep run with different {', '.join(changed)}; "
+                              f"use another --out, or the same settings to resume it")
     elif runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n")

@@ -28,6 +28,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from spikebottlenet.shared.checkpoint import WireTraining
+from spikebottlenet.shared.errors import ConfigError
 
 from .datasets import Dataset, ImageSet
 from .resume import load_train_state, save_train_state
@@ -50,9 +51,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be >= 1")
+            raise ConfigError("epochs and batch size must be >= 1")
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:

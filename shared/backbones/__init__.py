@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from .base import BackboneConfig, BlockSequence, SpikingBackbone, SplitPoint
 from .spiking_mobilenetv2 import SpikingMobileNetV2Config
 from .spiking_resnet import SpikingResNetConfig
@@ -26,7 +27,7 @@ def resolve_arch(name: str) -> str:
     """The registry name for ``name`` or one of its aliases ("resnet50" -> "spiking_resnet50")."""
     arch = ALIASES.get(name, name)
     if arch not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(ARCH_CHOICES)}")
+        raise ConfigError(f"unknown backbone {name!r}; expected one of {', '.join(ARCH_CHOICES)}")
     return arch
 
 

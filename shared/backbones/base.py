@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..neuron import LIFConfig
 
 if TYPE_CHECKING:
@@ -64,9 +65,9 @@ class BackboneConfig(ABC):
 
     def __post_init__(self) -> None:
         if self.arch != self.ARCH:
-            raise ValueError(f"{type(self).__name__} is {self.ARCH!r}, not {self.arch!r}")
+            raise ConfigError(f"{type(self).__name__} is {self.ARCH!r}, not {self.arch!r}")
         if self.width_multiplier <= 0 or self.num_classes < 1 or self.channel_divisor < 1:
-            raise ValueError("width_multiplier must be > 0, num_classes and channel_divisor >= 1")
+            raise ConfigError("width_multiplier must be > 0, num_classes and channel_divisor >= 1")
 
     def scaled(self, channels: int) -> int:
         """A full-width channel count at this width: a multiple of ``channel_divisor``, at least one of it,
@@ -107,8 +108,8 @@ class BackboneConfig(ABC):
         """Split point ``index``; a ValueError naming the valid range if there is none."""
         points = self.split_points()
         if not 1 <= index <= len(points):
-            raise ValueError(f"{self.arch} has no split point {index}: it has {len(points)}, "
-                             f"{points[0].name} (1) .. {points[-1].name} ({len(points)})")
+            raise ConfigError(f"{self.arch} has no split point {index}: it has {len(points)}, "
+                              f"{points[0].name} (1) .. {points[-1].name} ({len(points)})")
         return points[index - 1]
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..bottleneck import BottleneckConfig, SplitPreset, bit_compression, preset_for_compression
 from ..energy import ConvRole
+from ..errors import ConfigError
 from ..layers import RESIDUAL_ALPHA, RESIDUAL_BN_INIT, ConvBN, ConvBNLIF, DirectEncodingStem, SpikeRateClassifier
 from ..neuron import LIF, LIFConfig
 from .base import BackboneConfig, SplitPoint
@@ -98,8 +99,8 @@ class SpikingResNetConfig(BackboneConfig):
         t = PAPER_TIME_STEPS[index - 1]
         channels, remainder = divmod(PAPER_TRANSMITTED_BYTES[index - 1] * 8, t * (full.height // stride) ** 2)
         if remainder:  # an image size other than the paper's 32, whose H' x W' Table 1's bytes need not fit
-            raise ValueError(f"RB{index}: Table 1's {PAPER_TRANSMITTED_BYTES[index - 1]} bytes do not divide into "
-                             f"T={t} x H' x W' at image size {self.image_size}")
+            raise ConfigError(f"RB{index}: Table 1's {PAPER_TRANSMITTED_BYTES[index - 1]} bytes do not divide into "
+                              f"T={t} x H' x W' at image size {self.image_size}")
         compression = bit_compression(full, BottleneckConfig(index, channels, stride))
         return preset_for_compression(point, compression, stride, t)
 

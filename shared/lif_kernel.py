@@ -20,7 +20,9 @@ compares a build for a generic x86-64 (no AVX, no FMA instruction) with this CPU
 The loop is plain numba, single-threaded (no ``parallel``): it never competes with torch's intra-op
 threads. It compiles on first use, once per process and argument types; ``cache=True`` keeps the
 machine code on disk next to this file or, where that is read-only (an installed package), in the
-user's cache directory.
+user's cache directory. An entry is reused while this file's size and time stamp stay the same, and it records
+the module's import name (``spikebottlenet.shared.lif_kernel``): entries written when it was imported under
+another name cannot be loaded, so a change of that name must come with a change to this file.
 
 Training has loops of its own below (``lif_train_forward`` / ``lif_train_backward``, and with a train-mode
 tdBN ``lif_norm_train_forward`` / ``lif_norm_train_backward``), which shared/lif_autograd.py wraps in

@@ -7,6 +7,7 @@ serves every embedded model, so that the README's ``?split_point=K`` and ``arch=
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 import os
 import re
 import subprocess
@@ -37,18 +38,24 @@ def digit_png(index: int) -> tuple[bytes, int]:
     return buffer.getvalue(), int(digits.target[index])
 
 
-@pytest.fixture(scope="module")
-def mobilenet_up() -> Iterator[str]:
-    """``sbn up --arch mobilenetv2 --split-point 8`` as a user runs it; yields the device's URL."""
+@contextmanager
+def sbn_up(*flags: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``sbn up FLAGS`` on free ports, as a user runs it; yields the device's URL once it is ready."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", "--arch", "mobilenetv2", "--split-point", "8",
-                                "--port", str(port), "--edge-port", str(free_port())])
+    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", *flags, "--port", str(port),
+                                "--edge-port", str(free_port())], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/readyz", process)
         yield url
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_up() -> Iterator[str]:
+    with sbn_up("--arch", "mobilenetv2", "--split-point", "8") as url:
+        yield url
 
 
 def test_mobilenet_demo_through_real_processes_matches_the_monolithic_model(mobilenet_up: str) -> None:
@@ -72,17 +79,10 @@ def test_mobilenet_demo_through_real_processes_matches_the_monolithic_model(mobi
 @pytest.fixture(scope="module")
 def default_up() -> Iterator[str]:
     """``sbn up`` with no model flags or variables, as a new user runs it (``make up PORT=...``)."""
-    port = free_port()
     env = {name: value for name, value in os.environ.items()  # none of the variables that choose models
            if not re.fullmatch(r"SBN_(EDGE_|DEVICE_)?(ARCH|SPLIT_POINT|CHECKPOINT|MODELS)", name)}
-    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", "--port", str(port),
-                                "--edge-port", str(free_port())], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/readyz", process)
+    with sbn_up(env=env) as url:
         yield url
-    finally:
-        stop(process)
 
 
 @pytest.mark.parametrize("params, arch, split_point", [

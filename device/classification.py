@@ -1,12 +1,16 @@
-"""The classification result: the body of ``POST /classify`` and the output of ``sbn predict``.
+"""The classification result: the body of ``POST /classify``, of each entry of ``POST /classify/batch`` and the
+output of ``sbn predict``.
 
-Both paths build it here from the same inputs (logits, the head's output, the checkpoint and the
-timings), so the split and the monolithic answer can only differ where the numbers differ.
+Every path measures one ImageResult per image (the logits, the head's output, the checkpoint, the
+timings, the bytes it is charged, ...), and ``Classification.build`` makes the body from it, so the
+split and the monolithic answer can only differ where the numbers differ.
 """
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
+from typing import Any, Self
 
 import torch
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
@@ -16,7 +20,7 @@ from spikebottlenet.shared.uncertainty import is_uncertain, max_softmax
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
-from .head_runner import HeadOutput
+from .head_runner import ImageSpikes
 
 TOP_K = 5
 UNTRAINED_NOTE = "untrained placeholder weights: predictions are meaningless"
@@ -109,6 +113,59 @@ class SpikeRaster(BaseModel):
                     "i // 8 (most significant first), the last byte zero-padded; ceil(T*C'*H'*W' / 8) bytes")
 
 
+def even_shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` whole numbers that add up to it, the first ``total % parts`` one larger."""
+    share, extra = divmod(total, parts)
+    return [share + (i < extra) for i in range(parts)]
+
+
+@dataclass(frozen=True)
+class WireShare:
+    """The bytes one image is charged for on the wire."""
+
+    transmitted_bytes: int  # its spike payload as sent, FEC parity included
+    message_bytes: int  # the whole gRPC message(s) that carried it
+    compression_ratio: float  # its split block's spikes at 1 bit each / the payload bytes sent for them
+
+    @classmethod
+    def of_frame(cls, frame: pb.SpikeFrame, uncompressed_bytes: int) -> list[WireShare]:
+        """Each image's share of ``frame`` [T, B, C', H', W'], by row: the payload and the whole message divided
+        evenly among the B images, in whole bytes, so that the shares add up to the frame's (a sparse or entropy
+        payload is one stream that cannot be attributed to images bit by bit). The ratio is the frame's:
+        B * ``uncompressed_bytes`` (one image's split-block spikes at 1 bit each) / payload bytes."""
+        images, payload = frame.shape[1], len(frame.payload)
+        ratio = images * uncompressed_bytes / payload
+        return [cls(transmitted, message, ratio) for transmitted, message in
+                zip(even_shares(payload, images), even_shares(frame.ByteSize(), images), strict=True)]
+
+
+@dataclass(frozen=True)
+class StreamSteps:
+    """How far a streamed request went."""
+
+    sent: int  # time steps sent to the edge, one message each
+    computed: int  # time steps the head computed: one more than sent when it had worked ahead of an early exit
+    early_exit: float | None  # the threshold applied; None: every step sent
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What a path measured for one image: everything its Classification is built from."""
+
+    checkpoint: CheckpointInfo  # the model that classified it
+    spikes: ImageSpikes  # the head's output for it
+    logits: torch.Tensor  # [num_classes], from the tail
+    latency: Latency  # of the request (a batch's images share it)
+    wire: WireShare
+    transmit_mj: float | None = None  # the radio's energy to send wire.message_bytes; None: no link (sbn predict)
+    head_batch_images: int | None = None  # images in the head run that carried it (split path)
+    edge_batch_images: int | None = None  # images in the edge's tail run that carried it (split path)
+    link_damage: LinkDamage | None = None  # split path
+    split_choice: SplitChoice | None = None  # split_point=auto's
+    edge_replica: str | None = None  # the edge replica that answered, where it said
+    steps: StreamSteps | None = None  # a streamed request's
+
+
 class Classification(BaseModel):
     label: str | None = Field(description="the predicted class; null for a blank input, where there is none")
     class_index: int | None = Field(description="its index; null for a blank input")
@@ -172,63 +229,59 @@ class Classification(BaseModel):
         fields = handler(self)
         return {"label": None, "class_index": None, "probability": None, **fields} if self.blank else fields
 
-
-def build_classification(logits: torch.Tensor, head: HeadOutput, checkpoint: CheckpointInfo, latency: Latency,
-                         include_logits: bool = False, include_spikes: bool = False, *,
-                         head_batch_images: int | None = None, edge_batch_images: int | None = None,
-                         transmit_mj: float | None = None, split_choice: SplitChoice | None = None,
-                         link_damage: LinkDamage | None = None, edge_replica: str | None = None,
-                         message_bytes: int | None = None,
-                         time_steps_sent: int | None = None, time_steps_computed: int | None = None,
-                         early_exit: float | None = None) -> Classification:
-    """The result for one image; ``logits`` is [num_classes] from the tail. ``message_bytes``: what the gRPC
-    messages came to where that is not the frame's (a stream's messages), and the time-step counts of a stream."""
-    config = checkpoint.config
-    probabilities = logits.softmax(dim=-1)
-    score = float(max_softmax(logits))
-    top = probabilities.topk(min(TOP_K, len(probabilities)))
-    top5 = [] if head.blank else [ClassProbability(label=config.label(i), probability=p)
-                                  for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
-    transmitted = len(head.frame.payload)
-    geometry = config.geometry()
-    return Classification(
-        label=top5[0].label if top5 else None,
-        class_index=int(top.indices[0]) if top5 else None,
-        probability=top5[0].probability if top5 else None,
-        blank=head.blank,
-        # an unverified info's threshold is not trusted: every answer is then uncertain
-        uncertain=not checkpoint.info_verified or is_uncertain(score, head.blank, head.ink,
-                                                               checkpoint.info.uncertainty),
-        uncertainty_score=score,
-        top5=top5,
-        arch=config.backbone.arch,
-        split_point=geometry.point.index,
-        split_point_name=geometry.point.name,
-        time_steps=config.time_steps,
-        spike_shape=list(geometry.spike_shape),
-        codec=head.codec.value,
-        transmitted_bytes=transmitted,
-        message_bytes=head.frame.ByteSize() if message_bytes is None else message_bytes,
-        float32_feature_bytes=geometry.float32_feature_bytes,
-        image_bytes=head.image_bytes,
-        compression_ratio=geometry.uncompressed_bytes / transmitted,
-        energy=Energy.model_validate(head.energy, from_attributes=True).model_copy(update={
-            "transmit_mj": transmit_mj,
-            "device_total_mj": None if transmit_mj is None else head.energy.device_45nm_mj + transmit_mj}),
-        latency_ms=latency,
-        model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
-                           note=model_note(checkpoint)),
-        head_batch_images=head_batch_images,
-        split_choice=split_choice,
-        edge_batch_images=edge_batch_images,
-        link_damage=link_damage,
-        edge_replica=edge_replica,
-        time_steps_sent=time_steps_sent,
-        time_steps_computed=time_steps_computed,
-        early_exit=early_exit,
-        logits=logits.tolist() if include_logits else None,
-        spikes=spike_raster(head) if include_spikes else None,
-    )
+    @classmethod
+    def build(cls, result: ImageResult, include_logits: bool = False, include_spikes: bool = False,
+              **fields: Any) -> Self:
+        """The body for one image (``include_logits`` / ``include_spikes``: ?logits=true / ?spikes=true); ``fields``:
+        a subclass's own (a batch entry's index and filename)."""
+        image, checkpoint, logits = result.spikes, result.checkpoint, result.logits
+        config = checkpoint.config
+        probabilities = logits.softmax(dim=-1)
+        score = float(max_softmax(logits))
+        top = probabilities.topk(min(TOP_K, len(probabilities)))
+        top5 = [] if image.blank else [ClassProbability(label=config.label(i), probability=p)
+                                      for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        geometry = config.geometry()
+        transmit_mj, steps = result.transmit_mj, result.steps
+        return cls(
+            label=top5[0].label if top5 else None,
+            class_index=int(top.indices[0]) if top5 else None,
+            probability=top5[0].probability if top5 else None,
+            blank=image.blank,
+            # an unverified info's threshold is not trusted: every answer is then uncertain
+            uncertain=not checkpoint.info_verified or is_uncertain(score, image.blank, image.ink,
+                                                                   checkpoint.info.uncertainty),
+            uncertainty_score=score,
+            top5=top5,
+            arch=config.backbone.arch,
+            split_point=geometry.point.index,
+            split_point_name=geometry.point.name,
+            time_steps=config.time_steps,
+            spike_shape=list(geometry.spike_shape),
+            codec=image.codec.value,
+            transmitted_bytes=result.wire.transmitted_bytes,
+            message_bytes=result.wire.message_bytes,
+            float32_feature_bytes=geometry.float32_feature_bytes,
+            image_bytes=image.image_bytes,
+            compression_ratio=result.wire.compression_ratio,
+            energy=Energy.model_validate(image.energy, from_attributes=True).model_copy(update={
+                "transmit_mj": transmit_mj,
+                "device_total_mj": None if transmit_mj is None else image.energy.device_45nm_mj + transmit_mj}),
+            latency_ms=result.latency,
+            model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
+                               note=model_note(checkpoint)),
+            head_batch_images=result.head_batch_images,
+            split_choice=result.split_choice,
+            edge_batch_images=result.edge_batch_images,
+            link_damage=result.link_damage,
+            edge_replica=result.edge_replica,
+            time_steps_sent=None if steps is None else steps.sent,
+            time_steps_computed=None if steps is None else steps.computed,
+            early_exit=None if steps is None else steps.early_exit,
+            logits=logits.tolist() if include_logits else None,
+            spikes=spike_raster(image) if include_spikes else None,
+            **fields,
+        )
 
 
 def model_note(checkpoint: CheckpointInfo) -> str | None:
@@ -237,8 +290,8 @@ def model_note(checkpoint: CheckpointInfo) -> str | None:
     return None if checkpoint.trained else UNTRAINED_NOTE
 
 
-def spike_raster(head: HeadOutput) -> SpikeRaster:
-    """The head's transmitted spikes [T, 1, C', H', W'] as [T, C', H', W'], packed one bit each (the raw codec)."""
-    spikes = head.spikes[:, 0]
+def spike_raster(image: ImageSpikes) -> SpikeRaster:
+    """The image's transmitted spikes [T, 1, C', H', W'] as [T, C', H', W'], packed one bit each (the raw codec)."""
+    spikes = image.spikes[:, 0]
     _, packed = encode(spikes, Codec.RAW, assume_binary=True)  # the encoder LIF's output
     return SpikeRaster(shape=list(spikes.shape), bits=base64.b64encode(packed).decode("ascii"))

@@ -31,7 +31,7 @@ from spikebottlenet.shared.preprocess import ImageError
 from spikebottlenet.shared.split_model import ModelConfig
 
 from .deadline import Deadline
-from .head_batcher import HeadTimeout
+from .head_queue import HeadTimeout
 from .head_runner import ModelInput
 
 # Two threads: one slow decode does not hold up every other upload's, and with the head's thread they keep within

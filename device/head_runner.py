@@ -46,8 +46,9 @@ class ModelInput:
 
 
 @dataclass(frozen=True)
-class HeadOutput:
-    """One image's part of a head run; the frame it travels in may carry other images too."""
+class ImageSpikes:
+    """One image's part of a head run: its spikes, the frame they travel in (which may carry other images' too) and
+    what they cost."""
 
     frame: pb.SpikeFrame  # ready to send
     codec: Codec  # the codec that packed frame.payload ("auto" resolved)
@@ -58,13 +59,13 @@ class HeadOutput:
     ink: float  # mean brightness of the model input, 0..1 (shared/uncertainty.py)
 
 
-class HeadStream:
+class ImageStream:
     """One image through a head one time step per ``step()`` (streaming): each step's spikes packed on their own
     into a SpikeStep, the head's neurons carrying their state from one step to the next in this stream's
     StepState. The first message names the frame, the later ones only their step."""
 
-    def __init__(self, runner: HeadRunner, x: torch.Tensor, image_bytes: int, blank: bool, ink: float) -> None:
-        self.runner, self.x = runner, x  # x: the normalized image [1, 3, H, W]
+    def __init__(self, head: HeadRunner, x: torch.Tensor, image_bytes: int, blank: bool, ink: float) -> None:
+        self.head, self.x = head, x  # x: the normalized image [1, 3, H, W]
         self.image_bytes, self.blank, self.ink = image_bytes, blank, ink
         self.state = StepState()
         self.request_id = uuid.uuid4().hex
@@ -74,43 +75,43 @@ class HeadStream:
 
     @property
     def time_steps(self) -> int:
-        return self.runner.checkpoint.config.time_steps
+        return self.head.checkpoint.config.time_steps
 
     def step(self) -> pb.SpikeStep:
         """Compute the next time step and pack it; the first of T calls returns the message naming the frame."""
-        runner, t = self.runner, len(self.spikes)
+        head, t = self.head, len(self.spikes)
         if t >= self.time_steps:
             raise RuntimeError(f"all {self.time_steps} time steps of this stream have been computed")
-        spikes, energy = runner.forward_step(self.x, self.state)  # [1, 1, C', H', W']
+        spikes, energy = head.forward_step(self.x, self.state)  # [1, 1, C', H', W']
         previous = None if t == 0 else self.spikes[-1].to(torch.uint8).numpy()
-        codec, payload = encode(spikes, runner.codec, assume_binary=True, model=runner.spike_model,
-                                chunks=runner.entropy_chunks, previous=previous)
+        codec, payload = encode(spikes, head.codec, assume_binary=True, model=head.spike_model,
+                                chunks=head.entropy_chunks, previous=previous)
         self.spikes.append(spikes)
         self.energy.append(energy)
         self.codecs.append(codec)
         message = pb.SpikeStep(step=t, codec=CODEC_TO_WIRE[codec],
-                               payload=protect(payload, runner.fec_parity_bytes))
+                               payload=protect(payload, head.fec_parity_bytes))
         if t == 0:
-            message.request_id, message.model_fingerprint = self.request_id, runner.checkpoint.fingerprint
-            message.split_point, message.fec_parity_bytes = runner.split_point.index, runner.fec_parity_bytes
+            message.request_id, message.model_fingerprint = self.request_id, head.checkpoint.fingerprint
+            message.split_point, message.fec_parity_bytes = head.split_point.index, head.fec_parity_bytes
             message.shape[:] = [self.time_steps, *spikes.shape[1:]]
         return message
 
-    def output(self, messages: list[pb.SpikeStep], computed: int) -> HeadOutput:
-        """This image's head output as far as it went: the first ``computed`` steps computed (their energy, all of
+    def output(self, messages: list[pb.SpikeStep], computed: int) -> ImageSpikes:
+        """This image's spikes as far as the stream went: the first ``computed`` steps computed (their energy, all of
         it spent) and the ``messages`` sent; its frame stands for what crossed the link, their payloads together.
         Its codec is the first step's (under "auto" later steps may differ)."""
-        frame = pb.SpikeFrame(request_id=self.request_id, model_fingerprint=self.runner.checkpoint.fingerprint,
-                              split_point=self.runner.split_point.index,
+        frame = pb.SpikeFrame(request_id=self.request_id, model_fingerprint=self.head.checkpoint.fingerprint,
+                              split_point=self.head.split_point.index,
                               shape=[len(messages), *self.spikes[0].shape[1:]], codec=messages[0].codec,
                               payload=b"".join(m.payload for m in messages),
-                              fec_parity_bytes=self.runner.fec_parity_bytes)
-        return HeadOutput(frame, self.codecs[0], torch.cat(self.spikes[:len(messages)]),
-                          EnergyEstimate.over_steps(self.energy[:computed]), self.image_bytes, self.blank, self.ink)
+                              fec_parity_bytes=self.head.fec_parity_bytes)
+        return ImageSpikes(frame, self.codecs[0], torch.cat(self.spikes[:len(messages)]),
+                           EnergyEstimate.over_steps(self.energy[:computed]), self.image_bytes, self.blank, self.ink)
 
 
 @dataclass(frozen=True)
-class HeadTimings:
+class RunTimings:
     """Milliseconds of one head run, which may carry the images of several requests (decoded before it)."""
 
     head_ms: float  # one forward of the head and encoder over all of them
@@ -122,17 +123,19 @@ class HeadTimings:
 
 
 @dataclass(frozen=True)
-class HeadBatch:
-    """One job's result: one frame for its images."""
+class JobResult:
+    """One job's result (a job: one request's images, device/head_queue.py): one frame for its images."""
 
-    heads: dict[int, HeadOutput]  # the job's image index -> that image's slice of the frame
-    frame: pb.SpikeFrame
-    timings: HeadTimings  # of the run that carried the job
+    images: dict[int, ImageSpikes]  # the job's image index -> that image's slice of the frame
+    frame: pb.SpikeFrame  # T x B x C' x H' x W': a row for each of ``images``, in their order
+    timings: RunTimings  # of the run that carried the job
     run_images: int  # images in that run's head forward (micro-batching: several jobs may share it)
+    queue_ms: float = 0.0  # how long the job waited for that run (HeadQueue); 0: run at once
 
 
 class HeadRunner:
-    """Runs uploaded images through one checkpoint's head and packs the spikes."""
+    """One model's head, the device's half of the split model: runs uploaded images through it and packs the
+    spikes."""
 
     def __init__(self, head: nn.Module, checkpoint: CheckpointInfo, codec: str = "raw",
                  energy_mode: CountMode | str = CountMode.PAPER, entropy_chunks: int = 1,
@@ -144,7 +147,7 @@ class HeadRunner:
             raise ConfigError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
         if checkpoint.config.bottleneck is None:
             raise CheckpointError("a head is only built from a split checkpoint; this one has no bottleneck")
-        self.head = head.eval()
+        self.module = head.eval()  # images [B, 3, H, W] -> spikes [T, B, C', H', W']
         self.checkpoint = checkpoint
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
@@ -175,12 +178,12 @@ class HeadRunner:
         self.forward(torch.zeros(1, 3, size, size))
         self.forward_step(torch.zeros(1, 3, size, size), StepState())  # and a streamed step's path
 
-    def run(self, image: bytes) -> HeadOutput:
+    def run(self, image: bytes) -> ImageSpikes:
         """One image in its own frame; raises shared.preprocess.ImageError if it is not a readable image."""
         (job,) = self.run_jobs([{0: ModelInput.load(image, self.checkpoint.config)}])
-        return job.heads[0]
+        return job.images[0]
 
-    def run_jobs(self, jobs: list[dict[int, ModelInput]]) -> list[HeadBatch]:
+    def run_jobs(self, jobs: list[dict[int, ModelInput]]) -> list[JobResult]:
         """Several jobs' images (each job's by its own image index, at least one) through the head as one batch,
         then one frame per job.
 
@@ -193,43 +196,43 @@ class HeadRunner:
         spikes, energy = self.forward(x)  # [T, B, C', H', W'], B estimates
         blank, brightness = is_blank(x).tolist(), ink(unnormalize(x, self.checkpoint.config)).tolist()
         forwarded = perf_counter()
-        batches = []
+        packed = []
         first = 0  # the job's first row of the batch: stacked in job order
         for inputs in jobs:
             rows = range(first, first + len(inputs))
             codec, frame = self.pack(spikes[:, rows.start:rows.stop])
-            heads = {index: HeadOutput(frame, codec, spikes[:, b:b + 1], energy[b], model_input.image_bytes, blank[b],
-                                       brightness[b])
-                     for b, (index, model_input) in zip(rows, inputs.items(), strict=True)}
-            batches.append((heads, frame))
+            images = {index: ImageSpikes(frame, codec, spikes[:, b:b + 1], energy[b], model_input.image_bytes,
+                                         blank[b], brightness[b])
+                      for b, (index, model_input) in zip(rows, inputs.items(), strict=True)}
+            packed.append((images, frame))
             first = rows.stop
-        timings = HeadTimings((forwarded - start) * 1e3, (perf_counter() - forwarded) * 1e3)
-        return [HeadBatch(heads, frame, timings, len(x)) for heads, frame in batches]
+        timings = RunTimings((forwarded - start) * 1e3, (perf_counter() - forwarded) * 1e3)
+        return [JobResult(images, frame, timings, len(x)) for images, frame in packed]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[EnergyEstimate]]:
         """Normalized images [B, 3, H, W] -> their spikes [T, B, C', H', W'] and one energy estimate per image,
         each from that image's own spikes (a batch's images do not interact: tdBN runs on its running stats)."""
-        monitor = ActivityMonitor(self.head, self.checkpoint.config.time_steps, self.energy_mode)
+        monitor = ActivityMonitor(self.module, self.checkpoint.config.time_steps, self.energy_mode)
         with self._lock, torch.inference_mode(), monitor:
-            spikes = self.head(x)
+            spikes = self.module(x)
         return spikes, monitor.estimates()
 
     def forward_step(self, x: torch.Tensor, state: StepState) -> tuple[torch.Tensor, EnergyEstimate]:
         """``forward`` one time step at a time: one image [1, 3, H, W] -> its next step's spikes [1, 1, C', H', W']
         and that step's energy, the head's neurons continuing from ``state``."""
-        monitor = ActivityMonitor(self.head, 1, self.energy_mode)
+        monitor = ActivityMonitor(self.module, 1, self.energy_mode)
         with self._lock, torch.inference_mode(), monitor:
-            spikes = self.head.step(x, state)
+            spikes = self.module.step(x, state)
         return spikes, monitor.estimates()[0]
 
-    def open_stream(self, image: bytes | ModelInput) -> HeadStream:
+    def open_stream(self, image: bytes | ModelInput) -> ImageStream:
         """The image, read and preprocessed (unless it already is), ready to run through the head one time step at
         a time; raises ImageError if it is not a readable image."""
         if isinstance(image, bytes):
             image = ModelInput.load(image, self.checkpoint.config)
         x = image.x.unsqueeze(0)  # [1, 3, H, W]
-        return HeadStream(self, x, image.image_bytes, bool(is_blank(x)[0]),
-                          float(ink(unnormalize(x, self.checkpoint.config))[0]))
+        return ImageStream(self, x, image.image_bytes, bool(is_blank(x)[0]),
+                           float(ink(unnormalize(x, self.checkpoint.config))[0]))
 
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""

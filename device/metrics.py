@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .classification import Classification
 from .edge_client import EdgeReply
-from .head_batcher import QueuedHead
+from .head_runner import JobResult
 
 CLASSIFY_PATH = "/classify"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -56,9 +56,9 @@ class DeviceMetrics:
     def observe_decode(self, ms: float) -> None:
         self.stage.labels("preprocess").observe(ms / 1e3)
 
-    def observe_head(self, queued: QueuedHead) -> None:
-        timings = queued.batch.timings
-        for stage, ms in (("queue", queued.queue_ms), ("head", timings.head_ms), ("encode", timings.encode_ms)):
+    def observe_head(self, job: JobResult) -> None:
+        timings = job.timings
+        for stage, ms in (("queue", job.queue_ms), ("head", timings.head_ms), ("encode", timings.encode_ms)):
             self.stage.labels(stage).observe(ms / 1e3)
 
     def observe_edge(self, reply: EdgeReply) -> None:

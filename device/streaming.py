@@ -14,81 +14,88 @@ says to go on, so which steps are sent depends on the logits alone, not on timin
 works ahead on the next step meanwhile, and a step it has made when the stream stops is computed but
 not sent. The answer reports both counts; its bytes are those sent, its energy that of the steps
 computed.
+
+The pipeline (device/pipeline.py) chooses this path and hands it what it needs: the image decoded, the
+model's head, the thread heads run on, the edge, the lossy channel (if any) and the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING
+
+import torch
 
 from spikebottlenet.shared.uncertainty import max_softmax
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
-from .classification import Classification, Latency, LinkDamage, SplitChoice, build_classification
+from .classification import LinkDamage, StreamSteps
 from .deadline import Deadline
-from .edge_client import StreamReply
-from .head_set import ServedHead
+from .edge_client import EdgeClient, StreamReply
+from .head_queue import HeadThread
+from .head_runner import HeadRunner, ImageSpikes, ModelInput
+from .lossy_channel import LossyChannel
 
-if TYPE_CHECKING:
-    from .pipeline import SplitPipeline
+
+@dataclass(frozen=True)
+class StreamedImage:
+    """What streaming one image measured."""
+
+    spikes: ImageSpikes  # the steps sent (their frame, their spikes) and the energy of the steps computed
+    logits: torch.Tensor  # [num_classes]: the running logits of the last step sent
+    device_ms: float  # the head's steps, each timed on the head thread
+    edge_ms: float  # the edge's steps added up (they overlap the device's: no network figure is their difference)
+    message_bytes: int  # the SpikeStep messages sent, added up
+    link_damage: LinkDamage  # the steps' added up
+    steps: StreamSteps
 
 
-async def classify_streamed(pipeline: SplitPipeline, head: ServedHead, image: bytes, deadline: Deadline,
-                            early_exit: float | None, choice: SplitChoice | None = None, include_logits: bool = False,
-                            include_spikes: bool = False) -> Classification:
-    """Raises ImageError for an unreadable image, HeadTimeout when the deadline passes while the head works, and
-    EdgeError when the edge returns no logits."""
-    start = perf_counter()
-    runner = head.runner
-    num_classes = runner.checkpoint.config.backbone.num_classes
-    # not counted against the head's queue, which it never joins: classify() bounds the open streams instead
-    model_input, decode_ms = await pipeline.decode_one(head, image, deadline, queued=False)
-    stream = await pipeline.run_on_head_thread(runner.open_stream, model_input, deadline=deadline)
-    device_ms = decode_ms  # the device's time covers decoding the upload, as on the unstreamed path
+async def stream_image(head: HeadRunner, image: ModelInput, thread: HeadThread, edge: EdgeClient,
+                       channel: LossyChannel, deadline: Deadline, early_exit: float | None) -> StreamedImage:
+    """``image`` through ``head`` and the edge one time step per message; raises HeadTimeout when the deadline passes
+    while the head works, and EdgeError when the edge returns no logits."""
+    num_classes = head.checkpoint.config.backbone.num_classes
+    stream = await thread.run(head.open_stream, image, deadline=deadline)
+    device_ms = 0.0
 
-    async def compute_step():  # the next step on the head thread, timed
+    async def compute_step() -> pb.SpikeStep:  # the next step on the head thread, timed
         nonlocal device_ms
         started = perf_counter()
-        message = await pipeline.run_on_head_thread(stream.step, deadline=deadline)
+        message = await thread.run(stream.step, deadline=deadline)
         device_ms += (perf_counter() - started) * 1e3
         return message
 
-    sent, replies = [], []
-    async with pipeline.edge.stream(deadline) as edge:
+    sent: list[pb.SpikeStep] = []
+    replies: list[StreamReply] = []
+    async with edge.stream(deadline) as call:
         next_step = asyncio.ensure_future(compute_step())
         try:
             for t in range(stream.time_steps):
                 message = await next_step
-                await edge.send(await pipeline.through_channel(message))
+                await call.send(await channel.deliver(message))
                 sent.append(message)
                 if t + 1 < stream.time_steps:  # the head works on step t + 1 while the edge runs step t
                     next_step = asyncio.ensure_future(compute_step())
                 if early_exit is not None:
-                    replies.append(await edge.receive(num_classes))
+                    replies.append(await call.receive(num_classes))
                     if confident(replies[-1], early_exit):
                         break
-            await edge.done_sending()
+            await call.done_sending()
             while len(replies) < len(sent):
-                replies.append(await edge.receive(num_classes))
+                replies.append(await call.receive(num_classes))
         except BaseException:
             next_step.cancel()  # nobody needs the step made ahead (its head work, once started, finishes unseen)
             raise
         # A step made ahead that will not be sent: still computed, still counted (and within the deadline: a
         # HeadTimeout from it is this request's). Every step started has now finished.
         await next_step
-    last = replies[-1]
     computed = len(stream.energy)
-    output = stream.output(sent, computed)
-    # device and edge time overlap: each is its own sum, and no network figure is their difference
-    latency = Latency(device=device_ms, edge=sum(reply.edge_ms for reply in replies),
-                      total=(perf_counter() - start) * 1e3)
-    damage = [LinkDamage.of(output.frame, reply.damage) for reply in replies]
-    message_bytes = sum(m.ByteSize() for m in sent)
-    return build_classification(
-        last.logits[0], output, runner.checkpoint, latency, include_logits, include_spikes,
-        transmit_mj=pipeline.link.prior.transmit_mj(message_bytes), split_choice=choice,
-        link_damage=LinkDamage.total(damage), message_bytes=message_bytes,
-        time_steps_sent=len(sent), time_steps_computed=computed, early_exit=early_exit)
+    spikes = stream.output(sent, computed)
+    return StreamedImage(spikes, replies[-1].logits[0], device_ms, sum(reply.edge_ms for reply in replies),
+                         sum(m.ByteSize() for m in sent),
+                         LinkDamage.total([LinkDamage.of(spikes.frame, reply.damage) for reply in replies]),
+                         StreamSteps(len(sent), computed, early_exit))
 
 
 def confident(reply: StreamReply, threshold: float) -> bool:

@@ -6,7 +6,7 @@
 
 Both halves of every model are loaded here and timed on one image (this machine standing in for the
 device and for the edge: on a real deployment the device measures its own heads at start-up and asks
-the edge for its times, see device/head_set.py); energy is the head's at 45 nm from the spikes of a
+the edge for its times, see device/model_set.py); energy is the head's at 45 nm from the spikes of a
 seeded input; accuracy drops come from the checkpoints. The planner itself is device/planner.py, the
 same function ``/classify?split_point=auto`` calls.
 """
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from spikebottlenet.device.head_runner import HeadRunner
-from spikebottlenet.device.head_set import measure_costs
+from spikebottlenet.device.model_set import measure_costs
 from spikebottlenet.device.planner import Objective, Plan, SplitProfile, plan
 from spikebottlenet.edge.tail_runner import TailRunner
 from spikebottlenet.shared.checkpoint import embedded_models

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from spikebottlenet.device.classification import Classification, Latency, build_classification
+from spikebottlenet.device.classification import Classification, ImageResult, Latency, WireShare
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.shared.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES
@@ -40,12 +40,14 @@ class MonolithicClassifier:
     def classify(self, image: bytes) -> Classification:
         """Raises shared.preprocess.ImageError if ``image`` is not a readable image."""
         start = perf_counter()
-        head = self.head.run(image)
+        spikes = self.head.run(image)
         headed = perf_counter()
         with torch.inference_mode():
-            logits = self.tail(head.spikes)
+            logits = self.tail(spikes.spikes)
         latency = Latency(device=(headed - start) * 1e3, total=(perf_counter() - start) * 1e3)
-        return build_classification(logits[0], head, self.checkpoint, latency, include_logits=True)
+        (wire,) = WireShare.of_frame(spikes.frame, self.checkpoint.config.geometry().uncompressed_bytes)
+        return Classification.build(ImageResult(self.checkpoint, spikes, logits[0], latency, wire),
+                                    include_logits=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 """Micro-batching: which queued jobs run together, and how long a run waits for more. Both halves batch this way,
-the device's head (device/head_batcher.py, asyncio) and the edge's tail (edge/micro_batcher.py, a thread); each is
+the device's head (device/head_queue.py, asyncio) and the edge's tail (edge/micro_batcher.py, a thread); each is
 an adapter that owns its queue and its way of waiting, and asks ``collect`` what to run next.
 
     an idle half        runs a lone job at once, so batching adds nothing to the latency of one request at a time

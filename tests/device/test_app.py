@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.device.app import withhold_address
+from spikebottlenet.device.api.errors import withhold_address
 from spikebottlenet.device.head_runner import HeadRunner, ModelInput
 from spikebottlenet.device.http_server import WRITE_GRACE_S, DeviceServer
 from spikebottlenet.device.pipeline import SplitPipeline

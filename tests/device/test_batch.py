@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.device.batch import even_shares
+from spikebottlenet.device.classification import even_shares
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES
 from spikebottlenet.shared.processes import free_port
 from tests.shared.test_preprocess import png_claiming

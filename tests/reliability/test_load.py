@@ -1,7 +1,7 @@
 """Load on loopback: 1,000 uploads at concurrency 16 through ``sbn device`` and ``sbn edge`` processes.
 
 Every answer must be a 200 with the monolithic model's class, although the 16 uploads in flight are
-batched on both halves (device/head_batcher.py, edge/micro_batcher.py), and neither process may grow:
+batched on both halves (device/head_queue.py, edge/micro_batcher.py), and neither process may grow:
 resident memory after the run within 10% of after the warm-up. The warm-up is long enough to have
 run every batch size the load produces, so that the allocator's first blocks for each are taken by
 then; what grows after it is a leak.

@@ -266,10 +266,11 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_keep_alive_timeout(
         calibrated_checkpoint: Callable[..., Path]) -> None:
     keep_alive_s = 1
     with device_client(calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", timeout_keep_alive_s=keep_alive_s) as idle:
-        with socket.create_connection((idle.base_url.host, idle.base_url.port), timeout=10) as sock:
+        with socket.create_connection((idle.base_url.host, idle.base_url.port), timeout=30) as sock:
             start = time.monotonic()
             assert sock.recv(1) == b""  # closed, nothing said
-            assert keep_alive_s <= time.monotonic() - start <= keep_alive_s + 1.0
+            # not before the timeout; after it, within seconds rather than never (a loaded machine delays the timer)
+            assert keep_alive_s <= time.monotonic() - start <= keep_alive_s + 10
 
 
 def read_response(sock: socket.socket) -> bytes:

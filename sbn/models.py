@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from spikebottlenet.shared.checkpoint import embedded_models
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []  # JSON objects
     for ckpt in embedded_models():
         geometry, record = ckpt.config.geometry(), ckpt.info
         rows.append({
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             "split_point": geometry.point.index,
             "split_point_name": geometry.point.name,
             "time_steps": ckpt.config.time_steps,
-            "channels": ckpt.config.bottleneck.channels,
+            "channels": ckpt.config.require_bottleneck().channels,
             "spike_shape": list(geometry.spike_shape),
             "transmitted_bytes": geometry.transmitted_bytes,
             # mean entropy-codec payload on the test split (training/entropy_fit.py); None: no fitted model

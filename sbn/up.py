@@ -77,7 +77,9 @@ def half_settings(settings_cls: type[H], env: Mapping[str, str], flags: Mapping[
     """The settings a child started with ``flags`` (None: not passed) in ``env`` runs with: flag, else
     environment variable, else default; validated as the child validates them."""
     prefix = settings_cls.model_config["env_prefix"]
-    values = {name: env[key] for name in settings_cls.model_fields if (key := f"{prefix}{name.upper()}") in env}
+    # strings from the environment, the flags' values: the settings class validates and converts them all
+    values: dict[str, Any] = {name: env[key] for name in settings_cls.model_fields
+                              if (key := f"{prefix}{name.upper()}") in env}
     values.update({name: value for name, value in flags.items() if value is not None})
     try:
         return settings_cls(**values)

@@ -35,15 +35,16 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar, overload, runtime_checkable
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .backbones import SpikingBackbone
 from .errors import ConfigError, SpikeBottleNetError
-from .split_model import ModelConfig, build_model
+from .split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail, build_model
 from .uncertainty import Calibration
 
 FORMAT = "spikebottlenet/1"
@@ -58,6 +59,17 @@ log = logging.getLogger("sbn.checkpoint")
 class CheckpointError(SpikeBottleNetError, ValueError):
     """A file that is not a valid, intact SpikeBottleNet checkpoint, or not one this action can use (a backbone where
     a split model is needed, another dataset's)."""
+
+
+@runtime_checkable
+class RecordPart(Protocol):
+    """A field of the TrainingRecord with fields of its own (EntropyCodecFigures, WireTraining, Calibration): a
+    dataclass that writes itself as a JSON object and reads itself back from one."""
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Self: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ class TrainingRecord:
             if key not in hints or key == "extra":
                 extra[key] = value
                 continue
-            part = next((kind for kind in _kinds(hints[key]) if is_dataclass(kind)), None)
+            part = next((kind for kind in _kinds(hints[key]) if issubclass(kind, RecordPart)), None)
             try:
                 known[key] = part.from_dict(value) if part is not None and isinstance(value, dict) else value
             except (TypeError, ValueError) as e:  # a key missing, one too many, a value out of range
@@ -188,7 +200,7 @@ def _checked(record: Any, where: str) -> Any:
 
 
 def _to_json(value: Any) -> Any:
-    return value.to_dict() if is_dataclass(value) else value
+    return value.to_dict() if isinstance(value, RecordPart) else value
 
 
 @dataclass(frozen=True)
@@ -318,9 +330,12 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     return CheckpointInfo(path, config, fingerprint, digests, info, info_verified)
 
 
+Model = TypeVar("Model", bound=nn.Module)
+
+
 @dataclass
-class LoadedModel:
-    model: nn.Module
+class LoadedModel(Generic[Model]):
+    model: Model
     checkpoint: CheckpointInfo
 
     @property
@@ -332,7 +347,14 @@ class LoadedModel:
         return self.checkpoint.fingerprint
 
 
-def load_checkpoint(path: str | os.PathLike, part: str = "full") -> LoadedModel:
+@overload
+def load_checkpoint(path: str | os.PathLike, part: Literal["full"] = "full"
+                    ) -> LoadedModel[SpikeBottleNet | SpikingBackbone]: ...
+@overload
+def load_checkpoint(path: str | os.PathLike, part: Literal["head"]) -> LoadedModel[SplitHead]: ...
+@overload
+def load_checkpoint(path: str | os.PathLike, part: Literal["tail"]) -> LoadedModel[SplitTail]: ...
+def load_checkpoint(path: str | os.PathLike, part: Literal["full", "head", "tail"] = "full") -> LoadedModel[Any]:
     """Build ``part`` ("full", "head" or "tail") and load its weights, verifying them first.
 
     Only the tensors of the requested part are read from disk; their digest must match the one

@@ -22,6 +22,8 @@ FLOPs without computing anything (``structural_flops``).
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass, field
 from enum import Enum
@@ -169,13 +171,16 @@ class ActivityMonitor:
     def estimates(self) -> list[EnergyEstimate]:
         layers = self.counted()
         spiking = [layer for layer in layers if layer.role is not ConvRole.STEM]
-        if not spiking or spiking[0].spikes is None:
+        recorded = [(layer, layer.spikes.double()) for layer in spiking if layer.spikes is not None]
+        if not spiking or len(recorded) < len(spiking):
             raise RuntimeError("no spikes were recorded: run a real (non-meta) forward inside the monitor")
         flops = sum(layer.flops for layer in layers)
         mac_flops = sum(layer.flops for layer in layers if layer.role is ConvRole.STEM)  # real-valued input
-        # SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l, per image
-        syops = sum(layer.spikes.double() * layer.flops / layer.input_neurons for layer in spiking)
-        spikes = sum(layer.spikes.double() for layer in spiking)
+        # per image, summed over the layers (functools.reduce, not sum(), whose start of 0 would type the sum as an
+        # int too): SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l
+        syops = functools.reduce(operator.add, (spikes * layer.flops / layer.input_neurons
+                                                for layer, spikes in recorded))
+        spikes = functools.reduce(operator.add, (spikes for _, spikes in recorded))
         neuron_steps = self.time_steps * sum(layer.input_neurons for layer in spiking)
         out = []
         for b in range(syops.shape[0]):

@@ -15,6 +15,7 @@ multi-step run's spikes bit for bit, and so does a request batched with others.
 from __future__ import annotations
 
 import math
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
@@ -36,7 +37,9 @@ class SpikeConv2d(nn.Conv2d):
     for more than one image), where torch's own choice switches between them with the batch size."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if _batch_invariant_inference(input) and self.padding_mode == "zeros" and self.dilation == (1, 1):
+        # the batch-invariant kernels take a padding in numbers: "same" or "valid" is F.conv2d's to resolve
+        if (_batch_invariant_inference(input) and self.padding_mode == "zeros" and self.dilation == (1, 1)
+                and not isinstance(self.padding, str)):
             if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1:
                 return torch.ops.aten._slow_conv2d_forward(input, weight, self.kernel_size, bias, self.stride,
                                                            self.padding)
@@ -57,12 +60,15 @@ class SpikeConvTranspose2d(nn.ConvTranspose2d):
         return super().forward(input, output_size)
 
 
-class TimeFolded(nn.Module):
+Folded = TypeVar("Folded", bound=nn.Module)
+
+
+class TimeFolded(nn.Module, Generic[Folded]):
     """Apply a stateless module to [T, B, ...] by folding T into the batch dimension."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: Folded) -> None:
         super().__init__()
-        self.module = module
+        self.module: Folded = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b = x.shape[:2]
@@ -158,6 +164,7 @@ class SpikeRateClassifier(Stateful):
         total, steps = self.step_state.get(self) or (None, 0)
         for t in range(rate.shape[0]):
             total = rate[t] if total is None else total + rate[t]  # [B, C]
+        assert total is not None  # x has at least one time step, so the loop has started the sum
         steps += rate.shape[0]
         self.step_state.put(self, (total, steps))
         return self.fc(total / steps)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -212,7 +213,8 @@ def fused_norm_matches_aten() -> bool:
     return True
 
 
-def norm_trains_in_kernel(norm: torch.nn.Module | None, x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
+def norm_trains_in_kernel(norm: torch.nn.Module | None, x: torch.Tensor,
+                          shortcut: torch.Tensor | None) -> TypeGuard[TdBatchNorm]:
     """Whether ``lif_norm_train`` takes this tdBN and its input: a train-mode ``TdBatchNorm`` with running
     statistics and an affine map, all float32 on the CPU, x [T, B, C, H, ...] that F.batch_norm would see
     contiguous (so its contiguous kernel is the one to match; a channels-last x takes another), more than one
@@ -290,7 +292,7 @@ class LIFNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, grad_current if keep_current else None, None, None, None, None, None
 
 
-def lif_norm_train(x: torch.Tensor, norm: torch.nn.Module, shortcut: torch.Tensor | None, tau: float, v_th: float,
+def lif_norm_train(x: torch.Tensor, norm: TdBatchNorm, shortcut: torch.Tensor | None, tau: float, v_th: float,
                    width: float) -> torch.Tensor:
     """Spikes of LIF(norm(x) + shortcut) for a train-mode tdBN ``norm`` (``norm_trains_in_kernel``), differentiable
     in x, the tdBN's weight and bias and the shortcut, with norm's running statistics and batch count updated as

@@ -146,7 +146,7 @@ def decode_image(data: bytes, draft_size: int, max_decoded_bytes: int = MAX_DECO
     if not data:
         raise ImageError("empty image data")
     try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # an ImageFile, later its oriented RGB copy
         # Image.open has read the header only: refuse here what would be too large to decode
         if (cost := decoded_bytes(img)) > max_decoded_bytes:
             raise _too_large(f"image is {img.width}x{img.height} pixels of mode {img.mode}: {cost:,} bytes decoded",

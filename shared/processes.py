@@ -56,7 +56,10 @@ def wait_for_edge(address: str, process: subprocess.Popen[bytes], timeout_s: flo
 
         def serving() -> bool:
             try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
+                # typeshed's HealthStub (types-grpcio-health-checking) leaves out the methods that the generated
+                # stub sets in its __init__
+                reply = health.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
             except grpc.RpcError:  # not listening yet
                 return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING

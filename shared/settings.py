@@ -31,7 +31,7 @@ log = logging.getLogger("sbn")
 
 DEFAULT_SPLIT_POINT = 8  # every backbone ships an embedded demo model split here
 SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{points[-1].name}"
-                               for arch, points in ((a, cls().split_points()) for a, cls in BACKBONES.items()))
+                               for arch, points in ((a, backbone_config(a).split_points()) for a in BACKBONES))
 
 
 class RenamedVariables(PydanticBaseSettingsSource):

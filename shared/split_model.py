@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -98,12 +98,12 @@ class ModelConfig:
     @property
     def split_point(self) -> SplitPoint:
         """The split point the bottleneck follows."""
-        return self.backbone.split_point(self._require_split().split_point)
+        return self.backbone.split_point(self.require_bottleneck().split_point)
 
     @property
     def spike_shape(self) -> tuple[int, ...]:
         """(T, C', H', W') of one image's transmitted spikes."""
-        return spike_shape(self.split_point, self._require_split(), self.time_steps)
+        return spike_shape(self.split_point, self.require_bottleneck(), self.time_steps)
 
     def geometry(self) -> SplitGeometry:
         point = self.split_point
@@ -115,7 +115,8 @@ class ModelConfig:
             float32_feature_bytes=point.channels * point.height * point.width * 4,
         )
 
-    def _require_split(self) -> BottleneckConfig:
+    def require_bottleneck(self) -> BottleneckConfig:
+        """The bottleneck of a split model; ConfigError for a backbone's config, which has none."""
         if self.bottleneck is None:
             raise ConfigError("this model has no bottleneck (it is a backbone checkpoint), so it cannot be split")
         return self.bottleneck
@@ -147,7 +148,7 @@ class SplitHead(nn.Module):
         self.config, self.time_steps = config, config.time_steps
         self.stem = config.backbone.stem()
         self.blocks = BlockSequence(config.backbone, 1, point.index)
-        self.encoder = SpikeEncoder(point.channels, config.bottleneck, config.backbone.lif)
+        self.encoder = SpikeEncoder(point.channels, config.require_bottleneck(), config.backbone.lif)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # image: normalized [B, 3, H, W] -> binary spikes [T, B, C', H', W']
@@ -167,7 +168,7 @@ class SplitTail(nn.Module):
         super().__init__()
         point = config.split_point
         self.config = config
-        self.decoder = SpikeDecoder(point.channels, config.bottleneck, config.backbone.lif)
+        self.decoder = SpikeDecoder(point.channels, config.require_bottleneck(), config.backbone.lif)
         self.blocks = BlockSequence(config.backbone, point.index + 1, len(config.backbone.split_points()))
         self.classifier = config.backbone.classifier()
 
@@ -213,8 +214,15 @@ class SpikeBottleNet(nn.Module):
 PARTS = ("head", "tail")
 
 
+@overload
+def build_model(config: ModelConfig, part: Literal["full"] = "full") -> SpikeBottleNet | SpikingBackbone: ...
+@overload
+def build_model(config: ModelConfig, part: Literal["head"]) -> SplitHead: ...
+@overload
+def build_model(config: ModelConfig, part: Literal["tail"]) -> SplitTail: ...
 def build_model(config: ModelConfig, part: str = "full") -> nn.Module:
-    """The module for one part of a checkpoint: "full", or "head" / "tail" of a split model."""
+    """The module for one part of a checkpoint: "full" (a SpikeBottleNet, or a SpikingBackbone for a config without
+    a bottleneck), or "head" / "tail" of a split model."""
     if part == "full":
         return SpikeBottleNet(config) if config.bottleneck else SpikingBackbone(config.backbone, config.time_steps)
     if part == "head":

@@ -24,6 +24,12 @@ class TdBatchNorm(nn.BatchNorm2d):
     the two branches that are summed before a residual LIF, so their sum keeps unit variance.
     """
 
+    # Always built with running statistics (BatchNorm's track_running_stats=True), which BatchNorm declares
+    # optional
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, channels: int, v_th: float, alpha: float = 1.0, eps: float = 1e-5,
                  momentum: float = 0.1) -> None:
         super().__init__(channels, eps=eps, momentum=momentum)

@@ -16,25 +16,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from typing import Any
 
 import numpy as np
 import torch
 
 from spikebottlenet.shared.channel import parse_channel, receive
-from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
 from spikebottlenet.shared.fec import protect, recover
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
 from .datasets import load_dataset
 from .entropy_fit import BATCH
 
 
-def evaluate(path, channel_spec: str, codec: str, seed: int = 0, chunks: int = 1,  # type: ignore[no-untyped-def]
-             fec_parity: int = 0, test_images: int | None = None) -> dict:
+def evaluate(path: str | os.PathLike, channel_spec: str, codec: str, seed: int = 0, chunks: int = 1,
+             fec_parity: int = 0, test_images: int | None = None) -> dict[str, Any]:
     """The figures ``sbn eval`` prints, for the split checkpoint ``path`` on its dataset's test split (its
     first ``test_images``, where given)."""
     loaded = load_checkpoint(path)
+    if not isinstance(loaded.model, SpikeBottleNet):
+        raise CheckpointError(f"{path} is a backbone checkpoint: it sends no frames to evaluate")
     config = loaded.config
     # only the test images are needed: normalized as the checkpoint says (its training split's statistics)
     data = load_dataset(loaded.checkpoint.info.dataset or "digits", None, config.input_style,

@@ -238,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
                             args.out)
             if runtime.is_main:
                 codec = record.entropy_codec
+                assert codec is not None  # refine's main process refits the entropy codec on the new spikes
                 print(f"wrote {args.out}: test accuracy {record.test_accuracy:.2f}% "
                       f"(drop {record.accuracy_drop:+.2f}), "
                       f"entropy payload {codec.entropy_mean_bytes} B per test image (raw {codec.raw_bytes} B)")

@@ -29,6 +29,7 @@ import hashlib
 import importlib.resources
 import io
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,8 @@ def _cifar_split(path: Path) -> ImageSet:
 def load_cifar100(root: str | Path) -> Dataset:
     folder = _cifar_dir(Path(root))
     names = _unpickle(folder / "meta", (b"fine_label_names",))[b"fine_label_names"]
+    if not isinstance(names, Iterable):
+        raise DatasetError(f"{folder / 'meta'}: fine_label_names is a {type(names).__name__}, not a list of names")
     labels = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     train, test = _cifar_split(folder / "train"), _cifar_split(folder / "test")
     for split, name in ((train, "train"), (test, "test")):

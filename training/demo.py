@@ -109,7 +109,7 @@ def demo_table(paths: list[Path]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         ckpt = read_checkpoint_info(path)
-        b, record, geometry = ckpt.config.bottleneck, ckpt.info, ckpt.config.geometry()
+        b, record, geometry = ckpt.config.require_bottleneck(), ckpt.info, ckpt.config.geometry()
         lines.append(f"| {ckpt.config.backbone.arch} | {geometry.point.name} | {b.channels} | {b.stride} | "
                      f"{ckpt.config.time_steps} | {geometry.transmitted_bytes} | {geometry.compression:g}x | "
                      f"{record.test_accuracy:.2f} | {record.accuracy_drop:+.2f} | "

@@ -71,8 +71,8 @@ def _stroke_width(ink: torch.Tensor, generator: torch.Generator, thin: bool = Tr
         choice = torch.where(choice == 2, 3, choice)
     thick = F.max_pool2d(ink, 3, 1, 1)
     thicker = F.max_pool2d(ink, 5, 1, 2)
-    thin = -F.max_pool2d(-ink, 3, 1, 1)
-    return torch.where(choice == 0, thick, torch.where(choice == 1, thicker, torch.where(choice == 2, thin, ink)))
+    thinner = -F.max_pool2d(-ink, 3, 1, 1)
+    return torch.where(choice == 0, thick, torch.where(choice == 1, thicker, torch.where(choice == 2, thinner, ink)))
 
 
 def _blur(ink: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

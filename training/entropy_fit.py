@@ -21,6 +21,7 @@ from torch import nn
 from spikebottlenet.shared.checkpoint import CheckpointError, EntropyCodecFigures, load_checkpoint, save_checkpoint
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.entropy_codec import SpikeContextModel, conditional_entropy_bits, own_step_counts, transition_counts
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
 from .datasets import Dataset
 from .runtime import Runtime
@@ -40,7 +41,7 @@ def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> Entropy
     """Fit the entropy model of the split checkpoint ``path`` on ``data``'s training split and write the checkpoint
     with it to ``out`` (may be ``path``); returns the test-split figures also recorded in its info."""
     loaded = load_checkpoint(path)
-    if loaded.config.bottleneck is None:
+    if not isinstance(loaded.model, SpikeBottleNet):
         raise CheckpointError(f"{path} is a backbone checkpoint: it transmits nothing to code")
     if not loaded.checkpoint.info_verified:  # rewriting it would vouch for info nobody checked
         raise CheckpointError(f"{path}: its info does not match its digest (edited, or an older file); "

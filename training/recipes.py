@@ -68,7 +68,8 @@ def damp_residual_branches(model: SpikingBackbone, scale: float = RESIDUAL_INIT)
     accuracy, with far steadier per-epoch test accuracy. The demo checkpoints were trained with it.
     """
     for block in model.blocks.values():
-        if block.residual_bn is not None:
+        # None for a block without a shortcut (isinstance, not `is not None`: nn.ModuleDict leaves blocks untyped)
+        if isinstance(block.residual_bn, nn.BatchNorm2d):
             nn.init.constant_(block.residual_bn.weight, scale)
 
 
@@ -145,10 +146,11 @@ def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, ru
     loaded = load_checkpoint(path)
     if loaded.config.bottleneck is None:
         raise CheckpointError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
-    if not loaded.checkpoint.info_verified or loaded.checkpoint.info.pretrained_accuracy is None:
+    before = loaded.checkpoint.info
+    if not loaded.checkpoint.info_verified or before.pretrained_accuracy is None:
         raise CheckpointError(f"{path}: refine needs verified info with the backbone's accuracy "
                               f"(a fine-tuned checkpoint)")
-    model, config, before = loaded.model, replace(loaded.config, entropy_model=None), loaded.checkpoint.info
+    model, config = loaded.model, replace(loaded.config, entropy_model=None)
     history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
     validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
     record = replace(

@@ -199,6 +199,9 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
                                      state=state_path(checkpoint))
             energy = measure_energy(model.head, data, runtime)
             geometry = model.config.geometry()
+            # finetune records a split model's test accuracy, its backbone's and the drop between them
+            assert (record.test_accuracy is not None and record.pretrained_accuracy is not None
+                    and record.accuracy_drop is not None)
             result = Result(
                 k, candidate.channels, candidate.stride, candidate.time_steps,
                 geometry.transmitted_bytes, geometry.uncompressed_bytes, round(geometry.compression, 2),

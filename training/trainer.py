@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from spikebottlenet.shared.checkpoint import WireTraining
 from spikebottlenet.shared.errors import ConfigError
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
 from .datasets import Dataset, ImageSet
 from .resume import load_train_state, save_train_state
@@ -111,8 +112,13 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, 
     split model transmits and bit flips on them in training (training/wire_training.py).
     """
     with ExitStack() as stack:
-        hook = stack.enter_context(WireHook(model.head, wire, torch.Generator(runtime.device).manual_seed(
-            config.seed + 7919))) if wire.active else None
+        hook: WireHook | None = None
+        if wire.active:
+            if not isinstance(model, SpikeBottleNet):
+                raise TypeError(f"the wire's terms train what a split model transmits; a {type(model).__name__} "
+                                f"transmits nothing")
+            hook = stack.enter_context(WireHook(model.head, wire, torch.Generator(runtime.device).manual_seed(
+                config.seed + 7919)))
         return _fit(model, data, config, runtime, state_path, run, description, hook)
 
 
@@ -128,9 +134,11 @@ def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime,
     run = {"train": asdict(config), "dataset": data.name, "train_size": len(train), "validation_size": len(validation),
            "processes": runtime.world_size, **({"wire": asdict(hook.wire)} if hook else {}), **(run or {})}
 
-    # a sampler over indices: set_epoch(e) makes epoch e's order a function of (seed, e) only
-    sampler = DistributedSampler(range(len(train)), num_replicas=runtime.world_size, rank=runtime.rank,
-                                 shuffle=True, seed=config.seed)
+    # a sampler over indices: set_epoch(e) makes epoch e's order a function of (seed, e) only. It reads only the
+    # length of what it samples, which a range has; torch annotates that as a Dataset
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(train)), num_replicas=runtime.world_size, rank=runtime.rank,  # type: ignore[arg-type]
+        shuffle=True, seed=config.seed)
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
@@ -171,12 +179,13 @@ def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime,
             if runtime.is_main and (i % 10 == 0 or i == len(bar) - 1):  # .tolist() waits for the GPU
                 loss_sum, correct = sums.tolist()
                 bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}%", lr=f"{lr:.2e}")
-        loss_sum, correct, count = runtime.all_sum([*sums.tolist(), float(count)])
+        # over every process: the loss sum, the right answers and the images seen
+        loss_sum, correct, seen = runtime.all_sum([*sums.tolist(), float(count)])
         validation_accuracy, validation_loss = evaluate(model, data, validation, runtime)
         history.append({
             "epoch": epoch + 1,
-            "train_loss": round(loss_sum / count, 4),
-            "train_accuracy": round(100 * correct / count, 2),
+            "train_loss": round(loss_sum / seen, 4),
+            "train_accuracy": round(100 * correct / seen, 2),
             "validation_loss": round(validation_loss, 4),
             "validation_accuracy": round(validation_accuracy, 2),
             "seconds": round(time.perf_counter() - started, 1),

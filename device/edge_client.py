@@ -160,7 +160,7 @@ class EdgeStream:
 
     def __init__(self, client: EdgeClient, deadline: Deadline) -> None:
         self.client, self.deadline = client, deadline
-        self.call: grpc.aio.StreamStreamCall | None = None
+        self.call: grpc.aio.StreamStreamCall[pb.SpikeStep, pb.RunningLogits] | None = None
         self.first: pb.SpikeStep | None = None
         self.sent = self.received = 0
 
@@ -193,7 +193,7 @@ class EdgeStream:
             reply = await self.call.read()
         except grpc.aio.AioRpcError as e:
             raise self.client._error(e) from None
-        if reply is grpc.aio.EOF:
+        if not isinstance(reply, pb.RunningLogits):  # grpc.aio.EOF: the edge ended the call
             raise await self._ended(self.call)
         self.client.check_reply(reply, self.first, num_classes, "stream")
         if reply.step != self.received:

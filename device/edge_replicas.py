@@ -48,7 +48,7 @@ async def resolve(target: str) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise TargetError(f"edge target {target!r}: {host} does not resolve ({e})") from None
-    ips = dict.fromkeys(info[4][0] for info in infos)  # in resolver order, without repeats
+    ips = dict.fromkeys(str(info[4][0]) for info in infos)  # in resolver order, without repeats
     return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
 
 

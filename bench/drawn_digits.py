@@ -36,10 +36,18 @@ HELD_OUT_SEED = 1
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation"))
 FONTS = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-    "DejaVuSansCondensed-Oblique.ttf", "DejaVuSerif-Bold.ttf",
-    "LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf", "LiberationSerif-Regular.ttf",
-    "LiberationSerif-Italic.ttf", "LiberationMono-Regular.ttf", "LiberationSansNarrow-Regular.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansCondensed-Oblique.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "LiberationSans-Regular.ttf",
+    "LiberationSans-Bold.ttf",
+    "LiberationSerif-Regular.ttf",
+    "LiberationSerif-Italic.ttf",
+    "LiberationMono-Regular.ttf",
+    "LiberationSansNarrow-Regular.ttf",
 )
 
 
@@ -49,8 +57,10 @@ class MissingFonts(FileNotFoundError):
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start_deg: float, end_deg: float, n: int = 14):
     """Points on an ellipse from start to end angle (degrees, 0 = right, 90 = down)."""
-    return [(cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
-            for a in np.linspace(start_deg, end_deg, n)]
+    return [
+        (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
+        for a in np.linspace(start_deg, end_deg, n)
+    ]
 
 
 # Each digit: styles, each a list of strokes, each a list of (x, y) in a unit box (y down),
@@ -60,15 +70,21 @@ STROKES: dict[int, list[list[list[tuple[float, float]]]]] = {
     1: [[[(0.5, 0.05), (0.5, 0.95)]], [[(0.35, 0.2), (0.52, 0.05), (0.52, 0.95)]]],
     2: [[_arc(0.5, 0.3, 0.26, 0.25, 200, 380) + [(0.25, 0.95), (0.78, 0.95)]]],
     3: [[_arc(0.48, 0.28, 0.25, 0.23, 210, 450) + _arc(0.48, 0.72, 0.27, 0.23, 270, 510)[1:]]],
-    4: [[[(0.6, 0.95), (0.6, 0.05), (0.2, 0.65), (0.8, 0.65)]],
-        [[(0.3, 0.05), (0.25, 0.6), (0.8, 0.6)], [(0.65, 0.3), (0.65, 0.95)]]],
+    4: [
+        [[(0.6, 0.95), (0.6, 0.05), (0.2, 0.65), (0.8, 0.65)]],
+        [[(0.3, 0.05), (0.25, 0.6), (0.8, 0.6)], [(0.65, 0.3), (0.65, 0.95)]],
+    ],
     5: [[[(0.75, 0.06), (0.3, 0.06), (0.27, 0.45)] + _arc(0.48, 0.67, 0.27, 0.28, 240, 490)[1:]]],
     6: [[[(0.68, 0.08), (0.45, 0.25), (0.28, 0.55)] + _arc(0.5, 0.7, 0.23, 0.24, 180, 540)]],
-    7: [[[(0.22, 0.07), (0.78, 0.07), (0.42, 0.95)]],
-        [[(0.22, 0.07), (0.78, 0.07), (0.42, 0.95)], [(0.35, 0.5), (0.72, 0.5)]]],
+    7: [
+        [[(0.22, 0.07), (0.78, 0.07), (0.42, 0.95)]],
+        [[(0.22, 0.07), (0.78, 0.07), (0.42, 0.95)], [(0.35, 0.5), (0.72, 0.5)]],
+    ],
     8: [[_arc(0.5, 0.27, 0.21, 0.22, 90, 450) + _arc(0.5, 0.72, 0.26, 0.23, 270, 630)]],
-    9: [[_arc(0.48, 0.3, 0.24, 0.24, 0, 360) + [(0.72, 0.3), (0.62, 0.95)]],
-        [_arc(0.48, 0.3, 0.24, 0.24, 0, 360) + [(0.72, 0.3), (0.72, 0.95)]]],
+    9: [
+        [_arc(0.48, 0.3, 0.24, 0.24, 0, 360) + [(0.72, 0.3), (0.62, 0.95)]],
+        [_arc(0.48, 0.3, 0.24, 0.24, 0, 360) + [(0.72, 0.3), (0.72, 0.95)]],
+    ],
 }
 
 
@@ -119,7 +135,9 @@ def draw_font(label: int, rng: np.random.Generator, fonts: list[Path]) -> Image.
     canvas = int(rng.integers(32, 321))
     background, ink = _gray_pair(rng)
     image = Image.new("L", (canvas, canvas), background)
-    font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size=max(8, int(canvas * rng.uniform(0.3, 0.8))))
+    font = ImageFont.truetype(
+        str(fonts[int(rng.integers(len(fonts)))]), size=max(8, int(canvas * rng.uniform(0.3, 0.8)))
+    )
     left, top, right, bottom = font.getbbox(str(label))
     w, h = right - left, bottom - top
     x = rng.uniform(0, max(1, canvas - w)) - left

@@ -22,10 +22,15 @@ from time import perf_counter
 import numpy as np
 import torch
 
+from spikebottlenet.sbn.report import render_table
 from spikebottlenet.shared.checkpoint import embedded_models, load_checkpoint
 from spikebottlenet.shared.codec import Codec, decode, encode
-from spikebottlenet.shared.entropy_codec import EntropyCodecError, chunk_layout, conditional_entropy_bits, own_step_counts
-from spikebottlenet.sbn.report import render_table
+from spikebottlenet.shared.entropy_codec import (
+    EntropyCodecError,
+    chunk_layout,
+    conditional_entropy_bits,
+    own_step_counts,
+)
 from spikebottlenet.training.datasets import load_digits
 from spikebottlenet.training.entropy_fit import transmitted_spikes
 from spikebottlenet.training.runtime import start
@@ -37,13 +42,18 @@ def measure_model(info, data, runtime, chunks: int) -> dict:  # type: ignore[no-
     loaded = load_checkpoint(info.path, "head")
     model = loaded.checkpoint.config.spike_model()
     test = transmitted_spikes(loaded.model, data.test.images, data, runtime)  # [T, N, C', H', W']
-    frames = [test[:, i:i + 1] for i in range(test.shape[1])]
-    sizes = {codec: statistics.mean(len(encode(f, codec, model=model)[1]) for f in frames)
-             for codec in ("raw", "sparse", "auto") + (("entropy",) if model else ())}
-    row = {"model": f"{loaded.checkpoint.config.backbone.arch} {loaded.checkpoint.config.split_point.name}",
-           "bits": int(np.prod(frames[0].shape)), "test_images": len(frames),
-           **{f"{codec}_bytes": round(size, 2) for codec, size in sizes.items()},
-           "bound_bytes": round(conditional_entropy_bits(own_step_counts(test)) / len(frames) / 8, 2)}
+    frames = [test[:, i : i + 1] for i in range(test.shape[1])]
+    sizes = {
+        codec: statistics.mean(len(encode(f, codec, model=model)[1]) for f in frames)
+        for codec in ("raw", "sparse", "auto") + (("entropy",) if model else ())
+    }
+    row = {
+        "model": f"{loaded.checkpoint.config.backbone.arch} {loaded.checkpoint.config.split_point.name}",
+        "bits": int(np.prod(frames[0].shape)),
+        "test_images": len(frames),
+        **{f"{codec}_bytes": round(size, 2) for codec, size in sizes.items()},
+        "bound_bytes": round(conditional_entropy_bits(own_step_counts(test)) / len(frames) / 8, 2),
+    }
     if model is not None:
         row["entropy_over_bound"] = round(sizes["entropy"] / row["bound_bytes"], 3)
         try:
@@ -51,8 +61,9 @@ def measure_model(info, data, runtime, chunks: int) -> dict:  # type: ignore[no-
         except EntropyCodecError:
             pass  # this model's frames cannot be cut into that many chunks
         else:
-            row[f"entropy_{chunks}_chunks_bytes"] = round(statistics.mean(
-                len(encode(f, Codec.ENTROPY, model=model, chunks=chunks)[1]) for f in frames), 2)
+            row[f"entropy_{chunks}_chunks_bytes"] = round(
+                statistics.mean(len(encode(f, Codec.ENTROPY, model=model, chunks=chunks)[1]) for f in frames), 2
+            )
         times = []
         for frame in frames[:TIMED_FRAMES]:
             spikes = torch.from_numpy(frame.astype(np.float32))
@@ -76,15 +87,38 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    header = ["model", "bits", "raw B", "sparse B", "entropy B", "auto B", "bound B", "entropy/bound",
-              f"entropy, {args.chunks} chunks B", "enc+dec us"]
-    lines = [[r["model"], str(r["bits"]), f"{r['raw_bytes']:g}", f"{r['sparse_bytes']:g}",
-              f"{r.get('entropy_bytes', '-')}", f"{r['auto_bytes']:g}", f"{r['bound_bytes']:g}",
-              f"{r.get('entropy_over_bound', '-')}", f"{r.get(f'entropy_{args.chunks}_chunks_bytes', '-')}",
-              f"{r.get('entropy_encode_decode_us', '-')}"] for r in rows]
+    header = [
+        "model",
+        "bits",
+        "raw B",
+        "sparse B",
+        "entropy B",
+        "auto B",
+        "bound B",
+        "entropy/bound",
+        f"entropy, {args.chunks} chunks B",
+        "enc+dec us",
+    ]
+    lines = [
+        [
+            r["model"],
+            str(r["bits"]),
+            f"{r['raw_bytes']:g}",
+            f"{r['sparse_bytes']:g}",
+            f"{r.get('entropy_bytes', '-')}",
+            f"{r['auto_bytes']:g}",
+            f"{r['bound_bytes']:g}",
+            f"{r.get('entropy_over_bound', '-')}",
+            f"{r.get(f'entropy_{args.chunks}_chunks_bytes', '-')}",
+            f"{r.get('entropy_encode_decode_us', '-')}",
+        ]
+        for r in rows
+    ]
     print("\n".join(render_table(header, lines)))
-    print(f"\nmeans per test image of the digits ({rows[0]['test_images']}); bound: the empirical H(s_t | s_t-1, "
-          f"channel) of the test spikes; enc+dec: median of {TIMED_FRAMES} frames, 1 thread")
+    print(
+        f"\nmeans per test image of the digits ({rows[0]['test_images']}); bound: the empirical H(s_t | s_t-1, "
+        f"channel) of the test spikes; enc+dec: median of {TIMED_FRAMES} frames, 1 thread"
+    )
 
 
 if __name__ == "__main__":

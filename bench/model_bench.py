@@ -98,10 +98,15 @@ def timings(plain: list[float], hooked: list[float], lif: LIFTimer) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=ARCH_CHOICES, action="append",
-                        help="backbone to time (repeatable; default: every backbone)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help=f"torch intra-op threads (default here: {torch.get_num_threads()})")
+    parser.add_argument(
+        "--arch", choices=ARCH_CHOICES, action="append", help="backbone to time (repeatable; default: every backbone)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help=f"torch intra-op threads (default here: {torch.get_num_threads()})",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5, help="timed forwards per backbone and mode, after one warm-up")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -138,8 +143,9 @@ def main() -> int:
     results = {}
     for arch, model in models.items():
         config = model.config
-        fused, reference = (timings(plain[arch, mode], hooked[arch, mode], timers[arch, mode])
-                            for mode in ("fused", "reference"))
+        fused, reference = (
+            timings(plain[arch, mode], hooked[arch, mode], timers[arch, mode]) for mode in ("fused", "reference")
+        )
         results[arch] = {
             "split_point": config.split_point.name,
             "time_steps": config.time_steps,
@@ -154,20 +160,39 @@ def main() -> int:
     first = archs[0]
     ratios = {f"{arch}/{first}": results[arch]["forward_ms"] / results[first]["forward_ms"] for arch in archs[1:]}
     if args.json:
-        print(json.dumps({"batch": args.batch, "threads": args.threads, "runs": args.runs,
-                          "torch": torch.__version__, "backbones": results, "forward_ratio": ratios}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "batch": args.batch,
+                    "threads": args.threads,
+                    "runs": args.runs,
+                    "torch": torch.__version__,
+                    "backbones": results,
+                    "forward_ratio": ratios,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"full width, 100 classes, T={TIME_STEPS}, batch {args.batch}, {args.threads} thread(s), {args.runs} "
-          f"interleaved runs after 1 warm-up, torch {torch.__version__}")
+    print(
+        f"full width, 100 classes, T={TIME_STEPS}, batch {args.batch}, {args.threads} thread(s), {args.runs} "
+        f"interleaved runs after 1 warm-up, torch {torch.__version__}"
+    )
     for arch, r in results.items():
-        print(f"{arch:<20} {r['split_point']:>5} preset, spikes {tuple(r['spike_shape'])}, "
-              f"{r['parameters'] / 1e6:.1f} M parameters, {r['lif_modules']} LIF modules, T={TIME_STEPS} steps each")
+        print(
+            f"{arch:<20} {r['split_point']:>5} preset, spikes {tuple(r['spike_shape'])}, "
+            f"{r['parameters'] / 1e6:.1f} M parameters, {r['lif_modules']} LIF modules, T={TIME_STEPS} steps each"
+        )
         for mode, m in (("reference", r["reference"]), ("fused", r)):
-            print(f"  {mode:<9} forward median {m['forward_ms']:8.1f} ms   (min {m['forward_ms_min']:.1f}, "
-                  f"max {m['forward_ms_max']:.1f}); with hooks {m['hooked_ms']:.1f} ms, of which LIF "
-                  f"{m['lif_ms']:.1f} ms = {m['lif_share']:.1%}")
-        print(f"  fused vs reference (same run, same outputs): forward x{r['speedup']:.2f} faster, "
-              f"LIF modules x{r['lif_speedup']:.2f} faster")
+            print(
+                f"  {mode:<9} forward median {m['forward_ms']:8.1f} ms   (min {m['forward_ms_min']:.1f}, "
+                f"max {m['forward_ms_max']:.1f}); with hooks {m['hooked_ms']:.1f} ms, of which LIF "
+                f"{m['lif_ms']:.1f} ms = {m['lif_share']:.1%}"
+            )
+        print(
+            f"  fused vs reference (same run, same outputs): forward x{r['speedup']:.2f} faster, "
+            f"LIF modules x{r['lif_speedup']:.2f} faster"
+        )
     for name, ratio in ratios.items():
         print(f"forward time {name}: x{ratio:.2f} (same run, fused)")
     return 0

@@ -60,16 +60,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     def number(value: Any, spec: str) -> str:
         return "–" if value is None else format(value, spec)
 
-    lines = ["| model | data | C′ | stride | T | bytes | compression | validation % | test % | backbone test % | "
-             "drop | drawn + typed % | device MFLOPs | firing rate | SNN 45 nm µJ | ROLLS µJ | ANN µJ | file |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | data | C′ | stride | T | bytes | compression | validation % | test % | backbone test % | "
+        "drop | drawn + typed % | device MFLOPs | firing rate | SNN 45 nm µJ | ROLLS µJ | ANN µJ | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['model'].split('/')[1]} | {r['dataset']} | {r['channels']} | {r['stride']} | {r['time_steps']} | "
             f"{r['transmitted_bytes']} | {r['compression']:g}× | {number(r['validation_accuracy'], '.2f')} | "
             f"{r['test_accuracy']:.2f} | {r['backbone_test_accuracy']:.2f} | {r['accuracy_drop']:.2f} | "
             f"{number(r['uploads_accuracy'], '.1f')} | {r['device_mflops']:g} | {r['firing_rate']:g} | "
-            f"{r['device_45nm_uj']:g} | {r['device_rolls_uj']:g} | {r['ann_45nm_uj']:g} | {r['file_mb']:g} MB |")
+            f"{r['device_45nm_uj']:g} | {r['device_rolls_uj']:g} | {r['ann_45nm_uj']:g} | {r['file_mb']:g} MB |"
+        )
     return "\n".join(lines) + "\n"
 
 

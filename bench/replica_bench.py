@@ -40,12 +40,11 @@ import httpx
 
 from spikebottlenet.device.edge_client import CHANNEL_OPTIONS
 from spikebottlenet.device.head_runner import HeadRunner
-from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
+from spikebottlenet.sbn.bench import Run, synthetic_png
 from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-
-from spikebottlenet.sbn.bench import Run, synthetic_png
 
 ARCH, SPLIT_POINT = "spiking_resnet50", 8
 QUIET = {"stdout": sys.stderr.fileno()}
@@ -63,8 +62,9 @@ def edge_tier(checkpoint: str, replicas: int) -> Iterator[Tier]:
     try:
         for _ in range(replicas):
             port = free_port()
-            children.append(spawn("edge", "--checkpoint", checkpoint, "--host", "127.0.0.1", "--port", str(port),
-                                  **QUIET))
+            children.append(
+                spawn("edge", "--checkpoint", checkpoint, "--host", "127.0.0.1", "--port", str(port), **QUIET)
+            )
             addresses.append(f"127.0.0.1:{port}")
         for address, child in zip(addresses, children, strict=True):
             wait_for_edge(address, child)
@@ -90,12 +90,14 @@ def serve_replica_pids(serve_ray_pid: int) -> list[int]:
         return False
 
     from spikebottlenet.edge.ray_serve import APP_NAME, DEPLOYMENT_NAME  # only where Ray is installed
+
     title = f"ray::ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}"  # how Ray names a replica's worker process
     return sorted(pid for pid, command in args.items() if command.startswith(title) and descends(pid))
 
 
-def wait_for_replicas(address: str, frame: pb.SpikeFrame, replicas: int, process: subprocess.Popen[bytes],
-                      timeout_s: float = 300) -> None:
+def wait_for_replicas(
+    address: str, frame: pb.SpikeFrame, replicas: int, process: subprocess.Popen[bytes], timeout_s: float = 300
+) -> None:
     """Until frames sent to ``address`` have come back from ``replicas`` different replicas (each reply names its
     own): every one has loaded its tail and takes frames."""
     deadline, seen = monotonic() + timeout_s, set()
@@ -118,8 +120,20 @@ def wait_for_replicas(address: str, frame: pb.SpikeFrame, replicas: int, process
 def serve_ray_tier(checkpoint: str, replicas: int) -> Iterator[Tier]:
     port = free_port()
     cpus = min(1.0, (os.cpu_count() or 1) / replicas)  # all of them fit on this machine's local Ray instance
-    child = spawn("serve-ray", "--checkpoint", checkpoint, "--port", str(port), "--http-port", str(free_port()),
-                  "--replicas", str(replicas), "--cpus-per-replica", f"{cpus:g}", **QUIET)
+    child = spawn(
+        "serve-ray",
+        "--checkpoint",
+        checkpoint,
+        "--port",
+        str(port),
+        "--http-port",
+        str(free_port()),
+        "--replicas",
+        str(replicas),
+        "--cpus-per-replica",
+        f"{cpus:g}",
+        **QUIET,
+    )
     address = f"127.0.0.1:{port}"
     try:
         wait_for_replicas(address, HeadRunner.load(checkpoint).run(synthetic_png(0)).frame, replicas, child)
@@ -144,8 +158,9 @@ class Outcome:
     error: str = ""  # why it failed
 
 
-def run_load(send: Callable[[int], str], requests: int, concurrency: int, kill_at: int | None,
-             kill: Callable[[], None]) -> tuple[Run, list[Outcome], float | None]:
+def run_load(
+    send: Callable[[int], str], requests: int, concurrency: int, kill_at: int | None, kill: Callable[[], None]
+) -> tuple[Run, list[Outcome], float | None]:
     """``requests`` calls of ``send(i)`` (which returns the replica that answered), ``concurrency`` at a time;
     the replica is killed as call ``kill_at`` is sent. Returns the run, each call's outcome and the kill's time."""
     killed: list[float] = []
@@ -170,30 +185,41 @@ def run_load(send: Callable[[int], str], requests: int, concurrency: int, kill_a
     return Run([o.ms for o in outcomes if o.ok], wall_s), outcomes, (killed or [None])[0]
 
 
-def run_with(engine: str, load: str, replicas: int, requests: int, concurrency: int,
-             kill_one_at: float | None) -> dict[str, Any]:
+def run_with(
+    engine: str, load: str, replicas: int, requests: int, concurrency: int, kill_one_at: float | None
+) -> dict[str, Any]:
     checkpoint = str(default_checkpoint(ARCH, SPLIT_POINT))
     tier_of = edge_tier if engine == "edge" else serve_ray_tier
-    with tier_of(checkpoint, replicas) as tier, sender(load, checkpoint, tier.target, concurrency,
-                                                      pings=engine == "edge") as send:
+    with (
+        tier_of(checkpoint, replicas) as tier,
+        sender(load, checkpoint, tier.target, concurrency, pings=engine == "edge") as send,
+    ):
         run_load(send, 2 * concurrency, concurrency, None, tier.kill_one)  # warm-up
         kill_at = None if kill_one_at is None else int(kill_one_at * requests)
         run, outcomes, killed = run_load(send, requests, concurrency, kill_at, tier.kill_one)
     failed = [o for o in outcomes if not o.ok]
     if len(failed) == requests:
         raise RuntimeError(f"every request failed, e.g. {failed[0].error}")
-    return {"engine": engine, "load": load, "replicas": replicas, "requests": requests,
-            "ok": requests - len(failed), "requests_per_s": run.requests_per_s,
-            "p50_ms": run.percentile(50), "p99_ms": run.percentile(99),
-            "per_replica": sorted(Counter(o.served_by for o in outcomes if o.ok).values(), reverse=True),
-            "failed_sent_before_kill": sum(killed is not None and o.sent <= killed for o in failed),
-            "failed_sent_after_kill": sum(killed is not None and o.sent > killed for o in failed),
-            "failures": sorted({o.error for o in failed})[:3]}
+    return {
+        "engine": engine,
+        "load": load,
+        "replicas": replicas,
+        "requests": requests,
+        "ok": requests - len(failed),
+        "requests_per_s": run.requests_per_s,
+        "p50_ms": run.percentile(50),
+        "p99_ms": run.percentile(99),
+        "per_replica": sorted(Counter(o.served_by for o in outcomes if o.ok).values(), reverse=True),
+        "failed_sent_before_kill": sum(killed is not None and o.sent <= killed for o in failed),
+        "failed_sent_after_kill": sum(killed is not None and o.sent > killed for o in failed),
+        "failures": sorted({o.error for o in failed})[:3],
+    }
 
 
 @contextmanager
-def sender(load: str, checkpoint: str, target: str, concurrency: int,
-           pings: bool = True) -> Iterator[Callable[[int], str]]:
+def sender(
+    load: str, checkpoint: str, target: str, concurrency: int, pings: bool = True
+) -> Iterator[Callable[[int], str]]:
     """``send(i)``: one frame (or upload) through the tier; returns the name of the replica that ran it. ``pings``:
     the device's keepalive pings, off in front of Serve, whose proxy closes a connection that pings often
     (docs/deploy.md)."""
@@ -206,12 +232,25 @@ def sender(load: str, checkpoint: str, target: str, concurrency: int,
             yield lambda i: stub.Infer(frames[i % len(frames)], timeout=30).served_by
         return
     port = free_port()
-    device = spawn("device", "--checkpoint", checkpoint, "--host", "127.0.0.1", "--port", str(port),
-                   "--edge-address", target, *(() if pings else ("--edge-keepalive-s", "0")), **QUIET)
+    device = spawn(
+        "device",
+        "--checkpoint",
+        checkpoint,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--edge-address",
+        target,
+        *(() if pings else ("--edge-keepalive-s", "0")),
+        **QUIET,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", device)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                          limits=httpx.Limits(max_connections=concurrency)) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=60, limits=httpx.Limits(max_connections=concurrency)
+        ) as client:
+
             def classify(i: int) -> str:
                 answer = client.post("/classify", files={"file": ("x.png", images[i % len(images)], "image/png")})
                 answer.raise_for_status()
@@ -232,23 +271,31 @@ def main() -> None:
     parser.add_argument("--kill-one-at", type=float, help="kill one replica after this fraction of the frames")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    rows = [run_with(args.engine, args.load, n, args.requests, args.concurrency, args.kill_one_at)
-            for n in args.replicas]
+    rows = [
+        run_with(args.engine, args.load, n, args.requests, args.concurrency, args.kill_one_at) for n in args.replicas
+    ]
     base = rows[0]["requests_per_s"]
     for row in rows:
         row["throughput_vs_first"] = row["requests_per_s"] / base
     if args.json:
         print(json.dumps({"cpu_cores": os.cpu_count(), "rows": rows}, indent=2))
         return
-    print(f"{os.cpu_count()} CPU cores; {args.engine}, {args.load}; RB8 demo model, one torch thread per replica, "
-          f"concurrency {args.concurrency}")
-    print(f"{'replicas':>8} {'ok':>5} {'per s':>7} {'x first':>7} {'p50 ms':>7} {'p99 ms':>7}  per replica"
-          + ("  lost (sent before / after the kill)" if args.kill_one_at is not None else ""))
+    print(
+        f"{os.cpu_count()} CPU cores; {args.engine}, {args.load}; RB8 demo model, one torch thread per replica, "
+        f"concurrency {args.concurrency}"
+    )
+    print(
+        f"{'replicas':>8} {'ok':>5} {'per s':>7} {'x first':>7} {'p50 ms':>7} {'p99 ms':>7}  per replica"
+        + ("  lost (sent before / after the kill)" if args.kill_one_at is not None else "")
+    )
     for r in rows:
-        lost = (f"  {r['failed_sent_before_kill']} / {r['failed_sent_after_kill']}"
-                if args.kill_one_at is not None else "")
-        print(f"{r['replicas']:>8} {r['ok']:>5} {r['requests_per_s']:7.1f} {r['throughput_vs_first']:7.2f} "
-              f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f}  {r['per_replica']}{lost}")
+        lost = (
+            f"  {r['failed_sent_before_kill']} / {r['failed_sent_after_kill']}" if args.kill_one_at is not None else ""
+        )
+        print(
+            f"{r['replicas']:>8} {r['ok']:>5} {r['requests_per_s']:7.1f} {r['throughput_vs_first']:7.2f} "
+            f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f}  {r['per_replica']}{lost}"
+        )
     for r in rows:
         for failure in r["failures"]:
             print(f"  {r['replicas']} replicas, a failure: {failure}", file=sys.stderr)

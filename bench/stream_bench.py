@@ -29,11 +29,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from spikebottlenet.shared.processes import free_port
-
 from spikebottlenet.sbn.up import local_stack
 from spikebottlenet.shared.backbones import SpikingResNetConfig
 from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info, save_checkpoint
+from spikebottlenet.shared.processes import free_port
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 from spikebottlenet.training.datasets import load_digits
 
@@ -55,8 +54,9 @@ def post(client: httpx.Client, image: bytes, **params: str) -> tuple[dict[str, A
     return response.json(), elapsed
 
 
-def early_exit_rows(client: httpx.Client, images: list[bytes], labels: list[int],
-                    thresholds: list[float]) -> list[dict[str, Any]]:
+def early_exit_rows(
+    client: httpx.Client, images: list[bytes], labels: list[int], thresholds: list[float]
+) -> list[dict[str, Any]]:
     """One row per way of sending (unary, streamed, each threshold) over ``images``."""
     ways: dict[str, dict[str, str]] = {"unary": {}, "streamed": {"stream": "true"}}
     ways.update({f"early exit {p:g}": {"early_exit": str(p)} for p in thresholds})
@@ -68,16 +68,20 @@ def early_exit_rows(client: httpx.Client, images: list[bytes], labels: list[int]
     rows = []
     for way, replies in answers.items():
         bodies = [a for a, _ in replies]
-        rows.append({
-            "way": way, "images": len(bodies),
-            "accuracy": 100 * float(np.mean([a["class_index"] == y for a, y in zip(bodies, labels, strict=True)])),
-            "same_as_full_run": 100 * float(np.mean([a["class_index"] == f for a, f in zip(bodies, full, strict=True)])),
-            "steps_sent": float(np.mean([a.get("time_steps_sent", a["time_steps"]) for a in bodies])),
-            "steps_computed": float(np.mean([a.get("time_steps_computed", a["time_steps"]) for a in bodies])),
-            "bytes": float(np.mean([a["transmitted_bytes"] for a in bodies])),
-            "device_uj": 1e3 * float(np.mean([a["energy"]["device_45nm_mj"] for a in bodies])),
-            "p50_ms": statistics.median(ms for _, ms in replies),
-        })
+        rows.append(
+            {
+                "way": way,
+                "images": len(bodies),
+                "accuracy": 100 * float(np.mean([a["class_index"] == y for a, y in zip(bodies, labels, strict=True)])),
+                "same_as_full_run": 100
+                * float(np.mean([a["class_index"] == f for a, f in zip(bodies, full, strict=True)])),
+                "steps_sent": float(np.mean([a.get("time_steps_sent", a["time_steps"]) for a in bodies])),
+                "steps_computed": float(np.mean([a.get("time_steps_computed", a["time_steps"]) for a in bodies])),
+                "bytes": float(np.mean([a["transmitted_bytes"] for a in bodies])),
+                "device_uj": 1e3 * float(np.mean([a["energy"]["device_45nm_mj"] for a in bodies])),
+                "p50_ms": statistics.median(ms for _, ms in replies),
+            }
+        )
     return rows
 
 
@@ -125,12 +129,27 @@ def draw(results: list[dict[str, Any]], out: Path) -> None:
         thresholds = [float(r["way"].split()[-1]) for r in rows]
         unary = next(r for r in result["rows"] if r["way"] == "unary")
         left.plot(thresholds, [r["accuracy"] for r in rows], "o-", color=colour, label=f"{result['model']} accuracy")
-        left.plot(thresholds, [r["same_as_full_run"] for r in rows], "s--", color=colour,
-                  label=f"{result['model']} same answer as the full run")
-        right.plot(thresholds, [r["steps_sent"] for r in rows], "o-", color=colour,
-                   label=f"{result['model']} steps sent (of {unary['steps_sent']:g})")
-        latency.plot(thresholds, [r["p50_ms"] for r in rows], "^:", color=colour,
-                     label=f"{result['model']} p50 latency (unary {unary['p50_ms']:.0f} ms)")
+        left.plot(
+            thresholds,
+            [r["same_as_full_run"] for r in rows],
+            "s--",
+            color=colour,
+            label=f"{result['model']} same answer as the full run",
+        )
+        right.plot(
+            thresholds,
+            [r["steps_sent"] for r in rows],
+            "o-",
+            color=colour,
+            label=f"{result['model']} steps sent (of {unary['steps_sent']:g})",
+        )
+        latency.plot(
+            thresholds,
+            [r["p50_ms"] for r in rows],
+            "^:",
+            color=colour,
+            label=f"{result['model']} p50 latency (unary {unary['p50_ms']:.0f} ms)",
+        )
     left.set_xlabel("early-exit threshold (max softmax)")
     left.set_ylabel("% of the digits test split")
     right.set_xlabel("early-exit threshold (max softmax)")
@@ -151,26 +170,34 @@ def main() -> None:
     parser.add_argument("--split-point", type=int, nargs="+", default=[3, 8], help="demo ResNet models (default 3 8)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7, 0.9, 0.99])
     parser.add_argument("--images", type=int, default=360, help="test digits per model (default: all 360)")
-    parser.add_argument("--full-width-requests", type=int, default=20,
-                        help="requests of each kind for the full-width latency pair (0: skip)")
+    parser.add_argument(
+        "--full-width-requests",
+        type=int,
+        default=20,
+        help="requests of each kind for the full-width latency pair (0: skip)",
+    )
     parser.add_argument("--plot", type=Path, help="draw the early-exit trade-off here (.png)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = load_digits()
-    images = [png(image.numpy()) for image in data.test.images[:args.images]]
-    labels = data.test.labels[:args.images].tolist()
+    images = [png(image.numpy()) for image in data.test.images[: args.images]]
+    labels = data.test.labels[: args.images].tolist()
     results = []
     for k in args.split_point:
         checkpoint = default_checkpoint(ARCH, k)
         name = read_checkpoint_info(checkpoint).config.split_point.name
-        rows, pair = measure(checkpoint, lambda client: (early_exit_rows(client, images, labels, args.thresholds),
-                                                          latency_pair(client, images, 50)))
+        rows, pair = measure(
+            checkpoint,
+            lambda client: (early_exit_rows(client, images, labels, args.thresholds), latency_pair(client, images, 50)),
+        )
         results.append({"model": name, "rows": rows, "latency": pair})
     full_width = None
     if args.full_width_requests:
         with tempfile.TemporaryDirectory() as folder:
-            full_width = measure(full_width_checkpoint(Path(folder)),
-                                 lambda client: latency_pair(client, images, args.full_width_requests))
+            full_width = measure(
+                full_width_checkpoint(Path(folder)),
+                lambda client: latency_pair(client, images, args.full_width_requests),
+            )
     if args.plot:
         draw(results, args.plot)
     if args.json:
@@ -178,17 +205,25 @@ def main() -> None:
         return
     for result in results:
         print(f"\n{result['model']} (digits test split, {result['rows'][0]['images']} images, concurrency 1)")
-        print(f"{'way':>16} {'acc %':>7} {'= full %':>8} {'sent':>5} {'computed':>8} {'bytes':>7} {'device uJ':>9} "
-              f"{'p50 ms':>7}")
+        print(
+            f"{'way':>16} {'acc %':>7} {'= full %':>8} {'sent':>5} {'computed':>8} {'bytes':>7} {'device uJ':>9} "
+            f"{'p50 ms':>7}"
+        )
         for r in result["rows"]:
-            print(f"{r['way']:>16} {r['accuracy']:7.2f} {r['same_as_full_run']:8.2f} {r['steps_sent']:5.2f} "
-                  f"{r['steps_computed']:8.2f} {r['bytes']:7.1f} {r['device_uj']:9.3f} {r['p50_ms']:7.1f}")
+            print(
+                f"{r['way']:>16} {r['accuracy']:7.2f} {r['same_as_full_run']:8.2f} {r['steps_sent']:5.2f} "
+                f"{r['steps_computed']:8.2f} {r['bytes']:7.1f} {r['device_uj']:9.3f} {r['p50_ms']:7.1f}"
+            )
         pair = result["latency"]
-        print(f"unary p50 {pair['unary_p50_ms']:.1f} ms, streamed p50 {pair['streamed_p50_ms']:.1f} ms "
-              f"(x{pair['streamed_over_unary']:.2f})")
+        print(
+            f"unary p50 {pair['unary_p50_ms']:.1f} ms, streamed p50 {pair['streamed_p50_ms']:.1f} ms "
+            f"(x{pair['streamed_over_unary']:.2f})"
+        )
     if full_width:
-        print(f"\nfull-width RB8: unary p50 {full_width['unary_p50_ms']:.1f} ms, streamed p50 "
-              f"{full_width['streamed_p50_ms']:.1f} ms (x{full_width['streamed_over_unary']:.2f})")
+        print(
+            f"\nfull-width RB8: unary p50 {full_width['unary_p50_ms']:.1f} ms, streamed p50 "
+            f"{full_width['streamed_p50_ms']:.1f} ms (x{full_width['streamed_over_unary']:.2f})"
+        )
 
 
 if __name__ == "__main__":

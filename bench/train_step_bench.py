@@ -61,14 +61,18 @@ class Trainee:
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
-    return {"step_ms": statistics.median(seconds) * 1e3, "step_ms_min": min(seconds) * 1e3,
-            "step_ms_max": max(seconds) * 1e3}
+    return {
+        "step_ms": statistics.median(seconds) * 1e3,
+        "step_ms_min": min(seconds) * 1e3,
+        "step_ms_max": max(seconds) * 1e3,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=ARCH_CHOICES, action="append",
-                        help="backbone to time (repeatable; default: both)")
+    parser.add_argument(
+        "--arch", choices=ARCH_CHOICES, action="append", help="backbone to time (repeatable; default: both)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--runs", type=int, default=5, help="timed steps per backbone and way, after one warm-up")
@@ -103,24 +107,40 @@ def main() -> int:
         reference = ways["reference"]["step_ms"]
         for mode in MODES[1:]:
             ways[mode]["speedup"] = reference / ways[mode]["step_ms"]
-        results[arch] = {"width_multiplier": NARROW_WIDTH[arch],
-                         "parameters": sum(p.numel() for p in trainees[arch, "reference"].model.parameters()),
-                         **ways}
+        results[arch] = {
+            "width_multiplier": NARROW_WIDTH[arch],
+            "parameters": sum(p.numel() for p in trainees[arch, "reference"].model.parameters()),
+            **ways,
+        }
     if args.json:
-        print(json.dumps({"batch": args.batch, "time_steps": TIME_STEPS, "threads": args.threads, "runs": args.runs,
-                          "torch": torch.__version__, "backbones": results}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "batch": args.batch,
+                    "time_steps": TIME_STEPS,
+                    "threads": args.threads,
+                    "runs": args.runs,
+                    "torch": torch.__version__,
+                    "backbones": results,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"one training step (forward, cross-entropy, backward, AdamW), 32x32, {CLASSES} classes, T={TIME_STEPS}, "
-          f"batch {args.batch}, {args.threads} thread(s), median of {args.runs} interleaved runs after 1 warm-up, "
-          f"torch {torch.__version__}")
+    print(
+        f"one training step (forward, cross-entropy, backward, AdamW), 32x32, {CLASSES} classes, T={TIME_STEPS}, "
+        f"batch {args.batch}, {args.threads} thread(s), median of {args.runs} interleaved runs after 1 warm-up, "
+        f"torch {torch.__version__}"
+    )
     print(f"{'backbone':<26}{'way':<11}{'median ms':>11}{'min':>9}{'max':>9}{'speedup':>9}")
     for arch, r in results.items():
         name = f"{arch} x{r['width_multiplier']:g}"
         for mode in MODES:
             m = r[mode]
             speedup = f"x{m['speedup']:.2f}" if "speedup" in m else ""
-            print(f"{name:<26}{mode:<11}{m['step_ms']:>11.0f}{m['step_ms_min']:>9.0f}{m['step_ms_max']:>9.0f}"
-                  f"{speedup:>9}")
+            print(
+                f"{name:<26}{mode:<11}{m['step_ms']:>11.0f}{m['step_ms_min']:>9.0f}{m['step_ms_max']:>9.0f}{speedup:>9}"
+            )
             name = ""
     return 0
 

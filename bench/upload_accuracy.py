@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
 from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models
+from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
 
 from .drawn_digits import make_set
 
@@ -35,29 +35,54 @@ def classify_all(url: str, images: Path) -> dict[str, Any]:
     total: dict[str, int] = defaultdict(int)
     with httpx.Client(base_url=url, timeout=30) as client:
         for entry in manifest:
-            response = client.post("/classify", files={"file": (entry["file"], (images / entry["file"]).read_bytes(),
-                                                                  "image/png")})
+            response = client.post(
+                "/classify", files={"file": (entry["file"], (images / entry["file"]).read_bytes(), "image/png")}
+            )
             response.raise_for_status()
             body = response.json()
             for key in (entry["method"], "all"):
                 total[key] += 1
                 correct[key] += body["label"] == str(entry["label"])
                 flagged[key] += bool(body.get("uncertain"))
-    return {key: {"images": total[key], "accuracy": round(100 * correct[key] / total[key], 2),
-                  "uncertain": round(100 * flagged[key] / total[key], 2)} for key in total}
+    return {
+        key: {
+            "images": total[key],
+            "accuracy": round(100 * correct[key] / total[key], 2),
+            "uncertain": round(100 * flagged[key] / total[key], 2),
+        }
+        for key in total
+    }
 
 
 def measure(checkpoint: CheckpointInfo, images: Path) -> dict[str, Any]:
     """Start an edge and a device for ``checkpoint``, classify ``images`` through them, stop both."""
     edge_port, device_port = free_port(), free_port()
     # the children's stdout (uvicorn's access log) goes to this process's stderr: stdout is for results
-    edge = spawn("edge", "--checkpoint", str(checkpoint.path), "--host", "127.0.0.1", "--port", str(edge_port),
-                 stdout=sys.stderr.fileno())
+    edge = spawn(
+        "edge",
+        "--checkpoint",
+        str(checkpoint.path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(edge_port),
+        stdout=sys.stderr.fileno(),
+    )
     processes = [edge]
     try:
         wait_for_edge(f"127.0.0.1:{edge_port}", edge)
-        device = spawn("device", "--checkpoint", str(checkpoint.path), "--host", "127.0.0.1", "--port",
-                       str(device_port), "--edge-address", f"127.0.0.1:{edge_port}", stdout=sys.stderr.fileno())
+        device = spawn(
+            "device",
+            "--checkpoint",
+            str(checkpoint.path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(device_port),
+            "--edge-address",
+            f"127.0.0.1:{edge_port}",
+            stdout=sys.stderr.fileno(),
+        )
         processes.append(device)
         url = f"http://127.0.0.1:{device_port}"
         wait_for_http(f"{url}/readyz", device)
@@ -75,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         images = args.images or Path(tmp)
         if args.images is None:
             make_set(images)
-        results = {f"{c.config.backbone.arch}/{c.config.split_point.name}": measure(c, images)
-                   for c in embedded_models()}
+        results = {
+            f"{c.config.backbone.arch}/{c.config.split_point.name}": measure(c, images) for c in embedded_models()
+        }
     if args.json:
         json.dump(results, sys.stdout, indent=1)
         print()
@@ -84,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | strokes % | fonts % | all % | flagged uncertain % |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['strokes']['accuracy']:.1f} | {r['fonts']['accuracy']:.1f} | "
-              f"{r['all']['accuracy']:.1f} | {r['all']['uncertain']:.1f} |")
+        print(
+            f"| {name} | {r['strokes']['accuracy']:.1f} | {r['fonts']['accuracy']:.1f} | "
+            f"{r['all']['accuracy']:.1f} | {r['all']['uncertain']:.1f} |"
+        )
     return 0
 
 

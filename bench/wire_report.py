@@ -36,8 +36,13 @@ def label(term: float | None) -> str:
 
 def schemes(chunks: int, fec: int) -> dict[str, tuple[str, int, int]]:
     """Name -> (codec, chunks, FEC parity bytes) of each curve."""
-    return {"raw": ("raw", 1, 0), "entropy": ("entropy", 1, 0), f"entropy, {chunks} chunks": ("entropy", chunks, 0),
-            f"entropy + RS({fec})": ("entropy", 1, fec), f"entropy, {chunks} chunks + RS({fec})": ("entropy", chunks, fec)}
+    return {
+        "raw": ("raw", 1, 0),
+        "entropy": ("entropy", 1, 0),
+        f"entropy, {chunks} chunks": ("entropy", chunks, 0),
+        f"entropy + RS({fec})": ("entropy", 1, fec),
+        f"entropy, {chunks} chunks + RS({fec})": ("entropy", chunks, fec),
+    }
 
 
 def rate_points(paths: list[Path]) -> list[dict]:
@@ -45,9 +50,15 @@ def rate_points(paths: list[Path]) -> list[dict]:
     for path in paths:
         record = read_checkpoint_info(path).info
         wire = record.wire_training
-        points.append({"checkpoint": path.name, "rate_weight": label(wire.rate_weight if wire else None),
-                       "test_accuracy": record.test_accuracy, "entropy_bytes": record.entropy_codec.entropy_mean_bytes,
-                       "raw_bytes": record.entropy_codec.raw_bytes})
+        points.append(
+            {
+                "checkpoint": path.name,
+                "rate_weight": label(wire.rate_weight if wire else None),
+                "test_accuracy": record.test_accuracy,
+                "entropy_bytes": record.entropy_codec.entropy_mean_bytes,
+                "raw_bytes": record.entropy_codec.raw_bytes,
+            }
+        )
     return points
 
 
@@ -59,10 +70,19 @@ def ber_curves(paths: list[Path], chunks: int, fec: int) -> list[dict]:
         for name, (codec, n, parity) in schemes(chunks, fec).items():
             for ber in BERS:
                 result = evaluate(path, f"bsc:{ber}", codec, chunks=n, fec_parity=parity)
-                curves.append({"checkpoint": path.name, "flip_probability": flip,
-                               "erase_probability": erase, "scheme": name, "ber": ber,
-                               "accuracy": result["accuracy"], "wire_bytes": result["mean_payload_bytes"],
-                               "erased_chunks": result["erased_chunks"], "chunks_sent": result["chunks_sent"]})
+                curves.append(
+                    {
+                        "checkpoint": path.name,
+                        "flip_probability": flip,
+                        "erase_probability": erase,
+                        "scheme": name,
+                        "ber": ber,
+                        "accuracy": result["accuracy"],
+                        "wire_bytes": result["mean_payload_bytes"],
+                        "erased_chunks": result["erased_chunks"],
+                        "chunks_sent": result["chunks_sent"],
+                    }
+                )
     return curves
 
 
@@ -71,8 +91,13 @@ def draw(rate: list[dict], curves: list[dict], out: Path) -> None:
         figure, axis = plt.subplots(figsize=(5.5, 4))
         axis.plot([p["entropy_bytes"] for p in rate], [p["test_accuracy"] for p in rate], "o")  # points: one run each
         for p in rate:
-            axis.annotate(f"λ={p['rate_weight']}", (p["entropy_bytes"], p["test_accuracy"]), fontsize=8,
-                          xytext=(4, 4), textcoords="offset points")
+            axis.annotate(
+                f"λ={p['rate_weight']}",
+                (p["entropy_bytes"], p["test_accuracy"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
         axis.set_xlabel("entropy-coded payload per image (bytes)")
         axis.set_ylabel("digits test accuracy (%)")
         axis.set_title("Rate-aware refinement: bytes against accuracy", fontsize=10)
@@ -84,15 +109,22 @@ def draw(rate: list[dict], curves: list[dict], out: Path) -> None:
         figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4), sharey=True, squeeze=False)
         for axis, name in zip(axes[0], names, strict=True):
             mine = [c for c in curves if c["checkpoint"] == name]
-            for scheme, style in zip(dict.fromkeys(c["scheme"] for c in mine), ("o-", "s--", "^-.", "d-", "v:"),
-                                     strict=False):
+            for scheme, style in zip(
+                dict.fromkeys(c["scheme"] for c in mine), ("o-", "s--", "^-.", "d-", "v:"), strict=False
+            ):
                 rows = [c for c in mine if c["scheme"] == scheme]
-                axis.plot([max(c["ber"], 1e-5) for c in rows], [c["accuracy"] for c in rows], style,
-                          label=f"{scheme} ({rows[0]['wire_bytes']:.0f} B)")
+                axis.plot(
+                    [max(c["ber"], 1e-5) for c in rows],
+                    [c["accuracy"] for c in rows],
+                    style,
+                    label=f"{scheme} ({rows[0]['wire_bytes']:.0f} B)",
+                )
             axis.set_xscale("log")
             axis.set_xlabel("bit error rate (BSC; 0 drawn at 1e-5)")
-            axis.set_title(f"{name}\ntrained with flips {mine[0]['flip_probability']}, "
-                           f"erasures {mine[0]['erase_probability']}", fontsize=8)
+            axis.set_title(
+                f"{name}\ntrained with flips {mine[0]['flip_probability']}, erasures {mine[0]['erase_probability']}",
+                fontsize=8,
+            )
             axis.legend(fontsize=7)
             axis.grid(alpha=0.3)
         axes[0][0].set_ylabel("digits test accuracy (%)")
@@ -111,12 +143,23 @@ def main() -> None:
     args = parser.parse_args()
     rate, curves = rate_points(args.rate), ber_curves(args.noise, args.chunks, args.fec)
     draw(rate, curves, args.out)
-    print(json.dumps({"rate": rate, "ber": curves}, indent=2) if args.json else
-          "\n".join([*(f"{p['checkpoint']}: λ {p['rate_weight']}, {p['test_accuracy']:.2f} %, {p['entropy_bytes']} B"
-                       for p in rate),
-                     *(f"{c['checkpoint']} {c['scheme']} ({c['wire_bytes']:.1f} B) BER {c['ber']:g}: "
-                       f"{c['accuracy']:.2f} %, {c['erased_chunks']} of {c['chunks_sent']} chunks erased"
-                       for c in curves)]))
+    print(
+        json.dumps({"rate": rate, "ber": curves}, indent=2)
+        if args.json
+        else "\n".join(
+            [
+                *(
+                    f"{p['checkpoint']}: λ {p['rate_weight']}, {p['test_accuracy']:.2f} %, {p['entropy_bytes']} B"
+                    for p in rate
+                ),
+                *(
+                    f"{c['checkpoint']} {c['scheme']} ({c['wire_bytes']:.1f} B) BER {c['ber']:g}: "
+                    f"{c['accuracy']:.2f} %, {c['erased_chunks']} of {c['chunks_sent']} chunks erased"
+                    for c in curves
+                ),
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ class ApiKeyRequired:
             await self.app(scope, receive, send)
             return
         problem = "no" if given_key(scope) is None else "a wrong"
-        response = JSONResponse({"detail": f"unauthorized: {problem} API key in the {API_KEY_HEADER} header"},
-                                status_code=status.HTTP_401_UNAUTHORIZED,
-                                headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'})
+        response = JSONResponse(
+            {"detail": f"unauthorized: {problem} API key in the {API_KEY_HEADER} header"},
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'},
+        )
         await response(scope, receive, send)

@@ -29,10 +29,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import uvicorn
-from uvicorn.config import STARTUP_FAILURE
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from uvicorn.config import STARTUP_FAILURE
 
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge
@@ -75,7 +75,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     EdgeTimeout: status.HTTP_504_GATEWAY_TIMEOUT,  # no answer within the deadline
     EdgeModelMismatch: status.HTTP_502_BAD_GATEWAY,  # edge and device run different checkpoints
     EdgeError: status.HTTP_502_BAD_GATEWAY,  # the edge refused the frame, failed on it, or sent a reply that does
-}                                            # not fit it (EdgeRejected, EdgeBadReply): the message names which
+}  # not fit it (EdgeRejected, EdgeBadReply): the message names which
 # A 503 says when to try again: the queues it stands for drain within about a second under any load the
 # limits admit.
 RETRY_AFTER_S = 1
@@ -86,10 +86,17 @@ def _detail_response(status_code: int, edge_address: str) -> Callable[[Request, 
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:
         if status_code >= 500:  # the whole message, the edge's address included, to the log only
-            log.warning("%s %s -> %d after %.3f s: %s", request.method, request.url.path, status_code,
-                        request.state.deadline.elapsed(), exc)
-        return JSONResponse({"detail": withhold_address(str(exc), edge_address)}, status_code=status_code,
-                            headers=headers)
+            log.warning(
+                "%s %s -> %d after %.3f s: %s",
+                request.method,
+                request.url.path,
+                status_code,
+                request.state.deadline.elapsed(),
+                exc,
+            )
+        return JSONResponse(
+            {"detail": withhold_address(str(exc), edge_address)}, status_code=status_code, headers=headers
+        )
 
     return handler
 
@@ -100,44 +107,70 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     The head is loaded and the TLS files are read here, so that a bad file fails before the port
     opens; the edge channel is opened by the app's lifespan.
     """
-    heads = [HeadRunner.load(path, settings.codec, settings.energy_mode, settings.entropy_chunks,
-                             settings.fec_parity_bytes) for path in settings.checkpoint_paths()]
+    heads = [
+        HeadRunner.load(path, settings.codec, settings.energy_mode, settings.entropy_chunks, settings.fec_parity_bytes)
+        for path in settings.checkpoint_paths()
+    ]
     for head in heads:
         head.warm_up()  # before the port opens, so the first upload does not spend its deadline on set-up
     credentials = channel_credentials(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with EdgeClient(settings.edge_address, settings.deadline_s, settings.max_edge_calls, credentials,
-                              settings.tls_server_name, settings.edge_keepalive_s,
-                              settings.edge_keepalive_timeout_s) as edge:
+        async with EdgeClient(
+            settings.edge_address,
+            settings.deadline_s,
+            settings.max_edge_calls,
+            credentials,
+            settings.tls_server_name,
+            settings.edge_keepalive_s,
+            settings.edge_keepalive_timeout_s,
+        ) as edge:
             pipeline = SplitPipeline(heads, edge, settings, metrics)
             await pipeline.start()
             app.state.pipeline = pipeline
             for head in heads:
                 checkpoint = head.checkpoint
-                log.info("head up to %s of %s model %s (%s) ready", head.split_point.name,
-                         checkpoint.config.backbone.arch, checkpoint.fingerprint[:12],
-                         "trained" if checkpoint.trained else "untrained")
-            log.info("edge at %s (%s), codec %s, link %s", settings.edge_address,
-                     "plaintext" if credentials is None else "TLS", settings.codec, settings.prior_link())
+                log.info(
+                    "head up to %s of %s model %s (%s) ready",
+                    head.split_point.name,
+                    checkpoint.config.backbone.arch,
+                    checkpoint.fingerprint[:12],
+                    "trained" if checkpoint.trained else "untrained",
+                )
+            log.info(
+                "edge at %s (%s), codec %s, link %s",
+                settings.edge_address,
+                "plaintext" if credentials is None else "TLS",
+                settings.codec,
+                settings.prior_link(),
+            )
             try:
                 yield
             finally:
                 await pipeline.close()
 
-    app = FastAPI(title="SpikeBottleNet device", lifespan=lifespan,
-                  description="Split spiking inference: the head runs here, the tail on the edge.",
-                  docs_url=None, redoc_url=None)  # CDN-based: add_offline_docs serves them from local files
+    app = FastAPI(
+        title="SpikeBottleNet device",
+        lifespan=lifespan,
+        description="Split spiking inference: the head runs here, the tail on the edge.",
+        docs_url=None,
+        redoc_url=None,
+    )  # CDN-based: add_offline_docs serves them from local files
     metrics = DeviceMetrics()
     app.state.settings, app.state.metrics = settings, metrics
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:  # outside the upload limit: no key, no byte of the body read
-        app.add_middleware(ApiKeyRequired, key=settings.api_key.get_secret_value(),
-                           paths=(CLASSIFY_PATH, BATCH_PATH, METRICS_PATH))
+        app.add_middleware(
+            ApiKeyRequired, key=settings.api_key.get_secret_value(), paths=(CLASSIFY_PATH, BATCH_PATH, METRICS_PATH)
+        )
     # around all of the above: its deadline bounds them, and its answers at the deadline are counted
-    app.add_middleware(StampDeadline, budget_s=settings.deadline_s, max_arriving=settings.max_arriving_uploads,
-                       retry_after_s=RETRY_AFTER_S)
+    app.add_middleware(
+        StampDeadline,
+        budget_s=settings.deadline_s,
+        max_arriving=settings.max_arriving_uploads,
+        retry_after_s=RETRY_AFTER_S,
+    )
     app.add_middleware(CountClassifyResponses, metrics=metrics)
     for api in (classify, probes, batch):
         app.include_router(api.router)
@@ -150,14 +183,16 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default lists each problem as an object; this API's errors are one readable string.
         problems = upload_field_detail(request.url.path, exc) or "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
         return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not bad input: uvicorn logs the traceback, the client still gets JSON.
-        return JSONResponse({"detail": "internal error; see the device's log"},
-                            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        return JSONResponse(
+            {"detail": "internal error; see the device's log"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+        )
 
     return app
 

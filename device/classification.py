@@ -16,16 +16,18 @@ import torch
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from spikebottlenet.shared.checkpoint import CheckpointInfo
-from spikebottlenet.shared.uncertainty import is_uncertain, max_softmax
 from spikebottlenet.shared.codec import Codec, encode
+from spikebottlenet.shared.uncertainty import is_uncertain, max_softmax
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .head_runner import ImageSpikes
 
 TOP_K = 5
 UNTRAINED_NOTE = "untrained placeholder weights: predictions are meaningless"
-UNVERIFIED_NOTE = ("the checkpoint's info (trained flag, accuracies, uncertainty threshold) does not match its digest: "
-                   "edited or from an older file, so the model is treated as untrained and no answer as confident")
+UNVERIFIED_NOTE = (
+    "the checkpoint's info (trained flag, accuracies, uncertainty threshold) does not match its digest: "
+    "edited or from an older file, so the model is treated as untrained and no answer as confident"
+)
 
 
 class ClassProbability(BaseModel):
@@ -42,12 +44,15 @@ class Energy(BaseModel):
     syops: float = Field(description="synaptic operations: accumulates actually triggered by spikes")
     firing_rate: float = Field(description="spikes per neuron per time step over the counted layers' inputs")
     transmit_mj: float | None = Field(
-        default=None, description="the radio's energy to send this image's frame on the device's configured link "
-                                  "(SBN_DEVICE_LINK: its rate and power, shared/radio.py): P(rate) x bytes / rate, "
-                                  "mJ. A measured rate says little about the radio behind it (loopback, a LAN), so "
-                                  "only split_point=auto's prediction uses the measured link")
+        default=None,
+        description="the radio's energy to send this image's frame on the device's configured link "
+        "(SBN_DEVICE_LINK: its rate and power, shared/radio.py): P(rate) x bytes / rate, "
+        "mJ. A measured rate says little about the radio behind it (loopback, a LAN), so "
+        "only split_point=auto's prediction uses the measured link",
+    )
     device_total_mj: float | None = Field(
-        default=None, description="what the device pays for this image: device_45nm_mj + transmit_mj, mJ")
+        default=None, description="what the device pays for this image: device_45nm_mj + transmit_mj, mJ"
+    )
 
 
 class SplitChoice(BaseModel):
@@ -58,8 +63,9 @@ class SplitChoice(BaseModel):
     link_measured: bool = Field(description="rate and round trip measured from recent replies, else the profile's")
     link_rate_mbps: float
     link_rtt_ms: float
-    candidates: int = Field(description="split points considered: held here, served by the edge, within the "
-                                        "accuracy-drop budget")
+    candidates: int = Field(
+        description="split points considered: held here, served by the edge, within the accuracy-drop budget"
+    )
     predicted_latency_ms: float = Field(description="the planner's estimate for the chosen split point")
     predicted_energy_mj: float = Field(description="the planner's estimate: device compute + radio")
 
@@ -67,8 +73,10 @@ class SplitChoice(BaseModel):
 class LinkDamage(BaseModel):
     """What the link did to the frame that carried this image, as the edge saw it (split path only)."""
 
-    fec_parity_bytes: int = Field(description="Reed-Solomon parity bytes per 255-byte block the frame carried "
-                                              "(SBN_DEVICE_FEC_PARITY_BYTES; 0: none)")
+    fec_parity_bytes: int = Field(
+        description="Reed-Solomon parity bytes per 255-byte block the frame carried "
+        "(SBN_DEVICE_FEC_PARITY_BYTES; 0: none)"
+    )
     fec_corrected_bytes: int = Field(description="bytes (payload or parity) the Reed-Solomon decoder put right")
     fec_failed_blocks: int = Field(description="parity blocks with more damage than they correct")
     chunks: int = Field(description="independently decodable chunks of the payload (entropy codec; else 1)")
@@ -76,22 +84,33 @@ class LinkDamage(BaseModel):
 
     @classmethod
     def of(cls, frame: pb.SpikeFrame, damage: pb.LinkDamage) -> LinkDamage:
-        return cls(fec_parity_bytes=frame.fec_parity_bytes, fec_corrected_bytes=damage.fec_corrected_bytes,
-                   fec_failed_blocks=damage.fec_failed_blocks, chunks=damage.chunks, erased_chunks=damage.erased_chunks)
+        return cls(
+            fec_parity_bytes=frame.fec_parity_bytes,
+            fec_corrected_bytes=damage.fec_corrected_bytes,
+            fec_failed_blocks=damage.fec_failed_blocks,
+            chunks=damage.chunks,
+            erased_chunks=damage.erased_chunks,
+        )
 
     @classmethod
     def total(cls, parts: list[LinkDamage]) -> LinkDamage:
         """A streamed frame's damage: its steps' added up."""
-        return cls(fec_parity_bytes=parts[0].fec_parity_bytes,
-                   **{name: sum(getattr(p, name) for p in parts)
-                      for name in ("fec_corrected_bytes", "fec_failed_blocks", "chunks", "erased_chunks")})
+        return cls(
+            fec_parity_bytes=parts[0].fec_parity_bytes,
+            **{
+                name: sum(getattr(p, name) for p in parts)
+                for name in ("fec_corrected_bytes", "fec_failed_blocks", "chunks", "erased_chunks")
+            },
+        )
 
 
 class Latency(BaseModel):
     """Milliseconds; ``queue``, ``edge`` and ``network`` only on the split path."""
 
-    device: float = Field(description="image decode and preprocessing, head and spike encoding (of the head run that "
-                                      "carried this image, which concurrent requests may share)")
+    device: float = Field(
+        description="image decode and preprocessing, head and spike encoding (of the head run that "
+        "carried this image, which concurrent requests may share)"
+    )
     queue: float | None = Field(default=None, description="waiting for the device's head (micro-batching)")
     edge: float | None = Field(default=None, description="the edge's own time: payload decode, decoder and tail")
     network: float | None = Field(default=None, description="gRPC round trip minus the edge's time")
@@ -110,7 +129,8 @@ class SpikeRaster(BaseModel):
     shape: list[int] = Field(description="T, C', H', W' (the response's spike_shape)")
     bits: str = Field(
         description="base64 of numpy.packbits of the tensor flattened in C order: spike i is bit 7 - i % 8 of byte "
-                    "i // 8 (most significant first), the last byte zero-padded; ceil(T*C'*H'*W' / 8) bytes")
+        "i // 8 (most significant first), the last byte zero-padded; ceil(T*C'*H'*W' / 8) bytes"
+    )
 
 
 def even_shares(total: int, parts: int) -> list[int]:
@@ -135,8 +155,12 @@ class WireShare:
         B * ``uncompressed_bytes`` (one image's split-block spikes at 1 bit each) / payload bytes."""
         images, payload = frame.shape[1], len(frame.payload)
         ratio = images * uncompressed_bytes / payload
-        return [cls(transmitted, message, ratio) for transmitted, message in
-                zip(even_shares(payload, images), even_shares(frame.ByteSize(), images), strict=True)]
+        return [
+            cls(transmitted, message, ratio)
+            for transmitted, message in zip(
+                even_shares(payload, images), even_shares(frame.ByteSize(), images), strict=True
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -170,12 +194,15 @@ class Classification(BaseModel):
     label: str | None = Field(description="the predicted class; null for a blank input, where there is none")
     class_index: int | None = Field(description="its index; null for a blank input")
     probability: float | None = Field(description="softmax probability of the predicted class; null for a blank input")
-    blank: bool = Field(description="the input holds nothing to classify (one flat colour, or a handwriting upload "
-                                    "with no ink): no label is given, and the answer is uncertain")
+    blank: bool = Field(
+        description="the input holds nothing to classify (one flat colour, or a handwriting upload "
+        "with no ink): no label is given, and the answer is uncertain"
+    )
     uncertain: bool = Field(
         description="no confident answer: a blank input, uncertainty_score below the model's calibrated threshold "
-                    "(set on its validation images), or, for a handwriting model, more ink than any training image "
-                    "had (noise, photos); see shared/uncertainty.py")
+        "(set on its validation images), or, for a handwriting model, more ink than any training image "
+        "had (noise, photos); see shared/uncertainty.py"
+    )
     uncertainty_score: float = Field(description="the score the threshold applies to: the maximum softmax probability")
     top5: list[ClassProbability] = Field(description="the most probable classes, best first; empty for a blank input")
     arch: str = Field(description="the backbone, e.g. spiking_resnet50 or spiking_mobilenetv2")
@@ -188,37 +215,52 @@ class Classification(BaseModel):
     message_bytes: int = Field(description="whole serialized gRPC request (payload and envelope), bytes")
     float32_feature_bytes: int = Field(
         description="the split block's output feature map as float32 (C*H*W*4): what an ANN split after the same "
-                    "block would send, bytes")
+        "block would send, bytes"
+    )
     image_bytes: int = Field(description="the uploaded image file, bytes")
     compression_ratio: float = Field(
         description="bytes of the split block's output spikes at 1 bit each (what an unsplit model would send) / "
-                    "transmitted bytes")
+        "transmitted bytes"
+    )
     energy: Energy
     latency_ms: Latency
     model: ModelSummary
     head_batch_images: int | None = Field(
-        default=None, description="images in the device's head run that carried this one (concurrent uploads share "
-                                  "one forward)")
+        default=None,
+        description="images in the device's head run that carried this one (concurrent uploads share one forward)",
+    )
     split_choice: SplitChoice | None = Field(
-        default=None, description="with split_point=auto: the link and the estimate the choice was made on")
+        default=None, description="with split_point=auto: the link and the estimate the choice was made on"
+    )
     edge_batch_images: int | None = Field(
-        default=None, description="images in the edge's tail run that carried this one (frames that arrive together "
-                                  "run as one batch)")
+        default=None,
+        description="images in the edge's tail run that carried this one (frames that arrive together "
+        "run as one batch)",
+    )
     link_damage: LinkDamage | None = Field(
-        default=None, description="what the link did to the frame: FEC repairs, entropy chunks erased (split path)")
+        default=None, description="what the link did to the frame: FEC repairs, entropy chunks erased (split path)"
+    )
     edge_replica: str | None = Field(
-        default=None, description="the edge replica that ran the tail, as it names itself (host:pid for sbn edge, the "
-                                  "replica id under Ray Serve), where the device balances over several; not for "
-                                  "streamed requests")
+        default=None,
+        description="the edge replica that ran the tail, as it names itself (host:pid for sbn edge, the "
+        "replica id under Ray Serve), where the device balances over several; not for "
+        "streamed requests",
+    )
     time_steps_sent: int | None = Field(
-        default=None, description="streamed (?stream=true or ?early_exit=p): the time steps sent to the edge, one "
-                                  "message each; fewer than time_steps when early exit stopped the stream")
+        default=None,
+        description="streamed (?stream=true or ?early_exit=p): the time steps sent to the edge, one "
+        "message each; fewer than time_steps when early exit stopped the stream",
+    )
     time_steps_computed: int | None = Field(
-        default=None, description="streamed: the time steps the head computed (one more than sent when it had "
-                                  "worked ahead on a step the stream did not need); the energy is theirs")
+        default=None,
+        description="streamed: the time steps the head computed (one more than sent when it had "
+        "worked ahead on a step the stream did not need); the energy is theirs",
+    )
     early_exit: float | None = Field(
-        default=None, description="the early-exit threshold applied: the stream stopped at the first step whose "
-                                  "running logits gave a class at least this softmax probability")
+        default=None,
+        description="the early-exit threshold applied: the stream stopped at the first step whose "
+        "running logits gave a class at least this softmax probability",
+    )
     logits: list[float] | None = Field(default=None, description="raw logits, with ?logits=true")
     spikes: SpikeRaster | None = Field(default=None, description="the transmitted spikes, with ?spikes=true")
 
@@ -230,8 +272,9 @@ class Classification(BaseModel):
         return {"label": None, "class_index": None, "probability": None, **fields} if self.blank else fields
 
     @classmethod
-    def build(cls, result: ImageResult, include_logits: bool = False, include_spikes: bool = False,
-              **fields: Any) -> Self:
+    def build(
+        cls, result: ImageResult, include_logits: bool = False, include_spikes: bool = False, **fields: Any
+    ) -> Self:
         """The body for one image (``include_logits`` / ``include_spikes``: ?logits=true / ?spikes=true); ``fields``:
         a subclass's own (a batch entry's index and filename)."""
         image, checkpoint, logits = result.spikes, result.checkpoint, result.logits
@@ -239,8 +282,14 @@ class Classification(BaseModel):
         probabilities = logits.softmax(dim=-1)
         score = float(max_softmax(logits))
         top = probabilities.topk(min(TOP_K, len(probabilities)))
-        top5 = [] if image.blank else [ClassProbability(label=config.label(i), probability=p)
-                                      for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        top5 = (
+            []
+            if image.blank
+            else [
+                ClassProbability(label=config.label(i), probability=p)
+                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            ]
+        )
         geometry = config.geometry()
         transmit_mj, steps = result.transmit_mj, result.steps
         return cls(
@@ -249,8 +298,8 @@ class Classification(BaseModel):
             probability=top5[0].probability if top5 else None,
             blank=image.blank,
             # an unverified info's threshold is not trusted: every answer is then uncertain
-            uncertain=not checkpoint.info_verified or is_uncertain(score, image.blank, image.ink,
-                                                                   checkpoint.info.uncertainty),
+            uncertain=not checkpoint.info_verified
+            or is_uncertain(score, image.blank, image.ink, checkpoint.info.uncertainty),
             uncertainty_score=score,
             top5=top5,
             arch=config.backbone.arch,
@@ -264,12 +313,16 @@ class Classification(BaseModel):
             float32_feature_bytes=geometry.float32_feature_bytes,
             image_bytes=image.image_bytes,
             compression_ratio=result.wire.compression_ratio,
-            energy=Energy.model_validate(image.energy, from_attributes=True).model_copy(update={
-                "transmit_mj": transmit_mj,
-                "device_total_mj": None if transmit_mj is None else image.energy.device_45nm_mj + transmit_mj}),
+            energy=Energy.model_validate(image.energy, from_attributes=True).model_copy(
+                update={
+                    "transmit_mj": transmit_mj,
+                    "device_total_mj": None if transmit_mj is None else image.energy.device_45nm_mj + transmit_mj,
+                }
+            ),
             latency_ms=result.latency,
-            model=ModelSummary(fingerprint=checkpoint.fingerprint, trained=checkpoint.trained,
-                               note=model_note(checkpoint)),
+            model=ModelSummary(
+                fingerprint=checkpoint.fingerprint, trained=checkpoint.trained, note=model_note(checkpoint)
+            ),
             head_batch_images=result.head_batch_images,
             split_choice=result.split_choice,
             edge_batch_images=result.edge_batch_images,

@@ -163,15 +163,24 @@ class StampDeadline:
         close = {"Connection": "close"}  # the body is unread: the connection cannot carry another request
         if dropped:
             return JSONResponse(
-                {"detail": f"the device is receiving {self.arriving.limit} uploads at once, the most it takes "
-                           f"(SBN_DEVICE_MAX_ARRIVING_UPLOADS), and this one had been arriving the longest; retry "
-                           f"later"},
+                {
+                    "detail": f"the device is receiving {self.arriving.limit} uploads at once, the most it takes "
+                    f"(SBN_DEVICE_MAX_ARRIVING_UPLOADS), and this one had been arriving the longest; retry "
+                    f"later"
+                },
                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                headers={**close, "Retry-After": str(self.retry_after_s)})
+                headers={**close, "Retry-After": str(self.retry_after_s)},
+            )
         if not body.complete:
             return JSONResponse(
-                {"detail": f"the request's body had not fully arrived by its {deadline.budget_s:g} s deadline "
-                           f"({body.received:,} bytes received)"},
-                status_code=status.HTTP_408_REQUEST_TIMEOUT, headers=close)
-        return JSONResponse({"detail": f"the {deadline.budget_s:g} s deadline passed before the answer was ready"},
-                            status_code=status.HTTP_504_GATEWAY_TIMEOUT)
+                {
+                    "detail": f"the request's body had not fully arrived by its {deadline.budget_s:g} s deadline "
+                    f"({body.received:,} bytes received)"
+                },
+                status_code=status.HTTP_408_REQUEST_TIMEOUT,
+                headers=close,
+            )
+        return JSONResponse(
+            {"detail": f"the {deadline.budget_s:g} s deadline passed before the answer was ready"},
+            status_code=status.HTTP_504_GATEWAY_TIMEOUT,
+        )

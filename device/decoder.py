@@ -74,15 +74,17 @@ class Decoder:
         loop = asyncio.get_running_loop()
         start = perf_counter()
         # cancelled at the deadline, gather cancels each decode: one not started never runs
-        decodes = asyncio.gather(*(loop.run_in_executor(self._executor, self._load, image, config)
-                                   for image in images))
+        decodes = asyncio.gather(*(loop.run_in_executor(self._executor, self._load, image, config) for image in images))
         try:
             results = await asyncio.wait_for(decodes, deadline.remaining())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HeadTimeout(f"the {deadline.budget_s:g} s deadline passed while the upload was decoded") from None
         ms = (perf_counter() - start) * 1e3
-        return Decoded({i: r for i, r in enumerate(results) if isinstance(r, ModelInput)},
-                       {i: r for i, r in enumerate(results) if isinstance(r, ImageError)}, ms)
+        return Decoded(
+            {i: r for i, r in enumerate(results) if isinstance(r, ModelInput)},
+            {i: r for i, r in enumerate(results) if isinstance(r, ImageError)},
+            ms,
+        )
 
     def _load(self, image: bytes, config: ModelConfig) -> ModelInput | ImageError:
         with self._lock:

@@ -36,10 +36,10 @@ from types import TracebackType
 import grpc
 import torch
 
-from spikebottlenet.v1 import split_inference_pb2 as pb
-from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.rpc.wire import SERVICE_NAME
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 from . import edge_replicas
 from .deadline import Deadline
@@ -88,25 +88,40 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.service_config", json.dumps({
-        # Every address the target resolves to (Compose replicas of the edge: one per container) gets a connection,
-        # and calls take turns over the ready ones; an edge's max_connection_age closes connections now and then,
-        # and each reconnection re-resolves the name, so replicas that start later join in.
-        "loadBalancingConfig": [{"round_robin": {}}],
-        # A frame on its way to an edge replica that dies (its connection reset before the channel knew) fails
-        # UNAVAILABLE; Infer is a pure function of the frame, so gRPC sends it again (up to twice more, round robin
-        # moving on to the next replica), within the call's deadline (a lone edge that is down: the retries find
-        # no ready replica and fail too, within ~60 ms). Not InferStream: a stream's state lives in the replica that
-        # ran it. Under Ray Serve a replica that dies mid-call is reported INTERNAL by Serve's proxy, and not
-        # retried. Throttled: once about 50 calls have failed with few successes between (a whole tier down, not
-        # one replica among many), gRPC stops retrying until calls succeed again.
-        "methodConfig": [{
-            "name": [{"service": SERVICE_NAME, "method": "Infer"}, {"service": SERVICE_NAME, "method": "GetModelInfo"}],
-            "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.02s", "maxBackoff": "0.2s", "backoffMultiplier": 2,
-                            "retryableStatusCodes": ["UNAVAILABLE"]},
-        }],
-        "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
-    })),
+    (
+        "grpc.service_config",
+        json.dumps(
+            {
+                # Every address the target resolves to (Compose replicas of the edge: one per container) gets a
+                # connection, and calls take turns over the ready ones; an edge's max_connection_age closes connections
+                # now and then, and each reconnection re-resolves the name, so replicas that start later join in.
+                "loadBalancingConfig": [{"round_robin": {}}],
+                # A frame on its way to an edge replica that dies (its connection reset before the channel knew) fails
+                # UNAVAILABLE; Infer is a pure function of the frame, so gRPC sends it again (up to twice more, round
+                # robin moving on to the next replica), within the call's deadline (a lone edge that is down: the
+                # retries find no ready replica and fail too, within ~60 ms). Not InferStream: a stream's state lives in
+                # the replica that ran it. Under Ray Serve a replica that dies mid-call is reported INTERNAL by Serve's
+                # proxy, and not retried. Throttled: once about 50 calls have failed with few successes between (a whole
+                # tier down, not one replica among many), gRPC stops retrying until calls succeed again.
+                "methodConfig": [
+                    {
+                        "name": [
+                            {"service": SERVICE_NAME, "method": "Infer"},
+                            {"service": SERVICE_NAME, "method": "GetModelInfo"},
+                        ],
+                        "retryPolicy": {
+                            "maxAttempts": 3,
+                            "initialBackoff": "0.02s",
+                            "maxBackoff": "0.2s",
+                            "backoffMultiplier": 2,
+                            "retryableStatusCodes": ["UNAVAILABLE"],
+                        },
+                    }
+                ],
+                "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+            }
+        ),
+    ),
     # gRPC re-resolves a name at most every 30 s by default; replicas come and go faster than that
     ("grpc.dns_min_time_between_resolutions_ms", 5000),
 ]
@@ -118,13 +133,16 @@ def keepalive_options(interval_s: float, timeout_s: float) -> list[tuple[str, in
     if not interval_s:
         return []
     timeout_ms = round(timeout_s * 1e3)
-    return [("grpc.keepalive_time_ms", round(interval_s * 1e3)), ("grpc.keepalive_timeout_ms", timeout_ms),
-            # A keepalive ping waits while another ping is unanswered (one at a time), such as gRPC's own flow-control
-            # probe, whose timeout is a minute by default: any ping unanswered this long closes the connection.
-            ("grpc.http2.ping_timeout_ms", timeout_ms),
-            # by default a client sends two pings at most until it next sends data: a hung replica with calls stuck
-            # on it and no new ones would be pinged twice and then not again
-            ("grpc.http2.max_pings_without_data", 0)]
+    return [
+        ("grpc.keepalive_time_ms", round(interval_s * 1e3)),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        # A keepalive ping waits while another ping is unanswered (one at a time), such as gRPC's own flow-control
+        # probe, whose timeout is a minute by default: any ping unanswered this long closes the connection.
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
+        # by default a client sends two pings at most until it next sends data: a hung replica with calls stuck
+        # on it and no new ones would be pinged twice and then not again
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 @dataclass(frozen=True)
@@ -197,8 +215,10 @@ class EdgeStream:
             raise await self._ended(self.call)
         self.client.check_reply(reply, self.first, num_classes, "stream")
         if reply.step != self.received:
-            raise EdgeBadReply(f"edge at {self.client.address} answered step {reply.step}; the stream's next answer "
-                               f"is for step {self.received}")
+            raise EdgeBadReply(
+                f"edge at {self.client.address} answered step {reply.step}; the stream's next answer "
+                f"is for step {self.received}"
+            )
         self.received += 1
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
         return StreamReply(reply.step, logits, reply.decode_ms + reply.inference_ms, reply.damage)
@@ -212,16 +232,23 @@ class EdgeStream:
         """Why the call ended early: its status as an error."""
         code = await call.code()
         if code is grpc.StatusCode.OK:
-            return EdgeBadReply(f"edge at {self.client.address} ended the stream after {self.sent} steps without "
-                                f"answering each")
+            return EdgeBadReply(
+                f"edge at {self.client.address} ended the stream after {self.sent} steps without answering each"
+            )
         return self.client.error_for(code, await call.details())
 
 
 class EdgeClient:
-    def __init__(self, address: str, probe_timeout_s: float, max_calls: int,
-                 credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None,
-                 keepalive_s: float = DeviceSettings.model_fields["edge_keepalive_s"].default,
-                 keepalive_timeout_s: float = DeviceSettings.model_fields["edge_keepalive_timeout_s"].default) -> None:
+    def __init__(
+        self,
+        address: str,
+        probe_timeout_s: float,
+        max_calls: int,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+        keepalive_s: float = DeviceSettings.model_fields["edge_keepalive_s"].default,
+        keepalive_timeout_s: float = DeviceSettings.model_fields["edge_keepalive_timeout_s"].default,
+    ) -> None:
         """``probe_timeout_s``: how long GetModelInfo may take (readiness); ``server_name``: the name the edge's
         certificate is checked against instead of the address's host; ``keepalive_s``, ``keepalive_timeout_s``:
         the pings that find a hung edge replica (0: no pings)."""
@@ -241,8 +268,9 @@ class EdgeClient:
     async def __aenter__(self) -> EdgeClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._channel.close()
 
     async def infer(self, frame: pb.SpikeFrame, num_classes: int, deadline: Deadline) -> EdgeReply:
@@ -252,9 +280,11 @@ class EdgeClient:
         """
         try:
             await asyncio.wait_for(self._calls.acquire(), deadline.remaining())
-        except asyncio.TimeoutError:
-            raise EdgeTimeout(f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
-                              f"{self.max_calls} calls to it stayed in flight") from None
+        except TimeoutError:
+            raise EdgeTimeout(
+                f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
+                f"{self.max_calls} calls to it stayed in flight"
+            ) from None
         sent = perf_counter()
         try:
             # Not wait_for_ready: with the edge down the call fails at once (503) instead of
@@ -267,11 +297,17 @@ class EdgeClient:
         round_trip_ms = (perf_counter() - sent) * 1e3
         self.check_reply(reply, frame, num_classes, "frame")
         logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
-        return EdgeReply(logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage,
-                         reply.served_by)
+        return EdgeReply(
+            logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage, reply.served_by
+        )
 
-    def check_reply(self, reply: pb.Logits | pb.RunningLogits, request: pb.SpikeFrame | pb.SpikeStep,
-                    num_classes: int, what_it_answers: str) -> None:
+    def check_reply(
+        self,
+        reply: pb.Logits | pb.RunningLogits,
+        request: pb.SpikeFrame | pb.SpikeStep,
+        num_classes: int,
+        what_it_answers: str,
+    ) -> None:
         """Raises EdgeBadReply naming the first way ``reply`` is not the answer to ``request`` (a frame, or a
         stream's first message)."""
         expected = {
@@ -283,8 +319,10 @@ class EdgeClient:
         }
         for what, (got, want) in expected.items():
             if got != want:
-                raise EdgeBadReply(f"edge at {self.address} replied with {what} {got!r}; the {what_it_answers} it "
-                                   f"answers needs {want!r}")
+                raise EdgeBadReply(
+                    f"edge at {self.address} replied with {what} {got!r}; the {what_it_answers} it "
+                    f"answers needs {want!r}"
+                )
 
     @asynccontextmanager
     async def stream(self, deadline: Deadline) -> AsyncIterator[EdgeStream]:
@@ -292,9 +330,11 @@ class EdgeClient:
         the block ends it (cancelled if unfinished: the edge drops the stream's state)."""
         try:
             await asyncio.wait_for(self._calls.acquire(), deadline.remaining())
-        except asyncio.TimeoutError:
-            raise EdgeTimeout(f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
-                              f"{self.max_calls} calls to it stayed in flight") from None
+        except TimeoutError:
+            raise EdgeTimeout(
+                f"edge at {self.address}: no answer within the {deadline.budget_s:g} s deadline; all "
+                f"{self.max_calls} calls to it stayed in flight"
+            ) from None
         stream = EdgeStream(self, deadline)
         try:
             yield stream
@@ -306,8 +346,9 @@ class EdgeClient:
         """The addresses the target resolves to now, and those among them whose edge answers; raises
         edge_replicas.TargetError for a target that cannot be listed."""
         addresses = await edge_replicas.resolve(self.address)
-        return addresses, await edge_replicas.answering(addresses, self.probe_timeout_s, self._credentials,
-                                                        self._name_options)
+        return addresses, await edge_replicas.answering(
+            addresses, self.probe_timeout_s, self._credentials, self._name_options
+        )
 
     async def model_info(self) -> pb.ModelInfo:
         try:

@@ -41,8 +41,9 @@ async def resolve(target: str) -> list[str]:
         return [":".join(_host_port(a, target)) for a in addresses]
     name = target.removeprefix("dns:///").removeprefix("dns:")
     if ":/" in name:
-        raise TargetError(f"edge target {target!r}: only host:port, dns:///host:port and ipv4:/ipv6: address lists "
-                          f"can be listed")
+        raise TargetError(
+            f"edge target {target!r}: only host:port, dns:///host:port and ipv4:/ipv6: address lists can be listed"
+        )
     host, port = _host_port(name, target)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
@@ -52,13 +53,20 @@ async def resolve(target: str) -> list[str]:
     return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
 
 
-async def answering(addresses: list[str], timeout_s: float, credentials: grpc.ChannelCredentials | None = None,
-                    options: list[tuple[str, str]] | None = None) -> list[str]:
+async def answering(
+    addresses: list[str],
+    timeout_s: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: list[tuple[str, str]] | None = None,
+) -> list[str]:
     """The addresses among ``addresses`` whose edge answers GetModelInfo within ``timeout_s``."""
 
     async def probe(address: str) -> bool:
-        channel = (grpc.aio.insecure_channel(address, options=options) if credentials is None
-                   else grpc.aio.secure_channel(address, credentials, options=options))
+        channel = (
+            grpc.aio.insecure_channel(address, options=options)
+            if credentials is None
+            else grpc.aio.secure_channel(address, credentials, options=options)
+        )
         try:
             await pb_grpc.SplitInferenceStub(channel).GetModelInfo(pb.ModelInfoRequest(), timeout=timeout_s)
             return True

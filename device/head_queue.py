@@ -65,7 +65,7 @@ class HeadThread:
             return await work
         try:
             return await asyncio.wait_for(work, deadline.remaining())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HeadTimeout(f"the {deadline.budget_s:g} s deadline passed while the head ran") from None
 
     def close(self) -> None:
@@ -85,8 +85,14 @@ class Job:
 class HeadQueue:
     """The queue in front of one head, and the worker that runs its jobs (the module's docstring)."""
 
-    def __init__(self, head: HeadRunner, thread: HeadThread, policy: BatchPolicy, max_queued: int,
-                 on_run: Callable[[int], None] = lambda images: None) -> None:
+    def __init__(
+        self,
+        head: HeadRunner,
+        thread: HeadThread,
+        policy: BatchPolicy,
+        max_queued: int,
+        on_run: Callable[[int], None] = lambda images: None,
+    ) -> None:
         """``thread`` runs the torch work; ``on_run(images)`` is told the size of every head run."""
         self.head = head
         self._thread = thread
@@ -128,8 +134,10 @@ class HeadQueue:
             self._queue.popleft()
         waiting = len(self._queue) + on_their_way
         if waiting >= self.max_queued:
-            raise HeadQueueFull(f"device is busy: {waiting} requests are waiting for the head (at most "
-                                f"{self.max_queued}, SBN_DEVICE_HEAD_QUEUE_LIMIT); retry later")
+            raise HeadQueueFull(
+                f"device is busy: {waiting} requests are waiting for the head (at most "
+                f"{self.max_queued}, SBN_DEVICE_HEAD_QUEUE_LIMIT); retry later"
+            )
 
     async def submit(self, images: dict[int, ModelInput], deadline: Deadline) -> JobResult:
         """The job's JobResult (``images``: at least one); raises HeadQueueFull at once when the queue is full,
@@ -142,9 +150,11 @@ class HeadQueue:
         try:
             # shield: on timeout the job's future stays, and the worker sees it was given up (cancelled)
             return await asyncio.wait_for(asyncio.shield(job.done), deadline.remaining())
-        except asyncio.TimeoutError:
-            raise HeadTimeout(f"the {deadline.budget_s:g} s deadline passed while the request waited for the "
-                              f"device's head ({len(self._queue)} requests queued)") from None
+        except TimeoutError:
+            raise HeadTimeout(
+                f"the {deadline.budget_s:g} s deadline passed while the request waited for the "
+                f"device's head ({len(self._queue)} requests queued)"
+            ) from None
         finally:
             if not job.done.done():  # timed out, or the request itself was cancelled: the worker skips the job
                 job.done.cancel()
@@ -183,6 +193,6 @@ class HeadQueue:
         self._arrived.clear()
         try:
             await asyncio.wait_for(self._arrived.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True

@@ -17,16 +17,16 @@ import torch
 
 from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
-from spikebottlenet.shared.entropy_codec import chunk_layout
-from spikebottlenet.shared.fec import check_parity, protect
 from spikebottlenet.shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from spikebottlenet.shared.entropy_codec import chunk_layout
 from spikebottlenet.shared.errors import ConfigError
+from spikebottlenet.shared.fec import check_parity, protect
 from spikebottlenet.shared.neuron import StepState
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
-from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
 from spikebottlenet.shared.split_model import ModelConfig, SplitHead
 from spikebottlenet.shared.uncertainty import ink, is_blank
+from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,18 @@ class ImageStream:
             raise RuntimeError(f"all {self.time_steps} time steps of this stream have been computed")
         spikes, energy = head.forward_step(self.x, self.state)  # [1, 1, C', H', W']
         previous = None if t == 0 else self.spikes[-1].to(torch.uint8).numpy()
-        codec, payload = encode(spikes, head.codec, assume_binary=True, model=head.spike_model,
-                                chunks=head.entropy_chunks, previous=previous)
+        codec, payload = encode(
+            spikes,
+            head.codec,
+            assume_binary=True,
+            model=head.spike_model,
+            chunks=head.entropy_chunks,
+            previous=previous,
+        )
         self.spikes.append(spikes)
         self.energy.append(energy)
         self.codecs.append(codec)
-        message = pb.SpikeStep(step=t, codec=CODEC_TO_WIRE[codec],
-                               payload=protect(payload, head.fec_parity_bytes))
+        message = pb.SpikeStep(step=t, codec=CODEC_TO_WIRE[codec], payload=protect(payload, head.fec_parity_bytes))
         if t == 0:
             message.request_id, message.model_fingerprint = self.request_id, head.checkpoint.fingerprint
             message.split_point, message.fec_parity_bytes = head.split_point.index, head.fec_parity_bytes
@@ -100,13 +105,24 @@ class ImageStream:
         """This image's spikes as far as the stream went: the first ``computed`` steps computed (their energy, all of
         it spent) and the ``messages`` sent; its frame stands for what crossed the link, their payloads together.
         Its codec is the first step's (under "auto" later steps may differ)."""
-        frame = pb.SpikeFrame(request_id=self.request_id, model_fingerprint=self.head.checkpoint.fingerprint,
-                              split_point=self.head.split_point.index,
-                              shape=[len(messages), *self.spikes[0].shape[1:]], codec=messages[0].codec,
-                              payload=b"".join(m.payload for m in messages),
-                              fec_parity_bytes=self.head.fec_parity_bytes)
-        return ImageSpikes(frame, self.codecs[0], torch.cat(self.spikes[:len(messages)]),
-                           EnergyEstimate.over_steps(self.energy[:computed]), self.image_bytes, self.blank, self.ink)
+        frame = pb.SpikeFrame(
+            request_id=self.request_id,
+            model_fingerprint=self.head.checkpoint.fingerprint,
+            split_point=self.head.split_point.index,
+            shape=[len(messages), *self.spikes[0].shape[1:]],
+            codec=messages[0].codec,
+            payload=b"".join(m.payload for m in messages),
+            fec_parity_bytes=self.head.fec_parity_bytes,
+        )
+        return ImageSpikes(
+            frame,
+            self.codecs[0],
+            torch.cat(self.spikes[: len(messages)]),
+            EnergyEstimate.over_steps(self.energy[:computed]),
+            self.image_bytes,
+            self.blank,
+            self.ink,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,9 +152,15 @@ class HeadRunner:
     """One model's head, the device's half of the split model: runs uploaded images through it and packs the
     spikes."""
 
-    def __init__(self, head: SplitHead, checkpoint: CheckpointInfo, codec: str = "raw",
-                 energy_mode: CountMode | str = CountMode.PAPER, entropy_chunks: int = 1,
-                 fec_parity_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        head: SplitHead,
+        checkpoint: CheckpointInfo,
+        codec: str = "raw",
+        energy_mode: CountMode | str = CountMode.PAPER,
+        entropy_chunks: int = 1,
+        fec_parity_bytes: int = 0,
+    ) -> None:
         """``entropy_chunks``: independently decodable chunks of an entropy payload (shared/entropy_codec.py);
         ``fec_parity_bytes``: Reed–Solomon parity per 255-byte block around every payload (shared/fec.py), 0: none.
         Raises a SpikeBottleNetError (a ValueError) for settings this checkpoint's frames cannot take."""
@@ -151,8 +173,10 @@ class HeadRunner:
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
         if codec == Codec.ENTROPY and self.spike_model is None:
-            raise CheckpointError("the entropy codec needs a checkpoint with an entropy model (sbn train fit-codec "
-                                  "adds one); this one has none")
+            raise CheckpointError(
+                "the entropy codec needs a checkpoint with an entropy model (sbn train fit-codec "
+                "adds one); this one has none"
+            )
         if self.spike_model is not None:  # ValueError naming the counts these frames can be cut into
             chunk_layout(self.spike_model.channels, checkpoint.config.spike_shape[2], entropy_chunks)
         check_parity(fec_parity_bytes)  # ValueError naming the range
@@ -165,8 +189,14 @@ class HeadRunner:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, codec: str = "raw", energy_mode: CountMode | str = CountMode.PAPER,
-             entropy_chunks: int = 1, fec_parity_bytes: int = 0) -> HeadRunner:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        codec: str = "raw",
+        energy_mode: CountMode | str = CountMode.PAPER,
+        entropy_chunks: int = 1,
+        fec_parity_bytes: int = 0,
+    ) -> HeadRunner:
         loaded = load_checkpoint(path, "head")
         return cls(loaded.model, loaded.checkpoint, codec, energy_mode, entropy_chunks, fec_parity_bytes)
 
@@ -199,10 +229,13 @@ class HeadRunner:
         first = 0  # the job's first row of the batch: stacked in job order
         for inputs in jobs:
             rows = range(first, first + len(inputs))
-            codec, frame = self.pack(spikes[:, rows.start:rows.stop])
-            images = {index: ImageSpikes(frame, codec, spikes[:, b:b + 1], energy[b], model_input.image_bytes,
-                                         blank[b], brightness[b])
-                      for b, (index, model_input) in zip(rows, inputs.items(), strict=True)}
+            codec, frame = self.pack(spikes[:, rows.start : rows.stop])
+            images = {
+                index: ImageSpikes(
+                    frame, codec, spikes[:, b : b + 1], energy[b], model_input.image_bytes, blank[b], brightness[b]
+                )
+                for b, (index, model_input) in zip(rows, inputs.items(), strict=True)
+            }
             packed.append((images, frame))
             first = rows.stop
         timings = RunTimings((forwarded - start) * 1e3, (perf_counter() - forwarded) * 1e3)
@@ -230,15 +263,23 @@ class HeadRunner:
         if isinstance(image, bytes):
             image = ModelInput.load(image, self.checkpoint.config)
         x = image.x.unsqueeze(0)  # [1, 3, H, W]
-        return ImageStream(self, x, image.image_bytes, bool(is_blank(x)[0]),
-                           float(ink(unnormalize(x, self.checkpoint.config))[0]))
+        return ImageStream(
+            self, x, image.image_bytes, bool(is_blank(x)[0]), float(ink(unnormalize(x, self.checkpoint.config))[0])
+        )
 
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""
         # the encoder's LIF made them: binary by construction, so the codec skips its check
-        codec, payload = encode(spikes, self.codec, assume_binary=True, model=self.spike_model,
-                                chunks=self.entropy_chunks)
-        frame = pb.SpikeFrame(request_id=uuid.uuid4().hex, model_fingerprint=self.checkpoint.fingerprint,
-                              split_point=self.split_point.index, shape=spikes.shape, codec=CODEC_TO_WIRE[codec],
-                              payload=protect(payload, self.fec_parity_bytes), fec_parity_bytes=self.fec_parity_bytes)
+        codec, payload = encode(
+            spikes, self.codec, assume_binary=True, model=self.spike_model, chunks=self.entropy_chunks
+        )
+        frame = pb.SpikeFrame(
+            request_id=uuid.uuid4().hex,
+            model_fingerprint=self.checkpoint.fingerprint,
+            split_point=self.split_point.index,
+            shape=spikes.shape,
+            codec=CODEC_TO_WIRE[codec],
+            payload=protect(payload, self.fec_parity_bytes),
+            fec_parity_bytes=self.fec_parity_bytes,
+        )
         return codec, frame

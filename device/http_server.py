@@ -52,8 +52,10 @@ MAX_REASON_CHARS = 200
 def json_error(status_code: int, reason: str, detail: str) -> bytes:
     """A complete HTTP/1.1 response carrying ``{"detail": detail}``, its connection to be closed."""
     body = json.dumps({"detail": detail}).encode()
-    return (f"HTTP/1.1 {status_code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            f"connection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status_code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"connection: close\r\n\r\n"
+    ).encode() + body
 
 
 class TimedConnection(h11.Connection):
@@ -171,9 +173,16 @@ class DeviceProtocol(H11Protocol):
             return  # the app is reading its body: StampDeadline answers 408 and closes the connection
         self._deadline = None
         if self.conn.their_state is h11.IDLE:  # its head is not in: no app has seen it
-            self.transport.write(json_error(408, "Request Timeout", (
-                f"the request's head (request line and headers) had not fully arrived by its {self.deadline_s:g} s "
-                f"deadline")))
+            self.transport.write(
+                json_error(
+                    408,
+                    "Request Timeout",
+                    (
+                        f"the request's head (request line and headers) had not fully arrived by its "
+                        f"{self.deadline_s:g} s deadline"
+                    ),
+                )
+            )
         self.transport.close()  # else already answered: what is left of its body is dropped with the connection
 
     def _at_write_deadline(self) -> None:
@@ -207,6 +216,12 @@ def server_options(settings: DeviceSettings) -> dict[str, Any]:
     """uvicorn's options (``uvicorn.run(app, **options)``, ``uvicorn.Config``) for ``settings``' address and limits."""
     # asyncio's own loop, named: uvicorn would switch to uvloop wherever it is installed (ray[serve] brings it), and
     # the edge channel (grpc.aio) is made for asyncio's loop
-    return {"host": settings.host, "port": settings.port, "loop": "asyncio", "http": protocol(settings.deadline_s),
-            "limit_concurrency": settings.limit_concurrency, "timeout_keep_alive": settings.timeout_keep_alive_s,
-            "h11_max_incomplete_event_size": settings.max_header_bytes}
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "asyncio",
+        "http": protocol(settings.deadline_s),
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }

@@ -32,5 +32,6 @@ class LossyChannel:
         damaged.CopyFrom(message)
         # off the event loop: a bursty channel walks its states bit by bit
         damaged.payload = await asyncio.get_running_loop().run_in_executor(
-            None, self.channel.apply, message.payload, self._noise)
+            None, self.channel.apply, message.payload, self._noise
+        )
         return damaged

@@ -1,16 +1,16 @@
 """Prometheus metrics of the device, served at ``GET /metrics``.
 
-    sbn_device_classify_requests_total{status}   POST /classify responses by HTTP status
-    sbn_device_classify_latency_seconds           successful classifications, upload in hand to result
-    sbn_device_stage_seconds{stage}               per request: preprocess (decoding its images), queue (waiting
-                                                  for the head), head, encode (of the head run that carried it),
-                                                  edge (the edge's own time), network (round trip minus the
-                                                  edge's time)
-    sbn_device_head_batch_images                  images per head run (concurrent uploads share one forward)
-    sbn_device_edge_batch_images                  images in the edge's tail run that carried a frame
-    sbn_device_head_queue                         requests waiting for the head, as last seen
-    sbn_device_transmitted_bytes_total, sbn_device_energy_millijoules_total{estimate}
-    sbn_device_streamed_time_steps_total{kind}    streamed requests' time steps, sent and computed (early exit)
+sbn_device_classify_requests_total{status}   POST /classify responses by HTTP status
+sbn_device_classify_latency_seconds           successful classifications, upload in hand to result
+sbn_device_stage_seconds{stage}               per request: preprocess (decoding its images), queue (waiting
+                                              for the head), head, encode (of the head run that carried it),
+                                              edge (the edge's own time), network (round trip minus the
+                                              edge's time)
+sbn_device_head_batch_images                  images per head run (concurrent uploads share one forward)
+sbn_device_edge_batch_images                  images in the edge's tail run that carried a frame
+sbn_device_head_queue                         requests waiting for the head, as last seen
+sbn_device_transmitted_bytes_total, sbn_device_energy_millijoules_total{estimate}
+sbn_device_streamed_time_steps_total{kind}    streamed requests' time steps, sent and computed (early exit)
 """
 
 from __future__ import annotations
@@ -32,23 +32,49 @@ class DeviceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("sbn_device_classify_requests", "POST /classify responses, by HTTP status",
-                                ["status"], registry=self.registry)
-        self.latency = Histogram("sbn_device_classify_latency_seconds",
-                                 "successful classifications, upload received to result", registry=self.registry)
-        self.transmitted = Counter("sbn_device_transmitted_bytes", "spike payload bytes sent to the edge",
-                                   registry=self.registry)
-        self.energy = Counter("sbn_device_energy_millijoules", "estimated energy of the heads run on this device",
-                              ["estimate"], registry=self.registry)
-        self.stage = Histogram("sbn_device_stage_seconds", "time of one request in each stage of the split path",
-                               ["stage"], buckets=STAGE_BUCKETS, registry=self.registry)
-        self.head_batch = Histogram("sbn_device_head_batch_images", "images per head run", buckets=BATCH_BUCKETS,
-                                    registry=self.registry)
-        self.edge_batch = Histogram("sbn_device_edge_batch_images", "images in the edge's tail run of a frame",
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "sbn_device_classify_requests",
+            "POST /classify responses, by HTTP status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sbn_device_classify_latency_seconds",
+            "successful classifications, upload received to result",
+            registry=self.registry,
+        )
+        self.transmitted = Counter(
+            "sbn_device_transmitted_bytes", "spike payload bytes sent to the edge", registry=self.registry
+        )
+        self.energy = Counter(
+            "sbn_device_energy_millijoules",
+            "estimated energy of the heads run on this device",
+            ["estimate"],
+            registry=self.registry,
+        )
+        self.stage = Histogram(
+            "sbn_device_stage_seconds",
+            "time of one request in each stage of the split path",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.head_batch = Histogram(
+            "sbn_device_head_batch_images", "images per head run", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.edge_batch = Histogram(
+            "sbn_device_edge_batch_images",
+            "images in the edge's tail run of a frame",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.head_queue = Gauge("sbn_device_head_queue", "requests waiting for the head", registry=self.registry)
-        self.streamed_steps = Counter("sbn_device_streamed_time_steps", "streamed requests' time steps, by kind: "
-                                      "sent to the edge, computed by the head", ["kind"], registry=self.registry)
+        self.streamed_steps = Counter(
+            "sbn_device_streamed_time_steps",
+            "streamed requests' time steps, by kind: sent to the edge, computed by the head",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def ran_head(self, images: int) -> None:
         self.head_batch.observe(images)

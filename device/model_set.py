@@ -33,8 +33,10 @@ from .head_runner import HeadRunner, JobResult
 from .planner import SplitProfile
 
 AUTO = "auto"
-SPLIT_POINT_HELP = ("k: the split point to run (a head this device holds), or auto: the planner's choice for the "
-                    "link as measured; default: the default model's")
+SPLIT_POINT_HELP = (
+    "k: the split point to run (a head this device holds), or auto: the planner's choice for the "
+    "link as measured; default: the default model's"
+)
 ARCH_HELP = "the backbone of split_point, e.g. spiking_resnet50 (default: the default model's)"
 WINDOW = 16  # requests a running estimate is the median of
 
@@ -107,10 +109,16 @@ class ServedModel:
         checkpoint = self.head.checkpoint
         # points lost against the backbone (training/recipes.py); unverified info is not trusted
         drop = checkpoint.info.accuracy_drop if checkpoint.info_verified else None
-        return SplitProfile(self.key[0], self.key[1], self.head.split_point.name, self.costs.device_ms,
-                            self.costs.device_mj, round(self.costs.message_bytes),
-                            unknown_edge_ms if self.costs.edge_ms is None else self.costs.edge_ms,
-                            None if drop is None else float(drop))
+        return SplitProfile(
+            self.key[0],
+            self.key[1],
+            self.head.split_point.name,
+            self.costs.device_ms,
+            self.costs.device_mj,
+            round(self.costs.message_bytes),
+            unknown_edge_ms if self.costs.edge_ms is None else self.costs.edge_ms,
+            None if drop is None else float(drop),
+        )
 
 
 def measure_costs(head: HeadRunner, runs: int = 5) -> ModelCosts:
@@ -139,8 +147,7 @@ class ModelSet:
         """``models``: the default model first; one per (backbone, split point)."""
         self._models = {model.key: model for model in models}
         if len(self._models) < len(models):
-            raise ConfigError("two checkpoints for the same backbone and split point: a device holds one head for "
-                              "each")
+            raise ConfigError("two checkpoints for the same backbone and split point: a device holds one head for each")
         self.default = models[0]
 
     def __iter__(self) -> Iterator[ServedModel]:
@@ -149,16 +156,18 @@ class ModelSet:
 
     def served(self) -> str:
         """The list a 422 gives: what this device holds."""
-        return ", ".join(f"{arch} split_point={k} ({model.head.split_point.name})"
-                         for (arch, k), model in self._models.items())
+        return ", ".join(
+            f"{arch} split_point={k} ({model.head.split_point.name})" for (arch, k), model in self._models.items()
+        )
 
     def resolve(self, arch: str | None, split_point: str | None) -> ServedModel | None:
         """The model a request asks for; None for ``auto`` (the planner decides). Raises UnknownModel."""
         if split_point is None:
             if arch is None or arch == self.default.key[0]:
                 return self.default
-            raise UnknownModel(f"arch={arch} needs a split_point (a number, or auto); this device holds "
-                               f"{self.served()}")
+            raise UnknownModel(
+                f"arch={arch} needs a split_point (a number, or auto); this device holds {self.served()}"
+            )
         archs = {key[0] for key in self._models}
         if arch is not None and arch not in archs:
             raise UnknownModel(f"this device holds no {arch} head; it holds {self.served()}")
@@ -167,18 +176,20 @@ class ModelSet:
         try:
             index = int(split_point)
         except ValueError:
-            raise UnknownModel(f"split_point must be a number or auto, got {split_point!r}; this device holds "
-                               f"{self.served()}") from None
+            raise UnknownModel(
+                f"split_point must be a number or auto, got {split_point!r}; this device holds {self.served()}"
+            ) from None
         model = self._models.get((arch or self.default.key[0], index))
         if model is None:
-            raise UnknownModel(f"this device holds no head for {arch or self.default.key[0]} at split point "
-                               f"{index}; it holds {self.served()}")
+            raise UnknownModel(
+                f"this device holds no head for {arch or self.default.key[0]} at split point "
+                f"{index}; it holds {self.served()}"
+            )
         return model
 
     def candidates(self, arch: str | None) -> list[ServedModel]:
         """The models ``auto`` may pick: of ``arch`` (any when None), and not known to lack a tail on the edge."""
-        return [model for model in self
-                if (arch is None or model.key[0] == arch) and model.edge_serves is not False]
+        return [model for model in self if (arch is None or model.key[0] == arch) and model.edge_serves is not False]
 
     def learn_edge(self, info: pb.ModelInfo) -> None:
         """Which models' tails the edge serves, and its time per image for each, from its GetModelInfo."""

@@ -87,8 +87,9 @@ class Classified:
 
 
 class SplitPipeline:
-    def __init__(self, heads: Sequence[HeadRunner], edge: EdgeClient, settings: DeviceSettings,
-                 metrics: DeviceMetrics) -> None:
+    def __init__(
+        self, heads: Sequence[HeadRunner], edge: EdgeClient, settings: DeviceSettings, metrics: DeviceMetrics
+    ) -> None:
         """``heads``: one per (backbone, split point), the default model's first."""
         self.edge = edge
         self.metrics = metrics
@@ -103,8 +104,13 @@ class SplitPipeline:
         self._open_streams = 0  # streamed requests in progress
 
     def _queue(self, head: HeadRunner) -> HeadQueue:
-        return HeadQueue(head, self.head_thread, self.settings.batch_policy, self.settings.head_queue_limit,
-                         on_run=self.metrics.ran_head)
+        return HeadQueue(
+            head,
+            self.head_thread,
+            self.settings.batch_policy,
+            self.settings.head_queue_limit,
+            on_run=self.metrics.ran_head,
+        )
 
     async def start(self) -> None:
         for model in self.models:
@@ -128,8 +134,9 @@ class SplitPipeline:
             return await self._classify_streamed(model, images, options.early_exit, choice, deadline, start)
         return await self._classify_in_one_frame(model, images, choice, deadline, start)
 
-    async def choose(self, arch: str | None, split_point: str | None,
-                     deadline: Deadline) -> tuple[ServedModel, SplitChoice | None]:
+    async def choose(
+        self, arch: str | None, split_point: str | None, deadline: Deadline
+    ) -> tuple[ServedModel, SplitChoice | None]:
         """The model a request runs, and how ``auto`` chose it; raises UnknownModel, planner.NoEligibleSplit, or
         EdgeModelMismatch when the edge serves none of the models ``auto`` could pick."""
         model = self.models.resolve(arch, split_point)
@@ -138,18 +145,21 @@ class SplitPipeline:
         if not self.models.edge_known():
             try:  # once: which models the edge serves, and its time for each; within the request's deadline
                 await asyncio.wait_for(self.check_edge(), deadline.remaining())
-            except (EdgeError, asyncio.TimeoutError):
+            except (TimeoutError, EdgeError):
                 pass  # the planner goes on what it knows; the request itself will meet the edge's state
         candidates = self.models.candidates(arch)
         if not candidates:
-            raise EdgeModelMismatch(f"split_point=auto: the edge at {self.edge.address} serves none of this device's "
-                                    f"heads ({self.models.served()})")
+            raise EdgeModelMismatch(
+                f"split_point=auto: the edge at {self.edge.address} serves none of this device's "
+                f"heads ({self.models.served()})"
+            )
         link = self.link.link()
         s = self.settings
         # an edge time not known yet counts as the slowest known: no model looks free for lack of a measurement
         slowest = max((c.costs.edge_ms for c in candidates if c.costs.edge_ms is not None), default=0.0)
-        plan = planner.plan([c.profile(slowest) for c in candidates], link, s.objective, s.max_accuracy_drop,
-                            s.latency_weight)
+        plan = planner.plan(
+            [c.profile(slowest) for c in candidates], link, s.objective, s.max_accuracy_drop, s.latency_weight
+        )
         chosen = plan.estimates.index(plan.choice)
         # Hysteresis: keep the previous choice while it scores within SWITCH_MARGIN of the best, so that the noise
         # in a link estimate does not flip auto back and forth between two close split points.
@@ -158,10 +168,16 @@ class SplitPipeline:
             chosen = previous
         self._last_auto = candidates[chosen].key
         estimate = plan.estimates[chosen]
-        choice = SplitChoice(objective=plan.objective.value, link=link.name, link_measured=self.link.measured,
-                             link_rate_mbps=link.rate_mbps, link_rtt_ms=link.rtt_ms,
-                             candidates=sum(e.eligible for e in plan.estimates),
-                             predicted_latency_ms=estimate.latency_ms, predicted_energy_mj=estimate.energy_mj)
+        choice = SplitChoice(
+            objective=plan.objective.value,
+            link=link.name,
+            link_measured=self.link.measured,
+            link_rate_mbps=link.rate_mbps,
+            link_rtt_ms=link.rtt_ms,
+            candidates=sum(e.eligible for e in plan.estimates),
+            predicted_latency_ms=estimate.latency_ms,
+            predicted_energy_mj=estimate.energy_mj,
+        )
         return candidates[chosen], choice
 
     async def check_edge(self) -> pb.ModelInfo:
@@ -172,33 +188,58 @@ class SplitPipeline:
         if not self.models.edge_serves_any():
             served = ", ".join(m.model_fingerprint for m in (list(info.models) or [info]))
             heads = ", ".join(f"{m.name} model {m.head.checkpoint.fingerprint}" for m in self.models)
-            raise EdgeModelMismatch(f"edge at {self.edge.address} serves model(s) {served}, none of this device's "
-                                    f"heads ({heads})")
+            raise EdgeModelMismatch(
+                f"edge at {self.edge.address} serves model(s) {served}, none of this device's heads ({heads})"
+            )
         return info
 
-    async def _classify_in_one_frame(self, model: ServedModel, images: Sequence[bytes], choice: SplitChoice | None,
-                                     deadline: Deadline, start: float) -> Classified:
+    async def _classify_in_one_frame(
+        self, model: ServedModel, images: Sequence[bytes], choice: SplitChoice | None, deadline: Deadline, start: float
+    ) -> Classified:
         """The readable images through the model's queue as one job, to the edge in one frame [T, B, C', H', W']."""
         decoded = await self._decode(model, images, deadline, queued=True)
         if not decoded.inputs:  # nothing to run: no head, no frame
             return Classified({}, decoded.errors, None, Latency(device=decoded.ms, total=_ms_since(start)))
         job = await self._run_head(model, decoded.inputs, deadline)
         reply = await self._ask_edge(model, job.frame, deadline)  # checked: one row of logits per image of the frame
-        latency = Latency(device=decoded.ms + job.timings.total_ms, queue=job.queue_ms, edge=reply.edge_ms,
-                          network=reply.round_trip_ms - reply.edge_ms, total=_ms_since(start))
+        latency = Latency(
+            device=decoded.ms + job.timings.total_ms,
+            queue=job.queue_ms,
+            edge=reply.edge_ms,
+            network=reply.round_trip_ms - reply.edge_ms,
+            total=_ms_since(start),
+        )
         checkpoint = model.head.checkpoint
         shares = WireShare.of_frame(job.frame, checkpoint.config.geometry().uncompressed_bytes)
         damage = LinkDamage.of(job.frame, reply.damage)
         radio = self.link.prior  # the configured radio: see Energy.transmit_mj
-        results = {index: ImageResult(checkpoint, spikes, reply.logits[row], latency, shares[row],
-                                      transmit_mj=radio.transmit_mj(shares[row].message_bytes),
-                                      head_batch_images=job.run_images, edge_batch_images=reply.edge_batch_images,
-                                      link_damage=damage, split_choice=choice, edge_replica=reply.served_by or None)
-                   for row, (index, spikes) in enumerate(job.images.items())}  # the frame's rows, in the job's order
+        results = {
+            index: ImageResult(
+                checkpoint,
+                spikes,
+                reply.logits[row],
+                latency,
+                shares[row],
+                transmit_mj=radio.transmit_mj(shares[row].message_bytes),
+                head_batch_images=job.run_images,
+                edge_batch_images=reply.edge_batch_images,
+                link_damage=damage,
+                split_choice=choice,
+                edge_replica=reply.served_by or None,
+            )
+            for row, (index, spikes) in enumerate(job.images.items())
+        }  # the frame's rows, in the job's order
         return Classified(results, decoded.errors, job.frame, latency)
 
-    async def _classify_streamed(self, model: ServedModel, images: Sequence[bytes], early_exit: float | None,
-                                 choice: SplitChoice | None, deadline: Deadline, start: float) -> Classified:
+    async def _classify_streamed(
+        self,
+        model: ServedModel,
+        images: Sequence[bytes],
+        early_exit: float | None,
+        choice: SplitChoice | None,
+        deadline: Deadline,
+        start: float,
+    ) -> Classified:
         """One image through the model's head and the edge one time step per message."""
         if len(images) != 1:
             raise ValueError(f"a streamed request classifies one image, not {len(images)}")
@@ -206,26 +247,40 @@ class SplitPipeline:
         # may wait for a head, so a burst of them is refused (503) rather than queued unbounded. This bounds their
         # decoding too: they never join a head's queue, and do not count against it.
         if self._open_streams >= self.settings.head_queue_limit:
-            raise HeadQueueFull(f"{self._open_streams} streamed requests are open, the most this device takes "
-                                f"(head_queue_limit); retry later")
+            raise HeadQueueFull(
+                f"{self._open_streams} streamed requests are open, the most this device takes "
+                f"(head_queue_limit); retry later"
+            )
         self._open_streams += 1
         try:
             decoded = await self._decode(model, images, deadline, queued=False)
             if decoded.errors:
                 return Classified({}, decoded.errors, None, Latency(device=decoded.ms, total=_ms_since(start)))
-            streamed = await stream_image(model.head, decoded.inputs[0], self.head_thread, self.edge, self.channel,
-                                          deadline, early_exit)
+            streamed = await stream_image(
+                model.head, decoded.inputs[0], self.head_thread, self.edge, self.channel, deadline, early_exit
+            )
         finally:
             self._open_streams -= 1
         # device and edge time overlap: each is its own sum, and no network figure is their difference
         latency = Latency(device=decoded.ms + streamed.device_ms, edge=streamed.edge_ms, total=_ms_since(start))
         frame = streamed.spikes.frame  # the steps sent, their payloads together
         checkpoint = model.head.checkpoint
-        wire = WireShare(len(frame.payload), streamed.message_bytes,
-                         checkpoint.config.geometry().uncompressed_bytes / len(frame.payload))
-        result = ImageResult(checkpoint, streamed.spikes, streamed.logits, latency, wire,
-                             transmit_mj=self.link.prior.transmit_mj(streamed.message_bytes),
-                             link_damage=streamed.link_damage, split_choice=choice, steps=streamed.steps)
+        wire = WireShare(
+            len(frame.payload),
+            streamed.message_bytes,
+            checkpoint.config.geometry().uncompressed_bytes / len(frame.payload),
+        )
+        result = ImageResult(
+            checkpoint,
+            streamed.spikes,
+            streamed.logits,
+            latency,
+            wire,
+            transmit_mj=self.link.prior.transmit_mj(streamed.message_bytes),
+            link_damage=streamed.link_damage,
+            split_choice=choice,
+            steps=streamed.steps,
+        )
         return Classified({0: result}, {}, frame, latency)
 
     async def _decode(self, model: ServedModel, images: Sequence[bytes], deadline: Deadline, queued: bool) -> Decoded:

@@ -82,8 +82,13 @@ def estimate(profile: SplitProfile, link: LinkProfile) -> tuple[float, float, fl
     return transmit_ms, latency_ms, transmit_mj, profile.device_mj + transmit_mj
 
 
-def plan(profiles: Sequence[SplitProfile], link: LinkProfile, objective: Objective | str = Objective.LATENCY,
-         max_accuracy_drop: float | None = None, latency_weight: float = 0.5) -> Plan:
+def plan(
+    profiles: Sequence[SplitProfile],
+    link: LinkProfile,
+    objective: Objective | str = Objective.LATENCY,
+    max_accuracy_drop: float | None = None,
+    latency_weight: float = 0.5,
+) -> Plan:
     """The estimates of every split point on ``link`` and the one the objective picks.
 
     ``max_accuracy_drop``: points; None: no budget. ``latency_weight``: w of the ``mix`` objective, 0..1.
@@ -95,8 +100,10 @@ def plan(profiles: Sequence[SplitProfile], link: LinkProfile, objective: Objecti
     if not profiles:
         raise NoEligibleSplit("no split points to choose from")
     figures = [estimate(p, link) for p in profiles]
-    eligible = [max_accuracy_drop is None or (p.accuracy_drop is not None and p.accuracy_drop <= max_accuracy_drop)
-                for p in profiles]
+    eligible = [
+        max_accuracy_drop is None or (p.accuracy_drop is not None and p.accuracy_drop <= max_accuracy_drop)
+        for p in profiles
+    ]
     if not any(eligible):
         drops = ", ".join(f"{p.split_point_name} {p.accuracy_drop}" for p in profiles)
         raise NoEligibleSplit(f"no split point within the {max_accuracy_drop} point accuracy-drop budget ({drops})")
@@ -110,9 +117,11 @@ def plan(profiles: Sequence[SplitProfile], link: LinkProfile, objective: Objecti
             return energy_mj
         return latency_weight * latency_ms / best_latency + (1 - latency_weight) * energy_mj / best_energy
 
-    estimates = [SplitEstimate(p, transmit_ms, latency_ms, transmit_mj, energy_mj, ok,
-                               score(latency_ms, energy_mj) if ok else float("inf"))
-                 for p, (transmit_ms, latency_ms, transmit_mj, energy_mj), ok in zip(profiles, figures, eligible,
-                                                                                      strict=True)]
+    estimates = [
+        SplitEstimate(
+            p, transmit_ms, latency_ms, transmit_mj, energy_mj, ok, score(latency_ms, energy_mj) if ok else float("inf")
+        )
+        for p, (transmit_ms, latency_ms, transmit_mj, energy_mj), ok in zip(profiles, figures, eligible, strict=True)
+    ]
     choice = min((e for e in estimates if e.eligible), key=lambda e: e.score)
     return Plan(link, objective, estimates, choice)

@@ -51,8 +51,15 @@ class StreamedImage:
     steps: StreamSteps
 
 
-async def stream_image(head: HeadRunner, image: ModelInput, thread: HeadThread, edge: EdgeClient,
-                       channel: LossyChannel, deadline: Deadline, early_exit: float | None) -> StreamedImage:
+async def stream_image(
+    head: HeadRunner,
+    image: ModelInput,
+    thread: HeadThread,
+    edge: EdgeClient,
+    channel: LossyChannel,
+    deadline: Deadline,
+    early_exit: float | None,
+) -> StreamedImage:
     """``image`` through ``head`` and the edge one time step per message; raises HeadTimeout when the deadline passes
     while the head works, and EdgeError when the edge returns no logits."""
     num_classes = head.checkpoint.config.backbone.num_classes
@@ -92,10 +99,15 @@ async def stream_image(head: HeadRunner, image: ModelInput, thread: HeadThread, 
         await next_step
     computed = len(stream.energy)
     spikes = stream.output(sent, computed)
-    return StreamedImage(spikes, replies[-1].logits[0], device_ms, sum(reply.edge_ms for reply in replies),
-                         sum(m.ByteSize() for m in sent),
-                         LinkDamage.total([LinkDamage.of(spikes.frame, reply.damage) for reply in replies]),
-                         StreamSteps(len(sent), computed, early_exit))
+    return StreamedImage(
+        spikes,
+        replies[-1].logits[0],
+        device_ms,
+        sum(reply.edge_ms for reply in replies),
+        sum(m.ByteSize() for m in sent),
+        LinkDamage.total([LinkDamage.of(spikes.frame, reply.damage) for reply in replies]),
+        StreamSteps(len(sent), computed, early_exit),
+    )
 
 
 def confident(reply: StreamReply, threshold: float) -> bool:

@@ -28,8 +28,9 @@ class UploadLimit:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
-        too_large = HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                                  f"request body is larger than the {self.max_bytes}-byte upload limit")
+        too_large = HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"request body is larger than the {self.max_bytes}-byte upload limit"
+        )
         received = 0
 
         async def receive_limited() -> Message:

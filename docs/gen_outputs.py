@@ -43,8 +43,14 @@ def run_sbn(command: str) -> str:
     if program != "sbn":
         raise ValueError(f"an output block runs sbn commands only, not {command!r}")
     environment = {name: value for name, value in os.environ.items() if not name.startswith("SBN_")}
-    done = subprocess.run([sys.executable, "-m", "spikebottlenet", *args], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "spikebottlenet", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode:
         raise RuntimeError(f"{command!r} exited {done.returncode}:\n{done.stderr}")
     return done.stdout
@@ -52,9 +58,11 @@ def run_sbn(command: str) -> str:
 
 def render(text: str, run: Callable[[str], str]) -> str:
     """``text`` with every output block holding what ``run`` returns for its command."""
+
     def block(match: re.Match[str]) -> str:
         printed = "\n".join(line.rstrip() for line in run(match["command"]).rstrip("\n").split("\n"))
         return f"{match['open']}```text\n$ {match['command']}\n{printed}\n```\n{match['close']}"
+
     return BLOCK.sub(block, text)
 
 

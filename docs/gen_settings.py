@@ -33,8 +33,14 @@ PROCESSES: list[tuple[str, str, type[BaseSettings]]] = [
     ("Device", "sbn device", DeviceSettings),
 ]
 
-TYPE_NAMES: dict[Any, str] = {int: "integer", float: "number", str: "string", bool: "boolean", Path: "path",
-                              SecretStr: "string (secret)"}
+TYPE_NAMES: dict[Any, str] = {
+    int: "integer",
+    float: "number",
+    str: "string",
+    bool: "boolean",
+    Path: "path",
+    SecretStr: "string (secret)",
+}
 
 HEADER = """\
 <!-- Written by docs/gen_settings.py from the settings classes; edit those, then run: python docs/gen_settings.py -->
@@ -117,8 +123,10 @@ def settings_table(settings_class: type[BaseSettings]) -> str:
         if bounds := bounds_text(field):
             kind = f"{kind}, {bounds}"
         rows.append(f"| `{prefix}{name.upper()}` | {kind} | {default_text(field)} | {cell(field.description)} |")
-    renamed = [f"`{old}` (now `{prefix}{name.upper()}`)"
-               for old, name in getattr(settings_class, "renamed_variables", {}).items()]
+    renamed = [
+        f"`{old}` (now `{prefix}{name.upper()}`)"
+        for old, name in getattr(settings_class, "renamed_variables", {}).items()
+    ]
     if renamed:
         rows.append(f"\nRenamed, and still read with a warning until the next release: {', '.join(renamed)}.")
     return "\n".join(rows)

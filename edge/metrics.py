@@ -56,33 +56,71 @@ class EdgeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.model_info = Gauge("sbn_edge_model_info", "1 for each served model", ["model", "arch", "split_point"],
-                                registry=r)
-        self.frames = Counter("sbn_edge_frames", "Infer calls (one spike frame each), by the gRPC status answered",
-                              ["model", "code"], registry=r)
-        self.images = Counter("sbn_edge_images", "images run through the tail: the batch size B of each frame "
-                                                 "answered OK", ["model"], registry=r)
-        self.batch_size = Histogram("sbn_edge_frame_batch_size", "batch size B of the frames answered OK",
-                                    ["model"], buckets=BATCH_BUCKETS, registry=r)
-        self.tail_batch_images = Histogram("sbn_edge_tail_batch_images", "images per tail run (micro-batching)",
-                                           ["model"], buckets=BATCH_BUCKETS, registry=r)
-        self.tail_batch_frames = Histogram("sbn_edge_tail_batch_frames", "frames per tail run (micro-batching)",
-                                           ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.model_info = Gauge(
+            "sbn_edge_model_info", "1 for each served model", ["model", "arch", "split_point"], registry=r
+        )
+        self.frames = Counter(
+            "sbn_edge_frames",
+            "Infer calls (one spike frame each), by the gRPC status answered",
+            ["model", "code"],
+            registry=r,
+        )
+        self.images = Counter(
+            "sbn_edge_images",
+            "images run through the tail: the batch size B of each frame answered OK",
+            ["model"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "sbn_edge_frame_batch_size",
+            "batch size B of the frames answered OK",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.tail_batch_images = Histogram(
+            "sbn_edge_tail_batch_images",
+            "images per tail run (micro-batching)",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.tail_batch_frames = Histogram(
+            "sbn_edge_tail_batch_frames",
+            "frames per tail run (micro-batching)",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.queued = Gauge("sbn_edge_queued_frames", "frames waiting for the inference worker", registry=r)
-        self.queue_wait = Histogram("sbn_edge_queue_wait_seconds", "a frame's wait for the inference worker",
-                                    ["model"], buckets=SECONDS_BUCKETS, registry=r)
-        self.decode = Histogram("sbn_edge_decode_seconds", "a frame's payload -> spike tensor", ["model"],
-                                buckets=SECONDS_BUCKETS, registry=r)
-        self.inference = Histogram("sbn_edge_inference_seconds", "decoder + tail of one batch", ["model"],
-                                   buckets=SECONDS_BUCKETS, registry=r)
+        self.queue_wait = Histogram(
+            "sbn_edge_queue_wait_seconds",
+            "a frame's wait for the inference worker",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.decode = Histogram(
+            "sbn_edge_decode_seconds",
+            "a frame's payload -> spike tensor",
+            ["model"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "sbn_edge_inference_seconds", "decoder + tail of one batch", ["model"], buckets=SECONDS_BUCKETS, registry=r
+        )
         self.open_streams = Gauge("sbn_edge_open_streams", "InferStream calls open now", registry=r)
         self.stream_steps = Counter("sbn_edge_stream_steps", "streamed time steps run", ["model"], registry=r)
-        self.fec_corrected = Counter("sbn_edge_fec_corrected_bytes", "payload bytes Reed–Solomon parity put right",
-                                     ["model"], registry=r)
-        self.fec_failed = Counter("sbn_edge_fec_failed_blocks", "parity blocks with more damage than they correct",
-                                  ["model"], registry=r)
-        self.erased_chunks = Counter("sbn_edge_erased_chunks", "entropy chunks that failed their CRC and ran as "
-                                                               "silence", ["model"], registry=r)
+        self.fec_corrected = Counter(
+            "sbn_edge_fec_corrected_bytes", "payload bytes Reed–Solomon parity put right", ["model"], registry=r
+        )
+        self.fec_failed = Counter(
+            "sbn_edge_fec_failed_blocks", "parity blocks with more damage than they correct", ["model"], registry=r
+        )
+        self.erased_chunks = Counter(
+            "sbn_edge_erased_chunks", "entropy chunks that failed their CRC and ran as silence", ["model"], registry=r
+        )
 
     def serving(self, fingerprint: str, arch: str, split_point_name: str) -> None:
         self.model_info.labels(model_label(fingerprint), arch, split_point_name).set(1)

@@ -121,8 +121,13 @@ class TailBatcher:
                 self._changed.wait()
             queue = min((q for q in self._queues.values() if q), key=lambda q: q[0].enqueued)
             # waits on the condition (releasing it) for frames of this model; a close stops the wait
-            batch = collect_blocking(self.policy, queue, lambda frame: frame.images, wait_s,
-                                     lambda timeout_s: not self._closed and self._changed.wait(timeout_s))
+            batch = collect_blocking(
+                self.policy,
+                queue,
+                lambda frame: frame.images,
+                wait_s,
+                lambda timeout_s: not self._closed and self._changed.wait(timeout_s),
+            )
             self._metrics.set_queued(self._queued())
             return batch
 

@@ -36,8 +36,9 @@ try:
     from ray.serve.config import AutoscalingConfig, gRPCOptions
     from ray.serve.grpc_util import RayServegRPCContext
 except ImportError as e:  # an optional extra: say how to get it instead of a traceback
-    raise SystemExit(f"sbn serve-ray needs Ray Serve, which is not installed ({e}): "
-                     f"pip install 'spikebottlenet[ray]'") from None
+    raise SystemExit(
+        f"sbn serve-ray needs Ray Serve, which is not installed ({e}): pip install 'spikebottlenet[ray]'"
+    ) from None
 import grpc
 import torch
 from pydantic import Field, model_validator
@@ -45,9 +46,9 @@ from pydantic_settings import SettingsConfigDict
 
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.ports import port_in_use
+from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
 
 from .server import max_frame_bytes, max_reply_bytes
 from .settings import TailSettings
@@ -72,52 +73,85 @@ class RayServeSettings(TailSettings):
     model_config = SettingsConfigDict(env_prefix="SBN_RAY_")
 
     address: str | None = Field(
-        None, description="the Ray cluster to deploy on (auto: the one this machine belongs to; ray://head:10001 "
-                          "through Ray Client); unset: start a local Ray instance on this machine's cores")
-    port: int = Field(50051, ge=1, le=65535, description="port of Serve's gRPC proxy (on every interface), which "
-                                                         "devices call as they would sbn edge")
+        None,
+        description="the Ray cluster to deploy on (auto: the one this machine belongs to; ray://head:10001 "
+        "through Ray Client); unset: start a local Ray instance on this machine's cores",
+    )
+    port: int = Field(
+        50051,
+        ge=1,
+        le=65535,
+        description="port of Serve's gRPC proxy (on every interface), which devices call as they would sbn edge",
+    )
     http_host: str = Field("127.0.0.1", description="address of Serve's HTTP proxy (GET /-/healthz, /-/routes)")
     http_port: int = Field(8001, ge=1, le=65535, description="port of Serve's HTTP proxy")
     replicas: int | None = Field(
-        None, ge=1, description="run exactly this many replicas; unset: autoscale between min_replicas and "
-                                "max_replicas")
-    min_replicas: int = Field(1, ge=0, description="autoscaling: fewest replicas (0 lets an idle tier stop; the "
-                                                   "next frame then waits for a replica to start)")
+        None, ge=1, description="run exactly this many replicas; unset: autoscale between min_replicas and max_replicas"
+    )
+    min_replicas: int = Field(
+        1,
+        ge=0,
+        description="autoscaling: fewest replicas (0 lets an idle tier stop; the "
+        "next frame then waits for a replica to start)",
+    )
     max_replicas: int = Field(4, ge=1, description="autoscaling: most replicas; each reserves cpus_per_replica")
     target_frames_per_replica: float = Field(
-        8.0, gt=0, description="autoscaling: frames in flight per replica that Serve aims at (its "
-                               "target_ongoing_requests); more for a while adds a replica, fewer removes one")
+        8.0,
+        gt=0,
+        description="autoscaling: frames in flight per replica that Serve aims at (its "
+        "target_ongoing_requests); more for a while adds a replica, fewer removes one",
+    )
     upscale_delay_s: float = Field(
-        30.0, ge=0, description="autoscaling: how long the load must call for more replicas before Serve adds them")
+        30.0, ge=0, description="autoscaling: how long the load must call for more replicas before Serve adds them"
+    )
     downscale_delay_s: float = Field(
-        600.0, ge=0, description="autoscaling: how long the load must call for fewer replicas before Serve removes "
-                                 "them")
+        600.0, ge=0, description="autoscaling: how long the load must call for fewer replicas before Serve removes them"
+    )
     max_concurrency: int = Field(
-        32, ge=1, description="frames one replica takes at once (Serve's max_ongoing_requests), at least "
-                              "batch_max_images so that batches can fill; more wait in Serve's queue")
-    cpus_per_replica: float = Field(1.0, gt=0, description="CPUs Ray reserves for each replica (threads is what "
-                                                           "torch uses)")
+        32,
+        ge=1,
+        description="frames one replica takes at once (Serve's max_ongoing_requests), at least "
+        "batch_max_images so that batches can fill; more wait in Serve's queue",
+    )
+    cpus_per_replica: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each replica (threads is what torch uses)"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> RayServeSettings:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         if self.max_concurrency < self.batch_max_images:
-            raise ValueError(f"max_concurrency ({self.max_concurrency}) is below batch_max_images "
-                             f"({self.batch_max_images}): a replica's batches could never fill")
+            raise ValueError(
+                f"max_concurrency ({self.max_concurrency}) is below batch_max_images "
+                f"({self.batch_max_images}): a replica's batches could never fill"
+            )
         return self
 
     def deployment_options(self) -> dict[str, Any]:
         """Serve's options for the tail deployment, keyword arguments of ``Deployment.options``: the replica count or
         autoscaling bounds, and each replica's share of the cluster."""
-        count: dict[str, Any] = {"num_replicas": self.replicas} if self.replicas else {
-            "num_replicas": "auto",
-            "autoscaling_config": AutoscalingConfig(
-                min_replicas=self.min_replicas, initial_replicas=max(self.min_replicas, 1),
-                max_replicas=self.max_replicas, target_ongoing_requests=self.target_frames_per_replica,
-                upscale_delay_s=self.upscale_delay_s, downscale_delay_s=self.downscale_delay_s)}
-        return {**count, "max_ongoing_requests": self.max_concurrency, "logging_config": {"enable_access_log": False},
-                "ray_actor_options": {"num_cpus": self.cpus_per_replica}}
+        count: dict[str, Any] = (
+            {"num_replicas": self.replicas}
+            if self.replicas
+            else {
+                "num_replicas": "auto",
+                "autoscaling_config": AutoscalingConfig(
+                    min_replicas=self.min_replicas,
+                    initial_replicas=max(self.min_replicas, 1),
+                    max_replicas=self.max_replicas,
+                    target_ongoing_requests=self.target_frames_per_replica,
+                    upscale_delay_s=self.upscale_delay_s,
+                    downscale_delay_s=self.downscale_delay_s,
+                ),
+            }
+        )
+        return {
+            **count,
+            "max_ongoing_requests": self.max_concurrency,
+            "logging_config": {"enable_access_log": False},
+            "ray_actor_options": {"num_cpus": self.cpus_per_replica},
+        }
 
 
 class StreamRefused(Exception):
@@ -192,20 +226,34 @@ class TailReplica:
             log.warning("refused frame %s: %s", frame.request_id or "(no id)", e)
             return self._refuse(grpc_context, e.status, str(e))
         try:
-            ran = await self._run_batch(QueuedFrame(runner, decoded.spikes, min(decoded.images, self._max_images),
-                                                    perf_counter()))
+            ran = await self._run_batch(
+                QueuedFrame(runner, decoded.spikes, min(decoded.images, self._max_images), perf_counter())
+            )
         except Exception as e:  # noqa: BLE001 - a fault of this replica's, answered as such, never a crash
             log.exception("the tail failed on frame %s", frame.request_id or "(no id)")
             return self._refuse(grpc_context, grpc.StatusCode.INTERNAL, f"the tail failed on this frame's batch: {e}")
         batch, classes = ran.logits.shape
-        timing = pb.EdgeTiming(decode_ms=decoded.decode_ms, inference_ms=ran.inference_ms, queue_ms=ran.queue_ms,
-                               total_ms=(perf_counter() - received) * 1e3, batch_images=ran.batch_images)
-        return pb.Logits(request_id=frame.request_id, batch_size=batch, num_classes=classes,
-                         values=ran.logits.reshape(-1).tolist(), timing=timing, model_fingerprint=runner.fingerprint,
-                         damage=decoded.damage, served_by=self.served_by)
+        timing = pb.EdgeTiming(
+            decode_ms=decoded.decode_ms,
+            inference_ms=ran.inference_ms,
+            queue_ms=ran.queue_ms,
+            total_ms=(perf_counter() - received) * 1e3,
+            batch_images=ran.batch_images,
+        )
+        return pb.Logits(
+            request_id=frame.request_id,
+            batch_size=batch,
+            num_classes=classes,
+            values=ran.logits.reshape(-1).tolist(),
+            timing=timing,
+            model_fingerprint=runner.fingerprint,
+            damage=decoded.damage,
+            served_by=self.served_by,
+        )
 
-    async def InferStream(self, steps: AsyncIterator[pb.SpikeStep],
-                          grpc_context: RayServegRPCContext) -> AsyncIterator[pb.RunningLogits]:
+    async def InferStream(
+        self, steps: AsyncIterator[pb.SpikeStep], grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[pb.RunningLogits]:
         """A frame one time step per message, each answered with the running logits, as sbn edge answers it
         (edge/stream.py); the stream's neuron state lives in this call. Serve's proxy hands each message over
         separately, so a stream costs an actor call per step on top of the step. Cancelled after stream_max_s."""
@@ -217,9 +265,12 @@ class TailReplica:
                 message = await asyncio.wait_for(anext(messages), max(0.0, ends - monotonic()))
             except StopAsyncIteration:
                 return
-            except asyncio.TimeoutError:
-                self._end_stream(grpc_context, grpc.StatusCode.CANCELLED,
-                                 f"the stream stayed open longer than stream_max_s ({self._stream_max_s:g} s)")
+            except TimeoutError:
+                self._end_stream(
+                    grpc_context,
+                    grpc.StatusCode.CANCELLED,
+                    f"the stream stayed open longer than stream_max_s ({self._stream_max_s:g} s)",
+                )
             try:
                 if stream is None:
                     runner = self._by_fingerprint.get(message.model_fingerprint)
@@ -272,8 +323,9 @@ def application(settings: RayServeSettings) -> serve.Application:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Serve's application builder, for a Serve config file (``import_path: spikebottlenet.edge.ray_serve:build_app``, as a KubeRay
-    RayService deploys it, or ``serve run``): ``args`` are RayServeSettings fields, e.g. ``{"max_replicas": 8}``."""
+    """Serve's application builder, for a Serve config file (``import_path:
+    spikebottlenet.edge.ray_serve:build_app``, as a KubeRay RayService deploys it, or ``serve run``): ``args`` are
+    RayServeSettings fields, e.g. ``{"max_replicas": 8}``."""
     return application(RayServeSettings(**args))
 
 
@@ -281,9 +333,11 @@ def deploy(settings: RayServeSettings) -> None:
     """Starts Serve (its controller and proxies) on the connected Ray cluster and deploys the tail application;
     returns once every initial replica has loaded its tails and the proxy routes to them."""
     # No access log: a log line per frame costs the proxy and the replicas more than decoding the frame does
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port},
-                grpc_options=gRPCOptions(port=settings.port, grpc_servicer_functions=[SERVICER_FUNCTION]),
-                logging_config={"enable_access_log": False})
+    serve.start(
+        http_options={"host": settings.http_host, "port": settings.http_port},
+        grpc_options=gRPCOptions(port=settings.port, grpc_servicer_functions=[SERVICER_FUNCTION]),
+        logging_config={"enable_access_log": False},
+    )
     # An unchanged device sends no `application` key in its calls' metadata: Serve's gRPC proxy then routes to the
     # only application there is, so the cluster's Serve must run this one alone (route_prefix is HTTP's)
     serve.run(application(settings), name=APP_NAME, route_prefix="/")
@@ -300,12 +354,21 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"checkpoint": [path.resolve() for path in settings.checkpoint]})
     local = settings.address is None
     # Serve's proxies listen on [::]:port (gRPC) and http_host:http_port on this machine when Ray runs here
-    taken = [f"{host}:{port}" for host, port in (("[::]", settings.port), ("0.0.0.0", settings.port),
-                                                  (settings.http_host, settings.http_port))
-             if local and port_in_use(host, port)]
+    taken = [
+        f"{host}:{port}"
+        for host, port in (
+            ("[::]", settings.port),
+            ("0.0.0.0", settings.port),
+            (settings.http_host, settings.http_port),
+        )
+        if local and port_in_use(host, port)
+    ]
     if taken:
-        log.error("cannot listen on %s: already in use (an edge? another Serve?); choose other ports with --port, "
-                  "--http-port or SBN_RAY_PORT, SBN_RAY_HTTP_PORT", taken[0])
+        log.error(
+            "cannot listen on %s: already in use (an edge? another Serve?); choose other ports with --port, "
+            "--http-port or SBN_RAY_PORT, SBN_RAY_HTTP_PORT",
+            taken[0],
+        )
         return 1
     try:  # here first, so that a bad checkpoint is one clear line, not a replica failing to start over and over
         runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
@@ -329,11 +392,21 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as e:  # Serve gave up on the application (a replica kept failing to start)
             log.error("Ray Serve could not deploy the tail: %s", e)
             return 1
-        scale = (f"{settings.replicas} replica(s)" if settings.replicas else
-                 f"{settings.min_replicas}..{settings.max_replicas} replicas by load")
-        log.info("serving %d model(s) through Ray Serve's gRPC proxy on port %d (%s, %g CPU each); HTTP health on "
-                 "%s:%d/-/healthz", models, settings.port, scale, settings.cpus_per_replica, settings.http_host,
-                 settings.http_port)
+        scale = (
+            f"{settings.replicas} replica(s)"
+            if settings.replicas
+            else f"{settings.min_replicas}..{settings.max_replicas} replicas by load"
+        )
+        log.info(
+            "serving %d model(s) through Ray Serve's gRPC proxy on port %d (%s, %g CPU each); HTTP health on "
+            "%s:%d/-/healthz",
+            models,
+            settings.port,
+            scale,
+            settings.cpus_per_replica,
+            settings.http_host,
+            settings.http_port,
+        )
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -56,10 +56,10 @@ from spikebottlenet.shared.codec import Codec, max_payload_length
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.fec import MAX_PARITY_BYTES, protected_length
 from spikebottlenet.shared.ports import port_in_use
-from spikebottlenet.v1 import split_inference_pb2 as pb
-from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from spikebottlenet.shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTERVAL_S, SERVICE_NAME
 from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.v1 import split_inference_pb2 as pb
+from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 from .metrics import EdgeMetrics, MetricsEndpoint
 from .micro_batcher import PendingFrame, TailBatcher, WorkerStopped
@@ -158,9 +158,15 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
     cancels the call's coroutine, which releases the slot, and the worker skips the frame if it has not run yet.
     """
 
-    def __init__(self, runners: Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
-                 metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
-                 streams: StreamLimits = StreamLimits()) -> None:
+    def __init__(
+        self,
+        runners: Sequence[TailRunner],
+        max_concurrency: int,
+        inject_delay_s: float = 0.0,
+        metrics: EdgeMetrics | None = None,
+        batching: BatchPolicy = BatchPolicy(),
+        streams: StreamLimits = StreamLimits(),
+    ) -> None:
         """``runners``: the served models, the default one (whose info GetModelInfo leads with) first."""
         if not runners:
             raise ValueError("an edge serves at least one model")
@@ -198,15 +204,27 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             model.slots.release()
         batch, classes = logits.shape
         self.metrics.answered(fingerprint, batch)
-        timing = pb.EdgeTiming(decode_ms=frame.decoded.decode_ms, inference_ms=frame.inference_ms,
-                               total_ms=(perf_counter() - received) * 1e3, queue_ms=frame.queue_ms,
-                               batch_images=frame.batch_images)
-        return pb.Logits(request_id=request.request_id, batch_size=batch, num_classes=classes,
-                         values=logits.reshape(-1).tolist(), timing=timing, model_fingerprint=fingerprint,
-                         damage=frame.decoded.damage, served_by=self.served_by)
+        timing = pb.EdgeTiming(
+            decode_ms=frame.decoded.decode_ms,
+            inference_ms=frame.inference_ms,
+            total_ms=(perf_counter() - received) * 1e3,
+            queue_ms=frame.queue_ms,
+            batch_images=frame.batch_images,
+        )
+        return pb.Logits(
+            request_id=request.request_id,
+            batch_size=batch,
+            num_classes=classes,
+            values=logits.reshape(-1).tolist(),
+            timing=timing,
+            model_fingerprint=fingerprint,
+            damage=frame.decoded.damage,
+            served_by=self.served_by,
+        )
 
-    async def _run(self, runner: TailRunner, request: pb.SpikeFrame, deadline: float | None,
-                   context: grpc.aio.ServicerContext) -> tuple[PendingFrame, torch.Tensor]:
+    async def _run(
+        self, runner: TailRunner, request: pb.SpikeFrame, deadline: float | None, context: grpc.aio.ServicerContext
+    ) -> tuple[PendingFrame, torch.Tensor]:
         """The frame and its logits [B, num_classes]; every other outcome aborts the RPC with the status that says
         why."""
         arrived = monotonic()
@@ -220,8 +238,12 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             await self._refuse(context, fingerprint, e.status, str(e))
         except Exception:  # noqa: BLE001 - a fault of this edge's: answered without its internals, never a crash
             log.exception("frame %s failed to decode", logged_id(request.request_id))
-            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
-                               "the edge failed to decode this frame (the edge's log has the details)")
+            await self._refuse(
+                context,
+                fingerprint,
+                grpc.StatusCode.INTERNAL,
+                "the edge failed to decode this frame (the edge's log has the details)",
+            )
         self.metrics.decoded(fingerprint, decoded.decode_ms / 1e3, decoded.damage)
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
@@ -238,38 +260,54 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
         finally:
             frame.withdrawn.set()  # however the wait ended: a frame that has not run by now never will
         if frame.error is not None:
-            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
-                               "the edge failed on this frame's batch (the edge's log has the details)")
+            await self._refuse(
+                context,
+                fingerprint,
+                grpc.StatusCode.INTERNAL,
+                "the edge failed on this frame's batch (the edge's log has the details)",
+            )
         if (logits := frame.logits) is not None:
             return frame, logits
         if deadline is None:  # the worker drops a frame only once its call has withdrawn it or its deadline passed
             log.error("frame %s settled without logits, an error or a deadline", logged_id(request.request_id))
-            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
-                               "the edge failed on this frame (the edge's log has the details)")
-        await self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
-                           f"the deadline passed before the frame ran ({deadline - arrived:.3f} s were left on "
-                           f"arrival)")
+            await self._refuse(
+                context,
+                fingerprint,
+                grpc.StatusCode.INTERNAL,
+                "the edge failed on this frame (the edge's log has the details)",
+            )
+        await self._refuse(
+            context,
+            fingerprint,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the deadline passed before the frame ran ({deadline - arrived:.3f} s were left on arrival)",
+        )
 
-    async def InferStream(self, requests: AsyncIterator[pb.SpikeStep | Malformed],
-                          context: grpc.aio.ServicerContext) -> None:
+    async def InferStream(
+        self, requests: AsyncIterator[pb.SpikeStep | Malformed], context: grpc.aio.ServicerContext
+    ) -> None:
         """A frame one time step per message, each answered with the running logits (edge/stream.py), run at once,
         between the inference worker's batches (a stream is not batched: its state is its own). Read and written
         with ``context.read()`` and ``write()``, so that the wait for the first step can be cut short."""
         client = client_address(context.peer())
         if self._open_streams[client] >= self._streams.per_peer:
             log.warning("refused a stream from %s: it has %d open already", client, self._open_streams[client])
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many streams: this client has {self._open_streams[client]} InferStream calls "
-                                f"open, the most one client may (max_streams_per_peer = {self._streams.per_peer}); "
-                                f"finish one first")
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many streams: this client has {self._open_streams[client]} InferStream calls "
+                f"open, the most one client may (max_streams_per_peer = {self._streams.per_peer}); "
+                f"finish one first",
+            )
         self._open_streams[client] += 1
         self.metrics.stream_opened()
         try:
             async with asyncio.timeout(self._streams.max_s):
                 await self._stream(context)
         except TimeoutError:  # a client that leaves a stream hanging holds its slot until here
-            await context.abort(grpc.StatusCode.CANCELLED, f"the stream stayed open longer than stream_max_s "
-                                                           f"({self._streams.max_s:g} s)")
+            await context.abort(
+                grpc.StatusCode.CANCELLED,
+                f"the stream stayed open longer than stream_max_s ({self._streams.max_s:g} s)",
+            )
         finally:
             self._open_streams[client] -= 1
             if not self._open_streams[client]:
@@ -288,8 +326,12 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             while True:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
-                    await self._refuse(context, fingerprint, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                       "the stream's deadline passed before this step ran")
+                    await self._refuse(
+                        context,
+                        fingerprint,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        "the stream's deadline passed before this step ran",
+                    )
                 await context.write(await self._step(stream, message, context))
                 self.metrics.stream_step(fingerprint)
                 if (received := await self._next_step(context, stream.steps)) is None:
@@ -311,23 +353,31 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             async with asyncio.timeout(self._streams.step_s):
                 received = await context.read()
         except TimeoutError:
-            log.warning("cancelled a stream from %s: no step %d within %g s", client_address(context.peer()), step,
-                        self._streams.step_s)
-            await context.abort(grpc.StatusCode.CANCELLED,
-                                f"no step {step} within stream_step_s ({self._streams.step_s:g} s) of "
-                                + ("opening the stream" if step == 0 else "the answer to the step before"))
+            log.warning(
+                "cancelled a stream from %s: no step %d within %g s",
+                client_address(context.peer()),
+                step,
+                self._streams.step_s,
+            )
+            await context.abort(
+                grpc.StatusCode.CANCELLED,
+                f"no step {step} within stream_step_s ({self._streams.step_s:g} s) of "
+                + ("opening the stream" if step == 0 else "the answer to the step before"),
+            )
         return None if received is grpc.aio.EOF else await self._well_formed(received, context)
 
-    async def _open_stream(self, runner: TailRunner, first: pb.SpikeStep,
-                           context: grpc.aio.ServicerContext) -> SpikeStream:
+    async def _open_stream(
+        self, runner: TailRunner, first: pb.SpikeStep, context: grpc.aio.ServicerContext
+    ) -> SpikeStream:
         try:
             return SpikeStream(runner, first)
         except FrameError as e:
             log.warning("refused stream %s: %s", logged_id(first.request_id), e)
             await self._refuse(context, runner.fingerprint, e.status, str(e))
 
-    async def _step(self, stream: SpikeStream, message: pb.SpikeStep,
-                    context: grpc.aio.ServicerContext) -> pb.RunningLogits:
+    async def _step(
+        self, stream: SpikeStream, message: pb.SpikeStep, context: grpc.aio.ServicerContext
+    ) -> pb.RunningLogits:
         fingerprint = stream.runner.fingerprint
         try:
             return await off_loop(stream.run, message)
@@ -336,15 +386,24 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             await self._refuse(context, fingerprint, e.status, str(e))
         except Exception:  # noqa: BLE001 - a fault of this edge's, answered as such, never a crash
             log.exception("stream %s failed at step %d", logged_id(stream.first.request_id), stream.steps)
-            await self._refuse(context, fingerprint, grpc.StatusCode.INTERNAL,
-                               f"the edge failed on step {stream.steps} (the edge's log has the details)")
+            await self._refuse(
+                context,
+                fingerprint,
+                grpc.StatusCode.INTERNAL,
+                f"the edge failed on step {stream.steps} (the edge's log has the details)",
+            )
 
     async def _well_formed(self, message: M | Malformed, context: grpc.aio.ServicerContext) -> M:
         if isinstance(message, Malformed):
-            log.warning("refused a malformed %s from %s: %s", message.type_name, client_address(context.peer()),
-                        message.error)
-            await self._refuse(context, None, grpc.StatusCode.INVALID_ARGUMENT,
-                               f"the message is not a valid {message.type_name}: {message.error}")
+            log.warning(
+                "refused a malformed %s from %s: %s", message.type_name, client_address(context.peer()), message.error
+            )
+            await self._refuse(
+                context,
+                None,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the message is not a valid {message.type_name}: {message.error}",
+            )
         return message
 
     async def _admit(self, fingerprint: str, context: grpc.aio.ServicerContext) -> ServedModel:
@@ -355,19 +414,25 @@ class SplitInferenceServicer(pb_grpc.SplitInferenceServicer):
             refusal = not_served(fingerprint, self._runners)
             await self._refuse(context, None, refusal.status, str(refusal))
         if not model.slots.acquire(blocking=False):
-            await self._refuse(context, model.runner.fingerprint, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"edge is busy: all {self._max_concurrency} inference slots of model "
-                               f"{model.runner.fingerprint[:12]} ({model.runner.split_point.name}) are taken; retry "
-                               f"later")
+            await self._refuse(
+                context,
+                model.runner.fingerprint,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"edge is busy: all {self._max_concurrency} inference slots of model "
+                f"{model.runner.fingerprint[:12]} ({model.runner.split_point.name}) are taken; retry "
+                f"later",
+            )
         return model
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, fingerprint: str | None, code: grpc.StatusCode,
-                      message: str) -> NoReturn:
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext, fingerprint: str | None, code: grpc.StatusCode, message: str
+    ) -> NoReturn:
         self.metrics.refused(fingerprint, code.name)
         await context.abort(code, message)
 
-    async def GetModelInfo(self, request: pb.ModelInfoRequest | Malformed,
-                           context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+    async def GetModelInfo(
+        self, request: pb.ModelInfoRequest | Malformed, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfo:
         """The default model's info, and in ``models`` every served model's (the default first)."""
         await self._well_formed(request, context)
         info = self._runners[0].model_info()
@@ -380,14 +445,18 @@ def add_servicer(servicer: SplitInferenceServicer, server: grpc.aio.Server) -> N
     request deserializers."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Infer": grpc.unary_unary_rpc_method_handler(
-            servicer.Infer, request_deserializer=parser(pb.SpikeFrame),
-            response_serializer=pb.Logits.SerializeToString),
+            servicer.Infer, request_deserializer=parser(pb.SpikeFrame), response_serializer=pb.Logits.SerializeToString
+        ),
         "InferStream": grpc.stream_stream_rpc_method_handler(
-            servicer.InferStream, request_deserializer=parser(pb.SpikeStep),
-            response_serializer=pb.RunningLogits.SerializeToString),
+            servicer.InferStream,
+            request_deserializer=parser(pb.SpikeStep),
+            response_serializer=pb.RunningLogits.SerializeToString,
+        ),
         "GetModelInfo": grpc.unary_unary_rpc_method_handler(
-            servicer.GetModelInfo, request_deserializer=parser(pb.ModelInfoRequest),
-            response_serializer=pb.ModelInfo.SerializeToString),
+            servicer.GetModelInfo,
+            request_deserializer=parser(pb.ModelInfoRequest),
+            response_serializer=pb.ModelInfo.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -403,8 +472,9 @@ def max_frame_bytes(runners: Sequence[TailRunner]) -> int:
     The envelope (request id, fingerprint, shape) is about 150 bytes. Twice that worst case still
     refuses an absurd message before it is read into memory.
     """
-    largest = max(max_payload_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:]), Codec.SPARSE)
-                  for r in runners)
+    largest = max(
+        max_payload_length((r.spike_shape[0], r.max_batch, *r.spike_shape[1:]), Codec.SPARSE) for r in runners
+    )
     return 2 * (protected_length(largest, MAX_PARITY_BYTES) + 1024)
 
 
@@ -419,9 +489,15 @@ class EdgeServer(NamedTuple):
     servicer: SplitInferenceServicer  # close() it after stopping the server: it stops the inference worker
 
 
-def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: int, inject_delay_s: float = 0.0,
-                  metrics: EdgeMetrics | None = None, batching: BatchPolicy = BatchPolicy(),
-                  streams: StreamLimits = StreamLimits(), max_connection_age_s: float | None = None) -> EdgeServer:
+def create_server(
+    runners: TailRunner | Sequence[TailRunner],
+    max_concurrency: int,
+    inject_delay_s: float = 0.0,
+    metrics: EdgeMetrics | None = None,
+    batching: BatchPolicy = BatchPolicy(),
+    streams: StreamLimits = StreamLimits(),
+    max_connection_age_s: float | None = None,
+) -> EdgeServer:
     """The server with all three services registered, serving ``runners`` (the default model first); not yet
     bound to a port or started. Call it on the event loop that will run the server."""
     runners = [runners] if isinstance(runners, TailRunner) else list(runners)
@@ -441,8 +517,14 @@ def create_server(runners: TailRunner | Sequence[TailRunner], max_concurrency: i
             ("grpc.keepalive_permit_without_calls", 1),  # a ping just after the last call has ended is no abuse either
             # Connections end now and then (GOAWAY, calls in flight allowed to finish): a client then reconnects,
             # re-resolving the name, and its round robin takes in replicas started since it last looked.
-            *([("grpc.max_connection_age_ms", round(max_connection_age_s * 1e3)),
-               ("grpc.max_connection_age_grace_ms", round(streams.max_s * 1e3))] if max_connection_age_s else []),
+            *(
+                [
+                    ("grpc.max_connection_age_ms", round(max_connection_age_s * 1e3)),
+                    ("grpc.max_connection_age_grace_ms", round(streams.max_s * 1e3)),
+                ]
+                if max_connection_age_s
+                else []
+            ),
         ],
     )
     servicer = SplitInferenceServicer(runners, max_concurrency, inject_delay_s, metrics, batching, streams)
@@ -458,8 +540,11 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
     client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
-                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 async def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
@@ -467,8 +552,15 @@ async def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     metrics = EdgeMetrics()
     batching = settings.batch_policy
     streams = StreamLimits(settings.stream_max_s, settings.stream_step_s, settings.max_streams_per_peer)
-    server, health_servicer, servicer = create_server(runners, settings.max_concurrency, settings.inject_delay_s,
-                                                      metrics, batching, streams, settings.max_connection_age_s)
+    server, health_servicer, servicer = create_server(
+        runners,
+        settings.max_concurrency,
+        settings.inject_delay_s,
+        metrics,
+        batching,
+        streams,
+        settings.max_connection_age_s,
+    )
     address = f"{settings.host}:{settings.port}"
     security = "plaintext" if settings.tls_cert is None else "mutual TLS" if settings.tls_client_ca else "TLS"
     try:
@@ -492,14 +584,23 @@ async def serve(runners: Sequence[TailRunner], settings: EdgeSettings) -> int:
     for service in ("", SERVICE_NAME):  # "" is the whole server, as health probes ask by default
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     for runner in runners:
-        log.info("serving the tail after %s of %s model %s (%s)", runner.split_point.name,
-                 runner.checkpoint.config.backbone.arch, runner.fingerprint[:12],
-                 "trained" if runner.checkpoint.trained else "untrained")
+        log.info(
+            "serving the tail after %s of %s model %s (%s)",
+            runner.split_point.name,
+            runner.checkpoint.config.backbone.arch,
+            runner.fingerprint[:12],
+            "trained" if runner.checkpoint.trained else "untrained",
+        )
     log.info("%d model(s) on %s:%d (%s)", len(runners), settings.host, port, security)
     if settings.inject_delay_s:
         log.warning("fault injection: every Infer waits %.3f s first", settings.inject_delay_s)
-    log.info("micro-batching: up to %d images per tail run, waiting up to %g ms under load; %d frames per model "
-             "admitted at once", batching.max_images, settings.batch_max_wait_ms, settings.max_concurrency)
+    log.info(
+        "micro-batching: up to %d images per tail run, waiting up to %g ms under load; %d frames per model "
+        "admitted at once",
+        batching.max_images,
+        settings.batch_max_wait_ms,
+        settings.max_concurrency,
+    )
     await stop.wait()
     log.info("shutting down; in-flight RPCs get %.1f s", settings.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()  # probes see NOT_SERVING while the server drains
@@ -520,8 +621,12 @@ def run(args: argparse.Namespace) -> int:
     # Before the model loads: a taken port is the commonest start-up failure, and gRPC's own report of
     # it is a C-level log line followed by a generic "Failed to bind".
     if port_in_use(settings.host, settings.port):
-        log.error("cannot listen on %s:%d: the port is already in use (another edge?); free it or choose "
-                  "another with --port or SBN_EDGE_PORT", settings.host, settings.port)
+        log.error(
+            "cannot listen on %s:%d: the port is already in use (another edge?); free it or choose "
+            "another with --port or SBN_EDGE_PORT",
+            settings.host,
+            settings.port,
+        )
         return 1
     configure_torch_threads(settings.threads)
     try:

@@ -46,18 +46,26 @@ class SpikeStream:
         if message.step != self.steps:
             raise InvalidFrame(f"step {message.step} out of order: the stream expects step {self.steps} next")
         step_shape = (1, *self.shape[1:])
-        decoded = self.runner.decode_payload(message.payload, step_shape, self.runner.codec_of(message),
-                                             self.first.fec_parity_bytes, self._previous)
+        decoded = self.runner.decode_payload(
+            message.payload, step_shape, self.runner.codec_of(message), self.first.fec_parity_bytes, self._previous
+        )
         start = perf_counter()
         logits = self.runner.step(decoded.spikes, self.state)  # [B, num_classes]
         inference_ms = (perf_counter() - start) * 1e3
         self._previous = decoded.spikes.to(torch.uint8).numpy()
         self.steps += 1
         batch, classes = logits.shape
-        return pb.RunningLogits(request_id=self.first.request_id, step=message.step, batch_size=batch,
-                                num_classes=classes, values=logits.reshape(-1).tolist(),
-                                decode_ms=decoded.decode_ms, inference_ms=inference_ms, damage=decoded.damage,
-                                model_fingerprint=self.runner.fingerprint)
+        return pb.RunningLogits(
+            request_id=self.first.request_id,
+            step=message.step,
+            batch_size=batch,
+            num_classes=classes,
+            values=logits.reshape(-1).tolist(),
+            decode_ms=decoded.decode_ms,
+            inference_ms=inference_ms,
+            damage=decoded.damage,
+            model_fingerprint=self.runner.fingerprint,
+        )
 
     def _check_agrees(self, message: pb.SpikeStep) -> None:
         if message is self.first:
@@ -67,5 +75,7 @@ class SpikeStream:
             if name == "shape":
                 value, first = list(value), list(first)
             if value and value != first:
-                raise InvalidFrame(f"the message for step {message.step} disagrees with the stream's first message: "
-                                   f"{name} {value!r}, not {first!r}")
+                raise InvalidFrame(
+                    f"the message for step {message.step} disagrees with the stream's first message: "
+                    f"{name} {value!r}, not {first!r}"
+                )

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
-from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
+from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
 from spikebottlenet.shared.neuron import StepState
+from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
 from spikebottlenet.shared.split_model import SplitTail
 from spikebottlenet.v1 import split_inference_pb2 as pb
-from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
 
 
 class FrameError(SpikeBottleNetError, ValueError):
@@ -56,8 +56,10 @@ class FingerprintMismatch(FrameError):
 def not_served(fingerprint: str, runners: Sequence[TailRunner]) -> FingerprintMismatch:
     """The refusal of a frame from a model that none of ``runners`` (an edge's models) is."""
     served = "; ".join(f"{r.fingerprint} ({r.checkpoint.config.backbone.arch} {r.split_point.name})" for r in runners)
-    return FingerprintMismatch(f"frame comes from model {fingerprint or '(no fingerprint)'}, which this edge does "
-                               f"not serve; it serves {served}; device and edge must load the same checkpoint")
+    return FingerprintMismatch(
+        f"frame comes from model {fingerprint or '(no fingerprint)'}, which this edge does "
+        f"not serve; it serves {served}; device and edge must load the same checkpoint"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,31 +110,42 @@ class TailRunner:
 
     def model_info(self) -> pb.ModelInfo:
         backbone = self.checkpoint.config.backbone
-        return pb.ModelInfo(model_fingerprint=self.fingerprint, split_point=self.split_point.index,
-                            spike_shape=self.spike_shape, num_classes=backbone.num_classes,
-                            trained=self.checkpoint.trained, arch=backbone.arch,
-                            split_point_name=self.split_point.name, inference_ms=self.inference_ms)
+        return pb.ModelInfo(
+            model_fingerprint=self.fingerprint,
+            split_point=self.split_point.index,
+            spike_shape=self.spike_shape,
+            num_classes=backbone.num_classes,
+            trained=self.checkpoint.trained,
+            arch=backbone.arch,
+            split_point_name=self.split_point.name,
+            inference_ms=self.inference_ms,
+        )
 
     def check(self, frame: pb.SpikeFrame | pb.SpikeStep) -> tuple[tuple[int, ...], Codec]:
         """The frame's shape and codec if this tail can run it; raises FrameError naming the problem."""
         if len(frame.request_id) > MAX_REQUEST_ID_LENGTH:
-            raise InvalidFrame(f"request_id is {len(frame.request_id)} characters long; at most "
-                               f"{MAX_REQUEST_ID_LENGTH} are accepted")
+            raise InvalidFrame(
+                f"request_id is {len(frame.request_id)} characters long; at most {MAX_REQUEST_ID_LENGTH} are accepted"
+            )
         if frame.model_fingerprint != self.fingerprint:
             raise FingerprintMismatch(
                 f"frame comes from model {frame.model_fingerprint or '(no fingerprint)'} but this edge serves "
-                f"model {self.fingerprint}; device and edge must load the same checkpoint")
+                f"model {self.fingerprint}; device and edge must load the same checkpoint"
+            )
         if frame.split_point != self.split_point.index:
-            raise InvalidFrame(f"frame is split at split point {frame.split_point}, this edge's tail starts after "
-                               f"split point {self.split_point.index} ({self.split_point.name})")
+            raise InvalidFrame(
+                f"frame is split at split point {frame.split_point}, this edge's tail starts after "
+                f"split point {self.split_point.index} ({self.split_point.name})"
+            )
         shape = tuple(frame.shape)
         if len(shape) != 5:
             raise InvalidFrame(f"shape must have 5 entries (T, B, C', H', W'), got {list(shape)}")
         t, b, c, h, w = shape
         if (t, c, h, w) != self.spike_shape:
             expected = ", ".join(map(str, (self.spike_shape[0], "B", *self.spike_shape[1:])))
-            raise InvalidFrame(f"shape {list(shape)} does not match this model's spikes (T, B, C', H', W') = "
-                               f"({expected})")
+            raise InvalidFrame(
+                f"shape {list(shape)} does not match this model's spikes (T, B, C', H', W') = ({expected})"
+            )
         if not 1 <= b <= self.max_batch:
             raise InvalidFrame(f"batch size {b} in shape {list(shape)} is outside 1..{self.max_batch}")
         codec = self.codec_of(frame)
@@ -147,8 +160,9 @@ class TailRunner:
         if message.codec == pb.CODEC_UNSPECIFIED:
             raise InvalidFrame("codec is unspecified; set CODEC_RAW, CODEC_SPARSE or CODEC_ENTROPY")
         if message.codec not in CODEC_FROM_WIRE:
-            raise InvalidFrame(f"unknown codec {message.codec}; this edge reads CODEC_RAW (1), CODEC_SPARSE (2) and "
-                               f"CODEC_ENTROPY (3)")
+            raise InvalidFrame(
+                f"unknown codec {message.codec}; this edge reads CODEC_RAW (1), CODEC_SPARSE (2) and CODEC_ENTROPY (3)"
+            )
         codec = CODEC_FROM_WIRE[message.codec]
         if codec is Codec.ENTROPY and self.spike_model is None:
             raise InvalidFrame("an entropy-coded frame, but this model has no entropy model to decode it with")
@@ -161,29 +175,44 @@ class TailRunner:
         shape, codec = self.check(frame)
         return self.decode_payload(frame.payload, shape, codec, frame.fec_parity_bytes)
 
-    def decode_payload(self, payload: bytes, shape: tuple[int, ...], codec: Codec, fec_parity_bytes: int,
-                       previous: np.ndarray | None = None) -> DecodedFrame:
+    def decode_payload(
+        self,
+        payload: bytes,
+        shape: tuple[int, ...],
+        codec: Codec,
+        fec_parity_bytes: int,
+        previous: np.ndarray | None = None,
+    ) -> DecodedFrame:
         """``decode`` for a payload whose frame fields ``check`` has passed: a whole frame's, or one streamed
         step's (``shape`` [1, B, C', H', W'], ``previous`` the step before as received, for an entropy payload)."""
         # Before the Reed–Solomon decoder (pure Python) works on it: no longer than a sender makes it. Without
         # parity the codecs bound their own work (raw: its exact length; sparse, entropy: what the shape allows)
         longest = protected_length(max_payload_length(shape, codec), fec_parity_bytes)
         if fec_parity_bytes and len(payload) > longest:
-            raise InvalidFrame(f"payload of {len(payload)} bytes is longer than any {codec.value} payload of shape "
-                               f"{list(shape)} with {fec_parity_bytes} parity bytes per block ({longest})")
+            raise InvalidFrame(
+                f"payload of {len(payload)} bytes is longer than any {codec.value} payload of shape "
+                f"{list(shape)} with {fec_parity_bytes} parity bytes per block ({longest})"
+            )
         start = perf_counter()
         try:
             repaired = recover(payload, fec_parity_bytes)
             # bools, as the encoder's LIF emitted them: the decoder takes them as they are
-            received = decode_received(repaired.payload, shape, codec, dtype=torch.bool, model=self.spike_model,
-                                       previous=previous)
+            received = decode_received(
+                repaired.payload, shape, codec, dtype=torch.bool, model=self.spike_model, previous=previous
+            )
         except (FecError, SpikeCodecError) as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
         if received.erased_chunks == received.chunks:
-            raise InvalidFrame(f"payload does not decode: corrupt entropy payload: all {received.chunks} of its chunks "
-                               f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)")
-        damage = pb.LinkDamage(fec_corrected_bytes=repaired.corrected_bytes, fec_failed_blocks=repaired.failed_blocks,
-                               chunks=received.chunks, erased_chunks=received.erased_chunks)
+            raise InvalidFrame(
+                f"payload does not decode: corrupt entropy payload: all {received.chunks} of its chunks "
+                f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)"
+            )
+        damage = pb.LinkDamage(
+            fec_corrected_bytes=repaired.corrected_bytes,
+            fec_failed_blocks=repaired.failed_blocks,
+            chunks=received.chunks,
+            erased_chunks=received.erased_chunks,
+        )
         return DecodedFrame(received.spikes, (perf_counter() - start) * 1e3, damage)
 
     def warm_up(self, timed_runs: int = 5) -> None:

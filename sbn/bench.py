@@ -65,8 +65,9 @@ class Run:
         return len(self.latencies_ms) / self.wall_s
 
 
-def measure(classify: Callable[[bytes], Any], images: Sequence[bytes], requests: int,
-            concurrency: int) -> tuple[Run, list[Any]]:
+def measure(
+    classify: Callable[[bytes], Any], images: Sequence[bytes], requests: int, concurrency: int
+) -> tuple[Run, list[Any]]:
     """``requests`` calls of ``classify``, ``concurrency`` at a time, cycling through ``images``."""
 
     def timed(i: int) -> tuple[float, Any]:
@@ -82,21 +83,39 @@ def measure(classify: Callable[[bytes], Any], images: Sequence[bytes], requests:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="benchmark this running device (e.g. http://127.0.0.1:8000) instead of "
-                                      "starting edge and device")
+    parser.add_argument(
+        "--url", help="benchmark this running device (e.g. http://127.0.0.1:8000) instead of starting edge and device"
+    )
     add_model_arguments(parser, "benchmark on both paths")
     parser.add_argument("--requests", type=int, default=200, help="requests per path and concurrency (default: 200)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16],
-                        help="requests in flight at once; one run each (default: 1 4 16)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        help="requests in flight at once; one run each (default: 1 4 16)",
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests per path first (default: 10)")
-    parser.add_argument("--image", type=Path, action="append",
-                        help="input image (repeatable); default: 8 seeded random 32x32 PNGs")
-    parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw",
-                        help="spike codec of the started device and the monolithic byte counts (default: raw)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads of the monolithic run in this process (default: 1, as each served half)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per concurrency level (for machines) instead of the tables")
+    parser.add_argument(
+        "--image", type=Path, action="append", help="input image (repeatable); default: 8 seeded random 32x32 PNGs"
+    )
+    parser.add_argument(
+        "--codec",
+        choices=CODEC_CHOICES,
+        default="raw",
+        help="spike codec of the started device and the monolithic byte counts (default: raw)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the monolithic run in this process (default: 1, as each served half)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per concurrency level (for machines) instead of the tables",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
         return _bench(args, monolithic, images, args.url.rstrip("/"))
     port = free_port()
     # the children's stdout (uvicorn's access log) goes to stderr: stdout is for the results
-    with local_stack(checkpoint, port=port, edge_port=free_port(), device_flags=["--codec", args.codec],
-                     stdout=sys.stderr.fileno()):
+    with local_stack(
+        checkpoint, port=port, edge_port=free_port(), device_flags=["--codec", args.codec], stdout=sys.stderr.fileno()
+    ):
         return _bench(args, monolithic, images, f"http://127.0.0.1:{port}")
 
 
@@ -150,52 +170,83 @@ def mean_batch(replies: list[dict[str, Any]], field: str) -> float:
 
 def levels(runs: dict[tuple[str, int], Run], replies: dict[int, list[dict[str, Any]]]) -> list[dict[str, float]]:
     """One object per concurrency level: the figures ``--json`` prints."""
-    return [{"concurrency": concurrency,
-             "split_p50_ms": runs["split", concurrency].percentile(50),
-             "split_p99_ms": runs["split", concurrency].percentile(99),
-             "monolithic_p50_ms": runs["monolithic", concurrency].percentile(50),
-             "split_rps": runs["split", concurrency].requests_per_s,
-             "monolithic_rps": runs["monolithic", concurrency].requests_per_s,
-             "mean_head_batch": mean_batch(results, "head_batch_images"),
-             "mean_edge_batch": mean_batch(results, "edge_batch_images")}
-            for concurrency, results in replies.items()]
+    return [
+        {
+            "concurrency": concurrency,
+            "split_p50_ms": runs["split", concurrency].percentile(50),
+            "split_p99_ms": runs["split", concurrency].percentile(99),
+            "monolithic_p50_ms": runs["monolithic", concurrency].percentile(50),
+            "split_rps": runs["split", concurrency].requests_per_s,
+            "monolithic_rps": runs["monolithic", concurrency].requests_per_s,
+            "mean_head_batch": mean_batch(results, "head_batch_images"),
+            "mean_edge_batch": mean_batch(results, "edge_batch_images"),
+        }
+        for concurrency, results in replies.items()
+    ]
 
 
-def _report(args: argparse.Namespace, monolithic: MonolithicClassifier, images: list[bytes],
-            runs: dict[tuple[str, int], Run], replies_by_level: dict[int, list[dict[str, Any]]]) -> None:
+def _report(
+    args: argparse.Namespace,
+    monolithic: MonolithicClassifier,
+    images: list[bytes],
+    runs: dict[tuple[str, int], Run],
+    replies_by_level: dict[int, list[dict[str, Any]]],
+) -> None:
     config = monolithic.checkpoint.config
     replies = [reply for results in replies_by_level.values() for reply in results]
     first = replies[0]
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"CPU cores: {os.cpu_count()} ({affinity} available to this process); torch threads: {args.threads} "
-          f"(monolithic), 1 each in edge and device unless SBN_*_THREADS say otherwise")
-    print(f"model: {first['arch']} split after {first['split_point_name']}, width x{config.backbone.width_multiplier}, "
-          f"T={config.time_steps}, {'trained' if monolithic.checkpoint.trained else 'untrained'}, "
-          f"fingerprint {monolithic.checkpoint.fingerprint[:12]}")
-    print(f"inputs: {len(images)} images, {args.requests} requests per run after {args.warmup} warm-up; "
-          f"codec {first['codec']}")
+    print(
+        f"CPU cores: {os.cpu_count()} ({affinity} available to this process); torch threads: {args.threads} "
+        f"(monolithic), 1 each in edge and device unless SBN_*_THREADS say otherwise"
+    )
+    print(
+        f"model: {first['arch']} split after {first['split_point_name']}, width x{config.backbone.width_multiplier}, "
+        f"T={config.time_steps}, {'trained' if monolithic.checkpoint.trained else 'untrained'}, "
+        f"fingerprint {monolithic.checkpoint.fingerprint[:12]}"
+    )
+    print(
+        f"inputs: {len(images)} images, {args.requests} requests per run after {args.warmup} warm-up; "
+        f"codec {first['codec']}"
+    )
     print()
-    print(f"{'path':<12}{'concurrency':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'req/s':>10}"
-          f"{'head batch':>12}{'edge batch':>12}")
+    print(
+        f"{'path':<12}{'concurrency':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'req/s':>10}"
+        f"{'head batch':>12}{'edge batch':>12}"
+    )
     for (name, concurrency), r in runs.items():
-        batches = (f"{mean_batch(replies_by_level[concurrency], 'head_batch_images'):>12.2f}"
-                   f"{mean_batch(replies_by_level[concurrency], 'edge_batch_images'):>12.2f}") if name == "split" else ""
-        print(f"{name:<12}{concurrency:>12}{r.percentile(50):>10.2f}{r.percentile(95):>10.2f}{r.percentile(99):>10.2f}"
-              f"{r.requests_per_s:>10.1f}{batches}")
+        batches = (
+            (
+                f"{mean_batch(replies_by_level[concurrency], 'head_batch_images'):>12.2f}"
+                f"{mean_batch(replies_by_level[concurrency], 'edge_batch_images'):>12.2f}"
+            )
+            if name == "split"
+            else ""
+        )
+        print(
+            f"{name:<12}{concurrency:>12}{r.percentile(50):>10.2f}{r.percentile(95):>10.2f}{r.percentile(99):>10.2f}"
+            f"{r.requests_per_s:>10.1f}{batches}"
+        )
     print()
     base = args.concurrency[0]
     for concurrency in args.concurrency:
         split, mono = runs["split", concurrency], runs["monolithic", concurrency]
-        print(f"split / monolithic at concurrency {concurrency}: "
-              f"p50 x{split.percentile(50) / mono.percentile(50):.2f}, "
-              f"p95 x{split.percentile(95) / mono.percentile(95):.2f}, "
-              f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}; "
-              f"split req/s x{split.requests_per_s / runs['split', base].requests_per_s:.2f} its concurrency-{base} "
-              f"figure")
+        print(
+            f"split / monolithic at concurrency {concurrency}: "
+            f"p50 x{split.percentile(50) / mono.percentile(50):.2f}, "
+            f"p95 x{split.percentile(95) / mono.percentile(95):.2f}, "
+            f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}; "
+            f"split req/s x{split.requests_per_s / runs['split', base].requests_per_s:.2f} its concurrency-{base} "
+            f"figure"
+        )
     print()
-    print(f"bytes per request: spike payload {first['transmitted_bytes']} B, gRPC request {first['message_bytes']} B "
-          f"(compression x{first['compression_ratio']:.1f} vs. the {first['split_point_name']} output); "
-          f"image upload {statistics.mean(map(len, images)):.0f} B")
-    parts = {part: statistics.median(reply["latency_ms"][part] for reply in replies)
-             for part in ("device", "edge", "network", "total")}
+    print(
+        f"bytes per request: spike payload {first['transmitted_bytes']} B, gRPC request {first['message_bytes']} B "
+        f"(compression x{first['compression_ratio']:.1f} vs. the {first['split_point_name']} output); "
+        f"image upload {statistics.mean(map(len, images)):.0f} B"
+    )
+    parts = {
+        part: statistics.median(reply["latency_ms"][part] for reply in replies)
+        for part in ("device", "edge", "network", "total")
+    }
     print("split request, server-side medians: " + ", ".join(f"{part} {ms:.2f} ms" for part, ms in parts.items()))

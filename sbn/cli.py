@@ -18,16 +18,37 @@ from spikebottlenet.shared.errors import SpikeBottleNetError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
-    "report": ("spikebottlenet.sbn.report", "per-split-point bytes, compression, FLOPs and energy (paper Tables 1 and 3)"),
-    "models": ("spikebottlenet.sbn.models", "list the embedded demo models: backbone, split point, T, C', bytes, accuracy"),
-    "predict": ("spikebottlenet.sbn.predict", "classify an image with the whole model in one process (the reference path)"),
+    "report": (
+        "spikebottlenet.sbn.report",
+        "per-split-point bytes, compression, FLOPs and energy (paper Tables 1 and 3)",
+    ),
+    "models": (
+        "spikebottlenet.sbn.models",
+        "list the embedded demo models: backbone, split point, T, C', bytes, accuracy",
+    ),
+    "predict": (
+        "spikebottlenet.sbn.predict",
+        "classify an image with the whole model in one process (the reference path)",
+    ),
     "edge": ("spikebottlenet.edge.server", "serve the tail half over gRPC"),
-    "serve-ray": ("spikebottlenet.edge.ray_serve", "serve the tail on Ray Serve (replicas, autoscaling) behind the same gRPC service"),
+    "serve-ray": (
+        "spikebottlenet.edge.ray_serve",
+        "serve the tail on Ray Serve (replicas, autoscaling) behind the same gRPC service",
+    ),
     "device": ("spikebottlenet.device.app", "serve the head half and the HTTP API (/classify)"),
     "up": ("spikebottlenet.sbn.up", "start edge and device together locally, without Docker"),
-    "classify": ("spikebottlenet.sbn.client", "send images to a running device (POST /classify; several: /classify/batch)"),
-    "plan": ("spikebottlenet.sbn.plan", "choose the split point for a link: latency and energy per split point (3G, 4G, Wi-Fi)"),
-    "eval": ("spikebottlenet.training.channel_eval", "test accuracy when the frames cross a lossy channel (bit flips, erasures)"),
+    "classify": (
+        "spikebottlenet.sbn.client",
+        "send images to a running device (POST /classify; several: /classify/batch)",
+    ),
+    "plan": (
+        "spikebottlenet.sbn.plan",
+        "choose the split point for a link: latency and energy per split point (3G, 4G, Wi-Fi)",
+    ),
+    "eval": (
+        "spikebottlenet.training.channel_eval",
+        "test accuracy when the frames cross a lossy channel (bit flips, erasures)",
+    ),
     "bench": ("spikebottlenet.sbn.bench", "latency and throughput: HTTP -> gRPC split path vs. monolithic"),
     "train": ("spikebottlenet.training.cli", "pretrain, fine-tune with a bottleneck, sweep split points, demo models"),
 }

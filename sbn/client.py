@@ -59,8 +59,13 @@ class DeviceUnreachable(DeviceError):
 class DeviceClient:
     """A device's HTTP API over one ``httpx.Client``; close it, or use it as a context manager."""
 
-    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout_s: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         """``api_key``: sent in the X-API-Key header (devices with SBN_DEVICE_API_KEY set require it)."""
         self.url = url.rstrip("/")
         headers = {API_KEY_HEADER: api_key} if api_key else {}
@@ -69,8 +74,9 @@ class DeviceClient:
     def __enter__(self) -> DeviceClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -133,13 +139,24 @@ def _detail(response: httpx.Response) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="image files; one is sent to POST /classify, several to POST /classify/batch "
-                             "(one frame to the edge for all)")
-    parser.add_argument("--url", default=os.environ.get(DEVICE_URL_ENV) or DEFAULT_URL,  # empty counts as unset
-                        help=f"the device's base URL (default: ${DEVICE_URL_ENV}, if set, else {DEFAULT_URL})")
-    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                        help=f"sent in the {API_KEY_HEADER} header (default: ${API_KEY_ENV}, if set)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="image files; one is sent to POST /classify, several to POST /classify/batch "
+        "(one frame to the edge for all)",
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(DEVICE_URL_ENV) or DEFAULT_URL,  # empty counts as unset
+        help=f"the device's base URL (default: ${DEVICE_URL_ENV}, if set, else {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"sent in the {API_KEY_HEADER} header (default: ${API_KEY_ENV}, if set)",
+    )
     parser.add_argument("--json", action="store_true", help="print the device's JSON answer")
     parser.add_argument("--logits", action="store_true", help="ask for the raw logits too (shown with --json)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default: 30)")
@@ -158,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
     except (DeviceError, OSError) as e:  # an HTTP error or no answer; an image file that cannot be read
         print(f"sbn classify: {e}", file=sys.stderr)
         if isinstance(e, DeviceUnreachable):
-            print(f"sbn classify: is a device running there? Give its URL with --url or ${DEVICE_URL_ENV} "
-                  f"(sbn up prints the command)", file=sys.stderr)
+            print(
+                f"sbn classify: is a device running there? Give its URL with --url or ${DEVICE_URL_ENV} "
+                f"(sbn up prints the command)",
+                file=sys.stderr,
+            )
         return 1
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -175,17 +195,26 @@ def format_table(entries: list[dict[str, Any]], names: list[str]) -> str:
     (spike payload), latency (ms); an image the device could not read gets ``error: ...`` after its
     file name instead."""
     header = ("file", "label", "probability", "bytes", "latency ms")
-    rows = [(names[entry["index"]],
-             "(blank)" if entry.get("blank") else entry["label"] + (" (uncertain)" if entry.get("uncertain") else ""),
-             "-" if entry.get("probability") is None else f"{entry['probability']:.4f}", str(entry["transmitted_bytes"]),
-             f"{entry['latency_ms']['total']:.1f}") for entry in entries if "error" not in entry]
+    rows = [
+        (
+            names[entry["index"]],
+            "(blank)" if entry.get("blank") else entry["label"] + (" (uncertain)" if entry.get("uncertain") else ""),
+            "-" if entry.get("probability") is None else f"{entry['probability']:.4f}",
+            str(entry["transmitted_bytes"]),
+            f"{entry['latency_ms']['total']:.1f}",
+        )
+        for entry in entries
+        if "error" not in entry
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     widths[0] = max(widths[0], *(len(names[entry["index"]]) for entry in entries))  # error rows too
     numbers = {2, 3, 4}
 
     def line(row: tuple[str, ...]) -> str:
-        return "  ".join(cell.rjust(w) if i in numbers else cell.ljust(w)
-                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        return "  ".join(
+            cell.rjust(w) if i in numbers else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
 
     classified = iter(rows)
     lines = [line(header)]
@@ -199,6 +228,8 @@ def format_table(entries: list[dict[str, Any]], names: list[str]) -> str:
 
 def batch_line(batch: dict[str, Any]) -> str:
     frames = f"{batch['frames']} frame" + ("" if batch["frames"] == 1 else "s")
-    return (f"{batch['classified']} of {batch['images']} images classified in {frames}: "
-            f"{batch['transmitted_bytes']} bytes of spikes, {batch['message_bytes']} bytes on the wire, "
-            f"{batch['latency_ms']['total']:.1f} ms")
+    return (
+        f"{batch['classified']} of {batch['images']} images classified in {frames}: "
+        f"{batch['transmitted_bytes']} bytes of spikes, {batch['message_bytes']} bytes on the wire, "
+        f"{batch['latency_ms']['total']:.1f} ms"
+    )

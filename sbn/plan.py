@@ -40,42 +40,94 @@ def measure_profiles(checkpoints: list[Path]) -> list[SplitProfile]:
         tail.warm_up()
         checkpoint = head.checkpoint
         drop = checkpoint.info.accuracy_drop if checkpoint.info_verified else None
-        profiles.append(SplitProfile(checkpoint.config.backbone.arch, head.split_point.index, head.split_point.name,
-                                     costs.device_ms, costs.device_mj, round(costs.message_bytes), tail.inference_ms,
-                                     None if drop is None else float(drop)))
+        profiles.append(
+            SplitProfile(
+                checkpoint.config.backbone.arch,
+                head.split_point.index,
+                head.split_point.name,
+                costs.device_ms,
+                costs.device_mj,
+                round(costs.message_bytes),
+                tail.inference_ms,
+                None if drop is None else float(drop),
+            )
+        )
     return profiles
 
 
 def render(result: Plan) -> str:
-    header = ["arch", "split", "bytes", "device ms", "edge ms", "tx ms", "latency ms", "device mJ", "tx mJ",
-              "energy mJ", "drop", ""]
+    header = [
+        "arch",
+        "split",
+        "bytes",
+        "device ms",
+        "edge ms",
+        "tx ms",
+        "latency ms",
+        "device mJ",
+        "tx mJ",
+        "energy mJ",
+        "drop",
+        "",
+    ]
     lines = []
     for e in result.estimates:
         p = e.profile
         mark = "<- choice" if e is result.choice else "" if e.eligible else "(over the accuracy budget)"
-        lines.append([p.arch, p.split_point_name, f"{p.message_bytes}", f"{p.device_ms:.2f}", f"{p.edge_ms:.2f}",
-                      f"{e.transmit_ms:.3f}", f"{e.latency_ms:.2f}", f"{p.device_mj:.3g}", f"{e.transmit_mj:.3g}",
-                      f"{e.energy_mj:.3g}", "-" if p.accuracy_drop is None else f"{p.accuracy_drop:+.2f}", mark])
+        lines.append(
+            [
+                p.arch,
+                p.split_point_name,
+                f"{p.message_bytes}",
+                f"{p.device_ms:.2f}",
+                f"{p.edge_ms:.2f}",
+                f"{e.transmit_ms:.3f}",
+                f"{e.latency_ms:.2f}",
+                f"{p.device_mj:.3g}",
+                f"{e.transmit_mj:.3g}",
+                f"{e.energy_mj:.3g}",
+                "-" if p.accuracy_drop is None else f"{p.accuracy_drop:+.2f}",
+                mark,
+            ]
+        )
     link = result.link
-    title = (f"link {link.name}: {link.rate_mbps:g} Mbps, round trip {link.rtt_ms:g} ms, radio {link.power_mw:.1f} mW; "
-             f"objective {result.objective.value}")
-    notes = ["latency = device + bytes / rate + round trip + edge; energy = device (45 nm, measured spikes) + "
-             "radio power x transmit time", "device and edge ms: measured on this machine, one image"]
+    title = (
+        f"link {link.name}: {link.rate_mbps:g} Mbps, round trip {link.rtt_ms:g} ms, radio {link.power_mw:.1f} mW; "
+        f"objective {result.objective.value}"
+    )
+    notes = [
+        "latency = device + bytes / rate + round trip + edge; energy = device (45 nm, measured spikes) + "
+        "radio power x transmit time",
+        "device and edge ms: measured on this machine, one image",
+    ]
     return "\n".join([title, "", *render_table(header, lines), "", *notes])
 
 
 def to_json(result: Plan) -> dict:
-    return {"link": vars(result.link), "objective": result.objective.value,
-            "choice": {"arch": result.choice.profile.arch, "split_point": result.choice.profile.split_point},
-            "split_points": [{**vars(e.profile), "transmit_ms": e.transmit_ms, "latency_ms": e.latency_ms,
-                              "transmit_mj": e.transmit_mj, "energy_mj": e.energy_mj, "eligible": e.eligible,
-                              "chosen": e is result.choice} for e in result.estimates]}
+    return {
+        "link": vars(result.link),
+        "objective": result.objective.value,
+        "choice": {"arch": result.choice.profile.arch, "split_point": result.choice.profile.split_point},
+        "split_points": [
+            {
+                **vars(e.profile),
+                "transmit_ms": e.transmit_ms,
+                "latency_ms": e.latency_ms,
+                "transmit_mj": e.transmit_mj,
+                "energy_mj": e.energy_mj,
+                "eligible": e.eligible,
+                "chosen": e is result.choice,
+            }
+            for e in result.estimates
+        ],
+    }
 
 
 def draw(profiles: list[SplitProfile], path: Path, max_accuracy_drop: float | None) -> None:
     """Latency and energy against split point on each named link, one line per link and backbone."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -103,23 +155,44 @@ def draw(profiles: list[SplitProfile], path: Path, max_accuracy_drop: float | No
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, action="append",
-                        help="a split checkpoint to consider (repeatable; default: every embedded demo model)")
-    parser.add_argument("--link", choices=list(LINK_PROFILES), default=DEFAULT_LINK,
-                        help=f"BottleNet's measured uplink: rate and radio power (default: {DEFAULT_LINK})")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        help="a split checkpoint to consider (repeatable; default: every embedded demo model)",
+    )
+    parser.add_argument(
+        "--link",
+        choices=list(LINK_PROFILES),
+        default=DEFAULT_LINK,
+        help=f"BottleNet's measured uplink: rate and radio power (default: {DEFAULT_LINK})",
+    )
     parser.add_argument("--bandwidth-mbps", type=float, help="a custom uplink rate (on --link's radio power model)")
     parser.add_argument("--rtt-ms", type=float, help="a custom round trip (default: the link's)")
     parser.add_argument("--objective", choices=[o.value for o in Objective], default=Objective.LATENCY.value)
     parser.add_argument("--latency-weight", type=float, default=0.5, help="the mix objective's weight of latency")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--max-accuracy-drop", type=float, default=3.0,
-                        help="only split points losing at most this many points (default: 3, the paper's rule)")
-    budget.add_argument("--no-accuracy-budget", dest="max_accuracy_drop", action="store_const", const=None,
-                        help="consider every split point, whatever its accuracy drop (or none recorded)")
+    budget.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=3.0,
+        help="only split points losing at most this many points (default: 3, the paper's rule)",
+    )
+    budget.add_argument(
+        "--no-accuracy-budget",
+        dest="max_accuracy_drop",
+        action="store_const",
+        const=None,
+        help="consider every split point, whatever its accuracy drop (or none recorded)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the measurements (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("--plot", type=Path, metavar="PNG", help="also draw latency and energy per split point "
-                                                                 "on 3G, 4G and Wi-Fi (matplotlib)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also draw latency and energy per split point on 3G, 4G and Wi-Fi (matplotlib)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

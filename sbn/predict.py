@@ -26,7 +26,6 @@ from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_ch
 from spikebottlenet.shared.split_model import SpikeBottleNet
 
 
-
 class MonolithicClassifier:
     """A full checkpoint that classifies image bytes in-process, as the device + edge pair would."""
 
@@ -46,15 +45,15 @@ class MonolithicClassifier:
             logits = self.tail(spikes.spikes)
         latency = Latency(device=(headed - start) * 1e3, total=(perf_counter() - start) * 1e3)
         (wire,) = WireShare.of_frame(spikes.frame, self.checkpoint.config.geometry().uncompressed_bytes)
-        return Classification.build(ImageResult(self.checkpoint, spikes, logits[0], latency, wire),
-                                    include_logits=True)
+        return Classification.build(ImageResult(self.checkpoint, spikes, logits[0], latency, wire), include_logits=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="image file (PNG, JPEG, GIF, BMP, TIFF, WebP, PPM)")
     add_model_arguments(parser, "run whole")
-    parser.add_argument("--codec", choices=CODEC_CHOICES, default="raw",
-                        help="spike codec the byte counts are for (default: raw)")
+    parser.add_argument(
+        "--codec", choices=CODEC_CHOICES, default="raw", help="spike codec the byte counts are for (default: raw)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -36,7 +36,14 @@ import torch
 
 from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config
 from spikebottlenet.shared.checkpoint import load_checkpoint, read_checkpoint_info
-from spikebottlenet.shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, ActivityMonitor, CountMode, EnergyEstimate, structural_flops
+from spikebottlenet.shared.energy import (
+    E_MAC_45NM_PJ,
+    PJ_PER_MJ,
+    ActivityMonitor,
+    CountMode,
+    EnergyEstimate,
+    structural_flops,
+)
 from spikebottlenet.shared.preprocess import ImageError, load_image
 from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
 from spikebottlenet.shared.split_model import ModelConfig, SplitHead
@@ -73,12 +80,20 @@ class SplitPointRow:
         row = asdict(self)
         row["spike_shape"] = list(self.spike_shape)
         measured = row.pop("measured")
-        return {**row, **(measured or {}), "link": link.name, "transmit_ms": link.transmit_ms(self.transmitted_bytes),
-                "transmit_mj": link.transmit_mj(self.transmitted_bytes), "device_total_mj": self.device_total_mj(link)}
+        return {
+            **row,
+            **(measured or {}),
+            "link": link.name,
+            "transmit_ms": link.transmit_ms(self.transmitted_bytes),
+            "transmit_mj": link.transmit_mj(self.transmitted_bytes),
+            "device_total_mj": self.device_total_mj(link),
+        }
 
     def device_total_mj(self, link: LinkProfile) -> float | None:
         """Measured compute at 45 nm + the radio's energy for the payload; None without a measurement."""
-        return None if self.measured is None else self.measured.device_45nm_mj + link.transmit_mj(self.transmitted_bytes)
+        return (
+            None if self.measured is None else self.measured.device_45nm_mj + link.transmit_mj(self.transmitted_bytes)
+        )
 
 
 def structural_row(config: ModelConfig, mode: CountMode) -> SplitPointRow:
@@ -119,8 +134,9 @@ def measure(head: SplitHead, images: torch.Tensor, mode: CountMode) -> Measured:
 def preset_configs(arch: str, width: float, classes: int) -> list[ModelConfig]:
     """The paper's bottleneck at every split point of ``arch``, at the given width and classes."""
     backbone = backbone_config(arch, width_multiplier=width, num_classes=classes)
-    return [ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(p.index))
-            for p in backbone.split_points()]
+    return [
+        ModelConfig(backbone=backbone).with_split(backbone.bottleneck_preset(p.index)) for p in backbone.split_points()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +150,9 @@ def millions(value: float) -> str:
 
 def render_table(header: list[str], lines: list[list[str]]) -> list[str]:
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-    return ["  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) for cells in [header, *lines]]
+    return [
+        "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True)) for cells in [header, *lines]
+    ]
 
 
 def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode, link: LinkProfile) -> str:
@@ -152,34 +170,51 @@ def table(rows: list[SplitPointRow], config: ModelConfig, mode: CountMode, link:
         t, c, h, w = row.spike_shape
         cells = [row.split_point_name, str(t), f"{c}x{h}x{w}", f"{t * c * h * w:,}", f"{row.transmitted_bytes:,}"]
         cells += [f"{row.bottlenetpp_bytes:,}"] if with_bottlenetpp else []
-        cells += [f"{row.compression_ratio:g}x", f"{row.float32_feature_bytes:,}", millions(row.flops),
-                  f"{row.ann_baseline_45nm_mj:.4g}", f"{link.transmit_ms(row.transmitted_bytes):.4g}",
-                  f"{link.transmit_mj(row.transmitted_bytes):.4g}"]
+        cells += [
+            f"{row.compression_ratio:g}x",
+            f"{row.float32_feature_bytes:,}",
+            millions(row.flops),
+            f"{row.ann_baseline_45nm_mj:.4g}",
+            f"{link.transmit_ms(row.transmitted_bytes):.4g}",
+            f"{link.transmit_mj(row.transmitted_bytes):.4g}",
+        ]
         if row.measured:
             m = row.measured
-            cells += [f"{m.firing_rate:.4f}", f"{m.syops / 1e6:.4g}", f"{m.device_45nm_mj:.4g}", f"{m.device_rolls_mj:.4g}",
-                      f"{row.ann_baseline_45nm_mj / m.device_45nm_mj:.1f}x",
-                      f"{row.ann_baseline_45nm_mj / m.device_rolls_mj:.1f}x", f"{row.device_total_mj(link):.4g}"]
+            cells += [
+                f"{m.firing_rate:.4f}",
+                f"{m.syops / 1e6:.4g}",
+                f"{m.device_45nm_mj:.4g}",
+                f"{m.device_rolls_mj:.4g}",
+                f"{row.ann_baseline_45nm_mj / m.device_45nm_mj:.1f}x",
+                f"{row.ann_baseline_45nm_mj / m.device_rolls_mj:.1f}x",
+                f"{row.device_total_mj(link):.4g}",
+            ]
         lines.append(cells)
-    title = (f"{backbone.arch}, width x{backbone.width_multiplier:g}, {backbone.num_classes} classes, "
-             f"{backbone.image_size}x{backbone.image_size} input; per image; FLOPs counted in {mode.value} mode")
-    notes = ["compression: the block's own T*C*H*W spike bits / transmitted bytes; "
-             "float32 B: an ANN's C*H*W*4 feature", "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)",
-             f"tx: sending the bytes on {link.name} ({link.rate_mbps:g} Mbps at {link.power_mw:.1f} mW, BottleNet's "
-             f"uplink figures)"]
+    title = (
+        f"{backbone.arch}, width x{backbone.width_multiplier:g}, {backbone.num_classes} classes, "
+        f"{backbone.image_size}x{backbone.image_size} input; per image; FLOPs counted in {mode.value} mode"
+    )
+    notes = [
+        "compression: the block's own T*C*H*W spike bits / transmitted bytes; float32 B: an ANN's C*H*W*4 feature",
+        "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)",
+        f"tx: sending the bytes on {link.name} ({link.rate_mbps:g} Mbps at {link.power_mw:.1f} mW, BottleNet's "
+        f"uplink figures)",
+    ]
     if with_bottlenetpp:
         notes.append("BN++ bytes: BottleNet++ at the same point, from the paper's Table 1")
     if measured:
-        notes.append("SNN: SyOPs x 0.9 pJ (45 nm) or x 77 fJ (ROLLS), averaged over the images; "
-                     "device total: SNN 45 nm + tx")
+        notes.append(
+            "SNN: SyOPs x 0.9 pJ (45 nm) or x 77 fJ (ROLLS), averaged over the images; device total: SNN 45 nm + tx"
+        )
     return "\n".join([title, "", *render_table(header, lines), "", *notes])
 
 
 def comparison(by_arch: dict[str, list[SplitPointRow]], width: float, mode: CountMode) -> str:
     """The backbones side by side, row i holding each one's i-th split point."""
     archs = list(by_arch)
-    header = ["k"] + [f"{column}" for _ in archs for column in ("split", "C'xH'xW'", "T", "bytes", "compr.",
-                                                                   "FLOPs (M)", "ANN mJ")]
+    header = ["k"] + [
+        f"{column}" for _ in archs for column in ("split", "C'xH'xW'", "T", "bytes", "compr.", "FLOPs (M)", "ANN mJ")
+    ]
     lines = []
     for i in range(max(len(rows) for rows in by_arch.values())):
         cells = [str(i + 1)]
@@ -190,11 +225,20 @@ def comparison(by_arch: dict[str, list[SplitPointRow]], width: float, mode: Coun
                 continue
             row = rows[i]
             t, c, h, w = row.spike_shape
-            cells += [row.split_point_name, f"{c}x{h}x{w}", str(t), f"{row.transmitted_bytes:,}",
-                      f"{row.compression_ratio:g}x", millions(row.flops), f"{row.ann_baseline_45nm_mj:.4g}"]
+            cells += [
+                row.split_point_name,
+                f"{c}x{h}x{w}",
+                str(t),
+                f"{row.transmitted_bytes:,}",
+                f"{row.compression_ratio:g}x",
+                millions(row.flops),
+                f"{row.ann_baseline_45nm_mj:.4g}",
+            ]
         lines.append(cells)
-    title = (f"{' | '.join(archs)}: the paper's bottleneck at every split point, width x{width:g}; per image; "
-             f"FLOPs (device layers up to the split point) counted in {mode.value} mode")
+    title = (
+        f"{' | '.join(archs)}: the paper's bottleneck at every split point, width x{width:g}; per image; "
+        f"FLOPs (device layers up to the split point) counted in {mode.value} mode"
+    )
     return "\n".join([title, "", *render_table(header, lines), "", "ANN mJ: FLOPs x 4.6 pJ (45 nm MAC)"])
 
 
@@ -203,30 +247,56 @@ def comparison(by_arch: dict[str, list[SplitPointRow]], width: float, mode: Coun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=["paper"],
-                        help="the paper's bottleneck at every split point (the default without --checkpoint)")
+    parser.add_argument(
+        "--preset",
+        choices=["paper"],
+        help="the paper's bottleneck at every split point (the default without --checkpoint)",
+    )
     parser.add_argument("--arch", choices=ARCH_CHOICES, help=f"backbone for the preset (default: {DEFAULT_ARCH})")
-    parser.add_argument("--compare", action="store_true",
-                        help="every backbone's preset side by side: bytes, FLOPs and ANN energy per split point")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="every backbone's preset side by side: bytes, FLOPs and ANN energy per split point",
+    )
     parser.add_argument("--width", type=float, help="backbone width multiplier for the preset (default 1.0)")
     parser.add_argument("--classes", type=int, help="number of classes for the preset (default 100)")
     parser.add_argument("--checkpoint", type=Path, help="report this checkpoint's split point instead")
-    parser.add_argument("--images", type=Path, nargs="+", metavar="IMAGE",
-                        help="with --checkpoint: measure firing rate, SyOPs and energy on these image files")
-    parser.add_argument("--mode", choices=[m.value for m in CountMode], default=CountMode.PAPER.value,
-                        help="paper: block convs only, as the paper counts; complete: also stem, shortcuts, encoder")
-    parser.add_argument("--link", choices=list(LINK_PROFILES), default=DEFAULT_LINK,
-                        help=f"uplink for the transmit columns (BottleNet's measured figures; default: {DEFAULT_LINK})")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list, one object per split point (with --compare: of every backbone)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        nargs="+",
+        metavar="IMAGE",
+        help="with --checkpoint: measure firing rate, SyOPs and energy on these image files",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=[m.value for m in CountMode],
+        default=CountMode.PAPER.value,
+        help="paper: block convs only, as the paper counts; complete: also stem, shortcuts, encoder",
+    )
+    parser.add_argument(
+        "--link",
+        choices=list(LINK_PROFILES),
+        default=DEFAULT_LINK,
+        help=f"uplink for the transmit columns (BottleNet's measured figures; default: {DEFAULT_LINK})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list, one object per split point (with --compare: of every backbone)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     mode = CountMode(args.mode)
-    if args.checkpoint and (args.preset or args.arch or args.compare or args.width is not None
-                            or args.classes is not None):
-        return fail("a checkpoint carries its own config: --preset, --arch, --compare, --width and --classes go "
-                    "without --checkpoint", 2)
+    if args.checkpoint and (
+        args.preset or args.arch or args.compare or args.width is not None or args.classes is not None
+    ):
+        return fail(
+            "a checkpoint carries its own config: --preset, --arch, --compare, --width and --classes go "
+            "without --checkpoint",
+            2,
+        )
     if args.compare and args.arch:
         return fail("--compare shows every backbone: leave out --arch", 2)
     if args.images and not args.checkpoint:

@@ -78,21 +78,30 @@ def half_settings(settings_cls: type[H], env: Mapping[str, str], flags: Mapping[
     environment variable, else default; validated as the child validates them."""
     prefix = settings_cls.model_config["env_prefix"]
     # strings from the environment, the flags' values: the settings class validates and converts them all
-    values: dict[str, Any] = {name: env[key] for name in settings_cls.model_fields
-                              if (key := f"{prefix}{name.upper()}") in env}
+    values: dict[str, Any] = {
+        name: env[key] for name in settings_cls.model_fields if (key := f"{prefix}{name.upper()}") in env
+    }
     values.update({name: value for name, value in flags.items() if value is not None})
     try:
         return settings_cls(**values)
     except ValidationError as e:
-        problems = "; ".join(f"{name} ({prefix}{name.upper()}): {error['msg']}"
-                             if (name := ".".join(map(str, error["loc"]))) else error["msg"] for error in e.errors())
-        raise StackError(f"invalid settings for the {prefix[len('SBN_'):-1].lower()}: {problems}") from None
+        problems = "; ".join(
+            f"{name} ({prefix}{name.upper()}): {error['msg']}"
+            if (name := ".".join(map(str, error["loc"])))
+            else error["msg"]
+            for error in e.errors()
+        )
+        raise StackError(f"invalid settings for the {prefix[len('SBN_') : -1].lower()}: {problems}") from None
 
 
 def _flags(**values: Any) -> list[str]:
     """``--name value`` for each value given (not None)."""
-    return [part for name, value in values.items() if value is not None
-            for part in (f"--{name.replace('_', '-')}", str(value))]
+    return [
+        part
+        for name, value in values.items()
+        if value is not None
+        for part in (f"--{name.replace('_', '-')}", str(value))
+    ]
 
 
 def _model(settings: ModelSettings) -> str:
@@ -120,15 +129,23 @@ class StackPlan:
     @property
     def device_url(self) -> str:
         """Where the device answers on this machine (a wildcard address is reached on loopback)."""
-        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(self.device.host,
-                                                                                           self.device.host)
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(
+            self.device.host, self.device.host
+        )
         return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{self.device.port}"
 
 
-def plan_stack(checkpoint: Path | None = None, split_point: int | None = None, host: str | None = None,
-               port: int | None = None, edge_port: int | None = None, device_flags: Sequence[str] = (),
-               arch: str | None = None, environ: Mapping[str, str] | None = None,
-               models: str | None = None) -> StackPlan:
+def plan_stack(
+    checkpoint: Path | None = None,
+    split_point: int | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    edge_port: int | None = None,
+    device_flags: Sequence[str] = (),
+    arch: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    models: str | None = None,
+) -> StackPlan:
     """The two children's flags and environment for these arguments (None: not given, so the
     environment, else the default, decides); raises StackError if the halves would not fit together."""
     env = child_environment(os.environ if environ is None else environ)
@@ -141,27 +158,34 @@ def plan_stack(checkpoint: Path | None = None, split_point: int | None = None, h
     if device.port == 0:
         raise StackError("sbn up needs a fixed device port, not 0: set --port or SBN_DEVICE_PORT")
     if _model(edge) != _model(device):
-        raise StackError(f"the edge would serve {_model(edge)} but the device {_model(device)}: set SBN_ARCH and "
-                         "SBN_SPLIT_POINT (or --arch, --split-point, --checkpoint) for both, not a half's own "
-                         "SBN_EDGE_* or SBN_DEVICE_* alone")
+        raise StackError(
+            f"the edge would serve {_model(edge)} but the device {_model(device)}: set SBN_ARCH and "
+            "SBN_SPLIT_POINT (or --arch, --split-point, --checkpoint) for both, not a half's own "
+            "SBN_EDGE_* or SBN_DEVICE_* alone"
+        )
     model_flags = _flags(**model)
-    return StackPlan(edge, device,
-                     edge_flags=["--host", EDGE_HOST, *_flags(port=edge_port), *model_flags],
-                     device_flags=[*_flags(host=host, port=port), "--edge-address", edge_address, *model_flags,
-                                   *device_flags],
-                     env=env)
+    return StackPlan(
+        edge,
+        device,
+        edge_flags=["--host", EDGE_HOST, *_flags(port=edge_port), *model_flags],
+        device_flags=[*_flags(host=host, port=port), "--edge-address", edge_address, *model_flags, *device_flags],
+        env=env,
+    )
 
 
 def check_ports(plan: StackPlan) -> None:
     """StackError naming the first port another process already holds."""
-    ports = [(plan.edge.port, "the edge's gRPC", plan.edge.host, "--edge-port or SBN_EDGE_PORT"),
-             (plan.device.port, "the device's HTTP", plan.device.host, "--port or SBN_DEVICE_PORT")]
+    ports = [
+        (plan.edge.port, "the edge's gRPC", plan.edge.host, "--edge-port or SBN_EDGE_PORT"),
+        (plan.device.port, "the device's HTTP", plan.device.host, "--port or SBN_DEVICE_PORT"),
+    ]
     if metrics_port := getattr(plan.edge, "metrics_port", None):  # set only through the environment
         ports.append((metrics_port, "the edge's metrics", plan.edge.host, "SBN_EDGE_METRICS_PORT"))
     for port, service, host, how in ports:
         if port_in_use(host, port):
-            raise StackError(f"port {port} ({service} port, on {host}) is already in use; "
-                             f"free it or choose another with {how}")
+            raise StackError(
+                f"port {port} ({service} port, on {host}) is already in use; free it or choose another with {how}"
+            )
 
 
 @contextmanager
@@ -184,9 +208,16 @@ def start_stack(plan: StackPlan, stdout: int | None = None) -> Iterator[list[sub
 
 
 @contextmanager
-def local_stack(checkpoint: Path | None = None, split_point: int | None = None, host: str | None = None,
-                port: int | None = None, edge_port: int | None = None, device_flags: Sequence[str] = (),
-                arch: str | None = None, stdout: int | None = None) -> Iterator[list[subprocess.Popen[bytes]]]:
+def local_stack(
+    checkpoint: Path | None = None,
+    split_point: int | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    edge_port: int | None = None,
+    device_flags: Sequence[str] = (),
+    arch: str | None = None,
+    stdout: int | None = None,
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``start_stack(plan_stack(...), stdout)``: [edge, device], stopped on leaving; None leaves a setting to the
     environment, then to its default."""
     plan = plan_stack(checkpoint, split_point, host, port, edge_port, device_flags, arch)
@@ -219,26 +250,42 @@ def _default(settings_cls: type[ModelSettings], name: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # No defaults here: a flag left out is not passed on, and each child reads its environment.
-    parser.add_argument("--checkpoint", type=Path,
-                        help="checkpoint both halves serve (default: SBN_EDGE_CHECKPOINT / SBN_DEVICE_CHECKPOINT, "
-                             "else the embedded demo model for --arch and --split-point)")
-    parser.add_argument("--arch", choices=ARCH_CHOICES,
-                        help=f"backbone of the embedded demo model (default: SBN_ARCH, else {DEFAULT_ARCH})")
-    parser.add_argument("--split-point", type=int, metavar="K",
-                        help=f"split point of the embedded demo model (default: SBN_SPLIT_POINT, else "
-                             f"{DEFAULT_SPLIT_POINT}); `sbn models` lists them")
-    parser.add_argument("--models", choices=["all", "one"],
-                        help="all: both halves also serve every embedded demo model, so /classify?split_point=K "
-                             "(or auto) picks among them; one: the default model only. The default model stays the "
-                             "one above (default: SBN_EDGE_MODELS / SBN_DEVICE_MODELS, else all, or one with "
-                             "--checkpoint)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint both halves serve (default: SBN_EDGE_CHECKPOINT / SBN_DEVICE_CHECKPOINT, "
+        "else the embedded demo model for --arch and --split-point)",
+    )
+    parser.add_argument(
+        "--arch",
+        choices=ARCH_CHOICES,
+        help=f"backbone of the embedded demo model (default: SBN_ARCH, else {DEFAULT_ARCH})",
+    )
+    parser.add_argument(
+        "--split-point",
+        type=int,
+        metavar="K",
+        help=f"split point of the embedded demo model (default: SBN_SPLIT_POINT, else "
+        f"{DEFAULT_SPLIT_POINT}); `sbn models` lists them",
+    )
+    parser.add_argument(
+        "--models",
+        choices=["all", "one"],
+        help="all: both halves also serve every embedded demo model, so /classify?split_point=K "
+        "(or auto) picks among them; one: the default model only. The default model stays the "
+        "one above (default: SBN_EDGE_MODELS / SBN_DEVICE_MODELS, else all, or one with "
+        "--checkpoint)",
+    )
     parser.add_argument("--host", help=f"HTTP address of the device (default: {_default(DeviceSettings, 'host')})")
-    parser.add_argument("--port", type=int,
-                        help=f"HTTP port of the device (default: {_default(DeviceSettings, 'port')})")
-    parser.add_argument("--edge-port", type=int,
-                        help=f"gRPC port of the edge, on 127.0.0.1 (default: {_default(EdgeSettings, 'port')})")
-    parser.add_argument("--codec", choices=CODEC_CHOICES,
-                        help="spike codec of the device (default: SBN_DEVICE_CODEC, else raw)")
+    parser.add_argument(
+        "--port", type=int, help=f"HTTP port of the device (default: {_default(DeviceSettings, 'port')})"
+    )
+    parser.add_argument(
+        "--edge-port", type=int, help=f"gRPC port of the edge, on 127.0.0.1 (default: {_default(EdgeSettings, 'port')})"
+    )
+    parser.add_argument(
+        "--codec", choices=CODEC_CHOICES, help="spike codec of the device (default: SBN_DEVICE_CODEC, else raw)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,8 +293,16 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM takes the same way out as Ctrl-C: KeyboardInterrupt, then the children are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        plan = plan_stack(args.checkpoint, args.split_point, args.host, args.port, args.edge_port,
-                          ["--codec", args.codec] if args.codec else [], args.arch, models=args.models)
+        plan = plan_stack(
+            args.checkpoint,
+            args.split_point,
+            args.host,
+            args.port,
+            args.edge_port,
+            ["--codec", args.codec] if args.codec else [],
+            args.arch,
+            models=args.models,
+        )
         with start_stack(plan) as children:
             url = plan.device_url
             log.info("up: try  curl -F file=@image.png %s/classify", url)

@@ -37,8 +37,7 @@ class BatchPolicy:
         """How long the next run may wait for jobs: 0 while idle, ``max_wait_s`` after a run of several jobs."""
         return self.max_wait_s if jobs_in_last_run > 1 else 0.0
 
-    def collect(self, queue: deque[J], images: Callable[[J], int],
-                wait_s: float) -> Generator[float, bool, list[J]]:
+    def collect(self, queue: deque[J], images: Callable[[J], int], wait_s: float) -> Generator[float, bool, list[J]]:
         """The jobs of the next run, taken from the front of ``queue``, which must not be empty: the first job,
         then each next one while its images fit. While the queue is empty and there is room, it yields the seconds
         left of ``wait_s`` and is sent whether a job arrived meanwhile (False: stop waiting); it returns the run.
@@ -59,8 +58,9 @@ class BatchPolicy:
         return run
 
 
-def collect_blocking(policy: BatchPolicy, queue: deque[J], images: Callable[[J], int], wait_s: float,
-                     arrival: Callable[[float], bool]) -> list[J]:
+def collect_blocking(
+    policy: BatchPolicy, queue: deque[J], images: Callable[[J], int], wait_s: float, arrival: Callable[[float], bool]
+) -> list[J]:
     """``policy.collect`` with ``arrival(timeout_s)``: blocks until a job arrives (True) or the time is up (False)."""
     collecting = policy.collect(queue, images, wait_s)
     try:
@@ -71,8 +71,13 @@ def collect_blocking(policy: BatchPolicy, queue: deque[J], images: Callable[[J],
         return done.value
 
 
-async def collect_async(policy: BatchPolicy, queue: deque[J], images: Callable[[J], int], wait_s: float,
-                        arrival: Callable[[float], Awaitable[bool]]) -> list[J]:
+async def collect_async(
+    policy: BatchPolicy,
+    queue: deque[J],
+    images: Callable[[J], int],
+    wait_s: float,
+    arrival: Callable[[float], Awaitable[bool]],
+) -> list[J]:
     """``policy.collect`` with ``await arrival(timeout_s)``: True once a job arrives, False when the time is up."""
     collecting = policy.collect(queue, images, wait_s)
     try:

@@ -38,8 +38,8 @@ from torch import nn
 from .energy import ConvRole, declare_role
 from .errors import ConfigError
 from .layers import SpikeConv2d, SpikeConvTranspose2d, TimeFolded
-from .td_batch_norm import TdBatchNorm
 from .neuron import LIF, LIFConfig
+from .td_batch_norm import TdBatchNorm
 
 if TYPE_CHECKING:
     from .backbones.base import SplitPoint
@@ -70,8 +70,10 @@ def spike_shape(point: SplitPoint, bottleneck: BottleneckConfig, time_steps: int
     """(T, C', H', W') of one image's transmitted spike tensor after ``point``'s block."""
     if point.height % bottleneck.stride or point.width % bottleneck.stride:
         # the decoder's transposed conv can only restore an even size exactly (output_padding = 1)
-        raise ConfigError(f"a stride-{bottleneck.stride} bottleneck at {point.name} needs an even block size; "
-                          f"{point.name} outputs {point.height}x{point.width}")
+        raise ConfigError(
+            f"a stride-{bottleneck.stride} bottleneck at {point.name} needs an even block size; "
+            f"{point.name} outputs {point.height}x{point.width}"
+        )
     return (time_steps, bottleneck.channels, point.height // bottleneck.stride, point.width // bottleneck.stride)
 
 
@@ -109,8 +111,11 @@ class SpikeDecoder(nn.Module):
     def __init__(self, out_channels: int, config: BottleneckConfig, lif: LIFConfig) -> None:
         super().__init__()
         # output_padding = stride - 1 restores the exact even H, W that a stride-2 encoder halved
-        self.conv = TimeFolded(SpikeConvTranspose2d(config.channels, out_channels, 3, config.stride, padding=1,
-                                                    output_padding=config.stride - 1, bias=False))
+        self.conv = TimeFolded(
+            SpikeConvTranspose2d(
+                config.channels, out_channels, 3, config.stride, padding=1, output_padding=config.stride - 1, bias=False
+            )
+        )
         self.bn = TdBatchNorm(out_channels, lif.v_th)
         self.lif = LIF(lif, inplace=True)  # its input is the transposed conv's output, read by nothing else
 

@@ -98,8 +98,9 @@ def parse_channel(spec: str) -> Channel:
     raise ConfigError(f"unknown channel {spec!r}; expected {forms}")
 
 
-def receive(payload: bytes, shape: tuple[int, ...], codec: Codec, model: SpikeContextModel | None,
-            chunks_sent: int = 1) -> ReceivedFrame:
+def receive(
+    payload: bytes, shape: tuple[int, ...], codec: Codec, model: SpikeContextModel | None, chunks_sent: int = 1
+) -> ReceivedFrame:
     """The spikes of a payload that crossed a lossy channel: an entropy payload's chunks that fail their CRC come
     back silent (``decode_received``), and a payload that no longer decodes at all (its layout broken, a sparse
     stream cut) is lost entirely: all zeros, all the ``chunks_sent`` chunks it was sent in erased."""

@@ -75,6 +75,7 @@ class RecordPart(Protocol):
 @dataclass(frozen=True)
 class EntropyCodecFigures:
     """What the fitted entropy codec buys on the test split (training/entropy_fit.py)."""
+
     fitted_on: str  # "<dataset> training split, <N> images"
     test_images: int
     raw_bytes: int  # one image's raw payload
@@ -92,14 +93,16 @@ class EntropyCodecFigures:
 @dataclass(frozen=True)
 class WireTraining:
     """The wire's terms in training (training/wire_training.py): recorded in a refined checkpoint's info."""
+
     rate_weight: float = 0.0  # lambda: weight of the transmitted spikes' firing rate in the loss
     flip_probability: float = 0.0  # training-time bit error rate on the transmitted spikes
     erase_probability: float = 0.0  # training-time chance that an image's channel arrives silent (an erased chunk)
 
     def __post_init__(self) -> None:
         if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.erase_probability <= 1:
-            raise ConfigError(f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, "
-                              f"got {self}")
+            raise ConfigError(
+                f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, got {self}"
+            )
 
     @property
     def active(self) -> bool:
@@ -120,6 +123,7 @@ class TrainingRecord:
     None is "not recorded": an untrained placeholder, a backbone (no bottleneck figures), a file from before
     the field existed. Accuracies are percentages, drops points against the backbone fine-tuned from.
     """
+
     trained: bool = False
     stage: str | None = None  # "pretrain", "finetune" or "refine"
     dataset: str | None = None  # training/datasets.py's name for it
@@ -148,8 +152,11 @@ class TrainingRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object stored as the info: the fields recorded (not None), and the unknown keys as read."""
-        info = {f.name: _to_json(getattr(self, f.name)) for f in fields(self)
-                if f.name != "extra" and getattr(self, f.name) is not None}
+        info = {
+            f.name: _to_json(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "extra" and getattr(self, f.name) is not None
+        }
         return {**info, **self.extra}
 
     @classmethod
@@ -249,8 +256,9 @@ def _info_digest(fingerprint: str, info: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical_json({"fingerprint": fingerprint, "info": info}).encode()).hexdigest()
 
 
-def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike,
-                    info: TrainingRecord | None = None) -> str:
+def save_checkpoint(
+    model: nn.Module, config: ModelConfig, path: str | os.PathLike, info: TrainingRecord | None = None
+) -> str:
     """Write ``model``'s weights, ``config`` and ``info`` (None: an untrained placeholder's); returns the
     fingerprint."""
     info = TrainingRecord() if info is None else info
@@ -287,8 +295,15 @@ def update_info(path: str | os.PathLike, info: TrainingRecord) -> None:
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
         tensors = {name: f.get_tensor(name) for name in f.keys()}
-    save_file(tensors, str(path), metadata={**metadata, "info": _canonical_json(info.to_dict()),
-                                            "info_digest": _info_digest(checked.fingerprint, info.to_dict())})
+    save_file(
+        tensors,
+        str(path),
+        metadata={
+            **metadata,
+            "info": _canonical_json(info.to_dict()),
+            "info_digest": _info_digest(checked.fingerprint, info.to_dict()),
+        },
+    )
     Path(path).chmod(0o644)
     if read_checkpoint_info(path).fingerprint != checked.fingerprint:
         raise CheckpointError(f"{path}: rewriting the info changed the fingerprint")
@@ -300,15 +315,19 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}")
     if not os.access(path, os.R_OK):
-        raise CheckpointError(f"checkpoint {path} is not readable by this user (uid {os.getuid()}): check its permissions")
+        raise CheckpointError(
+            f"checkpoint {path} is not readable by this user (uid {os.getuid()}): check its permissions"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a safetensors file (or it is truncated): {e}") from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a SpikeBottleNet checkpoint "
-                              f"(metadata format {metadata.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a SpikeBottleNet checkpoint "
+            f"(metadata format {metadata.get('format')!r}, expected {FORMAT!r})"
+        )
     try:
         stored_config = json.loads(metadata["config"])
         config = ModelConfig.from_dict(stored_config)
@@ -348,8 +367,9 @@ class LoadedModel(Generic[Model]):
 
 
 @overload
-def load_checkpoint(path: str | os.PathLike, part: Literal["full"] = "full"
-                    ) -> LoadedModel[SpikeBottleNet | SpikingBackbone]: ...
+def load_checkpoint(
+    path: str | os.PathLike, part: Literal["full"] = "full"
+) -> LoadedModel[SpikeBottleNet | SpikingBackbone]: ...
 @overload
 def load_checkpoint(path: str | os.PathLike, part: Literal["head"]) -> LoadedModel[SplitHead]: ...
 @overload
@@ -375,16 +395,20 @@ def load_checkpoint(path: str | os.PathLike, part: Literal["full", "head", "tail
     for p in wanted:
         got = _digest({k: v for k, v in state.items() if _part_of(k, ckpt.config) == p})
         if got != ckpt.digests[p]:
-            raise CheckpointError(f"{ckpt.path}: the {p} weights do not match their recorded digest "
-                                  f"(modified after saving?)")
+            raise CheckpointError(
+                f"{ckpt.path}: the {p} weights do not match their recorded digest (modified after saving?)"
+            )
     try:
-        model.load_state_dict({k[len(prefix):]: v for k, v in state.items()})
+        model.load_state_dict({k[len(prefix) :]: v for k, v in state.items()})
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt.path}: weights do not fit the model in its config: {e}") from None
     if not ckpt.info_verified:
-        log.warning("%s: its info (trained flag, accuracies) does not match its info_digest (edited, or saved "
-                    "before info_digest existed): treated as untrained until its info is rewritten with "
-                    "spikebottlenet.shared.checkpoint.update_info (as `sbn train calibrate` does)", ckpt.path)
+        log.warning(
+            "%s: its info (trained flag, accuracies) does not match its info_digest (edited, or saved "
+            "before info_digest existed): treated as untrained until its info is rewritten with "
+            "spikebottlenet.shared.checkpoint.update_info (as `sbn train calibrate` does)",
+            ckpt.path,
+        )
     return LoadedModel(model.eval(), ckpt)
 
 
@@ -402,5 +426,6 @@ def default_checkpoint(arch: str, split_point: int) -> Path:
         if (ckpt.config.backbone.arch, ckpt.config.split_point.index) == (arch, split_point):
             return ckpt.path
     available = ", ".join(f"{c.config.backbone.arch} {c.config.split_point.name}" for c in models)
-    raise CheckpointError(f"no embedded checkpoint for {arch} at split point {split_point} "
-                          f"(shared/models has: {available or 'nothing'})")
+    raise CheckpointError(
+        f"no embedded checkpoint for {arch} at split point {split_point} (shared/models has: {available or 'nothing'})"
+    )

@@ -79,9 +79,15 @@ def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarr
     return bits
 
 
-def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_binary: bool = False,
-           model: SpikeContextModel | None = None, chunks: int = 1,
-           previous: np.ndarray | None = None) -> tuple[Codec, bytes]:
+def encode(
+    spikes: torch.Tensor | np.ndarray,
+    codec: str = "raw",
+    *,
+    assume_binary: bool = False,
+    model: SpikeContextModel | None = None,
+    chunks: int = 1,
+    previous: np.ndarray | None = None,
+) -> tuple[Codec, bytes]:
     """Pack a binary tensor; returns the codec actually used and the payload.
 
     The tensor is checked to hold only 0 and 1 unless the caller passes ``assume_binary=True``,
@@ -106,20 +112,24 @@ def encode(spikes: torch.Tensor | np.ndarray, codec: str = "raw", *, assume_bina
     if codec == "auto":
         raw = packed.tobytes()
         candidates = [(Codec.RAW, raw), (Codec.SPARSE, _sparse_encode(packed, bits.size))]
-        if model is not None and (entropy := _entropy_encode(bits, tuple(spikes.shape), model, chunks,
-                                                              previous)) is not None:
+        if (
+            model is not None
+            and (entropy := _entropy_encode(bits, tuple(spikes.shape), model, chunks, previous)) is not None
+        ):
             candidates.append((Codec.ENTROPY, entropy))
         return min(candidates, key=lambda candidate: len(candidate[1]))  # a tie keeps the earlier: raw first
     raise SpikeCodecError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
 
 
-def _entropy_encode(bits: np.ndarray, shape: tuple[int, ...], model: SpikeContextModel | None, chunks: int,
-                    previous: np.ndarray | None) -> bytes | None:
+def _entropy_encode(
+    bits: np.ndarray, shape: tuple[int, ...], model: SpikeContextModel | None, chunks: int, previous: np.ndarray | None
+) -> bytes | None:
     """The entropy payload; None where a chunk would be longer than the format's length field holds (a frame of
     hundreds of kilobytes in one chunk), which then goes raw."""
     if model is None:
-        raise SpikeCodecError("the entropy codec needs the model's entropy model; this checkpoint has none "
-                              "(sbn train fit-codec adds one)")
+        raise SpikeCodecError(
+            "the entropy codec needs the model's entropy model; this checkpoint has none (sbn train fit-codec adds one)"
+        )
     try:
         return model.encode(bits.reshape(shape).view(np.uint8), chunks, previous)
     except ChunkTooLong:
@@ -159,19 +169,32 @@ class ReceivedFrame:
     erased_chunks: int  # chunks that failed their CRC and came back silent
 
 
-def decode(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: torch.dtype = torch.float32,
-           model: SpikeContextModel | None = None) -> torch.Tensor:
+def decode(
+    payload: bytes,
+    shape: tuple[int, ...],
+    codec: Codec | str,
+    dtype: torch.dtype = torch.float32,
+    model: SpikeContextModel | None = None,
+) -> torch.Tensor:
     """Unpack a payload into a binary tensor of ``shape``; raises SpikeCodecError if it does not fit, an entropy
     payload's damaged chunks included. ``model``: the checkpoint's entropy model, needed for ``entropy``."""
     received = decode_received(payload, shape, codec, dtype, model)
     if received.erased_chunks:
-        raise SpikeCodecError(f"corrupt entropy payload: {received.erased_chunks} of its {received.chunks} chunks "
-                              f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)")
+        raise SpikeCodecError(
+            f"corrupt entropy payload: {received.erased_chunks} of its {received.chunks} chunks "
+            f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)"
+        )
     return received.spikes
 
 
-def decode_received(payload: bytes, shape: tuple[int, ...], codec: Codec | str, dtype: torch.dtype = torch.float32,
-                    model: SpikeContextModel | None = None, previous: np.ndarray | None = None) -> ReceivedFrame:
+def decode_received(
+    payload: bytes,
+    shape: tuple[int, ...],
+    codec: Codec | str,
+    dtype: torch.dtype = torch.float32,
+    model: SpikeContextModel | None = None,
+    previous: np.ndarray | None = None,
+) -> ReceivedFrame:
     """What a receiver makes of a payload that may have crossed a lossy link: the spikes, with an entropy payload's
     chunks that fail their CRC erased (silent) rather than decoded into made-up spikes. Raises SpikeCodecError for a
     payload that does not fit ``shape`` at all (wrong length, a layout that does not parse). ``previous``: for a
@@ -195,8 +218,9 @@ def decode_received(payload: bytes, shape: tuple[int, ...], codec: Codec | str, 
     if codec is Codec.RAW:
         expected = raw_length(shape)
         if len(payload) != expected:
-            raise SpikeCodecError(f"raw payload is {len(payload)} bytes; shape {shape} "
-                                  f"({n} bits) needs exactly {expected}")
+            raise SpikeCodecError(
+                f"raw payload is {len(payload)} bytes; shape {shape} ({n} bits) needs exactly {expected}"
+            )
         packed = np.frombuffer(payload, dtype=np.uint8)
     else:
         packed = _sparse_decode(payload, n)
@@ -213,7 +237,7 @@ def _sparse_decode(payload: bytes, n: int) -> np.ndarray:
     head, width = payload[0], payload[0] & 0x0F
     if head & 0xE0 or width > 8 or len(payload) < 1 + width:
         raise SpikeCodecError(f"corrupt sparse payload: bad header byte 0x{head:02x}")
-    declared = int.from_bytes(payload[1:1 + width], "little")
+    declared = int.from_bytes(payload[1 : 1 + width], "little")
     if declared != n:
         raise SpikeCodecError(f"sparse payload declares {declared} bits; the shape needs {n}")
     stream = iter(payload)

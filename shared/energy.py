@@ -95,7 +95,7 @@ class EnergyEstimate:
         """Field by field average over images (FLOPs are structural: the same for every image)."""
         if not estimates:
             raise ValueError("no estimates to average")
-        columns = zip(*(astuple(e) for e in estimates))
+        columns = zip(*(astuple(e) for e in estimates), strict=True)
         flops, *rest = (sum(column) / len(estimates) for column in columns)
         return cls(round(flops), *rest)
 
@@ -107,20 +107,23 @@ class EnergyEstimate:
         if not steps:
             raise ValueError("no steps to add up")
         first = steps[0]
-        return cls(flops=first.flops, syops=sum(s.syops for s in steps),
-                   firing_rate=sum(s.firing_rate for s in steps) / len(steps),
-                   device_45nm_mj=sum(s.device_45nm_mj for s in steps),
-                   device_rolls_mj=sum(s.device_rolls_mj for s in steps),
-                   ann_baseline_45nm_mj=first.ann_baseline_45nm_mj)
+        return cls(
+            flops=first.flops,
+            syops=sum(s.syops for s in steps),
+            firing_rate=sum(s.firing_rate for s in steps) / len(steps),
+            device_45nm_mj=sum(s.device_45nm_mj for s in steps),
+            device_rolls_mj=sum(s.device_rolls_mj for s in steps),
+            ann_baseline_45nm_mj=first.ann_baseline_45nm_mj,
+        )
 
 
 @dataclass
 class ActivityMonitor:
     """Forward hooks on every Conv2d of a head; after a forward, holds what each layer did.
 
-        with ActivityMonitor(head, time_steps=T) as monitor:
-            spikes = head(images)
-        estimates = monitor.estimates()  # one EnergyEstimate per image
+    with ActivityMonitor(head, time_steps=T) as monitor:
+        spikes = head(images)
+    estimates = monitor.estimates()  # one EnergyEstimate per image
     """
 
     model: nn.Module
@@ -178,26 +181,28 @@ class ActivityMonitor:
         mac_flops = sum(layer.flops for layer in layers if layer.role is ConvRole.STEM)  # real-valued input
         # per image, summed over the layers (functools.reduce, not sum(), whose start of 0 would type the sum as an
         # int too): SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l
-        syops = functools.reduce(operator.add, (spikes * layer.flops / layer.input_neurons
-                                                for layer, spikes in recorded))
+        syops = functools.reduce(
+            operator.add, (spikes * layer.flops / layer.input_neurons for layer, spikes in recorded)
+        )
         spikes = functools.reduce(operator.add, (spikes for _, spikes in recorded))
         neuron_steps = self.time_steps * sum(layer.input_neurons for layer in spiking)
         out = []
         for b in range(syops.shape[0]):
             s = float(syops[b])
-            out.append(EnergyEstimate(
-                flops=flops,
-                syops=s,
-                firing_rate=float(spikes[b]) / neuron_steps,
-                device_45nm_mj=(s * E_AC_45NM_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
-                device_rolls_mj=(s * E_SYOP_ROLLS_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
-                ann_baseline_45nm_mj=flops * E_MAC_45NM_PJ / PJ_PER_MJ,
-            ))
+            out.append(
+                EnergyEstimate(
+                    flops=flops,
+                    syops=s,
+                    firing_rate=float(spikes[b]) / neuron_steps,
+                    device_45nm_mj=(s * E_AC_45NM_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
+                    device_rolls_mj=(s * E_SYOP_ROLLS_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
+                    ann_baseline_45nm_mj=flops * E_MAC_45NM_PJ / PJ_PER_MJ,
+                )
+            )
         return out
 
 
-def structural_flops(head: nn.Module, time_steps: int, image_size: int,
-                     mode: CountMode = CountMode.PAPER) -> int:
+def structural_flops(head: nn.Module, time_steps: int, image_size: int, mode: CountMode = CountMode.PAPER) -> int:
     """FLOPs of a head's counted layers from its structure alone: a forward on the meta device.
 
     ``head`` may be built on the meta device (``with torch.device("meta"): SplitHead(cfg)``), so

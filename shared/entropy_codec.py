@@ -81,8 +81,10 @@ def next_contexts(previous: np.ndarray) -> np.ndarray:
     own = previous.astype(np.intp)
     height, width = own.shape[-2:]
     padded = np.pad(own, [(0, 0)] * (own.ndim - 2) + [(1, 1), (1, 1)])
-    neighbours = sum(padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1)) - own
+    neighbours = (
+        sum(padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        - own
+    )
     return 1 + (len(NEIGHBOUR_BUCKETS) + 1) * own + np.digitize(neighbours, NEIGHBOUR_BUCKETS)
 
 
@@ -129,6 +131,7 @@ def own_step_counts(bits: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Chunk:
     """One independently coded part of a frame: some channels, some rows of them, all T, B and W'."""
+
     channels: slice
     rows: slice
 
@@ -143,13 +146,15 @@ def chunk_layout(channels: int, height: int, chunks: int) -> list[Chunk]:
     a multiple of C' cuts each channel into that many bands of rows."""
     most = min(channels * height, 255)
     if not 1 <= chunks <= most or (chunks > channels and chunks % channels):
-        raise EntropyCodecError(f"a frame of {channels} channels of {height} rows is coded in 1..{min(channels, most)} "
-                                f"chunks, or a multiple of {channels} up to {most}; not {chunks}")
+        raise EntropyCodecError(
+            f"a frame of {channels} channels of {height} rows is coded in 1..{min(channels, most)} "
+            f"chunks, or a multiple of {channels} up to {most}; not {chunks}"
+        )
     if chunks <= channels:
         edges = _cuts(channels, chunks)
-        return [Chunk(slice(a, b), slice(0, height)) for a, b in zip(edges, edges[1:])]
+        return [Chunk(slice(a, b), slice(0, height)) for a, b in zip(edges, edges[1:], strict=False)]
     rows = _cuts(height, chunks // channels)
-    return [Chunk(slice(c, c + 1), slice(a, b)) for c in range(channels) for a, b in zip(rows, rows[1:])]
+    return [Chunk(slice(c, c + 1), slice(a, b)) for c in range(channels) for a, b in zip(rows, rows[1:], strict=False)]
 
 
 def _cuts(n: int, parts: int) -> list[int]:
@@ -208,8 +213,10 @@ class SpikeContextModel:
             encoder.encode(part.reshape(-1).astype(np.int32), _BERNOULLI, p.reshape(-1))
             words = encoder.get_compressed().astype("<u4").tobytes()
             if len(words) // WORD_BYTES > MAX_CHUNK_WORDS:
-                raise ChunkTooLong(f"a chunk codes to {len(words)} bytes, beyond the format's "
-                                   f"{MAX_CHUNK_WORDS * WORD_BYTES}; use more chunks")
+                raise ChunkTooLong(
+                    f"a chunk codes to {len(words)} bytes, beyond the format's "
+                    f"{MAX_CHUNK_WORDS * WORD_BYTES}; use more chunks"
+                )
             coded.append(zlib.crc32(np.packbits(part).tobytes()).to_bytes(CRC_BYTES, "little") + words)
         lengths = b"".join(((len(c) - CRC_BYTES) // WORD_BYTES).to_bytes(2, "little") for c in coded[:-1])
         return bytes([len(layout)]) + lengths + b"".join(coded)
@@ -220,16 +227,23 @@ class SpikeContextModel:
         the step before the first, as the encoder had it."""
         self._check_channels(shape)
         if previous is not None and previous.shape != (1, *shape[1:]):
-            raise EntropyCodecError(f"the previous step is shaped {previous.shape}, not (1, {', '.join(map(str, shape[1:]))})")
+            raise EntropyCodecError(
+                f"the previous step is shaped {previous.shape}, not (1, {', '.join(map(str, shape[1:]))})"
+            )
         spans = self._chunk_spans(payload, shape)
         layout = chunk_layout(self.channels, shape[3], len(spans))
         bits = np.zeros(shape, dtype=np.uint8)
         erased = []
         for index, (chunk, (start, stop)) in enumerate(zip(layout, spans, strict=True)):
-            part = self._decode_chunk(payload[start + CRC_BYTES:stop], chunk, chunk.of(bits).shape,
-                                      None if previous is None else chunk.of(previous))
+            part = self._decode_chunk(
+                payload[start + CRC_BYTES : stop],
+                chunk,
+                chunk.of(bits).shape,
+                None if previous is None else chunk.of(previous),
+            )
             if part is None or zlib.crc32(np.packbits(part).tobytes()) != int.from_bytes(
-                    payload[start:start + CRC_BYTES], "little"):
+                payload[start : start + CRC_BYTES], "little"
+            ):
                 erased.append(index)
             else:
                 chunk.of(bits)[...] = part
@@ -250,8 +264,10 @@ class SpikeContextModel:
         start = 1 + 2 * (chunks - 1)
         if len(payload) < start + chunks * CRC_BYTES:
             raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is too short for {chunks} chunks")
-        sizes = [CRC_BYTES + WORD_BYTES * (int.from_bytes(payload[1 + 2 * i:3 + 2 * i], "little"))
-                 for i in range(chunks - 1)]
+        sizes = [
+            CRC_BYTES + WORD_BYTES * (int.from_bytes(payload[1 + 2 * i : 3 + 2 * i], "little"))
+            for i in range(chunks - 1)
+        ]
         last = len(payload) - start - sum(sizes)
         if last < CRC_BYTES or (last - CRC_BYTES) % WORD_BYTES:
             raise EntropyCodecError(f"entropy payload: its chunk lengths do not add up to its {len(payload)} bytes")
@@ -259,16 +275,18 @@ class SpikeContextModel:
         # claiming more is refused before a decoder is built for it.
         bits_total = math.prod(shape)
         if 8 * (len(payload) - start - chunks * CRC_BYTES) > bits_total * MAX_BITS_PER_SYMBOL + 64 * chunks:
-            raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is longer than any coding of "
-                                    f"{bits_total} bits")
+            raise EntropyCodecError(
+                f"entropy payload of {len(payload)} bytes is longer than any coding of {bits_total} bits"
+            )
         spans = []
         for size in [*sizes, last]:
             spans.append((start, start + size))
             start += size
         return spans
 
-    def _decode_chunk(self, words: bytes, chunk: Chunk, shape: tuple[int, ...],
-                      previous: np.ndarray | None) -> np.ndarray | None:
+    def _decode_chunk(
+        self, words: bytes, chunk: Chunk, shape: tuple[int, ...], previous: np.ndarray | None
+    ) -> np.ndarray | None:
         """One chunk's bits [T, B, c, h, W], or None where the range decoder refuses its words."""
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
         t, *step_shape = shape
@@ -280,10 +298,12 @@ class SpikeContextModel:
             except (AssertionError, ValueError, RuntimeError):  # constriction's words for an impossible stream
                 return None
             bits[step] = symbols.reshape(step_shape)
-            context = next_contexts(bits[step:step + 1])
+            context = next_contexts(bits[step : step + 1])
         return bits
 
     def _check_channels(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 5 or shape[2] != self.channels:
-            raise EntropyCodecError(f"the entropy model is for frames of {self.channels} channels (T, B, C', H', W'), "
-                                    f"not shape {tuple(shape)}")
+            raise EntropyCodecError(
+                f"the entropy model is for frames of {self.channels} channels (T, B, C', H', W'), "
+                f"not shape {tuple(shape)}"
+            )

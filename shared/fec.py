@@ -35,8 +35,10 @@ class FecError(SpikeBottleNetError, ValueError):
 
 def check_parity(parity: int) -> None:
     if parity and (not MIN_PARITY_BYTES <= parity <= MAX_PARITY_BYTES or parity % 2):
-        raise FecError(f"Reed–Solomon parity is 0 (none) or an even number of bytes per block, "
-                       f"{MIN_PARITY_BYTES}..{MAX_PARITY_BYTES} (p corrects p/2 bytes), not {parity}")
+        raise FecError(
+            f"Reed–Solomon parity is 0 (none) or an even number of bytes per block, "
+            f"{MIN_PARITY_BYTES}..{MAX_PARITY_BYTES} (p corrects p/2 bytes), not {parity}"
+        )
 
 
 def protected_length(payload_bytes: int, parity: int) -> int:
@@ -63,12 +65,14 @@ def recover(received: bytes, parity: int) -> Recovered:
         return Recovered(received, 0, 0)
     tail = len(received) % BLOCK_BYTES
     if not received or 0 < tail <= parity:
-        raise FecError(f"{len(received)} bytes cannot be a payload protected with {parity} parity bytes per block: "
-                       f"its last block would hold no payload")
+        raise FecError(
+            f"{len(received)} bytes cannot be a payload protected with {parity} parity bytes per block: "
+            f"its last block would hold no payload"
+        )
     code = reedsolo.RSCodec(parity, nsize=BLOCK_BYTES)
     parts, corrected, failed = [], 0, 0
     for start in range(0, len(received), BLOCK_BYTES):
-        block = received[start:start + BLOCK_BYTES]
+        block = received[start : start + BLOCK_BYTES]
         try:
             message, _, errata = code.decode(block)
         except reedsolo.ReedSolomonError:

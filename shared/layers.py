@@ -38,14 +38,20 @@ class SpikeConv2d(nn.Conv2d):
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         # the batch-invariant kernels take a padding in numbers: "same" or "valid" is F.conv2d's to resolve
-        if (_batch_invariant_inference(input) and self.padding_mode == "zeros" and self.dilation == (1, 1)
-                and not isinstance(self.padding, str)):
+        if (
+            _batch_invariant_inference(input)
+            and self.padding_mode == "zeros"
+            and self.dilation == (1, 1)
+            and not isinstance(self.padding, str)
+        ):
             if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.groups == 1:
-                return torch.ops.aten._slow_conv2d_forward(input, weight, self.kernel_size, bias, self.stride,
-                                                           self.padding)
+                return torch.ops.aten._slow_conv2d_forward(
+                    input, weight, self.kernel_size, bias, self.stride, self.padding
+                )
             if torch.backends.mkldnn.is_available():
-                return torch.mkldnn_convolution(input, weight, bias, self.padding, self.stride, self.dilation,
-                                                self.groups)
+                return torch.mkldnn_convolution(
+                    input, weight, bias, self.padding, self.stride, self.dilation, self.groups
+                )
         return super()._conv_forward(input, weight, bias)
 
 
@@ -55,8 +61,16 @@ class SpikeConvTranspose2d(nn.ConvTranspose2d):
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if _batch_invariant_inference(input) and output_size is None and self.groups == 1:
-            return torch.ops.aten.slow_conv_transpose2d(input, self.weight, self.kernel_size, self.bias, self.stride,
-                                                        self.padding, self.output_padding, self.dilation)
+            return torch.ops.aten.slow_conv_transpose2d(
+                input,
+                self.weight,
+                self.kernel_size,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.dilation,
+            )
         return super().forward(input, output_size)
 
 
@@ -96,8 +110,18 @@ class ConvBN(nn.Module):
     (shared/energy.py): a backbone declares it where it builds the layer.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *,
-                 role: ConvRole, alpha: float = 1.0, groups: int = 1) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        stride: int,
+        lif: LIFConfig,
+        *,
+        role: ConvRole,
+        alpha: float = 1.0,
+        groups: int = 1,
+    ) -> None:
         super().__init__()
         conv = SpikeConv2d(in_ch, out_ch, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False)
         self.conv = TimeFolded(declare_role(conv, role))
@@ -110,8 +134,9 @@ class ConvBN(nn.Module):
 class ConvBNLIF(ConvBN):
     """Conv2d -> tdBN -> LIF: spikes in, spikes out."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *,
-                 role: ConvRole, groups: int = 1) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, stride: int, lif: LIFConfig, *, role: ConvRole, groups: int = 1
+    ) -> None:
         super().__init__(in_ch, out_ch, kernel_size, stride, lif, role=role, groups=groups)
         self.lif = LIF(lif, inplace=True)  # its input is the conv's output, read by nothing else
 

@@ -45,8 +45,9 @@ from .td_batch_norm import TdBatchNorm, batch_norm_rounds_once
 
 def trains_in_kernel(current: torch.Tensor) -> bool:
     """Whether the fused Functions take this tensor: float32 on the CPU, [T, ...] and not empty."""
-    return (current.device.type == "cpu" and current.dtype == torch.float32 and current.dim() >= 2
-            and current.numel() > 0)
+    return (
+        current.device.type == "cpu" and current.dtype == torch.float32 and current.dim() >= 2 and current.numel() > 0
+    )
 
 
 def _time_major(t: torch.Tensor) -> torch.Tensor:
@@ -104,8 +105,15 @@ class LIFFunction(torch.autograd.Function):
         (membrane,) = ctx.saved_tensors
         grad_spikes = _in_layout(grad_spikes, membrane)
         grad_current = _empty_like_layout(membrane)
-        lif_train_backward(_rows(grad_spikes), _rows(membrane), np.float32(ctx.tau), np.float32(ctx.v_th),
-                           np.float32(ctx.width / 2), np.float32(ctx.width), _rows(grad_current))
+        lif_train_backward(
+            _rows(grad_spikes),
+            _rows(membrane),
+            np.float32(ctx.tau),
+            np.float32(ctx.v_th),
+            np.float32(ctx.width / 2),
+            np.float32(ctx.width),
+            _rows(grad_current),
+        )
         return grad_current, None, None, None
 
 
@@ -132,9 +140,9 @@ def batch_norm_train_shift_rounds_once() -> bool | None:
     x = torch.tensor([2**-12, 2 + 2**-12] * 35).view(2, 1, 5, 7)  # rows of 35: vector loop and tail
     y = F.batch_norm(x, torch.zeros(1), torch.ones(1), torch.full((1,), tap), torch.ones(1), True, 0.1, 1e-30)
     low = y.flatten()[::2]
-    if (low == -2**-12).all():
+    if (low == -(2**-12)).all():
         return True
-    if (low == -2**-12 + 2**-24).all():
+    if (low == -(2**-12) + 2**-24).all():
         return False
     return None
 
@@ -200,21 +208,27 @@ def fused_norm_matches_aten() -> bool:
         expected = F.batch_norm(x, expected_mean, expected_var, weight, bias, True, momentum, 1e-5)
         mean, var_sum, invstd = (np.empty(channels, np.float32) for _ in range(3))
         channel_stats(x.numpy().reshape(rows, channels, -1), mean, var_sum)
-        batch_norm_update_stats(mean, var_sum, x.numel() // channels, momentum, 1e-5, invstd, running_mean.numpy(),
-                                running_var.numpy())
+        batch_norm_update_stats(
+            mean, var_sum, x.numel() // channels, momentum, 1e-5, invstd, running_mean.numpy(), running_var.numpy()
+        )
         scale, shift = np.empty(channels, np.float32), np.empty(channels, np.float32)
         train_affine(mean, invstd, weight.numpy(), bias.numpy(), shift_rounded_once, scale, shift)
         out = torch.empty_like(x)
-        _apply_affine(x.numpy().reshape(rows, channels, -1), scale, shift, rounded_once,
-                      out.numpy().reshape(rows, channels, -1))
-        if not (torch.equal(out, expected) and torch.equal(running_mean, expected_mean)
-                and torch.equal(running_var, expected_var)):
+        _apply_affine(
+            x.numpy().reshape(rows, channels, -1), scale, shift, rounded_once, out.numpy().reshape(rows, channels, -1)
+        )
+        if not (
+            torch.equal(out, expected)
+            and torch.equal(running_mean, expected_mean)
+            and torch.equal(running_var, expected_var)
+        ):
             return False
     return True
 
 
-def norm_trains_in_kernel(norm: torch.nn.Module | None, x: torch.Tensor,
-                          shortcut: torch.Tensor | None) -> TypeGuard[TdBatchNorm]:
+def norm_trains_in_kernel(
+    norm: torch.nn.Module | None, x: torch.Tensor, shortcut: torch.Tensor | None
+) -> TypeGuard[TdBatchNorm]:
     """Whether ``lif_norm_train`` takes this tdBN and its input: a train-mode ``TdBatchNorm`` with running
     statistics and an affine map, all float32 on the CPU, x [T, B, C, H, ...] that F.batch_norm would see
     contiguous (so its contiguous kernel is the one to match; a channels-last x takes another), more than one
@@ -226,8 +240,10 @@ def norm_trains_in_kernel(norm: torch.nn.Module | None, x: torch.Tensor,
         return False
     if shortcut is not None and (shortcut.shape != x.shape or not trains_in_kernel(shortcut)):
         return False
-    if any(t.device.type != "cpu" or t.dtype != torch.float32
-           for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var)):
+    if any(
+        t.device.type != "cpu" or t.dtype != torch.float32
+        for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    ):
         return False
     if x.shape[2] == 1 or math.prod(x.shape[3:]) == 1:
         return False
@@ -245,20 +261,45 @@ class LIFNormFunction(torch.autograd.Function):
     backward accounts for their dependence on x, as ATen's batch-norm backward does). x contiguous."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, shortcut: torch.Tensor | None,
-                mean: np.ndarray, invstd: np.ndarray, tau: float, v_th: float, width: float) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        shortcut: torch.Tensor | None,
+        mean: np.ndarray,
+        invstd: np.ndarray,
+        tau: float,
+        v_th: float,
+        width: float,
+    ) -> torch.Tensor:
         x = x.detach()
         channels, size = x.shape[2], math.prod(x.shape[3:])
         scale, shift = np.empty(channels, np.float32), np.empty(channels, np.float32)
-        train_affine(mean, invstd, weight.detach().numpy(), bias.detach().numpy(),
-                     batch_norm_train_shift_rounds_once(), scale, shift)
+        train_affine(
+            mean,
+            invstd,
+            weight.detach().numpy(),
+            bias.detach().numpy(),
+            batch_norm_train_shift_rounds_once(),
+            scale,
+            shift,
+        )
         rounded_once = batch_norm_rounds_once()
         if shortcut is not None:
             shortcut = shortcut.detach().contiguous()
         spikes = torch.empty_like(x)
-        lif_norm_train_forward(_samples(x), size, scale, shift, rounded_once,
-                               None if shortcut is None else _samples(shortcut), np.float32(tau), np.float32(v_th),
-                               _samples(spikes))
+        lif_norm_train_forward(
+            _samples(x),
+            size,
+            scale,
+            shift,
+            rounded_once,
+            None if shortcut is None else _samples(shortcut),
+            np.float32(tau),
+            np.float32(v_th),
+            _samples(spikes),
+        )
         ctx.save_for_backward(x, weight, shortcut)
         ctx.stats = mean, invstd, scale, shift, rounded_once
         ctx.tau, ctx.v_th, ctx.width = tau, v_th, width
@@ -273,10 +314,23 @@ class LIFNormFunction(torch.autograd.Function):
         grad_spikes = grad_spikes.contiguous()
         grad_current = torch.empty_like(x)  # dL/dI: the tdBN output's gradient, and the shortcut's
         grad_sum, grad_dot = np.zeros(channels, np.float64), np.zeros(channels, np.float64)
-        lif_norm_train_backward(_samples(grad_spikes), _samples(x), size, scale, shift, rounded_once,
-                                None if shortcut is None else _samples(shortcut), mean, np.float32(ctx.tau),
-                                np.float32(ctx.v_th), np.float32(ctx.width / 2), np.float32(ctx.width),
-                                _samples(grad_current), grad_sum, grad_dot)
+        lif_norm_train_backward(
+            _samples(grad_spikes),
+            _samples(x),
+            size,
+            scale,
+            shift,
+            rounded_once,
+            None if shortcut is None else _samples(shortcut),
+            mean,
+            np.float32(ctx.tau),
+            np.float32(ctx.v_th),
+            np.float32(ctx.width / 2),
+            np.float32(ctx.width),
+            _samples(grad_current),
+            grad_sum,
+            grad_dot,
+        )
         # ATen's batch_norm_cpu_backward_contiguous_impl, per channel, from the float64 sums:
         # k = float(dot) * invstd * invstd / N, grad_mean = sum / N, dL/dweight = dot * invstd, dL/dbias = sum
         k = grad_dot.astype(np.float32) * invstd * invstd / np.float32(count)
@@ -287,13 +341,23 @@ class LIFNormFunction(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty_like(x) if keep_current else grad_current  # else in place
-            batch_norm_train_grad_input(_samples(grad_current), _samples(x), size, mean, k, grad_mean, invstd,
-                                        weight.detach().numpy(), _samples(grad_x) if keep_current else None)
+            batch_norm_train_grad_input(
+                _samples(grad_current),
+                _samples(x),
+                size,
+                mean,
+                k,
+                grad_mean,
+                invstd,
+                weight.detach().numpy(),
+                _samples(grad_x) if keep_current else None,
+            )
         return grad_x, grad_weight, grad_bias, grad_current if keep_current else None, None, None, None, None, None
 
 
-def lif_norm_train(x: torch.Tensor, norm: TdBatchNorm, shortcut: torch.Tensor | None, tau: float, v_th: float,
-                   width: float) -> torch.Tensor:
+def lif_norm_train(
+    x: torch.Tensor, norm: TdBatchNorm, shortcut: torch.Tensor | None, tau: float, v_th: float, width: float
+) -> torch.Tensor:
     """Spikes of LIF(norm(x) + shortcut) for a train-mode tdBN ``norm`` (``norm_trains_in_kernel``), differentiable
     in x, the tdBN's weight and bias and the shortcut, with norm's running statistics and batch count updated as
     its forward updates them."""
@@ -308,6 +372,14 @@ def lif_norm_train(x: torch.Tensor, norm: TdBatchNorm, shortcut: torch.Tensor | 
     channels = x.shape[2]
     mean, var_sum, invstd = (np.empty(channels, np.float32) for _ in range(3))
     channel_stats(x.detach().numpy().reshape(x.shape[0] * x.shape[1], channels, -1), mean, var_sum)
-    batch_norm_update_stats(mean, var_sum, x.numel() // channels, momentum, norm.eps, invstd,
-                            norm.running_mean.detach().numpy(), norm.running_var.detach().numpy())
+    batch_norm_update_stats(
+        mean,
+        var_sum,
+        x.numel() // channels,
+        momentum,
+        norm.eps,
+        invstd,
+        norm.running_mean.detach().numpy(),
+        norm.running_var.detach().numpy(),
+    )
     return LIFNormFunction.apply(x, norm.scaled_weight(), norm.bias, shortcut, mean, invstd, tau, v_th, width)

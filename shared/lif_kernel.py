@@ -107,9 +107,9 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spik
                 neuron_shift[first:last] = shift[c]
         for b in range(batch):
             if membrane is None:  # at rest
-                u[:stop - start] = zero
+                u[: stop - start] = zero
             else:
-                u[:stop - start] = membrane[b, start:stop]
+                u[: stop - start] = membrane[b, start:stop]
             # t outside, neurons inside: the innermost loop runs over neighbours in memory and vectorizes
             for t in range(time_steps):
                 x_t = x[t, b, start:stop]
@@ -134,19 +134,30 @@ def lif_steps(x, scale, shift, rounded_once, shortcut, tau, v_th, membrane, spik
                         spikes_t[n] = s
                     u[n] = v * (one - s)  # reset
             if membrane is not None:
-                membrane[b, start:stop] = u[:stop - start]
+                membrane[b, start:stop] = u[: stop - start]
 
 
 def runs_in_kernel(x: torch.Tensor, shortcut: torch.Tensor | None) -> bool:
     """Whether ``lif_pass`` takes these tensors: float32 on the CPU, not empty, the shortcut shaped as x."""
     tensors = (x,) if shortcut is None else (x, shortcut)
-    return (x.dim() >= 2 and x.numel() > 0 and (shortcut is None or shortcut.shape == x.shape)
-            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors))
+    return (
+        x.dim() >= 2
+        and x.numel() > 0
+        and (shortcut is None or shortcut.shape == x.shape)
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    )
 
 
-def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | None = None,
-             shortcut: torch.Tensor | None = None, membrane: torch.Tensor | None = None,
-             spike_dtype: torch.dtype = torch.float32, inplace: bool = False) -> torch.Tensor:
+def lif_pass(
+    x: torch.Tensor,
+    tau: float,
+    v_th: float,
+    affine: ChannelAffine | None = None,
+    shortcut: torch.Tensor | None = None,
+    membrane: torch.Tensor | None = None,
+    spike_dtype: torch.dtype = torch.float32,
+    inplace: bool = False,
+) -> torch.Tensor:
     """Spikes [T, B, ...] of a multi-step LIF whose input current is affine(x) + shortcut, as ``spike_dtype``
     (float32 or bool).
 
@@ -163,9 +174,17 @@ def lif_pass(x: torch.Tensor, tau: float, v_th: float, affine: ChannelAffine | N
     spikes = x if in_x else torch.empty(x.shape, dtype=spike_dtype)
     scale, shift = (affine.scale.numpy(), affine.shift.numpy()) if affine else (None, None)
     start = None if membrane is None else membrane.numpy().reshape(x.shape[1], -1)  # [B, N]
-    lif_steps(x.numpy().reshape(rows), scale, shift, bool(affine and affine.rounded_once),
-              None if shortcut is None else shortcut.detach().contiguous().numpy().reshape(rows),
-              np.float32(tau), np.float32(v_th), start, None if in_x else spikes.numpy().reshape(rows))
+    lif_steps(
+        x.numpy().reshape(rows),
+        scale,
+        shift,
+        bool(affine and affine.rounded_once),
+        None if shortcut is None else shortcut.detach().contiguous().numpy().reshape(rows),
+        np.float32(tau),
+        np.float32(v_th),
+        start,
+        None if in_x else spikes.numpy().reshape(rows),
+    )
     return spikes
 
 
@@ -191,7 +210,7 @@ def lif_train_forward(current, tau, v_th, spikes, membrane):
     one, zero = np.float32(1), np.float32(0)
     for start in range(0, neurons, chunk):
         stop = min(start + chunk, neurons)
-        u[:stop - start] = zero
+        u[: stop - start] = zero
         for t in range(time_steps):
             current_t, spikes_t, membrane_t = current[t, start:stop], spikes[t, start:stop], membrane[t, start:stop]
             for n in range(stop - start):
@@ -286,7 +305,7 @@ def channel_stats(x, mean, var_sum):
 def spread_over_neurons(values, start, stop, size, out):
     """out[n] = values[(start + n) // size] for n < stop - start: a per-channel value for each neuron of a chunk."""
     for c in range(start // size, (stop - 1) // size + 1):
-        out[max(c * size, start) - start:min((c + 1) * size, stop) - start] = values[c]
+        out[max(c * size, start) - start : min((c + 1) * size, stop) - start] = values[c]
 
 
 @compiled
@@ -314,7 +333,7 @@ def lif_norm_train_forward(x, size, scale, shift, rounded_once, shortcut, tau, v
         spread_over_neurons(scale, start, stop, size, neuron_scale)
         spread_over_neurons(shift, start, stop, size, neuron_shift)
         for b in range(batch):
-            u[:stop - start] = zero
+            u[: stop - start] = zero
             for t in range(time_steps):
                 x_t, spikes_t = x[t, b, start:stop], spikes[t, b, start:stop]
                 shortcut_t = shortcut[t, b, start:stop] if shortcut is not None else None
@@ -332,8 +351,23 @@ def lif_norm_train_forward(x, size, scale, shift, rounded_once, shortcut, tau, v
 
 
 @compiled
-def lif_norm_train_backward(grad_spikes, x, size, scale, shift, rounded_once, shortcut, mean, tau, v_th, half_width,
-                            width, grad_current, grad_sum, grad_dot):
+def lif_norm_train_backward(
+    grad_spikes,
+    x,
+    size,
+    scale,
+    shift,
+    rounded_once,
+    shortcut,
+    mean,
+    tau,
+    v_th,
+    half_width,
+    width,
+    grad_current,
+    grad_sum,
+    grad_dot,
+):
     """dL/dI [T, B, P] into ``grad_current`` for the LIF of ``lif_norm_train_forward``, and per channel the
     float64 sums of dL/dI and of (x - mean) * dL/dI (what the tdBN's backward reduces) into ``grad_sum`` and
     ``grad_dot`` [C]. The potentials are recomputed from x, a chunk of neurons at a time; the gradient is

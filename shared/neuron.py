@@ -149,8 +149,9 @@ class LIF(Stateful):
 
     step_mode = "m"  # multi-step: the whole time axis is processed in one call
 
-    def __init__(self, config: LIFConfig = LIFConfig(), inference_dtype: torch.dtype = torch.float32,
-                 inplace: bool = False) -> None:
+    def __init__(
+        self, config: LIFConfig = LIFConfig(), inference_dtype: torch.dtype = torch.float32, inplace: bool = False
+    ) -> None:
         super().__init__()
         if inference_dtype not in (torch.float32, torch.bool):
             raise ValueError(f"a LIF emits float32 or bool spikes, not {inference_dtype}")
@@ -173,8 +174,9 @@ class LIF(Stateful):
         # hard reset to 0; differentiable in u so gradients also flow through time
         return u * (1.0 - spike)
 
-    def forward(self, x: torch.Tensor, norm: TdBatchNorm | None = None,
-                shortcut: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, norm: TdBatchNorm | None = None, shortcut: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # x: [T, B, ...], [T, B, C, ...] with a norm; the input current is norm(x) + shortcut
         if self.fused_inference and not torch.is_grad_enabled() and runs_in_kernel(x, shortcut):
             affine = None if norm is None else norm.inference_affine()
@@ -184,8 +186,7 @@ class LIF(Stateful):
                     # at rest; the pass leaves the potentials after its steps in it
                     membrane = torch.zeros(x.shape[1:], dtype=torch.float32)
                     self.step_state.put(self, membrane)
-                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane, self.inference_dtype,
-                                self.inplace)
+                return lif_pass(x, self.tau, self.v_th, affine, shortcut, membrane, self.inference_dtype, self.inplace)
         # autograd on: the fused training Functions (shared/lif_autograd.py), the train-mode tdBN in them if it may
         fused_training = self.fused_training and torch.is_grad_enabled() and self.step_state is None
         if fused_training and self.fused_training_norm and norm_trains_in_kernel(norm, x, shortcut):
@@ -202,8 +203,9 @@ class LIF(Stateful):
             self.step_state.put(self, membrane)
         return spikes if torch.is_grad_enabled() else spikes.to(self.inference_dtype)
 
-    def step_by_step(self, current: torch.Tensor,
-                     membrane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_by_step(
+        self, current: torch.Tensor, membrane: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Spikes [T, B, ...] for the current [T, B, ...], starting from ``membrane`` [B, ...] (None: at rest),
         and the membrane after the last step."""
         u = torch.zeros_like(current[0]) if membrane is None else membrane

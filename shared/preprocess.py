@@ -135,8 +135,10 @@ def decoded_bytes(img: Image.Image) -> int:
 
 
 def _too_large(what: str, max_decoded_bytes: int) -> ImageTooLarge:
-    return ImageTooLarge(f"{what}; at most {max_decoded_bytes:,} decoded bytes are accepted (width x height x bytes "
-                         f"per pixel, at least {RGB_BYTES_PER_PIXEL})")
+    return ImageTooLarge(
+        f"{what}; at most {max_decoded_bytes:,} decoded bytes are accepted (width x height x bytes "
+        f"per pixel, at least {RGB_BYTES_PER_PIXEL})"
+    )
 
 
 def decode_image(data: bytes, draft_size: int, max_decoded_bytes: int = MAX_DECODED_BYTES) -> Image.Image:
@@ -149,8 +151,10 @@ def decode_image(data: bytes, draft_size: int, max_decoded_bytes: int = MAX_DECO
         img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)  # an ImageFile, later its oriented RGB copy
         # Image.open has read the header only: refuse here what would be too large to decode
         if (cost := decoded_bytes(img)) > max_decoded_bytes:
-            raise _too_large(f"image is {img.width}x{img.height} pixels of mode {img.mode}: {cost:,} bytes decoded",
-                             max_decoded_bytes)
+            raise _too_large(
+                f"image is {img.width}x{img.height} pixels of mode {img.mode}: {cost:,} bytes decoded",
+                max_decoded_bytes,
+            )
         img.draft("RGB", (draft_size, draft_size))  # JPEG only: let the decoder downscale by up to 8x, cheaply
         img.load()
         img = _to_rgb(ImageOps.exif_transpose(img))  # camera photos: apply the orientation tag
@@ -190,8 +194,9 @@ def ink_image(gray: torch.Tensor) -> torch.Tensor:
     """
     h, w = gray.shape
     band = max(1, round(BORDER_FRACTION * min(h, w)))
-    border = torch.cat([gray[:band].flatten(), gray[-band:].flatten(), gray[:, :band].flatten(),
-                        gray[:, -band:].flatten()])
+    border = torch.cat(
+        [gray[:band].flatten(), gray[-band:].flatten(), gray[:, :band].flatten(), gray[:, -band:].flatten()]
+    )
     background = border.median()
     if background > 0.5:  # dark ink on a light background (paper, a drawing app): invert
         gray, background = 1.0 - gray, 1.0 - background
@@ -236,15 +241,20 @@ def frame_digit(ink: torch.Tensor) -> torch.Tensor:
     cols = (ink > INK_THRESHOLD).any(dim=0).nonzero().flatten()
     if len(rows) == 0:
         return torch.zeros(DIGIT_GRID, DIGIT_GRID)
-    box = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # [h, w]
+    box = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # [h, w]
     h, w = box.shape
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     square = F.pad(box, (left, side - w - left, top, side - h - top))  # [side, side]
     # area-averaged ink per bitmap pixel; a pen stroke thinner than a bitmap pixel (a 2 px line on a
     # 200 px digit) averages below 0.5 everywhere, so the threshold follows the darkest pixel down
-    coverage = F.interpolate(square[None, None], size=(DIGIT_BITMAP, DIGIT_BITMAP), mode="bilinear",
-                             align_corners=False, antialias=side > DIGIT_BITMAP)[0, 0]
+    coverage = F.interpolate(
+        square[None, None],
+        size=(DIGIT_BITMAP, DIGIT_BITMAP),
+        mode="bilinear",
+        align_corners=False,
+        antialias=side > DIGIT_BITMAP,
+    )[0, 0]
     bitmap = coverage > min(INK_THRESHOLD, INK_THRESHOLD * float(coverage.max()))
     # the scans were written with a broad pen (strokes 4.9 px wide in the 32 px bitmap, median); a
     # ballpoint line, a canvas brush or a typeface is often 2-3 px there: widen thinner strokes
@@ -290,14 +300,19 @@ def frame_mnist(ink: torch.Tensor) -> torch.Tensor:
     cols = (ink > INK_THRESHOLD).any(dim=0).nonzero().flatten()
     if len(rows) == 0:
         return field
-    box = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]  # [h, w]
+    box = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # [h, w]
     h, w = box.shape
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     square = F.pad(box, (left, side - w - left, top, side - h - top))  # [side, side]
     bitmap_size = MNIST_BOX * MNIST_SUPERSAMPLE
-    coverage = F.interpolate(square[None, None], size=(bitmap_size, bitmap_size), mode="bilinear",
-                             align_corners=False, antialias=side > bitmap_size)[0, 0]
+    coverage = F.interpolate(
+        square[None, None],
+        size=(bitmap_size, bitmap_size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=side > bitmap_size,
+    )[0, 0]
     bitmap = coverage > min(INK_THRESHOLD, INK_THRESHOLD * float(coverage.max()))  # as frame_digit does
     width = stroke_width(bitmap)
     if width < MNIST_MIN_STROKE_PX:
@@ -312,7 +327,7 @@ def frame_mnist(ink: torch.Tensor) -> torch.Tensor:
     room = MNIST_FIELD - MNIST_BOX
     y0 = min(room, max(0, round(centre - row_com)))
     x0 = min(room, max(0, round(centre - col_com)))
-    field[y0:y0 + MNIST_BOX, x0:x0 + MNIST_BOX] = digit
+    field[y0 : y0 + MNIST_BOX, x0 : x0 + MNIST_BOX] = digit
     return field
 
 

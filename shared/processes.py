@@ -25,8 +25,9 @@ class ChildExited(SpikeBottleNetError, RuntimeError):
     """A child process ended while it was expected to start or keep running."""
 
 
-def spawn(command: str, *flags: str, env: Mapping[str, str] | None = None,
-          stdout: int | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: str, *flags: str, env: Mapping[str, str] | None = None, stdout: int | None = None
+) -> subprocess.Popen[bytes]:
     """``python -m spikebottlenet COMMAND FLAGS...`` as a child process sharing this one's output.
 
     The child gets a session of its own, so a terminal's Ctrl-C reaches only the parent, which then
@@ -34,8 +35,12 @@ def spawn(command: str, *flags: str, env: Mapping[str, str] | None = None,
     process's environment, or gets ``env`` instead. ``stdout=subprocess.DEVNULL`` (or a file
     descriptor) keeps its standard output, uvicorn's access log, out of a parent's own output.
     """
-    return subprocess.Popen([sys.executable, "-m", "spikebottlenet", command, *flags], start_new_session=True,
-                            env=None if env is None else dict(env), stdout=stdout)
+    return subprocess.Popen(
+        [sys.executable, "-m", "spikebottlenet", command, *flags],
+        start_new_session=True,
+        env=None if env is None else dict(env),
+        stdout=stdout,
+    )
 
 
 def _wait(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -48,8 +53,12 @@ def _wait(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes]
         time.sleep(POLL_S)
 
 
-def wait_for_edge(address: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0,
-                  credentials: grpc.ChannelCredentials | None = None) -> None:
+def wait_for_edge(
+    address: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float = 60.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
     """Until the edge's gRPC health service reports SplitInference as SERVING; over TLS with ``credentials``."""
     with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -59,7 +68,8 @@ def wait_for_edge(address: str, process: subprocess.Popen[bytes], timeout_s: flo
                 # typeshed's HealthStub (types-grpcio-health-checking) leaves out the methods that the generated
                 # stub sets in its __init__
                 reply = health.Check(  # type: ignore[attr-defined]
-                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
+                    health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0
+                )
             except grpc.RpcError:  # not listening yet
                 return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING

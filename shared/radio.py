@@ -54,8 +54,13 @@ class LinkProfile:
 
     def with_rate(self, rate_mbps: float, rtt_ms: float | None = None) -> LinkProfile:
         """The same radio at another (e.g. measured) rate and round trip: its power follows P(r)."""
-        return LinkProfile(f"{self.name} (measured)", rate_mbps, self.power_mw_per_mbps, self.base_power_mw,
-                           self.rtt_ms if rtt_ms is None else rtt_ms)
+        return LinkProfile(
+            f"{self.name} (measured)",
+            rate_mbps,
+            self.power_mw_per_mbps,
+            self.base_power_mw,
+            self.rtt_ms if rtt_ms is None else rtt_ms,
+        )
 
 
 # BottleNet's measured uplinks (Table 1). The paper gives no round trips: these are assumed, typical of
@@ -76,5 +81,10 @@ def link_profile(name: str, rate_mbps: float | None = None, rtt_ms: float | None
         raise ConfigError(f"unknown link {name!r}; expected one of {', '.join(LINK_PROFILES)}") from None
     if rate_mbps is None and rtt_ms is None:
         return profile
-    return LinkProfile(f"{profile.name} (custom)", profile.rate_mbps if rate_mbps is None else rate_mbps,
-                       profile.power_mw_per_mbps, profile.base_power_mw, profile.rtt_ms if rtt_ms is None else rtt_ms)
+    return LinkProfile(
+        f"{profile.name} (custom)",
+        profile.rate_mbps if rate_mbps is None else rate_mbps,
+        profile.power_mw_per_mbps,
+        profile.base_power_mw,
+        profile.rtt_ms if rtt_ms is None else rtt_ms,
+    )

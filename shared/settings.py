@@ -30,8 +30,10 @@ from .checkpoint import default_checkpoint, embedded_models
 log = logging.getLogger("sbn")
 
 DEFAULT_SPLIT_POINT = 8  # every backbone ships an embedded demo model split here
-SPLIT_POINT_RANGES = "; ".join(f"{arch}: 1..{len(points)}, {points[0].name}..{points[-1].name}"
-                               for arch, points in ((a, backbone_config(a).split_points()) for a in BACKBONES))
+SPLIT_POINT_RANGES = "; ".join(
+    f"{arch}: 1..{len(points)}, {points[0].name}..{points[-1].name}"
+    for arch, points in ((a, backbone_config(a).split_points()) for a in BACKBONES)
+)
 
 
 class RenamedVariables(PydanticBaseSettingsSource):
@@ -46,8 +48,11 @@ class RenamedVariables(PydanticBaseSettingsSource):
         values = {}
         for old, name in getattr(self.settings_cls, "renamed_variables", {}).items():
             if old in os.environ:
-                warnings.warn(f"{old} is deprecated and will be removed in the next release: set "
-                              f"{prefix}{name.upper()} instead", FutureWarning, stacklevel=2)
+                warnings.warn(
+                    f"{old} is deprecated and will be removed in the next release: set {prefix}{name.upper()} instead",
+                    FutureWarning,
+                    stacklevel=2,
+                )
                 values[name] = os.environ[old]
         return values
 
@@ -61,36 +66,52 @@ class ModelSettings(BaseSettings):
 
     # NoDecode: the environment gives a plain, comma-separated string, not a JSON list
     checkpoint: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="checkpoint (.safetensors) to serve; several: repeat the flag, or separate "
-                                          "paths with commas; the first is the default model. Default: the "
-                                          "embedded demo model for arch and split point (a checkpoint carries its "
-                                          "own)")
+        default_factory=list,
+        description="checkpoint (.safetensors) to serve; several: repeat the flag, or separate "
+        "paths with commas; the first is the default model. Default: the "
+        "embedded demo model for arch and split point (a checkpoint carries its "
+        "own)",
+    )
     models: Literal["all", "one"] | None = Field(
-        None, description="all: also serve every embedded demo model of every backbone, so that a request may pick "
-                          "another split point or backbone; one: only the default model (with several checkpoints: "
-                          "those). Default: all, or one when checkpoint is set. The default model stays checkpoint's "
-                          "first, else the one for arch and split point")
+        None,
+        description="all: also serve every embedded demo model of every backbone, so that a request may pick "
+        "another split point or backbone; one: only the default model (with several checkpoints: "
+        "those). Default: all, or one when checkpoint is set. The default model stays checkpoint's "
+        "first, else the one for arch and split point",
+    )
     arch: str = Field(
-        DEFAULT_ARCH, description=f"backbone of the embedded demo model to serve: {', '.join(ARCH_CHOICES)}")
+        DEFAULT_ARCH, description=f"backbone of the embedded demo model to serve: {', '.join(ARCH_CHOICES)}"
+    )
     split_point: int = Field(
-        DEFAULT_SPLIT_POINT, ge=1, description=f"split point of the embedded demo model to serve ({SPLIT_POINT_RANGES})")
+        DEFAULT_SPLIT_POINT, ge=1, description=f"split point of the embedded demo model to serve ({SPLIT_POINT_RANGES})"
+    )
     threads: int = Field(
-        1, ge=1, description="torch intra-op and inter-op threads (edge and device often share a few cores)")
+        1, ge=1, description="torch intra-op and inter-op threads (edge and device often share a few cores)"
+    )
     batch_max_images: int = Field(
-        16, ge=1, description="micro-batching: concurrent requests run through this half's part of the network as "
-                              "one batch of up to this many images (each still gets its own answer; a larger single "
-                              "request runs alone)")
+        16,
+        ge=1,
+        description="micro-batching: concurrent requests run through this half's part of the network as "
+        "one batch of up to this many images (each still gets its own answer; a larger single "
+        "request runs alone)",
+    )
     batch_max_wait_ms: float = Field(
-        2.0, ge=0, description="micro-batching: under load (the last batch carried several requests), how long a "
-                               "batch waits for more to join it; an idle half runs a lone request at once (sbn "
-                               "serve-ray: always waits, as @serve.batch does)")
+        2.0,
+        ge=0,
+        description="micro-batching: under load (the last batch carried several requests), how long a "
+        "batch waits for more to join it; an idle half runs a lone request at once (sbn "
+        "serve-ray: always waits, as @serve.batch does)",
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # earlier sources win: flags, then the environment's current names, then its renamed ones
         return init_settings, env_settings, RenamedVariables(settings_cls), dotenv_settings, file_secret_settings
 
@@ -150,8 +171,9 @@ def configure_torch_threads(threads: int) -> None:
     try:
         torch.set_num_interop_threads(threads)
     except RuntimeError:  # a second call in one process (a command run in-process, as tests do): sized already
-        log.warning("torch's inter-op pool is already in use with %d threads; it stays so",
-                    torch.get_num_interop_threads())
+        log.warning(
+            "torch's inter-op pool is already in use with %d threads; it stays so", torch.get_num_interop_threads()
+        )
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -164,10 +186,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[B
     for name, field in settings_cls.model_fields.items():
         default = field.default.value if isinstance(field.default, Enum) else field.default
         repeated = get_origin(field.annotation) is list  # list settings: one flag per item
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(),
-                           action="append" if repeated else "store",
-                           help=f"{field.description} [{prefix}{name.upper()}, default: "
-                                f"{'none' if repeated else default}]")
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            metavar=name.upper(),
+            action="append" if repeated else "store",
+            help=f"{field.description} [{prefix}{name.upper()}, default: {'none' if repeated else default}]",
+        )
 
 
 def settings_from_args(settings_cls: type[S], args: argparse.Namespace) -> S:

@@ -21,8 +21,14 @@ from typing import Any, Literal, overload
 import torch
 from torch import nn
 
-from .backbones import BackboneConfig, BlockSequence, SpikingBackbone, SpikingResNetConfig, SplitPoint
-from .backbones import backbone_config_from_dict
+from .backbones import (
+    BackboneConfig,
+    BlockSequence,
+    SpikingBackbone,
+    SpikingResNetConfig,
+    SplitPoint,
+    backbone_config_from_dict,
+)
 from .bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder, SplitPreset, spike_shape
 from .codec import raw_length
 from .entropy_codec import SpikeContextModel
@@ -78,12 +84,14 @@ class ModelConfig:
         if self.labels and len(self.labels) != self.backbone.num_classes:
             raise ConfigError(f"{len(self.labels)} labels for {self.backbone.num_classes} classes")
         if self.bottleneck:
-            self.spike_shape  # validates the bottleneck against the backbone's split points
+            _ = self.spike_shape  # validates the bottleneck against the backbone's split points
         if self.entropy_model is not None:
             model = SpikeContextModel.from_config(self.entropy_model)  # ValueError for a malformed table
             if self.bottleneck is None or model.channels != self.bottleneck.channels:
-                raise ConfigError(f"the entropy model has {model.channels} channels; the bottleneck sends "
-                                  f"{self.bottleneck.channels if self.bottleneck else 'no'} channels")
+                raise ConfigError(
+                    f"the entropy model has {model.channels} channels; the bottleneck sends "
+                    f"{self.bottleneck.channels if self.bottleneck else 'no'} channels"
+                )
 
     def spike_model(self) -> SpikeContextModel | None:
         """The entropy codec's model of this model's transmitted spikes, if fitted."""
@@ -203,8 +211,10 @@ class SpikeBottleNet(nn.Module):
         new encoder and decoder keep their initialization.
         """
         if backbone.config != self.config.backbone:
-            raise ConfigError(f"the pre-trained backbone is {backbone.config.arch} {backbone.config}, this split "
-                              f"model's is {self.config.backbone}")
+            raise ConfigError(
+                f"the pre-trained backbone is {backbone.config.arch} {backbone.config}, this split "
+                f"model's is {self.config.backbone}"
+            )
         state = backbone.state_dict()
         for half in (self.head, self.tail):
             own = half.state_dict()

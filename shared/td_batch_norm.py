@@ -30,8 +30,9 @@ class TdBatchNorm(nn.BatchNorm2d):
     running_var: torch.Tensor
     num_batches_tracked: torch.Tensor
 
-    def __init__(self, channels: int, v_th: float, alpha: float = 1.0, eps: float = 1e-5,
-                 momentum: float = 0.1) -> None:
+    def __init__(
+        self, channels: int, v_th: float, alpha: float = 1.0, eps: float = 1e-5, momentum: float = 0.1
+    ) -> None:
         super().__init__(channels, eps=eps, momentum=momentum)
         self.alpha, self.v_th = alpha, v_th
         # inference_affine's last result, and the (tensor, version) pairs it was computed from
@@ -79,8 +80,9 @@ class TdBatchNorm(nn.BatchNorm2d):
         # forward, which updates the running statistics without a version bump, drops the kept map.
         sources = [(t, t._version) for t in (self.weight, self.bias, self.running_mean, self.running_var)]
         if self._affine is not None and all(
-                kept is t and kept_version == version
-                for (kept, kept_version), (t, version) in zip(self._affine[0], sources, strict=True)):
+            kept is t and kept_version == version
+            for (kept, kept_version), (t, version) in zip(self._affine[0], sources, strict=True)
+        ):
             return self._affine[1]
         with torch.no_grad():
             weight = self.scaled_weight()
@@ -96,8 +98,9 @@ class TdBatchNorm(nn.BatchNorm2d):
             origin = torch.zeros_like(self.running_mean)  # [C]
             scale = F.batch_norm(ones, origin, self.running_var, weight, origin, False, 0.0, self.eps)
             # ... and with the running mean and the bias, the output at x = 0 is the shift
-            shift = F.batch_norm(torch.zeros_like(ones), self.running_mean, self.running_var, weight, self.bias, False,
-                                 0.0, self.eps)
+            shift = F.batch_norm(
+                torch.zeros_like(ones), self.running_mean, self.running_var, weight, self.bias, False, 0.0, self.eps
+            )
         self._affine = sources, ChannelAffine(scale.flatten(), shift.flatten(), rounded_once)
         return self._affine[1]
 

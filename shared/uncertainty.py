@@ -1,4 +1,4 @@
-""""I don't know" is an answer: when a classification is flagged ``uncertain``.
+""" "I don't know" is an answer: when a classification is flagged ``uncertain``.
 
 Three rules, any one flags an image:
 
@@ -8,12 +8,12 @@ Three rules, any one flags an image:
   model's threshold. The threshold is calibrated on the model's own validation split (the test split
   for a dataset without one), as the
   FLAG_FRACTION-quantile of its MSPs there, so that at most 2 % of in-distribution images are
-  flagged (5 % for the digits-era models); it is stored in the checkpoint's info (``uncertainty``), which ``sbn train finetune``
-  fills in and ``sbn train calibrate`` (re)computes for an existing checkpoint.
+  flagged (5 % for the digits-era models); it is stored in the checkpoint's info (``uncertainty``), which
+  ``sbn train finetune`` fills in and ``sbn train calibrate`` (re)computes for an existing checkpoint.
 
-* **not a drawing** (handwriting models only: input styles digits and mnist): the model input holds more ink than any training image
-  did, re-drawn ones included (its mean brightness above ``max_ink``, also in the calibration). Random
-  noise and photos become large blobs of "ink" once thresholded and framed (noise: 0.99, a landscape:
+* **not a drawing** (handwriting models only: input styles digits and mnist): the model input holds more ink than
+  any training image did, re-drawn ones included (its mean brightness above ``max_ink``, also in the calibration).
+  Random noise and photos become large blobs of "ink" once thresholded and framed (noise: 0.99, a landscape:
   0.81, against at most 0.64 in training), which a softmax can still be confident about.
 
 A checkpoint without a calibration (an untrained placeholder) flags only blank inputs.
@@ -43,17 +43,28 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         if not self.digits_era_names:
-            return {"threshold": self.threshold, "flagged_fraction": self.flagged_fraction,
-                    "calibration_images": self.calibration_images, "score": self.score, "max_ink": self.max_ink}
-        stored = {"threshold": self.threshold, "flagged_test_fraction": self.flagged_fraction,
-                  "test_images": self.calibration_images, "score": self.score}
+            return {
+                "threshold": self.threshold,
+                "flagged_fraction": self.flagged_fraction,
+                "calibration_images": self.calibration_images,
+                "score": self.score,
+                "max_ink": self.max_ink,
+            }
+        stored = {
+            "threshold": self.threshold,
+            "flagged_test_fraction": self.flagged_fraction,
+            "test_images": self.calibration_images,
+            "score": self.score,
+        }
         return stored if self.max_ink is None else {**stored, "max_ink": self.max_ink}
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> Calibration:
         digits_era = {"flagged_test_fraction": "flagged_fraction", "test_images": "calibration_images"}
-        return cls(**{digits_era.get(k, k): v for k, v in stored.items()},
-                   digits_era_names=not digits_era.keys().isdisjoint(stored))
+        return cls(
+            **{digits_era.get(k, k): v for k, v in stored.items()},
+            digits_era_names=not digits_era.keys().isdisjoint(stored),
+        )
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -61,8 +72,9 @@ def max_softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().softmax(dim=-1).amax(dim=-1)
 
 
-def calibrate(scores: torch.Tensor, flag_fraction: float = FLAG_FRACTION,
-              train_ink: torch.Tensor | None = None) -> Calibration:
+def calibrate(
+    scores: torch.Tensor, flag_fraction: float = FLAG_FRACTION, train_ink: torch.Tensor | None = None
+) -> Calibration:
     """The highest threshold that flags at most ``flag_fraction`` of ``scores`` ([N] MSPs of the calibration
     images), and
     the most ink among ``train_ink`` ([M] ``ink`` of the training images) when given.

@@ -1,4 +1,5 @@
 """Run the ``sbn`` command line as ``python -m spikebottlenet``."""
+
 import sys
 
 from spikebottlenet.sbn.cli import main

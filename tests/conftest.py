@@ -48,13 +48,18 @@ def calibrate_bn(model: nn.Module, images: torch.Tensor) -> None:
     model.train()
     with torch.no_grad():
         model(images)
-    for bn, momentum in zip(norms, momenta):
+    for bn, momentum in zip(norms, momenta, strict=True):
         bn.momentum = momentum
     model.eval()
 
 
-def calibrated_model(split_point: int, width_multiplier: float | None = None, num_classes: int = 10,
-                     seed: int = 0, arch: str = DEFAULT_ARCH) -> SpikeBottleNet:
+def calibrated_model(
+    split_point: int,
+    width_multiplier: float | None = None,
+    num_classes: int = 10,
+    seed: int = 0,
+    arch: str = DEFAULT_ARCH,
+) -> SpikeBottleNet:
     """A seeded narrow SpikeBottleNet with the paper's bottleneck at ``split_point`` of ``arch``, calibrated."""
     width = TEST_WIDTH[arch] if width_multiplier is None else width_multiplier
     backbone = backbone_config(arch, width_multiplier=width, num_classes=num_classes)
@@ -68,13 +73,20 @@ def calibrated_model(split_point: int, width_multiplier: float | None = None, nu
     with torch.no_grad():
         spikes = model.head(images)  # [T, B, C', H', W']: the encoder's tdBN centres these very currents
     if not spikes.any():
-        raise RuntimeError(f"calibrated {config.split_point.name} head emits no spikes; tests built on it would be "
-                           f"vacuous")
+        raise RuntimeError(
+            f"calibrated {config.split_point.name} head emits no spikes; tests built on it would be vacuous"
+        )
     return model
 
 
-def make_calibrated_checkpoint(tmp_path: Path, split_point: int, width_multiplier: float | None = None,
-                               num_classes: int = 10, seed: int = 0, arch: str = DEFAULT_ARCH) -> Path:
+def make_calibrated_checkpoint(
+    tmp_path: Path,
+    split_point: int,
+    width_multiplier: float | None = None,
+    num_classes: int = 10,
+    seed: int = 0,
+    arch: str = DEFAULT_ARCH,
+) -> Path:
     """Save ``calibrated_model(...)`` as an (untrained) checkpoint in ``tmp_path``; returns its path."""
     model = calibrated_model(split_point, width_multiplier, num_classes, seed, arch)
     name = f"calibrated_{arch}_{model.config.split_point.key}_w{width_multiplier}_c{num_classes}_s{seed}"
@@ -85,7 +97,8 @@ def make_calibrated_checkpoint(tmp_path: Path, split_point: int, width_multiplie
 
 @pytest.fixture(scope="session")
 def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Factory fixture: ``calibrated_checkpoint(split_point, width_multiplier=..., num_classes=..., seed=..., arch=...)``.
+    """Factory fixture: ``calibrated_checkpoint(split_point, width_multiplier=..., num_classes=..., seed=...,
+    arch=...)``.
 
     Each distinct checkpoint is built once per session and shared, so treat the file as
     read-only: copy it before modifying it.
@@ -93,8 +106,13 @@ def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[
     folder = tmp_path_factory.mktemp("calibrated")
     cache: dict[tuple, Path] = {}
 
-    def make(split_point: int, width_multiplier: float | None = None, num_classes: int = 10, seed: int = 0,
-             arch: str = DEFAULT_ARCH) -> Path:
+    def make(
+        split_point: int,
+        width_multiplier: float | None = None,
+        num_classes: int = 10,
+        seed: int = 0,
+        arch: str = DEFAULT_ARCH,
+    ) -> Path:
         key = (split_point, width_multiplier, num_classes, seed, arch)
         if key not in cache:
             cache[key] = make_calibrated_checkpoint(folder, *key)

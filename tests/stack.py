@@ -29,10 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from spikebottlenet.device.app import create_app
 from spikebottlenet.device.http_server import server_options
 from spikebottlenet.device.settings import DeviceSettings
-from spikebottlenet.shared.settings import configure_torch_threads
-from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_http
 from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.preprocess import load_image
+from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_http
+from spikebottlenet.shared.settings import configure_torch_threads
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
@@ -50,21 +50,33 @@ def start_edge(checkpoint: Path, port: int | None = None, *flags: str) -> EdgePr
 
 
 @contextmanager
-def device_process(checkpoint: Path, edge_address: str, *flags: str,
-                   env: dict[str, str] | None = None) -> Iterator[str]:
-    """``python -m spikebottlenet device`` on 127.0.0.1 and a free port (its access log to /dev/null); yields its URL once
-    /healthz answers, and on leaving stops it, which must end cleanly."""
+def device_process(
+    checkpoint: Path, edge_address: str, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``python -m spikebottlenet device`` on 127.0.0.1 and a free port (its access log to /dev/null); yields its URL
+    once /healthz answers, and on leaving stops it, which must end cleanly."""
     with device_process_and_pid(checkpoint, edge_address, *flags, env=env) as (url, _):
         yield url
 
 
 @contextmanager
-def device_process_and_pid(checkpoint: Path, edge_address: str, *flags: str,
-                           env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+def device_process_and_pid(
+    checkpoint: Path, edge_address: str, *flags: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """``device_process``, yielding its process id too."""
     port = free_port()
-    process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port), "--edge-address", edge_address,
-                    *flags, env=env, stdout=subprocess.DEVNULL)
+    process = spawn(
+        "device",
+        "--checkpoint",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--edge-address",
+        edge_address,
+        *flags,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process)
@@ -74,8 +86,9 @@ def device_process_and_pid(checkpoint: Path, edge_address: str, *flags: str,
 
 
 @contextmanager
-def device_client(checkpoint: Path | list[Path], edge_address: str, server: type[uvicorn.Server] = uvicorn.Server,
-                  **settings: Any) -> Iterator[httpx.Client]:
+def device_client(
+    checkpoint: Path | list[Path], edge_address: str, server: type[uvicorn.Server] = uvicorn.Server, **settings: Any
+) -> Iterator[httpx.Client]:
     """``create_app(DeviceSettings(...))`` served by uvicorn on a thread (``server``: `sbn device`'s own,
     device.http_server.DeviceServer, is not uvicorn's); a client for it."""
     device_settings = DeviceSettings(checkpoint=checkpoint, edge_address=edge_address, port=free_port(), **settings)
@@ -128,5 +141,9 @@ def scraped(url: str, name: str, **labels: str) -> float:
     """The sum of a Prometheus endpoint's samples called ``name`` whose labels include ``labels``
     (``sbn_edge_frames_total``, code="OK": OK frames of every model), read with prometheus_client's parser."""
     text = httpx.get(url, timeout=10).text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and labels.items() <= sample.labels.items())
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

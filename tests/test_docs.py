@@ -37,8 +37,9 @@ def gen_settings() -> ModuleType:
 
 
 def test_the_settings_page_is_generated_from_the_settings_classes(gen_settings: ModuleType) -> None:
-    assert (DOCS / "settings.md").read_text() == gen_settings.render(), \
+    assert (DOCS / "settings.md").read_text() == gen_settings.render(), (
         "docs/settings.md is out of date: run python docs/gen_settings.py"
+    )
 
 
 def test_the_settings_page_has_every_variable_with_its_description(gen_settings: ModuleType) -> None:
@@ -48,14 +49,21 @@ def test_the_settings_page_has_every_variable_with_its_description(gen_settings:
     def subclasses(cls: type) -> set[type]:
         return {sub for direct in cls.__subclasses__() for sub in {direct, *subclasses(direct)}}
 
-    expected = {f"{cls.model_config['env_prefix']}{name.upper()}": field.description
-                for cls in subclasses(BaseSettings)
-                if cls.__module__.startswith("spikebottlenet.") and cls.model_config.get("env_prefix")
-                for name, field in cls.model_fields.items()}
-    rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]  # cells: split at unescaped pipes
-            for line in (DOCS / "settings.md").read_text().splitlines() if line.startswith("| `SBN_")]
-    documented = {variable.strip("`"): meaning.replace("\\|", "|").replace("&lt;", "<").replace("&gt;", ">")
-                  for variable, _type, _default, meaning in rows}
+    expected = {
+        f"{cls.model_config['env_prefix']}{name.upper()}": field.description
+        for cls in subclasses(BaseSettings)
+        if cls.__module__.startswith("spikebottlenet.") and cls.model_config.get("env_prefix")
+        for name, field in cls.model_fields.items()
+    }
+    rows = [
+        [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]  # cells: split at unescaped pipes
+        for line in (DOCS / "settings.md").read_text().splitlines()
+        if line.startswith("| `SBN_")
+    ]
+    documented = {
+        variable.strip("`"): meaning.replace("\\|", "|").replace("&lt;", "<").replace("&gt;", ">")
+        for variable, _type, _default, meaning in rows
+    }
     assert len(rows) == len(documented), "a variable is documented twice"
     assert documented == expected
 
@@ -71,8 +79,9 @@ def test_output_blocks_show_what_their_commands_print(gen_outputs: ModuleType) -
     for page in gen_outputs.pages():
         text = page.read_text()
         shown.update(gen_outputs.commands(text))
-        assert gen_outputs.render(text, run) == text, \
+        assert gen_outputs.render(text, run) == text, (
             f"{page.relative_to(ROOT)}: an output block is out of date: run python docs/gen_outputs.py"
+        )
     assert {"sbn report --preset paper", "sbn report --compare", "sbn models"} <= shown
 
 
@@ -90,31 +99,46 @@ def test_output_blocks_run_sbn_commands_only(gen_outputs: ModuleType) -> None:
 
 
 # Elements that make a browser fetch what their src or href names (an <a> only links)
-ASSET = re.compile(r"<(?:script|link|img|iframe|source|audio|video|embed|track|object)\b[^>]*?"
-                   r"\b(?:src|href|data)=[\"']?((?:https?:)?//[^\"' >]+)", re.I)
+ASSET = re.compile(
+    r"<(?:script|link|img|iframe|source|audio|video|embed|track|object)\b[^>]*?"
+    r"\b(?:src|href|data)=[\"']?((?:https?:)?//[^\"' >]+)",
+    re.I,
+)
 CSS_IMPORT = re.compile(r"(?:url\(\s*[\"']?|@import\s+[\"'])((?:https?:)?//[^\"')]+)", re.I)
 
 
 def test_the_site_builds_strict_and_loads_nothing_from_another_host(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="the docs extra (part of dev) builds the site")
     site = tmp_path / "site"
-    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                           cwd=ROOT, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True,
-                           timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr[-4000:]
     pages = list(site.rglob("*.html"))
     assert len(pages) >= 10
     fetched = {f"{path.relative_to(site)}: {url}" for path in pages for url in ASSET.findall(path.read_text())}
-    fetched |= {f"{path.relative_to(site)}: {url}"
-                for path in site.rglob("*.css") for url in CSS_IMPORT.findall(path.read_text())}
+    fetched |= {
+        f"{path.relative_to(site)}: {url}"
+        for path in site.rglob("*.css")
+        for url in CSS_IMPORT.findall(path.read_text())
+    }
     assert not fetched
     # the API pages are rendered from the code, not left as ::: directives
     assert 'id="spikebottlenet.sbn.client.DeviceClient"' in (site / "api" / "python" / "index.html").read_text()
 
 
 def test_the_asset_check_finds_what_a_page_would_fetch() -> None:
-    page = ('<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">'
-            '<script src="//cdn.example.org/mermaid.js"></script><a href="https://example.org/">a link</a>')
+    page = (
+        '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">'
+        '<script src="//cdn.example.org/mermaid.js"></script><a href="https://example.org/">a link</a>'
+    )
     assert ASSET.findall(page) == ["https://fonts.googleapis.com/css?family=Roboto", "//cdn.example.org/mermaid.js"]
-    assert CSS_IMPORT.findall('@import "https://x.org/a.css"; b { background: url(//x.org/b.png) }') == \
-        ["https://x.org/a.css", "//x.org/b.png"]
+    assert CSS_IMPORT.findall('@import "https://x.org/a.css"; b { background: url(//x.org/b.png) }') == [
+        "https://x.org/a.css",
+        "//x.org/b.png",
+    ]

@@ -23,10 +23,12 @@ from tests.test_layering import modules
 BASE = "SpikeBottleNetError"
 # Exceptions that never reach a user, each with why; every other exception class in the package derives from BASE.
 INTERNAL = {
-    "spikebottlenet.edge.micro_batcher.WorkerStopped":
-        "the edge's own shutdown reaching a frame still queued: the server answers that call UNAVAILABLE",
-    "spikebottlenet.edge.ray_serve.StreamRefused":
-        "ends an InferStream call whose gRPC status is already set on its context, which is all the caller sees",
+    "spikebottlenet.edge.micro_batcher.WorkerStopped": (
+        "the edge's own shutdown reaching a frame still queued: the server answers that call UNAVAILABLE"
+    ),
+    "spikebottlenet.edge.ray_serve.StreamRefused": (
+        "ends an InferStream call whose gRPC status is already set on its context, which is all the caller sees"
+    ),
 }
 
 
@@ -59,16 +61,24 @@ def exception_classes() -> dict[str, set[str]]:
     """The package's exception classes (those with a built-in exception among their ancestors), with ancestors."""
     classes = defined_classes()
     lineage = {dotted: ancestors(dotted.rpartition(".")[2], classes) for dotted in classes}
-    return {dotted: names for dotted, names in lineage.items()
-            if any(isinstance(getattr(builtins, n, None), type) and issubclass(getattr(builtins, n), BaseException)
-                   for n in names)}
+    return {
+        dotted: names
+        for dotted, names in lineage.items()
+        if any(
+            isinstance(getattr(builtins, n, None), type) and issubclass(getattr(builtins, n), BaseException)
+            for n in names
+        )
+    }
 
 
 def test_every_exception_class_for_users_derives_from_the_one_base() -> None:
     exceptions = exception_classes()
     assert len(exceptions) > 30  # the search finds them: CheckpointError, ImageError, EdgeError and the rest
-    outside = sorted(dotted for dotted, names in exceptions.items()
-                     if BASE not in names and not dotted.endswith(f".{BASE}") and dotted not in INTERNAL)
+    outside = sorted(
+        dotted
+        for dotted, names in exceptions.items()
+        if BASE not in names and not dotted.endswith(f".{BASE}") and dotted not in INTERNAL
+    )
     assert not outside, f"derive these from {BASE}, or list them in INTERNAL with the reason: {outside}"
     for dotted in INTERNAL:  # the list stays true: each is there, and not a user's error after all
         assert dotted in exceptions and BASE not in exceptions[dotted], dotted
@@ -84,8 +94,7 @@ def test_the_one_base_is_found_as_an_ancestor_of_a_user_error() -> None:
 
 def sbn(*argv: str) -> subprocess.CompletedProcess[str]:
     """``python -m spikebottlenet ARGV``, run to its end."""
-    return subprocess.run([sys.executable, "-m", "spikebottlenet", *argv], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "spikebottlenet", *argv], capture_output=True, text=True, timeout=300)
 
 
 def test_a_missing_checkpoint_is_one_line_and_exit_status_1(tmp_path: Path) -> None:
@@ -104,11 +113,18 @@ def test_a_missing_file_the_user_named_is_one_line_and_exit_status_1(tmp_path: P
     assert line.startswith("sbn predict: error: ") and "No such file or directory" in line and str(missing) in line
 
 
-@pytest.mark.parametrize("bug", [ZeroDivisionError("division by zero"), RuntimeError("an invariant broke"),
-                                 ValueError("a plain ValueError is a bug too"), KeyError("key")])
-def test_an_unexpected_exception_propagates_with_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str],
-                                                               bug: Exception) -> None:
+@pytest.mark.parametrize(
+    "bug",
+    [
+        ZeroDivisionError("division by zero"),
+        RuntimeError("an invariant broke"),
+        ValueError("a plain ValueError is a bug too"),
+        KeyError("key"),
+    ],
+)
+def test_an_unexpected_exception_propagates_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bug: Exception
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise bug
 

@@ -15,8 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"v1": ROOT / "spikebottlenet" / "v1", "shared": ROOT / "shared", "device": ROOT / "device",
-           "edge": ROOT / "edge", "training": ROOT / "training", "sbn": ROOT / "sbn"}
+FOLDERS = {
+    "v1": ROOT / "spikebottlenet" / "v1",
+    "shared": ROOT / "shared",
+    "device": ROOT / "device",
+    "edge": ROOT / "edge",
+    "training": ROOT / "training",
+    "sbn": ROOT / "sbn",
+}
 LAYER = {"v1": 0, "shared": 1, "device": 2, "edge": 2, "training": 3, "sbn": 4}
 
 
@@ -35,8 +41,12 @@ def imported(name: str, path: Path) -> Iterator[str]:
     """The absolute names ``path`` (module ``name``) imports, relative imports resolved."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    skipped = {id(node) for node in ast.walk(tree) if isinstance(node, ast.If)
-               and "TYPE_CHECKING" in ast.unparse(node.test) for node in ast.walk(node)}
+    skipped = {
+        id(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for node in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
@@ -86,7 +96,7 @@ def test_no_import_cycles() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2

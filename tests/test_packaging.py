@@ -15,17 +15,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The repository's folders and the subpackage each becomes; bench/ and tests/ stay out of the wheel.
-INSTALLED_FOLDERS = {"shared": "spikebottlenet/shared", "device": "spikebottlenet/device",
-                     "edge": "spikebottlenet/edge", "training": "spikebottlenet/training",
-                     "sbn": "spikebottlenet/sbn", "spikebottlenet": "spikebottlenet"}
+INSTALLED_FOLDERS = {
+    "shared": "spikebottlenet/shared",
+    "device": "spikebottlenet/device",
+    "edge": "spikebottlenet/edge",
+    "training": "spikebottlenet/training",
+    "sbn": "spikebottlenet/sbn",
+    "spikebottlenet": "spikebottlenet",
+}
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     # --no-build-isolation: setuptools is already here, and the build must not reach for an index
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     (path,) = out.glob("spikebottlenet-*.whl")
     return zipfile.ZipFile(path)
 

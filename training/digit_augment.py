@@ -54,8 +54,10 @@ def _warp(ink: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     shear = _uniform(b, -MAX_SHEAR, MAX_SHEAR, generator)
     cos, sin = angle.cos(), angle.sin()
     # output -> input sampling matrix: the inverse of (rotate . shear . scale)
-    forward = torch.stack([torch.stack([cos * sx, (cos * shear - sin) * sy], -1),
-                           torch.stack([sin * sx, (sin * shear + cos) * sy], -1)], 1)  # [B, 2, 2]
+    forward = torch.stack(
+        [torch.stack([cos * sx, (cos * shear - sin) * sy], -1), torch.stack([sin * sx, (sin * shear + cos) * sy], -1)],
+        1,
+    )  # [B, 2, 2]
     inverse = torch.linalg.inv(forward)
     shift = torch.stack([_uniform(b, -2 * MAX_SHIFT, 2 * MAX_SHIFT, generator) for _ in range(2)], -1)
     theta = torch.cat([inverse, shift[:, :, None]], 2)  # [B, 2, 3]
@@ -79,7 +81,7 @@ def _blur(ink: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     b = ink.shape[0]
     sigma = _uniform(b, 0.05, MAX_BLUR_SIGMA, generator) * (torch.rand(b, generator=generator) < 0.5)
     offsets = torch.arange(-3, 4, dtype=torch.float32)
-    kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))  # [B, 7]
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))  # [B, 7]
     kernel = kernel / kernel.sum(1, keepdim=True)
     # separable, one kernel per image: the batch as channels of a grouped conv
     x = ink.transpose(0, 1)  # [1, B, S, S]
@@ -106,25 +108,39 @@ def augment_digits(images: torch.Tensor, input_style: str, generator: torch.Gene
 
 
 def typed_digits(labels: torch.Tensor, input_style: str, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Digits [B] -> each typed in a training typeface, re-drawn and framed in ``input_style``: uint8 [B, 3, size, size]."""
+    """Digits [B] -> each typed in a training typeface, re-drawn and framed in ``input_style``:
+    uint8 [B, 3, size, size]."""
     fonts = typeface_files()
     font_index = torch.randint(0, len(fonts), (len(labels),), generator=generator).tolist()
     point_size = torch.randint(40, 61, (len(labels),), generator=generator).tolist()  # digits 28-43 px high
-    ink = torch.stack([_type(str(int(d)), fonts[f], p) for d, f, p in zip(labels.tolist(), font_index, point_size)])
+    ink = torch.stack(
+        [_type(str(int(d)), fonts[f], p) for d, f, p in zip(labels.tolist(), font_index, point_size, strict=True)]
+    )
     return _redraw(ink[:, None], input_style, size, generator, thin=False)
 
 
-def _redraw(ink: torch.Tensor, input_style: str, size: int, generator: torch.Generator,
-            thin: bool = True) -> torch.Tensor:
-    """Ink [B, 1, WORK_SIZE, WORK_SIZE] -> warped, pen, blur, contrast and polarity, framed: uint8 [B, 3, size, size]."""
+def _redraw(
+    ink: torch.Tensor, input_style: str, size: int, generator: torch.Generator, thin: bool = True
+) -> torch.Tensor:
+    """Ink [B, 1, WORK_SIZE, WORK_SIZE] -> warped, pen, blur, contrast and polarity, framed:
+    uint8 [B, 3, size, size]."""
     pen = _stroke_width(_warp(ink, generator), generator, thin)
     gray = _contrast_and_polarity(_blur(pen, generator), generator)
     return frame_handwriting(gray[:, 0], input_style, size)
 
 
 # matplotlib's bundled typefaces other than DejaVu (the held-out set's), whose digits are lining figures
-TRAINING_TYPEFACES = ("cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf", "STIXGeneral.ttf",
-                      "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf")
+TRAINING_TYPEFACES = (
+    "cmr10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmb10.ttf",
+    "cmti10.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+)
 
 
 @functools.cache
@@ -132,8 +148,9 @@ def typeface_files() -> tuple[Path, ...]:
     try:
         import matplotlib
     except ImportError:
-        raise SpikeBottleNetError("typed training digits need matplotlib's fonts: "
-                                  "pip install 'spikebottlenet[train]'") from None
+        raise SpikeBottleNetError(
+            "typed training digits need matplotlib's fonts: pip install 'spikebottlenet[train]'"
+        ) from None
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     missing = [name for name in TRAINING_TYPEFACES if not (folder / name).is_file()]
     if missing:
@@ -151,6 +168,7 @@ def _type(digit: str, font_path: Path, point_size: int) -> torch.Tensor:
     font = _font(font_path, point_size)
     left, top, right, bottom = font.getbbox(digit)
     canvas = Image.new("L", (WORK_SIZE, WORK_SIZE), 0)
-    ImageDraw.Draw(canvas).text(((WORK_SIZE - (right - left)) / 2 - left, (WORK_SIZE - (bottom - top)) / 2 - top),
-                                digit, font=font, fill=255)
+    ImageDraw.Draw(canvas).text(
+        ((WORK_SIZE - (right - left)) / 2 - left, (WORK_SIZE - (bottom - top)) / 2 - top), digit, font=font, fill=255
+    )
     return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255)

@@ -20,7 +20,12 @@ from torch import nn
 
 from spikebottlenet.shared.checkpoint import CheckpointError, EntropyCodecFigures, load_checkpoint, save_checkpoint
 from spikebottlenet.shared.codec import Codec, encode
-from spikebottlenet.shared.entropy_codec import SpikeContextModel, conditional_entropy_bits, own_step_counts, transition_counts
+from spikebottlenet.shared.entropy_codec import (
+    SpikeContextModel,
+    conditional_entropy_bits,
+    own_step_counts,
+    transition_counts,
+)
 from spikebottlenet.shared.split_model import SpikeBottleNet
 
 from .datasets import Dataset
@@ -33,8 +38,13 @@ def transmitted_spikes(head: nn.Module, images: torch.Tensor, data: Dataset, run
     """The head's spikes [T, N, C', H', W'] (uint8) for uint8 images [N, 3, H, W]."""
     head.eval().to(runtime.device)
     with torch.inference_mode():
-        return np.concatenate([head(data.normalize(batch.to(runtime.device))).cpu().numpy().astype(np.uint8)
-                               for batch in images.split(BATCH)], axis=1)
+        return np.concatenate(
+            [
+                head(data.normalize(batch.to(runtime.device))).cpu().numpy().astype(np.uint8)
+                for batch in images.split(BATCH)
+            ],
+            axis=1,
+        )
 
 
 def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> EntropyCodecFigures:
@@ -44,15 +54,16 @@ def fit_codec(path: Path, data: Dataset, runtime: Runtime, out: Path) -> Entropy
     if not isinstance(loaded.model, SpikeBottleNet):
         raise CheckpointError(f"{path} is a backbone checkpoint: it transmits nothing to code")
     if not loaded.checkpoint.info_verified:  # rewriting it would vouch for info nobody checked
-        raise CheckpointError(f"{path}: its info does not match its digest (edited, or an older file); "
-                              f"not rewriting it")
+        raise CheckpointError(
+            f"{path}: its info does not match its digest (edited, or an older file); not rewriting it"
+        )
     if loaded.config.input_style != data.input_style:
         raise CheckpointError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
     head = loaded.model.head
     model = SpikeContextModel.fit(transition_counts(transmitted_spikes(head, data.train.images, data, runtime)))
     test = transmitted_spikes(head, data.test.images, data, runtime)  # [T, N, C', H', W']
     images = test.shape[1]
-    payloads = [len(encode(test[:, i:i + 1], Codec.ENTROPY, model=model)[1]) for i in range(images)]
+    payloads = [len(encode(test[:, i : i + 1], Codec.ENTROPY, model=model)[1]) for i in range(images)]
     figures = EntropyCodecFigures(
         fitted_on=f"{data.name} training split, {len(data.train)} images",
         test_images=images,

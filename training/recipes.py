@@ -18,10 +18,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spikebottlenet.shared.bottleneck import SplitPreset
-from spikebottlenet.shared.checkpoint import (CheckpointError, LoadedModel, TrainingRecord, WireTraining,
-                                              load_checkpoint, save_checkpoint, update_info)
 from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
+from spikebottlenet.shared.bottleneck import SplitPreset
+from spikebottlenet.shared.checkpoint import (
+    CheckpointError,
+    LoadedModel,
+    TrainingRecord,
+    WireTraining,
+    load_checkpoint,
+    save_checkpoint,
+    update_info,
+)
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax
 
@@ -52,8 +59,15 @@ def _resume_from(state: Path | None, restart: bool, runtime: Runtime) -> Path | 
 
 def pretrain_config(data: Dataset, arch: str, width: float, time_steps: int) -> ModelConfig:
     backbone = backbone_config(arch, width_multiplier=width, num_classes=len(data.labels))
-    return ModelConfig(backbone=backbone, bottleneck=None, time_steps=time_steps,
-                       mean=data.mean, std=data.std, labels=data.labels, input_style=data.input_style)
+    return ModelConfig(
+        backbone=backbone,
+        bottleneck=None,
+        time_steps=time_steps,
+        mean=data.mean,
+        std=data.std,
+        labels=data.labels,
+        input_style=data.input_style,
+    )
 
 
 RESIDUAL_INIT = 0.3
@@ -73,19 +87,43 @@ def damp_residual_branches(model: SpikingBackbone, scale: float = RESIDUAL_INIT)
             nn.init.constant_(block.residual_bn.weight, scale)
 
 
-def pretrain(data: Dataset, arch: str, width: float, time_steps: int, train: TrainConfig, runtime: Runtime,
-             out: Path, state: Path | None = None, restart: bool = False) -> TrainingRecord:
+def pretrain(
+    data: Dataset,
+    arch: str,
+    width: float,
+    time_steps: int,
+    train: TrainConfig,
+    runtime: Runtime,
+    out: Path,
+    state: Path | None = None,
+    restart: bool = False,
+) -> TrainingRecord:
     """Train backbone ``arch`` from scratch; writes ``out`` and returns its record."""
     config = pretrain_config(data, arch, width, time_steps)
     torch.manual_seed(train.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     model = SpikingBackbone(config.backbone, config.time_steps)
     damp_residual_branches(model)
-    history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
-                  run={"model": config.to_dict()}, description="pretrain")
+    history = fit(
+        model,
+        data,
+        train,
+        runtime,
+        state_path=_resume_from(state, restart, runtime),
+        run={"model": config.to_dict()},
+        description="pretrain",
+    )
     validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
-    record = TrainingRecord(trained=True, stage="pretrain", dataset=data.name, command=command_line(),
-                            epochs=train.epochs, seed=train.seed, train_accuracy=history[-1]["train_accuracy"],
-                            validation_accuracy=validation_accuracy, test_accuracy=test_accuracy)
+    record = TrainingRecord(
+        trained=True,
+        stage="pretrain",
+        dataset=data.name,
+        command=command_line(),
+        epochs=train.epochs,
+        seed=train.seed,
+        train_accuracy=history[-1]["train_accuracy"],
+        validation_accuracy=validation_accuracy,
+        test_accuracy=test_accuracy,
+    )
     if runtime.is_main:
         save_checkpoint(model, config, out, record)
     return record
@@ -98,8 +136,16 @@ def split_model(base: LoadedModel, preset: SplitPreset) -> SpikeBottleNet:
     return model
 
 
-def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainConfig, runtime: Runtime,
-             out: Path, state: Path | None = None, restart: bool = False) -> tuple[SpikeBottleNet, TrainingRecord]:
+def finetune(
+    data: Dataset,
+    pretrained: Path,
+    preset: SplitPreset,
+    train: TrainConfig,
+    runtime: Runtime,
+    out: Path,
+    state: Path | None = None,
+    restart: bool = False,
+) -> tuple[SpikeBottleNet, TrainingRecord]:
     """Insert ``preset``'s bottleneck into the pre-trained backbone and train the whole split model.
 
     Writes ``out`` and returns the trained model and its record. The accuracy drop is against the
@@ -113,32 +159,52 @@ def finetune(data: Dataset, pretrained: Path, preset: SplitPreset, train: TrainC
     if base_dataset != data.name:
         raise CheckpointError(f"{pretrained} was pre-trained on {base_dataset!r}, not {data.name!r}")
     if base_record.test_accuracy is None:
-        raise CheckpointError(f"{pretrained} records no test accuracy to measure the split model's drop against "
-                              f"(a backbone from sbn train pretrain has one)")
+        raise CheckpointError(
+            f"{pretrained} records no test accuracy to measure the split model's drop against "
+            f"(a backbone from sbn train pretrain has one)"
+        )
     torch.manual_seed(train.seed)  # the new encoder / decoder start identically on every rank
     model = split_model(base, preset)
     config = model.config
     name = f"finetune {config.split_point.name}"
-    history = fit(model, data, train, runtime, state_path=_resume_from(state, restart, runtime),
-                  run={"model": config.to_dict(), "pretrained": base.fingerprint}, description=name)
+    history = fit(
+        model,
+        data,
+        train,
+        runtime,
+        state_path=_resume_from(state, restart, runtime),
+        run={"model": config.to_dict(), "pretrained": base.fingerprint},
+        description=name,
+    )
     validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
     pretrained_accuracy = float(base_record.test_accuracy)
     geometry = config.geometry()
     record = TrainingRecord(
-        trained=True, stage="finetune", dataset=data.name, command=command_line(), epochs=train.epochs,
-        seed=train.seed, validation_accuracy=validation_accuracy, test_accuracy=test_accuracy,
-        pretrained_fingerprint=base.fingerprint, pretrained_time_steps=base.config.time_steps,
-        pretrained_accuracy=pretrained_accuracy, accuracy_drop=round(pretrained_accuracy - test_accuracy, 2),
+        trained=True,
+        stage="finetune",
+        dataset=data.name,
+        command=command_line(),
+        epochs=train.epochs,
+        seed=train.seed,
+        validation_accuracy=validation_accuracy,
+        test_accuracy=test_accuracy,
+        pretrained_fingerprint=base.fingerprint,
+        pretrained_time_steps=base.config.time_steps,
+        pretrained_accuracy=pretrained_accuracy,
+        accuracy_drop=round(pretrained_accuracy - test_accuracy, 2),
         validation_drop=validation_drop(base_record, validation_accuracy),
-        transmitted_bytes=geometry.transmitted_bytes, compression=round(geometry.compression, 2),
-        uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)))
+        transmitted_bytes=geometry.transmitted_bytes,
+        compression=round(geometry.compression, 2),
+        uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)),
+    )
     if runtime.is_main:
         save_checkpoint(model, config, out, record)
     return model, record
 
 
-def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, runtime: Runtime,
-           out: Path) -> TrainingRecord:
+def refine(
+    path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, runtime: Runtime, out: Path
+) -> TrainingRecord:
     """Train the split checkpoint ``path`` further, all of it, with ``wire``'s terms (training/wire_training.py).
 
     Writes ``out`` calibrated anew, its entropy-codec model refitted (the spikes changed), and returns its record.
@@ -148,25 +214,34 @@ def refine(path: Path, data: Dataset, train: TrainConfig, wire: WireTraining, ru
         raise CheckpointError(f"{path} is a backbone checkpoint: refine trains a split model's wire")
     before = loaded.checkpoint.info
     if not loaded.checkpoint.info_verified or before.pretrained_accuracy is None:
-        raise CheckpointError(f"{path}: refine needs verified info with the backbone's accuracy "
-                              f"(a fine-tuned checkpoint)")
+        raise CheckpointError(
+            f"{path}: refine needs verified info with the backbone's accuracy (a fine-tuned checkpoint)"
+        )
     model, config = loaded.model, replace(loaded.config, entropy_model=None)
     history = fit(model, data, train, runtime, wire=wire, description=f"refine {config.split_point.name}")
     validation_accuracy, test_accuracy = accuracies(model, data, history, runtime)
     record = replace(
-        before, stage="refine", command=command_line(), validation_accuracy=validation_accuracy,
-        test_accuracy=test_accuracy, accuracy_drop=round(float(before.pretrained_accuracy) - test_accuracy, 2),
+        before,
+        stage="refine",
+        command=command_line(),
+        validation_accuracy=validation_accuracy,
+        test_accuracy=test_accuracy,
+        accuracy_drop=round(float(before.pretrained_accuracy) - test_accuracy, 2),
         uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)),
         entropy_codec=None,  # of the spikes before: fit_codec measures the new ones
-        refined_from=loaded.fingerprint, wire_training=wire, refine_epochs=train.epochs)
+        refined_from=loaded.fingerprint,
+        wire_training=wire,
+        refine_epochs=train.epochs,
+    )
     if runtime.is_main:
         save_checkpoint(model, config, out, record)
         record = replace(record, entropy_codec=fit_codec(out, data, runtime, out))
     return record
 
 
-def accuracies(model: nn.Module, data: Dataset, history: list[dict[str, float]], runtime: Runtime
-               ) -> tuple[float, float]:
+def accuracies(
+    model: nn.Module, data: Dataset, history: list[dict[str, float]], runtime: Runtime
+) -> tuple[float, float]:
     """The trained model's validation accuracy (its last epoch's) and its test accuracy, measured once, now."""
     test_accuracy, _ = evaluate(model, data, data.test.to(runtime.device), runtime)
     return history[-1]["validation_accuracy"], round(test_accuracy, 2)
@@ -200,8 +275,9 @@ def train_ink(data: Dataset) -> torch.Tensor | None:
     if data.input_style not in ("digits", "mnist"):
         return None
     generator = torch.Generator().manual_seed(0)
-    passes = [data.train.images] + [data.augment(data.train.images, data.train.labels, generator)
-                                    for _ in range(INK_PASSES)]
+    passes = [data.train.images] + [
+        data.augment(data.train.images, data.train.labels, generator) for _ in range(INK_PASSES)
+    ]
     return torch.cat([ink(images.float() / 255) for images in passes])
 
 

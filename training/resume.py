@@ -36,13 +36,22 @@ class ResumeError(SpikeBottleNetError, ValueError):
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     """Dotted paths where two JSON values differ, e.g. ["train.lr"]."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        return [d for k in sorted(set(saved) | set(current))
-                for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
+        return [
+            d
+            for k in sorted(set(saved) | set(current))
+            for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")
+        ]
     return [] if saved == current else [prefix.rstrip(".")]
 
 
-def save_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, run: dict[str, Any], progress: dict[str, Any]) -> None:
+def save_train_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    run: dict[str, Any],
+    progress: dict[str, Any],
+) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
@@ -66,8 +75,9 @@ def save_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     os.replace(tmp, path)
 
 
-def load_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, run: dict[str, Any]) -> dict[str, Any]:
+def load_train_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, run: dict[str, Any]
+) -> dict[str, Any]:
     """Restore model, optimizer and scaler in place from ``path``; returns the saved progress."""
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
@@ -75,8 +85,10 @@ def load_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
             raise ResumeError(f"{path} is not a training-state file (format {metadata.get('format')!r})")
         changed = _differences(json.loads(metadata["run"]), json.loads(json.dumps(run)))
         if changed:
-            raise ResumeError(f"{path} belongs to a different run (differs in: {', '.join(changed)}); "
-                              f"delete it or pass --restart to start over")
+            raise ResumeError(
+                f"{path} belongs to a different run (differs in: {', '.join(changed)}); "
+                f"delete it or pass --restart to start over"
+            )
         tensors = {name: f.get_tensor(name) for name in f.keys()}
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
@@ -87,7 +99,7 @@ def load_train_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     for index, values in json.loads(metadata["optimizer_scalars"]).items():
         state.setdefault(int(index), {}).update(values)
     groups = json.loads(metadata["optimizer_groups"])
-    for group, current in zip(groups, optimizer.param_groups):  # JSON has no tuples (Adam's betas)
+    for group, current in zip(groups, optimizer.param_groups, strict=True):  # JSON has no tuples (Adam's betas)
         group.update({k: tuple(v) for k, v in group.items() if isinstance(current.get(k), tuple)})
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scaler_state = json.loads(metadata["scaler"])

@@ -60,8 +60,13 @@ class Candidate:
         return SplitPreset(BottleneckConfig(self.split_point, self.channels, self.stride), self.time_steps)
 
 
-def candidates(backbone: BackboneConfig, split_point: int, reductions: Sequence[int] = REDUCTIONS,
-               strides: Sequence[int] = STRIDES, time_steps: Sequence[int] = TIME_STEPS) -> list[Candidate]:
+def candidates(
+    backbone: BackboneConfig,
+    split_point: int,
+    reductions: Sequence[int] = REDUCTIONS,
+    strides: Sequence[int] = STRIDES,
+    time_steps: Sequence[int] = TIME_STEPS,
+) -> list[Candidate]:
     """Every (C', stride, T) combination at split point k; reductions that round to the same C' appear once."""
     channels = backbone.split_point(split_point).channels
     widths = sorted({max(1, channels // r) for r in reductions}, reverse=True)
@@ -159,19 +164,31 @@ def _claim(out: Path, settings: dict, runtime: Runtime) -> None:
         saved = json.loads(path.read_text())
         changed = sorted(k for k in settings if saved.get(k) != settings[k])
         if changed:
-            raise ResumeError(f"{out} holds a sweep run with different {', '.join(changed)}; "
-                              f"use another --out, or the same settings to resume it")
+            raise ResumeError(
+                f"{out} holds a sweep run with different {', '.join(changed)}; "
+                f"use another --out, or the same settings to resume it"
+            )
     elif runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n")
     runtime.barrier()
 
 
-def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, runtime: Runtime, *,
-              split_points: Sequence[int] | None = None,
-              reductions: Sequence[int] = REDUCTIONS, strides: Sequence[int] = STRIDES,
-              time_steps: Sequence[int] = TIME_STEPS, max_drop: float = MAX_DROP,
-              keep_all: bool = False, paper_presets: bool = False) -> dict[int, Result]:
+def run_sweep(
+    data: Dataset,
+    pretrained: Path,
+    out: Path,
+    train: TrainConfig,
+    runtime: Runtime,
+    *,
+    split_points: Sequence[int] | None = None,
+    reductions: Sequence[int] = REDUCTIONS,
+    strides: Sequence[int] = STRIDES,
+    time_steps: Sequence[int] = TIME_STEPS,
+    max_drop: float = MAX_DROP,
+    keep_all: bool = False,
+    paper_presets: bool = False,
+) -> dict[int, Result]:
     """Fine-tune and measure every candidate not yet in ``out``/results.jsonl; returns the selection.
 
     ``split_points`` defaults to every split point of the pre-trained backbone. ``paper_presets``: one
@@ -182,41 +199,73 @@ def run_sweep(data: Dataset, pretrained: Path, out: Path, train: TrainConfig, ru
     backbone = base.config.backbone
     if split_points is None:
         split_points = [p.index for p in backbone.split_points()]
-    _claim(out, {"pretrained": base.fingerprint, "dataset": data.name, "train_size": len(data.train),
-                 **({"paper_presets": True} if paper_presets else {}),
-                 "validation_size": len(data.validation), "test_size": len(data.test), "train": asdict(train)}, runtime)
+    _claim(
+        out,
+        {
+            "pretrained": base.fingerprint,
+            "dataset": data.name,
+            "train_size": len(data.train),
+            **({"paper_presets": True} if paper_presets else {}),
+            "validation_size": len(data.validation),
+            "test_size": len(data.test),
+            "train": asdict(train),
+        },
+        runtime,
+    )
     results_path = out / "results.jsonl"
     results = load_results(results_path)
     done = {r.key for r in results}
     for k in split_points:
-        grid = [paper_candidate(backbone, k)] if paper_presets else candidates(backbone, k, reductions, strides,
-                                                                                time_steps)
+        grid = (
+            [paper_candidate(backbone, k)]
+            if paper_presets
+            else candidates(backbone, k, reductions, strides, time_steps)
+        )
         for candidate in grid:
             if candidate.key in done:
                 continue
             checkpoint = out / "checkpoints" / f"{candidate.key}.safetensors"
-            model, record = finetune(data, pretrained, candidate.preset, train, runtime, checkpoint,
-                                     state=state_path(checkpoint))
+            model, record = finetune(
+                data, pretrained, candidate.preset, train, runtime, checkpoint, state=state_path(checkpoint)
+            )
             energy = measure_energy(model.head, data, runtime)
             geometry = model.config.geometry()
             # finetune records a split model's test accuracy, its backbone's and the drop between them
-            assert (record.test_accuracy is not None and record.pretrained_accuracy is not None
-                    and record.accuracy_drop is not None)
+            assert (
+                record.test_accuracy is not None
+                and record.pretrained_accuracy is not None
+                and record.accuracy_drop is not None
+            )
             result = Result(
-                k, candidate.channels, candidate.stride, candidate.time_steps,
-                geometry.transmitted_bytes, geometry.uncompressed_bytes, round(geometry.compression, 2),
-                record.test_accuracy, record.pretrained_accuracy, record.accuracy_drop,
-                round(energy.firing_rate, 5), energy.flops, round(energy.syops),
-                energy.device_45nm_mj, energy.device_rolls_mj, energy.ann_baseline_45nm_mj,
-                record.validation_accuracy, record.validation_drop)
+                k,
+                candidate.channels,
+                candidate.stride,
+                candidate.time_steps,
+                geometry.transmitted_bytes,
+                geometry.uncompressed_bytes,
+                round(geometry.compression, 2),
+                record.test_accuracy,
+                record.pretrained_accuracy,
+                record.accuracy_drop,
+                round(energy.firing_rate, 5),
+                energy.flops,
+                round(energy.syops),
+                energy.device_45nm_mj,
+                energy.device_rolls_mj,
+                energy.ann_baseline_45nm_mj,
+                record.validation_accuracy,
+                record.validation_drop,
+            )
             results.append(result)
             if runtime.is_main:
                 with results_path.open("a") as f:  # one whole line per candidate: the resume point
                     f.write(json.dumps(asdict(result)) + "\n")
                 state_path(checkpoint).unlink(missing_ok=True)  # its result line is the record now
                 log_path(state_path(checkpoint)).unlink(missing_ok=True)
-                tqdm.write(f"{candidate.key}: {result.test_accuracy:.2f}% (drop {result.accuracy_drop:+.2f}), "
-                           f"{result.transmitted_bytes} B, {result.device_45nm_mj:.3g} mJ at 45 nm")
+                tqdm.write(
+                    f"{candidate.key}: {result.test_accuracy:.2f}% (drop {result.accuracy_drop:+.2f}), "
+                    f"{result.transmitted_bytes} B, {result.device_45nm_mj:.3g} mJ at 45 nm"
+                )
             runtime.barrier()
         if runtime.is_main:
             selected = select(results, max_drop)

@@ -65,8 +65,11 @@ def _cell(value: Any) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], max_drop: float, backbone: BackboneConfig) -> str:
-    lines = [f"{backbone.arch}, width {backbone.width_multiplier:g}. Selected bottleneck per split point: fewest "
-             f"bytes with an accuracy drop of at most {max_drop:g} points.", ""]
+    lines = [
+        f"{backbone.arch}, width {backbone.width_multiplier:g}. Selected bottleneck per split point: fewest "
+        f"bytes with an accuracy drop of at most {max_drop:g} points.",
+        "",
+    ]
     if backbone.bottlenetpp_bytes(1) is None:
         lines += ["BottleNet++ bytes: the paper has figures only for the full-width Spike ResNet50 (-).", ""]
     lines += ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -102,12 +105,17 @@ def plot_bytes(selected: dict[int, Result], path: Path, backbone: BackboneConfig
 def plot_energy(selected: dict[int, Result], path: Path, backbone: BackboneConfig) -> None:
     points = sorted(selected)
     fig, ax = plt.subplots(figsize=(8, 4))
-    for key, label, style in (("ann_baseline_45nm_mj", "ANN baseline (45 nm MACs)", "s--"),
-                              ("device_45nm_mj", "SNN, 45 nm", "o-"),
-                              ("device_rolls_mj", "SNN, ROLLS", "^-")):
+    for key, label, style in (
+        ("ann_baseline_45nm_mj", "ANN baseline (45 nm MACs)", "s--"),
+        ("device_45nm_mj", "SNN, 45 nm", "o-"),
+        ("device_rolls_mj", "SNN, ROLLS", "^-"),
+    ):
         ax.plot(points, [getattr(selected[k], key) for k in points], style, label=label)
-    ax.set(yscale="log", ylabel="device energy per image (mJ)",
-           title="Device energy per split point (measured on the test set)")
+    ax.set(
+        yscale="log",
+        ylabel="device energy per image (mJ)",
+        title="Device energy per split point (measured on the test set)",
+    )
     _split_point_axis(ax, backbone)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -116,8 +124,9 @@ def plot_energy(selected: dict[int, Result], path: Path, backbone: BackboneConfi
     plt.close(fig)
 
 
-def write_report(results: Sequence[Result], selected: dict[int, Result], out: Path, max_drop: float,
-                 backbone: BackboneConfig) -> None:
+def write_report(
+    results: Sequence[Result], selected: dict[int, Result], out: Path, max_drop: float, backbone: BackboneConfig
+) -> None:
     """table.csv / table.json / table.md and bytes.png / energy.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [table_row(selected[k], backbone) for k in sorted(selected)]
@@ -125,13 +134,19 @@ def write_report(results: Sequence[Result], selected: dict[int, Result], out: Pa
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [k for k, _ in COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
-    (out / "table.json").write_text(json.dumps({
-        "max_drop": max_drop,
-        "arch": backbone.arch,
-        "width_multiplier": backbone.width_multiplier,
-        "selected": rows,
-        "all": [table_row(r, backbone) for r in results],
-    }, indent=2) + "\n")
+    (out / "table.json").write_text(
+        json.dumps(
+            {
+                "max_drop": max_drop,
+                "arch": backbone.arch,
+                "width_multiplier": backbone.width_multiplier,
+                "selected": rows,
+                "all": [table_row(r, backbone) for r in results],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     (out / "table.md").write_text(markdown(rows, max_drop, backbone))
     plot_bytes(selected, out / "bytes.png", backbone)
     plot_energy(selected, out / "energy.png", backbone)

@@ -77,8 +77,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: ImageSet, runtime: Runtime,
-             batch_size: int = 256) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, data: Dataset, split: ImageSet, runtime: Runtime, batch_size: int = 256
+) -> tuple[float, float]:
     """(accuracy in %, mean cross-entropy) of ``model`` on ``split``, sharded over processes.
 
     Process r takes examples r, r + world, r + 2*world ...: every example exactly once, no padding.
@@ -102,43 +103,76 @@ def log_path(state_path: Path) -> Path:
     return state_path.with_name(state_path.name.removesuffix(".safetensors") + ".log")
 
 
-def fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, *,
-        state_path: Path | None = None, run: dict[str, Any] | None = None,
-        description: str = "train", wire: WireTraining = WireTraining()) -> list[dict[str, float]]:
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    runtime: Runtime,
+    *,
+    state_path: Path | None = None,
+    run: dict[str, Any] | None = None,
+    description: str = "train",
+    wire: WireTraining = WireTraining(),
+) -> list[dict[str, float]]:
     """Train ``model`` in place; returns the per-epoch history (the last entry is the final model).
 
     With ``state_path``, training resumes from that file when it exists (``run`` must match what it
-    was written for) and rewrites it after every epoch, appending the epoch's line to ``log_path``. ``wire``: a firing-rate term on the spikes a
-    split model transmits and bit flips on them in training (training/wire_training.py).
+    was written for) and rewrites it after every epoch, appending the epoch's line to ``log_path``. ``wire``: a
+    firing-rate term on the spikes a split model transmits and bit flips on them in training
+    (training/wire_training.py).
     """
     with ExitStack() as stack:
         hook: WireHook | None = None
         if wire.active:
             if not isinstance(model, SpikeBottleNet):
-                raise TypeError(f"the wire's terms train what a split model transmits; a {type(model).__name__} "
-                                f"transmits nothing")
-            hook = stack.enter_context(WireHook(model.head, wire, torch.Generator(runtime.device).manual_seed(
-                config.seed + 7919)))
+                raise TypeError(
+                    f"the wire's terms train what a split model transmits; a {type(model).__name__} transmits nothing"
+                )
+            hook = stack.enter_context(
+                WireHook(model.head, wire, torch.Generator(runtime.device).manual_seed(config.seed + 7919))
+            )
         return _fit(model, data, config, runtime, state_path, run, description, hook)
 
 
-def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime, state_path: Path | None,
-         run: dict[str, Any] | None, description: str, hook: WireHook | None) -> list[dict[str, float]]:
+def _fit(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    runtime: Runtime,
+    state_path: Path | None,
+    run: dict[str, Any] | None,
+    description: str,
+    hook: WireHook | None,
+) -> list[dict[str, float]]:
     model.to(runtime.device)
     train, validation = data.train.to(runtime.device), data.validation.to(runtime.device)
     # DDP averages gradients across processes in backward; the unwrapped model is what gets saved
-    net = DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None) \
-        if runtime.distributed else model
+    net = (
+        DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+        if runtime.distributed
+        else model
+    )
     optimizer = make_optimizer(model, config)
     scaler = runtime.grad_scaler()
-    run = {"train": asdict(config), "dataset": data.name, "train_size": len(train), "validation_size": len(validation),
-           "processes": runtime.world_size, **({"wire": asdict(hook.wire)} if hook else {}), **(run or {})}
+    run = {
+        "train": asdict(config),
+        "dataset": data.name,
+        "train_size": len(train),
+        "validation_size": len(validation),
+        "processes": runtime.world_size,
+        **({"wire": asdict(hook.wire)} if hook else {}),
+        **(run or {}),
+    }
 
     # a sampler over indices: set_epoch(e) makes epoch e's order a function of (seed, e) only. It reads only the
     # length of what it samples, which a range has; torch annotates that as a Dataset
     sampler: DistributedSampler[int] = DistributedSampler(
-        range(len(train)), num_replicas=runtime.world_size, rank=runtime.rank,  # type: ignore[arg-type]
-        shuffle=True, seed=config.seed)
+        range(len(train)),  # type: ignore[arg-type]
+        num_replicas=runtime.world_size,
+        rank=runtime.rank,
+        shuffle=True,
+        seed=config.seed,
+    )
     steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
@@ -157,8 +191,13 @@ def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime,
         net.train()
         sums = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss sum, correct: no per-step sync
         count = 0
-        bar = tqdm(order.split(config.batch_size), desc=f"{description} {epoch + 1}/{config.epochs}",
-                   disable=not runtime.is_main, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            order.split(config.batch_size),
+            desc=f"{description} {epoch + 1}/{config.epochs}",
+            disable=not runtime.is_main,
+            leave=False,
+            dynamic_ncols=True,
+        )
         for i, idx in enumerate(bar):
             lr = lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, config.lr)
             for group in optimizer.param_groups:
@@ -182,18 +221,22 @@ def _fit(model: nn.Module, data: Dataset, config: TrainConfig, runtime: Runtime,
         # over every process: the loss sum, the right answers and the images seen
         loss_sum, correct, seen = runtime.all_sum([*sums.tolist(), float(count)])
         validation_accuracy, validation_loss = evaluate(model, data, validation, runtime)
-        history.append({
-            "epoch": epoch + 1,
-            "train_loss": round(loss_sum / seen, 4),
-            "train_accuracy": round(100 * correct / seen, 2),
-            "validation_loss": round(validation_loss, 4),
-            "validation_accuracy": round(validation_accuracy, 2),
-            "seconds": round(time.perf_counter() - started, 1),
-        })
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": round(loss_sum / seen, 4),
+                "train_accuracy": round(100 * correct / seen, 2),
+                "validation_loss": round(validation_loss, 4),
+                "validation_accuracy": round(validation_accuracy, 2),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         if runtime.is_main:
             h = history[-1]
-            line = (f"{description} epoch {epoch + 1}/{config.epochs}: loss {h['train_loss']:.3f}  "
-                    f"train {h['train_accuracy']:.2f}%  validation {h['validation_accuracy']:.2f}%  ({h['seconds']:.0f}s)")
+            line = (
+                f"{description} epoch {epoch + 1}/{config.epochs}: loss {h['train_loss']:.3f}  "
+                f"train {h['train_accuracy']:.2f}%  validation {h['validation_accuracy']:.2f}%  ({h['seconds']:.0f}s)"
+            )
             tqdm.write(line)
             if state_path is not None:
                 save_train_state(state_path, model, optimizer, scaler, run, {"history": history})

@@ -38,8 +38,9 @@ class WireHook:
         self._handle = self.head.register_forward_hook(self._transmit)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._handle is not None:
             self._handle.remove()
 
@@ -49,13 +50,16 @@ class WireHook:
         if not module.training:
             return spikes
         if self.wire.flip_probability > 0:
-            noise = (torch.rand(spikes.shape, device=spikes.device, generator=self.generator)
-                     < self.wire.flip_probability).to(spikes.dtype)
+            noise = (
+                torch.rand(spikes.shape, device=spikes.device, generator=self.generator) < self.wire.flip_probability
+            ).to(spikes.dtype)
             spikes = spikes + noise - 2 * spikes * noise  # XOR that keeps the surrogate gradient
         if self.wire.erase_probability > 0:
             t, b, c, h, w = spikes.shape
-            kept = (torch.rand((1, b, c, 1, 1), device=spikes.device, generator=self.generator)
-                    >= self.wire.erase_probability).to(spikes.dtype)  # one draw per image and channel, all T, H', W'
+            kept = (
+                torch.rand((1, b, c, 1, 1), device=spikes.device, generator=self.generator)
+                >= self.wire.erase_probability
+            ).to(spikes.dtype)  # one draw per image and channel, all T, H', W'
             spikes = spikes * kept
         return spikes
 

@@ -92,25 +92,41 @@ class BatchSummary(BaseModel):
 
 class BatchResult(BaseModel):
     results: list[BatchedClassification | BatchFailure] = Field(
-        description="one entry per uploaded file, in upload order: a classification, or {index, filename, error}")
+        description="one entry per uploaded file, in upload order: a classification, or {index, filename, error}"
+    )
     batch: BatchSummary
 
     @classmethod
-    def of(cls, classified: Classified, filenames: list[str | None], include_logits: bool = False,
-           include_spikes: bool = False) -> BatchResult:
+    def of(
+        cls,
+        classified: Classified,
+        filenames: list[str | None],
+        include_logits: bool = False,
+        include_spikes: bool = False,
+    ) -> BatchResult:
         """The body for the request's images (``filenames``: the uploads', in order)."""
-        entries: dict[int, BatchedClassification | BatchFailure] = {index: BatchedClassification.build(result, include_logits, include_spikes, index=index,
-                                                      filename=filenames[index])
-                   for index, result in classified.results.items()}
-        entries |= {index: BatchFailure(index=index, filename=filenames[index], error=str(error))
-                    for index, error in classified.errors.items()}
+        entries: dict[int, BatchedClassification | BatchFailure] = {
+            index: BatchedClassification.build(
+                result, include_logits, include_spikes, index=index, filename=filenames[index]
+            )
+            for index, result in classified.results.items()
+        }
+        entries |= {
+            index: BatchFailure(index=index, filename=filenames[index], error=str(error))
+            for index, error in classified.errors.items()
+        }
         frame = classified.frame
         summary = BatchSummary(
-            images=len(filenames), classified=len(classified.results), failed=len(classified.errors),
-            frames=int(frame is not None), frame_shape=None if frame is None else list(frame.shape),
+            images=len(filenames),
+            classified=len(classified.results),
+            failed=len(classified.errors),
+            frames=int(frame is not None),
+            frame_shape=None if frame is None else list(frame.shape),
             codec=None if frame is None else CODEC_FROM_WIRE[frame.codec].value,
             transmitted_bytes=0 if frame is None else len(frame.payload),
-            message_bytes=0 if frame is None else frame.ByteSize(), latency_ms=classified.latency)
+            message_bytes=0 if frame is None else frame.ByteSize(),
+            latency_ms=classified.latency,
+        )
         return cls(results=[entries[index] for index in sorted(entries)], batch=summary)
 
 
@@ -118,16 +134,22 @@ async def no_single_image_options(request: Request) -> None:
     """Dependency of ``POST /classify/batch``: ``stream`` or ``early_exit`` is refused rather than ignored."""
     sent = [name for name in SINGLE_IMAGE_OPTIONS if name in request.query_params]
     if sent:
-        raise UnsupportedOption(f"{' and '.join(sent)}: POST {BATCH_PATH} sends every image in one frame and answers "
-                                f"once; streaming one time step per message (and early exit) is POST "
-                                f"{CLASSIFY_PATH}'s, one image per request")
+        raise UnsupportedOption(
+            f"{' and '.join(sent)}: POST {BATCH_PATH} sends every image in one frame and answers "
+            f"once; streaming one time step per message (and early exit) is POST "
+            f"{CLASSIFY_PATH}'s, one image per request"
+        )
 
 
 router = APIRouter()
 
 
-@router.post(BATCH_PATH, response_model_exclude_none=True, responses=ERROR_RESPONSES,
-             dependencies=[Depends(no_single_image_options)])
+@router.post(
+    BATCH_PATH,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    dependencies=[Depends(no_single_image_options)],
+)
 async def classify_batch_route(  # the name is the OpenAPI operation's: kept for clients generated from it
     files: Annotated[list[UploadFile], File(description="the images, one files field each (at most max_batch)")],
     options: BatchQuery,
@@ -142,8 +164,10 @@ async def classify_batch_route(  # the name is the OpenAPI operation's: kept for
     share of the frame, energy is each image's own.
     """
     if len(files) > settings.max_batch:
-        raise TooManyFiles(f"{len(files)} files in one batch; this device takes at most {settings.max_batch} per "
-                           f"request (SBN_DEVICE_MAX_BATCH): send them in several requests")
+        raise TooManyFiles(
+            f"{len(files)} files in one batch; this device takes at most {settings.max_batch} per "
+            f"request (SBN_DEVICE_MAX_BATCH): send them in several requests"
+        )
     images = [await upload.read() for upload in files]
     classified = await pipeline.classify(images, options, deadline)
     result = BatchResult.of(classified, [upload.filename for upload in files], options.logits, options.spikes)

@@ -47,16 +47,32 @@ ArchQuery = Annotated[str | None, Query(description=ARCH_HELP)]
 
 async def classify_options(
     logits: Annotated[bool, Query(description="also return the raw logits")] = False,
-    spikes: Annotated[bool, Query(description="also return the transmitted spike tensor, bit-packed and base64-encoded "
-                                              "(the response's spikes field)")] = False,
+    spikes: Annotated[
+        bool,
+        Query(
+            description="also return the transmitted spike tensor, bit-packed and base64-encoded "
+            "(the response's spikes field)"
+        ),
+    ] = False,
     split_point: SplitPointQuery = None,
     arch: ArchQuery = None,
-    stream: Annotated[bool | None, Query(description="send the spikes one time step per message as the head makes "
-                                                     "them (InferStream); false: one message, and no early exit "
-                                                     "unless early_exit is given (default: SBN_DEVICE_STREAM)")] = None,
-    early_exit: Annotated[float | None, Query(
-        ge=0, le=1, description="stream, and stop at the first time step whose running logits give a class at least "
-                                "this softmax probability; 0: no early exit (default: SBN_DEVICE_EARLY_EXIT, off)")] = None,
+    stream: Annotated[
+        bool | None,
+        Query(
+            description="send the spikes one time step per message as the head makes "
+            "them (InferStream); false: one message, and no early exit "
+            "unless early_exit is given (default: SBN_DEVICE_STREAM)"
+        ),
+    ] = None,
+    early_exit: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=1,
+            description="stream, and stop at the first time step whose running logits give a class at least "
+            "this softmax probability; 0: no early exit (default: SBN_DEVICE_EARLY_EXIT, off)",
+        ),
+    ] = None,
 ) -> ClassifyOptions:
     """``POST /classify``'s query parameters."""
     return ClassifyOptions(arch, split_point, logits, spikes, stream, early_exit)
@@ -64,8 +80,12 @@ async def classify_options(
 
 async def batch_options(
     logits: Annotated[bool, Query(description="also return each image's raw logits")] = False,
-    spikes: Annotated[bool, Query(description="also return each image's transmitted spikes, bit-packed and "
-                                              "base64-encoded (its spikes field)")] = False,
+    spikes: Annotated[
+        bool,
+        Query(
+            description="also return each image's transmitted spikes, bit-packed and base64-encoded (its spikes field)"
+        ),
+    ] = False,
     split_point: SplitPointQuery = None,
     arch: ArchQuery = None,
 ) -> ClassifyOptions:

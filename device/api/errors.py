@@ -14,8 +14,10 @@ from pydantic import BaseModel
 
 # How gRPC names the peers it tried in its error details (ipv4:10.0.0.5:50051, ipv6:[::1]:50051, unix:/path), and
 # bare IPv4 or bracketed IPv6 addresses: withheld from HTTP answers, with every form of the configured target
-PEER_ADDRESS = re.compile(r"\b(?:ipv4|ipv6|unix|unix-abstract|vsock|dns):\S+?(?=[\s,;]|: |$)"
-                          r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?")
+PEER_ADDRESS = re.compile(
+    r"\b(?:ipv4|ipv6|unix|unix-abstract|vsock|dns):\S+?(?=[\s,;]|: |$)"
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|\[[0-9A-Fa-f:.]+\](?::\d+)?"
+)
 GRPC_SCHEMES = ("dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock")
 WITHHELD = "<edge address>"
 
@@ -26,7 +28,8 @@ class ErrorDetail(BaseModel):
 
 # every error status a classify route may answer, for the OpenAPI
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorDetail} for code in (400, 401, 408, 413, 422, 502, 503, 504)}
+    code: {"model": ErrorDetail} for code in (400, 401, 408, 413, 422, 502, 503, 504)
+}
 
 
 def address_forms(target: str) -> list[str]:
@@ -48,7 +51,7 @@ def address_forms(target: str) -> list[str]:
     for address in rest.split(",") if scheme in ("ipv4", "ipv6") else [rest]:
         forms.add(address)
         if address.startswith("["):  # [v6]:port
-            forms.update((address[:address.find("]") + 1], address[1:address.find("]")]))
+            forms.update((address[: address.find("]") + 1], address[1 : address.find("]")]))
         elif address.count(":") == 1:  # host:port (more colons: a bare IPv6 address)
             forms.add(address.rpartition(":")[0])
     return sorted(filter(None, forms), key=lambda form: (-len(form), form))

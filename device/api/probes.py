@@ -40,9 +40,14 @@ class HeadReadiness(BaseModel):
     @classmethod
     def of(cls, model: ServedModel) -> HeadReadiness:
         head = model.head
-        return cls(arch=model.key[0], split_point=model.key[1], split_point_name=head.split_point.name,
-                   model_fingerprint=head.checkpoint.fingerprint, edge_serves=bool(model.edge_serves),
-                   edge_ms=model.costs.edge_ms)
+        return cls(
+            arch=model.key[0],
+            split_point=model.key[1],
+            split_point_name=head.split_point.name,
+            model_fingerprint=head.checkpoint.fingerprint,
+            edge_serves=bool(model.edge_serves),
+            edge_ms=model.costs.edge_ms,
+        )
 
 
 class Readiness(BaseModel):
@@ -54,18 +59,27 @@ class Readiness(BaseModel):
     split_point_name: str = Field(description="the block's name, e.g. RB8 or IRB8")
     heads: list[HeadReadiness] = Field(description="every head this device holds, the default first")
     edge_replicas: int | None = Field(
-        default=None, description="edge replicas that answer, of the addresses the edge target resolves to now (the "
-                                  "device's calls take turns over them); none where the target cannot be listed")
+        default=None,
+        description="edge replicas that answer, of the addresses the edge target resolves to now (the "
+        "device's calls take turns over them); none where the target cannot be listed",
+    )
     edge_addresses: list[str] | None = Field(default=None, description="those addresses; only with the API key")
 
     @classmethod
-    def of(cls, models: ModelSet, edge: str | None, edge_replicas: int | None,
-           edge_addresses: list[str] | None) -> Readiness:
+    def of(
+        cls, models: ModelSet, edge: str | None, edge_replicas: int | None, edge_addresses: list[str] | None
+    ) -> Readiness:
         default = HeadReadiness.of(models.default)
-        return cls(edge=edge, model_fingerprint=default.model_fingerprint, arch=default.arch,
-                   split_point=default.split_point, split_point_name=default.split_point_name,
-                   heads=[HeadReadiness.of(model) for model in models], edge_replicas=edge_replicas,
-                   edge_addresses=edge_addresses)
+        return cls(
+            edge=edge,
+            model_fingerprint=default.model_fingerprint,
+            arch=default.arch,
+            split_point=default.split_point,
+            split_point_name=default.split_point_name,
+            heads=[HeadReadiness.of(model) for model in models],
+            edge_replicas=edge_replicas,
+            edge_addresses=edge_addresses,
+        )
 
 
 router = APIRouter()
@@ -95,9 +109,12 @@ async def readyz(request: Request, pipeline: Pipeline, settings: Settings) -> Re
         addresses = answering = None
     key = settings.api_key
     shown = key is not None and carries_key(request.scope, key.get_secret_value().encode())
-    return Readiness.of(pipeline.models, edge=edge if shown else None,
-                        edge_replicas=None if answering is None else len(answering),
-                        edge_addresses=addresses if shown else None)
+    return Readiness.of(
+        pipeline.models,
+        edge=edge if shown else None,
+        edge_replicas=None if answering is None else len(answering),
+        edge_addresses=addresses if shown else None,
+    )
 
 
 @router.get(METRICS_PATH, response_class=Response, responses={401: {"model": ErrorDetail}})

@@ -42,6 +42,18 @@ def backbone_config_from_dict(d: dict[str, Any]) -> BackboneConfig:
     return BACKBONES[resolve_arch(d["arch"])].from_dict(d)
 
 
-__all__ = ["ALIASES", "ARCH_CHOICES", "BACKBONES", "DEFAULT_ARCH", "BackboneConfig", "BlockSequence",
-           "SpikingBackbone", "SpikingMobileNetV2Config", "SpikingResNetConfig", "SplitPoint", "backbone_config",
-           "backbone_config_from_dict", "resolve_arch"]
+__all__ = [
+    "ALIASES",
+    "ARCH_CHOICES",
+    "BACKBONES",
+    "DEFAULT_ARCH",
+    "BackboneConfig",
+    "BlockSequence",
+    "SpikingBackbone",
+    "SpikingMobileNetV2Config",
+    "SpikingResNetConfig",
+    "SplitPoint",
+    "backbone_config",
+    "backbone_config_from_dict",
+    "resolve_arch",
+]

@@ -108,8 +108,10 @@ class BackboneConfig(ABC):
         """Split point ``index``; a ValueError naming the valid range if there is none."""
         points = self.split_points()
         if not 1 <= index <= len(points):
-            raise ConfigError(f"{self.arch} has no split point {index}: it has {len(points)}, "
-                              f"{points[0].name} (1) .. {points[-1].name} ({len(points)})")
+            raise ConfigError(
+                f"{self.arch} has no split point {index}: it has {len(points)}, "
+                f"{points[0].name} (1) .. {points[-1].name} ({len(points)})"
+            )
         return points[index - 1]
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +120,7 @@ class BackboneConfig(ABC):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackboneConfig:
         """Inverse of ``to_dict``: JSON lists back to tuples, the LIF parameters back to LIFConfig."""
+
         def tuples(value: Any) -> Any:
             return tuple(tuples(v) for v in value) if isinstance(value, list) else value
 
@@ -134,7 +137,7 @@ class BlockSequence(nn.ModuleDict):
     """
 
     def __init__(self, config: BackboneConfig, first: int, last: int) -> None:
-        super().__init__({point.key: config.block(point.index) for point in config.split_points()[first - 1:last]})
+        super().__init__({point.key: config.block(point.index) for point in config.split_points()[first - 1 : last]})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # spikes [T, B, C, H, W] -> spikes of the last block [T, B, C', H', W']

@@ -51,8 +51,15 @@ from .spiking_resnet import SpikingResNetConfig
 IDENTITY_INIT_NOISE = 0.5
 
 # (expansion t, output channels c, repeats n, stride s of the first block) per stage
-INVERTED_RESIDUAL_STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                            (6, 160, 3, 2), (6, 320, 1, 1))
+INVERTED_RESIDUAL_STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,10 @@ class SpikingMobileNetV2Config(BackboneConfig):
         return specs
 
     def split_points(self) -> tuple[SplitPoint, ...]:
-        return tuple(SplitPoint(i, f"IRB{i}", s.out_channels, s.out_size, s.out_size)
-                     for i, s in enumerate(self.block_specs(), start=1))
+        return tuple(
+            SplitPoint(i, f"IRB{i}", s.out_channels, s.out_size, s.out_size)
+            for i, s in enumerate(self.block_specs(), start=1)
+        )
 
     def stem(self) -> nn.Module:
         return DirectEncodingStem(self.scaled(self.stem_channels), self.lif)
@@ -106,8 +115,9 @@ class SpikingMobileNetV2Config(BackboneConfig):
         return InvertedResidualBlock(self.block_specs()[index - 1], self.lif)
 
     def classifier(self) -> nn.Module:
-        return ConvSpikeRateClassifier(self.split_points()[-1].channels, self.scaled(self.last_channels),
-                                       self.num_classes, self.lif)
+        return ConvSpikeRateClassifier(
+            self.split_points()[-1].channels, self.scaled(self.last_channels), self.num_classes, self.lif
+        )
 
     def bottleneck_preset(self, index: int) -> SplitPreset:
         """The paper's rule (shared/bottleneck.py): the ResNet preset's compression at the same
@@ -129,13 +139,23 @@ class InvertedResidualBlock(nn.Module):
     def __init__(self, spec: BlockSpec, lif: LIFConfig) -> None:
         super().__init__()
         hidden = spec.hidden_channels
-        self.expand = (ConvBNLIF(spec.in_channels, hidden, 1, 1, lif, role=ConvRole.BLOCK)
-                       if hidden != spec.in_channels else nn.Identity())
+        self.expand = (
+            ConvBNLIF(spec.in_channels, hidden, 1, 1, lif, role=ConvRole.BLOCK)
+            if hidden != spec.in_channels
+            else nn.Identity()
+        )
         self.depthwise = ConvBNLIF(hidden, hidden, 3, spec.stride, lif, role=ConvRole.BLOCK, groups=hidden)
         self.has_shortcut = spec.has_shortcut
         # alpha = 1/sqrt(2) where two branches are summed before the LIF, as in the ResNet's blocks
-        self.project = ConvBN(hidden, spec.out_channels, 1, 1, lif, role=ConvRole.BLOCK,
-                              alpha=RESIDUAL_ALPHA if self.has_shortcut else 1.0)
+        self.project = ConvBN(
+            hidden,
+            spec.out_channels,
+            1,
+            1,
+            lif,
+            role=ConvRole.BLOCK,
+            alpha=RESIDUAL_ALPHA if self.has_shortcut else 1.0,
+        )
         self.lif = LIF(lif, inplace=True)  # its input is the projection's output, read by nothing else
         if self.residual_bn is not None:
             nn.init.constant_(self.residual_bn.weight, RESIDUAL_BN_INIT)  # start near the shortcut (layers.py)

@@ -59,7 +59,7 @@ class SpikingResNetConfig(BackboneConfig):
 
     def block_specs(self) -> list[BlockSpec]:
         specs, in_ch, size = [], self.scaled(64), self.image_size
-        for stage, (n_blocks, width) in enumerate(zip(self.stage_blocks, self.stage_widths())):
+        for stage, (n_blocks, width) in enumerate(zip(self.stage_blocks, self.stage_widths(), strict=True)):
             for i in range(n_blocks):
                 stride = 2 if (stage > 0 and i == 0) else 1
                 size = -(-size // stride)
@@ -69,8 +69,10 @@ class SpikingResNetConfig(BackboneConfig):
         return specs
 
     def split_points(self) -> tuple[SplitPoint, ...]:
-        return tuple(SplitPoint(i, f"RB{i}", s.out_channels, s.out_size, s.out_size)
-                     for i, s in enumerate(self.block_specs(), start=1))
+        return tuple(
+            SplitPoint(i, f"RB{i}", s.out_channels, s.out_size, s.out_size)
+            for i, s in enumerate(self.block_specs(), start=1)
+        )
 
     def stem(self) -> nn.Module:
         return DirectEncodingStem(self.scaled(64), self.lif)
@@ -99,8 +101,10 @@ class SpikingResNetConfig(BackboneConfig):
         t = PAPER_TIME_STEPS[index - 1]
         channels, remainder = divmod(PAPER_TRANSMITTED_BYTES[index - 1] * 8, t * (full.height // stride) ** 2)
         if remainder:  # an image size other than the paper's 32, whose H' x W' Table 1's bytes need not fit
-            raise ConfigError(f"RB{index}: Table 1's {PAPER_TRANSMITTED_BYTES[index - 1]} bytes do not divide into "
-                              f"T={t} x H' x W' at image size {self.image_size}")
+            raise ConfigError(
+                f"RB{index}: Table 1's {PAPER_TRANSMITTED_BYTES[index - 1]} bytes do not divide into "
+                f"T={t} x H' x W' at image size {self.image_size}"
+            )
         compression = bit_compression(full, BottleneckConfig(index, channels, stride))
         return preset_for_compression(point, compression, stride, t)
 
@@ -115,8 +119,13 @@ class SpikingBottleneckBlock(nn.Module):
         self.conv3 = ConvBN(spec.width, spec.out_channels, 1, 1, lif, role=ConvRole.BLOCK, alpha=RESIDUAL_ALPHA)
         needs_projection = spec.stride != 1 or spec.in_channels != spec.out_channels
         # down-sampling shortcut: 1x1 conv -> tdBN on the input spikes; otherwise identity
-        self.shortcut = (ConvBN(spec.in_channels, spec.out_channels, 1, spec.stride, lif, role=ConvRole.SHORTCUT,
-                                alpha=RESIDUAL_ALPHA) if needs_projection else nn.Identity())
+        self.shortcut = (
+            ConvBN(
+                spec.in_channels, spec.out_channels, 1, spec.stride, lif, role=ConvRole.SHORTCUT, alpha=RESIDUAL_ALPHA
+            )
+            if needs_projection
+            else nn.Identity()
+        )
         self.lif = LIF(lif, inplace=True)  # its input is conv3's output, read by nothing else
         nn.init.constant_(self.residual_bn.weight, RESIDUAL_BN_INIT)  # start near the shortcut (layers.py)
 

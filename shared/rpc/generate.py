@@ -23,8 +23,14 @@ PROTOS = sorted(PROTO_ROOT.rglob("*.proto"))
 def generate(out: Path) -> list[Path]:
     from grpc_tools import protoc  # dev dependency: only needed to regenerate
 
-    args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *map(str, PROTOS)]
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *map(str, PROTOS),
+    ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {PROTOS}")
     written = []
@@ -47,9 +53,11 @@ def main() -> int:
             print(f"wrote {path.relative_to(ROOT)}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        stale = [p.relative_to(tmp) for p in generate(Path(tmp))
-                 if not (OUT / p.relative_to(tmp)).is_file()
-                 or not filecmp.cmp(p, OUT / p.relative_to(tmp), shallow=False)]
+        stale = [
+            p.relative_to(tmp)
+            for p in generate(Path(tmp))
+            if not (OUT / p.relative_to(tmp)).is_file() or not filecmp.cmp(p, OUT / p.relative_to(tmp), shallow=False)
+        ]
     for p in stale:
         print(f"out of date: {p}", file=sys.stderr)
     return 1 if stale else 0

@@ -9,8 +9,11 @@ from ..codec import Codec
 # Fully qualified gRPC service name, as the health and reflection services know it.
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["SplitInference"].full_name
 
-CODEC_TO_WIRE: dict[Codec, pb.Codec] = {Codec.RAW: pb.CODEC_RAW, Codec.SPARSE: pb.CODEC_SPARSE,
-                                        Codec.ENTROPY: pb.CODEC_ENTROPY}
+CODEC_TO_WIRE: dict[Codec, pb.Codec] = {
+    Codec.RAW: pb.CODEC_RAW,
+    Codec.SPARSE: pb.CODEC_SPARSE,
+    Codec.ENTROPY: pb.CODEC_ENTROPY,
+}
 CODEC_FROM_WIRE: dict[int, Codec] = {wire: codec for codec, wire in CODEC_TO_WIRE.items()}
 
 # The longest request_id (in characters) an edge accepts (a device makes its own, 32 characters). An id is echoed in

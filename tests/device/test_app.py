@@ -19,12 +19,12 @@ import httpx
 import pytest
 import uvicorn
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.api.errors import withhold_address
 from spikebottlenet.device.head_runner import HeadRunner, ModelInput
 from spikebottlenet.device.http_server import WRITE_GRACE_S, DeviceServer
 from spikebottlenet.device.pipeline import SplitPipeline
 from spikebottlenet.device.web import DOCS_ASSETS_DIR, DOCS_ASSETS_URL
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.processes import free_port
 from spikebottlenet.shared.split_model import ModelConfig
 from tests.stack import device_client, upload
@@ -35,8 +35,9 @@ DEADLINE_S = 2.0
 
 @pytest.fixture(scope="module")
 def client(calibrated_checkpoint: Callable[..., Path]) -> Iterator[httpx.Client]:
-    with device_client(calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", max_upload_bytes=UPLOAD_LIMIT,
-                       deadline_s=DEADLINE_S) as client:
+    with device_client(
+        calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", max_upload_bytes=UPLOAD_LIMIT, deadline_s=DEADLINE_S
+    ) as client:
         yield client
 
 
@@ -63,32 +64,52 @@ def test_classify_is_503_within_the_deadline_while_the_edge_is_down(client: http
 # (the configured target, a message naming it as it reaches withhold_address: the device's wording around gRPC's
 # details, the detail answered)
 ADDRESSES = {
-    "target": ("dns:///edge.internal:50051", "edge at dns:///edge.internal:50051: UNAVAILABLE: down",
-               "the edge: UNAVAILABLE: down"),
-    "ipv4 peer": ("10.0.0.7:50051",
-                  "edge at 10.0.0.7:50051: UNAVAILABLE: last error: UNKNOWN: ipv4:10.0.0.7:50051: Failed to connect",
-                  "the edge: UNAVAILABLE: last error: UNKNOWN: <edge address>: Failed to connect"),
-    "ipv6 peer": ("ipv6:[fd00::1]:50051", "ipv6:[fd00::1]:50051: Connection refused",
-                  "<edge address>: Connection refused"),
-    "bare address": ("10.1.2.3:50051", "refused by 10.1.2.3:50051 and [::1]:50052",
-                     "refused by <edge address> and <edge address>"),
-    "a list": ("ipv4:10.0.0.1:1,10.0.0.2:1", "edge at ipv4:10.0.0.1:1,10.0.0.2:1 serves; 10.0.0.2:1 refused",
-               "the edge serves; <edge address> refused"),
+    "target": (
+        "dns:///edge.internal:50051",
+        "edge at dns:///edge.internal:50051: UNAVAILABLE: down",
+        "the edge: UNAVAILABLE: down",
+    ),
+    "ipv4 peer": (
+        "10.0.0.7:50051",
+        "edge at 10.0.0.7:50051: UNAVAILABLE: last error: UNKNOWN: ipv4:10.0.0.7:50051: Failed to connect",
+        "the edge: UNAVAILABLE: last error: UNKNOWN: <edge address>: Failed to connect",
+    ),
+    "ipv6 peer": (
+        "ipv6:[fd00::1]:50051",
+        "ipv6:[fd00::1]:50051: Connection refused",
+        "<edge address>: Connection refused",
+    ),
+    "bare address": (
+        "10.1.2.3:50051",
+        "refused by 10.1.2.3:50051 and [::1]:50052",
+        "refused by <edge address> and <edge address>",
+    ),
+    "a list": (
+        "ipv4:10.0.0.1:1,10.0.0.2:1",
+        "edge at ipv4:10.0.0.1:1,10.0.0.2:1 serves; 10.0.0.2:1 refused",
+        "the edge serves; <edge address> refused",
+    ),
     # grpcio 1.85's own wording for a name that does not resolve: host:port, without the dns:/// prefix
-    "unresolved name": ("dns:///nonexistent-edge.invalid:50051",
-                        "edge at dns:///nonexistent-edge.invalid:50051: UNAVAILABLE: errors resolving "
-                        "nonexistent-edge.invalid:50051: [field:hostname lookup error:address lookup failed for "
-                        "nonexistent-edge.invalid:50051: Domain name not found]",
-                        "the edge: UNAVAILABLE: errors resolving <edge address>: [field:hostname lookup error:address "
-                        "lookup failed for <edge address>: Domain name not found]"),
+    "unresolved name": (
+        "dns:///nonexistent-edge.invalid:50051",
+        "edge at dns:///nonexistent-edge.invalid:50051: UNAVAILABLE: errors resolving "
+        "nonexistent-edge.invalid:50051: [field:hostname lookup error:address lookup failed for "
+        "nonexistent-edge.invalid:50051: Domain name not found]",
+        "the edge: UNAVAILABLE: errors resolving <edge address>: [field:hostname lookup error:address "
+        "lookup failed for <edge address>: Domain name not found]",
+    ),
     # c-ares' (older gRPC): the bare host, in any case
-    "bare host": ("dns:///Edge-7.corp:50051",
-                  "C-ares status is not ARES_SUCCESS qtype=A name=edge-7.corp is_balancer=0",
-                  "C-ares status is not ARES_SUCCESS qtype=A name=<edge address> is_balancer=0"),
+    "bare host": (
+        "dns:///Edge-7.corp:50051",
+        "C-ares status is not ARES_SUCCESS qtype=A name=edge-7.corp is_balancer=0",
+        "C-ares status is not ARES_SUCCESS qtype=A name=<edge address> is_balancer=0",
+    ),
     # Compose's service name is a word of the messages too: "the edge" stays, the name goes everywhere else
-    "compose": ("dns:///edge:50051",
-                "split_point=auto: the edge at dns:///edge:50051 serves none; edge busy at edge:50051",
-                "split_point=auto: the edge serves none; <edge address> busy at <edge address>"),
+    "compose": (
+        "dns:///edge:50051",
+        "split_point=auto: the edge at dns:///edge:50051 serves none; edge busy at edge:50051",
+        "split_point=auto: the edge serves none; <edge address> busy at <edge address>",
+    ),
     "a longer name": ("edge:50051", "edge-2:50051 and edges.internal", "edge-2:50051 and edges.internal"),
 }
 
@@ -103,7 +124,8 @@ UNRESOLVABLE = "dns:///nonexistent-edge.invalid:50051"
 
 
 def test_an_edge_name_that_does_not_resolve_is_withheld_from_every_answer(
-        calibrated_checkpoint: Callable[..., Path]) -> None:
+    calibrated_checkpoint: Callable[..., Path],
+) -> None:
     with device_client(calibrated_checkpoint(8), UNRESOLVABLE) as device:
         answers = {"classify": device.post("/classify", files=upload(synthetic_png())), "readyz": device.get("/readyz")}
     for name, response in answers.items():
@@ -117,22 +139,27 @@ def test_an_edge_name_that_does_not_resolve_is_withheld_from_every_answer(
 # A head of more than the limit with its end not yet in: h11 refuses to buffer more of it (a whole one that arrives in
 # a single read is parsed as it is)
 OVERLONG_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000
-CHUNKED_UPLOAD = (b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n")
+CHUNKED_UPLOAD = (
+    b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
 # (request, how the detail begins): h11's reason (which goes on to quote the bytes it refused), or the limit for a
 # head over it
 INVALID_REQUESTS = {
     "garbage": (b"NOT HTTP AT ALL\r\n\r\n", "invalid HTTP request: illegal request line"),
-    "overlong head": (OVERLONG_HEAD,
-                      "invalid HTTP request: its request line and headers are over the 16384-byte limit"),
+    "overlong head": (
+        OVERLONG_HEAD,
+        "invalid HTTP request: its request line and headers are over the 16384-byte limit",
+    ),
     # the app has the request and reads its body: nothing has answered it yet
     "malformed chunk": (CHUNKED_UPLOAD + b"5\r\nhello\r\nzz\r\n", "invalid HTTP request: illegal chunk header"),
 }
 
 
 @pytest.mark.parametrize("request_bytes, detail", INVALID_REQUESTS.values(), ids=INVALID_REQUESTS.keys())
-def test_an_invalid_http_request_gets_a_json_400_and_the_connection_closed(client: httpx.Client, request_bytes: bytes,
-                                                                           detail: str) -> None:
+def test_an_invalid_http_request_gets_a_json_400_and_the_connection_closed(
+    client: httpx.Client, request_bytes: bytes, detail: str
+) -> None:
     status, headers, body = raw_exchange(client, request_bytes)
     assert (status, headers["content-type"], headers["connection"]) == (400, "application/json", "close")
     assert json.loads(body)["detail"].startswith(detail)
@@ -148,8 +175,9 @@ BAD_UPLOADS = {
 
 
 @pytest.mark.parametrize("files, status, words", BAD_UPLOADS.values(), ids=BAD_UPLOADS.keys())
-def test_a_bad_upload_is_refused_with_a_json_detail(client: httpx.Client, files: dict, status: int,
-                                                    words: list[str]) -> None:
+def test_a_bad_upload_is_refused_with_a_json_detail(
+    client: httpx.Client, files: dict, status: int, words: list[str]
+) -> None:
     response = client.post("/classify", files=files)
     assert response.status_code == status
     detail = response.json()["detail"]
@@ -203,8 +231,11 @@ def _requests_by_status(client: httpx.Client) -> dict[str, float]:
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     prefix = 'sbn_device_classify_requests_total{status="'
-    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
-            for line in response.text.splitlines() if line.startswith(prefix)}
+    return {
+        line[len(prefix) :].split('"')[0]: float(line.split()[-1])
+        for line in response.text.splitlines()
+        if line.startswith(prefix)
+    }
 
 
 def test_openapi_documents_classify(client: httpx.Client) -> None:
@@ -213,8 +244,9 @@ def test_openapi_documents_classify(client: httpx.Client) -> None:
     assert {"200", "400", "413", "422", "502", "503"} <= set(classify["responses"])
 
 
-def test_an_unexpected_failure_is_a_json_500_and_the_device_goes_on(client: httpx.Client,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_failure_is_a_json_500_and_the_device_goes_on(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(self: HeadRunner, jobs: list[dict[int, ModelInput]]) -> None:
         raise RuntimeError("simulated bug")
 
@@ -241,8 +273,10 @@ def raw_exchange(client: httpx.Client, request: bytes) -> tuple[int, dict[str, s
 
 def test_an_answered_request_whose_body_still_trickles_is_closed_at_its_deadline(client: httpx.Client) -> None:
     # declared over the upload limit: refused at once (413), yet its client goes on sending, a byte at a time
-    head = (f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            f"Content-Length: {10 * UPLOAD_LIMIT}\r\n\r\n").encode()
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {10 * UPLOAD_LIMIT}\r\n\r\n"
+    ).encode()
     with socket.create_connection((client.base_url.host, client.base_url.port), timeout=10) as sock:
         start = time.monotonic()
         sock.sendall(head)
@@ -263,7 +297,8 @@ def test_an_answered_request_whose_body_still_trickles_is_closed_at_its_deadline
 
 
 def test_a_connection_that_sends_nothing_is_closed_after_the_keep_alive_timeout(
-        calibrated_checkpoint: Callable[..., Path]) -> None:
+    calibrated_checkpoint: Callable[..., Path],
+) -> None:
     keep_alive_s = 1
     with device_client(calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", timeout_keep_alive_s=keep_alive_s) as idle:
         with socket.create_connection((idle.base_url.host, idle.base_url.port), timeout=30) as sock:
@@ -279,8 +314,9 @@ def read_response(sock: socket.socket) -> bytes:
     while b"\r\n\r\n" not in received:
         received += sock.recv(65536)
     head, _, body = received.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head + b"\r\n\r\n" + body
@@ -306,8 +342,10 @@ def test_a_request_pipelined_behind_another_is_timed_from_when_it_comes_up(clien
 def test_a_request_behind_an_early_answer_is_timed_from_its_own_first_byte(client: httpx.Client) -> None:
     # declared over the upload limit: answered 413 at once, while its body goes on arriving
     body = bytes(UPLOAD_LIMIT + 1)
-    head = (f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection((client.base_url.host, client.base_url.port), timeout=10) as sock:
         sock.sendall(head + body[:-1])
         first = read_response(sock)
@@ -323,7 +361,8 @@ def test_a_request_behind_an_early_answer_is_timed_from_its_own_first_byte(clien
 
 
 def test_a_malformed_body_after_an_early_answer_closes_the_connection_without_a_second_answer(
-        client: httpx.Client) -> None:
+    client: httpx.Client,
+) -> None:
     chunk = f"{UPLOAD_LIMIT + 1:x}\r\n".encode() + bytes(UPLOAD_LIMIT + 1) + b"\r\n"  # past the limit: 413 at once
     with socket.create_connection((client.base_url.host, client.base_url.port), timeout=10) as sock:
         sock.sendall(CHUNKED_UPLOAD + chunk)
@@ -355,8 +394,9 @@ def test_an_answer_its_client_does_not_read_is_dropped_after_its_deadline(client
     assert client.get("/healthz").status_code == 200
 
 
-def test_a_full_head_queue_refuses_only_its_own_heads_requests(calibrated_checkpoint: Callable[..., Path],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_head_queue_refuses_only_its_own_heads_requests(
+    calibrated_checkpoint: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     held = synthetic_png(seed=7)  # its decode waits until released: its request stays on its way to the head
     decoding, release = threading.Event(), threading.Event()
     load = ModelInput.load
@@ -381,8 +421,10 @@ def test_a_full_head_queue_refuses_only_its_own_heads_requests(calibrated_checkp
             with ThreadPoolExecutor(1) as pool:
                 holding = pool.submit(classify, held, **params)
                 assert decoding.wait(10)
-                details = {name: classify(synthetic_png(), **other).json()["detail"]
-                           for name, other in {"rb8": {"split_point": "8"}, "rb3": {"split_point": "3"}}.items()}
+                details = {
+                    name: classify(synthetic_png(), **other).json()["detail"]
+                    for name, other in {"rb8": {"split_point": "8"}, "rb3": {"split_point": "3"}}.items()
+                }
                 release.set()
                 assert holding.result().status_code == 503  # it went on to the edge (none listening)
             return details
@@ -403,10 +445,12 @@ def _pipelines_the_collector_walks() -> list[SplitPipeline]:
     return [o for o in gc.get_objects() if type(o) is SplitPipeline]
 
 
-@pytest.mark.parametrize("server, frozen", [(uvicorn.Server, False), (DeviceServer, True)],
-                         ids=["in-process", "sbn device's"])
+@pytest.mark.parametrize(
+    "server, frozen", [(uvicorn.Server, False), (DeviceServer, True)], ids=["in-process", "sbn device's"]
+)
 def test_only_sbn_devices_own_server_takes_what_the_device_built_out_of_the_collector(
-        calibrated_checkpoint: Callable[..., Path], server: type[uvicorn.Server], frozen: bool) -> None:
+    calibrated_checkpoint: Callable[..., Path], server: type[uvicorn.Server], frozen: bool
+) -> None:
     before = _pipelines_the_collector_walks()  # other tests' devices (held here: none is collected meanwhile)
     try:
         with device_client(calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", server=server) as device:

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.classification import even_shares
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES
 from spikebottlenet.shared.processes import free_port
 from tests.shared.test_preprocess import png_claiming
@@ -23,8 +23,9 @@ MAX_BATCH = 3
 
 @pytest.fixture(scope="module")
 def client(calibrated_checkpoint: Callable[..., Path]) -> Iterator[httpx.Client]:
-    with device_client(calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", max_batch=MAX_BATCH,
-                       deadline_s=2.0) as client:
+    with device_client(
+        calibrated_checkpoint(8), f"127.0.0.1:{free_port()}", max_batch=MAX_BATCH, deadline_s=2.0
+    ) as client:
         yield client
 
 
@@ -59,13 +60,18 @@ def test_an_image_over_the_decoded_size_budget_fails_only_its_entry(client: http
     assert "empty" in second["error"]
 
 
-@pytest.mark.parametrize("params, named", [
-    ({"stream": "true"}, "stream"),
-    ({"early_exit": "0.9"}, "early_exit"),
-    ({"stream": "false", "early_exit": "0.5"}, "stream and early_exit"),
-], ids=["stream", "early_exit", "both"])
-def test_stream_or_early_exit_on_the_batch_endpoint_is_422_naming_it(client: httpx.Client, params: dict[str, str],
-                                                                     named: str) -> None:
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"stream": "true"}, "stream"),
+        ({"early_exit": "0.9"}, "early_exit"),
+        ({"stream": "false", "early_exit": "0.5"}, "stream and early_exit"),
+    ],
+    ids=["stream", "early_exit", "both"],
+)
+def test_stream_or_early_exit_on_the_batch_endpoint_is_422_naming_it(
+    client: httpx.Client, params: dict[str, str], named: str
+) -> None:
     response = client.post("/classify/batch", params=params, files=files(synthetic_png()))
     assert response.status_code == 422
     detail = response.json()["detail"]

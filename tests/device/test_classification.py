@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.device.classification import (UNTRAINED_NOTE, UNVERIFIED_NOTE, Classification, ImageResult,
-                                                  Latency, WireShare)
+from spikebottlenet.device.classification import (
+    UNTRAINED_NOTE,
+    UNVERIFIED_NOTE,
+    Classification,
+    ImageResult,
+    Latency,
+    WireShare,
+)
 from spikebottlenet.device.head_runner import HeadRunner, ImageSpikes
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.checkpoint import CheckpointInfo, TrainingRecord
 from spikebottlenet.shared.codec import raw_length
 from spikebottlenet.v1 import split_inference_pb2 as pb
@@ -23,12 +29,16 @@ from spikebottlenet.v1 import split_inference_pb2 as pb
 LATENCY = Latency(device=1.0, total=2.0)
 
 
-def classification_of(logits: torch.Tensor, output: ImageSpikes, checkpoint: CheckpointInfo,
-                      include_logits: bool = False, include_spikes: bool = False) -> Classification:
+def classification_of(
+    logits: torch.Tensor,
+    output: ImageSpikes,
+    checkpoint: CheckpointInfo,
+    include_logits: bool = False,
+    include_spikes: bool = False,
+) -> Classification:
     """The body of one image classified alone, in its own frame (as sbn predict classifies it)."""
     (wire,) = WireShare.of_frame(output.frame, checkpoint.config.geometry().uncompressed_bytes)
-    return Classification.build(ImageResult(checkpoint, output, logits, LATENCY, wire), include_logits,
-                                include_spikes)
+    return Classification.build(ImageResult(checkpoint, output, logits, LATENCY, wire), include_logits, include_spikes)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +60,9 @@ def test_prediction_and_top5_follow_the_softmax(head: HeadRunner, output: ImageS
     assert [c.label for c in result.top5] == ["class 1", "class 4", "class 2", "class 5", "class 0"]
     assert [c.probability for c in result.top5] == sorted((c.probability for c in result.top5), reverse=True)
     assert result.logits is None
-    assert classification_of(logits, output, head.checkpoint, include_logits=True).logits == \
-        pytest.approx(logits.tolist())
+    assert classification_of(logits, output, head.checkpoint, include_logits=True).logits == pytest.approx(
+        logits.tolist()
+    )
 
 
 def test_byte_counts_and_compression_ratio(head: HeadRunner, output: ImageSpikes) -> None:
@@ -71,8 +82,9 @@ def test_byte_counts_and_compression_ratio(head: HeadRunner, output: ImageSpikes
 
 def test_a_frames_bytes_are_shared_evenly_among_its_images() -> None:
     # a frame of B = 3 RB8 images whose payload (a sparse one, say) came to 385 bytes
-    frame = pb.SpikeFrame(request_id="r", model_fingerprint="f", split_point=8, shape=[4, 3, 4, 8, 8],
-                          payload=bytes(385))
+    frame = pb.SpikeFrame(
+        request_id="r", model_fingerprint="f", split_point=8, shape=[4, 3, 4, 8, 8], payload=bytes(385)
+    )
     uncompressed = 4 * 64 * 8 * 8 // 8  # one image's RB8 spikes at 1 bit each: 2,048 bytes
     shares = WireShare.of_frame(frame, uncompressed)
     assert [s.transmitted_bytes for s in shares] == [129, 128, 128]  # 385 = 3 x 128 + 1: the first one byte more
@@ -91,10 +103,12 @@ def test_energy_is_the_heads_estimate(head: HeadRunner, output: ImageSpikes) -> 
 
 
 @pytest.mark.parametrize("trained, note", [(False, UNTRAINED_NOTE), (True, None)])
-def test_the_model_note_warns_only_about_untrained_weights(head: HeadRunner, output: ImageSpikes, trained: bool,
-                                                           note: str | None) -> None:
-    checkpoint: CheckpointInfo = dataclasses.replace(head.checkpoint, info=TrainingRecord(trained=trained),
-                                                     info_verified=True)
+def test_the_model_note_warns_only_about_untrained_weights(
+    head: HeadRunner, output: ImageSpikes, trained: bool, note: str | None
+) -> None:
+    checkpoint: CheckpointInfo = dataclasses.replace(
+        head.checkpoint, info=TrainingRecord(trained=trained), info_verified=True
+    )
     model = classification_of(torch.zeros(10), output, checkpoint).model
     assert (model.fingerprint, model.trained, model.note) == (checkpoint.fingerprint, trained, note)
 
@@ -110,7 +124,7 @@ def test_unverified_info_is_untrained_and_never_confident(head: HeadRunner, outp
 def test_the_feature_and_image_sizes_beside_the_payload(head: HeadRunner, output: ImageSpikes) -> None:
     result = classification_of(torch.zeros(10), output, head.checkpoint)
     block = head.checkpoint.config.backbone.block_specs()[7]  # RB8's output, what an ANN split would send
-    assert result.float32_feature_bytes == block.out_channels * block.out_size ** 2 * 4
+    assert result.float32_feature_bytes == block.out_channels * block.out_size**2 * 4
     assert result.image_bytes == len(synthetic_png()) == output.image_bytes
 
 
@@ -147,6 +161,7 @@ def png_of(pixels: np.ndarray) -> bytes:
     import io
 
     from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()

@@ -45,8 +45,9 @@ async def whole_body(receive: Receive) -> None:
         pass
 
 
-async def answered(middleware: StampDeadline, request: Scope, receive: Receive) -> tuple[int, dict[str, str], dict,
-                                                                                        float]:
+async def answered(
+    middleware: StampDeadline, request: Scope, receive: Receive
+) -> tuple[int, dict[str, str], dict, float]:
     """(status, headers, JSON body, seconds until the response ended) of one request through ``middleware``."""
     messages: list[Message] = []
 
@@ -61,8 +62,9 @@ async def answered(middleware: StampDeadline, request: Scope, receive: Receive) 
     return head["status"], headers, json.loads(body), seconds
 
 
-def run(app: Callable[[Scope, Receive, Send], Awaitable[None]], request: Scope, receive: Receive,
-        max_arriving: int = 8) -> tuple[int, dict[str, str], dict, float]:
+def run(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], request: Scope, receive: Receive, max_arriving: int = 8
+) -> tuple[int, dict[str, str], dict, float]:
     return asyncio.run(answered(StampDeadline(app, BUDGET_S, max_arriving, retry_after_s=1), request, receive))
 
 

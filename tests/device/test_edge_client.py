@@ -15,24 +15,42 @@ import grpc
 import pytest
 
 from spikebottlenet.device.deadline import Deadline
-from spikebottlenet.device.edge_client import (EdgeBadReply, EdgeClient, EdgeModelMismatch, EdgeRejected, EdgeTimeout,
-                                               EdgeUnavailable)
+from spikebottlenet.device.edge_client import (
+    EdgeBadReply,
+    EdgeClient,
+    EdgeModelMismatch,
+    EdgeRejected,
+    EdgeTimeout,
+    EdgeUnavailable,
+)
 from spikebottlenet.shared.processes import free_port
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 CLASSES = 3
-FRAME = pb.SpikeFrame(request_id="r1", model_fingerprint="f" * 64, split_point=8, shape=[4, 2, 4, 8, 8],
-                      codec=pb.CODEC_RAW, payload=bytes(256))  # B = 2 images
+FRAME = pb.SpikeFrame(
+    request_id="r1",
+    model_fingerprint="f" * 64,
+    split_point=8,
+    shape=[4, 2, 4, 8, 8],
+    codec=pb.CODEC_RAW,
+    payload=bytes(256),
+)  # B = 2 images
 
 Answer = Callable[[pb.SpikeFrame, grpc.aio.ServicerContext], Awaitable[pb.Logits]]
 
 
 def logits_for(frame: pb.SpikeFrame, **changes: object) -> pb.Logits:
     """The right answer to ``frame`` (values 0, 1, 2, ... row by row), with ``changes`` made to it."""
-    fields = dict(request_id=frame.request_id, model_fingerprint=frame.model_fingerprint, batch_size=frame.shape[1],
-                  num_classes=CLASSES, values=[float(v) for v in range(frame.shape[1] * CLASSES)],
-                  timing=pb.EdgeTiming(total_ms=1.5, batch_images=frame.shape[1]), served_by="edge-1")
+    fields = dict(
+        request_id=frame.request_id,
+        model_fingerprint=frame.model_fingerprint,
+        batch_size=frame.shape[1],
+        num_classes=CLASSES,
+        values=[float(v) for v in range(frame.shape[1] * CLASSES)],
+        timing=pb.EdgeTiming(total_ms=1.5, batch_images=frame.shape[1]),
+        served_by="edge-1",
+    )
     return pb.Logits(**{**fields, **changes})
 
 
@@ -74,13 +92,17 @@ def test_the_logits_come_back_shaped_batch_by_class() -> None:
     assert reply.round_trip_ms > 0
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"request_id": "r2"}, "request id 'r2'"),
-    ({"model_fingerprint": "e" * 64}, "model fingerprint"),
-    ({"batch_size": 1}, "batch size 1"),
-    ({"num_classes": 4}, "class count 4"),
-    ({"values": [0.0] * 5}, "number of logits 5"),
-], ids=["request", "model", "batch", "classes", "values"])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"request_id": "r2"}, "request id 'r2'"),
+        ({"model_fingerprint": "e" * 64}, "model fingerprint"),
+        ({"batch_size": 1}, "batch size 1"),
+        ({"num_classes": 4}, "class count 4"),
+        ({"values": [0.0] * 5}, "number of logits 5"),
+    ],
+    ids=["request", "model", "batch", "classes", "values"],
+)
 def test_a_reply_that_does_not_answer_the_frame_is_a_bad_reply(changes: dict[str, object], named: str) -> None:
     async def wrong(frame: pb.SpikeFrame, context: grpc.aio.ServicerContext) -> pb.Logits:
         return logits_for(frame, **changes)
@@ -89,12 +111,15 @@ def test_a_reply_that_does_not_answer_the_frame_is_a_bad_reply(changes: dict[str
     assert isinstance(error, EdgeBadReply) and named in str(error), error
 
 
-@pytest.mark.parametrize("code, error_type", [
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, EdgeUnavailable),  # busy: retry later
-    (grpc.StatusCode.FAILED_PRECONDITION, EdgeModelMismatch),  # another model
-    (grpc.StatusCode.INVALID_ARGUMENT, EdgeRejected),  # refused the frame
-    (grpc.StatusCode.INTERNAL, EdgeRejected),  # failed on it
-])
+@pytest.mark.parametrize(
+    "code, error_type",
+    [
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, EdgeUnavailable),  # busy: retry later
+        (grpc.StatusCode.FAILED_PRECONDITION, EdgeModelMismatch),  # another model
+        (grpc.StatusCode.INVALID_ARGUMENT, EdgeRejected),  # refused the frame
+        (grpc.StatusCode.INTERNAL, EdgeRejected),  # failed on it
+    ],
+)
 def test_each_refusal_is_its_typed_error_with_the_edges_words(code: grpc.StatusCode, error_type: type) -> None:
     async def refuse(frame: pb.SpikeFrame, context: grpc.aio.ServicerContext) -> pb.Logits:
         await context.abort(code, "scripted refusal")

@@ -20,8 +20,9 @@ def test_a_name_stands_for_every_address_it_resolves_to(target: str) -> None:
     assert all(a.endswith(":50051") for a in addresses)
 
 
-@pytest.mark.parametrize("target", ["unix:///tmp/edge.sock", "localhost", "ipv4:127.0.0.1", "dns:///:50051",
-                                    "no-such-host.invalid:50051"])
+@pytest.mark.parametrize(
+    "target", ["unix:///tmp/edge.sock", "localhost", "ipv4:127.0.0.1", "dns:///:50051", "no-such-host.invalid:50051"]
+)
 def test_a_target_that_cannot_be_listed_says_so(target: str) -> None:
     with pytest.raises(TargetError, match=target.split(":")[0] if target != "dns:///:50051" else "host:port"):
         asyncio.run(resolve(target))

@@ -22,8 +22,14 @@ Reply = Callable[[pb.SpikeFrame], pb.Logits]
 def well_formed(frame: pb.SpikeFrame) -> pb.Logits:
     """The reply a correct edge would send for ``frame``: B rows of 10 logits, its id and model."""
     batch = frame.shape[1]
-    return pb.Logits(request_id=frame.request_id, batch_size=batch, num_classes=10, values=[0.0] * (10 * batch),
-                     model_fingerprint=frame.model_fingerprint, timing=pb.EdgeTiming(batch_images=batch))
+    return pb.Logits(
+        request_id=frame.request_id,
+        batch_size=batch,
+        num_classes=10,
+        values=[0.0] * (10 * batch),
+        model_fingerprint=frame.model_fingerprint,
+        timing=pb.EdgeTiming(batch_images=batch),
+    )
 
 
 class FakeEdge(pb_grpc.SplitInferenceServicer):
@@ -91,7 +97,8 @@ MALFORMED = {  # reply fields -> words the 502's detail must carry
 
 @pytest.mark.parametrize("fields, words", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_reply_that_does_not_fit_the_frame_is_a_502_naming_the_mismatch(
-        client: httpx.Client, fake: FakeEdge, fake_edge: tuple[FakeEdge, str], fields: dict, words: list[str]) -> None:
+    client: httpx.Client, fake: FakeEdge, fake_edge: tuple[FakeEdge, str], fields: dict, words: list[str]
+) -> None:
     fake.answer = altered(**fields)
     response = client.post("/classify", files=upload(synthetic_png()))
     assert response.status_code == 502
@@ -100,8 +107,9 @@ def test_a_reply_that_does_not_fit_the_frame_is_a_502_naming_the_mismatch(
 
 
 def test_a_batch_reply_with_too_few_rows_is_a_502(client: httpx.Client, fake: FakeEdge) -> None:
-    fake.answer = lambda frame: well_formed(pb.SpikeFrame(request_id=frame.request_id, shape=[4, 1, 4, 8, 8],
-                                                          model_fingerprint=frame.model_fingerprint))
+    fake.answer = lambda frame: well_formed(
+        pb.SpikeFrame(request_id=frame.request_id, shape=[4, 1, 4, 8, 8], model_fingerprint=frame.model_fingerprint)
+    )
     files = [("files", ("a.png", synthetic_png(1), "image/png")), ("files", ("b.png", synthetic_png(2), "image/png"))]
     response = client.post("/classify/batch", files=files)
     assert response.status_code == 502 and "batch size 1" in response.json()["detail"]
@@ -122,8 +130,12 @@ STATUSES = {
 
 @pytest.mark.parametrize("code, expected", STATUSES.items(), ids=[code.name for code in STATUSES])
 def test_each_grpc_failure_maps_to_its_http_status_with_the_edges_message(
-        client: httpx.Client, fake: FakeEdge, fake_edge: tuple[FakeEdge, str], code: grpc.StatusCode,
-        expected: tuple[int, bool]) -> None:
+    client: httpx.Client,
+    fake: FakeEdge,
+    fake_edge: tuple[FakeEdge, str],
+    code: grpc.StatusCode,
+    expected: tuple[int, bool],
+) -> None:
     fake.abort = (code, f"the edge says {code.name.lower()}")
     response = client.post("/classify", files=upload(synthetic_png()))
     status, retry = expected

@@ -18,7 +18,7 @@ from spikebottlenet.v1 import split_inference_pb2 as pb
 RESNET, MOBILENET = "spiking_resnet50", "spiking_mobilenetv2"
 HELD = [(RESNET, 8), (RESNET, 3), (MOBILENET, 8)]  # the default model first
 # what the 422s list: every model held, in order
-HOLDS = (f"{RESNET} split_point=8 (RB8), {RESNET} split_point=3 (RB3), {MOBILENET} split_point=8 (IRB8)")
+HOLDS = f"{RESNET} split_point=8 (RB8), {RESNET} split_point=3 (RB3), {MOBILENET} split_point=8 (IRB8)"
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,9 @@ RESOLVED = {
 
 
 @pytest.mark.parametrize("arch, split_point, key", RESOLVED.values(), ids=RESOLVED.keys())
-def test_a_request_resolves_to_the_model_it_names(models: ModelSet, arch: str | None, split_point: str | None,
-                                                  key: tuple[str, int] | None) -> None:
+def test_a_request_resolves_to_the_model_it_names(
+    models: ModelSet, arch: str | None, split_point: str | None, key: tuple[str, int] | None
+) -> None:
     model = models.resolve(arch, split_point)
     assert (None if model is None else model.key) == key
 
@@ -81,8 +82,9 @@ UNKNOWN = {
 
 
 @pytest.mark.parametrize("arch, split_point, begins", UNKNOWN.values(), ids=UNKNOWN.keys())
-def test_a_model_not_held_is_unknown_naming_what_is(models: ModelSet, arch: str | None, split_point: str,
-                                                    begins: str) -> None:
+def test_a_model_not_held_is_unknown_naming_what_is(
+    models: ModelSet, arch: str | None, split_point: str, begins: str
+) -> None:
     with pytest.raises(UnknownModel) as raised:
         models.resolve(arch, split_point)
     assert str(raised.value).startswith(begins) and str(raised.value).endswith(HOLDS)
@@ -101,9 +103,11 @@ def test_the_edges_model_info_says_which_tails_it_serves_and_their_time(models: 
     rb8, rb3, irb8 = models
     assert not models.edge_known() and not models.edge_serves_any()
     # an edge serving RB8 (its time 2.5 ms) and IRB8 (no time measured), and a model this device does not hold
-    tails = [pb.ModelInfo(model_fingerprint=rb8.head.checkpoint.fingerprint, inference_ms=2.5),
-             pb.ModelInfo(model_fingerprint=irb8.head.checkpoint.fingerprint),
-             pb.ModelInfo(model_fingerprint="0" * 64, inference_ms=9.0)]
+    tails = [
+        pb.ModelInfo(model_fingerprint=rb8.head.checkpoint.fingerprint, inference_ms=2.5),
+        pb.ModelInfo(model_fingerprint=irb8.head.checkpoint.fingerprint),
+        pb.ModelInfo(model_fingerprint="0" * 64, inference_ms=9.0),
+    ]
     models.learn_edge(pb.ModelInfo(model_fingerprint=tails[0].model_fingerprint, models=tails))
     assert [model.edge_serves for model in models] == [True, False, True]
     assert [model.costs.edge_ms for model in models] == [2.5, None, None]

@@ -53,9 +53,14 @@ class FakeEdge(pb_grpc.SplitInferenceServicer):
         self.frames.append(frame)
         batch = frame.shape[1]
         values = [20.0 if c == b else 0.0 for b in range(batch) for c in range(NUM_CLASSES)]
-        return pb.Logits(request_id=frame.request_id, batch_size=batch, num_classes=NUM_CLASSES, values=values,
-                         model_fingerprint=frame.model_fingerprint,
-                         timing=pb.EdgeTiming(total_ms=1.0, batch_images=batch))
+        return pb.Logits(
+            request_id=frame.request_id,
+            batch_size=batch,
+            num_classes=NUM_CLASSES,
+            values=values,
+            model_fingerprint=frame.model_fingerprint,
+            timing=pb.EdgeTiming(total_ms=1.0, batch_images=batch),
+        )
 
     def InferStream(self, steps: Iterator[pb.SpikeStep], context: grpc.ServicerContext) -> Iterator[pb.RunningLogits]:
         first = None
@@ -64,8 +69,15 @@ class FakeEdge(pb_grpc.SplitInferenceServicer):
             first = first or step
             confident = step.step >= CONFIDENT_FROM_STEP
             values = [20.0 if confident and c == STREAM_CLASS else 0.0 for c in range(NUM_CLASSES)]
-            yield pb.RunningLogits(request_id=first.request_id, step=step.step, batch_size=1, num_classes=NUM_CLASSES,
-                                   values=values, model_fingerprint=first.model_fingerprint, inference_ms=1.0)
+            yield pb.RunningLogits(
+                request_id=first.request_id,
+                step=step.step,
+                batch_size=1,
+                num_classes=NUM_CLASSES,
+                values=values,
+                model_fingerprint=first.model_fingerprint,
+                inference_ms=1.0,
+            )
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +106,14 @@ def edge(fake_edge: tuple[FakeEdge, str], heads: list[HeadRunner]) -> Iterator[t
     yield fake, address
 
 
-def with_pipeline(heads: list[HeadRunner], edge_address: str, scenario: Callable[[SplitPipeline], Awaitable[T]],
-                  **settings: object) -> T:
+def with_pipeline(
+    heads: list[HeadRunner], edge_address: str, scenario: Callable[[SplitPipeline], Awaitable[T]], **settings: object
+) -> T:
     """``scenario(pipeline)`` on an event loop of its own, the pipeline started and closed around it. The link is
     Wi-Fi's radio at 8 Mbps and no round trip: a frame of b bytes takes b / 1000 ms to send."""
-    device_settings = DeviceSettings(edge_address=edge_address, max_accuracy_drop=None, link="wifi",
-                                     link_rate_mbps=8.0, link_rtt_ms=0.0, **settings)
+    device_settings = DeviceSettings(
+        edge_address=edge_address, max_accuracy_drop=None, link="wifi", link_rate_mbps=8.0, link_rtt_ms=0.0, **settings
+    )
 
     async def main() -> T:
         async with EdgeClient(edge_address, 5.0, 4) as client:
@@ -121,7 +135,8 @@ def cost(model: ServedModel, device_ms: float, message_bytes: int, edge_ms: floa
 
 
 def test_auto_keeps_its_split_point_while_it_scores_within_ten_percent_of_the_best(
-        heads: list[HeadRunner], edge: tuple[FakeEdge, str]) -> None:
+    heads: list[HeadRunner], edge: tuple[FakeEdge, str]
+) -> None:
     async def scenario(pipeline: SplitPipeline) -> list[tuple[int, float]]:
         rb8, rb3 = pipeline.models
         chosen = []
@@ -151,8 +166,9 @@ def test_auto_keeps_its_split_point_while_it_scores_within_ten_percent_of_the_be
     assert chosen == [(8, 20.0), (8, 20.0), (8, 20.0), (3, 18.0), (3, 18.0), (8, 16.0)]
 
 
-def test_auto_without_a_previous_choice_takes_the_best_however_close(heads: list[HeadRunner],
-                                                                     edge: tuple[FakeEdge, str]) -> None:
+def test_auto_without_a_previous_choice_takes_the_best_however_close(
+    heads: list[HeadRunner], edge: tuple[FakeEdge, str]
+) -> None:
     async def scenario(pipeline: SplitPipeline) -> int:
         rb8, rb3 = pipeline.models
         cost(rb8, 10.0, 1000, 9.0)  # 20 ms
@@ -177,15 +193,16 @@ STREAMING = {
 
 
 @pytest.mark.parametrize("asked, settings, done", STREAMING.values(), ids=STREAMING.keys())
-def test_the_settings_fill_in_what_the_request_leaves_out(asked: tuple[bool | None, float | None],
-                                                          settings: tuple[bool, float | None],
-                                                          done: tuple[bool, float | None]) -> None:
+def test_the_settings_fill_in_what_the_request_leaves_out(
+    asked: tuple[bool | None, float | None], settings: tuple[bool, float | None], done: tuple[bool, float | None]
+) -> None:
     options = ClassifyOptions(stream=asked[0], early_exit=asked[1]).with_defaults(*settings)
     assert (options.stream, options.early_exit) == done
 
 
-def test_a_batch_crosses_in_one_frame_and_each_image_gets_its_row(heads: list[HeadRunner],
-                                                                  edge: tuple[FakeEdge, str]) -> None:
+def test_a_batch_crosses_in_one_frame_and_each_image_gets_its_row(
+    heads: list[HeadRunner], edge: tuple[FakeEdge, str]
+) -> None:
     images = [synthetic_png(seed=1), b"not an image", synthetic_png(seed=2)]
 
     async def scenario(pipeline: SplitPipeline) -> tuple[list[Classification], list[str], int]:

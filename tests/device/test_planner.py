@@ -8,10 +8,12 @@ from spikebottlenet.device.planner import NoEligibleSplit, Objective, SplitProfi
 from spikebottlenet.shared.radio import LINK_PROFILES, LinkProfile, link_profile
 
 # Early split: cheap on the device, a big frame, a heavy tail. Late split: the opposite.
-EARLY = SplitProfile("spiking_resnet50", 3, "RB3", device_ms=2.0, device_mj=0.01, message_bytes=2000, edge_ms=10.0,
-                     accuracy_drop=1.0)
-LATE = SplitProfile("spiking_resnet50", 16, "RB16", device_ms=20.0, device_mj=0.5, message_bytes=100, edge_ms=1.0,
-                    accuracy_drop=0.5)
+EARLY = SplitProfile(
+    "spiking_resnet50", 3, "RB3", device_ms=2.0, device_mj=0.01, message_bytes=2000, edge_ms=10.0, accuracy_drop=1.0
+)
+LATE = SplitProfile(
+    "spiking_resnet50", 16, "RB16", device_ms=20.0, device_mj=0.5, message_bytes=100, edge_ms=1.0, accuracy_drop=0.5
+)
 
 
 def test_the_paper_uplink_figures_by_hand() -> None:

@@ -32,7 +32,13 @@ def test_plaintext_no_key_and_the_edges_default_slots_by_default(monkeypatch: py
         monkeypatch.delenv(f"SBN_DEVICE_{name.upper()}", raising=False)
     s = settings()
     assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name, s.api_key, s.max_edge_calls) == (
-        None, None, None, None, None, EdgeSettings.model_fields["max_concurrency"].default)
+        None,
+        None,
+        None,
+        None,
+        None,
+        EdgeSettings.model_fields["max_concurrency"].default,
+    )
     assert (s.arch, s.split_point, s.checkpoint, s.models) == ("spiking_resnet50", 8, [], "all")
 
 
@@ -52,16 +58,24 @@ def test_tls_and_the_api_key_come_from_the_environment(monkeypatch: pytest.Monke
     monkeypatch.setenv("SBN_DEVICE_API_KEY", "k3y")
     s = settings()
     assert (s.tls_ca, s.tls_cert, s.tls_key, s.tls_server_name) == (
-        tmp_path / "ca", tmp_path / "cert", tmp_path / "key", "edge.internal")
+        tmp_path / "ca",
+        tmp_path / "cert",
+        tmp_path / "key",
+        "edge.internal",
+    )
     assert s.api_key is not None and s.api_key.get_secret_value() == "k3y"
     assert "k3y" not in repr(s) and "k3y" not in str(s)  # kept out of logs and tracebacks
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--tls-ca", "--tls-cert"], "tls_cert and tls_key go together"),
-    (["--tls-ca", "--tls-key"], "tls_cert and tls_key go together"),
-    (["--tls-cert", "--tls-key"], "need tls_ca"),
-], ids=["cert without key", "key without cert", "client certificate without TLS"])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--tls-ca", "--tls-cert"], "tls_cert and tls_key go together"),
+        (["--tls-ca", "--tls-key"], "tls_cert and tls_key go together"),
+        (["--tls-cert", "--tls-key"], "need tls_ca"),
+    ],
+    ids=["cert without key", "key without cert", "client certificate without TLS"],
+)
 def test_incomplete_tls_settings_exit_naming_the_problem(pem: Path, flags: list[str], words: str) -> None:
     with pytest.raises(SystemExit, match=words):
         settings(*(arg for flag in flags for arg in (flag, str(pem))))
@@ -87,7 +101,8 @@ def test_the_renamed_batching_variables_still_work_with_a_warning(monkeypatch: p
         "SBN_DEVICE_HEAD_BATCH_MAX_IMAGES is deprecated and will be removed in the next release: set "
         "SBN_DEVICE_BATCH_MAX_IMAGES instead",
         "SBN_DEVICE_HEAD_BATCH_MAX_WAIT_MS is deprecated and will be removed in the next release: set "
-        "SBN_DEVICE_BATCH_MAX_WAIT_MS instead"]
+        "SBN_DEVICE_BATCH_MAX_WAIT_MS instead",
+    ]
     assert (old.batch_max_images, old.batch_max_wait_ms) == (5, 7.5)
     assert old.batch_policy == BatchPolicy(max_images=5, max_wait_s=0.0075)
     # the new name wins over the old one, and a flag over both

@@ -28,8 +28,7 @@ def upload_app() -> UploadLimit:
 
 
 def multipart(content: bytes) -> bytes:
-    return (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n" + content
-            + b"\r\n--b--\r\n")
+    return b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + content + b"\r\n--b--\r\n"
 
 
 def post(chunks: list[bytes], content_length: int | None) -> tuple[int, dict, int]:
@@ -38,9 +37,20 @@ def post(chunks: list[bytes], content_length: int | None) -> tuple[int, dict, in
     headers = [(b"content-type", b"multipart/form-data; boundary=" + BOUNDARY)]
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/upload", "raw_path": b"/upload", "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/upload",
+        "raw_path": b"/upload",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
     read = 0
     sent: list[Message] = []
 
@@ -65,14 +75,14 @@ def test_a_declared_length_over_the_limit_is_refused_before_a_byte_is_read() -> 
 
 def test_a_chunked_body_is_refused_at_the_first_chunk_past_the_limit() -> None:
     body = multipart(bytes(4 * LIMIT))
-    chunks = [body[i:i + LIMIT // 4] for i in range(0, len(body), LIMIT // 4)]  # 17 chunks
+    chunks = [body[i : i + LIMIT // 4] for i in range(0, len(body), LIMIT // 4)]  # 17 chunks
     # 4 chunks are the limit exactly, the 5th takes the body past it: the other 12 are never read
     assert post(chunks, None) == (413, REFUSAL, 5)
 
 
 def test_a_body_longer_than_it_declared_is_cut_off_at_the_limit_too() -> None:
     body = multipart(bytes(4 * LIMIT))
-    chunks = [body[i:i + LIMIT // 2] for i in range(0, len(body), LIMIT // 2)]
+    chunks = [body[i : i + LIMIT // 2] for i in range(0, len(body), LIMIT // 2)]
     assert post(chunks, LIMIT)[:2] == (413, REFUSAL)  # declared within the limit: counted as it arrives
 
 

@@ -93,7 +93,9 @@ def test_the_spikes_parameter_is_documented(client: httpx.Client) -> None:
     assert {"logits", "spikes"} <= parameters
     raster = schema["components"]["schemas"]["SpikeRaster"]["properties"]
     assert set(raster) == {"shape", "bits"} and "packbits" in raster["bits"]["description"]
-    assert {"float32_feature_bytes", "image_bytes"} <= set(schema["components"]["schemas"]["Classification"]["required"])
+    assert {"float32_feature_bytes", "image_bytes"} <= set(
+        schema["components"]["schemas"]["Classification"]["required"]
+    )
 
 
 def test_the_page_asks_for_the_api_key_only_when_one_is_set(client: httpx.Client, checkpoint: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.edge.server import EdgeServer, create_server
 from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 

@@ -14,8 +14,9 @@ from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import altered, scraped
 
 
-def test_frames_are_counted_by_status_and_images_by_batch_size(serve: Callable[..., grpc.Channel], runner: TailRunner,
-                                                               frame: pb.SpikeFrame) -> None:
+def test_frames_are_counted_by_status_and_images_by_batch_size(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frame: pb.SpikeFrame
+) -> None:
     metrics, model = EdgeMetrics(), runner.fingerprint[:12]
     stub = pb_grpc.SplitInferenceStub(serve(runner, 2, metrics=metrics))
     endpoint = MetricsEndpoint.start(metrics, "127.0.0.1", 0)
@@ -28,8 +29,9 @@ def test_frames_are_counted_by_status_and_images_by_batch_size(serve: Callable[.
         with pytest.raises(grpc.RpcError):
             stub.Infer(altered(frame, payload=b"\x00"), timeout=10)
         url = f"http://127.0.0.1:{endpoint.port}/metrics"
-        counts = {code: scraped(url, "sbn_edge_frames_total", model=model, code=code)
-                  for code in ("OK", "INVALID_ARGUMENT")}
+        counts = {
+            code: scraped(url, "sbn_edge_frames_total", model=model, code=code) for code in ("OK", "INVALID_ARGUMENT")
+        }
         images = scraped(url, "sbn_edge_images_total", model=model)
         info = scraped(url, "sbn_edge_model_info", model=model, arch="spiking_resnet50", split_point="RB8")
         frames_answered = scraped(url, "sbn_edge_frame_batch_size_count", model=model)

@@ -11,11 +11,11 @@ import grpc
 import pytest
 import torch
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.edge.metrics import EdgeMetrics
-from spikebottlenet.shared.batching import BatchPolicy
 from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.batching import BatchPolicy
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.edge.blocking_runner import BlockingRunner
@@ -64,7 +64,8 @@ def sample(metrics: EdgeMetrics, name: str, runner: TailRunner) -> float:
 
 
 def test_frames_queued_together_run_as_one_batch_with_each_images_own_logits(
-        serve: Callable[..., grpc.Channel], runner: TailRunner, frames: list[pb.SpikeFrame], checkpoint: Path) -> None:
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frames: list[pb.SpikeFrame], checkpoint: Path
+) -> None:
     blocking, metrics = BlockingRunner(runner), WatchedMetrics()
     stub = pb_grpc.SplitInferenceStub(serve(blocking, max_concurrency=16, metrics=metrics))
     first = stub.Infer.future(frames[0], timeout=30)
@@ -87,8 +88,9 @@ def test_frames_queued_together_run_as_one_batch_with_each_images_own_logits(
         torch.testing.assert_close(logits, reference, atol=1e-4, rtol=0)
 
 
-def test_a_frame_whose_deadline_passes_in_the_queue_never_runs(serve: Callable[..., grpc.Channel],
-                                                               runner: TailRunner, frames: list[pb.SpikeFrame]) -> None:
+def test_a_frame_whose_deadline_passes_in_the_queue_never_runs(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frames: list[pb.SpikeFrame]
+) -> None:
     blocking, metrics = BlockingRunner(runner), WatchedMetrics()
     stub = pb_grpc.SplitInferenceStub(serve(blocking, max_concurrency=4, metrics=metrics))
     first = stub.Infer.future(frames[0], timeout=30)
@@ -104,8 +106,9 @@ def test_a_frame_whose_deadline_passes_in_the_queue_never_runs(serve: Callable[.
     assert blocking.batch_sizes == [1, 1]  # frames 0 and 2: frame 1 was dropped, not run
 
 
-def test_a_cancelled_call_frees_its_slot_at_once(serve: Callable[..., grpc.Channel], runner: TailRunner,
-                                                 frames: list[pb.SpikeFrame]) -> None:
+def test_a_cancelled_call_frees_its_slot_at_once(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frames: list[pb.SpikeFrame]
+) -> None:
     blocking, metrics = BlockingRunner(runner), WatchedMetrics()
     stub = pb_grpc.SplitInferenceStub(serve(blocking, max_concurrency=2, metrics=metrics))
     running = stub.Infer.future(frames[0], timeout=30)
@@ -123,11 +126,13 @@ def test_a_cancelled_call_frees_its_slot_at_once(serve: Callable[..., grpc.Chann
     assert blocking.batch_sizes == [1, 1]  # the cancelled frame never ran
 
 
-def test_a_batch_stops_growing_at_the_policys_image_count(serve: Callable[..., grpc.Channel], runner: TailRunner,
-                                                          frames: list[pb.SpikeFrame]) -> None:
+def test_a_batch_stops_growing_at_the_policys_image_count(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frames: list[pb.SpikeFrame]
+) -> None:
     blocking, metrics = BlockingRunner(runner), WatchedMetrics()
-    stub = pb_grpc.SplitInferenceStub(serve(blocking, max_concurrency=8, metrics=metrics,
-                                            batching=BatchPolicy(max_images=2, max_wait_s=0)))
+    stub = pb_grpc.SplitInferenceStub(
+        serve(blocking, max_concurrency=8, metrics=metrics, batching=BatchPolicy(max_images=2, max_wait_s=0))
+    )
     first = stub.Infer.future(frames[0], timeout=30)
     assert blocking.entered.acquire(timeout=10)
     rest = [stub.Infer.future(frame, timeout=30) for frame in frames[1:]]

@@ -13,9 +13,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from spikebottlenet.edge.server import max_frame_bytes
 from spikebottlenet.edge.tail_runner import TailRunner
 from spikebottlenet.shared.codec import encode
+from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
-from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
 from tests.edge.blocking_runner import BlockingRunner
 from tests.stack import altered
 
@@ -25,9 +25,9 @@ def test_reflection_lists_the_services(serve: Callable[..., grpc.Channel], runne
     assert {"spikebottlenet.v1.SplitInference", "grpc.health.v1.Health"} <= set(services)
 
 
-def test_a_message_over_the_size_limit_is_refused_and_the_server_goes_on(serve: Callable[..., grpc.Channel],
-                                                                          runner: TailRunner,
-                                                                          frame: pb.SpikeFrame) -> None:
+def test_a_message_over_the_size_limit_is_refused_and_the_server_goes_on(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frame: pb.SpikeFrame
+) -> None:
     stub = pb_grpc.SplitInferenceStub(serve(runner))
     with pytest.raises(grpc.RpcError) as e:
         stub.Infer(altered(frame, payload=bytes(max_frame_bytes([runner]))), timeout=10)
@@ -46,8 +46,9 @@ def test_the_largest_legal_frame_fits_the_size_limit(runner: TailRunner, frame: 
     assert runner.check(largest) and largest.ByteSize() < max_frame_bytes([runner])
 
 
-def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[..., grpc.Channel], runner: TailRunner,
-                                                           frame: pb.SpikeFrame) -> None:
+def test_rpcs_beyond_max_concurrency_are_refused_not_queued(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frame: pb.SpikeFrame
+) -> None:
     blocking = BlockingRunner(runner)
     stub = pb_grpc.SplitInferenceStub(serve(blocking, max_concurrency=1))
     first = stub.Infer.future(frame, timeout=10)
@@ -60,8 +61,9 @@ def test_rpcs_beyond_max_concurrency_are_refused_not_queued(serve: Callable[...,
     assert first.result().batch_size == 1
 
 
-def test_model_info_and_health_answer_while_every_slot_is_busy(serve: Callable[..., grpc.Channel],
-                                                                runner: TailRunner, frame: pb.SpikeFrame) -> None:
+def test_model_info_and_health_answer_while_every_slot_is_busy(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frame: pb.SpikeFrame
+) -> None:
     blocking = BlockingRunner(runner)
     channel = serve(blocking, max_concurrency=1)
     stub = pb_grpc.SplitInferenceStub(channel)
@@ -76,8 +78,9 @@ def test_model_info_and_health_answer_while_every_slot_is_busy(serve: Callable[.
     assert first.result().batch_size == 1
 
 
-def test_a_call_without_a_deadline_is_answered(serve: Callable[..., grpc.Channel], runner: TailRunner,
-                                               frame: pb.SpikeFrame) -> None:
+def test_a_call_without_a_deadline_is_answered(
+    serve: Callable[..., grpc.Channel], runner: TailRunner, frame: pb.SpikeFrame
+) -> None:
     # grpcurl and stubs called without timeout= set no deadline: gRPC then reports ~INT64_MAX seconds left
     reply = pb_grpc.SplitInferenceStub(serve(runner)).Infer(frame)
     assert reply.batch_size == 1 and len(reply.values) == 10

@@ -40,11 +40,15 @@ def test_an_invalid_value_exits_naming_the_setting(argv: list[str]) -> None:
         settings(*argv)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--split-point", "17"], "spiking_resnet50 has no split point 17"),
-    (["--arch", "mobilenetv2", "--split-point", "18"], "spiking_mobilenetv2 has no split point 18"),
-    (["--arch", "vgg"], "arch"),
-], ids=["ResNet has 16", "MobileNet has 17", "unknown backbone"])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--split-point", "17"], "spiking_resnet50 has no split point 17"),
+        (["--arch", "mobilenetv2", "--split-point", "18"], "spiking_mobilenetv2 has no split point 18"),
+        (["--arch", "vgg"], "arch"),
+    ],
+    ids=["ResNet has 16", "MobileNet has 17", "unknown backbone"],
+)
 def test_the_split_point_must_exist_in_the_arch(argv: list[str], words: str) -> None:
     with pytest.raises(SystemExit, match=words):
         settings(*argv)
@@ -64,14 +68,22 @@ def test_tls_and_fault_injection_come_from_the_environment(monkeypatch: pytest.M
     monkeypatch.setenv("SBN_EDGE_INJECT_DELAY_S", "0.5")
     s = settings()
     assert (s.tls_cert, s.tls_key, s.tls_client_ca, s.inject_delay_s) == (
-        tmp_path / "cert", tmp_path / "key", tmp_path / "client_ca", 0.5)
+        tmp_path / "cert",
+        tmp_path / "key",
+        tmp_path / "client_ca",
+        0.5,
+    )
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--tls-cert"], "tls_cert and tls_key go together"),
-    (["--tls-key"], "tls_cert and tls_key go together"),
-    (["--tls-client-ca"], "tls_client_ca needs tls_cert and tls_key"),
-], ids=["cert alone", "key alone", "client CA without TLS"])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--tls-cert"], "tls_cert and tls_key go together"),
+        (["--tls-key"], "tls_cert and tls_key go together"),
+        (["--tls-client-ca"], "tls_client_ca needs tls_cert and tls_key"),
+    ],
+    ids=["cert alone", "key alone", "client CA without TLS"],
+)
 def test_incomplete_tls_settings_exit_naming_the_problem(tmp_path: Path, flags: list[str], words: str) -> None:
     (tmp_path / "x.pem").write_text("PEM")
     with pytest.raises(SystemExit, match=words):
@@ -101,8 +113,9 @@ def test_models_all_serves_every_embedded_model_the_default_first(monkeypatch: p
     assert paths[0].name == "mnist_rb16.safetensors"  # the default arch (ResNet) at the asked split point
 
 
-def test_every_embedded_model_unless_one_is_asked_for_or_a_checkpoint_given(monkeypatch: pytest.MonkeyPatch,
-                                                                           tmp_path: Path) -> None:
+def test_every_embedded_model_unless_one_is_asked_for_or_a_checkpoint_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name in ("CHECKPOINT", "MODELS", "ARCH", "SPLIT_POINT"):
         monkeypatch.delenv(f"SBN_EDGE_{name}", raising=False)
     shipped = sorted((Path(__file__).parents[2] / "shared" / "models").glob("*.safetensors"))

@@ -10,16 +10,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.edge.server import StreamLimits
 from spikebottlenet.edge.tail_runner import TailRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 
 
 def test_a_hanging_stream_is_cut_off_after_stream_max_s_and_frees_its_slot(
-        runner: TailRunner, checkpoint: Path, frame: pb.SpikeFrame, serve: Callable[..., grpc.Channel]) -> None:
+    runner: TailRunner, checkpoint: Path, frame: pb.SpikeFrame, serve: Callable[..., grpc.Channel]
+) -> None:
     stub = pb_grpc.SplitInferenceStub(serve(runner, max_concurrency=1, streams=StreamLimits(max_s=0.5)))
     first = HeadRunner.load(checkpoint).open_stream(synthetic_png()).step()
     released = threading.Event()
@@ -43,7 +44,8 @@ def test_a_hanging_stream_is_cut_off_after_stream_max_s_and_frees_its_slot(
 
 
 def test_a_stream_that_stops_sending_mid_way_is_cut_after_stream_step_s_and_frees_its_slot(
-        runner: TailRunner, checkpoint: Path, frame: pb.SpikeFrame, serve: Callable[..., grpc.Channel]) -> None:
+    runner: TailRunner, checkpoint: Path, frame: pb.SpikeFrame, serve: Callable[..., grpc.Channel]
+) -> None:
     step_s = 0.5
     stub = pb_grpc.SplitInferenceStub(serve(runner, max_concurrency=1, streams=StreamLimits(max_s=30, step_s=step_s)))
     first = HeadRunner.load(checkpoint).open_stream(synthetic_png()).step()

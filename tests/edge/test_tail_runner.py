@@ -7,16 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.edge.tail_runner import FingerprintMismatch, InvalidFrame, TailRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.codec import encode
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from tests.stack import altered, monolithic_logits
 
 
-def test_a_frame_from_the_head_gives_the_monolithic_logits(runner: TailRunner, frame: pb.SpikeFrame,
-                                                           checkpoint: Path) -> None:
+def test_a_frame_from_the_head_gives_the_monolithic_logits(
+    runner: TailRunner, frame: pb.SpikeFrame, checkpoint: Path
+) -> None:
     result = runner.run(frame)
     assert result.logits.shape == (1, 10)
     torch.testing.assert_close(result.logits[0], monolithic_logits(checkpoint, synthetic_png()), rtol=0, atol=1e-5)
@@ -38,7 +39,11 @@ def test_model_info_describes_the_checkpoint(runner: TailRunner) -> None:
     info = runner.model_info()
     assert info.model_fingerprint == runner.fingerprint
     assert (info.split_point, tuple(info.spike_shape), info.num_classes, info.trained) == (
-        8, runner.spike_shape, 10, False)
+        8,
+        runner.spike_shape,
+        10,
+        False,
+    )
     assert (info.arch, info.split_point_name) == ("spiking_resnet50", "RB8")
     assert (runner.split_point.index, runner.split_point.name) == (8, "RB8")
 
@@ -63,18 +68,23 @@ MALFORMED = {
     "long raw payload": (dict(payload=b"\x00" * 129), ["129 bytes", "exactly 128"]),
     "empty payload": (dict(payload=b""), ["0 bytes", "exactly 128"]),
     "corrupt sparse payload": (dict(codec=pb.CODEC_SPARSE, payload=b"\xff\x00"), ["corrupt sparse payload"]),
-    "sparse payload of another size": (dict(codec=pb.CODEC_SPARSE, payload=encode(torch.zeros(100), "sparse")[1]),
-                                       ["declares 100 bits", "needs 1024"]),
+    "sparse payload of another size": (
+        dict(codec=pb.CODEC_SPARSE, payload=encode(torch.zeros(100), "sparse")[1]),
+        ["declares 100 bits", "needs 1024"],
+    ),
     "odd parity": (dict(fec_parity_bytes=3), ["even", "not 3"]),
     # 128 raw bytes take one block: 128 + 64 parity bytes at most, refused before the decoder works on it
-    "protected payload longer than any": (dict(fec_parity_bytes=64, payload=bytes(3 * 255)),
-                                          ["765 bytes", "longer than any raw payload", "(192)"]),
+    "protected payload longer than any": (
+        dict(fec_parity_bytes=64, payload=bytes(3 * 255)),
+        ["765 bytes", "longer than any raw payload", "(192)"],
+    ),
 }
 
 
 @pytest.mark.parametrize("fields, words", MALFORMED.values(), ids=MALFORMED.keys())
-def test_a_malformed_frame_is_refused_naming_the_problem(runner: TailRunner, frame: pb.SpikeFrame,
-                                                         fields: dict, words: list[str]) -> None:
+def test_a_malformed_frame_is_refused_naming_the_problem(
+    runner: TailRunner, frame: pb.SpikeFrame, fields: dict, words: list[str]
+) -> None:
     with pytest.raises(InvalidFrame) as e:
         runner.run(altered(frame, **fields))
     for word in words:

@@ -27,8 +27,10 @@ class Stack:
 
     def edge_counts(self) -> tuple[float, float]:
         """(frames the edge answered OK, images it ran) so far."""
-        return (scraped(self.edge_metrics_url, "sbn_edge_frames_total", code="OK"),
-                scraped(self.edge_metrics_url, "sbn_edge_images_total"))
+        return (
+            scraped(self.edge_metrics_url, "sbn_edge_frames_total", code="OK"),
+            scraped(self.edge_metrics_url, "sbn_edge_images_total"),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,17 @@ def stack(checkpoint: Path) -> Iterator[Stack]:
     device = None
     try:
         wait_for_edge(edge.address, edge.process)
-        device = spawn("device", "--checkpoint", str(checkpoint), "--port", str(device_port),
-                       "--edge-address", edge.address, "--max-batch", str(MAX_BATCH))
+        device = spawn(
+            "device",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(device_port),
+            "--edge-address",
+            edge.address,
+            "--max-batch",
+            str(MAX_BATCH),
+        )
         url = f"http://127.0.0.1:{device_port}"
         wait_for_http(f"{url}/healthz", device)
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -92,7 +103,8 @@ def test_a_batch_is_one_frame_with_the_answers_of_single_requests(stack: Stack) 
         assert entry["energy"]["transmit_mj"] == pytest.approx(wifi_mj_per_byte * entry["message_bytes"])
         assert single["energy"]["transmit_mj"] == pytest.approx(wifi_mj_per_byte * single["message_bytes"])
         assert entry["energy"]["device_total_mj"] == pytest.approx(
-            entry["energy"]["device_45nm_mj"] + entry["energy"]["transmit_mj"])
+            entry["energy"]["device_45nm_mj"] + entry["energy"]["transmit_mj"]
+        )
         # RB8's T*C'*H'*W' = 4*4*8*8 bits is a whole number of bytes: the raw share is the single payload
         assert (entry["codec"], entry["transmitted_bytes"]) == ("raw", single["transmitted_bytes"])
         assert entry["message_bytes"] < single["message_bytes"]  # the envelope is shared
@@ -125,8 +137,9 @@ def test_a_bad_image_fails_only_its_own_entry(stack: Stack) -> None:
 
 def test_too_many_files_are_refused_before_any_frame(stack: Stack) -> None:
     frames, _ = stack.edge_counts()
-    response = stack.device.post("/classify/batch", files=batch_files(*[synthetic_png(seed=i)
-                                                                         for i in range(MAX_BATCH + 1)]))
+    response = stack.device.post(
+        "/classify/batch", files=batch_files(*[synthetic_png(seed=i) for i in range(MAX_BATCH + 1)])
+    )
     assert response.status_code == 413
     assert f"at most {MAX_BATCH}" in response.json()["detail"]
     assert stack.edge_counts()[0] == frames
@@ -162,4 +175,5 @@ def test_a_sparse_batch_splits_its_one_stream_evenly(stack: Stack, checkpoint: P
     for entry, raw in zip(entries, reference["results"], strict=True):  # the codec changes bytes, not answers
         torch.testing.assert_close(torch.tensor(entry["logits"]), torch.tensor(raw["logits"]), rtol=0, atol=1e-5)
         assert entry["compression_ratio"] == pytest.approx(
-            raw["compression_ratio"] * reference["batch"]["transmitted_bytes"] / batch["transmitted_bytes"])
+            raw["compression_ratio"] * reference["batch"]["transmitted_bytes"] / batch["transmitted_bytes"]
+        )

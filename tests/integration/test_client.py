@@ -39,8 +39,13 @@ def test_classify_gives_the_device_answer(url: str, images: list[Path]) -> None:
     with DeviceClient(url, api_key=API_KEY) as device:
         from_path = device.classify(images[0], logits=True)
         from_bytes = device.classify(images[0].read_bytes())
-    direct = httpx.post(f"{url}/classify", params={"logits": "true"}, files=upload(images[0].read_bytes()),
-                        headers={"X-API-Key": API_KEY}, timeout=30).json()
+    direct = httpx.post(
+        f"{url}/classify",
+        params={"logits": "true"},
+        files=upload(images[0].read_bytes()),
+        headers={"X-API-Key": API_KEY},
+        timeout=30,
+    ).json()
     torch.testing.assert_close(torch.tensor(from_path["logits"]), torch.tensor(direct["logits"]), rtol=0, atol=1e-5)
     assert from_path["label"] == from_bytes["label"] == direct["label"] and "logits" not in from_bytes
 
@@ -56,13 +61,18 @@ def test_classify_batch_gives_one_entry_per_image(url: str, images: list[Path]) 
     assert (answer["batch"]["frames"], answer["batch"]["classified"]) == (1, 2)
 
 
-@pytest.mark.parametrize("key, image, status, words", [
-    (API_KEY, b"not an image", 400, ["not an image"]),
-    ("wrong-key", synthetic_png(), 401, ["wrong", "API key"]),
-    (None, synthetic_png(), 401, ["no", "API key"]),
-], ids=["bad image", "wrong key", "no key"])
-def test_an_http_error_is_a_device_error_with_status_and_detail(url: str, key: str | None, image: bytes,
-                                                                status: int, words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "key, image, status, words",
+    [
+        (API_KEY, b"not an image", 400, ["not an image"]),
+        ("wrong-key", synthetic_png(), 401, ["wrong", "API key"]),
+        (None, synthetic_png(), 401, ["no", "API key"]),
+    ],
+    ids=["bad image", "wrong key", "no key"],
+)
+def test_an_http_error_is_a_device_error_with_status_and_detail(
+    url: str, key: str | None, image: bytes, status: int, words: list[str]
+) -> None:
     with DeviceClient(url, api_key=key) as device, pytest.raises(DeviceError) as caught:
         device.classify(image)
     assert caught.value.status_code == status
@@ -72,8 +82,10 @@ def test_an_http_error_is_a_device_error_with_status_and_detail(url: str, key: s
 
 
 def test_no_device_listening_is_device_unreachable() -> None:
-    with DeviceClient(f"http://127.0.0.1:{free_port()}", timeout_s=5) as device, \
-            pytest.raises(DeviceUnreachable) as caught:
+    with (
+        DeviceClient(f"http://127.0.0.1:{free_port()}", timeout_s=5) as device,
+        pytest.raises(DeviceUnreachable) as caught,
+    ):
         device.classify(synthetic_png())
     assert caught.value.status_code is None and "no answer" in caught.value.detail
 
@@ -87,8 +99,9 @@ def test_sbn_classify_prints_a_table(url: str, images: list[Path], capsys: pytes
     assert label and 0 < float(probability) <= 1 and float(latency) > 0
 
 
-def test_sbn_classify_sends_several_images_as_one_batch(url: str, images: list[Path],
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_sbn_classify_sends_several_images_as_one_batch(
+    url: str, images: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["classify", *map(str, images), "--url", url, "--api-key", API_KEY, "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert [entry["filename"] for entry in answer["results"]] == [path.name for path in images]
@@ -99,8 +112,9 @@ def test_sbn_classify_sends_several_images_as_one_batch(url: str, images: list[P
     assert len(lines) == 5 and lines[-1].startswith("3 of 3 images classified in 1 frame: 384 bytes of spikes")
 
 
-def test_sbn_classify_exits_1_on_errors(url: str, images: list[Path], tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_sbn_classify_exits_1_on_errors(
+    url: str, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image\n")
     assert main(["classify", str(images[0]), str(bad), "--url", url, "--api-key", API_KEY]) == 1
@@ -112,7 +126,8 @@ def test_sbn_classify_exits_1_on_errors(url: str, images: list[Path], tmp_path: 
 
 
 def test_sbn_classify_finds_the_device_through_its_variable_and_a_flag_wins(
-        url: str, images: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    url: str, images: list[Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     fingerprint = httpx.get(f"{url}/readyz", timeout=10).json()["model_fingerprint"]  # this device's model
     monkeypatch.setenv(DEVICE_URL_ENV, url)
     assert main(["classify", str(images[0]), "--api-key", API_KEY, "--json"]) == 0

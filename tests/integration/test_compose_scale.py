@@ -49,17 +49,32 @@ def stack(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
     their containers; torn down after the test."""
     port = free_port()
     override = tmp_path / "override.yml"
-    override.write_text(json.dumps({"services": {
-        "edge": {"environment": {"SBN_EDGE_MAX_CONNECTION_AGE_S": "2", "SBN_EDGE_METRICS_PORT": "9100"}},
-        "device": {"ports": [f"127.0.0.1:{port}:8000"]},
-    }}))
+    override.write_text(
+        json.dumps(
+            {
+                "services": {
+                    "edge": {"environment": {"SBN_EDGE_MAX_CONNECTION_AGE_S": "2", "SBN_EDGE_METRICS_PORT": "9100"}},
+                    "device": {"ports": [f"127.0.0.1:{port}:8000"]},
+                }
+            }
+        )
+    )
     # the project's ports entry publishes 8000 on the host; an override cannot drop it, so a file of our own
     # replaces it: the service definitions as they are, minus the published port
     base = (ROOT / "docker-compose.yml").read_text().replace('    ports:\n      - "8000:8000"\n', "")
     assert '"8000:8000"' not in base, "docker-compose.yml publishes the device's port differently now"
     (tmp_path / "docker-compose.yml").write_text(base)
-    command = [*compose_command(), "-p", PROJECT, "--project-directory", str(ROOT), "-f",
-               str(tmp_path / "docker-compose.yml"), "-f", str(override)]
+    command = [
+        *compose_command(),
+        "-p",
+        PROJECT,
+        "--project-directory",
+        str(ROOT),
+        "-f",
+        str(tmp_path / "docker-compose.yml"),
+        "-f",
+        str(override),
+    ]
     try:
         yield command, f"http://127.0.0.1:{port}"
     finally:
@@ -67,18 +82,30 @@ def stack(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
 
 
 def up(command: list[str], replicas: int, *flags: str) -> None:
-    subprocess.run([*command, "up", "-d", "--no-build", "--scale", f"edge={replicas}", *flags], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [*command, "up", "-d", "--no-build", "--scale", f"edge={replicas}", *flags],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def frames_per_edge(command: list[str]) -> list[float]:
     """Each edge container's own count of frames answered, from its metrics endpoint inside the container."""
     ids = subprocess.run([*command, "ps", "-q", "edge"], capture_output=True, text=True, check=True).stdout.split()
-    read = ("import urllib.request as u; t = u.urlopen('http://127.0.0.1:9100/metrics').read().decode(); "
-            "print(sum(float(l.rsplit(' ', 1)[1]) for l in t.splitlines() "
-            "if l.startswith('sbn_edge_frames_total{') and 'code=\"OK\"' in l))")
-    return [float(subprocess.run(["docker", "exec", i, "python", "-c", read], capture_output=True, text=True,
-                                 check=True).stdout) for i in ids]
+    read = (
+        "import urllib.request as u; t = u.urlopen('http://127.0.0.1:9100/metrics').read().decode(); "
+        "print(sum(float(l.rsplit(' ', 1)[1]) for l in t.splitlines() "
+        "if l.startswith('sbn_edge_frames_total{') and 'code=\"OK\"' in l))"
+    )
+    return [
+        float(
+            subprocess.run(
+                ["docker", "exec", i, "python", "-c", read], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for i in ids
+    ]
 
 
 def wait_for_replicas(url: str, replicas: int, timeout_s: float = 180) -> None:
@@ -93,14 +120,15 @@ def wait_for_replicas(url: str, replicas: int, timeout_s: float = 180) -> None:
     raise TimeoutError(f"the device did not see {replicas} edge replicas within {timeout_s:.0f} s")
 
 
-def test_calls_spread_over_the_replicas_and_a_replica_added_while_serving_joins(
-        stack: tuple[list[str], str]) -> None:
+def test_calls_spread_over_the_replicas_and_a_replica_added_while_serving_joins(stack: tuple[list[str], str]) -> None:
     command, url = stack
     up(command, 2)
     wait_for_replicas(url, 2)
     with httpx.Client(base_url=url, timeout=30) as client:
         for seed in range(30):
-            assert client.post("/classify", files={"file": ("d.png", synthetic_png(seed), "image/png")}).status_code == 200
+            assert (
+                client.post("/classify", files={"file": ("d.png", synthetic_png(seed), "image/png")}).status_code == 200
+            )
         assert all(frames >= 5 for frames in frames_per_edge(command))  # round robin over both
         up(command, 3, "--no-recreate")  # scale up while serving
         wait_for_replicas(url, 3)
@@ -109,7 +137,9 @@ def test_calls_spread_over_the_replicas_and_a_replica_added_while_serving_joins(
         deadline, frames = time.monotonic() + 60, frames_per_edge(command)
         while not (len(frames) == 3 and all(f >= 1 for f in frames)) and time.monotonic() < deadline:
             for seed in range(10):
-                assert client.post("/classify", files={"file": ("d.png", synthetic_png(seed), "image/png")}
-                                   ).status_code == 200
+                assert (
+                    client.post("/classify", files={"file": ("d.png", synthetic_png(seed), "image/png")}).status_code
+                    == 200
+                )
             frames = frames_per_edge(command)
     assert len(frames) == 3 and all(f >= 1 for f in frames), frames

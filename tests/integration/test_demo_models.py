@@ -7,12 +7,12 @@ serves every embedded model, so that the README's ``?split_point=K`` and ``arch=
 from __future__ import annotations
 
 import io
-from contextlib import contextmanager
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from spikebottlenet.sbn.predict import MonolithicClassifier
-from spikebottlenet.shared.processes import free_port, stop, wait_for_http
 from spikebottlenet.shared.backbones import resolve_arch
 from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.shared.processes import free_port, stop, wait_for_http
 from tests.stack import upload
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
@@ -42,8 +42,10 @@ def digit_png(index: int) -> tuple[bytes, int]:
 def sbn_up(*flags: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """``sbn up FLAGS`` on free ports, as a user runs it; yields the device's URL once it is ready."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "spikebottlenet", "up", *flags, "--port", str(port),
-                                "--edge-port", str(free_port())], env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikebottlenet", "up", *flags, "--port", str(port), "--edge-port", str(free_port())],
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/readyz", process)
@@ -79,23 +81,32 @@ def test_mobilenet_demo_through_real_processes_matches_the_monolithic_model(mobi
 @pytest.fixture(scope="module")
 def default_up() -> Iterator[str]:
     """``sbn up`` with no model flags or variables, as a new user runs it (``make up PORT=...``)."""
-    env = {name: value for name, value in os.environ.items()  # none of the variables that choose models
-           if not re.fullmatch(r"SBN_(EDGE_|DEVICE_)?(ARCH|SPLIT_POINT|CHECKPOINT|MODELS)", name)}
+    env = {
+        name: value
+        for name, value in os.environ.items()  # none of the variables that choose models
+        if not re.fullmatch(r"SBN_(EDGE_|DEVICE_)?(ARCH|SPLIT_POINT|CHECKPOINT|MODELS)", name)
+    }
     with sbn_up(env=env) as url:
         yield url
 
 
-@pytest.mark.parametrize("params, arch, split_point", [
-    ({}, "spiking_resnet50", 8),  # the default model
-    ({"split_point": "16"}, "spiking_resnet50", 16),  # the README's requests
-    ({"arch": "spiking_mobilenetv2", "split_point": "8"}, "spiking_mobilenetv2", 8),
-], ids=["default", "split_point=16", "arch=spiking_mobilenetv2&split_point=8"])
-def test_a_default_sbn_up_answers_for_every_embedded_model(default_up: str, params: dict[str, str], arch: str,
-                                                            split_point: int) -> None:
+@pytest.mark.parametrize(
+    "params, arch, split_point",
+    [
+        ({}, "spiking_resnet50", 8),  # the default model
+        ({"split_point": "16"}, "spiking_resnet50", 16),  # the README's requests
+        ({"arch": "spiking_mobilenetv2", "split_point": "8"}, "spiking_mobilenetv2", 8),
+    ],
+    ids=["default", "split_point=16", "arch=spiking_mobilenetv2&split_point=8"],
+)
+def test_a_default_sbn_up_answers_for_every_embedded_model(
+    default_up: str, params: dict[str, str], arch: str, split_point: int
+) -> None:
     reference = MonolithicClassifier(load_checkpoint(default_checkpoint(arch, split_point), "full"))
     image, _ = digit_png(1792)
-    response = httpx.post(f"{default_up}/classify", params={**params, "logits": "true"}, files=upload(image),
-                          timeout=30)
+    response = httpx.post(
+        f"{default_up}/classify", params={**params, "logits": "true"}, files=upload(image), timeout=30
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     expected = reference.classify(image)

@@ -26,8 +26,17 @@ def checkpoint(calibrated_checkpoint: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="module")
 def client(checkpoint: Path, edges: dict[int, EdgeProcess]) -> Iterator[httpx.Client]:
     port = free_port()
-    process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port),
-                    "--edge-address", edges[8].address, "--max-upload-bytes", str(UPLOAD_LIMIT))
+    process = spawn(
+        "device",
+        "--checkpoint",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--edge-address",
+        edges[8].address,
+        "--max-upload-bytes",
+        str(UPLOAD_LIMIT),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process)
@@ -66,8 +75,9 @@ BAD_UPLOADS = {
 
 
 @pytest.mark.parametrize("files, status, words", BAD_UPLOADS.values(), ids=BAD_UPLOADS.keys())
-def test_a_bad_upload_is_refused_and_the_device_goes_on(client: httpx.Client, files: dict, status: int,
-                                                        words: list[str]) -> None:
+def test_a_bad_upload_is_refused_and_the_device_goes_on(
+    client: httpx.Client, files: dict, status: int, words: list[str]
+) -> None:
     response = client.post("/classify", files=files)
     assert response.status_code == status
     for word in words:
@@ -78,6 +88,10 @@ def test_a_bad_upload_is_refused_and_the_device_goes_on(client: httpx.Client, fi
 def test_metrics_cover_requests_latency_bytes_and_energy(client: httpx.Client) -> None:
     client.post("/classify", files=upload(synthetic_png()))
     metrics = client.get("/metrics").text
-    for name in ('sbn_device_classify_requests_total{status="200"}', "sbn_device_classify_latency_seconds_count",
-                 "sbn_device_transmitted_bytes_total", 'sbn_device_energy_millijoules_total{estimate="device_45nm"}'):
+    for name in (
+        'sbn_device_classify_requests_total{status="200"}',
+        "sbn_device_classify_latency_seconds_count",
+        "sbn_device_transmitted_bytes_total",
+        'sbn_device_energy_millijoules_total{estimate="device_45nm"}',
+    ):
         assert name in metrics

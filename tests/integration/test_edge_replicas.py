@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from tests.stack import EdgeProcess, device_client, scraped, start_edge, upload
 
 RB8 = default_checkpoint("spiking_resnet50", 8)
@@ -40,13 +40,16 @@ def answered(metrics_url: str) -> float:
 
 
 def test_calls_take_turns_over_the_replicas_and_a_killed_one_loses_nothing_unsent(
-        replicas: list[tuple[EdgeProcess, str]]) -> None:
+    replicas: list[tuple[EdgeProcess, str]],
+) -> None:
     (first, first_metrics), (second, second_metrics) = replicas
     target = f"ipv4:{first.address},{second.address}"
     with device_client(RB8, target, api_key=API_KEY) as client:
         client.headers["X-API-Key"] = API_KEY  # /readyz lists the replicas' addresses only with it
         ready = client.get("/readyz").json()
-        assert ready["edge_replicas"] == 2 and sorted(ready["edge_addresses"]) == sorted([first.address, second.address])
+        assert ready["edge_replicas"] == 2 and sorted(ready["edge_addresses"]) == sorted(
+            [first.address, second.address]
+        )
         for seed in range(40):
             assert client.post("/classify", files=upload(synthetic_png(seed))).status_code == 200
         # round robin: the calls alternate over the two ready connections (warm-up probes aside)
@@ -69,6 +72,7 @@ def test_a_replica_killed_under_load_costs_no_request(replicas: list[tuple[EdgeP
     and are sent again to the other (the channel's retry policy): every request is answered."""
     (first, first_metrics), (second, _) = replicas
     with device_client(RB8, f"ipv4:{first.address},{second.address}") as client:
+
         def classify(seed: int) -> int:
             if seed == 30:  # under load: eight uploads in flight
                 second.process.send_signal(signal.SIGKILL)

@@ -11,12 +11,12 @@ import httpx
 import pytest
 import torch
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.app import create_app
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.device.settings import DeviceSettings
-from spikebottlenet.shared.processes import stop_all, wait_for_edge
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import altered, device_client, monolithic_logits, start_edge, upload
 
@@ -73,8 +73,9 @@ def test_a_lossy_channel_degrades_raw_spikes_and_refuses_damaged_entropy_payload
 
 def test_fec_repairs_what_a_lossy_link_damages_and_the_answer_is_the_clean_one(edge_address: str) -> None:
     # about 1 of a frame's ~120 bytes lost per frame; 16 parity bytes per block put right up to 8
-    with device_client(RB8, edge_address, codec="entropy", entropy_chunks=4, fec_parity_bytes=16,
-                       channel="erasure:0.01") as client:
+    with device_client(
+        RB8, edge_address, codec="entropy", entropy_chunks=4, fec_parity_bytes=16, channel="erasure:0.01"
+    ) as client:
         damages = [answer["link_damage"] for answer in answers_with_the_monolithic_logits(client)]
     assert all(d["fec_parity_bytes"] == 16 and d["erased_chunks"] == d["fec_failed_blocks"] == 0 for d in damages)
     # the channel did damage (P(none in 8 frames of ~120 bytes) ~ 1e-4), and it was repaired

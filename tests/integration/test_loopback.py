@@ -10,22 +10,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.checkpoint import read_checkpoint_info
 from spikebottlenet.shared.codec import encode
 from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
 
 from .conftest import MOBILENET_SPLIT_POINTS, SPLIT_POINTS
 
-CASES = ([("spiking_resnet50", k, "edges", f"RB{k}") for k in SPLIT_POINTS]
-         + [("spiking_mobilenetv2", k, "mobilenet_edges", f"IRB{k}") for k in MOBILENET_SPLIT_POINTS])
+CASES = [("spiking_resnet50", k, "edges", f"RB{k}") for k in SPLIT_POINTS] + [
+    ("spiking_mobilenetv2", k, "mobilenet_edges", f"IRB{k}") for k in MOBILENET_SPLIT_POINTS
+]
 
 
 @pytest.mark.parametrize("arch, split_point, edges_fixture, name", CASES, ids=[case[3] for case in CASES])
-def test_split_inference_matches_the_monolithic_model(arch: str, split_point: int, edges_fixture: str, name: str,
-                                                      request: pytest.FixtureRequest,
-                                                      calibrated_checkpoint: Callable[..., Path]) -> None:
+def test_split_inference_matches_the_monolithic_model(
+    arch: str,
+    split_point: int,
+    edges_fixture: str,
+    name: str,
+    request: pytest.FixtureRequest,
+    calibrated_checkpoint: Callable[..., Path],
+) -> None:
     checkpoint = calibrated_checkpoint(split_point, arch=arch)
     edge = request.getfixturevalue(edges_fixture)[split_point]
     image = synthetic_png(seed=split_point)
@@ -56,8 +62,9 @@ def test_split_inference_matches_the_monolithic_model(arch: str, split_point: in
 
 
 @pytest.mark.parametrize("codec", ["sparse", "auto"])
-def test_other_codecs_round_trip_to_the_same_logits(codec: str, edges: dict[int, EdgeProcess],
-                                                    calibrated_checkpoint: Callable[..., Path]) -> None:
+def test_other_codecs_round_trip_to_the_same_logits(
+    codec: str, edges: dict[int, EdgeProcess], calibrated_checkpoint: Callable[..., Path]
+) -> None:
     checkpoint = calibrated_checkpoint(8)
     image = synthetic_png(seed=3)
     with device_client(checkpoint, edges[8].address, codec=codec) as client:
@@ -71,7 +78,8 @@ def test_other_codecs_round_trip_to_the_same_logits(codec: str, edges: dict[int,
 
 
 def test_a_device_with_another_model_gets_502_naming_both_fingerprints(
-        edges: dict[int, EdgeProcess], calibrated_checkpoint: Callable[..., Path]) -> None:
+    edges: dict[int, EdgeProcess], calibrated_checkpoint: Callable[..., Path]
+) -> None:
     # Same architecture and split point, different weights: only the fingerprint tells them apart.
     ours, theirs = calibrated_checkpoint(8, seed=1), calibrated_checkpoint(8)
     with device_client(ours, edges[8].address) as client:

@@ -26,7 +26,9 @@ def checkpoints(calibrated_checkpoint: Callable[..., Path]) -> dict[int, Path]:
 
 @pytest.fixture(scope="module")
 def client(checkpoints: dict[int, Path]) -> Iterator[httpx.Client]:
-    edge = start_edge(checkpoints[SERVED[0]], None, *(f for k in SERVED[1:] for f in ("--checkpoint", str(checkpoints[k]))))
+    edge = start_edge(
+        checkpoints[SERVED[0]], None, *(f for k in SERVED[1:] for f in ("--checkpoint", str(checkpoints[k])))
+    )
     try:
         wait_for_edge(edge.address, edge.process)
         # the test checkpoints record no accuracy drop: no budget, or auto would have nothing to choose from
@@ -36,8 +38,9 @@ def client(checkpoints: dict[int, Path]) -> Iterator[httpx.Client]:
         stop_all([edge.process])
 
 
-def test_readiness_lists_every_head_and_whether_the_edge_serves_it(client: httpx.Client,
-                                                                   checkpoints: dict[int, Path]) -> None:
+def test_readiness_lists_every_head_and_whether_the_edge_serves_it(
+    client: httpx.Client, checkpoints: dict[int, Path]
+) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     body = ready.json()
@@ -47,8 +50,9 @@ def test_readiness_lists_every_head_and_whether_the_edge_serves_it(client: httpx
 
 
 @pytest.mark.parametrize("split_point", [None, *SERVED])
-def test_each_request_runs_the_split_point_it_names(client: httpx.Client, checkpoints: dict[int, Path],
-                                                    split_point: int | None) -> None:
+def test_each_request_runs_the_split_point_it_names(
+    client: httpx.Client, checkpoints: dict[int, Path], split_point: int | None
+) -> None:
     image = synthetic_png(seed=5)
     params = {"logits": "true"} | ({} if split_point is None else {"split_point": str(split_point)})
     response = client.post("/classify", params=params, files=upload(image))
@@ -57,14 +61,16 @@ def test_each_request_runs_the_split_point_it_names(client: httpx.Client, checkp
     expected = HELD[0] if split_point is None else split_point
     assert body["split_point"] == expected
     # the reference: that split point's whole model, in this process
-    torch.testing.assert_close(torch.tensor(body["logits"]), monolithic_logits(checkpoints[expected], image),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(body["logits"]), monolithic_logits(checkpoints[expected], image), rtol=0, atol=1e-5
+    )
     energy = body["energy"]
     assert energy["device_total_mj"] == pytest.approx(energy["device_45nm_mj"] + energy["transmit_mj"])
 
 
-def test_a_head_whose_tail_the_edge_lacks_is_a_502_naming_both_sides(client: httpx.Client,
-                                                                      checkpoints: dict[int, Path]) -> None:
+def test_a_head_whose_tail_the_edge_lacks_is_a_502_naming_both_sides(
+    client: httpx.Client, checkpoints: dict[int, Path]
+) -> None:
     response = client.post("/classify", params={"split_point": "16"}, files=upload(synthetic_png()))
     assert response.status_code == 502
     detail = response.json()["detail"]
@@ -72,14 +78,18 @@ def test_a_head_whose_tail_the_edge_lacks_is_a_502_naming_both_sides(client: htt
     assert rb16 in detail and "does not serve" in detail and "RB8" in detail and "RB3" in detail
 
 
-@pytest.mark.parametrize("params, words", [
-    ({"split_point": "5"}, ["no head for spiking_resnet50 at split point 5"]),
-    ({"split_point": "seven"}, ["a number or auto", "'seven'"]),
-    ({"arch": "spiking_mobilenetv2", "split_point": "3"}, ["no spiking_mobilenetv2 head"]),
-    ({"arch": "spiking_mobilenetv2"}, ["needs a split_point"]),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"split_point": "5"}, ["no head for spiking_resnet50 at split point 5"]),
+        ({"split_point": "seven"}, ["a number or auto", "'seven'"]),
+        ({"arch": "spiking_mobilenetv2", "split_point": "3"}, ["no spiking_mobilenetv2 head"]),
+        ({"arch": "spiking_mobilenetv2"}, ["needs a split_point"]),
+    ],
+)
 def test_a_split_point_this_device_does_not_hold_is_a_422_listing_what_it_holds(
-        client: httpx.Client, params: dict[str, str], words: list[str]) -> None:
+    client: httpx.Client, params: dict[str, str], words: list[str]
+) -> None:
     response = client.post("/classify", params=params, files=upload(synthetic_png()))
     assert response.status_code == 422
     detail = response.json()["detail"]

@@ -18,11 +18,11 @@ import torch
 
 pytest.importorskip("ray.serve", reason="needs the [ray] extra (pip install '.[ray]'), which `make test` installs")
 
-from spikebottlenet.sbn.bench import synthetic_png  # noqa: E402
 from bench.replica_bench import serve_replica_pids, wait_for_replicas  # noqa: E402
 from spikebottlenet.device.head_runner import HeadRunner  # noqa: E402
-from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_edge  # noqa: E402
+from spikebottlenet.sbn.bench import synthetic_png  # noqa: E402
 from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info  # noqa: E402
+from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_edge  # noqa: E402
 from spikebottlenet.v1 import split_inference_pb2 as pb  # noqa: E402
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc  # noqa: E402
 from tests.stack import altered, device_process, monolithic_logits, start_edge, upload  # noqa: E402
@@ -55,14 +55,26 @@ def frames() -> list[pb.SpikeFrame]:
 
 @pytest.fixture(scope="module")
 def serve_ray(frames: list[pb.SpikeFrame]) -> Iterator[ServeRay]:
-    """``python -m spikebottlenet serve-ray`` with two replicas on its own local Ray instance, once both take frames through
-    the proxy."""
+    """``python -m spikebottlenet serve-ray`` with two replicas on its own local Ray instance, once both take frames
+    through the proxy."""
     port = free_port()
     # half a CPU each: two replicas fit a two-core machine's Ray; a 20 ms batch window makes concurrent frames meet;
     # the checkpoint by a relative path, which the replicas (working elsewhere) must still find
-    process = spawn("serve-ray", "--checkpoint", os.path.relpath(RB8), "--port", str(port),
-                    "--http-port", str(free_port()),
-                    "--replicas", str(REPLICAS), "--cpus-per-replica", "0.5", "--batch-max-wait-ms", "20")
+    process = spawn(
+        "serve-ray",
+        "--checkpoint",
+        os.path.relpath(RB8),
+        "--port",
+        str(port),
+        "--http-port",
+        str(free_port()),
+        "--replicas",
+        str(REPLICAS),
+        "--cpus-per-replica",
+        "0.5",
+        "--batch-max-wait-ms",
+        "20",
+    )
     address = f"127.0.0.1:{port}"
     try:
         wait_for_replicas(address, frames[0], REPLICAS, process)
@@ -94,8 +106,9 @@ def test_the_same_logits_as_sbn_edge_for_the_same_frames(serve_ray: ServeRay, fr
     assert [m.model_fingerprint for m in info.models] == [info.model_fingerprint]
 
 
-def test_concurrent_frames_are_batched_and_spread_over_the_replicas(serve_ray: ServeRay,
-                                                                    frames: list[pb.SpikeFrame]) -> None:
+def test_concurrent_frames_are_batched_and_spread_over_the_replicas(
+    serve_ray: ServeRay, frames: list[pb.SpikeFrame]
+) -> None:
     with grpc.insecure_channel(serve_ray.address) as channel:
         stub = pb_grpc.SplitInferenceStub(channel)
         alone = [logits_of(stub.Infer(frame, timeout=10)) for frame in frames]
@@ -143,8 +156,15 @@ def test_a_device_classifies_through_serve(serve_ray: ServeRay) -> None:
 
 def test_a_stream_out_of_order_is_refused(serve_ray: ServeRay, frames: list[pb.SpikeFrame]) -> None:
     frame = frames[0]
-    step = pb.SpikeStep(request_id="s", model_fingerprint=frame.model_fingerprint, split_point=frame.split_point,
-                        shape=frame.shape, codec=pb.CODEC_RAW, step=1, payload=b"")
+    step = pb.SpikeStep(
+        request_id="s",
+        model_fingerprint=frame.model_fingerprint,
+        split_point=frame.split_point,
+        shape=frame.shape,
+        codec=pb.CODEC_RAW,
+        step=1,
+        payload=b"",
+    )
     with grpc.insecure_channel(serve_ray.address) as channel:
         with pytest.raises(grpc.RpcError) as refused:
             list(pb_grpc.SplitInferenceStub(channel).InferStream(iter([step]), timeout=10))
@@ -152,8 +172,9 @@ def test_a_stream_out_of_order_is_refused(serve_ray: ServeRay, frames: list[pb.S
     assert "out of order" in refused.value.details()
 
 
-def test_a_killed_replica_loses_no_later_frame_and_is_replaced(serve_ray: ServeRay,
-                                                               frames: list[pb.SpikeFrame]) -> None:
+def test_a_killed_replica_loses_no_later_frame_and_is_replaced(
+    serve_ray: ServeRay, frames: list[pb.SpikeFrame]
+) -> None:
     before = serve_ray.replica_pids()
     assert len(before) == REPLICAS
     killed = min(before)
@@ -178,11 +199,31 @@ def test_autoscaling_adds_a_replica_under_load(frames: list[pb.SpikeFrame]) -> N
     """From one replica, aiming at 2 frames in flight each: 16 at once for a few seconds bring the second."""
     port = free_port()
     # Serve's load reports every 10 s by default; every second here, so that the test takes seconds, not minutes
-    env = {**os.environ, "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
-           "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
-    process = spawn("serve-ray", "--checkpoint", str(RB8), "--port", str(port), "--http-port", str(free_port()),
-                    "--min-replicas", "1", "--max-replicas", "2", "--target-frames-per-replica", "2",
-                    "--upscale-delay-s", "1", "--cpus-per-replica", "0.5", env=env)
+    env = {
+        **os.environ,
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
+    }
+    process = spawn(
+        "serve-ray",
+        "--checkpoint",
+        str(RB8),
+        "--port",
+        str(port),
+        "--http-port",
+        str(free_port()),
+        "--min-replicas",
+        "1",
+        "--max-replicas",
+        "2",
+        "--target-frames-per-replica",
+        "2",
+        "--upscale-delay-s",
+        "1",
+        "--cpus-per-replica",
+        "0.5",
+        env=env,
+    )
     address = f"127.0.0.1:{port}"
     try:
         wait_for_replicas(address, frames[0], 1, process)

@@ -20,14 +20,13 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from tests.stack import device_client, upload
 
 pytestmark = pytest.mark.slow
@@ -67,8 +66,11 @@ def veth() -> Iterator[None]:
         run("ip", "link", "set", EDGE_END, "netns", NAMESPACE)
         run("ip", "addr", "add", f"{DEVICE_IP}/24", "dev", DEVICE_END)
         run("ip", "link", "set", DEVICE_END, "up")
-        for command in (("ip", "addr", "add", f"{EDGE_IP}/24", "dev", EDGE_END), ("ip", "link", "set", EDGE_END, "up"),
-                        ("ip", "link", "set", "lo", "up")):
+        for command in (
+            ("ip", "addr", "add", f"{EDGE_IP}/24", "dev", EDGE_END),
+            ("ip", "link", "set", EDGE_END, "up"),
+            ("ip", "link", "set", "lo", "up"),
+        ):
             run("ip", "netns", "exec", NAMESPACE, *command)
         yield
     finally:
@@ -80,9 +82,24 @@ def veth() -> Iterator[None]:
 def client(veth: None) -> Iterator[httpx.Client]:
     checkpoints = [default_checkpoint("spiking_resnet50", k) for k in HEADS]
     port = free_port()
-    edge = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, sys.executable, "-m", "spikebottlenet", "edge", "--host", EDGE_IP,
-                             "--port", str(port), *(f for path in checkpoints for f in ("--checkpoint", str(path)))],
-                            stdout=subprocess.DEVNULL)
+    edge = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            NAMESPACE,
+            sys.executable,
+            "-m",
+            "spikebottlenet",
+            "edge",
+            "--host",
+            EDGE_IP,
+            "--port",
+            str(port),
+            *(f for path in checkpoints for f in ("--checkpoint", str(path))),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_for_edge(f"{EDGE_IP}:{port}", edge)
         with device_client(checkpoints, f"{EDGE_IP}:{port}", deadline_s=10.0) as client:
@@ -132,7 +149,7 @@ def test_auto_moves_to_a_later_split_point_when_the_link_slows(client: httpx.Cli
         pytest.skip(f"tc cannot shape the veth with tbf: {e.stderr.strip()}")
     try:
         slow = auto(client, SETTLE)
-        for look in range(1, WINDOWS + 1):
+        for look in range(1, WINDOWS + 1):  # noqa: B007 (the message below names the look that settled)
             settled = auto(client, WINDOW)
             slow += settled
             if not (failures := settled_failures(settled)):
@@ -140,8 +157,10 @@ def test_auto_moves_to_a_later_split_point_when_the_link_slows(client: httpx.Cli
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", DEVICE_END, "root"], capture_output=True)
     assert not failures, (failures, [a["split_point"] for a in slow])
-    print(f"\nshaped link: fast -> {[a['split_point'] for a in fast[-4:]]}, {SLOW} -> "
-          f"{[a['split_point'] for a in slow]}; settled in look {look} of {WINDOWS}: measured rate "
-          f"{statistics.median(a['split_choice']['link_rate_mbps'] for a in settled):.3f} Mbit/s; last latencies "
-          f"{[round(a['latency_ms']['total'], 1) for a in settled]} ms vs predicted "
-          f"{[round(a['split_choice']['predicted_latency_ms'], 1) for a in settled]} ms")
+    print(
+        f"\nshaped link: fast -> {[a['split_point'] for a in fast[-4:]]}, {SLOW} -> "
+        f"{[a['split_point'] for a in slow]}; settled in look {look} of {WINDOWS}: measured rate "
+        f"{statistics.median(a['split_choice']['link_rate_mbps'] for a in settled):.3f} Mbit/s; last latencies "
+        f"{[round(a['latency_ms']['total'], 1) for a in settled]} ms vs predicted "
+        f"{[round(a['split_choice']['predicted_latency_ms'], 1) for a in settled]} ms"
+    )

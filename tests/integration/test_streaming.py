@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
-from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
 from spikebottlenet.shared.codec import raw_length
 from spikebottlenet.shared.preprocess import load_image
+from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import device_client, scraped, start_edge, upload
@@ -113,7 +113,7 @@ def test_early_exit_stops_at_the_first_confident_step_and_counts_what_was_sent(c
         assert early["early_exit"] == 0.5 and 1 <= steps <= 4
         assert torch.equal(torch.tensor(early["logits"]), running_logits(image, steps))  # bit for bit
         probabilities = [running_logits(image, t).softmax(0).max().item() for t in range(1, 5)]
-        assert all(p < 0.5 for p in probabilities[:steps - 1])  # no earlier step was confident ...
+        assert all(p < 0.5 for p in probabilities[: steps - 1])  # no earlier step was confident ...
         assert probabilities[steps - 1] >= 0.5 or steps == 4  # ... and this one is, unless it is the last
         assert early["transmitted_bytes"] == steps * STEP_BYTES  # raw: one step's bytes per step sent
         # the head worked ahead by at most one step, and its energy is that of the steps it computed
@@ -184,7 +184,10 @@ def copy(message: pb.SpikeStep, **fields: object) -> pb.SpikeStep:
 
 # the messages of a stream gone wrong, and what the refusal must name
 DISAGREEING = {
-    "another model midway": (lambda s: [s[0], copy(s[1], model_fingerprint="ab" * 32)], ["step 1", "model_fingerprint"]),
+    "another model midway": (
+        lambda s: [s[0], copy(s[1], model_fingerprint="ab" * 32)],
+        ["step 1", "model_fingerprint"],
+    ),
     "another shape midway": (lambda s: [s[0], copy(s[1], shape=[4, 2, 4, 8, 8])], ["step 1", "shape"]),
     "a step skipped": (lambda s: [s[0], copy(s[2], step=2)], ["step 2 out of order", "expects step 1"]),
     "a step repeated": (lambda s: [s[0], copy(s[1], step=0)], ["step 0 out of order", "expects step 1"]),
@@ -194,8 +197,11 @@ DISAGREEING = {
 
 
 @pytest.mark.parametrize("make, words", DISAGREEING.values(), ids=DISAGREEING.keys())
-def test_a_stream_whose_messages_disagree_is_refused_naming_the_problem(edge: tuple[str, int], make,  # type: ignore[no-untyped-def]
-                                                                         words: list[str]) -> None:
+def test_a_stream_whose_messages_disagree_is_refused_naming_the_problem(
+    edge: tuple[str, int],
+    make,  # type: ignore[no-untyped-def]
+    words: list[str],
+) -> None:
     messages = make(steps_of(2, 4))
     with grpc.insecure_channel(edge[0]) as channel:
         call = pb_grpc.SplitInferenceStub(channel).InferStream(iter(messages), timeout=30)

@@ -11,10 +11,16 @@ import pytest
 from PIL import Image
 
 from bench.drawn_digits import draw_strokes
-from spikebottlenet.shared.processes import stop, wait_for_edge
-from spikebottlenet.shared.backbones import DEFAULT_ARCH
 from spikebottlenet.sbn.predict import MonolithicClassifier
-from spikebottlenet.shared.checkpoint import CheckpointInfo, default_checkpoint, embedded_models, load_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.backbones import DEFAULT_ARCH
+from spikebottlenet.shared.checkpoint import (
+    CheckpointInfo,
+    default_checkpoint,
+    embedded_models,
+    load_checkpoint,
+    read_checkpoint_info,
+)
+from spikebottlenet.shared.processes import stop, wait_for_edge
 from spikebottlenet.shared.settings import DEFAULT_SPLIT_POINT
 from tests.stack import device_client, start_edge, upload
 
@@ -87,8 +93,9 @@ def test_what_is_not_a_digit_is_answered_uncertain(client: httpx.Client, name: s
 
 def test_clear_drawn_digits_are_mostly_answered_with_confidence(client: httpx.Client) -> None:
     rng = np.random.default_rng(123)
-    bodies = [client.post("/classify", files=upload(png(np.asarray(draw_strokes(d % 10, rng))))).json()
-              for d in range(20)]
+    bodies = [
+        client.post("/classify", files=upload(png(np.asarray(draw_strokes(d % 10, rng))))).json() for d in range(20)
+    ]
     assert sum(b["uncertain"] for b in bodies) <= 5
     assert sum(b["label"] == str(d % 10) for d, b in enumerate(bodies)) >= 16
 

@@ -55,6 +55,7 @@ def test_a_shipped_model_classifies_the_held_out_digits(checkpoint: CheckpointIn
     if measured is not None:
         assert accuracy >= measured - REGRESSION_MARGIN, result
         assert accuracy < GOAL, f"{model_id(checkpoint)} now meets the goal ({accuracy} %): take it off MEASURED"
-        pytest.xfail(f"{accuracy} % of the held-out digits, below the {GOAL} % goal "
-                     f"(docs/models.md: 'What uploads get')")
+        pytest.xfail(
+            f"{accuracy} % of the held-out digits, below the {GOAL} % goal (docs/models.md: 'What uploads get')"
+        )
     assert accuracy >= GOAL, result

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.checkpoint import load_checkpoint
 from tests.stack import EdgeProcess, device_client, device_process, upload
 
@@ -96,8 +96,15 @@ def browser() -> Iterator[object]:
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
     options = webdriver.ChromeOptions()
     options.binary_location = binaries[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1800", "--disable-extensions", "--no-first-run"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1800",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(flag)
     # every request the browser makes, and its console, for the checks that nothing leaves the device
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
@@ -119,7 +126,8 @@ def _uploaded_bytes(driver) -> bytes:
     """The image the page POSTed last (window.sbnLast.upload), read back through a FileReader."""
     data_url = driver.execute_async_script(
         "const done = arguments[arguments.length - 1]; const reader = new FileReader();"
-        "reader.onload = () => done(reader.result); reader.readAsDataURL(window.sbnLast.upload);")
+        "reader.onload = () => done(reader.result); reader.readAsDataURL(window.sbnLast.upload);"
+    )
     return base64.b64decode(data_url.split(",", 1)[1])
 
 
@@ -138,8 +146,11 @@ def _wait_for_answer(driver, previous: object = None) -> dict:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(driver, TIMEOUT_S).until(
-        lambda d: d.execute_script("return window.sbnLast && window.sbnLast.result") not in (None, previous)
-        or "error" in d.find_element("id", "status").get_attribute("class"))
+        lambda d: (
+            d.execute_script("return window.sbnLast && window.sbnLast.result") not in (None, previous)
+            or "error" in d.find_element("id", "status").get_attribute("class")
+        )
+    )
     status = driver.find_element("id", "status")
     assert "error" not in status.get_attribute("class"), f"the page reports an error: {status.text}"
     return driver.execute_script("return window.sbnLast.result")
@@ -151,8 +162,7 @@ def _open_page(driver, url: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(f"{url}/")
-    WebDriverWait(driver, TIMEOUT_S).until(
-        lambda d: d.find_element("id", "readiness").text.startswith("Edge ready"))
+    WebDriverWait(driver, TIMEOUT_S).until(lambda d: d.find_element("id", "readiness").text.startswith("Edge ready"))
     key_field = driver.find_element("id", "api-key")
     if key_field.is_displayed():
         key_field.send_keys(API_KEY)
@@ -173,8 +183,7 @@ def _wait_for_error(driver) -> str:
     """The status line once it reports an error."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, TIMEOUT_S).until(
-        lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    WebDriverWait(driver, TIMEOUT_S).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
     return driver.find_element("id", "status").text
 
 
@@ -183,8 +192,9 @@ def _classify_posts(driver, device_url: str) -> list[str]:
     return [url for url in _requested_urls(driver) if url.startswith(f"{device_url}/classify")]
 
 
-def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str, client: httpx.Client,
-                                                       checkpoint: Path, tmp_path: Path) -> None:
+def test_draw_a_digit_and_read_the_answer_off_the_page(
+    browser, device_url: str, client: httpx.Client, checkpoint: Path, tmp_path: Path
+) -> None:
     driver = browser
     _open_page(driver, device_url)
     assert driver.find_element("id", "api-key").is_displayed(), "the device has an API key: the page must ask for it"
@@ -210,8 +220,12 @@ def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str,
     expected = client.post("/classify", files=upload(drawing, "drawing.png")).json()
     assert label == answer["label"] == expected["label"]
     geometry = load_checkpoint(checkpoint, "head").config.geometry()
-    assert shown_bytes == expected["transmitted_bytes"] == geometry.transmitted_bytes == \
-        math.ceil(math.prod(geometry.spike_shape) / 8)
+    assert (
+        shown_bytes
+        == expected["transmitted_bytes"]
+        == geometry.transmitted_bytes
+        == math.ceil(math.prod(geometry.spike_shape) / 8)
+    )
     assert shown_image_bytes == expected["image_bytes"] == len(drawing)
     assert shown_float32_bytes == expected["float32_feature_bytes"] == geometry.float32_feature_bytes
 
@@ -223,8 +237,10 @@ def test_draw_a_digit_and_read_the_answer_off_the_page(browser, device_url: str,
     assert driver.find_element("id", "energy-45nm").text.endswith("mJ")
     assert driver.find_element("id", "energy-rolls").text.endswith("mJ")
     assert driver.find_element("id", "energy-ann").text.endswith("mJ")
-    assert {"device", "network", "edge"} <= {e.get_attribute("id").removeprefix("latency-")
-                                             for e in driver.find_elements("css selector", "#latency-legend span")}
+    assert {"device", "network", "edge"} <= {
+        e.get_attribute("id").removeprefix("latency-")
+        for e in driver.find_elements("css selector", "#latency-legend span")
+    }
     t, c, h, w = expected["spike_shape"]
     rasters = driver.find_elements("css selector", "#spikes canvas.spike-map")
     assert len(rasters) == t * c
@@ -267,21 +283,24 @@ def test_the_docs_render_offline_in_the_browser(browser, device_url: str) -> Non
     driver.get_log("performance")  # drop what earlier tests requested
     driver.get(f"{device_url}/docs")
     WebDriverWait(driver, TIMEOUT_S).until(  # Swagger UI ran: it fetched the schema and lists the routes
-        lambda d: "/classify" in " ".join(e.text for e in d.find_elements("css selector", ".opblock-summary-path")))
+        lambda d: "/classify" in " ".join(e.text for e in d.find_elements("css selector", ".opblock-summary-path"))
+    )
     urls = _requested_urls(driver)
     assert f"{device_url}/docs-assets/swagger-ui-bundle.js" in urls and f"{device_url}/openapi.json" in urls
     _assert_only_local(urls, device_url)
 
 
-def test_the_api_key_field_shows_only_where_the_device_asks_for_one(browser, device_url: str,
-                                                                    keyless_device_url: str) -> None:
+def test_the_api_key_field_shows_only_where_the_device_asks_for_one(
+    browser, device_url: str, keyless_device_url: str
+) -> None:
     driver = browser
     for url, asks in ((keyless_device_url, False), (device_url, True)):
         _open_page(driver, url)
         row = driver.find_element("id", "api-key-row")
         assert row.is_displayed() == asks, f"the key field of {'a keyed' if asks else 'an open'} device"
         assert driver.execute_script("return getComputedStyle(arguments[0]).display", row) == (
-            "flex" if asks else "none")
+            "flex" if asks else "none"
+        )
 
 
 def test_an_untouched_pad_is_not_sent(browser, device_url: str) -> None:
@@ -310,8 +329,9 @@ def test_an_untouched_pad_is_not_sent(browser, device_url: str) -> None:
     assert _classify_posts(driver, device_url) == [f"{device_url}/classify?spikes=true"]
 
 
-def test_a_failed_upload_clears_the_answer_and_shows_no_preview(browser, device_url: str, client: httpx.Client,
-                                                                tmp_path: Path) -> None:
+def test_a_failed_upload_clears_the_answer_and_shows_no_preview(
+    browser, device_url: str, client: httpx.Client, tmp_path: Path
+) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
@@ -345,7 +365,10 @@ def test_redoc_renders_offline_in_the_browser(browser, device_url: str) -> None:
 
     driver = browser
     # every image the page creates, with the source it was given, recorded before the page's own scripts run
-    recorder = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+    recorder = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": """
         window.sbnImages = [];
         new MutationObserver((mutations) => {
           for (const m of mutations) for (const node of m.addedNodes) {
@@ -354,7 +377,9 @@ def test_redoc_renders_offline_in_the_browser(browser, device_url: str) -> None:
                                                               link: img.closest("a") && img.closest("a").href});
             }
           }
-        }).observe(document, {childList: true, subtree: true});"""})
+        }).observe(document, {childList: true, subtree: true});"""
+        },
+    )
     try:
         driver.get_log("performance")  # drop what earlier tests requested
         driver.get_log("browser")
@@ -362,8 +387,9 @@ def test_redoc_renders_offline_in_the_browser(browser, device_url: str) -> None:
         # ReDoc ran: it fetched the schema and shows the routes, and has drawn its attribution link's logo
         WebDriverWait(driver, TIMEOUT_S).until(lambda d: "/classify" in d.find_element("tag name", "body").text)
         attribution = "https://redocly.com/redoc/"
-        logos = WebDriverWait(driver, TIMEOUT_S).until(lambda d: [
-            image for image in d.execute_script("return window.sbnImages") if image["link"] == attribution])
+        logos = WebDriverWait(driver, TIMEOUT_S).until(
+            lambda d: [image for image in d.execute_script("return window.sbnImages") if image["link"] == attribution]
+        )
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", recorder)
     assert all(not logo["src"] or logo["src"].startswith(f"{device_url}/") for logo in logos), logos

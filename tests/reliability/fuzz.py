@@ -13,9 +13,9 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         if op < 0.5 and at < len(out):
             out[at] = rng.randrange(256)
         elif op < 0.7:
-            out[at:at + 4] = bytes([rng.choice((0x00, 0x7F, 0x80, 0xFF))]) * 4
+            out[at : at + 4] = bytes([rng.choice((0x00, 0x7F, 0x80, 0xFF))]) * 4
         elif op < 0.85:
-            del out[at:at + rng.randint(1, 32)]
+            del out[at : at + rng.randint(1, 32)]
         else:
             out[at:at] = rng.randbytes(rng.randint(1, 16))
     return bytes(out)

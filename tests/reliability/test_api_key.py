@@ -41,8 +41,10 @@ WRONG_KEYS = {
 @pytest.mark.parametrize("key, words", WRONG_KEYS.values(), ids=WRONG_KEYS.keys())
 def test_a_missing_or_wrong_key_is_a_json_401(client: httpx.Client, key: bytes | None, words: str) -> None:
     headers = {} if key is None else {b"X-API-Key": key}
-    for response in (client.post("/classify", files=upload(synthetic_png()), headers=headers),
-                     client.get("/metrics", headers=headers)):
+    for response in (
+        client.post("/classify", files=upload(synthetic_png()), headers=headers),
+        client.get("/metrics", headers=headers),
+    ):
         assert response.status_code == 401
         assert words in response.json()["detail"] and "X-API-Key" in response.json()["detail"]
         assert response.headers["www-authenticate"] == 'ApiKey header="X-API-Key"'
@@ -62,8 +64,14 @@ def test_probes_and_docs_stay_open(client: httpx.Client, path: str) -> None:
 def test_metrics_count_the_401s(client: httpx.Client) -> None:
     def unauthorized() -> float:
         metrics = client.get("/metrics", headers={"X-API-Key": KEY}).text
-        line = next((line for line in metrics.splitlines()
-                     if line.startswith('sbn_device_classify_requests_total{status="401"}')), "_ 0")
+        line = next(
+            (
+                line
+                for line in metrics.splitlines()
+                if line.startswith('sbn_device_classify_requests_total{status="401"}')
+            ),
+            "_ 0",
+        )
         return float(line.split()[-1])
 
     before = unauthorized()

@@ -32,24 +32,30 @@ def make_bad(kind: str, good: Path, folder: Path) -> Path:
             data[tensor_span(good, name)[0]] ^= 0x01
         path.write_bytes(bytes(data))
     elif kind == "a pickle":  # with a payload that would leave a trace if unpickled
-        torch.save({"state": calibrated_model(8).state_dict(), "payload": TouchOnUnpickle(folder / "unpickled")},
-                   path)
+        torch.save({"state": calibrated_model(8).state_dict(), "payload": TouchOnUnpickle(folder / "unpickled")}, path)
     else:
         data = good.read_bytes()
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     return path
 
 
 @pytest.fixture(scope="module")
-def outcomes(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[dict[tuple[str, str], subprocess.CompletedProcess[str]], Path]:
+def outcomes(
+    checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[tuple[str, str], subprocess.CompletedProcess[str]], Path]:
     """{(command, bad kind): its finished process}, all started at once; and their folder."""
     folder = tmp_path_factory.mktemp("bad-checkpoints")
     bad = {kind: make_bad(kind, checkpoint, folder) for kind in BAD}
-    processes = {(command, kind): subprocess.Popen(
-        [sys.executable, "-m", "spikebottlenet", command, "--checkpoint", str(path), "--port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for command in FIRST_WORDS for kind, path in bad.items()}
+    processes = {
+        (command, kind): subprocess.Popen(
+            [sys.executable, "-m", "spikebottlenet", command, "--checkpoint", str(path), "--port", str(free_port())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in FIRST_WORDS
+        for kind, path in bad.items()
+    }
     finished = {}
     for key, process in processes.items():
         try:
@@ -64,7 +70,8 @@ def outcomes(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.parametrize("kind", BAD)
 @pytest.mark.parametrize("command", FIRST_WORDS)
 def test_a_bad_checkpoint_stops_the_process_with_one_clear_line(
-        outcomes: tuple[dict, Path], command: str, kind: str, report: Callable[[str], None]) -> None:
+    outcomes: tuple[dict, Path], command: str, kind: str, report: Callable[[str], None]
+) -> None:
     finished, folder = outcomes
     result = finished[command, kind]
     lines = result.stderr.strip().splitlines()

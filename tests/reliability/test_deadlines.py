@@ -51,10 +51,18 @@ class Answer:
 def multipart_post(image: bytes) -> bytes:
     """The bytes of ``POST /classify`` with ``image`` as the ``file`` field, ready to write to a socket."""
     boundary = "sbn-test-boundary"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
-    head = (f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -99,19 +107,29 @@ def slow_stack(checkpoint: Path) -> Iterator[tuple[str, str]]:
     """(device URL, edge metrics URL): an edge that holds every frame EDGE_DELAY_S and takes EDGE_SLOTS at once, a
     device with DEADLINE_S."""
     metrics_port = free_port()
-    edge = start_edge(checkpoint, None, "--inject-delay-s", str(EDGE_DELAY_S), "--metrics-port", str(metrics_port),
-                      "--max-concurrency", str(EDGE_SLOTS))
+    edge = start_edge(
+        checkpoint,
+        None,
+        "--inject-delay-s",
+        str(EDGE_DELAY_S),
+        "--metrics-port",
+        str(metrics_port),
+        "--max-concurrency",
+        str(EDGE_SLOTS),
+    )
     try:
         wait_for_edge(edge.address, edge.process)
-        with device_process(checkpoint, edge.address, "--deadline-s", str(DEADLINE_S), "--max-edge-calls",
-                            str(EDGE_SLOTS)) as url:
+        with device_process(
+            checkpoint, edge.address, "--deadline-s", str(DEADLINE_S), "--max-edge-calls", str(EDGE_SLOTS)
+        ) as url:
             yield url, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         stop_all([edge.process])
 
 
 def test_a_burst_gets_200_or_504_within_the_deadline_and_the_edge_drops_what_nobody_waits_for(
-        slow_stack: tuple[str, str], report: Callable[[str], None]) -> None:
+    slow_stack: tuple[str, str], report: Callable[[str], None]
+) -> None:
     url, edge_metrics = slow_stack
     bursts = []
     for _ in range(BURSTS):
@@ -129,22 +147,28 @@ def test_a_burst_gets_200_or_504_within_the_deadline_and_the_edge_drops_what_nob
     # What the device gave up on, the edge did not run: such a frame is answered DEADLINE_EXCEEDED or
     # CANCELLED there, counted as its gRPC thread lets go (at the call's end, so allow a moment).
     until = time.monotonic() + 10
-    while (dropped := sum(scraped(edge_metrics, "sbn_edge_frames_total", code=code)
-                          for code in ("DEADLINE_EXCEEDED", "CANCELLED"))) == 0:
+    while (
+        dropped := sum(
+            scraped(edge_metrics, "sbn_edge_frames_total", code=code) for code in ("DEADLINE_EXCEEDED", "CANCELLED")
+        )
+    ) == 0:
         assert time.monotonic() < until, "the edge ran every frame, also those whose caller had gone"
         time.sleep(0.05)
     ran = scraped(edge_metrics, "sbn_edge_frames_total", code="OK")
     # after the burst the edge has its capacity back: one more upload goes through
     with httpx.Client(base_url=url, timeout=30) as client:
         assert client.post("/classify", files={"file": ("x.png", synthetic_png(), "image/png")}).status_code == 200
-    report(f"deadline {DEADLINE_S:g} s, edge holding each frame {EDGE_DELAY_S:g} s, {EDGE_SLOTS} at once: {BURSTS} "
-           f"bursts of {BURST} concurrent uploads -> {statuses.count(200)} x 200, {statuses.count(504)} x 504, "
-           f"slowest answer {slowest:.3f} s (200s: {max(a.seconds for a in answers if a.status == 200):.3f} s); the "
-           f"edge dropped {dropped:.0f} frames whose caller had gone, ran {ran:.0f}")
+    report(
+        f"deadline {DEADLINE_S:g} s, edge holding each frame {EDGE_DELAY_S:g} s, {EDGE_SLOTS} at once: {BURSTS} "
+        f"bursts of {BURST} concurrent uploads -> {statuses.count(200)} x 200, {statuses.count(504)} x 504, "
+        f"slowest answer {slowest:.3f} s (200s: {max(a.seconds for a in answers if a.status == 200):.3f} s); the "
+        f"edge dropped {dropped:.0f} frames whose caller had gone, ran {ran:.0f}"
+    )
 
 
-def test_a_full_head_queue_answers_503_with_retry_after_at_once(checkpoint: Path, edge: EdgeProcess,
-                                                                report: Callable[[str], None]) -> None:
+def test_a_full_head_queue_answers_503_with_retry_after_at_once(
+    checkpoint: Path, edge: EdgeProcess, report: Callable[[str], None]
+) -> None:
     with device_process(checkpoint, edge.address, "--head-queue-limit", "2") as url:
         answers = asyncio.run(burst(url, BURST))
     statuses = [answer.status for answer in answers]
@@ -154,5 +178,7 @@ def test_a_full_head_queue_answers_503_with_retry_after_at_once(checkpoint: Path
     for answer in refused:
         assert answer.headers["retry-after"] == "1"
         assert "waiting for the head" in answer.body["detail"]
-    report(f"head queue limit 2: {BURST} concurrent uploads -> {statuses.count(200)} x 200, {len(refused)} x 503 "
-           f"with Retry-After, refused within {max(answer.seconds for answer in refused):.3f} s")
+    report(
+        f"head queue limit 2: {BURST} concurrent uploads -> {statuses.count(200)} x 200, {len(refused)} x 503 "
+        f"with Retry-After, refused within {max(answer.seconds for answer in refused):.3f} s"
+    )

@@ -18,8 +18,8 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, device_client, monolithic_logits, start_edge, upload
@@ -58,8 +58,9 @@ def slow_edge(checkpoint: Path) -> Iterator[EdgeProcess]:
         stop_all([edge.process])
 
 
-def test_a_slow_edge_gets_504_at_the_deadline_and_stays_ready(slow_edge: EdgeProcess, checkpoint: Path,
-                                                              report: Callable[[str], None]) -> None:
+def test_a_slow_edge_gets_504_at_the_deadline_and_stays_ready(
+    slow_edge: EdgeProcess, checkpoint: Path, report: Callable[[str], None]
+) -> None:
     deadline_s = 0.3
     with device_client(checkpoint, slow_edge.address, deadline_s=deadline_s) as client:
         start = time.monotonic()
@@ -68,20 +69,25 @@ def test_a_slow_edge_gets_504_at_the_deadline_and_stays_ready(slow_edge: EdgePro
         assert "DEADLINE_EXCEEDED" in response.json()["detail"]
         assert answered - start < SLOW_S, "the device waited for the edge past its deadline"
         assert client.get("/readyz").status_code == 200  # slow, not down: model info is not delayed
-    report(f"slow edge ({SLOW_S:g} s per frame, deadline {deadline_s:g} s): 504 after {answered - start:.2f} s, "
-           f"/readyz still 200")
+    report(
+        f"slow edge ({SLOW_S:g} s per frame, deadline {deadline_s:g} s): 504 after {answered - start:.2f} s, "
+        f"/readyz still 200"
+    )
 
 
-def test_more_uploads_than_edge_slots_wait_for_a_slot_instead_of_failing(slow_edge: EdgeProcess, checkpoint: Path,
-                                                                        report: Callable[[str], None]) -> None:
+def test_more_uploads_than_edge_slots_wait_for_a_slot_instead_of_failing(
+    slow_edge: EdgeProcess, checkpoint: Path, report: Callable[[str], None]
+) -> None:
     uploads = 3 * SLOW_SLOTS
     with device_client(checkpoint, slow_edge.address, deadline_s=10.0, max_edge_calls=SLOW_SLOTS) as client:
         start = time.monotonic()
         results = concurrently(client, synthetic_png(), uploads)
     assert [r.status_code for r, _ in results] == [200] * uploads
     assert max(t for _, t in results) - start >= (uploads / SLOW_SLOTS - 0.5) * SLOW_S  # in waves of SLOW_SLOTS
-    report(f"busy edge ({SLOW_SLOTS} slots): {uploads} concurrent uploads through a device with "
-           f"max_edge_calls={SLOW_SLOTS}: {uploads}/{uploads} answered 200, queued on the device")
+    report(
+        f"busy edge ({SLOW_SLOTS} slots): {uploads} concurrent uploads through a device with "
+        f"max_edge_calls={SLOW_SLOTS}: {uploads}/{uploads} answered 200, queued on the device"
+    )
 
 
 def test_without_the_device_bound_a_busy_edge_refuses_with_503(slow_edge: EdgeProcess, checkpoint: Path) -> None:
@@ -95,7 +101,8 @@ def test_without_the_device_bound_a_busy_edge_refuses_with_503(slow_edge: EdgePr
 
 
 def test_requests_in_flight_when_the_edge_is_killed_get_503_and_a_restarted_edge_serves(
-        checkpoint: Path, report: Callable[[str], None]) -> None:
+    checkpoint: Path, report: Callable[[str], None]
+) -> None:
     in_flight, deadline_s, delay_s = 8, 8.0, 3.0
     port = free_port()
     edge = start_edge(checkpoint, port, "--inject-delay-s", str(delay_s))
@@ -103,8 +110,10 @@ def test_requests_in_flight_when_the_edge_is_killed_get_503_and_a_restarted_edge
     image = synthetic_png(seed=4)
     try:
         wait_for_edge(edge.address, edge.process)
-        with device_client(checkpoint, edge.address, deadline_s=deadline_s) as client, \
-                ThreadPoolExecutor(in_flight) as pool:
+        with (
+            device_client(checkpoint, edge.address, deadline_s=deadline_s) as client,
+            ThreadPoolExecutor(in_flight) as pool,
+        ):
             sent = time.monotonic()
             pending = [pool.submit(classify, client, image) for _ in range(in_flight)]
             time.sleep(1.5)  # every frame is at the edge (heads take milliseconds), inside its delay
@@ -122,18 +131,22 @@ def test_requests_in_flight_when_the_edge_is_killed_get_503_and_a_restarted_edge
             ready_after = poll_ready(client)
             response = client.post("/classify", params={"logits": "true"}, files=upload(image))
         assert response.status_code == 200
-        torch.testing.assert_close(torch.tensor(response.json()["logits"]), monolithic_logits(checkpoint, image),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(response.json()["logits"]), monolithic_logits(checkpoint, image), rtol=0, atol=1e-5
+        )
     finally:
         stop_all([edge.process, *([restarted.process] if restarted else [])])
-    report(f"edge SIGKILLed with {in_flight} requests in flight: {in_flight}/{in_flight} answered 503 within "
-           f"{latest - killed:.2f} s of the kill (deadline {deadline_s:g} s), none hung; an edge restarted on the "
-           f"same port: the same device, not restarted, ready again within {ready_after:.1f} s and answering "
-           f"correctly")
+    report(
+        f"edge SIGKILLed with {in_flight} requests in flight: {in_flight}/{in_flight} answered 503 within "
+        f"{latest - killed:.2f} s of the kill (deadline {deadline_s:g} s), none hung; an edge restarted on the "
+        f"same port: the same device, not restarted, ready again within {ready_after:.1f} s and answering "
+        f"correctly"
+    )
 
 
-def test_a_device_restart_leaves_the_edge_serving_another_client(edge: EdgeProcess, checkpoint: Path,
-                                                                 report: Callable[[str], None]) -> None:
+def test_a_device_restart_leaves_the_edge_serving_another_client(
+    edge: EdgeProcess, checkpoint: Path, report: Callable[[str], None]
+) -> None:
     frame = HeadRunner.load(checkpoint).run(synthetic_png()).frame
     reference = monolithic_logits(checkpoint, synthetic_png())
     answers: list[bool] = []  # per call of the other client: the right logits?
@@ -151,8 +164,7 @@ def test_a_device_restart_leaves_the_edge_serving_another_client(edge: EdgeProce
     url = f"http://127.0.0.1:{port}"
 
     def start_device() -> subprocess.Popen[bytes]:
-        process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port),
-                        "--edge-address", edge.address)
+        process = spawn("device", "--checkpoint", str(checkpoint), "--port", str(port), "--edge-address", edge.address)
         wait_for_http(f"{url}/readyz", process)
         return process
 
@@ -190,5 +202,7 @@ def test_a_device_restart_leaves_the_edge_serving_another_client(edge: EdgeProce
     with grpc.insecure_channel(edge.address) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
-    report(f"device SIGKILLed mid-upload and restarted on the same port: the edge's other client got "
-           f"{len(answers)}/{len(answers)} correct answers throughout; the restarted device classified correctly")
+    report(
+        f"device SIGKILLed mid-upload and restarted on the same port: the edge's other client got "
+        f"{len(answers)}/{len(answers)} correct answers throughout; the restarted device classified correctly"
+    )

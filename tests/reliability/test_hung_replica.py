@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.settings import DeviceSettings
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from tests.stack import EdgeProcess, device_process, start_edge, upload
 
@@ -97,7 +97,8 @@ def recovery_s(uploads: list[Upload], stopped: float, steady: float, until: floa
 
 @pytest.mark.slow
 def test_a_stopped_replica_costs_at_most_the_frames_in_flight_and_throughput_recovers(
-        replicas: list[EdgeProcess], checkpoint: Path, report: Callable[[str], None]) -> None:
+    replicas: list[EdgeProcess], checkpoint: Path, report: Callable[[str], None]
+) -> None:
     hung, _ = replicas
     target = "ipv4:" + ",".join(edge.address for edge in replicas)
     with device_process(checkpoint, target) as url:
@@ -125,12 +126,14 @@ def test_a_stopped_replica_costs_at_most_the_frames_in_flight_and_throughput_rec
     after = rate(uploads, resume_at, until)
     slowest = max(u.done - u.sent for u in uploads)
     statuses = ", ".join(str(u.status) for u in lost) or "none"
-    report(f"hung replica (SIGSTOP for {STOPPED_S:g} s of 2, {CONCURRENCY} uploads in flight, deadline "
-           f"{DEADLINE_S:g} s): {len(lost)} of {len(uploads)} requests lost ({statuses}; {in_flight} were in flight "
-           f"at the stop); throughput {steady:.1f}/s before, back above "
-           f"{RECOVERED:.0%} of it {recovered:.2f} s after the stop ({recovered_rate:.1f}/s from then on), "
-           f"{during:.1f}/s over the {STOPPED_S:g} s stopped, {after:.1f}/s after SIGCONT; slowest request "
-           f"{slowest:.2f} s")
+    report(
+        f"hung replica (SIGSTOP for {STOPPED_S:g} s of 2, {CONCURRENCY} uploads in flight, deadline "
+        f"{DEADLINE_S:g} s): {len(lost)} of {len(uploads)} requests lost ({statuses}; {in_flight} were in flight "
+        f"at the stop); throughput {steady:.1f}/s before, back above "
+        f"{RECOVERED:.0%} of it {recovered:.2f} s after the stop ({recovered_rate:.1f}/s from then on), "
+        f"{during:.1f}/s over the {STOPPED_S:g} s stopped, {after:.1f}/s after SIGCONT; slowest request "
+        f"{slowest:.2f} s"
+    )
     assert steady > 0 and len({u.replica for u in uploads if u.sent < stop_at and u.status == 200}) == 2
     # what the stop may cost: requests already in flight on the stopped replica, none sent after it
     assert len(lost) <= in_flight and all(u.sent < stop_at for u in lost), "a request sent after the stop was lost"

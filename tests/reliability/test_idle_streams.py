@@ -19,8 +19,8 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.device.head_runner import HeadRunner
+from spikebottlenet.sbn.bench import synthetic_png
 from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
@@ -45,8 +45,16 @@ class Ended:
 def stream_edge(checkpoint: Path) -> Iterator[tuple[EdgeProcess, str]]:
     """An edge with a smaller per-client stream limit than idle streams opened, and its metrics URL."""
     metrics_port = free_port()
-    edge = start_edge(checkpoint, None, "--max-streams-per-peer", str(PER_PEER), "--stream-step-s",
-                      str(FIRST_STEP_S), "--metrics-port", str(metrics_port))
+    edge = start_edge(
+        checkpoint,
+        None,
+        "--max-streams-per-peer",
+        str(PER_PEER),
+        "--stream-step-s",
+        str(FIRST_STEP_S),
+        "--metrics-port",
+        str(metrics_port),
+    )
     try:
         wait_for_edge(edge.address, edge.process)
         yield edge, f"http://127.0.0.1:{metrics_port}/metrics"
@@ -81,7 +89,8 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def test_idle_streams_take_nothing_from_other_calls_and_are_cut_after_the_first_step_timeout(
-        stream_edge: tuple[EdgeProcess, str], checkpoint: Path, report: Callable[[str], None]) -> None:
+    stream_edge: tuple[EdgeProcess, str], checkpoint: Path, report: Callable[[str], None]
+) -> None:
     edge, metrics_url = stream_edge
     head = HeadRunner.load(checkpoint)
     frame = head.run(synthetic_png()).frame
@@ -92,9 +101,10 @@ def test_idle_streams_take_nothing_from_other_calls_and_are_cut_after_the_first_
         # the streams over the limit are refused at once, naming it; the others stay open, sending nothing
         assert wait_for(lambda: len(ended) >= IDLE - PER_PEER, 10)
         refused = list(ended)
-        assert len(refused) == IDLE - PER_PEER and all(e.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-                                                       and f"max_streams_per_peer = {PER_PEER}" in e.details
-                                                       for e in refused), refused
+        assert len(refused) == IDLE - PER_PEER and all(
+            e.code == grpc.StatusCode.RESOURCE_EXHAUSTED and f"max_streams_per_peer = {PER_PEER}" in e.details
+            for e in refused
+        ), refused
         assert wait_for(lambda: scraped(metrics_url, "sbn_edge_open_streams") == PER_PEER, 10)
 
         with grpc.insecure_channel(edge.address) as channel:
@@ -110,7 +120,7 @@ def test_idle_streams_take_nothing_from_other_calls_and_are_cut_after_the_first_
         torch.testing.assert_close(torch.tensor(reply.values), reference, rtol=0, atol=1e-5)
 
         assert wait_for(lambda: len(ended) == IDLE, FIRST_STEP_S + CUT_MARGIN_S + 5)
-        cut = ended[len(refused):]
+        cut = ended[len(refused) :]
         assert all(e.code == grpc.StatusCode.CANCELLED and "stream_step_s" in e.details for e in cut), cut
         assert all(FIRST_STEP_S <= e.seconds <= FIRST_STEP_S + CUT_MARGIN_S for e in cut), [e.seconds for e in cut]
         assert wait_for(lambda: scraped(metrics_url, "sbn_edge_open_streams") == 0, 5)
@@ -127,8 +137,10 @@ def test_idle_streams_take_nothing_from_other_calls_and_are_cut_after_the_first_
     assert [r.step for r in replies] == list(range(len(steps)))
     torch.testing.assert_close(torch.tensor(replies[-1].values), reference, rtol=0, atol=1e-5)
     seconds = sorted(e.seconds for e in cut)
-    report(f"idle streams: {IDLE} InferStream calls from one client sending nothing (the thread-per-call edge "
-           f"refused everything from 36 on): {len(refused)} over max_streams_per_peer={PER_PEER} refused "
-           f"RESOURCE_EXHAUSTED at once; with {PER_PEER} open, health, GetModelInfo and a correct Infer answered in "
-           f"{answered_s * 1e3:.0f} ms together; all {len(cut)} cancelled {seconds[0]:.2f}-{seconds[-1]:.2f} s after "
-           f"opening (stream_step_s={FIRST_STEP_S:g}); then the same client streamed a frame correctly")
+    report(
+        f"idle streams: {IDLE} InferStream calls from one client sending nothing (the thread-per-call edge "
+        f"refused everything from 36 on): {len(refused)} over max_streams_per_peer={PER_PEER} refused "
+        f"RESOURCE_EXHAUSTED at once; with {PER_PEER} open, health, GetModelInfo and a correct Infer answered in "
+        f"{answered_s * 1e3:.0f} ms together; all {len(cut)} cancelled {seconds[0]:.2f}-{seconds[-1]:.2f} s after "
+        f"opening (stream_step_s={FIRST_STEP_S:g}); then the same client streamed a frame correctly"
+    )

@@ -45,8 +45,9 @@ def device(checkpoint: Path, edge: EdgeProcess) -> Iterator[tuple[str, int]]:
         yield url, pid
 
 
-def test_each_bomb_is_a_413_naming_the_budget_within_100_ms(device: tuple[str, int],
-                                                            report: Callable[[str], None]) -> None:
+def test_each_bomb_is_a_413_naming_the_budget_within_100_ms(
+    device: tuple[str, int], report: Callable[[str], None]
+) -> None:
     url, _ = device
     figures = []
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -60,17 +61,23 @@ def test_each_bomb_is_a_413_naming_the_budget_within_100_ms(device: tuple[str, i
                 detail = response.json()["detail"]
                 assert f"{SIDE}x{SIDE} pixels" in detail and f"at most {MAX_DECODED_BYTES:,} decoded bytes" in detail
             assert statistics.median(seconds) <= REFUSED_WITHIN_S, f"{name}: {seconds}"
-            figures.append(f"{name} ({len(bomb) / 1024:.0f} KB): median {statistics.median(seconds) * 1e3:.0f} ms, "
-                           f"slowest {max(seconds) * 1e3:.0f} ms")
-    report(f"image bombs, {SIDE}x{SIDE} PNGs: 413 naming the {MAX_DECODED_BYTES:,}-byte decoded-size budget, "
-           f"{TRIES} tries each: {'; '.join(figures)}")
+            figures.append(
+                f"{name} ({len(bomb) / 1024:.0f} KB): median {statistics.median(seconds) * 1e3:.0f} ms, "
+                f"slowest {max(seconds) * 1e3:.0f} ms"
+            )
+    report(
+        f"image bombs, {SIDE}x{SIDE} PNGs: 413 naming the {MAX_DECODED_BYTES:,}-byte decoded-size budget, "
+        f"{TRIES} tries each: {'; '.join(figures)}"
+    )
 
 
 async def attack(url: str) -> tuple[list[int], list[tuple[int, float]]]:
     """ATTACK bombs and NORMAL normal uploads at once: the bombs' statuses, and (status, seconds) of each normal
     one."""
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=ATTACK + NORMAL)) \
-            as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=ATTACK + NORMAL)
+    ) as client:
+
         async def normal(seed: int) -> tuple[int, float]:
             start = time.monotonic()
             response = await client.post("/classify", files=upload(synthetic_png(seed)))
@@ -81,12 +88,13 @@ async def attack(url: str) -> tuple[list[int], list[tuple[int, float]]]:
 
         bombs = [bomb(i) for i in range(ATTACK)]
         normals = [normal(seed) for seed in range(NORMAL)]
-        every = await asyncio.gather(*bombs[:ATTACK // 2], *normals, *bombs[ATTACK // 2:])  # normals among them
-    return [*every[:ATTACK // 2], *every[ATTACK // 2 + NORMAL:]], every[ATTACK // 2:ATTACK // 2 + NORMAL]
+        every = await asyncio.gather(*bombs[: ATTACK // 2], *normals, *bombs[ATTACK // 2 :])  # normals among them
+    return [*every[: ATTACK // 2], *every[ATTACK // 2 + NORMAL :]], every[ATTACK // 2 : ATTACK // 2 + NORMAL]
 
 
 def test_normal_uploads_are_answered_during_an_attack_and_memory_comes_back(
-        device: tuple[str, int], report: Callable[[str], None]) -> None:
+    device: tuple[str, int], report: Callable[[str], None]
+) -> None:
     url, pid = device
     before = rss_kib(pid)
     peak = before
@@ -109,7 +117,9 @@ def test_normal_uploads_are_answered_during_an_attack_and_memory_comes_back(
     assert bombs == [413] * ATTACK
     assert [status for status, _ in normals] == [200] * NORMAL
     assert abs(after - before) <= RSS_SLACK_KIB, f"device RSS {before / 1024:.0f} -> {after / 1024:.0f} MiB"
-    report(f"image bombs: {ATTACK} at once ({ATTACK // 2} of each) with {NORMAL} normal uploads among them: "
-           f"{ATTACK} x 413, {NORMAL} x 200 (slowest {max(s for _, s in normals):.3f} s); device RSS "
-           f"{before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB, {after / 1024:.0f} MiB after "
-           f"({(after - before) / 1024:+.1f} MiB)")
+    report(
+        f"image bombs: {ATTACK} at once ({ATTACK // 2} of each) with {NORMAL} normal uploads among them: "
+        f"{ATTACK} x 413, {NORMAL} x 200 (slowest {max(s for _, s in normals):.3f} s); device RSS "
+        f"{before / 1024:.0f} MiB before, peak {peak / 1024:.0f} MiB, {after / 1024:.0f} MiB after "
+        f"({(after - before) / 1024:+.1f} MiB)"
+    )

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from spikebottlenet.sbn.bench import measure, synthetic_png
-from spikebottlenet.shared.processes import free_port
 from spikebottlenet.sbn.up import local_stack
+from spikebottlenet.shared.processes import free_port
 from tests.stack import monolithic_logits, upload
 
 SPLIT_POINT = 1
@@ -44,8 +44,10 @@ def stack(calibrated_checkpoint: Callable[..., Path]) -> Iterator[tuple[httpx.Cl
     """A client of a device process, the pids of {"edge", "device"}, and their checkpoint."""
     checkpoint = calibrated_checkpoint(SPLIT_POINT)
     port = free_port()
-    with local_stack(checkpoint, SPLIT_POINT, port=port, edge_port=free_port()) as (edge, device), \
-            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    with (
+        local_stack(checkpoint, SPLIT_POINT, port=port, edge_port=free_port()) as (edge, device),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
         deadline = time.monotonic() + 30
         while client.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the device did not become ready"
@@ -56,7 +58,8 @@ def stack(calibrated_checkpoint: Callable[..., Path]) -> Iterator[tuple[httpx.Cl
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads resident memory from Linux /proc")
 def test_1000_requests_at_concurrency_16_all_right_and_no_growth(
-        stack: tuple[httpx.Client, dict[str, int], Path], report: Callable[[str], None]) -> None:
+    stack: tuple[httpx.Client, dict[str, int], Path], report: Callable[[str], None]
+) -> None:
     client, pids, checkpoint = stack
     images = [synthetic_png(seed, size=(32 + seed, 32)) for seed in range(IMAGES)]
     expected = {image: int(monolithic_logits(checkpoint, image).argmax()) for image in images}
@@ -78,10 +81,14 @@ def test_1000_requests_at_concurrency_16_all_right_and_no_growth(
     failures = [r for r in results if r[0] != 200]
     assert not failures, f"{len(failures)} of {REQUESTS} failed, e.g. {failures[:3]}"
     assert all(right for _, _, right in results), "an answer differs from the monolithic model's class"
-    memory = ", ".join(f"{name} {warm[name] / 1024:.0f} -> {after[name] / 1024:.0f} MiB "
-                       f"({after[name] / warm[name] - 1:+.1%})" for name in pids)
-    report(f"load: {REQUESTS} requests at concurrency {CONCURRENCY}, after {WARMUP} warm-up: "
-           f"{REQUESTS}/{REQUESTS} answered 200 with the monolithic model's class; p50 {run.percentile(50):.0f} ms, "
-           f"p99 {run.percentile(99):.0f} ms, {run.requests_per_s:.1f} requests/s; RSS {memory}")
+    memory = ", ".join(
+        f"{name} {warm[name] / 1024:.0f} -> {after[name] / 1024:.0f} MiB ({after[name] / warm[name] - 1:+.1%})"
+        for name in pids
+    )
+    report(
+        f"load: {REQUESTS} requests at concurrency {CONCURRENCY}, after {WARMUP} warm-up: "
+        f"{REQUESTS}/{REQUESTS} answered 200 with the monolithic model's class; p50 {run.percentile(50):.0f} ms, "
+        f"p99 {run.percentile(99):.0f} ms, {run.requests_per_s:.1f} requests/s; RSS {memory}"
+    )
     for name in pids:
         assert abs(after[name] - warm[name]) <= RSS_TOLERANCE * warm[name], f"{name}: {memory}"

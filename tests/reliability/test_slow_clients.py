@@ -57,7 +57,7 @@ async def slow_sender(host: str, port: int, first: bytes, trickle: bytes, give_u
                 while chunk := await asyncio.wait_for(reader.read(65536), TRICKLE_S):
                     received += chunk
                 break  # end of stream: closed
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if time.monotonic() - start > give_up_s:
                     return Cut(None, None, give_up_s)
                 writer.write(bytes([byte]))
@@ -80,8 +80,13 @@ def slow_head(host: str, port: int, give_up_s: float) -> asyncio.Future[Cut]:
 def slow_body(host: str, port: int, give_up_s: float) -> asyncio.Future[Cut]:
     """An upload whose body arrives a byte at a time."""
     boundary = "slow"
-    head = HEAD + (f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {BODY_BYTES}\r\n\r\n"
-                   f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n').encode()
+    head = (
+        HEAD
+        + (
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {BODY_BYTES}\r\n\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        ).encode()
+    )
     return asyncio.ensure_future(slow_sender(host, port, head, synthetic_png() * 100, give_up_s))
 
 
@@ -100,6 +105,7 @@ async def slowloris(url: str) -> tuple[list[Cut], list[Cut], list[int]]:
     bodies = [slow_body(host, int(port), give_up_s) for _ in range(SLOW // 2)]
     await asyncio.sleep(TRICKLE_S)  # all connected and trickling
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
         async def normal(seeds: range) -> list[int]:
             return [(await client.post("/classify", files=upload(synthetic_png(seed)))).status_code for seed in seeds]
 
@@ -109,27 +115,32 @@ async def slowloris(url: str) -> tuple[list[Cut], list[Cut], list[int]]:
 
 
 def test_200_slow_senders_keep_no_normal_upload_out_and_are_each_cut_off_by_their_deadline(
-        device: str, report: Callable[[str], None]) -> None:
+    device: str, report: Callable[[str], None]
+) -> None:
     heads, bodies, normals = asyncio.run(slowloris(device))
     assert normals == [200] * NORMAL
     for cut in heads:
         assert cut.status == 408 and "had not fully arrived" in cut.detail, cut
     for cut in bodies:
-        assert ((cut.status == 408 and "had not fully arrived" in cut.detail)
-                or (cut.status == 503 and "arriving the longest" in cut.detail)), cut
+        assert (cut.status == 408 and "had not fully arrived" in cut.detail) or (
+            cut.status == 503 and "arriving the longest" in cut.detail
+        ), cut
     slowest = max(cut.seconds for cut in heads + bodies)
     assert slowest <= CLOSED_WITHIN_S, f"a slow connection stayed open {slowest:.2f} s"
     statuses = Counter(cut.status for cut in bodies)
-    report(f"slowloris, deadline {DEADLINE_S:g} s: {SLOW} connections trickling a byte every {TRICKLE_S:g} s "
-           f"({SLOW // 2} their headers, {SLOW // 2} their body) while {NORMAL} normal uploads were sent: "
-           f"{normals.count(200)}/{NORMAL} normal x 200; slow headers: {SLOW // 2} x 408 and closed "
-           f"{min(c.seconds for c in heads):.2f}-{max(c.seconds for c in heads):.2f} s after their first byte; slow "
-           f"bodies: {statuses[408]} x 408 at the deadline, {statuses[503]} x 503 dropped to make room, every one "
-           f"closed within {max(c.seconds for c in bodies):.2f} s")
+    report(
+        f"slowloris, deadline {DEADLINE_S:g} s: {SLOW} connections trickling a byte every {TRICKLE_S:g} s "
+        f"({SLOW // 2} their headers, {SLOW // 2} their body) while {NORMAL} normal uploads were sent: "
+        f"{normals.count(200)}/{NORMAL} normal x 200; slow headers: {SLOW // 2} x 408 and closed "
+        f"{min(c.seconds for c in heads):.2f}-{max(c.seconds for c in heads):.2f} s after their first byte; slow "
+        f"bodies: {statuses[408]} x 408 at the deadline, {statuses[503]} x 503 dropped to make room, every one "
+        f"closed within {max(c.seconds for c in bodies):.2f} s"
+    )
 
 
 def test_a_body_unfinished_at_its_deadline_is_a_json_408_at_the_deadline_and_its_connection_closed(
-        device: str, report: Callable[[str], None]) -> None:
+    device: str, report: Callable[[str], None]
+) -> None:
     host, port = device.removeprefix("http://").split(":")
 
     async def one() -> Cut:
@@ -140,5 +151,7 @@ def test_a_body_unfinished_at_its_deadline_is_a_json_408_at_the_deadline_and_its
     assert DEADLINE_S <= cut.seconds <= CLOSED_WITHIN_S, cut  # closed: slow_sender read to the end of the stream
     with httpx.Client(base_url=device, timeout=30) as client:  # and the device goes on
         assert client.post("/classify", files=upload(synthetic_png())).status_code == 200
-    report(f"a body unfinished at its {DEADLINE_S:g} s deadline: 408 ({cut.detail!r}) and the connection closed "
-           f"{cut.seconds:.2f} s after its first byte")
+    report(
+        f"a body unfinished at its {DEADLINE_S:g} s deadline: 408 ({cut.detail!r}) and the connection closed "
+        f"{cut.seconds:.2f} s after its first byte"
+    )

@@ -10,15 +10,40 @@ import pytest
 
 from spikebottlenet.sbn.cli import main
 
-FIELDS = {"concurrency", "split_p50_ms", "split_p99_ms", "monolithic_p50_ms", "split_rps", "monolithic_rps",
-          "mean_head_batch", "mean_edge_batch"}
+FIELDS = {
+    "concurrency",
+    "split_p50_ms",
+    "split_p99_ms",
+    "monolithic_p50_ms",
+    "split_rps",
+    "monolithic_rps",
+    "mean_head_batch",
+    "mean_edge_batch",
+}
 
 
-def test_json_has_one_object_per_concurrency_level(calibrated_checkpoint: Callable[..., Path],
-                                                   capfd: pytest.CaptureFixture[str]) -> None:
+def test_json_has_one_object_per_concurrency_level(
+    calibrated_checkpoint: Callable[..., Path], capfd: pytest.CaptureFixture[str]
+) -> None:
     checkpoint = calibrated_checkpoint(8)
-    assert main(["bench", "--checkpoint", str(checkpoint), "--json", "--requests", "24", "--warmup", "4",
-                 "--concurrency", "1", "8"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--checkpoint",
+                str(checkpoint),
+                "--json",
+                "--requests",
+                "24",
+                "--warmup",
+                "4",
+                "--concurrency",
+                "1",
+                "8",
+            ]
+        )
+        == 0
+    )
     levels = json.loads(capfd.readouterr().out)  # stdout holds the JSON alone: the children log to stderr
     assert [level["concurrency"] for level in levels] == [1, 8]
     for level in levels:

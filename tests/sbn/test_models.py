@@ -22,7 +22,9 @@ def test_sbn_models_json_describes_every_shipped_checkpoint(capsys: pytest.Captu
     for row in rows:
         ckpt = read_checkpoint_info(DEFAULT_MODEL_DIR / row["file"])
         t, c, h, w = row["spike_shape"]
-        assert (t, c) == (row["time_steps"], row["channels"]) == (ckpt.config.time_steps, ckpt.config.bottleneck.channels)
+        assert (
+            (t, c) == (row["time_steps"], row["channels"]) == (ckpt.config.time_steps, ckpt.config.bottleneck.channels)
+        )
         assert row["transmitted_bytes"] == -(-t * c * h * w // 8)  # one bit per spike, rounded up to bytes
         prefix = "IRB" if row["arch"] == "spiking_mobilenetv2" else "RB"
         assert row["split_point_name"] == f"{prefix}{row['split_point']}"
@@ -43,7 +45,8 @@ def test_sbn_models_table_has_a_line_per_model(capsys: pytest.CaptureFixture[str
 
 
 def test_sbn_models_marks_accuracies_edited_after_saving_as_unverified(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with safe_open(str(DEFAULT_MODEL_DIR / "mnist_rb8.safetensors"), framework="pt") as f:
         metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
     edited = {**json.loads(metadata["info"]), "test_accuracy": 99.99}  # info_digest left as it was

@@ -21,8 +21,19 @@ from spikebottlenet.shared.preprocess import load_image
 TABLE_1_BYTES = [8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 1024, 1024, 2048, 256, 512, 64]
 # BottleNet++ (the paper's ANN baseline) at RB1..RB16, from the same Table 1
 BOTTLENETPP_BYTES = [8192, 16384, 16384, 8192, 8192, 8192, 8192, 4096, 4096, 4096, 4096, 4096, 4096, 1024, 1024, 128]
-KEYS = ["arch", "split_point", "split_point_name", "time_steps", "spike_shape", "transmitted_bytes",
-        "compression_ratio", "float32_feature_bytes", "flops", "ann_baseline_45nm_mj", "bottlenetpp_bytes"]
+KEYS = [
+    "arch",
+    "split_point",
+    "split_point_name",
+    "time_steps",
+    "spike_shape",
+    "transmitted_bytes",
+    "compression_ratio",
+    "float32_feature_bytes",
+    "flops",
+    "ann_baseline_45nm_mj",
+    "bottlenetpp_bytes",
+]
 MEASURED_KEYS = ["firing_rate", "syops", "device_45nm_mj", "device_rolls_mj"]
 LINK_KEYS = ["link", "transmit_ms", "transmit_mj", "device_total_mj"]
 
@@ -74,7 +85,8 @@ def test_paper_preset_compression_and_float32_features(paper_rows: list[dict]) -
     # RBk outputs 256/512/1024/2048 channels at 32/16/8/4 pixels; T*C*H*W bits over the bytes sent
     assert [row["compression_ratio"] for row in paper_rows] == [16] * 3 + [8] * 4 + [16] * 6 + [32] * 2 + [256]
     assert [row["float32_feature_bytes"] for row in paper_rows] == (
-        [256 * 32 * 32 * 4] * 3 + [512 * 16 * 16 * 4] * 4 + [1024 * 8 * 8 * 4] * 6 + [2048 * 4 * 4 * 4] * 3)
+        [256 * 32 * 32 * 4] * 3 + [512 * 16 * 16 * 4] * 4 + [1024 * 8 * 8 * 4] * 6 + [2048 * 4 * 4 * 4] * 3
+    )
 
 
 def test_paper_preset_flops_and_ann_energy(paper_rows: list[dict]) -> None:
@@ -104,8 +116,15 @@ def test_width_and_classes_scale_the_preset(capsys: pytest.CaptureFixture) -> No
 
 
 # The spiking MobileNetV2 at full width on 32x32: C, H, W of each IRB's output spikes
-MOBILENET_BLOCKS = ([(16, 32, 32)] + [(24, 32, 32)] * 2 + [(32, 16, 16)] * 3 + [(64, 8, 8)] * 4
-                    + [(96, 8, 8)] * 3 + [(160, 4, 4)] * 3 + [(320, 4, 4)])
+MOBILENET_BLOCKS = (
+    [(16, 32, 32)]
+    + [(24, 32, 32)] * 2
+    + [(32, 16, 16)] * 3
+    + [(64, 8, 8)] * 4
+    + [(96, 8, 8)] * 3
+    + [(160, 4, 4)] * 3
+    + [(320, 4, 4)]
+)
 
 
 def test_the_mobilenet_preset_reports_its_17_split_points(capsys: pytest.CaptureFixture) -> None:
@@ -115,9 +134,11 @@ def test_the_mobilenet_preset_reports_its_17_split_points(capsys: pytest.Capture
     assert [row["split_point_name"] for row in rows] == [f"IRB{k}" for k in range(1, 18)]
     assert [row["split_point"] for row in rows] == list(range(1, 18))
     assert len(MOBILENET_BLOCKS) == 17
-    for row, (c, h, w) in zip(rows, MOBILENET_BLOCKS):
+    for row, (c, h, w) in zip(rows, MOBILENET_BLOCKS, strict=True):
         name = row["split_point_name"]
-        assert list(row) == KEYS + LINK_KEYS and row["arch"] == "spiking_mobilenetv2" and row["bottlenetpp_bytes"] is None
+        assert (
+            list(row) == KEYS + LINK_KEYS and row["arch"] == "spiking_mobilenetv2" and row["bottlenetpp_bytes"] is None
+        )
         t, c_, h_, w_ = row["spike_shape"]
         assert t == row["time_steps"]
         assert row["transmitted_bytes"] == math.ceil(t * c_ * h_ * w_ / 8), name
@@ -154,7 +175,8 @@ def write_images(folder: Path, count: int) -> list[Path]:
 
 
 def test_a_checkpoint_with_images_reports_its_measured_activity(
-        capsys: pytest.CaptureFixture, tmp_path: Path, calibrated_checkpoint: Callable[..., Path]) -> None:
+    capsys: pytest.CaptureFixture, tmp_path: Path, calibrated_checkpoint: Callable[..., Path]
+) -> None:
     checkpoint = calibrated_checkpoint(8)
     images = write_images(tmp_path, 3)
     code, out, err = report(capsys, "--checkpoint", str(checkpoint), "--images", *map(str, images), "--json")
@@ -166,15 +188,21 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     assert row["transmit_mj"] == pytest.approx(wifi_mj)
     assert row["device_total_mj"] == pytest.approx(row["device_45nm_mj"] + wifi_mj)
     assert (row["arch"], row["split_point_name"], row["bottlenetpp_bytes"]) == ("spiking_resnet50", "RB8", None)
+
     # The paper's count (Eq. 7-8) written out. FLOPs by hand: the three convs of RB1..RB8 at width 1/16 on a 32 x 32
     # image, (output elements) x (inputs per output), per image and time step. Stem: 4 channels. Stages of
     # (width, out): (4, 16) at 32 x 32, (8, 32) at 16 x 16, (16, 64) at 8 x 8; a stage's first block has the
     # stride on its 3x3, so its first 1x1 runs at the input's size.
     def block(size_in: int, size_out: int, c_in: int, width: int, c_out: int) -> list[int]:
         return [size_in**2 * width * c_in, size_out**2 * width * width * 9, size_out**2 * c_out * width]
-    convs = [*block(32, 32, 4, 4, 16), *block(32, 32, 16, 4, 16) * 2,
-             *block(32, 16, 16, 8, 32), *block(16, 16, 32, 8, 32) * 3,
-             *block(16, 8, 32, 16, 64)]
+
+    convs = [
+        *block(32, 32, 4, 4, 16),
+        *block(32, 32, 16, 4, 16) * 2,
+        *block(32, 16, 16, 8, 32),
+        *block(16, 16, 32, 8, 32) * 3,
+        *block(16, 8, 32, 16, 64),
+    ]
     assert row["flops"] == sum(convs) == 2_310_144
     # SyOPs_l = fr_l * T * FLOPs_l, fr_l = spikes into conv l / (T * its input neurons): the spikes are read off
     # the block convs' inputs in a plain forward of the head
@@ -191,7 +219,7 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     t = head.time_steps
     spikes = [x.unflatten(0, (t, 3)).sum(dim=(0, 2, 3, 4)).double() for x in inputs]  # [B] per conv
     neurons = [x[0].numel() for x in inputs]
-    syops = sum(s * flops / n for s, flops, n in zip(spikes, convs, neurons))  # [B]
+    syops = sum(s * flops / n for s, flops, n in zip(spikes, convs, neurons, strict=True))  # [B]
     assert row["syops"] == pytest.approx(float(syops.mean()))
     assert row["firing_rate"] == pytest.approx(float((sum(spikes) / (t * sum(neurons))).mean()))
     assert row["device_45nm_mj"] == pytest.approx(float(syops.mean()) * 0.9e-9)  # 0.9 pJ per accumulate
@@ -200,21 +228,25 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     assert 0 < row["firing_rate"] < 1 and row["device_45nm_mj"] < row["ann_baseline_45nm_mj"]
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--images", "x.png"], 2, "--images needs --checkpoint"),
-    (["--checkpoint", "m.safetensors", "--width", "0.5"], 2, "carries its own config"),
-    (["--width", "0"], 2, "--width must be > 0"),
-    (["--checkpoint", "missing.safetensors"], 1, "does not exist"),
-    (["--compare", "--arch", "spiking_mobilenetv2"], 2, "--compare shows every backbone"),
-    (["--compare", "--arch", "spiking_resnet50", "--json"], 2, "leave out --arch"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--images", "x.png"], 2, "--images needs --checkpoint"),
+        (["--checkpoint", "m.safetensors", "--width", "0.5"], 2, "carries its own config"),
+        (["--width", "0"], 2, "--width must be > 0"),
+        (["--checkpoint", "missing.safetensors"], 1, "does not exist"),
+        (["--compare", "--arch", "spiking_mobilenetv2"], 2, "--compare shows every backbone"),
+        (["--compare", "--arch", "spiking_resnet50", "--json"], 2, "leave out --arch"),
+    ],
+)
 def test_usage_errors(capsys: pytest.CaptureFixture, args: list[str], code: int, message: str) -> None:
     got, out, err = report(capsys, *args)
     assert (got, out) == (code, "") and message in err
 
 
-def test_an_unreadable_image_is_named(capsys: pytest.CaptureFixture, tmp_path: Path,
-                                      calibrated_checkpoint: Callable[..., Path]) -> None:
+def test_an_unreadable_image_is_named(
+    capsys: pytest.CaptureFixture, tmp_path: Path, calibrated_checkpoint: Callable[..., Path]
+) -> None:
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
     code, _, err = report(capsys, "--checkpoint", str(calibrated_checkpoint(8)), "--images", str(bad))

@@ -19,8 +19,14 @@ def test_nothing_given_passes_only_the_wiring_and_uses_the_defaults() -> None:
 
 
 def test_the_environment_decides_what_no_flag_gives() -> None:
-    plan = plan_stack(environ={"SBN_EDGE_PORT": "50052", "SBN_DEVICE_PORT": "18000", "SBN_SPLIT_POINT": "16",
-                               "SBN_ARCH": "mobilenetv2"})
+    plan = plan_stack(
+        environ={
+            "SBN_EDGE_PORT": "50052",
+            "SBN_DEVICE_PORT": "18000",
+            "SBN_SPLIT_POINT": "16",
+            "SBN_ARCH": "mobilenetv2",
+        }
+    )
     assert plan.device_flags == ["--edge-address", "127.0.0.1:50052"]  # the edge's port from its variable
     assert plan.device_url == "http://127.0.0.1:18000"
     assert (plan.edge.arch, plan.edge.split_point) == ("spiking_mobilenetv2", 16)
@@ -30,8 +36,12 @@ def test_the_environment_decides_what_no_flag_gives() -> None:
 
 
 def test_flags_win_over_the_environment_and_are_passed_on() -> None:
-    plan = plan_stack(split_point=3, port=9000, edge_port=50099,
-                      environ={"SBN_SPLIT_POINT": "16", "SBN_DEVICE_PORT": "18000", "SBN_EDGE_PORT": "50052"})
+    plan = plan_stack(
+        split_point=3,
+        port=9000,
+        edge_port=50099,
+        environ={"SBN_SPLIT_POINT": "16", "SBN_DEVICE_PORT": "18000", "SBN_EDGE_PORT": "50052"},
+    )
     assert plan.edge_flags == ["--host", "127.0.0.1", "--port", "50099", "--split-point", "3"]
     assert plan.device_flags == ["--port", "9000", "--edge-address", "127.0.0.1:50099", "--split-point", "3"]
     assert (plan.edge.split_point, plan.device.split_point, plan.device.port) == (3, 3, 9000)
@@ -48,14 +58,16 @@ def test_the_same_checkpoint_for_both_halves(tmp_path: Path) -> None:
     assert plan.edge_flags[-2:] == plan.device_flags[-2:] == ["--checkpoint", str(checkpoint)]
 
 
-@pytest.mark.parametrize("environ, words", [
-    ({"SBN_EDGE_SPLIT_POINT": "16"}, ["edge would serve", "split point 16", "split point 8"]),
-    ({"SBN_SPLIT_POINT": "99"}, ["invalid settings for the edge", "99"]),
-    ({"SBN_DEVICE_PORT": "eighty"}, ["invalid settings for the device", "SBN_DEVICE_PORT"]),
-    ({"SBN_EDGE_PORT": "0"}, ["fixed edge port"]),
-])
-def test_settings_that_cannot_make_a_stack_are_refused_in_one_line(environ: dict[str, str],
-                                                                   words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "environ, words",
+    [
+        ({"SBN_EDGE_SPLIT_POINT": "16"}, ["edge would serve", "split point 16", "split point 8"]),
+        ({"SBN_SPLIT_POINT": "99"}, ["invalid settings for the edge", "99"]),
+        ({"SBN_DEVICE_PORT": "eighty"}, ["invalid settings for the device", "SBN_DEVICE_PORT"]),
+        ({"SBN_EDGE_PORT": "0"}, ["fixed edge port"]),
+    ],
+)
+def test_settings_that_cannot_make_a_stack_are_refused_in_one_line(environ: dict[str, str], words: list[str]) -> None:
     with pytest.raises(StackError) as e:
         plan_stack(environ=environ)
     assert "\n" not in str(e.value)

@@ -30,7 +30,7 @@ def test_rates_are_batch_invariant_and_logits_within_a_dot_products_rounding(nam
     spikes = (torch.rand((BATCH, *loaded.config.spike_shape), generator=generator) < 0.3).float()  # [B, T, C, H, W]
     with torch.no_grad():
         batched = tail(spikes.transpose(0, 1).contiguous())  # [B, K]
-        alone = torch.cat([tail(spikes[i:i + 1].transpose(0, 1).contiguous()) for i in range(BATCH)])
+        alone = torch.cat([tail(spikes[i : i + 1].transpose(0, 1).contiguous()) for i in range(BATCH)])
     batched_rates, alone_rates = rates[0], torch.cat(rates[1:])  # [B, C] each
     assert torch.equal(batched_rates, alone_rates)
 

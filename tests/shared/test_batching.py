@@ -30,8 +30,9 @@ class Arrivals:
         return True
 
 
-def runs(policy: BatchPolicy, queued: list[int], arriving: list[list[int]], wait_s: float,
-         driver: str) -> tuple[list[list[int]], Arrivals]:
+def runs(
+    policy: BatchPolicy, queued: list[int], arriving: list[list[int]], wait_s: float, driver: str
+) -> tuple[list[list[int]], Arrivals]:
     """Every run formed until the queue is empty, each job being its own image count."""
     queue = deque(queued)
     arrivals = Arrivals(queue, arriving)
@@ -40,8 +41,10 @@ def runs(policy: BatchPolicy, queued: list[int], arriving: list[list[int]], wait
         if driver == "blocking":
             formed.append(collect_blocking(policy, queue, lambda job: job, wait_s, arrivals))
         else:
+
             async def arrival(timeout_s: float) -> bool:
                 return arrivals(timeout_s)
+
             formed.append(asyncio.run(collect_async(policy, queue, lambda job: job, wait_s, arrival)))
     return formed, arrivals
 

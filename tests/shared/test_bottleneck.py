@@ -23,16 +23,20 @@ TABLE_1_BYTES = [8192, 4096, 4096, 4096, 4096, 4096, 4096, 2048, 1024, 1024, 102
 # ResNet50: block outputs 256x32x32 (RB1-3), 512x16x16 (RB4-7), 1024x8x8 (RB8-13), 2048x4x4 (RB14-16);
 # Table 1's compression is 16x, except 8x at RB4-7, 32x at RB14-15 and 256x at RB16, where the
 # stride-2 encoder halves H and W: C' = C*H*W / (compression*H'*W').
-RESNET_RULE = ([(256 // 16, 32, 32, t) for t in (4, 2, 2)] + [(512 // 8, 16, 16, 2)] * 4
-               + [(1024 // 16, 8, 8, t) for t in (4, 2, 2, 2, 2, 4)]
-               + [(2048 // 32, 4, 4, 2), (2048 // 32, 4, 4, 4), (2048 * 16 // (256 * 4), 2, 2, 4)])
+RESNET_RULE = (
+    [(256 // 16, 32, 32, t) for t in (4, 2, 2)]
+    + [(512 // 8, 16, 16, 2)] * 4
+    + [(1024 // 16, 8, 8, t) for t in (4, 2, 2, 2, 2, 4)]
+    + [(2048 // 32, 4, 4, 2), (2048 // 32, 4, 4, 4), (2048 * 16 // (256 * 4), 2, 2, 4)]
+)
 # MobileNetV2: block outputs 16x32x32 (IRB1), 24x32x32 (IRB2-3), 32x16x16 (IRB4-6), 64x8x8 (IRB7-10),
 # 96x8x8 (IRB11-13), 160x4x4 (IRB14-16), 320x4x4 (IRB17). IRBk takes the compression of RB j,
 # j = round(16k/17): 16x for j in 1-3 and 8-13, 8x for 4-7, 32x for 14-15, 256x for 16;
 # T = 2 for k <= 8 (the early half of 17), else 4; stride 2 only at IRB17.
 MOBILENET_COMPRESSION = [16, 16, 16, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16, 16, 32, 32, 256]
-MOBILENET_BLOCKS = ([(16, 32)] + [(24, 32)] * 2 + [(32, 16)] * 3 + [(64, 8)] * 4 + [(96, 8)] * 3
-                    + [(160, 4)] * 3 + [(320, 4)])
+MOBILENET_BLOCKS = (
+    [(16, 32)] + [(24, 32)] * 2 + [(32, 16)] * 3 + [(64, 8)] * 4 + [(96, 8)] * 3 + [(160, 4)] * 3 + [(320, 4)]
+)
 
 
 def mobilenet_rule(k: int) -> tuple[int, int, int, int]:
@@ -50,8 +54,11 @@ def test_resnet_preset_transmits_exactly_the_table_1_bytes(split_point: int) -> 
     assert PAPER_TRANSMITTED_BYTES[split_point - 1] == TABLE_1_BYTES[split_point - 1]
 
 
-@pytest.mark.parametrize("backbone, rule", [(RESNET, lambda k: RESNET_RULE[k - 1]), (MOBILENET, mobilenet_rule)],
-                         ids=["resnet50", "mobilenetv2"])
+@pytest.mark.parametrize(
+    "backbone, rule",
+    [(RESNET, lambda k: RESNET_RULE[k - 1]), (MOBILENET, mobilenet_rule)],
+    ids=["resnet50", "mobilenetv2"],
+)
 def test_preset_follows_the_rule_at_every_split_point(backbone, rule) -> None:
     for point in backbone.split_points():
         preset = backbone.bottleneck_preset(point.index)
@@ -79,7 +86,7 @@ def test_both_last_split_points_compress_their_spikes_256_times() -> None:
 
 
 def test_spikebottlenet_never_sends_more_than_bottlenet_plus_plus() -> None:
-    assert all(ours <= theirs for ours, theirs in zip(PAPER_TRANSMITTED_BYTES, BOTTLENETPP_BYTES))
+    assert all(ours <= theirs for ours, theirs in zip(PAPER_TRANSMITTED_BYTES, BOTTLENETPP_BYTES, strict=True))
     assert [RESNET.bottlenetpp_bytes(k) for k in range(1, 17)] == list(BOTTLENETPP_BYTES)
     # the paper's figures describe only its full-width ResNet50
     assert SpikingResNetConfig(width_multiplier=0.5).bottlenetpp_bytes(1) is None
@@ -97,8 +104,10 @@ def test_narrow_preset_keeps_the_compression_stride_and_time_steps() -> None:
             assert small.bottleneck.channels == max(1, round(c * wide.bottleneck.channels / point.channels))
 
 
-@pytest.mark.parametrize("kwargs", [dict(split_point=0, channels=4), dict(split_point=3, channels=0),
-                                    dict(split_point=3, channels=4, stride=3)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(split_point=0, channels=4), dict(split_point=3, channels=0), dict(split_point=3, channels=4, stride=3)],
+)
 def test_invalid_bottleneck_configs_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         BottleneckConfig(**kwargs)

@@ -43,9 +43,15 @@ def test_gilbert_elliott_errors_come_in_bursts_at_the_long_run_rate() -> None:
     assert after_error > 5 * errors.mean()  # bursty: far likelier right after an error
 
 
-@pytest.mark.parametrize("spec, expected", [("bsc:1e-3", BinarySymmetric(1e-3)), ("erasure:0.5", ByteErasure(0.5)),
-                                            ("gilbert:0.01,0.3,0.1", GilbertElliott(0.01, 0.3, 0.1)),
-                                            ("gilbert:0.01,0.3,0.1,0.001", GilbertElliott(0.01, 0.3, 0.1, 0.001))])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("bsc:1e-3", BinarySymmetric(1e-3)),
+        ("erasure:0.5", ByteErasure(0.5)),
+        ("gilbert:0.01,0.3,0.1", GilbertElliott(0.01, 0.3, 0.1)),
+        ("gilbert:0.01,0.3,0.1,0.001", GilbertElliott(0.01, 0.3, 0.1, 0.001)),
+    ],
+)
 def test_specs_parse(spec: str, expected: object) -> None:
     assert parse_channel(spec) == expected
 

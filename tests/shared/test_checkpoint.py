@@ -15,9 +15,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from spikebottlenet.shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, CheckpointError, TrainingRecord,
-                                              load_checkpoint, read_checkpoint_info, save_checkpoint, update_info)
 from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
+from spikebottlenet.shared.checkpoint import (
+    BACKBONE_DIR,
+    DEFAULT_MODEL_DIR,
+    CheckpointError,
+    TrainingRecord,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+    update_info,
+)
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
 from spikebottlenet.shared.uncertainty import Calibration
 from tests.conftest import calibrated_model
@@ -69,7 +77,7 @@ def tensor_span(path: Path, name: str) -> tuple[int, int]:
     """Absolute byte range of one tensor's data in a safetensors file (u64 header length, JSON header, data)."""
     data = path.read_bytes()
     header_len = int.from_bytes(data[:8], "little")
-    begin, end = json.loads(data[8:8 + header_len])[name]["data_offsets"]
+    begin, end = json.loads(data[8 : 8 + header_len])[name]["data_offsets"]
     return 8 + header_len + begin, 8 + header_len + end
 
 
@@ -137,14 +145,19 @@ def test_a_pickle_is_refused_without_being_unpickled(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-TRUNCATIONS = {"empty": lambda n: 0, "inside the length": lambda n: 5, "inside the header": lambda n: 100,
-               "half": lambda n: n // 2, "last byte missing": lambda n: n - 1}
+TRUNCATIONS = {
+    "empty": lambda n: 0,
+    "inside the length": lambda n: 5,
+    "inside the header": lambda n: 100,
+    "half": lambda n: n // 2,
+    "last byte missing": lambda n: n - 1,
+}
 
 
 @pytest.mark.parametrize("where", TRUNCATIONS)
 def test_a_truncated_file_is_refused(checkpoint: Path, where: str) -> None:
     data = checkpoint.read_bytes()
-    checkpoint.write_bytes(data[:TRUNCATIONS[where](len(data))])
+    checkpoint.write_bytes(data[: TRUNCATIONS[where](len(data))])
     with pytest.raises(CheckpointError, match=r"is not a safetensors file \(or it is truncated\)"):
         load_checkpoint(checkpoint)
 
@@ -191,8 +204,12 @@ def test_update_info_rewrites_only_the_info(checkpoint: Path) -> None:
     assert after.info_verified
     with safe_open(str(checkpoint), framework="pt") as f:
         assert json.loads(f.metadata()["info"])["uncertainty"] == {
-            "threshold": 0.5, "flagged_fraction": 0.02, "calibration_images": 100, "score": "max_softmax",
-            "max_ink": None}
+            "threshold": 0.5,
+            "flagged_fraction": 0.02,
+            "calibration_images": 100,
+            "score": "max_softmax",
+            "max_ink": None,
+        }
         assert f.metadata()["config"] == metadata["config"]  # the stored JSON, byte for byte
         assert all(torch.equal(f.get_tensor(name), tensor) for name, tensor in tensors.items())
     assert load_checkpoint(checkpoint).fingerprint == before.fingerprint
@@ -203,11 +220,11 @@ def edit_metadata_by_hand(path: Path, edit: Callable[[dict[str, str]], None]) ->
     no safetensors writer, the tensor bytes untouched."""
     data = path.read_bytes()
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + header_len])
+    header = json.loads(data[8 : 8 + header_len])
     edit(header["__metadata__"])
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
-    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + header_len:])
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + header_len :])
 
 
 def claim_trained(metadata: dict[str, str]) -> None:
@@ -262,8 +279,11 @@ def test_info_without_a_digest_from_before_it_existed_is_unverified(checkpoint: 
 # --- the info as a TrainingRecord ---------------------------------------------------------------------------------
 
 # every checkpoint this repository holds: the shipped models, their backbones, and a file from before plug-in backbones
-STORED = [*sorted(DEFAULT_MODEL_DIR.glob("*.safetensors")), *sorted(BACKBONE_DIR.glob("*.safetensors")),
-          Path(__file__).parents[1] / "data" / "pre_plugin_digits_rb8.safetensors"]
+STORED = [
+    *sorted(DEFAULT_MODEL_DIR.glob("*.safetensors")),
+    *sorted(BACKBONE_DIR.glob("*.safetensors")),
+    Path(__file__).parents[1] / "data" / "pre_plugin_digits_rb8.safetensors",
+]
 # a digits-era calibration's names for two of its fields
 DIGITS_ERA_NAMES = {"flagged_test_fraction": "flagged_fraction", "test_images": "calibration_images"}
 
@@ -314,8 +334,13 @@ def test_info_keys_this_version_does_not_know_are_kept_through_a_rewrite(checkpo
     assert json.loads(stored_metadata(checkpoint)["info"]) == {"trained": False, "test_accuracy": 12.5, **unknown}
 
 
-CODEC_FIGURES = {"fitted_on": "digits training split, 8 images", "test_images": 8, "raw_bytes": 16,
-                 "entropy_mean_bytes": 9.5, "first_order_bound_bytes": 8.25}
+CODEC_FIGURES = {
+    "fitted_on": "digits training split, 8 images",
+    "test_images": 8,
+    "raw_bytes": 16,
+    "entropy_mean_bytes": 9.5,
+    "first_order_bound_bytes": 8.25,
+}
 # name: (the stored info, a word the refusal must name)
 MALFORMED: dict[str, tuple[Any, str]] = {
     "not an object": ([{"trained": True}], "not an object"),
@@ -323,11 +348,15 @@ MALFORMED: dict[str, tuple[Any, str]] = {
     "a string flag": ({"trained": "yes"}, "trained"),
     "a fraction of an epoch": ({"epochs": 2.5}, "epochs"),
     "a bool for a number": ({"accuracy_drop": True}, "accuracy_drop"),
-    "a calibration without its image count": ({"uncertainty": {"threshold": 0.5, "flagged_fraction": 0.02}},
-                                              "calibration_images"),
+    "a calibration without its image count": (
+        {"uncertainty": {"threshold": 0.5, "flagged_fraction": 0.02}},
+        "calibration_images",
+    ),
     "a number for a calibration": ({"uncertainty": 0.5}, "uncertainty"),
-    "a string threshold": ({"uncertainty": {"threshold": "0.5", "flagged_fraction": 0.02, "calibration_images": 9}},
-                           "threshold"),
+    "a string threshold": (
+        {"uncertainty": {"threshold": "0.5", "flagged_fraction": 0.02, "calibration_images": 9}},
+        "threshold",
+    ),
     "a codec figure too many": ({"entropy_codec": {**CODEC_FIGURES, "bits": 3}}, "bits"),
     "a flip probability above 1": ({"wire_training": {"flip_probability": 1.5}}, "flip_probability"),
 }
@@ -344,8 +373,12 @@ def test_a_malformed_info_is_refused_naming_the_file_and_the_field(checkpoint: P
 
 
 def test_well_formed_figures_pass_the_same_check(checkpoint: Path) -> None:
-    info = {"trained": False, "entropy_codec": CODEC_FIGURES, "wire_training": {"flip_probability": 0.5},
-            "uncertainty": {"threshold": 0.5, "flagged_fraction": 0.02, "calibration_images": 9}}
+    info = {
+        "trained": False,
+        "entropy_codec": CODEC_FIGURES,
+        "wire_training": {"flip_probability": 0.5},
+        "uncertainty": {"threshold": 0.5, "flagged_fraction": 0.02, "calibration_images": 9},
+    }
     edit_metadata_by_hand(checkpoint, lambda m: m.update(info=json.dumps(info)))
     record = read_checkpoint_info(checkpoint).info
     assert record.entropy_codec.raw_bytes == 16 and record.wire_training.flip_probability == 0.5

@@ -22,8 +22,12 @@ def random_spikes(shape: tuple[int, ...], density: float, seed: int) -> torch.Te
 shapes = st.lists(st.integers(1, 7), min_size=1, max_size=5).map(tuple)
 
 
-@given(shape=shapes, density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1),
-       codec=st.sampled_from(["raw", "sparse", "auto"]))
+@given(
+    shape=shapes,
+    density=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+    codec=st.sampled_from(["raw", "sparse", "auto"]),
+)
 def test_round_trip_is_exact(shape: tuple[int, ...], density: float, seed: int, codec: str) -> None:
     spikes = random_spikes(shape, density, seed)
     used, payload = encode(spikes, codec)
@@ -43,11 +47,16 @@ def test_raw_is_numpy_packbits_and_auto_keeps_the_smaller(shape: tuple[int, ...]
     assert len(encode(spikes, "auto")[1]) == min(len(raw), len(sparse))
 
 
-@given(shape=shapes, density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1),
-       codec=st.sampled_from(["raw", "sparse", "auto"]),
-       dtype=st.sampled_from([torch.float32, torch.bool, torch.uint8, torch.float16, torch.bfloat16]))
+@given(
+    shape=shapes,
+    density=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+    codec=st.sampled_from(["raw", "sparse", "auto"]),
+    dtype=st.sampled_from([torch.float32, torch.bool, torch.uint8, torch.float16, torch.bfloat16]),
+)
 def test_assume_binary_encodes_binary_tensors_as_the_checked_path_does(
-        shape: tuple[int, ...], density: float, seed: int, codec: str, dtype: torch.dtype) -> None:
+    shape: tuple[int, ...], density: float, seed: int, codec: str, dtype: torch.dtype
+) -> None:
     spikes = random_spikes(shape, density, seed).to(dtype)
     assert encode(spikes, codec, assume_binary=True) == encode(spikes, codec)
 
@@ -65,8 +74,7 @@ def test_raw_decoding_is_numpy_unpackbits(shape: tuple[int, ...], data: st.DataO
 
 def test_bit_order_first_spike_is_the_msb_of_the_first_byte() -> None:
     # C order over the shape: row 0 is bits 0..4, row 1 is bits 5..9
-    spikes = torch.tensor([[1, 0, 0, 0, 0],
-                           [0, 0, 1, 1, 1]], dtype=torch.float32)
+    spikes = torch.tensor([[1, 0, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.float32)
     # bits 1000 0001 | 11(00 0000 padding)
     assert encode(spikes, "raw") == (Codec.RAW, bytes([0b1000_0001, 0b1100_0000]))
     assert torch.equal(decode(bytes([0b1000_0001, 0b1100_0000]), (2, 5), "raw"), spikes)
@@ -138,11 +146,14 @@ def test_every_truncation_and_any_trailing_bytes_of_a_sparse_payload_are_refused
         decode(payload + b"\x00", PAPER_FRAME, "sparse")
 
 
-@pytest.mark.parametrize("header", [
-    bytes([0x18]) + b"\xff" * 8,  # 2**64 - 1 bits: decoding this blindly would ask for 2 EiB
-    bytes([0x14]) + (2**31).to_bytes(4, "little"),
-    bytes([0x13]) + (65537).to_bytes(3, "little"),  # one bit more than the frame holds
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        bytes([0x18]) + b"\xff" * 8,  # 2**64 - 1 bits: decoding this blindly would ask for 2 EiB
+        bytes([0x14]) + (2**31).to_bytes(4, "little"),
+        bytes([0x13]) + (65537).to_bytes(3, "little"),  # one bit more than the frame holds
+    ],
+)
 def test_a_sparse_header_declaring_another_length_is_refused_before_decoding(header: bytes) -> None:
     with pytest.raises(SpikeCodecError, match="declares"):
         decode(header + b"\x00" * 16, PAPER_FRAME, "sparse")

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from spikebottlenet.shared.backbones import SpikingResNetConfig
-from spikebottlenet.shared.energy import ActivityMonitor, ConvRole, CountMode, EnergyEstimate, declare_role, structural_flops
+from spikebottlenet.shared.energy import (
+    ActivityMonitor,
+    ConvRole,
+    CountMode,
+    EnergyEstimate,
+    declare_role,
+    structural_flops,
+)
 from spikebottlenet.shared.layers import TimeFolded
 from spikebottlenet.shared.split_model import ModelConfig, SplitHead
 from tests.conftest import calibrated_model
@@ -29,14 +36,31 @@ class TinyHead(nn.Module):
     def __init__(self, block_spikes: torch.Tensor, encoder_spikes: torch.Tensor) -> None:
         super().__init__()
         self.stem = nn.ModuleDict({"conv": declare_role(nn.Conv2d(3, 2, 3, padding=1, bias=False), ConvRole.STEM)})
-        self.blocks = nn.ModuleDict({"rb1": nn.ModuleDict({
-            "conv1": nn.ModuleDict({"conv": TimeFolded(
-                declare_role(nn.Conv2d(2, 3, 3, padding=1, bias=False), ConvRole.BLOCK))}),
-            "shortcut": nn.ModuleDict({"conv": TimeFolded(
-                declare_role(nn.Conv2d(2, 4, 1, stride=2, bias=False), ConvRole.SHORTCUT))}),
-        })})
-        self.encoder = nn.ModuleDict({"conv": TimeFolded(
-            declare_role(nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False), ConvRole.ENCODER))})
+        self.blocks = nn.ModuleDict(
+            {
+                "rb1": nn.ModuleDict(
+                    {
+                        "conv1": nn.ModuleDict(
+                            {
+                                "conv": TimeFolded(
+                                    declare_role(nn.Conv2d(2, 3, 3, padding=1, bias=False), ConvRole.BLOCK)
+                                )
+                            }
+                        ),
+                        "shortcut": nn.ModuleDict(
+                            {
+                                "conv": TimeFolded(
+                                    declare_role(nn.Conv2d(2, 4, 1, stride=2, bias=False), ConvRole.SHORTCUT)
+                                )
+                            }
+                        ),
+                    }
+                )
+            }
+        )
+        self.encoder = nn.ModuleDict(
+            {"conv": TimeFolded(declare_role(nn.Conv2d(1, 1, 3, stride=2, padding=1, bias=False), ConvRole.ENCODER))}
+        )
         self.block_spikes, self.encoder_spikes = block_spikes, encoder_spikes
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -74,8 +98,11 @@ ENCODER_FLOPS = (1 * 2 * 2) * 1 * 3 * 3  # 36
 def test_declared_roles_are_recorded(tiny_head: TinyHead) -> None:
     monitor = run(tiny_head, CountMode.COMPLETE)
     assert [(layer.name, layer.role) for layer in monitor.layers] == [
-        ("stem.conv", "stem"), ("blocks.rb1.conv1.conv", "block"),
-        ("blocks.rb1.shortcut.conv", "shortcut"), ("encoder.conv", "encoder")]
+        ("stem.conv", "stem"),
+        ("blocks.rb1.conv1.conv", "block"),
+        ("blocks.rb1.shortcut.conv", "shortcut"),
+        ("encoder.conv", "encoder"),
+    ]
 
 
 def test_a_real_resnet_head_declares_the_role_of_every_conv() -> None:
@@ -91,8 +118,13 @@ def test_a_real_resnet_head_declares_the_role_of_every_conv() -> None:
         return convs + ([(f"blocks.{rb}.shortcut.conv", ConvRole.SHORTCUT)] if shortcut else [])
 
     assert [(layer.name, layer.role) for layer in monitor.layers] == [
-        ("stem.conv", ConvRole.STEM), *block("rb1", True), *block("rb2", False), *block("rb3", False),
-        *block("rb4", True), ("encoder.conv", ConvRole.ENCODER)]
+        ("stem.conv", ConvRole.STEM),
+        *block("rb1", True),
+        *block("rb2", False),
+        *block("rb3", False),
+        *block("rb4", True),
+        ("encoder.conv", ConvRole.ENCODER),
+    ]
     assert all(isinstance(layer.role, ConvRole) for layer in monitor.layers)
 
 

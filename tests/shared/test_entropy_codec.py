@@ -12,8 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
-from spikebottlenet.shared.entropy_codec import (CONTEXTS, EntropyCodecError, SpikeContextModel, chunk_layout,
-                                  conditional_entropy_bits, own_step_counts, transition_counts)
+from spikebottlenet.shared.entropy_codec import (
+    CONTEXTS,
+    EntropyCodecError,
+    SpikeContextModel,
+    chunk_layout,
+    conditional_entropy_bits,
+    own_step_counts,
+    transition_counts,
+)
 
 START, STAY, WAKE = 0.3, 0.7, 0.1  # P(fire) at t = 0, after firing, after silence
 
@@ -70,10 +77,18 @@ def legal_chunk_counts(channels: int, height: int) -> list[int]:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(t=st.integers(1, 6), b=st.integers(1, 3), h=st.integers(1, 7), w=st.integers(1, 7),
-       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1), pick=st.integers(0, 1000))
-def test_any_frame_round_trips_exactly_in_any_number_of_chunks(model: SpikeContextModel, t: int, b: int, h: int,
-                                                                w: int, density: float, seed: int, pick: int) -> None:
+@given(
+    t=st.integers(1, 6),
+    b=st.integers(1, 3),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+    pick=st.integers(0, 1000),
+)
+def test_any_frame_round_trips_exactly_in_any_number_of_chunks(
+    model: SpikeContextModel, t: int, b: int, h: int, w: int, density: float, seed: int, pick: int
+) -> None:
     counts = legal_chunk_counts(8, h)
     chunks = counts[pick % len(counts)]
     spikes = (np.random.default_rng(seed).random((t, b, 8, h, w)) < density).astype(np.float32)
@@ -113,7 +128,7 @@ def test_auto_keeps_the_smallest_and_a_tiny_frame_is_never_larger_than_raw(model
 def test_a_batch_is_one_stream_of_its_frames_bits(model: SpikeContextModel) -> None:
     batch = markov_spikes(np.random.default_rng(5), (4, 3, 8, 8, 8))
     payload = encode(batch, Codec.ENTROPY, model=model)[1]
-    singles = sum(len(encode(batch[:, i:i + 1], Codec.ENTROPY, model=model)[1]) for i in range(3))
+    singles = sum(len(encode(batch[:, i : i + 1], Codec.ENTROPY, model=model)[1]) for i in range(3))
     assert len(payload) < singles  # one CRC and one coder flush for the three
     assert torch.equal(decode(payload, batch.shape, Codec.ENTROPY, model=model), torch.from_numpy(batch).float())
 
@@ -122,13 +137,29 @@ def hostile(model: SpikeContextModel) -> dict[str, bytes]:
     good = encode(markov_spikes(np.random.default_rng(6), FRAME), Codec.ENTROPY, model=model)[1]
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x04
-    return {"empty": b"", "shorter than its CRC": b"\x01\x02", "truncated": good[:-4], "one bit flipped": bytes(flipped),
-            "not whole words": good + b"\x00", "random bytes": np.random.default_rng(7).bytes(len(good)),
-            "far too long": good + bytes(4 * 4096)}
+    return {
+        "empty": b"",
+        "shorter than its CRC": b"\x01\x02",
+        "truncated": good[:-4],
+        "one bit flipped": bytes(flipped),
+        "not whole words": good + b"\x00",
+        "random bytes": np.random.default_rng(7).bytes(len(good)),
+        "far too long": good + bytes(4 * 4096),
+    }
 
 
-@pytest.mark.parametrize("name", ["empty", "shorter than its CRC", "truncated", "one bit flipped", "not whole words",
-                                  "random bytes", "far too long"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty",
+        "shorter than its CRC",
+        "truncated",
+        "one bit flipped",
+        "not whole words",
+        "random bytes",
+        "far too long",
+    ],
+)
 def test_a_hostile_payload_is_the_codecs_error_at_once(model: SpikeContextModel, name: str) -> None:
     payload = hostile(model)[name]
     start = time.perf_counter()

@@ -22,7 +22,7 @@ def test_the_overhead_is_p_bytes_per_started_block_of_255_minus_p(parity: int, n
 def test_the_code_is_systematic_the_payload_travels_unchanged() -> None:
     payload = np.random.default_rng(0).bytes(600)
     sent = protect(payload, 16)
-    assert sent[:239] == payload[:239] and sent[255:255 + 239] == payload[239:478]
+    assert sent[:239] == payload[:239] and sent[255 : 255 + 239] == payload[239:478]
 
 
 @settings(max_examples=60, deadline=None)
@@ -51,7 +51,7 @@ def test_a_block_beyond_repair_arrives_as_sent_and_the_others_are_repaired() -> 
     recovered = recover(bytes(sent), 16)
     assert recovered.failed_blocks == 1 and recovered.corrected_bytes == 1
     assert recovered.payload[:239] == payload[:239] and recovered.payload[478:] == payload[478:]
-    assert recovered.payload[239:478] == bytes(sent[255:255 + 239])  # the damaged message bytes, parity dropped
+    assert recovered.payload[239:478] == bytes(sent[255 : 255 + 239])  # the damaged message bytes, parity dropped
 
 
 @pytest.mark.parametrize("parity", [-2, 2, 4, 9, 66])

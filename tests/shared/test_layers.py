@@ -69,8 +69,7 @@ def test_tdbn_running_statistics_and_eval_formula() -> None:
         bn.weight.fill_(1.5)
         bn.bias.fill_(0.25)
     shape = (1, 1, C, 1, 1)
-    expected = (1.5 * 0.5 * (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
-                + 0.25)
+    expected = 1.5 * 0.5 * (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) + 0.25
     assert torch.allclose(bn.eval()(x), expected)
 
 
@@ -146,8 +145,9 @@ def conv_output(bn: TdBatchNorm, shape: tuple[int, ...], generator: torch.Genera
     return bn.running_mean.view(channel) + bn.running_var.sqrt().view(channel) * noise
 
 
-def assert_fused_current_is(current: torch.Tensor, fire: Callable[[float], torch.Tensor],
-                            generator: torch.Generator) -> None:
+def assert_fused_current_is(
+    current: torch.Tensor, fire: Callable[[float], torch.Tensor], generator: torch.Generator
+) -> None:
     """The fused pass's input current is ``current`` ([1, B, C, H, W], one step) bit for bit, in every channel.
 
     Spikes alone would hide a one-ulp error almost everywhere, so the threshold is put on the current
@@ -160,8 +160,9 @@ def assert_fused_current_is(current: torch.Tensor, fire: Callable[[float], torch
         b, h, w = (int(torch.randint(n, (), generator=generator)) for n in (batch, height, width))
         at = current[0, b, c, h, w].item()
         above = np.nextafter(np.float32(at), np.float32(np.inf)).item()
-        assert fire(at)[0, b, c, h, w] == 1 and fire(above)[0, b, c, h, w] == 0, \
+        assert fire(at)[0, b, c, h, w] == 1 and fire(above)[0, b, c, h, w] == 0, (
             f"current differs in channel {c} at {(0, b, c, h, w)}: {at}"
+        )
 
 
 def test_batch_norm_rounding_is_known_on_this_cpu() -> None:
@@ -189,14 +190,16 @@ def test_folded_tdbn_matches_on_other_cpus() -> None:
     """The fold on what other CPUs run: ATen's DEFAULT kernels, which round x * scale + shift twice, and MKL's
     SSE4.2 code path, whose float32 square root (torch.sqrt's) is an ulp off for 17 % of variances, where its
     AVX-512 path is for 0.7 % and its AVX2 path for none."""
-    check = ("import torch; from spikebottlenet.shared.td_batch_norm import batch_norm_rounds_once\n"
-             "assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT', torch.backends.cpu.get_cpu_capability()\n"
-             "assert batch_norm_rounds_once() is False\n"
-             "from tests.shared import test_layers\n"
-             "for alpha in (1.0, test_layers.RESIDUAL_ALPHA):\n"
-             "    for with_shortcut in (False, True):\n"
-             "        test_layers.test_folded_tdbn_current_is_bitwise_the_modules(alpha, with_shortcut)\n"
-             "test_layers.test_the_folded_map_follows_every_change_of_the_tdbn()\n")
+    check = (
+        "import torch; from spikebottlenet.shared.td_batch_norm import batch_norm_rounds_once\n"
+        "assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT', torch.backends.cpu.get_cpu_capability()\n"
+        "assert batch_norm_rounds_once() is False\n"
+        "from tests.shared import test_layers\n"
+        "for alpha in (1.0, test_layers.RESIDUAL_ALPHA):\n"
+        "    for with_shortcut in (False, True):\n"
+        "        test_layers.test_folded_tdbn_current_is_bitwise_the_modules(alpha, with_shortcut)\n"
+        "test_layers.test_the_folded_map_follows_every_change_of_the_tdbn()\n"
+    )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
     subprocess.run([sys.executable, "-c", check], env=env, cwd=Path(__file__).parents[2], check=True, timeout=300)
 

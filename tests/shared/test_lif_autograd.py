@@ -16,10 +16,15 @@ from hypothesis.extra.numpy import arrays
 from torch import nn
 
 from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
-from spikebottlenet.shared.td_batch_norm import TdBatchNorm
-from spikebottlenet.shared.lif_autograd import (LIFFunction, LIFNormFunction, fused_norm_matches_aten, norm_trains_in_kernel,
-                                 trains_in_kernel)
+from spikebottlenet.shared.lif_autograd import (
+    LIFFunction,
+    LIFNormFunction,
+    fused_norm_matches_aten,
+    norm_trains_in_kernel,
+    trains_in_kernel,
+)
 from spikebottlenet.shared.neuron import LIF, LIFConfig, StepState, stepping, use_fused_training
+from spikebottlenet.shared.td_batch_norm import TdBatchNorm
 
 CONFIGS = [LIFConfig(), LIFConfig(tau=0.3, v_th=0.7, surrogate_width=0.4)]
 
@@ -43,9 +48,11 @@ def lif_cases(draw) -> tuple[LIFConfig, torch.Tensor, torch.Tensor]:
     config = draw(st.sampled_from(CONFIGS))
     time_steps = draw(st.integers(1, 6))
     shape = (time_steps, *draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
-    values = st.one_of(st.sampled_from(edges(config)),
-                       st.floats(float(np.float32(config.v_th - 0.6)), float(np.float32(config.v_th + 0.6)), width=32),
-                       st.floats(-3.0, 3.0, width=32))
+    values = st.one_of(
+        st.sampled_from(edges(config)),
+        st.floats(float(np.float32(config.v_th - 0.6)), float(np.float32(config.v_th + 0.6)), width=32),
+        st.floats(-3.0, 3.0, width=32),
+    )
     current = torch.from_numpy(draw(arrays(np.float32, shape, elements=values)))
     grad = torch.from_numpy(draw(arrays(np.float32, shape, elements=st.floats(-2.0, 2.0, width=32))))
     if draw(st.booleans()) and current.dim() >= 3:  # a non-contiguous current: the Function copies it
@@ -131,8 +138,9 @@ def test_the_tdbn_in_the_pass_is_the_module_bit_for_bit(case) -> None:
         norm.bias.normal_(0.0, 0.3, generator=generator)
         norm.running_mean.normal_(0.0, 0.5, generator=generator)
     norms = [norm, copy.deepcopy(norm)]
-    leaves = [[x.clone().requires_grad_(), None if shortcut is None else shortcut.clone().requires_grad_()]
-              for _ in range(2)]
+    leaves = [
+        [x.clone().requires_grad_(), None if shortcut is None else shortcut.clone().requires_grad_()] for _ in range(2)
+    ]
     outputs, norm_outputs = [], []
     norms[0].register_forward_hook(lambda module, args, output: norm_outputs.append(output))
     for fused, (x_i, shortcut_i), norm_i in zip((False, True), leaves, norms, strict=True):
@@ -148,8 +156,10 @@ def test_the_tdbn_in_the_pass_is_the_module_bit_for_bit(case) -> None:
         assert torch.equal(getattr(norms[1], name), getattr(norms[0], name)), name
     sources = [[*leaf, n.weight, n.bias] for leaf, n in zip(leaves, norms, strict=True)]
     wanted = [t for t in sources[0] if t is not None]
-    grads = torch.autograd.grad(reference, [*wanted, *norm_outputs], grad), torch.autograd.grad(
-        fused, [t for t in sources[1] if t is not None], grad)
+    grads = (
+        torch.autograd.grad(reference, [*wanted, *norm_outputs], grad),
+        torch.autograd.grad(fused, [t for t in sources[1] if t is not None], grad),
+    )
     *reference_grads, current_grad = grads[0]  # current_grad: dL/dI [T, B, C, H, W], through autograd
     for got, expected in zip(grads[1][:-2], reference_grads[:-2], strict=True):
         assert_close_to_autograd(got, expected)
@@ -157,8 +167,9 @@ def test_the_tdbn_in_the_pass_is_the_module_bit_for_bit(case) -> None:
     # error is a few ulps of the sum of the terms' magnitudes, which cancellation can make far larger than
     # the sum itself (one case: 6e-8 off a weight gradient of 2e-6, whose terms' magnitudes add up to 0.6)
     x64 = x.detach().double()
-    x_hat = (x64 - x64.mean((0, 1, 3, 4), keepdim=True)) / (x64.var((0, 1, 3, 4), unbiased=False, keepdim=True)
-                                                          + norm.eps).sqrt()
+    x_hat = (x64 - x64.mean((0, 1, 3, 4), keepdim=True)) / (
+        x64.var((0, 1, 3, 4), unbiased=False, keepdim=True) + norm.eps
+    ).sqrt()
     g = current_grad.double().abs()
     magnitudes = ((g * x_hat.abs()).sum((0, 1, 3, 4)) * 0.7 * config.v_th, g.sum((0, 1, 3, 4)))
     for got, expected, magnitude in zip(grads[1][-2:], reference_grads[-2:], magnitudes, strict=True):
@@ -205,6 +216,7 @@ def test_a_training_step_of_a_narrow_backbone(arch: str, width: float) -> None:
 @pytest.fixture
 def no_fused_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fused training Functions raise if they run."""
+
     def fail(*args, **kwargs):
         raise AssertionError("a fused training Function ran")
 
@@ -259,7 +271,7 @@ def test_stepping_under_autograd_takes_the_reference(no_fused_training: None) ->
     current = torch.randn(4, 2, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
     state = StepState()
     with stepping(lif, state):
-        steps = [lif(current[t:t + 1]) for t in range(4)]
+        steps = [lif(current[t : t + 1]) for t in range(4)]
     assert torch.equal(torch.cat(steps), lif.step_by_step(current)[0])
     torch.cat(steps).sum().backward()
     assert current.grad is not None

@@ -47,12 +47,15 @@ def test_lif_hard_reset_and_leak_on_a_hand_example() -> None:
     assert lif(current).view(-1).tolist() == [0, 1, 0, 0, 1]
 
 
-@pytest.mark.parametrize(("v_th", "width", "points", "expected"), [
-    # ds/du = (1/a) * 1[|u - v_th| < a/2]; the window's edges (|u - v_th| == a/2) are outside it
-    (0.5, 1.0, [-0.1, 0.0, 0.01, 0.5, 0.99, 1.0, 1.2], [0, 0, 1, 1, 1, 0, 0]),
-    (0.5, 0.5, [0.2, 0.25, 0.3, 0.5, 0.7, 0.75, 0.8], [0, 0, 2, 2, 2, 0, 0]),
-    (1.0, 2.0, [-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0], [0, 0, 0.5, 0.5, 0.5, 0, 0]),
-])
+@pytest.mark.parametrize(
+    ("v_th", "width", "points", "expected"),
+    [
+        # ds/du = (1/a) * 1[|u - v_th| < a/2]; the window's edges (|u - v_th| == a/2) are outside it
+        (0.5, 1.0, [-0.1, 0.0, 0.01, 0.5, 0.99, 1.0, 1.2], [0, 0, 1, 1, 1, 0, 0]),
+        (0.5, 0.5, [0.2, 0.25, 0.3, 0.5, 0.7, 0.75, 0.8], [0, 0, 2, 2, 2, 0, 0]),
+        (1.0, 2.0, [-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0], [0, 0, 0.5, 0.5, 0.5, 0, 0]),
+    ],
+)
 def test_surrogate_gradient_values(v_th: float, width: float, points: list[float], expected: list[float]) -> None:
     u = torch.tensor(points, requires_grad=True)
     upstream = torch.linspace(1.0, 2.0, len(points))  # the surrogate must scale the incoming gradient
@@ -72,8 +75,10 @@ def test_lif_backward_uses_the_configured_surrogate_width() -> None:
 
 # --- the fused inference pass (shared/lif_kernel.py) against the step-by-step reference ---
 
-def fused_lif(config: LIFConfig, current: torch.Tensor, inference_dtype: torch.dtype = torch.float32,
-              **parts) -> torch.Tensor:
+
+def fused_lif(
+    config: LIFConfig, current: torch.Tensor, inference_dtype: torch.dtype = torch.float32, **parts
+) -> torch.Tensor:
     """The LIF module without autograd: the path that takes the fused pass."""
     with torch.inference_mode():
         return LIF(config, inference_dtype)(current, **parts)
@@ -82,8 +87,18 @@ def fused_lif(config: LIFConfig, current: torch.Tensor, inference_dtype: torch.d
 # currents around the threshold: exactly at it, one float either side, negatives, zeros, large values,
 # infinities (an infinite u fires, and its reset u * 0 is NaN, which the fused pass must reproduce)
 V_TH = 0.5
-AT_THRESHOLD = [V_TH, float(np.nextafter(np.float32(V_TH), np.float32(0))), float(np.nextafter(np.float32(V_TH), 1)),
-                -V_TH, 0.0, -0.0, 1e30, -1e30, float("inf"), float("-inf")]
+AT_THRESHOLD = [
+    V_TH,
+    float(np.nextafter(np.float32(V_TH), np.float32(0))),
+    float(np.nextafter(np.float32(V_TH), 1)),
+    -V_TH,
+    0.0,
+    -0.0,
+    1e30,
+    -1e30,
+    float("inf"),
+    float("-inf"),
+]
 current_values = st.one_of(st.sampled_from(AT_THRESHOLD), st.floats(-2.0, 2.0, width=32))
 
 
@@ -159,6 +174,7 @@ def test_the_shortcut_is_added_before_the_neuron() -> None:
 def test_autograd_keeps_the_step_by_step_path(grad_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With autograd on, the LIF never takes the fused inference pass, whatever its switch (training has its own,
     tests/shared/test_lif_autograd.py)."""
+
     def no_fused_pass(*args, **kwargs):
         raise AssertionError("the fused pass ran under autograd")
 

@@ -24,13 +24,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from numba.core import config as numba_config
 import numpy as np
 import pytest
+from numba.core import config as numba_config
 
 from spikebottlenet.shared.lif_autograd import batch_norm_update_stats, train_affine
-from spikebottlenet.shared.lif_kernel import (MEMBRANE_CHUNK, batch_norm_train_grad_input, channel_stats, lif_norm_train_backward,
-                               lif_norm_train_forward, lif_steps, lif_train_backward, lif_train_forward)
+from spikebottlenet.shared.lif_kernel import (
+    MEMBRANE_CHUNK,
+    batch_norm_train_grad_input,
+    channel_stats,
+    lif_norm_train_backward,
+    lif_norm_train_forward,
+    lif_steps,
+    lif_train_backward,
+    lif_train_forward,
+)
 
 T, B, C, S = 6, 3, 6, 200  # S neurons a channel: C * S = 1200 a sample, one chunk of MEMBRANE_CHUNK and a rest
 P = C * S
@@ -79,15 +87,27 @@ def run_kernels(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     spikes, membrane, grad_current = np.empty_like(current), np.empty_like(current), np.empty_like(current)
     lif_train_forward(current, TAU, V_TH, spikes, membrane)
     lif_train_backward(grad.reshape(T, -1), membrane, TAU, V_TH, WIDTH / 2, WIDTH, grad_current)
-    out.update({"lif_train_forward: spikes": spikes, "lif_train_forward: membrane": membrane,
-                "lif_train_backward": grad_current})
+    out.update(
+        {
+            "lif_train_forward: spikes": spikes,
+            "lif_train_forward: membrane": membrane,
+            "lif_train_backward": grad_current,
+        }
+    )
     # training with the tdBN: batch statistics, running statistics, the map, the pass and its backward
     mean, var_sum, invstd = (np.empty(C, np.float32) for _ in range(3))
     channel_stats(x.reshape(T * B, C, S), mean, var_sum)
     running_mean, running_var = inputs["running_mean"].copy(), inputs["running_var"].copy()
     batch_norm_update_stats(mean, var_sum, T * B * S, 0.1, 1e-5, invstd, running_mean, running_var)
-    out.update({"channel_stats: mean": mean, "channel_stats: var_sum": var_sum, "update_stats: invstd": invstd,
-                "update_stats: running_mean": running_mean, "update_stats: running_var": running_var})
+    out.update(
+        {
+            "channel_stats: mean": mean,
+            "channel_stats: var_sum": var_sum,
+            "update_stats: invstd": invstd,
+            "update_stats: running_mean": running_mean,
+            "update_stats: running_var": running_var,
+        }
+    )
     for shift_rounded_once in (True, False):  # the map of the last, rounded twice, drives the pass below
         train_scale, train_shift = np.empty(C, np.float32), np.empty(C, np.float32)
         train_affine(mean, invstd, inputs["weight"], inputs["bias"], shift_rounded_once, train_scale, train_shift)
@@ -97,12 +117,31 @@ def run_kernels(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spikes = np.empty_like(x)
         lif_norm_train_forward(x, S, train_scale, train_shift, rounded_once, shortcut, TAU, V_TH, spikes)
         grad_current, grad_sum, grad_dot = np.empty_like(x), np.zeros(C), np.zeros(C)
-        lif_norm_train_backward(grad, x, S, train_scale, train_shift, rounded_once, shortcut, mean, TAU, V_TH,
-                                WIDTH / 2, WIDTH, grad_current, grad_sum, grad_dot)
-        out.update({f"lif_norm_train_forward rounded_once={rounded_once}": spikes,
-                    f"lif_norm_train_backward rounded_once={rounded_once}: grad_current": grad_current,
-                    f"lif_norm_train_backward rounded_once={rounded_once}: grad_sum": grad_sum,
-                    f"lif_norm_train_backward rounded_once={rounded_once}: grad_dot": grad_dot})
+        lif_norm_train_backward(
+            grad,
+            x,
+            S,
+            train_scale,
+            train_shift,
+            rounded_once,
+            shortcut,
+            mean,
+            TAU,
+            V_TH,
+            WIDTH / 2,
+            WIDTH,
+            grad_current,
+            grad_sum,
+            grad_dot,
+        )
+        out.update(
+            {
+                f"lif_norm_train_forward rounded_once={rounded_once}": spikes,
+                f"lif_norm_train_backward rounded_once={rounded_once}: grad_current": grad_current,
+                f"lif_norm_train_backward rounded_once={rounded_once}: grad_sum": grad_sum,
+                f"lif_norm_train_backward rounded_once={rounded_once}: grad_dot": grad_dot,
+            }
+        )
     k = (grad_dot.astype(np.float32) * invstd * invstd / np.float32(T * B * S)).astype(np.float32)
     grad_mean = (grad_sum / (T * B * S)).astype(np.float32)
     grad_input = np.empty_like(x)
@@ -141,9 +180,20 @@ def test_kernels_built_for_a_generic_cpu_give_the_host_builds_bits(tmp_path: Pat
     if not this_is_generic:
         env |= {"NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": ""}
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")
-    subprocess.run([sys.executable, "-c", OTHER_BUILD_RUN, str(tmp_path / "inputs.npz"), str(tmp_path / "other.npz"),
-                    "host" if this_is_generic else "generic"],
-                   env=env, cwd=Path(__file__).parents[2], check=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            OTHER_BUILD_RUN,
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "other.npz"),
+            "host" if this_is_generic else "generic",
+        ],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        check=True,
+        timeout=600,
+    )
     other = dict(np.load(tmp_path / "other.npz"))
     here = run_kernels(inputs)
     assert set(other) == set(here)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from spikebottlenet.shared import preprocess
-from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge, load_image
 from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge, load_image
 from spikebottlenet.shared.split_model import ModelConfig
 
 CONFIG = ModelConfig()  # 32x32, CIFAR-100 mean and std
@@ -52,16 +52,20 @@ def flat(value: tuple[int, int, int]) -> torch.Tensor:
     return normalized(np.full((32, 32, 3), value, dtype=np.uint8))
 
 
-@pytest.mark.parametrize(("img", "expected"), [
-    (Image.new("L", (32, 32), 128), (128, 128, 128)),
-    (Image.new("1", (32, 32), 1), (255, 255, 255)),
-    (Image.new("CMYK", (32, 32), (0, 255, 255, 0)), (255, 0, 0)),
-    (Image.new("RGBA", (32, 32), (0, 0, 0, 0)), (255, 255, 255)),  # fully transparent: the white background
-    (Image.new("RGBA", (32, 32), (0, 0, 255, 255)), (0, 0, 255)),  # opaque: unchanged
-    (Image.new("LA", (32, 32), (0, 0)), (255, 255, 255)),
-    (Image.new("I;16", (32, 32), 65535), (255, 255, 255)),  # 16-bit white is white, not clipped garbage
-    (Image.new("I;16", (32, 32), 257 * 100), (100, 100, 100)),
-], ids=["L", "1", "CMYK", "RGBA transparent", "RGBA opaque", "LA", "I;16 max", "I;16 mid"])
+@pytest.mark.parametrize(
+    ("img", "expected"),
+    [
+        (Image.new("L", (32, 32), 128), (128, 128, 128)),
+        (Image.new("1", (32, 32), 1), (255, 255, 255)),
+        (Image.new("CMYK", (32, 32), (0, 255, 255, 0)), (255, 0, 0)),
+        (Image.new("RGBA", (32, 32), (0, 0, 0, 0)), (255, 255, 255)),  # fully transparent: the white background
+        (Image.new("RGBA", (32, 32), (0, 0, 255, 255)), (0, 0, 255)),  # opaque: unchanged
+        (Image.new("LA", (32, 32), (0, 0)), (255, 255, 255)),
+        (Image.new("I;16", (32, 32), 65535), (255, 255, 255)),  # 16-bit white is white, not clipped garbage
+        (Image.new("I;16", (32, 32), 257 * 100), (100, 100, 100)),
+    ],
+    ids=["L", "1", "CMYK", "RGBA transparent", "RGBA opaque", "LA", "I;16 max", "I;16 mid"],
+)
 def test_colour_modes_become_rgb(img: Image.Image, expected: tuple[int, int, int]) -> None:
     fmt = "TIFF" if img.mode == "CMYK" else "PNG"
     assert torch.allclose(load_image(encoded(img, fmt), CONFIG), flat(expected), atol=1e-6)
@@ -86,8 +90,11 @@ def test_a_16_bit_rgb_png_keeps_the_high_byte_of_each_channel() -> None:
 
 def test_a_multi_frame_gif_gives_its_first_frame() -> None:
     red, green, blue = (Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
-    assert torch.allclose(load_image(encoded(red, "GIF", save_all=True, append_images=[green, blue]), CONFIG),
-                          flat((255, 0, 0)), atol=1e-6)
+    assert torch.allclose(
+        load_image(encoded(red, "GIF", save_all=True, append_images=[green, blue]), CONFIG),
+        flat((255, 0, 0)),
+        atol=1e-6,
+    )
 
 
 def test_the_exif_orientation_is_applied() -> None:
@@ -100,13 +107,17 @@ def test_the_exif_orientation_is_applied() -> None:
     assert torch.allclose(x, normalized(rgb[::-1, ::-1].copy()), atol=1e-6)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "empty"),
-    (b"hello, this is not an image", "not an image"),
-    (np.random.default_rng(0).bytes(2048), "not an image"),
-    (encoded(Image.new("RGB", (32, 32)), "PCX"), "not an image in a supported format"),
-    (encoded(Image.new("RGB", (32, 32)), "TGA"), "not an image in a supported format"),
-], ids=["empty", "text", "random", "pcx", "tga"])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, this is not an image", "not an image"),
+        (np.random.default_rng(0).bytes(2048), "not an image"),
+        (encoded(Image.new("RGB", (32, 32)), "PCX"), "not an image in a supported format"),
+        (encoded(Image.new("RGB", (32, 32)), "TGA"), "not an image in a supported format"),
+    ],
+    ids=["empty", "text", "random", "pcx", "tga"],
+)
 def test_non_images_are_refused(data: bytes, message: str) -> None:
     with pytest.raises(ImageError, match=message):
         load_image(data, CONFIG)
@@ -126,15 +137,23 @@ def chunk(kind: bytes, body: bytes) -> bytes:
 
 def png_claiming(width: int, height: int) -> bytes:
     """A few dozen bytes of PNG that declare width x height 8-bit RGB pixels and hold one row of them."""
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_rgb16(rgb: tuple[int, int, int], size: int = 8) -> bytes:
     """A size x size PNG of 16 bits per channel, every pixel ``rgb`` (0..65535 each); Pillow writes none such."""
     row = b"\x00" + np.tile(np.array(rgb, dtype=">u2"), size).tobytes()  # filter type 0, then the samples
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(row * size))
+        + chunk(b"IEND", b"")
+    )
 
 
 def png_uniform(width: int, height: int, bit_depth: int, colour_type: int) -> bytes:
@@ -149,31 +168,41 @@ def png_uniform(width: int, height: int, bit_depth: int, colour_type: int) -> by
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (png_claiming(8_000, 8_000), "8000x8000 pixels of mode RGB: 192,000,000 bytes decoded; at most 67,108,864"),
-    # over Pillow's own limit, which refuses it while opening
-    (png_claiming(100_000, 100_000), "could be decompression bomb.*; at most 67,108,864"),
-    # few pixels a byte, yet each becomes an RGB pixel: 3 bytes
-    (png_uniform(7_000, 7_000, 1, 0), "7000x7000 pixels of mode 1: 147,000,000 bytes decoded"),
-    (png_uniform(7_000, 7_000, 16, 0), "7000x7000 pixels of mode I;16: 147,000,000 bytes decoded"),
-], ids=["8000x8000 RGB", "100000x100000 RGB", "1-bit 7000x7000", "16-bit 7000x7000"])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (png_claiming(8_000, 8_000), "8000x8000 pixels of mode RGB: 192,000,000 bytes decoded; at most 67,108,864"),
+        # over Pillow's own limit, which refuses it while opening
+        (png_claiming(100_000, 100_000), "could be decompression bomb.*; at most 67,108,864"),
+        # few pixels a byte, yet each becomes an RGB pixel: 3 bytes
+        (png_uniform(7_000, 7_000, 1, 0), "7000x7000 pixels of mode 1: 147,000,000 bytes decoded"),
+        (png_uniform(7_000, 7_000, 16, 0), "7000x7000 pixels of mode I;16: 147,000,000 bytes decoded"),
+    ],
+    ids=["8000x8000 RGB", "100000x100000 RGB", "1-bit 7000x7000", "16-bit 7000x7000"],
+)
 def test_decompression_bombs_are_refused_from_the_header(data: bytes, message: str) -> None:
     with pytest.raises(ImageTooLarge, match=message):
         load_image(data, CONFIG)
 
 
-@pytest.mark.parametrize(("img", "fmt", "bytes_per_pixel"), [
-    (Image.new("1", (40, 30)), "PNG", 3),  # converted to RGB: no pixel costs less
-    (Image.new("I;16", (40, 30)), "PNG", 3),
-    (Image.new("RGB", (40, 30)), "PNG", 3),
-    (Image.new("RGBA", (40, 30)), "PNG", 4),
-    (Image.new("I", (40, 30)), "TIFF", 4),  # 32-bit gray
-], ids=["1-bit", "16-bit gray", "RGB", "RGBA", "32-bit gray"])
+@pytest.mark.parametrize(
+    ("img", "fmt", "bytes_per_pixel"),
+    [
+        (Image.new("1", (40, 30)), "PNG", 3),  # converted to RGB: no pixel costs less
+        (Image.new("I;16", (40, 30)), "PNG", 3),
+        (Image.new("RGB", (40, 30)), "PNG", 3),
+        (Image.new("RGBA", (40, 30)), "PNG", 4),
+        (Image.new("I", (40, 30)), "TIFF", 4),  # 32-bit gray
+    ],
+    ids=["1-bit", "16-bit gray", "RGB", "RGBA", "32-bit gray"],
+)
 def test_the_decoded_size_budget_counts_bit_depth(img: Image.Image, fmt: str, bytes_per_pixel: int) -> None:
     data, cost = encoded(img, fmt), 40 * 30 * bytes_per_pixel
     assert load_image(data, CONFIG, max_decoded_bytes=cost).shape == (3, 32, 32)
-    with pytest.raises(ImageTooLarge, match=f"40x30 pixels of mode {img.mode}: {cost:,} bytes decoded; at most "
-                                            f"{cost - 1:,} decoded bytes"):
+    with pytest.raises(
+        ImageTooLarge,
+        match=f"40x30 pixels of mode {img.mode}: {cost:,} bytes decoded; at most {cost - 1:,} decoded bytes",
+    ):
         load_image(data, CONFIG, max_decoded_bytes=cost - 1)
 
 
@@ -247,13 +276,19 @@ def test_stroke_thickness_survives_as_ink_not_as_size(width: int) -> None:
     assert rows_with_ink[2:30].all()  # top to bottom, whatever the width (which sets only the ink level)
 
 
-@pytest.mark.parametrize("img", [
-    Image.new("L", (50, 50), 255),  # all white
-    Image.new("L", (50, 50), 0),  # all black
-    Image.new("L", (1, 1), 128),  # a single pixel
-    Image.new("RGB", (40, 30), (120, 200, 30)),  # a flat colour
-    Image.fromarray(np.full((64, 64), 128, dtype=np.uint8) + np.random.default_rng(0).integers(0, 8, (64, 64)).astype(np.uint8)),
-], ids=["white", "black", "1x1", "flat-colour", "faint-texture"])
+@pytest.mark.parametrize(
+    "img",
+    [
+        Image.new("L", (50, 50), 255),  # all white
+        Image.new("L", (50, 50), 0),  # all black
+        Image.new("L", (1, 1), 128),  # a single pixel
+        Image.new("RGB", (40, 30), (120, 200, 30)),  # a flat colour
+        Image.fromarray(
+            np.full((64, 64), 128, dtype=np.uint8) + np.random.default_rng(0).integers(0, 8, (64, 64)).astype(np.uint8)
+        ),
+    ],
+    ids=["white", "black", "1x1", "flat-colour", "faint-texture"],
+)
 def test_an_image_without_ink_becomes_a_blank_frame(img: Image.Image) -> None:
     pixels = digit_frame_of(img)
     assert torch.equal(pixels, torch.zeros(32, 32))
@@ -267,7 +302,7 @@ def test_natural_models_keep_the_plain_resize() -> None:
 @pytest.mark.parametrize(("width", "length"), [(1, 20), (2, 20), (4, 24), (6, 28)])
 def test_stroke_width_of_a_bar_by_hand(width: int, length: int) -> None:
     bitmap = torch.zeros(32, 32, dtype=torch.bool)
-    bitmap[2:2 + length, 5:5 + width] = True
+    bitmap[2 : 2 + length, 5 : 5 + width] = True
     # area = length * width; perimeter = 2 * length + 2 * width pixel edges
     expected = 2 * length * width / (2 * length + 2 * width)
     assert preprocess.stroke_width(bitmap) == pytest.approx(expected)
@@ -289,7 +324,7 @@ def test_a_thin_pen_is_widened_to_the_scans_pen_and_a_broad_one_is_left_alone() 
 @pytest.mark.parametrize(("width", "length"), [(1, 20), (3, 20), (8, 30)])
 def test_shading_width_of_a_bar_by_hand(width: int, length: int) -> None:
     ink = torch.zeros(40, 40)
-    ink[5:5 + length, 10:10 + width] = 0.8
+    ink[5 : 5 + length, 10 : 10 + width] = 0.8
     # mass 0.8 * length * width; variation 0.8 per pixel edge between ink and paper: 2 * length + 2 * width
     expected = 2 * 0.8 * length * width / (0.8 * (2 * length + 2 * width))
     assert preprocess.shading_width(ink) == pytest.approx(expected)

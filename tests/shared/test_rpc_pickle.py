@@ -15,9 +15,15 @@ def test_a_message_pickled_here_unpickles_in_a_fresh_process_that_imports_the_st
     assert type(frame).__module__ == "spikebottlenet.v1.split_inference_pb2"  # what pickle will look up
     # the fresh process imports the stubs the way every module of the project does, then unpickles
     read_back = subprocess.run(
-        [sys.executable, "-c", "import pickle, sys\n"
-                               "from spikebottlenet.v1 import split_inference_pb2\n"
-                               "sys.stdout.buffer.write(pickle.loads(sys.stdin.buffer.read()).SerializeToString())"],
-        input=pickle.dumps(frame), capture_output=True, check=True).stdout
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys\n"
+            "from spikebottlenet.v1 import split_inference_pb2\n"
+            "sys.stdout.buffer.write(pickle.loads(sys.stdin.buffer.read()).SerializeToString())",
+        ],
+        input=pickle.dumps(frame),
+        capture_output=True,
+        check=True,
+    ).stdout
     assert pb.SpikeFrame.FromString(read_back) == frame
-

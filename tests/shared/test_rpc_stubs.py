@@ -10,8 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_stubs_match_the_proto() -> None:
-    result = subprocess.run([sys.executable, "-m", "spikebottlenet.shared.rpc.generate", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "spikebottlenet.shared.rpc.generate", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"stale gRPC stubs; run `make proto`\n{result.stdout}{result.stderr}"
 
 

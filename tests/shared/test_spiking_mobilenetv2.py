@@ -20,8 +20,9 @@ NARROW = SpikingMobileNetV2Config(width_multiplier=0.25, num_classes=10)
 # MobileNetV2's stages written out: (expansion t, channels c, repeats n, first stride s)
 STAGES = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 # block output (C, H = W) for 32x32 inputs at full width: 32 -> 16 -> 8 -> 4
-FULL_OUTPUTS = ([(16, 32)] + [(24, 32)] * 2 + [(32, 16)] * 3 + [(64, 8)] * 4 + [(96, 8)] * 3 + [(160, 4)] * 3
-                + [(320, 4)])
+FULL_OUTPUTS = (
+    [(16, 32)] + [(24, 32)] * 2 + [(32, 16)] * 3 + [(64, 8)] * 4 + [(96, 8)] * 3 + [(160, 4)] * 3 + [(320, 4)]
+)
 
 
 def test_seventeen_split_points_with_the_documented_shapes() -> None:
@@ -74,7 +75,7 @@ def test_structure_of_each_inverted_residual_block() -> None:
     blocks = list(SpikingBackbone(FULL, time_steps=1).blocks.values())
     # t = 1: no expansion conv; the 1x1 project has no LIF of its own, the block ends in one
     assert isinstance(blocks[0].expand, nn.Identity)
-    for block, (channels, _) in zip(blocks, FULL_OUTPUTS):
+    for block, (channels, _) in zip(blocks, FULL_OUTPUTS, strict=True):
         depthwise = block.depthwise.conv.module
         assert depthwise.groups == depthwise.in_channels == depthwise.out_channels  # depthwise
         assert depthwise.kernel_size == (3, 3)
@@ -121,8 +122,10 @@ def test_energy_module_counts_the_hand_counted_macs(split_point: int) -> None:
     # complete mode adds the stem and the encoder's 3x3 conv (no down-sampling shortcut convs here)
     point, (_, c_out, h_out, w_out) = config.split_point, config.spike_shape
     encoder = h_out * w_out * c_out * point.channels * 9
-    assert structural_flops(head, config.time_steps, 32, CountMode.COMPLETE) == \
-        expected["blocks"] + expected["stem"] + encoder
+    assert (
+        structural_flops(head, config.time_steps, 32, CountMode.COMPLETE)
+        == expected["blocks"] + expected["stem"] + encoder
+    )
 
 
 def test_full_width_macs_up_to_the_last_block() -> None:
@@ -159,7 +162,9 @@ def test_gradient_passes_every_lif() -> None:
     nn.functional.cross_entropy(model(images), torch.tensor([1, 7, 3, 0])).backward()
     for handle in handles:
         handle.remove()
-    assert len(outputs) == len(lifs) == 1 + 16 * 2 + 1 * 1 + 17 + 1  # stem, expand+dw (dw only in IRB1), blocks, classifier
+    assert (
+        len(outputs) == len(lifs) == 1 + 16 * 2 + 1 * 1 + 17 + 1
+    )  # stem, expand+dw (dw only in IRB1), blocks, classifier
     assert all(out.grad is not None and out.grad.any() for out in outputs)
 
 

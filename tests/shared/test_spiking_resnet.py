@@ -9,9 +9,9 @@ from torch import nn
 
 from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
 from spikebottlenet.shared.energy import ActivityMonitor, CountMode
-from spikebottlenet.shared.td_batch_norm import TdBatchNorm
 from spikebottlenet.shared.neuron import LIF, use_fused_inference
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.td_batch_norm import TdBatchNorm
 
 NARROW = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)
 
@@ -102,7 +102,9 @@ def assert_fused_inference_is_the_reference(config: ModelConfig) -> None:
     for fused in (True, False):
         use_fused_inference(model, fused)
         spikes: list[torch.Tensor] = []
-        handles = [lif.register_forward_hook(lambda module, inputs, out: spikes.append(out)) for lif in lifs]
+        handles = [
+            lif.register_forward_hook(lambda module, inputs, out, spikes=spikes: spikes.append(out)) for lif in lifs
+        ]
         with ActivityMonitor(model.head, config.time_steps, CountMode.COMPLETE) as monitor, torch.inference_mode():
             logits = model(images)
         for handle in handles:

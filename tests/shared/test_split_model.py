@@ -21,8 +21,14 @@ def reference_forward(model: SpikeBottleNet, images: torch.Tensor) -> torch.Tens
     after the split block: the backbone's code path, not the head/tail slicing under test."""
     config = model.config
     backbone = SpikingBackbone(config.backbone, config.time_steps).eval()
-    backbone.load_state_dict({k: v for half in (model.head, model.tail) for k, v in half.state_dict().items()
-                              if not k.startswith(("encoder.", "decoder."))})
+    backbone.load_state_dict(
+        {
+            k: v
+            for half in (model.head, model.tail)
+            for k, v in half.state_dict().items()
+            if not k.startswith(("encoder.", "decoder."))
+        }
+    )
     x = backbone.stem(images, config.time_steps)  # [T, B, C, H, W]
     for point in config.backbone.split_points():
         x = backbone.blocks[point.key](x)
@@ -33,7 +39,8 @@ def reference_forward(model: SpikeBottleNet, images: torch.Tensor) -> torch.Tens
 
 @pytest.mark.parametrize("arch, split_point", SPLITS, ids=[f"{a}-{k}" for a, k in SPLITS])
 def test_tail_of_head_equals_the_backbone_forward_with_the_bottleneck(
-        arch: str, split_point: int, calibrated_checkpoint: Callable[..., Path]) -> None:
+    arch: str, split_point: int, calibrated_checkpoint: Callable[..., Path]
+) -> None:
     path = calibrated_checkpoint(split_point, arch=arch)
     full, head, tail = (load_checkpoint(path, part).model for part in ("full", "head", "tail"))
     config = full.config
@@ -55,8 +62,10 @@ def test_tail_of_head_equals_the_backbone_forward_with_the_bottleneck(
 
 
 def test_load_backbone_puts_every_backbone_tensor_in_head_or_tail() -> None:
-    for backbone_config in (SpikingResNetConfig(width_multiplier=0.0625, num_classes=10),
-                            SpikingMobileNetV2Config(width_multiplier=0.25, num_classes=10)):
+    for backbone_config in (
+        SpikingResNetConfig(width_multiplier=0.0625, num_classes=10),
+        SpikingMobileNetV2Config(width_multiplier=0.25, num_classes=10),
+    ):
         torch.manual_seed(0)
         backbone = SpikingBackbone(backbone_config, time_steps=2)
         model = SpikeBottleNet(ModelConfig(backbone=backbone_config).with_split(backbone_config.bottleneck_preset(5)))
@@ -76,8 +85,13 @@ def test_load_backbone_refuses_another_backbone() -> None:
         model.load_backbone(SpikingBackbone(resnet, time_steps=1))
 
 
-@pytest.mark.parametrize("backbone", [SpikingResNetConfig(width_multiplier=0.125, num_classes=3),
-                                      SpikingMobileNetV2Config(width_multiplier=0.5, num_classes=3)])
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        SpikingResNetConfig(width_multiplier=0.125, num_classes=3),
+        SpikingMobileNetV2Config(width_multiplier=0.5, num_classes=3),
+    ],
+)
 def test_model_config_round_trips_through_its_dict(backbone) -> None:
     config = ModelConfig(backbone=backbone, labels=("cat", "dog", "eel")).with_split(backbone.bottleneck_preset(3))
     assert ModelConfig.from_dict(config.to_dict()) == config
@@ -97,7 +111,9 @@ def test_model_config_refuses_wrong_label_count_and_splitting_a_backbone() -> No
 
 
 def test_geometry_of_a_split() -> None:
-    config = ModelConfig(backbone=SpikingMobileNetV2Config()).with_split(SpikingMobileNetV2Config().bottleneck_preset(8))
+    config = ModelConfig(backbone=SpikingMobileNetV2Config()).with_split(
+        SpikingMobileNetV2Config().bottleneck_preset(8)
+    )
     geometry = config.geometry()
     # IRB8: 64 x 8 x 8 spikes; the rule's bottleneck: T = 2, C' = 4, same H, W
     assert (geometry.point.name, geometry.spike_shape) == ("IRB8", (2, 4, 8, 8))

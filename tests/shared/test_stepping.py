@@ -13,8 +13,10 @@ from spikebottlenet.shared.layers import SpikeConv2d, SpikeConvTranspose2d
 from spikebottlenet.shared.neuron import LIF, StepState, stepping
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 
-NARROW = {"spiking_resnet50": SpikingResNetConfig(width_multiplier=0.0625, num_classes=10),
-          "spiking_mobilenetv2": SpikingMobileNetV2Config(width_multiplier=0.125, num_classes=10)}
+NARROW = {
+    "spiking_resnet50": SpikingResNetConfig(width_multiplier=0.0625, num_classes=10),
+    "spiking_mobilenetv2": SpikingMobileNetV2Config(width_multiplier=0.125, num_classes=10),
+}
 
 
 def perturbed(model: nn.Module, seed: int) -> nn.Module:
@@ -60,27 +62,34 @@ def test_a_lif_continues_from_the_state_and_a_fresh_state_is_a_reset(fused: bool
     whole, _ = lif.step_by_step(current)
     state = StepState()
     with torch.no_grad(), stepping(lif, state):
-        first = [lif(current[t:t + 1]) for t in range(5)]
+        first = [lif(current[t : t + 1]) for t in range(5)]
     with torch.no_grad(), stepping(lif, StepState()):  # another stream starts at rest, whatever the first left
-        second = [lif(current[t:t + 1]) for t in range(5)]
+        second = [lif(current[t : t + 1]) for t in range(5)]
     assert torch.equal(torch.cat(first), whole) and torch.equal(torch.cat(second), whole)
     assert lif.step_state is None  # outside ``stepping`` the module is multi-step and stateless again
 
 
-@pytest.mark.parametrize("make", [lambda: SpikeConv2d(4, 16, 3, padding=1, bias=False),
-                                  lambda: SpikeConv2d(256, 64, 1, bias=False),
-                                  lambda: SpikeConv2d(16, 16, 3, stride=2, padding=1, groups=16, bias=False),
-                                  lambda: SpikeConvTranspose2d(4, 256, 3, 2, padding=1, output_padding=1, bias=False)],
-                         ids=["3x3", "1x1", "depthwise", "transposed"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SpikeConv2d(4, 16, 3, padding=1, bias=False),
+        lambda: SpikeConv2d(256, 64, 1, bias=False),
+        lambda: SpikeConv2d(16, 16, 3, stride=2, padding=1, groups=16, bias=False),
+        lambda: SpikeConvTranspose2d(4, 256, 3, 2, padding=1, output_padding=1, bias=False),
+    ],
+    ids=["3x3", "1x1", "depthwise", "transposed"],
+)
 def test_a_spiking_conv_gives_each_sample_the_same_bits_in_any_batch(make) -> None:  # type: ignore[no-untyped-def]
     conv = make()
     x = (torch.rand(8, conv.in_channels, 8, 8, generator=torch.Generator().manual_seed(1)) < 0.3).float()
     with torch.inference_mode():
         whole = conv(x)
-        assert torch.equal(torch.cat([conv(x[i:i + 1]) for i in range(8)]), whole)
-        assert torch.equal(torch.cat([conv(x[i:i + 3]) for i in range(0, 8, 3)]), whole)
+        assert torch.equal(torch.cat([conv(x[i : i + 1]) for i in range(8)]), whole)
+        assert torch.equal(torch.cat([conv(x[i : i + 3]) for i in range(0, 8, 3)]), whole)
     # the same layer as torch's own conv, to float32 rounding
-    reference = (nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-                 if isinstance(conv, SpikeConv2d) else
-                 nn.functional.conv_transpose2d(x, conv.weight, None, conv.stride, conv.padding, conv.output_padding))
+    reference = (
+        nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        if isinstance(conv, SpikeConv2d)
+        else nn.functional.conv_transpose2d(x, conv.weight, None, conv.stride, conv.padding, conv.output_padding)
+    )
     torch.testing.assert_close(whole, reference.detach(), rtol=1e-5, atol=1e-5)

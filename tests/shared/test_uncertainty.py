@@ -6,13 +6,21 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spikebottlenet.shared.uncertainty import FLAG_FRACTION, Calibration, calibrate, ink, is_blank, is_uncertain, max_softmax
+from spikebottlenet.shared.uncertainty import (
+    FLAG_FRACTION,
+    Calibration,
+    calibrate,
+    ink,
+    is_blank,
+    is_uncertain,
+    max_softmax,
+)
 
 
 def test_max_softmax_by_hand() -> None:
     logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
     # softmax of (0, 0) is (1/2, 1/2); of (2, 0) it is e^2 / (e^2 + 1)
-    expected = torch.tensor([0.5, torch.e ** 2 / (torch.e ** 2 + 1)])
+    expected = torch.tensor([0.5, torch.e**2 / (torch.e**2 + 1)])
     assert torch.allclose(max_softmax(logits), expected)
 
 
@@ -55,8 +63,13 @@ def test_more_ink_than_any_training_image_is_uncertain_for_a_digits_model() -> N
 
 
 def test_a_calibration_stored_under_the_digits_era_names_loads_and_is_written_back_under_them() -> None:
-    stored = {"threshold": 0.7, "flagged_test_fraction": 0.05, "test_images": 360, "score": "max_softmax",
-              "max_ink": 0.64}
+    stored = {
+        "threshold": 0.7,
+        "flagged_test_fraction": 0.05,
+        "test_images": 360,
+        "score": "max_softmax",
+        "max_ink": 0.64,
+    }
     c = Calibration.from_dict(stored)
     assert (c.threshold, c.flagged_fraction, c.calibration_images, c.max_ink) == (0.7, 0.05, 360, 0.64)
     assert c.to_dict() == stored

@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from spikebottlenet.training.datasets import Augmentation, DatasetError, channel_stats, load_cifar100, load_dataset, load_digits
-from spikebottlenet.training.digit_augment import typeface_files
 from spikebottlenet.shared.preprocess import load_image
 from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.training.datasets import (
+    Augmentation,
+    DatasetError,
+    channel_stats,
+    load_cifar100,
+    load_dataset,
+    load_digits,
+)
+from spikebottlenet.training.digit_augment import typeface_files
 
 NUM_CLASSES = 100
 
@@ -31,8 +38,10 @@ def write_cifar(folder: Path, n_train: int = 12, n_test: int = 6, seed: int = 0)
             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
         }
         (folder / name).write_bytes(pickle.dumps(batch))
-    meta = {b"fine_label_names": [f"class_{i}".encode() for i in range(NUM_CLASSES)],
-            b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]}
+    meta = {
+        b"fine_label_names": [f"class_{i}".encode() for i in range(NUM_CLASSES)],
+        b"coarse_label_names": [f"super_{i}".encode() for i in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta))
     return folder
 
@@ -108,7 +117,7 @@ def test_augmentation_crops_and_flips_per_image() -> None:
 
     flip_only = dataclasses.replace(data, augmentation=Augmentation(padding=0, hflip=True))
     flipped = flip_only.augment(images, labels, generator)
-    for original, result in zip(images, flipped):
+    for original, result in zip(images, flipped, strict=True):
         assert torch.equal(result, original) or torch.equal(result, original.flip(-1))
 
 
@@ -123,6 +132,7 @@ def png(image: torch.Tensor) -> bytes:
     import io
 
     from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "PNG")
     return buffer.getvalue()
@@ -148,7 +158,7 @@ def test_redrawn_digits_are_seeded_changed_and_framed_again() -> None:
     out = data.augment(images, labels, torch.Generator().manual_seed(1))
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert torch.equal(out, data.augment(images, labels, torch.Generator().manual_seed(1)))
-    assert all(not torch.equal(a, b) for a, b in zip(out, images))
+    assert all(not torch.equal(a, b) for a, b in zip(out, images, strict=True))
     # re-framed like an upload: the ink's box spans the whole frame along its longer side
     for image in out[:, 0].float() / 255:
         ink = image > 0.1
@@ -170,7 +180,7 @@ def test_typed_digits_are_their_own_labels_in_training_typefaces_framed_as_uploa
     images, labels = data.train.images, data.train.labels
     out = data.augment(images, labels, torch.Generator().manual_seed(2))
     assert torch.equal(out, data.augment(images, labels, torch.Generator().manual_seed(2)))  # seeded
-    assert all(not torch.equal(a, b) for a, b in zip(out, images))  # every one replaced
+    assert all(not torch.equal(a, b) for a, b in zip(out, images, strict=True))  # every one replaced
     # typed in matplotlib's Computer Modern and STIX faces, never in the held-out set's DejaVu / Liberation
     assert not any("DejaVu" in path.name or "Liberation" in path.name for path in typeface_files())
     # a typed 1 is a single stroke, a typed 8 two loops: across typefaces, far less ink in the 1s

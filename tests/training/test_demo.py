@@ -22,8 +22,9 @@ def demo_out(monkeypatch: pytest.MonkeyPatch, *options: str) -> Path:
     (which, for --install, leaves a stand-in backbone where the demo pre-trains it)."""
     outs: list[Path] = []
 
-    def record(runtime: object, work: Path, dataset: str, plan: DemoPlan, out: Path,
-               restart: bool = False) -> list[Path]:
+    def record(
+        runtime: object, work: Path, dataset: str, plan: DemoPlan, out: Path, restart: bool = False
+    ) -> list[Path]:
         assert dataset == datasets.pop(0)
         outs.append(out)
         if "--install" in options:  # which copies the backbone: here a stand-in, in the test's --work folder
@@ -43,7 +44,8 @@ def demo_out(monkeypatch: pytest.MonkeyPatch, *options: str) -> Path:
 
 
 def test_by_default_the_demo_writes_under_the_current_directory_not_into_the_package(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     out = demo_out(monkeypatch).resolve()
     assert out.is_relative_to(tmp_path) and not out.is_relative_to(PACKAGE)

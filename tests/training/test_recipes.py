@@ -12,10 +12,10 @@ from spikebottlenet.shared.backbones import SpikingBackbone, SpikingMobileNetV2C
 from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
 from spikebottlenet.shared.checkpoint import load_checkpoint, read_checkpoint_info
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
-from tests.training.conftest import TINY_TRAIN
 from spikebottlenet.training.datasets import Dataset
 from spikebottlenet.training.recipes import calibrate_checkpoint, damp_residual_branches, finetune, split_model
 from spikebottlenet.training.runtime import Runtime
+from tests.training.conftest import TINY_TRAIN
 
 SPLIT_POINT = 8
 
@@ -40,8 +40,9 @@ def test_split_model_starts_from_every_backbone_tensor(tiny_backbone: Path) -> N
     assert model.head.encoder.conv.module.out_channels == preset.bottleneck.channels
 
 
-def test_finetune_writes_a_split_checkpoint_with_its_accuracy_drop(tiny_backbone: Path, tiny_digits: Dataset,
-                                                                   cpu: Runtime, tmp_path: Path) -> None:
+def test_finetune_writes_a_split_checkpoint_with_its_accuracy_drop(
+    tiny_backbone: Path, tiny_digits: Dataset, cpu: Runtime, tmp_path: Path
+) -> None:
     preset = SplitPreset(BottleneckConfig(SPLIT_POINT, channels=2, stride=2), time_steps=1)
     out = tmp_path / "rb8.safetensors"
     model, returned = finetune(tiny_digits, tiny_backbone, preset, TINY_TRAIN, cpu, out)
@@ -72,16 +73,23 @@ def test_finetune_writes_a_split_checkpoint_with_its_accuracy_drop(tiny_backbone
     assert recorded.transmitted_bytes == 4
     assert recorded.compression == 128
     assert recorded.command and recorded.pretrained_fingerprint == load_checkpoint(tiny_backbone).fingerprint
-    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), loaded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
-def test_finetune_refuses_a_backbone_from_another_dataset(tiny_backbone: Path, tiny_digits: Dataset,
-                                                          cpu: Runtime, tmp_path: Path) -> None:
+def test_finetune_refuses_a_backbone_from_another_dataset(
+    tiny_backbone: Path, tiny_digits: Dataset, cpu: Runtime, tmp_path: Path
+) -> None:
     other = dataclasses.replace(tiny_digits, name="cifar100")
     with pytest.raises(ValueError, match="pre-trained on 'digits'"):
-        finetune(other, tiny_backbone, SpikingResNetConfig().bottleneck_preset(SPLIT_POINT), TINY_TRAIN, cpu,
-                 tmp_path / "x.safetensors")
+        finetune(
+            other,
+            tiny_backbone,
+            SpikingResNetConfig().bottleneck_preset(SPLIT_POINT),
+            TINY_TRAIN,
+            cpu,
+            tmp_path / "x.safetensors",
+        )
 
 
 def test_split_stats_at_rb16_are_the_papers_256x() -> None:
@@ -102,8 +110,20 @@ def test_damping_scales_the_residual_branch_of_every_block_that_has_a_shortcut()
     damp_residual_branches(mobilenet, 0.3)
     # stride 1 and as many channels out as in: the repeats after the first block of each stage, and at
     # width 1/4 also IRB1 and IRB2, whose 16 and 24 channels round up to the stem's 8 (multiples of 8)
-    with_shortcut = {"irb1", "irb2", "irb3", "irb5", "irb6", "irb8", "irb9", "irb10", "irb12", "irb13", "irb15",
-                     "irb16"}
+    with_shortcut = {
+        "irb1",
+        "irb2",
+        "irb3",
+        "irb5",
+        "irb6",
+        "irb8",
+        "irb9",
+        "irb10",
+        "irb12",
+        "irb13",
+        "irb15",
+        "irb16",
+    }
     for key, block in mobilenet.blocks.items():
         damped = torch.all(block.project.bn.weight == 0.3).item()
         assert damped == (key in with_shortcut), key
@@ -111,12 +131,27 @@ def test_damping_scales_the_residual_branch_of_every_block_that_has_a_shortcut()
 
 
 def test_finetune_refuses_an_arch_other_than_the_backbone_checkpoints(
-        tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_backbone: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from spikebottlenet.sbn.cli import main
 
     out = tmp_path / "split.safetensors"
-    code = main(["train", "finetune", "--pretrained", str(tiny_backbone), "--arch", "mobilenetv2",
-                 "--split-point", "3", "--epochs", "1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "finetune",
+            "--pretrained",
+            str(tiny_backbone),
+            "--arch",
+            "mobilenetv2",
+            "--split-point",
+            "3",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 1 and not out.exists()
     assert "spiking_resnet50 backbone, not spiking_mobilenetv2" in error

@@ -14,8 +14,15 @@ import pytest
 import torch
 
 from spikebottlenet.shared.backbones import BACKBONES
-from spikebottlenet.shared.checkpoint import (BACKBONE_DIR, DEFAULT_MODEL_DIR, TrainingRecord, default_checkpoint,
-                                              embedded_models, load_checkpoint, read_checkpoint_info)
+from spikebottlenet.shared.checkpoint import (
+    BACKBONE_DIR,
+    DEFAULT_MODEL_DIR,
+    TrainingRecord,
+    default_checkpoint,
+    embedded_models,
+    load_checkpoint,
+    read_checkpoint_info,
+)
 from spikebottlenet.shared.split_model import ModelConfig
 from spikebottlenet.training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
 from spikebottlenet.training.demo import DEMOS, demo_path
@@ -40,8 +47,9 @@ PRE_PLUGIN_RB8_FINGERPRINT = "a25dfbef1e6f8d87e263742d36da1a99b58513cab5ef84e11e
 
 def shipped_dataset(arch: str) -> str:
     """The dataset of the demo set shipped for ``arch``: MNIST, or the digits where it is not retrained yet."""
-    datasets = {read_checkpoint_info(p).info.dataset for p in SHIPPED
-                if read_checkpoint_info(p).config.backbone.arch == arch}
+    datasets = {
+        read_checkpoint_info(p).info.dataset for p in SHIPPED if read_checkpoint_info(p).config.backbone.arch == arch
+    }
     assert len(datasets) == 1, f"{arch} ships models of {sorted(datasets)}: one demo set per backbone"
     return datasets.pop()
 
@@ -49,8 +57,11 @@ def shipped_dataset(arch: str) -> str:
 def test_every_backbone_ships_one_demo_set_and_the_package_stays_small() -> None:
     assert all(set(plans) == set(BACKBONES) for plans in DEMOS.values())
     plans = {arch: DEMOS[shipped_dataset(arch)][arch] for arch in BACKBONES}
-    expected = {demo_path(DEFAULT_MODEL_DIR, shipped_dataset(arch), BACKBONES[arch]().split_point(k).name).name
-                for arch, plan in plans.items() for k in plan.split_points}
+    expected = {
+        demo_path(DEFAULT_MODEL_DIR, shipped_dataset(arch), BACKBONES[arch]().split_point(k).name).name
+        for arch, plan in plans.items()
+        for k in plan.split_points
+    }
     assert {p.name for p in SHIPPED} == expected
     for arch, plan in plans.items():
         last = len(BACKBONES[arch]().split_points())
@@ -58,7 +69,8 @@ def test_every_backbone_ships_one_demo_set_and_the_package_stays_small() -> None
         assert min(plan.split_points) <= 3 and max(plan.split_points) == last  # early, middle, last
     assert sum(p.stat().st_size for p in SHIPPED) < MAX_TOTAL_BYTES
     assert [(c.config.backbone.arch, c.config.split_point.index) for c in embedded_models()] == sorted(
-        (arch, k) for arch, plan in plans.items() for k in plan.split_points)
+        (arch, k) for arch, plan in plans.items() for k in plan.split_points
+    )
 
 
 def test_a_pre_plugin_resnet_checkpoint_loads_unchanged() -> None:
@@ -156,8 +168,9 @@ def test_shipped_checkpoint_reaches_its_recorded_accuracy(path: Path) -> None:
     assert accuracy > 60  # far above chance (10%); docs/models.md gives each model's accuracy and drop
 
 
-@pytest.mark.parametrize("path", [p for p in SHIPPED if read_checkpoint_info(p).info.dataset == "mnist"],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in SHIPPED if read_checkpoint_info(p).info.dataset == "mnist"], ids=lambda p: p.stem
+)
 def test_an_mnist_model_ships_with_the_backbone_it_was_fine_tuned_from(path: Path) -> None:
     info = read_checkpoint_info(path)
     backbone = load_checkpoint(BACKBONE_DIR / f"mnist_{info.config.backbone.arch}.safetensors")

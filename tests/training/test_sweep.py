@@ -9,25 +9,50 @@ from pathlib import Path
 import pytest
 
 from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from tests.training.conftest import TINY_TRAIN
 from spikebottlenet.training import sweep
 from spikebottlenet.training.datasets import Dataset
 from spikebottlenet.training.runtime import Runtime
-from spikebottlenet.training.sweep import Candidate, Result, candidates, load_results, paper_candidate, run_sweep, select
+from spikebottlenet.training.sweep import (
+    Candidate,
+    Result,
+    candidates,
+    load_results,
+    paper_candidate,
+    run_sweep,
+    select,
+)
 from spikebottlenet.training.tables import markdown, table_row
+from tests.training.conftest import TINY_TRAIN
 
 
 def result(split_point: int, nbytes: int, drop: float, time_steps: int = 2) -> Result:
-    return Result(split_point=split_point, channels=nbytes, stride=1, time_steps=time_steps,
-                  transmitted_bytes=nbytes, uncompressed_bytes=8192, compression=8192 / nbytes,
-                  test_accuracy=70.0 - drop, pretrained_accuracy=70.0, accuracy_drop=drop, firing_rate=0.1,
-                  flops=1000, syops=100.0, device_45nm_mj=1e-6, device_rolls_mj=1e-7, ann_baseline_45nm_mj=5e-6)
+    return Result(
+        split_point=split_point,
+        channels=nbytes,
+        stride=1,
+        time_steps=time_steps,
+        transmitted_bytes=nbytes,
+        uncompressed_bytes=8192,
+        compression=8192 / nbytes,
+        test_accuracy=70.0 - drop,
+        pretrained_accuracy=70.0,
+        accuracy_drop=drop,
+        firing_rate=0.1,
+        flops=1000,
+        syops=100.0,
+        device_45nm_mj=1e-6,
+        device_rolls_mj=1e-7,
+        ann_baseline_45nm_mj=5e-6,
+    )
 
 
 def test_select_takes_the_fewest_bytes_within_the_drop_budget() -> None:
     table = [
-        result(1, 4096, 0.5), result(1, 1024, 2.9), result(1, 512, 3.5),  # 512 B loses too much
-        result(2, 2048, 1.0), result(2, 2048, 0.2, time_steps=4),  # a tie in bytes: the smaller drop
+        result(1, 4096, 0.5),
+        result(1, 1024, 2.9),
+        result(1, 512, 3.5),  # 512 B loses too much
+        result(2, 2048, 1.0),
+        result(2, 2048, 0.2, time_steps=4),  # a tie in bytes: the smaller drop
         result(3, 256, 5.0),  # nothing within budget: RB3 has no entry
         result(4, 64, -0.4),  # a negative drop (the split model beat the backbone) qualifies
     ]
@@ -69,8 +94,8 @@ def test_table_rows_name_the_split_point_and_compare_with_bottlenetpp_only_at_fu
 
 
 def test_an_interrupted_sweep_resumes_after_its_last_finished_candidate(
-        tiny_backbone: Path, tiny_digits: Dataset, cpu: Runtime, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_backbone: Path, tiny_digits: Dataset, cpu: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trained: list[int] = []
     finetune = sweep.finetune
 

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
-from tests.training.conftest import TINY_TRAIN, WIDTH
 from spikebottlenet.training import trainer
 from spikebottlenet.training.datasets import Augmentation, Dataset
 from spikebottlenet.training.recipes import damp_residual_branches
 from spikebottlenet.training.resume import ResumeError, load_train_state, save_train_state
 from spikebottlenet.training.runtime import Runtime
 from spikebottlenet.training.trainer import TrainConfig, fit, lr_at, make_optimizer
+from tests.training.conftest import TINY_TRAIN, WIDTH
 
 
 def tiny_model(seed: int = 0) -> SpikingBackbone:
@@ -29,7 +29,7 @@ def tiny_model(seed: int = 0) -> SpikingBackbone:
 def test_lr_warms_up_linearly_then_decays_to_zero() -> None:
     lrs = [lr_at(step, total_steps=100, warmup_steps=10, peak=1.0) for step in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # cosine: never increases after warmup
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))  # cosine: never increases after warmup
     assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0)
 
 
@@ -48,8 +48,9 @@ def test_a_few_steps_lower_the_loss(tiny_digits: Dataset, cpu: Runtime) -> None:
     assert loss() < before - 0.1
 
 
-def test_an_interrupted_run_resumes_exactly(tiny_digits: Dataset, cpu: Runtime, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_resumes_exactly(
+    tiny_digits: Dataset, cpu: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = dataclasses.replace(TINY_TRAIN, epochs=2)
     reference = tiny_model()
     fit(reference, tiny_digits, config, cpu)
@@ -71,7 +72,7 @@ def test_an_interrupted_run_resumes_exactly(tiny_digits: Dataset, cpu: Runtime, 
     resumed = tiny_model(seed=1)  # different initial weights: everything must come from the state
     history = fit(resumed, tiny_digits, config, cpu, state_path=state)
     assert [h["epoch"] for h in history] == [1, 2]
-    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -96,7 +97,7 @@ def test_train_state_round_trips_optimizer_and_weights(optimizer: str, tmp_path:
     restored_opt = make_optimizer(restored, TrainConfig(optimizer=optimizer))
     progress = load_train_state(path, restored, restored_opt, scaler, run={"a": 1})
     assert progress == {"history": [{"epoch": 1}]}
-    for a, b in zip(model.state_dict().values(), restored.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), restored.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     saved, loaded = opt.state_dict(), restored_opt.state_dict()
     assert saved["param_groups"] == loaded["param_groups"]

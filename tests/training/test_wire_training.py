@@ -76,9 +76,31 @@ def test_bad_settings_are_refused() -> None:
 def test_refine_writes_a_recalibrated_checkpoint_with_a_refitted_codec(tmp_path: Path) -> None:
     out = tmp_path / "rb16-refined.safetensors"
     source = default_checkpoint("spiking_resnet50", 16)
-    assert main(["train", "refine", str(source), "--out", str(out), "--epochs", "1", "--rate-weight", "5",
-                 "--flip-probability", "0.01", "--erase-probability", "0.1", "--threads", "1",
-                 "--subset", "512", "256"]) == 0  # of MNIST's 50,000 / 10,000: the wiring, not the accuracy
+    assert (
+        main(
+            [
+                "train",
+                "refine",
+                str(source),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--rate-weight",
+                "5",
+                "--flip-probability",
+                "0.01",
+                "--erase-probability",
+                "0.1",
+                "--threads",
+                "1",
+                "--subset",
+                "512",
+                "256",
+            ]
+        )
+        == 0
+    )  # of MNIST's 50,000 / 10,000: the wiring, not the accuracy
     refined, before = read_checkpoint_info(out), read_checkpoint_info(source)
     assert refined.info_verified and refined.fingerprint != before.fingerprint
     assert refined.info.wire_training == WireTraining(rate_weight=5.0, flip_probability=0.01, erase_probability=0.1)

@@ -5,11 +5,13 @@ refused with the same statuses, and ``sbn device`` (its keepalive pings off) cla
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import httpx
@@ -22,7 +24,8 @@ from bench.replica_bench import serve_replica_pids, wait_for_replicas  # noqa: E
 from spikebottlenet.device.head_runner import HeadRunner  # noqa: E402
 from spikebottlenet.sbn.bench import synthetic_png  # noqa: E402
 from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info  # noqa: E402
-from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_edge  # noqa: E402
+from spikebottlenet.shared.ports import port_in_use  # noqa: E402
+from spikebottlenet.shared.processes import spawn, stop, wait_for_edge  # noqa: E402
 from spikebottlenet.v1 import split_inference_pb2 as pb  # noqa: E402
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc  # noqa: E402
 from tests.stack import altered, device_process, monolithic_logits, start_edge, upload  # noqa: E402
@@ -31,6 +34,19 @@ pytestmark = pytest.mark.slow
 
 RB8 = default_checkpoint("spiking_resnet50", 8)
 REPLICAS = 2
+# Ray starts a dozen services of its own after the test has chosen Serve's ports, each on a port the OS picks from
+# its ephemeral range, and its workers on 10002-19999; a port taken from either while free could be gone when the
+# proxy binds it (seen once: the proxy's HTTP port went to one of Ray's). Serve's ports come from between the two.
+SERVE_PORTS = range(20000, 32768)
+
+
+def serve_port() -> int:
+    """A port free now, outside both Ray's worker range and the OS's ephemeral one (Linux: 32768-60999)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(SERVE_PORTS, len(SERVE_PORTS)):
+        if port < low and not port_in_use("127.0.0.1", port):
+            return port
+    raise RuntimeError(f"no free port in {SERVE_PORTS} below the ephemeral range ({low})")
 
 
 def model_info(address: str, timeout_s: float = 2.0) -> pb.ModelInfo:
@@ -57,7 +73,7 @@ def frames() -> list[pb.SpikeFrame]:
 def serve_ray(frames: list[pb.SpikeFrame]) -> Iterator[ServeRay]:
     """``python -m spikebottlenet serve-ray`` with two replicas on its own local Ray instance, once both take frames
     through the proxy."""
-    port = free_port()
+    port = serve_port()
     # half a CPU each: two replicas fit a two-core machine's Ray; a 20 ms batch window makes concurrent frames meet;
     # the checkpoint by a relative path, which the replicas (working elsewhere) must still find
     process = spawn(
@@ -67,7 +83,7 @@ def serve_ray(frames: list[pb.SpikeFrame]) -> Iterator[ServeRay]:
         "--port",
         str(port),
         "--http-port",
-        str(free_port()),
+        str(serve_port()),
         "--replicas",
         str(REPLICAS),
         "--cpus-per-replica",
@@ -197,7 +213,7 @@ def test_a_killed_replica_loses_no_later_frame_and_is_replaced(
 
 def test_autoscaling_adds_a_replica_under_load(frames: list[pb.SpikeFrame]) -> None:
     """From one replica, aiming at 2 frames in flight each: 16 at once for a few seconds bring the second."""
-    port = free_port()
+    port = serve_port()
     # Serve's load reports every 10 s by default; every second here, so that the test takes seconds, not minutes
     env = {
         **os.environ,
@@ -211,7 +227,7 @@ def test_autoscaling_adds_a_replica_under_load(frames: list[pb.SpikeFrame]) -> N
         "--port",
         str(port),
         "--http-port",
-        str(free_port()),
+        str(serve_port()),
         "--min-replicas",
         "1",
         "--max-replicas",

@@ -201,7 +201,7 @@ class Classification(BaseModel):
     uncertain: bool = Field(
         description="no confident answer: a blank input, uncertainty_score below the model's calibrated threshold "
         "(set on its validation images), or, for a handwriting model, more ink than any training image "
-        "had (noise, photos); see shared/uncertainty.py"
+        "had or strokes thicker than any training digit's (noise, photos); see shared/uncertainty.py"
     )
     uncertainty_score: float = Field(description="the score the threshold applies to: the maximum softmax probability")
     top5: list[ClassProbability] = Field(description="the most probable classes, best first; empty for a blank input")
@@ -284,7 +284,7 @@ class Classification(BaseModel):
         top = probabilities.topk(min(TOP_K, len(probabilities)))
         top5 = (
             []
-            if image.blank
+            if image.traits.blank
             else [
                 ClassProbability(label=config.label(i), probability=p)
                 for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
@@ -296,10 +296,9 @@ class Classification(BaseModel):
             label=top5[0].label if top5 else None,
             class_index=int(top.indices[0]) if top5 else None,
             probability=top5[0].probability if top5 else None,
-            blank=image.blank,
+            blank=image.traits.blank,
             # an unverified info's threshold is not trusted: every answer is then uncertain
-            uncertain=not checkpoint.info_verified
-            or is_uncertain(score, image.blank, image.ink, checkpoint.info.uncertainty),
+            uncertain=not checkpoint.info_verified or is_uncertain(score, image.traits, checkpoint.info.uncertainty),
             uncertainty_score=score,
             top5=top5,
             arch=config.backbone.arch,

@@ -22,10 +22,10 @@ from spikebottlenet.shared.entropy_codec import chunk_layout
 from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.fec import check_parity, protect
 from spikebottlenet.shared.neuron import StepState
-from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image, unnormalize
+from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image
 from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
 from spikebottlenet.shared.split_model import ModelConfig, SplitHead
-from spikebottlenet.shared.uncertainty import ink, is_blank
+from spikebottlenet.shared.uncertainty import InputTraits
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
@@ -54,8 +54,7 @@ class ImageSpikes:
     spikes: torch.Tensor  # [T, 1, C', H', W'] binary
     energy: EnergyEstimate  # of this image on the device
     image_bytes: int  # size of the uploaded image file, as received
-    blank: bool  # each channel of the model input one flat value: nothing to classify (shared/uncertainty.py)
-    ink: float  # mean brightness of the model input, 0..1 (shared/uncertainty.py)
+    traits: InputTraits  # of the model input, for the uncertainty rules (shared/uncertainty.py)
 
 
 class ImageStream:
@@ -63,9 +62,9 @@ class ImageStream:
     into a SpikeStep, the head's neurons carrying their state from one step to the next in this stream's
     StepState. The first message names the frame, the later ones only their step."""
 
-    def __init__(self, head: HeadRunner, x: torch.Tensor, image_bytes: int, blank: bool, ink: float) -> None:
+    def __init__(self, head: HeadRunner, x: torch.Tensor, image_bytes: int, traits: InputTraits) -> None:
         self.head, self.x = head, x  # x: the normalized image [1, 3, H, W]
-        self.image_bytes, self.blank, self.ink = image_bytes, blank, ink
+        self.image_bytes, self.traits = image_bytes, traits
         self.state = StepState()
         self.request_id = uuid.uuid4().hex
         self.spikes: list[torch.Tensor] = []  # each computed step's [1, 1, C', H', W']
@@ -120,8 +119,7 @@ class ImageStream:
             torch.cat(self.spikes[: len(messages)]),
             EnergyEstimate.over_steps(self.energy[:computed]),
             self.image_bytes,
-            self.blank,
-            self.ink,
+            self.traits,
         )
 
 
@@ -223,7 +221,7 @@ class HeadRunner:
         start = perf_counter()
         x = torch.stack([model_input.x for inputs in jobs for model_input in inputs.values()])  # [B, 3, H, W]
         spikes, energy = self.forward(x)  # [T, B, C', H', W'], B estimates
-        blank, brightness = is_blank(x).tolist(), ink(unnormalize(x, self.checkpoint.config)).tolist()
+        traits = InputTraits.of(x, self.checkpoint.config)
         forwarded = perf_counter()
         packed = []
         first = 0  # the job's first row of the batch: stacked in job order
@@ -231,9 +229,7 @@ class HeadRunner:
             rows = range(first, first + len(inputs))
             codec, frame = self.pack(spikes[:, rows.start : rows.stop])
             images = {
-                index: ImageSpikes(
-                    frame, codec, spikes[:, b : b + 1], energy[b], model_input.image_bytes, blank[b], brightness[b]
-                )
+                index: ImageSpikes(frame, codec, spikes[:, b : b + 1], energy[b], model_input.image_bytes, traits[b])
                 for b, (index, model_input) in zip(rows, inputs.items(), strict=True)
             }
             packed.append((images, frame))
@@ -263,9 +259,7 @@ class HeadRunner:
         if isinstance(image, bytes):
             image = ModelInput.load(image, self.checkpoint.config)
         x = image.x.unsqueeze(0)  # [1, 3, H, W]
-        return ImageStream(
-            self, x, image.image_bytes, bool(is_blank(x)[0]), float(ink(unnormalize(x, self.checkpoint.config))[0])
-        )
+        return ImageStream(self, x, image.image_bytes, InputTraits.of(x, self.checkpoint.config)[0])
 
     def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""

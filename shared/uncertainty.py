@@ -1,6 +1,6 @@
 """ "I don't know" is an answer: when a classification is flagged ``uncertain``.
 
-Three rules, any one flags an image:
+Four rules, any one flags an image:
 
 * **blank input**: each channel of the model input is one flat value (an empty canvas, a flat colour, a handwriting
   upload with no ink): there is nothing to classify, whatever the logits say.
@@ -15,6 +15,11 @@ Three rules, any one flags an image:
   any training image did, re-drawn ones included (its mean brightness above ``max_ink``, also in the calibration).
   Random noise and photos become large blobs of "ink" once thresholded and framed (noise: 0.99, a landscape:
   0.81, against at most 0.64 in training), which a softmax can still be confident about.
+* **a blob, not strokes** (mnist input style): the ink is thicker than any training digit's
+  (``stroke_depth`` above ``max_stroke_depth``). MNIST frames every digit to a 20 px box, so a photo's
+  bright patch or a noise field becomes a filled disk or square 10 erosions deep, where the boldest of
+  MNIST's 50,000 training digits is 8 and a drawn upload 2-3. The re-drawn training images are left
+  out of this maximum: the upload augmentation's boldest zeros are filled disks that no hand drew.
 
 A checkpoint without a calibration (an untrained placeholder) flags only blank inputs.
 """
@@ -22,9 +27,15 @@ A checkpoint without a calibration (an untrained placeholder) flags only blank i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
+
+from .preprocess import INK_THRESHOLD, unnormalize
+
+if TYPE_CHECKING:
+    from .split_model import ModelConfig
 
 SCORE = "max_softmax"
 FLAG_FRACTION = 0.02  # at most this share of the calibration split's images may be flagged (5 % before MNIST)
@@ -37,19 +48,22 @@ class Calibration:
     calibration_images: int  # the validation split's (the test split's, for a dataset without one)
     score: str = SCORE
     max_ink: float | None = None  # digits models: the most ink a training image had (mean brightness, 0..1)
+    max_stroke_depth: int | None = None  # mnist models: the deepest stroke of a training digit (stroke_depth)
     # read from a digits-era info, which names flagged_fraction and calibration_images after the test split it was
     # computed on: written back under those names, so that rewriting the info changes nothing else
     digits_era_names: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         if not self.digits_era_names:
-            return {
+            written = {
                 "threshold": self.threshold,
                 "flagged_fraction": self.flagged_fraction,
                 "calibration_images": self.calibration_images,
                 "score": self.score,
                 "max_ink": self.max_ink,
             }
+            # written only when set, so that an info calibrated before the rule round-trips unchanged
+            return written if self.max_stroke_depth is None else {**written, "max_stroke_depth": self.max_stroke_depth}
         stored = {
             "threshold": self.threshold,
             "flagged_test_fraction": self.flagged_fraction,
@@ -73,11 +87,14 @@ def max_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def calibrate(
-    scores: torch.Tensor, flag_fraction: float = FLAG_FRACTION, train_ink: torch.Tensor | None = None
+    scores: torch.Tensor,
+    flag_fraction: float = FLAG_FRACTION,
+    train_ink: torch.Tensor | None = None,
+    train_stroke_depth: torch.Tensor | None = None,
 ) -> Calibration:
     """The highest threshold that flags at most ``flag_fraction`` of ``scores`` ([N] MSPs of the calibration
-    images), and
-    the most ink among ``train_ink`` ([M] ``ink`` of the training images) when given.
+    images), the most ink among ``train_ink`` ([M] ``ink`` of the training images) and the deepest stroke among
+    ``train_stroke_depth`` ([M'] ``stroke_depth`` of the training images), each when given.
 
     With the scores sorted, flagging "score < s_(m)" flags at most m images (fewer on ties), so
     m = floor(fraction * N) and the threshold is the m-th smallest score (0-based).
@@ -86,7 +103,9 @@ def calibrate(
     m = int(flag_fraction * len(scores))
     threshold = float(scores[m])
     max_ink = None if train_ink is None else float(train_ink.max())
-    return Calibration(threshold, int((scores < threshold).sum()) / len(scores), len(scores), max_ink=max_ink)
+    max_depth = None if train_stroke_depth is None else int(train_stroke_depth.max())
+    flagged = int((scores < threshold).sum()) / len(scores)
+    return Calibration(threshold, flagged, len(scores), max_ink=max_ink, max_stroke_depth=max_depth)
 
 
 def is_blank(x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +121,46 @@ def ink(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.flatten(1).mean(dim=1)
 
 
-def is_uncertain(score: float, blank: bool, ink: float, calibration: Calibration | None) -> bool:
-    if blank:
+def stroke_depth(pixels: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] model inputs on the 0..1 scale -> [N] how many 4-neighbour erosions the ink of channel 0
+    (> INK_THRESHOLD) survives: the largest city-block distance from an ink pixel to the background, about half
+    the width of the thickest stroke, the radius of a filled disk."""
+    remaining = (pixels[:, :1] > INK_THRESHOLD).float()  # [N, 1, H, W]
+    depth = torch.zeros(len(pixels), dtype=torch.long)
+    while remaining.any():
+        depth += remaining.flatten(1).amax(dim=1).long()
+        # erosion by the 4-neighbour cross: a pixel stays ink if it and its row and column neighbours are ink;
+        # outside the image is background
+        padded = F.pad(remaining, (1, 1, 1, 1))  # [N, 1, H + 2, W + 2]
+        vertical = -F.max_pool2d(-padded[..., 1:-1], (3, 1), 1)
+        horizontal = -F.max_pool2d(-padded[..., 1:-1, :], (1, 3), 1)
+        remaining = torch.minimum(vertical, horizontal)
+    return depth
+
+
+@dataclass(frozen=True)
+class InputTraits:
+    """What the rules read from one model input, beside the logits."""
+
+    blank: bool  # each channel one flat value: nothing to classify (is_blank)
+    ink: float  # mean brightness, 0..1 (ink)
+    stroke_depth: int  # (stroke_depth)
+
+    @classmethod
+    def of(cls, x: torch.Tensor, config: ModelConfig) -> list[InputTraits]:
+        """Normalized model inputs [N, C, H, W] -> each one's traits."""
+        pixels = unnormalize(x, config)
+        return [
+            cls(*traits)
+            for traits in zip(is_blank(x).tolist(), ink(pixels).tolist(), stroke_depth(pixels).tolist(), strict=True)
+        ]
+
+
+def is_uncertain(score: float, traits: InputTraits, calibration: Calibration | None) -> bool:
+    if traits.blank:
         return True
     if calibration is None:
         return False
-    return score < calibration.threshold or (calibration.max_ink is not None and ink > calibration.max_ink)
+    too_much_ink = calibration.max_ink is not None and traits.ink > calibration.max_ink
+    too_deep = calibration.max_stroke_depth is not None and traits.stroke_depth > calibration.max_stroke_depth
+    return score < calibration.threshold or too_much_ink or too_deep

@@ -30,7 +30,7 @@ from spikebottlenet.shared.checkpoint import (
     update_info,
 )
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
-from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax
+from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax, stroke_depth
 
 from .datasets import Dataset
 from .entropy_fit import fit_codec
@@ -195,7 +195,7 @@ def finetune(
         validation_drop=validation_drop(base_record, validation_accuracy),
         transmitted_bytes=geometry.transmitted_bytes,
         compression=round(geometry.compression, 2),
-        uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)),
+        uncertainty=calibration_of(model, data, runtime),
     )
     if runtime.is_main:
         save_checkpoint(model, config, out, record)
@@ -227,7 +227,7 @@ def refine(
         validation_accuracy=validation_accuracy,
         test_accuracy=test_accuracy,
         accuracy_drop=round(float(before.pretrained_accuracy) - test_accuracy, 2),
-        uncertainty=calibrate(validation_scores(model, data, runtime), train_ink=train_ink(data)),
+        uncertainty=calibration_of(model, data, runtime),
         entropy_codec=None,  # of the spikes before: fit_codec measures the new ones
         refined_from=loaded.fingerprint,
         wire_training=wire,
@@ -281,6 +281,20 @@ def train_ink(data: Dataset) -> torch.Tensor | None:
     return torch.cat([ink(images.float() / 255) for images in passes])
 
 
+def train_stroke_depth(data: Dataset) -> torch.Tensor | None:
+    """[M] stroke depth of an MNIST model's training digits, as written: not the re-drawings, whose boldest
+    zeros are filled disks (shared/uncertainty.py); None for the other input styles."""
+    if data.input_style != "mnist":
+        return None
+    return stroke_depth(data.train.images.float() / 255)
+
+
+def calibration_of(model: nn.Module, data: Dataset, runtime: Runtime) -> Calibration:
+    """The uncertainty rules' calibration for ``model`` on ``data`` (shared/uncertainty.py)."""
+    scores = validation_scores(model, data, runtime)
+    return calibrate(scores, train_ink=train_ink(data), train_stroke_depth=train_stroke_depth(data))
+
+
 def calibrate_checkpoint(path: Path, data: Dataset, runtime: Runtime) -> Calibration:
     """(Re)compute the uncertainty threshold of a split checkpoint on ``data``'s validation split, in place.
 
@@ -289,6 +303,6 @@ def calibrate_checkpoint(path: Path, data: Dataset, runtime: Runtime) -> Calibra
     loaded = load_checkpoint(path)
     if loaded.config.input_style != data.input_style:
         raise CheckpointError(f"{path} takes {loaded.config.input_style!r} input, the data is {data.input_style!r}")
-    calibration = calibrate(validation_scores(loaded.model, data, runtime), train_ink=train_ink(data))
+    calibration = calibration_of(loaded.model, data, runtime)
     update_info(path, replace(loaded.checkpoint.info, uncertainty=calibration))
     return calibration

@@ -144,7 +144,7 @@ def test_spikes_only_when_asked_unpack_to_the_transmitted_tensor(head: HeadRunne
 def test_a_blank_input_is_answered_without_a_label_and_says_so(head: HeadRunner) -> None:
     blank = head.run(png_of(np.full((40, 40, 3), (200, 30, 90), np.uint8)))  # one flat colour
     result = classification_of(torch.tensor([9.0] + [0.0] * 9), blank, head.checkpoint)
-    assert blank.blank and result.blank and result.uncertain
+    assert blank.traits.blank and result.blank and result.uncertain
     assert (result.label, result.class_index, result.probability, result.top5) == (None, None, None, [])
     # the answers leave out fields that do not apply, but not these: a client reads label: null
     body = result.model_dump(exclude_none=True)

@@ -107,8 +107,11 @@ HANDWRITING_MODELS = [c for c in embedded_models() if c.config.input_style in ("
 def test_every_handwriting_model_answers_noise_blank_and_shading_uncertain(checkpoint: CheckpointInfo) -> None:
     # in-process, through the same head, tail and answer as the services (sbn predict's path)
     classifier = MonolithicClassifier(load_checkpoint(checkpoint.path, "full"))
-    # (a photo can still pass: a landscape's sun, framed as MNIST frames a digit, is a filled disk that RB3 and
-    # RB16 call a 0 with 0.76 and 0.64 of softmax; the default RB8 flags it, in the test above)
-    for name in ("noise", "noise-1000px-gray", "blank-white", "blank-black", "colour-gradient"):
+    # a photo becomes a filled blob once framed (a landscape's sun: a disk 10 erosions deep), which only an MNIST
+    # model's stroke-depth rule flags: a digits model's training scans, 8x8 upscaled, are blobs themselves
+    names = ["noise", "noise-1000px-gray", "blank-white", "blank-black", "colour-gradient"]
+    if checkpoint.config.input_style == "mnist":
+        names.append("photo-landscape")
+    for name in names:
         answer = classifier.classify(png(NOT_DIGITS[name]))
         assert answer.uncertain, (name, answer.label, answer.uncertainty_score)

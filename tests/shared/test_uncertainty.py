@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from spikebottlenet.shared.uncertainty import (
     FLAG_FRACTION,
     Calibration,
+    InputTraits,
     calibrate,
     ink,
     is_blank,
     is_uncertain,
     max_softmax,
+    stroke_depth,
 )
+
+
+def drawn(blank: bool = False, ink: float = 0.3, stroke_depth: int = 2) -> InputTraits:
+    return InputTraits(blank, ink, stroke_depth)
 
 
 def test_max_softmax_by_hand() -> None:
@@ -46,11 +54,11 @@ def test_blank_inputs_are_always_uncertain_and_weak_ones_below_the_threshold() -
     x[3] += torch.tensor([0.2, -1.5, 0.9]).view(3, 1, 1)  # a flat colour, each channel normalized its own way
     assert is_blank(x).tolist() == [True, False, True, True]
     c = Calibration(threshold=0.6, flagged_fraction=0.05, calibration_images=100)
-    assert is_uncertain(0.99, blank=True, ink=0.0, calibration=c)
-    assert is_uncertain(0.59, blank=False, ink=0.3, calibration=c)
-    assert not is_uncertain(0.6, blank=False, ink=0.3, calibration=c)
-    assert not is_uncertain(0.6, blank=False, ink=0.99, calibration=c)  # natural style: no ink rule
-    assert not is_uncertain(0.1, blank=False, ink=0.3, calibration=None)  # uncalibrated: only blank inputs
+    assert is_uncertain(0.99, drawn(blank=True, ink=0.0), c)
+    assert is_uncertain(0.59, drawn(), c)
+    assert not is_uncertain(0.6, drawn(), c)
+    assert not is_uncertain(0.6, drawn(ink=0.99, stroke_depth=12), c)  # natural style: no ink or stroke rule
+    assert not is_uncertain(0.1, drawn(), calibration=None)  # uncalibrated: only blank inputs
 
 
 def test_more_ink_than_any_training_image_is_uncertain_for_a_digits_model() -> None:
@@ -58,8 +66,54 @@ def test_more_ink_than_any_training_image_is_uncertain_for_a_digits_model() -> N
     assert train_ink.tolist() == [0.25, 0.5]
     c = calibrate(torch.linspace(0.1, 1.0, 20), train_ink=train_ink)
     assert c.max_ink == 0.5
-    assert not is_uncertain(0.99, blank=False, ink=0.5, calibration=c)
-    assert is_uncertain(0.99, blank=False, ink=0.51, calibration=c)
+    assert not is_uncertain(0.99, drawn(ink=0.5), c)
+    assert is_uncertain(0.99, drawn(ink=0.51), c)
+
+
+def test_stroke_depth_by_hand() -> None:
+    images = torch.zeros(4, 3, 12, 12)
+    images[1, :, 5, 1:11] = 1.0  # a one-pixel line: gone after one erosion
+    images[2, :, 2:10, 2:10] = 1.0  # an 8x8 square: its centre 2x2 is 4 steps from the background
+    images[3, :, 0:7, 0:12] = 0.9  # a band across the top 7 rows; outside the image counts as background
+    images[3, :, 3, 6] = 0.4  # below the ink threshold: a hole
+    assert stroke_depth(images).tolist() == [0, 1, 4, 3]
+
+
+def city_block_depth(ink: np.ndarray) -> int:
+    """The same quantity written directly: the largest, over ink pixels, of the city-block distance to the
+    nearest background pixel, counting a ring of background around the image."""
+    padded = np.pad(ink, 1)
+    background = np.argwhere(~padded)
+    return max((int(np.abs(background - p).sum(axis=1).min()) for p in np.argwhere(padded)), default=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(1, 14), st.integers(1, 14))))
+def test_stroke_depth_is_the_largest_city_block_distance_to_the_background(ink: np.ndarray) -> None:
+    pixels = torch.from_numpy(ink.astype(np.float32))[None, None]
+    assert stroke_depth(pixels).item() == city_block_depth(ink)
+
+
+def test_strokes_deeper_than_any_training_digits_are_uncertain_for_an_mnist_model() -> None:
+    square = torch.zeros(2, 1, 12, 12)
+    square[0, :, 1:5, 1:5] = 1.0  # depth 2
+    square[1, :, 1:7, 1:7] = 1.0  # depth 3
+    c = calibrate(torch.linspace(0.1, 1.0, 20), train_stroke_depth=stroke_depth(square))
+    assert c.max_stroke_depth == 3
+    assert not is_uncertain(0.99, drawn(stroke_depth=3), c)
+    assert is_uncertain(0.99, drawn(stroke_depth=4), c)
+
+
+def test_a_calibration_without_a_stroke_depth_is_written_back_without_the_key() -> None:
+    stored = {
+        "threshold": 0.7,
+        "flagged_fraction": 0.01,
+        "calibration_images": 10000,
+        "score": "max_softmax",
+        "max_ink": 0.5,
+    }
+    assert Calibration.from_dict(stored).to_dict() == stored
+    assert Calibration.from_dict({**stored, "max_stroke_depth": 8}).to_dict() == {**stored, "max_stroke_depth": 8}
 
 
 def test_a_calibration_stored_under_the_digits_era_names_loads_and_is_written_back_under_them() -> None:

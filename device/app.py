@@ -40,7 +40,7 @@ from spikebottlenet.shared.settings import add_settings_arguments, configure_tor
 
 from .api import batch, classify, probes
 from .api.batch import BATCH_PATH, TooManyFiles, UnsupportedOption
-from .api.classify import AmbiguousUpload, upload_field_detail
+from .api.classify import AmbiguousUpload, MissingUpload, upload_field_detail
 from .api.errors import withhold_address
 from .api.probes import METRICS_PATH
 from .api_key import ApiKeyRequired
@@ -66,6 +66,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     ImageTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,  # decoded size over max_decoded_bytes (a decompression bomb)
     TooManyFiles: status.HTTP_413_CONTENT_TOO_LARGE,  # a batch of more than max_batch images
     AmbiguousUpload: status.HTTP_422_UNPROCESSABLE_CONTENT,  # several file fields to POST /classify
+    MissingUpload: status.HTTP_422_UNPROCESSABLE_CONTENT,  # neither a file field nor an image/* body
     UnsupportedOption: status.HTTP_422_UNPROCESSABLE_CONTENT,  # stream or early_exit to POST /classify/batch
     UnknownModel: status.HTTP_422_UNPROCESSABLE_CONTENT,  # a split point or arch this device holds no head for
     NoEligibleSplit: status.HTTP_422_UNPROCESSABLE_CONTENT,  # auto: nothing within the accuracy-drop budget

@@ -140,12 +140,21 @@ def _bench(args: argparse.Namespace, monolithic: MonolithicClassifier, images: l
             print(f"sbn bench: the device at {url} is not ready with this checkpoint: {ready.text}", file=sys.stderr)
             return 1
 
-        def split(image: bytes) -> dict[str, Any]:
+        def split(image: bytes) -> dict[str, Any]:  # the image in a multipart form, as a browser sends it
             response = client.post("/classify", files={"file": ("image.png", image, "image/png")})
             response.raise_for_status()
             return response.json()
 
-        paths: dict[str, Callable[[bytes], Any]] = {"split": split, "monolithic": monolithic.classify}
+        def split_body(image: bytes) -> dict[str, Any]:  # the image as the body itself: no form to build or parse
+            response = client.post("/classify", content=image, headers={"Content-Type": "image/png"})
+            response.raise_for_status()
+            return response.json()
+
+        paths: dict[str, Callable[[bytes], Any]] = {
+            "split": split,
+            "split-body": split_body,
+            "monolithic": monolithic.classify,
+        }
         for classify in paths.values():
             measure(classify, images, args.warmup, 1)
         runs: dict[tuple[str, int], Run] = {}
@@ -175,6 +184,8 @@ def levels(runs: dict[tuple[str, int], Run], replies: dict[int, list[dict[str, A
             "concurrency": concurrency,
             "split_p50_ms": runs["split", concurrency].percentile(50),
             "split_p99_ms": runs["split", concurrency].percentile(99),
+            "split_body_p50_ms": runs["split-body", concurrency].percentile(50),
+            "split_body_rps": runs["split-body", concurrency].requests_per_s,
             "monolithic_p50_ms": runs["monolithic", concurrency].percentile(50),
             "split_rps": runs["split", concurrency].requests_per_s,
             "monolithic_rps": runs["monolithic", concurrency].requests_per_s,
@@ -238,6 +249,12 @@ def _report(
             f"req/s x{split.requests_per_s / mono.requests_per_s:.2f}; "
             f"split req/s x{split.requests_per_s / runs['split', base].requests_per_s:.2f} its concurrency-{base} "
             f"figure"
+        )
+        body = runs["split-body", concurrency]
+        print(
+            f"  the image as the body instead of a form: p50 x{body.percentile(50) / split.percentile(50):.2f}, "
+            f"req/s x{body.requests_per_s / split.requests_per_s:.2f}; split-body / monolithic p50 "
+            f"x{body.percentile(50) / mono.percentile(50):.2f}"
         )
     print()
     print(

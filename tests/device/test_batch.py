@@ -137,3 +137,10 @@ def test_one_file_field_still_classifies_as_before(client: httpx.Client) -> None
 @pytest.mark.parametrize("total, parts, shares", [(384, 3, [128] * 3), (10, 4, [3, 3, 2, 2]), (1, 3, [1, 0, 0])])
 def test_even_shares_add_up_to_the_total(total: int, parts: int, shares: list[int]) -> None:
     assert even_shares(total, parts) == shares and sum(shares) == total
+
+
+def test_openapi_offers_the_raw_image_body_beside_the_form(client: httpx.Client) -> None:
+    body = client.get("/openapi.json").json()["paths"]["/classify"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert {"multipart/form-data", "image/*"} <= body["content"].keys()
+    assert body["content"]["image/*"]["schema"] == {"type": "string", "format": "binary"}

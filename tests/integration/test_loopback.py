@@ -90,3 +90,24 @@ def test_a_device_with_another_model_gets_502_naming_both_fingerprints(
     assert readyz.status_code == 503
     for response in (classify, readyz):
         assert ours_fp in response.json()["detail"] and theirs_fp in response.json()["detail"]
+
+
+def test_an_image_sent_as_the_body_itself_gets_the_monolithic_answer(
+    edges: dict[int, EdgeProcess], calibrated_checkpoint: Callable[..., Path]
+) -> None:
+    checkpoint = calibrated_checkpoint(8)
+    image = synthetic_png(seed=5)
+    with device_client(checkpoint, edges[8].address) as client:
+        raw = client.post("/classify?logits=true", content=image, headers={"Content-Type": "image/png"})
+        charset = client.post("/classify?logits=true", content=image, headers={"Content-Type": "Image/PNG; x=1"})
+        empty = client.post("/classify", content=b"", headers={"Content-Type": "image/png"})
+        wrong_type = client.post("/classify", content=image, headers={"Content-Type": "application/json"})
+    assert raw.status_code == charset.status_code == 200, raw.text
+    reference = monolithic_logits(checkpoint, image)
+    for body in (raw.json(), charset.json()):
+        torch.testing.assert_close(torch.tensor(body["logits"]), reference, rtol=0, atol=1e-5)
+        assert body["image_bytes"] == len(image)
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    # not an image type and not a form: the answer says both ways to send one
+    assert wrong_type.status_code == 422
+    assert "named `file`" in wrong_type.json()["detail"] and "Content-Type image/*" in wrong_type.json()["detail"]

@@ -25,8 +25,8 @@ from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import device_client, scraped, start_edge, upload
 
-RB8 = default_checkpoint("spiking_resnet50", 8)  # T = 4, spikes [4, B, 4, 8, 8]: a raw step is 32 bytes
-STEP_BYTES = raw_length((1, 1, 4, 8, 8))
+RB8 = default_checkpoint("spiking_resnet50", 8)  # T = 4, spikes [4, B, 8, 8, 8]: a raw step is 64 bytes
+STEP_BYTES = raw_length((1, 1, 8, 8, 8))
 
 
 @pytest.fixture(scope="module")

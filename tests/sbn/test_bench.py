@@ -14,6 +14,8 @@ FIELDS = {
     "concurrency",
     "split_p50_ms",
     "split_p99_ms",
+    "split_body_p50_ms",
+    "split_body_rps",
     "monolithic_p50_ms",
     "split_rps",
     "monolithic_rps",
@@ -50,6 +52,7 @@ def test_json_has_one_object_per_concurrency_level(
         assert set(level) == FIELDS
         assert 0 < level["split_p50_ms"] <= level["split_p99_ms"]
         assert level["split_rps"] > 0 and level["monolithic_rps"] > 0 and level["monolithic_p50_ms"] > 0
+        assert level["split_body_p50_ms"] > 0 and level["split_body_rps"] > 0
         assert 1 <= level["mean_head_batch"] <= level["concurrency"]
         assert 1 <= level["mean_edge_batch"] <= level["concurrency"]
     # one request at a time: nothing to batch with, on either half

@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 import torch
 from torch import nn
 
+from .conv_autograd import ChannelsLastBackwardConv2d, FusedTrainingConv, trains_channels_last
 from .energy import ConvRole, declare_role
 from .neuron import LIF, LIFConfig, Stateful
 from .td_batch_norm import TdBatchNorm
@@ -30,14 +31,22 @@ def _batch_invariant_inference(x: torch.Tensor) -> bool:
     return not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
 
 
-class SpikeConv2d(nn.Conv2d):
+class SpikeConv2d(FusedTrainingConv, nn.Conv2d):
     """nn.Conv2d whose inference result for a sample does not depend on its batch. A pointwise conv (1x1, stride
     1, one group) always takes torch's native loop (one GEMM per sample; single-threaded, torch's own pick for it
     below 16 images, and the faster one), every other conv oneDNN (``torch.mkldnn_convolution``; torch's pick
-    for more than one image), where torch's own choice switches between them with the batch size."""
+    for more than one image), where torch's own choice switches between them with the batch size.
+
+    In training on the CPU its backward runs in channels-last layout (shared/conv_autograd.py), the forward
+    unchanged, unless ``fused_training`` is off (shared/neuron.py's ``use_fused_training``)."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         # the batch-invariant kernels take a padding in numbers: "same" or "valid" is F.conv2d's to resolve
+        numeric_zero_padding = self.padding_mode == "zeros" and not isinstance(self.padding, str)
+        if self.fused_training and numeric_zero_padding and trains_channels_last(input, weight):
+            return ChannelsLastBackwardConv2d.apply(
+                input, weight, bias, self.stride, self.padding, self.dilation, self.groups
+            )
         if (
             _batch_invariant_inference(input)
             and self.padding_mode == "zeros"

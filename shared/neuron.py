@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .conv_autograd import FusedTrainingConv
 from .lif_autograd import lif_norm_train, lif_train, norm_trains_in_kernel, trains_in_kernel
 from .lif_kernel import lif_pass, runs_in_kernel
 from .td_batch_norm import TdBatchNorm
@@ -232,8 +233,11 @@ def use_fused_inference(model: nn.Module, enabled: bool) -> None:
 def use_fused_training(model: nn.Module, enabled: bool, norm: bool = True) -> None:
     """Switch every LIF of ``model`` between the fused training Functions (shared/lif_autograd.py) and autograd
     through the step-by-step reference. ``norm`` False: the fused LIF leaves the train-mode tdBN before it to
-    the module (for comparisons)."""
+    the module, and the convs keep autograd's own backward (for comparisons); True: the convs' backward runs in
+    channels-last layout (shared/conv_autograd.py)."""
     for module in model.modules():
         if isinstance(module, LIF):
             module.fused_training = enabled
             module.fused_training_norm = norm
+        elif isinstance(module, FusedTrainingConv):
+            module.fused_training = enabled and norm

@@ -77,7 +77,7 @@ def assert_close_to_autograd(fused: torch.Tensor | None, reference: torch.Tensor
     enter every element of dL/dx through (dy - sum / N - (x - mean) * k) * invstd * w, where the terms cancel.
     An element's error is thus a few ulps of the largest term, not of itself: atol = 1e-5 * max |reference|
     (about 80 float32 ulps of the largest gradient), rtol = 1e-6. Measured: up to 6e-7 * max |reference| for
-    one tdBN, 1.4e-6 for a parameter's gradient after a whole backbone's backward."""
+    one tdBN."""
     assert (fused is None) == (reference is None)
     if reference is not None:
         torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-5 * float(reference.abs().max()))
@@ -182,12 +182,26 @@ def test_the_tdbn_in_the_pass_is_the_module_bit_for_bit(case) -> None:
 NARROW = [("spiking_resnet50", 0.0625), ("spiking_mobilenetv2", 0.25)]
 
 
+def assert_close_after_a_whole_backward(fused: torch.Tensor | None, reference: torch.Tensor | None) -> None:
+    """A parameter's gradient after a whole backbone's backward, fused against autograd's.
+
+    Each fused piece is bounded against float64 on its own at its own rounding (the tdBN above, the conv in
+    tests/shared/test_conv_autograd.py); here the differences in summation order of some fifty tdBN and conv
+    backwards compound, and cancel most in the gradients that sum many terms of both signs. Measured, as the
+    largest |fused - reference| over the largest |reference| of any parameter, three seeds per backbone: up to
+    4.1e-6 natively (AVX-512, 2 threads), 1.3e-5 with one thread under ``make test-portable``'s SSE4.1. The
+    bound, 1e-4 of the largest, leaves 8x; a gradient routed or laid out wrongly is off by its own size."""
+    assert (fused is None) == (reference is None)
+    if reference is not None:
+        torch.testing.assert_close(fused, reference, rtol=1e-6, atol=1e-4 * float(reference.abs().max()))
+
+
 @pytest.mark.parametrize(("arch", "width"), NARROW)
 def test_a_training_step_of_a_narrow_backbone(arch: str, width: float) -> None:
     """Forward and backward of a whole backbone (T=2, batch 4, 32x32) three ways from the same weights: the
-    reference, the fused LIF alone, and the fused LIF with its tdBN. Same logits and running statistics bit for
-    bit; the same parameter gradients, bit for bit with the LIF alone and within the tdBN backward's rounding
-    with it (``assert_close_to_autograd``)."""
+    reference, the fused LIF alone, and the fused LIF with its tdBN and the convs' channels-last backward. Same
+    logits and running statistics bit for bit; the same parameter gradients, bit for bit with the LIF alone, and
+    with everything fused within float32 summation order (``assert_close_after_a_whole_backward``)."""
     torch.manual_seed(0)
     initial = SpikingBackbone(backbone_config(arch, width_multiplier=width, num_classes=10), time_steps=2).train()
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -210,7 +224,7 @@ def test_a_training_step_of_a_narrow_backbone(arch: str, width: float) -> None:
             if way == "fused-lif":
                 assert torch.equal(got, parameter.grad), f"{way}: {name}"
             else:
-                assert_close_to_autograd(got, parameter.grad)
+                assert_close_after_a_whole_backward(got, parameter.grad)
 
 
 @pytest.fixture

@@ -328,6 +328,20 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
             f"{path} is a safetensors file but not a SpikeBottleNet checkpoint "
             f"(metadata format {metadata.get('format')!r}, expected {FORMAT!r})"
         )
+    return checkpoint_info_from_metadata(metadata, path)
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A verified checkpoint's metadata as stored (``read_checkpoint_info`` checks it first): what an export of
+    one of its halves carries, so that ``checkpoint_info_from_metadata`` reads it back."""
+    read_checkpoint_info(path)
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata())
+
+
+def checkpoint_info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
+    """Parse and validate a checkpoint's metadata (the layout above), read from ``path``: a checkpoint, or a file
+    exported from one (shared/onnx_head.py)."""
     try:
         stored_config = json.loads(metadata["config"])
         config = ModelConfig.from_dict(stored_config)

@@ -166,40 +166,49 @@ class ActivityMonitor:
         return record
 
     def counted(self) -> list[ConvActivity]:
-        return [layer for layer in self.layers if is_counted(layer.role, self.mode)]
+        return counted_layers(self.layers, self.mode)
 
     def flops(self) -> int:
         return sum(layer.flops for layer in self.counted())
 
     def estimates(self) -> list[EnergyEstimate]:
-        layers = self.counted()
-        spiking = [layer for layer in layers if layer.role is not ConvRole.STEM]
-        recorded = [(layer, layer.spikes.double()) for layer in spiking if layer.spikes is not None]
-        if not spiking or len(recorded) < len(spiking):
-            raise RuntimeError("no spikes were recorded: run a real (non-meta) forward inside the monitor")
-        flops = sum(layer.flops for layer in layers)
-        mac_flops = sum(layer.flops for layer in layers if layer.role is ConvRole.STEM)  # real-valued input
-        # per image, summed over the layers (functools.reduce, not sum(), whose start of 0 would type the sum as an
-        # int too): SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l
-        syops = functools.reduce(
-            operator.add, (spikes * layer.flops / layer.input_neurons for layer, spikes in recorded)
-        )
-        spikes = functools.reduce(operator.add, (spikes for _, spikes in recorded))
-        neuron_steps = self.time_steps * sum(layer.input_neurons for layer in spiking)
-        out = []
-        for b in range(syops.shape[0]):
-            s = float(syops[b])
-            out.append(
-                EnergyEstimate(
-                    flops=flops,
-                    syops=s,
-                    firing_rate=float(spikes[b]) / neuron_steps,
-                    device_45nm_mj=(s * E_AC_45NM_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
-                    device_rolls_mj=(s * E_SYOP_ROLLS_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
-                    ann_baseline_45nm_mj=flops * E_MAC_45NM_PJ / PJ_PER_MJ,
-                )
+        return estimate_energy(self.layers, self.time_steps, self.mode)
+
+
+def counted_layers(layers: Sequence[ConvActivity], mode: CountMode) -> list[ConvActivity]:
+    return [layer for layer in layers if is_counted(layer.role, mode)]
+
+
+def estimate_energy(layers: Sequence[ConvActivity], time_steps: int, mode: CountMode) -> list[EnergyEstimate]:
+    """One EnergyEstimate per image from what each conv of a head did: ``layers`` in the order they ran, every
+    spiking one with its spikes [B] recorded (by ActivityMonitor's hooks, or counted by an exported head's graph:
+    shared/onnx_head.py)."""
+    layers = counted_layers(layers, CountMode(mode))
+    spiking = [layer for layer in layers if layer.role is not ConvRole.STEM]
+    recorded = [(layer, layer.spikes.double()) for layer in spiking if layer.spikes is not None]
+    if not spiking or len(recorded) < len(spiking):
+        raise RuntimeError("no spikes were recorded: run a real (non-meta) forward inside the monitor")
+    flops = sum(layer.flops for layer in layers)
+    mac_flops = sum(layer.flops for layer in layers if layer.role is ConvRole.STEM)  # real-valued input
+    # per image, summed over the layers (functools.reduce, not sum(), whose start of 0 would type the sum as an
+    # int too): SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l
+    syops = functools.reduce(operator.add, (spikes * layer.flops / layer.input_neurons for layer, spikes in recorded))
+    spikes = functools.reduce(operator.add, (spikes for _, spikes in recorded))
+    neuron_steps = time_steps * sum(layer.input_neurons for layer in spiking)
+    out = []
+    for b in range(syops.shape[0]):
+        s = float(syops[b])
+        out.append(
+            EnergyEstimate(
+                flops=flops,
+                syops=s,
+                firing_rate=float(spikes[b]) / neuron_steps,
+                device_45nm_mj=(s * E_AC_45NM_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
+                device_rolls_mj=(s * E_SYOP_ROLLS_PJ + mac_flops * E_MAC_45NM_PJ) / PJ_PER_MJ,
+                ann_baseline_45nm_mj=flops * E_MAC_45NM_PJ / PJ_PER_MJ,
             )
-        return out
+        )
+    return out
 
 
 def structural_flops(head: nn.Module, time_steps: int, image_size: int, mode: CountMode = CountMode.PAPER) -> int:

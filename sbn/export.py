@@ -10,6 +10,7 @@ else differs in a large share of its bits; more than ``MAX_DIFFERING`` fails the
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,22 @@ class ExportMismatch(SpikeBottleNetError):
     """The exported graph's spikes differ from the torch head's."""
 
 
+class MissingExporter(SpikeBottleNetError):
+    """The onnx extra is not installed."""
+
+
+def require_onnx_extra() -> None:
+    """MissingExporter naming the install command if torch's exporter or onnxruntime cannot be imported."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExporter(
+                f"exporting to ONNX needs the {module} package: pip install 'spikebottlenet[onnx]' "
+                "(from a checkout: pip install '.[onnx]')"
+            ) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
     onnx = formats.add_parser("onnx", help="the head and encoder as ONNX, for `onnxruntime` on a torch-free device")
@@ -36,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_onnx_extra()
     import onnxruntime
 
     checkpoint = chosen_checkpoint(args)

@@ -9,6 +9,7 @@ order): the tests bound how often, and a graph that computed anything else would
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,12 @@ def test_the_metadata_is_the_checkpoints_own(exported: tuple[Path, Path]) -> Non
     with safe_open(str(checkpoint), framework="pt") as f:
         assert {k: stored[k] for k in f.metadata()} == f.metadata()
     assert json.loads(stored["spikebottlenet.onnx_head"])["opset"] == 20
+
+
+def test_without_the_onnx_extra_the_command_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it raises ImportError
+    assert main(["export", "onnx", "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "pip install 'spikebottlenet[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

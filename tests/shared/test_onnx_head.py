@@ -87,14 +87,16 @@ def test_the_graph_fires_the_torch_heads_spikes_and_counts_them(exported: tuple[
     hooked = torch.stack([layer.spikes for layer in monitor.layers if layer.role is not ConvRole.STEM], dim=1)
     assert layer_spikes.shape == tuple(hooked.shape)
     assert np.abs(layer_spikes - hooked.numpy()).sum() <= MAX_FLIPS * spikes.numel() * len(monitor.layers)
-    # and the energy from them, through the exported table, against the monitor's own
+    # and the energy from them, through the exported table, against the monitor's own: the same where every conv
+    # of an image saw the same spikes, close where a flip inside changed what the convs after it saw
+    same = (layer_spikes == hooked.numpy()).all(axis=1)
+    assert same.mean() >= 0.95, f"{int((~same).sum())} of {len(same)} images"
     head = read_exported_head(path)
     for mode in CountMode:
         monitor.mode = mode
-        for by_graph, by_hooks in zip(head.energy(layer_spikes, mode), monitor.estimates(), strict=True):
-            assert by_graph.flops == by_hooks.flops
-            assert by_graph.device_45nm_mj == pytest.approx(by_hooks.device_45nm_mj, rel=1e-3)
-            assert by_graph.firing_rate == pytest.approx(by_hooks.firing_rate, rel=1e-3)
+        for agree, by_graph, by_hooks in zip(same, head.energy(layer_spikes, mode), monitor.estimates(), strict=True):
+            expected = by_hooks.to_dict() if agree else pytest.approx(by_hooks.to_dict(), rel=1e-2)
+            assert by_graph.to_dict() == expected
 
 
 def test_the_graph_carries_its_checkpoint_and_energy_table(exported: tuple[Path, Path]) -> None:

@@ -200,7 +200,7 @@ class TailReplica:
     def __init__(self, settings: RayServeSettings) -> None:
         configure_torch_threads(settings.threads)
         # resolved here, on the replica's node: an embedded model's path is where the project is installed there
-        self.runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
+        self.runners = load_tails(settings.checkpoint_paths(), settings.max_batch, settings.device, settings.precision)
         for runner in self.runners:  # before Serve counts the replica as running
             runner.warm_up()
         self._by_fingerprint = {runner.fingerprint: runner for runner in self.runners}
@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     try:  # here first, so that a bad checkpoint is one clear line, not a replica failing to start over and over
-        runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
+        runners = load_tails(settings.checkpoint_paths(), settings.max_batch, settings.device, settings.precision)
     except SpikeBottleNetError as e:
         log.error("cannot load the tail: %s", e)
         return 1

@@ -630,7 +630,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     configure_torch_threads(settings.threads)
     try:
-        runners = load_tails(settings.checkpoint_paths(), settings.max_batch)
+        runners = load_tails(settings.checkpoint_paths(), settings.max_batch, settings.device, settings.precision)
     except SpikeBottleNetError as e:
         log.error("cannot load the tail: %s", e)
         return 1

@@ -3,7 +3,10 @@ each overridden by ``--<name>`` flags."""
 
 from __future__ import annotations
 
-from pydantic import Field, FilePath, model_validator
+import re
+from typing import Literal
+
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from spikebottlenet.shared.settings import ModelSettings
@@ -18,6 +21,24 @@ class TailSettings(ModelSettings):
         description="largest batch (B) a frame may carry; also bounds the message size. At least the "
         "max_batch of its devices, whose POST /classify/batch sends all its images in one frame",
     )
+    device: str = Field(
+        "cpu",
+        description="where the decoder and tail run: cpu, or cuda[:N] (a raw payload is then unpacked on the GPU); "
+        "a machine without that GPU refuses to start",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="fp32, or bf16: the decoder and tail under bfloat16 autocast (logits within a stated "
+        "tolerance of fp32's, docs/deploy.md; meant for GPUs)",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _a_torch_device_name(cls, device: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
+            raise ValueError(f"{device!r} is not cpu, cuda or cuda:N")
+        return device
+
     stream_max_s: float = Field(
         30.0,
         gt=0,

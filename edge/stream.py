@@ -52,7 +52,7 @@ class SpikeStream:
         start = perf_counter()
         logits = self.runner.step(decoded.spikes, self.state)  # [B, num_classes]
         inference_ms = (perf_counter() - start) * 1e3
-        self._previous = decoded.spikes.to(torch.uint8).numpy()
+        self._previous = decoded.spikes.to(torch.uint8).numpy(force=True)  # from a GPU too
         self.steps += 1
         batch, classes = logits.shape
         return pb.RunningLogits(

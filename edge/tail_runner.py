@@ -6,8 +6,12 @@ Two steps, so that frames can be batched between them (edge/micro_batcher.py):
     infer(spikes)   decoder + tail -> logits [B, num_classes]                         (the inference worker)
 
 Only the tail's tensors are read from the checkpoint (``load_checkpoint(path, "tail")``); the
-edge never builds the head. Every field of a frame is checked before anything is allocated for
-it, so a malformed or hostile frame costs a few comparisons and an exception, never the process.
+edge never builds the head. The decoder and tail run on the CPU or a GPU (``device``), in float32 or under
+bfloat16 autocast (``precision``); on a GPU a raw or sparse payload crosses as its packed bytes and is
+unpacked there, and the logits come back to the CPU as float32.
+
+Every field of a frame is checked before anything is allocated for it, so a malformed or hostile frame costs a
+few comparisons and an exception, never the process.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -29,6 +34,7 @@ from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
 from spikebottlenet.shared.neuron import StepState
 from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
+from spikebottlenet.shared.settings import inference_device
 from spikebottlenet.shared.split_model import SplitTail
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
@@ -64,7 +70,7 @@ def not_served(fingerprint: str, runners: Sequence[TailRunner]) -> FingerprintMi
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    spikes: torch.Tensor  # [T, B, C', H', W'] float32, binary
+    spikes: torch.Tensor  # [T, B, C', H', W'] bool, on the runner's device
     decode_ms: float  # payload -> spike tensor
     damage: pb.LinkDamage  # what the link did that the edge could see: FEC repairs, erased chunks
 
@@ -80,15 +86,29 @@ class TailResult:
     inference_ms: float  # decoder + tail
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # the autocast dtype of each precision setting
+
+
 class TailRunner:
     """Runs frames through one checkpoint's tail. Thread-safe: the tail has no state between calls."""
 
-    def __init__(self, tail: SplitTail, checkpoint: CheckpointInfo, max_batch: int) -> None:
+    def __init__(
+        self,
+        tail: SplitTail,
+        checkpoint: CheckpointInfo,
+        max_batch: int,
+        device: torch.device = torch.device("cpu"),
+        precision: str = "fp32",
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if checkpoint.config.bottleneck is None:
             raise CheckpointError("a tail is only built from a split checkpoint; this one has no bottleneck")
-        self.tail = tail.eval()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        self.device = device
+        self.autocast_dtype = PRECISIONS[precision]
+        self.tail = tail.eval().to(device)
         self.checkpoint = checkpoint
         self.max_batch = max_batch
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
@@ -100,9 +120,15 @@ class TailRunner:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, max_batch: int) -> TailRunner:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        max_batch: int,
+        device: torch.device = torch.device("cpu"),
+        precision: str = "fp32",
+    ) -> TailRunner:
         loaded = load_checkpoint(path, "tail")
-        return cls(loaded.model, loaded.checkpoint, max_batch)
+        return cls(loaded.model, loaded.checkpoint, max_batch, device, precision)
 
     @property
     def fingerprint(self) -> str:
@@ -198,7 +224,13 @@ class TailRunner:
             repaired = recover(payload, fec_parity_bytes)
             # bools, as the encoder's LIF emitted them: the decoder takes them as they are
             received = decode_received(
-                repaired.payload, shape, codec, dtype=torch.bool, model=self.spike_model, previous=previous
+                repaired.payload,
+                shape,
+                codec,
+                dtype=torch.bool,
+                model=self.spike_model,
+                previous=previous,
+                device=self.device,
             )
         except (FecError, SpikeCodecError) as e:
             raise InvalidFrame(f"payload does not decode: {e}") from None
@@ -230,10 +262,10 @@ class TailRunner:
         self.inference_ms = statistics.median(times)
 
     def infer(self, spikes: torch.Tensor) -> torch.Tensor:
-        """Spikes [T, B, C', H', W'] -> logits [B, num_classes]. Each image's row depends only on that image
-        (tdBN runs on its running statistics), so frames can be concatenated along B and split after."""
-        with self._lock, torch.inference_mode():
-            return self.tail(spikes)
+        """Spikes [T, B, C', H', W'] -> logits [B, num_classes] (float32, on the CPU). Each image's row depends only
+        on that image (tdBN runs on its running statistics), so frames can be concatenated along B and split after."""
+        with self._lock, self._running():
+            return self.tail(spikes.to(self.device)).float().cpu()
 
     def infer_together(self, frames: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Several frames' spikes [T, B_i, C', H', W'] through the tail as one batch: each frame's own logits
@@ -244,8 +276,17 @@ class TailRunner:
     def step(self, spikes: torch.Tensor, state: StepState) -> torch.Tensor:
         """One streamed time step: spikes [1, B, C', H', W'] -> the running logits [B, num_classes], the tail's
         neurons continuing from ``state`` (the stream's own) and leaving it for the next step."""
-        with self._lock, torch.inference_mode():
-            return self.tail.step(spikes, state)
+        with self._lock, self._running():
+            return self.tail.step(spikes.to(self.device), state).float().cpu()
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        """Inference mode, under autocast to the precision's dtype if it has one."""
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None),
+        ):
+            yield
 
     def run(self, frame: pb.SpikeFrame) -> TailResult:
         """One frame on its own: decode, then infer."""
@@ -255,10 +296,14 @@ class TailRunner:
         return TailResult(logits, decoded.decode_ms, (perf_counter() - start) * 1e3)
 
 
-def load_tails(paths: Sequence[str | os.PathLike], max_batch: int) -> list[TailRunner]:
-    """The tails of an edge's checkpoints, each model once; raises CheckpointError naming a checkpoint that does not
-    load (or one without a bottleneck to split at), ConfigError for a model given twice."""
-    runners = [TailRunner.load(path, max_batch) for path in paths]
+def load_tails(
+    paths: Sequence[str | os.PathLike], max_batch: int, device: str = "cpu", precision: str = "fp32"
+) -> list[TailRunner]:
+    """The tails of an edge's checkpoints on ``device``, each model once; raises CheckpointError naming a checkpoint
+    that does not load (or one without a bottleneck to split at), ConfigError for a model given twice or a device
+    this machine does not have."""
+    on = inference_device(device)  # before any checkpoint is read: a missing GPU is the one line to say
+    runners = [TailRunner.load(path, max_batch, on, precision) for path in paths]
     fingerprints = [runner.fingerprint for runner in runners]
     if len(set(fingerprints)) < len(fingerprints):
         raise ConfigError("the same model is given twice (its checkpoints have the same fingerprint): serve each once")

@@ -49,7 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "spikebottlenet.training.channel_eval",
         "test accuracy when the frames cross a lossy channel (bit flips, erasures)",
     ),
-    "export": ("spikebottlenet.sbn.export", "write a split model's head for another runtime (ONNX)"),
+    "export": ("spikebottlenet.sbn.export", "write a split model's head for another runtime (ONNX, NIR)"),
     "bench": ("spikebottlenet.sbn.bench", "latency and throughput: HTTP -> gRPC split path vs. monolithic"),
     "train": ("spikebottlenet.training.cli", "pretrain, fine-tune with a bottleneck, sweep split points, demo models"),
 }

@@ -1,16 +1,22 @@
-"""``sbn export onnx``: a split checkpoint's head as an ONNX graph (shared/onnx_head.py), checked after writing.
+"""``sbn export onnx|nir``: a split checkpoint's head for another runtime, checked after writing.
 
-The check runs the written file with onnxruntime and the checkpoint's head with torch, as the device runs it,
-on random images, and counts the spikes that differ. A few may: onnxruntime's convs add their float32 terms in
-another order than torch's, so a membrane potential within a rounding error of the threshold can fire in one
-and not in the other (measured on MNIST's test split: docs/benchmarks.md). A graph that computes something
-else differs in a large share of its bits; more than ``MAX_DIFFERING`` fails the export.
+- ``onnx`` (shared/onnx_head.py): the head as an ONNX graph, for onnxruntime on a torch-free device;
+- ``nir`` (shared/nir_head.py): the head as a NIR graph, for neuromorphic toolchains.
+
+The check runs the written file in an independent runtime (onnxruntime; snnTorch's NIR import) and the
+checkpoint's head with torch, as the device runs it, on random images, and counts the spikes that differ. A few
+may: the other runtime's convs add their float32 terms in another order than torch's (and NIR's have the tdBN
+folded in), so a membrane potential within a rounding error of the threshold can fire in one and not in the
+other (measured on MNIST's test split: docs/benchmarks.md). A graph that computes something else differs in a
+large share of its bits; more than ``MAX_DIFFERING`` fails the export.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,7 @@ import torch
 from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
-from spikebottlenet.shared.onnx_head import INPUT, export_head
+from spikebottlenet.shared.split_model import ModelConfig
 
 CHECK_IMAGES = 32
 MAX_DIFFERING = 1e-3  # of the bits: rounding flips measured at about 1e-5, a wrong graph at tens of percent
@@ -30,18 +36,24 @@ class ExportMismatch(SpikeBottleNetError):
 
 
 class MissingExporter(SpikeBottleNetError):
-    """The onnx extra is not installed."""
+    """The format's extra is not installed."""
 
 
-def require_onnx_extra() -> None:
-    """MissingExporter naming the install command if torch's exporter or onnxruntime cannot be imported."""
-    for module in ("onnx", "onnxscript", "onnxruntime"):
+EXTRA_MODULES = {
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),  # torch's exporter, and the runtime that checks
+    "nir": ("nir", "snntorch"),  # the format, and the independent library that checks
+}
+
+
+def require_extra(format: str) -> None:
+    """MissingExporter naming the install command if a package the format needs cannot be imported."""
+    for module in EXTRA_MODULES[format]:
         try:
             importlib.import_module(module)
         except ImportError:
             raise MissingExporter(
-                f"exporting to ONNX needs the {module} package: pip install 'spikebottlenet[onnx]' "
-                "(from a checkout: pip install '.[onnx]')"
+                f"exporting to {format.upper()} needs the {module} package: pip install 'spikebottlenet[{format}]' "
+                f"(from a checkout: pip install '.[{format}]')"
             ) from None
 
 
@@ -50,31 +62,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     onnx = formats.add_parser("onnx", help="the head and encoder as ONNX, for `onnxruntime` on a torch-free device")
     add_model_arguments(onnx, "export the head of")
     onnx.add_argument("--out", type=Path, help="the .onnx file to write (default: the checkpoint's name, .onnx)")
+    nir = formats.add_parser("nir", help="the head and encoder as NIR, for neuromorphic hardware toolchains")
+    add_model_arguments(nir, "export the head of")
+    nir.add_argument("--out", type=Path, help="the .nir file to write (default: the checkpoint's name, .nir)")
+    nir.add_argument(
+        "--dense-depthwise",
+        action="store_true",
+        help="write grouped (depthwise) convs as the dense convs they equal, for importers that cannot read groups "
+        "(snnTorch 1.0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    require_onnx_extra()
-    import onnxruntime
-
+    require_extra(args.format)
     checkpoint = chosen_checkpoint(args)
-    out = args.out or Path(checkpoint.with_suffix(".onnx").name)
-    exported = export_head(checkpoint, out)
-    config = exported.checkpoint.config
+    out = args.out or Path(checkpoint.with_suffix(f".{args.format}").name)
+    if args.format == "onnx":
+        config, runtime, spikes = export_onnx(checkpoint, out)
+    else:
+        config, runtime, spikes = export_nir(checkpoint, out, args.dense_depthwise)
     head = load_checkpoint(checkpoint, "head").model.eval()
-    size = config.backbone.image_size
-    images = torch.randn(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        expected = head(images).to(torch.uint8).numpy()
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    spikes = session.run(None, {INPUT: images.numpy()})[0]
+        expected = head(check_images(config)).to(torch.uint8).numpy()
     differ = int(np.count_nonzero(spikes != expected))
     print(
-        f"wrote {out} ({out.stat().st_size:,} bytes): the head of {config.backbone.arch} "
-        f"{config.split_point.name}, model {exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} "
-        f"per image, {len(exported.layers)} convs in its energy table"
-    )
-    print(
-        f"check: onnxruntime against the torch head on {CHECK_IMAGES} random images: "
+        f"check: {runtime} against the torch head on {CHECK_IMAGES} random images: "
         f"{differ} of {spikes.size:,} bits differ"
     )
     if differ > MAX_DIFFERING * spikes.size:
@@ -83,3 +95,54 @@ def run(args: argparse.Namespace) -> int:
             "rounding explains"
         )
     return 0
+
+
+def check_images(config: ModelConfig) -> torch.Tensor:
+    size = config.backbone.image_size
+    return torch.randn(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))  # [B, 3, H, W]
+
+
+def export_onnx(checkpoint: Path, out: Path) -> tuple[ModelConfig, str, np.ndarray]:
+    """Write the ONNX head; its config, the checking runtime, and the file's spikes on the check images."""
+    import onnxruntime
+
+    from spikebottlenet.shared.onnx_head import INPUT, export_head
+
+    exported = export_head(checkpoint, out)
+    config = exported.checkpoint.config
+    print(
+        f"wrote {out} ({out.stat().st_size:,} bytes): the head of {config.backbone.arch} "
+        f"{config.split_point.name}, model {exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} "
+        f"per image, {len(exported.layers)} convs in its energy table"
+    )
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return config, "onnxruntime", session.run(None, {INPUT: check_images(config).numpy()})[0]
+
+
+def export_nir(checkpoint: Path, out: Path, dense_depthwise: bool) -> tuple[ModelConfig, str, np.ndarray]:
+    """Write the NIR head and read it back; its config, the checking runtime, and snnTorch's spikes on the check
+    images, run step by step from rest."""
+    import snntorch.utils
+    from snntorch.import_nir import import_from_nir
+
+    from spikebottlenet.shared.nir_head import export_nir_head, read_nir_head, without_groups
+
+    export_nir_head(checkpoint, out, dense_depthwise)
+    exported = read_nir_head(out)
+    config = exported.checkpoint.config
+    lifs = sum(type(node).__name__ == "LIF" for node in exported.graph.nodes.values())
+    print(
+        f"wrote {out} ({out.stat().st_size:,} bytes): the head of {config.backbone.arch} "
+        f"{config.split_point.name}, model {exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} "
+        f"per image, {len(exported.graph.nodes)} nodes ({lifs} LIF layers), T = {exported.time_steps} steps of "
+        f"dt = {exported.dt:g} s"
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the importer prints as it goes
+        net = import_from_nir(without_groups(exported.graph))
+    images, state, steps = check_images(config), None, []
+    snntorch.utils.reset(net)  # each LIF at rest: snnTorch keeps the membranes in its modules
+    with torch.no_grad():
+        for _ in range(exported.time_steps):
+            spikes, state = net(images, state)  # [B, C', H', W'], and the graph's own state between steps
+            steps.append(spikes)
+    return config, "snnTorch", torch.stack(steps).to(torch.uint8).numpy()

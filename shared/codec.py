@@ -162,6 +162,14 @@ def _unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: torch.dty
     return torch.from_numpy(np.unpackbits(packed, count=n).reshape(shape)).to(dtype)
 
 
+def unpack_bits(packed: torch.Tensor, n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The first ``n`` bits of ``packed`` (uint8 [bytes], wire order: most significant first) as bools of ``shape``,
+    as torch operations on ``packed``'s device: on a GPU, the payload crosses as its packed bytes, not as spikes."""
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)  # [8]: bit 7 first
+    bits = (packed.unsqueeze(-1) >> shifts) & 1  # [bytes, 8], each 0 or 1
+    return bits.flatten()[:n].view(torch.bool).reshape(shape)
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a sixth of a raw frame's whole decode
 class ReceivedFrame:
     spikes: torch.Tensor  # [shape], an erased chunk's channels silent
@@ -194,11 +202,14 @@ def decode_received(
     dtype: torch.dtype = torch.float32,
     model: SpikeContextModel | None = None,
     previous: np.ndarray | None = None,
+    device: torch.device | None = None,
 ) -> ReceivedFrame:
     """What a receiver makes of a payload that may have crossed a lossy link: the spikes, with an entropy payload's
     chunks that fail their CRC erased (silent) rather than decoded into made-up spikes. Raises SpikeCodecError for a
     payload that does not fit ``shape`` at all (wrong length, a layout that does not parse). ``previous``: for a
-    stream's entropy-coded step, the step before it as received [1, B, C', H', W'] (uint8)."""
+    stream's entropy-coded step, the step before it as received [1, B, C', H', W'] (uint8). ``device``: a GPU to
+    leave the spikes on, bools; raw and sparse payloads are unpacked there (``unpack_bits``)."""
+    on_gpu = device is not None and device.type != "cpu"
     shape = tuple(shape)
     n = math.prod(shape)
     if shape and min(shape) <= 0:
@@ -214,7 +225,8 @@ def decode_received(
             decoded = model.decode(payload, shape, previous)
         except EntropyCodecError as e:
             raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
-        return ReceivedFrame(torch.from_numpy(decoded.bits).to(dtype), len(decoded.chunks), len(decoded.erased))
+        bits = torch.from_numpy(decoded.bits)  # [shape] uint8: the range coder decodes on the CPU
+        return ReceivedFrame((bits.to(device) if on_gpu else bits).to(dtype), len(decoded.chunks), len(decoded.erased))
     if codec is Codec.RAW:
         expected = raw_length(shape)
         if len(payload) != expected:
@@ -224,6 +236,9 @@ def decode_received(
         packed = np.frombuffer(payload, dtype=np.uint8)
     else:
         packed = _sparse_decode(payload, n)
+    if on_gpu:
+        # a copy straight to the GPU: the payload's bytes, read-only, cannot be shared
+        return ReceivedFrame(unpack_bits(torch.tensor(packed, device=device), n, shape).to(dtype), 1, 0)
     return ReceivedFrame(_unpack(packed, n, shape, dtype), 1, 0)
 
 

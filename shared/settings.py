@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from .backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config, resolve_arch
 from .batching import BatchPolicy
 from .checkpoint import default_checkpoint, embedded_models
+from .errors import ConfigError
 
 log = logging.getLogger("sbn")
 
@@ -174,6 +175,22 @@ def configure_torch_threads(threads: int) -> None:
         log.warning(
             "torch's inter-op pool is already in use with %d threads; it stays so", torch.get_num_interop_threads()
         )
+
+
+def inference_device(name: str) -> torch.device:
+    """The torch device a serving process runs its model on (``cpu``, ``cuda``, ``cuda:N``); ConfigError in one line
+    where this machine has no such device."""
+    device = torch.device(name)
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ConfigError(f"device {name!r}: a model is served on cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(f"device {name!r}, but torch {torch.__version__} ({build}) sees no CUDA GPU here; use cpu")
+    if (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    return device
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -34,6 +34,13 @@ TEST_WIDTH = {"spiking_resnet50": 0.0625, "spiking_mobilenetv2": 0.25}
 torch.set_num_threads(1)
 
 
+def normalized_images(config: ModelConfig, images: torch.Tensor) -> torch.Tensor:
+    """uint8 images [B, 3, H, W] normalized as shared/preprocess.py's load_image does: (x / 255 - mean) / std."""
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.std).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
 def calibrate_bn(model: nn.Module, images: torch.Tensor) -> None:
     """Set every BN's running statistics to those of ``images`` and leave ``model`` in eval mode.
 

@@ -31,6 +31,7 @@ from spikebottlenet.shared.checkpoint import (
 from spikebottlenet.shared.energy import ActivityMonitor, ConvRole, CountMode
 from spikebottlenet.shared.onnx_head import INPUT, read_exported_head
 from spikebottlenet.training.datasets import load_dataset
+from tests.conftest import normalized_images
 
 pytestmark = pytest.mark.slow  # each export traces the head: about 40 s
 
@@ -55,18 +56,11 @@ def session(path: Path) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def model_inputs(config, images: torch.Tensor) -> torch.Tensor:
-    """uint8 images [B, 3, H, W] normalized as shared/preprocess.py's load_image does: (x / 255 - mean) / std."""
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
-
-
 def test_the_graph_fires_the_torch_heads_spikes_and_counts_them(exported: tuple[Path, Path]) -> None:
     checkpoint, path = exported
     loaded = load_checkpoint(checkpoint, "full")
     model, config = loaded.model.eval(), loaded.config
-    digits = model_inputs(config, load_dataset("mnist", subset=(1, TEST_IMAGES)).test.images)
+    digits = normalized_images(config, load_dataset("mnist", subset=(1, TEST_IMAGES)).test.images)
     noise = torch.randn(56, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     x = torch.cat([digits, noise])
     with torch.inference_mode(), ActivityMonitor(model.head, config.time_steps, CountMode.COMPLETE) as monitor:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from spikebottlenet.shared.backbones import DEFAULT_ARCH, backbone_config
-from spikebottlenet.shared.checkpoint import save_checkpoint
+from spikebottlenet.shared.checkpoint import default_checkpoint, save_checkpoint
 from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
 
 CALIBRATION_IMAGES = 4
@@ -32,6 +32,16 @@ TEST_WIDTH = {"spiking_resnet50": 0.0625, "spiking_mobilenetv2": 0.25}
 # The test models are narrow, so each op is tiny and intra-op threads only add synchronization;
 # on a busy 2-core machine two spinning OpenMP threads made a forward 10-50x slower than one.
 torch.set_num_threads(1)
+
+
+def exported_demo_head(format: str, arch: str, split_point: int, folder: Path) -> tuple[Path, Path]:
+    """The embedded demo model for ``arch`` at ``split_point``, and its head as ``sbn export FORMAT`` writes it into
+    ``folder``."""
+    from spikebottlenet.sbn.cli import main
+
+    out = folder / f"head.{format}"
+    assert main(["export", format, "--arch", arch, "--split-point", str(split_point), "--out", str(out)]) == 0
+    return default_checkpoint(arch, split_point), out
 
 
 def normalized_images(config: ModelConfig, images: torch.Tensor) -> torch.Tensor:

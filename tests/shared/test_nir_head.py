@@ -33,11 +33,11 @@ from safetensors import safe_open
 from snntorch.import_nir import import_from_nir
 
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, default_checkpoint, load_checkpoint
+from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, load_checkpoint
 from spikebottlenet.shared.neuron import LIF, LIFConfig
 from spikebottlenet.shared.nir_head import INPUT, OUTPUT, NirLIFParameters, read_nir_head, without_groups
 from spikebottlenet.training.datasets import load_dataset
-from tests.conftest import normalized_images
+from tests.conftest import exported_demo_head, normalized_images
 
 # snnTorch runs each head on 256 images, and a float64 graph explains its flips: about 3 minutes
 pytestmark = pytest.mark.slow
@@ -57,10 +57,7 @@ MAX_FLIPS = 1e-3
 
 @pytest.fixture(scope="module", params=MODELS, ids=lambda m: f"{m[0]}-{m[1]}")
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    arch, k = request.param
-    out = tmp_path_factory.mktemp("nir") / "head.nir"
-    assert main(["export", "nir", "--arch", arch, "--split-point", str(k), "--out", str(out)]) == 0
-    return default_checkpoint(arch, k), out
+    return exported_demo_head("nir", *request.param, tmp_path_factory.mktemp("nir"))
 
 
 def snntorch_net(graph: nir.NIRGraph) -> torch.nn.Module:

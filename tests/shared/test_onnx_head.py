@@ -24,14 +24,13 @@ from spikebottlenet.sbn.cli import main
 from spikebottlenet.shared.checkpoint import (
     DEFAULT_MODEL_DIR,
     CheckpointError,
-    default_checkpoint,
     load_checkpoint,
     read_checkpoint_info,
 )
 from spikebottlenet.shared.energy import ActivityMonitor, ConvRole, CountMode
 from spikebottlenet.shared.onnx_head import INPUT, read_exported_head
 from spikebottlenet.training.datasets import load_dataset
-from tests.conftest import normalized_images
+from tests.conftest import exported_demo_head, normalized_images
 
 pytestmark = pytest.mark.slow  # each export traces the head: about 40 s
 
@@ -44,10 +43,7 @@ MAX_FLIPS = 1e-4
 
 @pytest.fixture(scope="module", params=MODELS, ids=lambda m: f"{m[0]}-{m[1]}")
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    arch, k = request.param
-    out = tmp_path_factory.mktemp("onnx") / "head.onnx"
-    assert main(["export", "onnx", "--arch", arch, "--split-point", str(k), "--out", str(out)]) == 0
-    return default_checkpoint(arch, k), out
+    return exported_demo_head("onnx", *request.param, tmp_path_factory.mktemp("onnx"))
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:

@@ -1,7 +1,8 @@
 """``sbn export onnx|nir``: a split checkpoint's head for another runtime, checked after writing.
 
 - ``onnx`` (shared/onnx_head.py): the head as an ONNX graph, for onnxruntime on a torch-free device;
-- ``nir`` (shared/nir_head.py): the head as a NIR graph, for neuromorphic toolchains.
+- ``nir`` (shared/nir_head.py): the head as a NIR graph, for neuromorphic toolchains;
+- ``verify FILE``: the check alone, of an exported head against a checkpoint (the one the edge serves, say).
 
 The check runs the written file in an independent runtime (onnxruntime; snnTorch's NIR import) and the
 checkpoint's head with torch, as the device runs it, on random images, and counts the spikes that differ. A few
@@ -32,7 +33,7 @@ MAX_DIFFERING = 1e-3  # of the bits: rounding flips measured at about 1e-5, a wr
 
 
 class ExportMismatch(SpikeBottleNetError):
-    """The exported graph's spikes differ from the torch head's."""
+    """The exported graph is another model's head, or its spikes differ from the torch head's."""
 
 
 class MissingExporter(SpikeBottleNetError):
@@ -57,6 +58,9 @@ def require_extra(format: str) -> None:
             ) from None
 
 
+FORMATS = ("onnx", "nir")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
     onnx = formats.add_parser("onnx", help="the head and encoder as ONNX, for `onnxruntime` on a torch-free device")
@@ -71,30 +75,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write grouped (depthwise) convs as the dense convs they equal, for importers that cannot read groups "
         "(snnTorch 1.0)",
     )
+    verify = formats.add_parser(
+        "verify", help="check an exported head (.onnx, .nir) against a checkpoint: the same model, the same spikes"
+    )
+    verify.add_argument("file", type=Path, help="the exported head; its suffix, .onnx or .nir, says its format")
+    add_model_arguments(verify, "check the file against")
 
 
 def run(args: argparse.Namespace) -> int:
-    require_extra(args.format)
     checkpoint = chosen_checkpoint(args)
+    if args.format == "verify":
+        format = args.file.suffix.removeprefix(".")
+        if format not in FORMATS:
+            raise ExportMismatch(f"{args.file}: name an exported head .onnx or .nir, as `sbn export` writes them")
+        require_extra(format)
+        check(format, args.file, checkpoint)
+        return 0
+    require_extra(args.format)
     out = args.out or Path(checkpoint.with_suffix(f".{args.format}").name)
     if args.format == "onnx":
-        config, runtime, spikes = export_onnx(checkpoint, out)
+        from spikebottlenet.shared.onnx_head import export_head
+
+        export_head(checkpoint, out)
     else:
-        config, runtime, spikes = export_nir(checkpoint, out, args.dense_depthwise)
-    head = load_checkpoint(checkpoint, "head").model.eval()
+        from spikebottlenet.shared.nir_head import export_nir_head
+
+        export_nir_head(checkpoint, out, args.dense_depthwise)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    check(args.format, out, checkpoint)
+    return 0
+
+
+def check(format: str, path: Path, checkpoint: Path) -> None:
+    """Run the exported head at ``path`` in its independent runtime and the checkpoint's head with torch on the
+    check images; ExportMismatch if it is another model's head, or its spikes differ more than rounding explains."""
+    fingerprint, config, runtime, spikes = run_onnx(path) if format == "onnx" else run_nir(path)
+    loaded = load_checkpoint(checkpoint, "head")
+    if fingerprint != loaded.fingerprint:
+        raise ExportMismatch(
+            f"{path} is the head of model {fingerprint[:12]}, but {checkpoint} is model {loaded.fingerprint[:12]}: "
+            "export the head from the checkpoint the edge serves"
+        )
     with torch.inference_mode():
-        expected = head(check_images(config)).to(torch.uint8).numpy()
+        expected = loaded.model.eval()(check_images(config)).to(torch.uint8).numpy()
     differ = int(np.count_nonzero(spikes != expected))
     print(
-        f"check: {runtime} against the torch head on {CHECK_IMAGES} random images: "
-        f"{differ} of {spikes.size:,} bits differ"
+        f"check: {runtime} against the torch head of model {loaded.fingerprint[:12]} on {CHECK_IMAGES} random "
+        f"images: {differ} of {spikes.size:,} bits differ"
     )
     if differ > MAX_DIFFERING * spikes.size:
         raise ExportMismatch(
             f"the exported head's spikes differ from the torch head's in {differ} of {spikes.size} bits, more than "
             "rounding explains"
         )
-    return 0
 
 
 def check_images(config: ModelConfig) -> torch.Tensor:
@@ -102,39 +135,39 @@ def check_images(config: ModelConfig) -> torch.Tensor:
     return torch.randn(CHECK_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))  # [B, 3, H, W]
 
 
-def export_onnx(checkpoint: Path, out: Path) -> tuple[ModelConfig, str, np.ndarray]:
-    """Write the ONNX head; its config, the checking runtime, and the file's spikes on the check images."""
+def run_onnx(path: Path) -> tuple[str, ModelConfig, str, np.ndarray]:
+    """An ONNX head's model fingerprint and config, its runtime, and its spikes on the check images."""
     import onnxruntime
 
-    from spikebottlenet.shared.onnx_head import INPUT, export_head
+    from spikebottlenet.shared.onnx_head import INPUT, read_exported_head
 
-    exported = export_head(checkpoint, out)
+    exported = read_exported_head(path)
     config = exported.checkpoint.config
     print(
-        f"wrote {out} ({out.stat().st_size:,} bytes): the head of {config.backbone.arch} "
-        f"{config.split_point.name}, model {exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} "
-        f"per image, {len(exported.layers)} convs in its energy table"
+        f"{path}: the head of {config.backbone.arch} {config.split_point.name}, model "
+        f"{exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} per image, "
+        f"{len(exported.layers)} convs in its energy table"
     )
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    return config, "onnxruntime", session.run(None, {INPUT: check_images(config).numpy()})[0]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    spikes = session.run(None, {INPUT: check_images(config).numpy()})[0]
+    return exported.checkpoint.fingerprint, config, "onnxruntime", spikes
 
 
-def export_nir(checkpoint: Path, out: Path, dense_depthwise: bool) -> tuple[ModelConfig, str, np.ndarray]:
-    """Write the NIR head and read it back; its config, the checking runtime, and snnTorch's spikes on the check
-    images, run step by step from rest."""
+def run_nir(path: Path) -> tuple[str, ModelConfig, str, np.ndarray]:
+    """A NIR head's model fingerprint and config, its runtime, and snnTorch's spikes on the check images, run step
+    by step from rest."""
     import snntorch.utils
     from snntorch.import_nir import import_from_nir
 
-    from spikebottlenet.shared.nir_head import export_nir_head, read_nir_head, without_groups
+    from spikebottlenet.shared.nir_head import read_nir_head, without_groups
 
-    export_nir_head(checkpoint, out, dense_depthwise)
-    exported = read_nir_head(out)
+    exported = read_nir_head(path)
     config = exported.checkpoint.config
     lifs = sum(type(node).__name__ == "LIF" for node in exported.graph.nodes.values())
     print(
-        f"wrote {out} ({out.stat().st_size:,} bytes): the head of {config.backbone.arch} "
-        f"{config.split_point.name}, model {exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} "
-        f"per image, {len(exported.graph.nodes)} nodes ({lifs} LIF layers), T = {exported.time_steps} steps of "
+        f"{path}: the head of {config.backbone.arch} {config.split_point.name}, model "
+        f"{exported.checkpoint.fingerprint[:12]}, spikes {list(config.spike_shape)} per image, "
+        f"{len(exported.graph.nodes)} nodes ({lifs} LIF layers), T = {exported.time_steps} steps of "
         f"dt = {exported.dt:g} s"
     )
     with contextlib.redirect_stdout(io.StringIO()):  # the importer prints as it goes
@@ -145,4 +178,4 @@ def export_nir(checkpoint: Path, out: Path, dense_depthwise: bool) -> tuple[Mode
         for _ in range(exported.time_steps):
             spikes, state = net(images, state)  # [B, C', H', W'], and the graph's own state between steps
             steps.append(spikes)
-    return config, "snnTorch", torch.stack(steps).to(torch.uint8).numpy()
+    return exported.checkpoint.fingerprint, config, "snnTorch", torch.stack(steps).to(torch.uint8).numpy()

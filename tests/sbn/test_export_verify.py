@@ -1,0 +1,42 @@
+"""``sbn export verify FILE``: an exported head (ONNX or NIR) is checked against a checkpoint before anyone deploys it
+beside an edge serving that checkpoint. Another model's head is refused naming both models; a file that is no
+exported head, by its suffix or its content, is refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spikebottlenet.sbn.cli import main
+from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info
+from tests.conftest import exported_demo_head
+
+pytestmark = pytest.mark.slow  # the ONNX export traces the head: about 40 s
+
+
+@pytest.mark.parametrize("format", ["onnx", "nir"])
+def test_a_head_passes_against_its_checkpoint_and_is_refused_against_another_naming_both(
+    format: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint, path = exported_demo_head(format, "spiking_resnet50", 8, tmp_path)
+    capsys.readouterr()
+    assert main(["export", "verify", str(path), "--checkpoint", str(checkpoint)]) == 0
+    assert "0 of 65,536 bits differ" in capsys.readouterr().out  # RB8: T x C' x H' x W' = 4 x 8 x 8 x 8, 32 images
+
+    other = default_checkpoint("spiking_resnet50", 16)
+    assert main(["export", "verify", str(path), "--checkpoint", str(other)]) == 1
+    error = capsys.readouterr().err
+    for model in (checkpoint, other):
+        assert read_checkpoint_info(model).fingerprint[:12] in error
+
+
+@pytest.mark.parametrize("name", ["head.onnx", "head.nir", "head.txt"])
+def test_what_is_not_an_exported_head_is_refused_in_one_line(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_head = tmp_path / name
+    not_a_head.write_bytes(b"\x89HDF\r\n\x1a\n" + b"not really" * 20)
+    assert main(["export", "verify", str(not_a_head)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error and str(not_a_head) in error

@@ -150,7 +150,11 @@ class RayServeSettings(TailSettings):
             **count,
             "max_ongoing_requests": self.max_concurrency,
             "logging_config": {"enable_access_log": False},
-            "ray_actor_options": {"num_cpus": self.cpus_per_replica},
+            # a replica on a GPU reserves one: Ray shows a replica only the GPUs it reserved
+            "ray_actor_options": {
+                "num_cpus": self.cpus_per_replica,
+                **({"num_gpus": 1} if self.device != "cpu" else {}),
+            },
         }
 
 

@@ -41,6 +41,11 @@ def test_a_fixed_replica_count_turns_autoscaling_off(monkeypatch: pytest.MonkeyP
     assert options["ray_actor_options"] == {"num_cpus": 0.5}
 
 
+def test_a_tail_on_a_gpu_reserves_one_per_replica() -> None:
+    # Ray shows a replica only the GPUs it reserved: without num_gpus, cuda would be refused in the replica
+    assert settings("--device", "cuda").deployment_options()["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1}
+
+
 def test_scaling_to_zero_starts_one_replica_first() -> None:
     scaling = settings("--min-replicas", "0").deployment_options()["autoscaling_config"]
     assert (scaling.min_replicas, scaling.initial_replicas) == (0, 1)

@@ -93,9 +93,8 @@ class NirLIFParameters:
 
 def folded_conv(conv: nn.Conv2d, bn: TdBatchNorm, input_size: int) -> nir.Conv2d:
     """``bn(conv(x))`` in eval mode as one NIR Conv2d: the tdBN's per-channel scale and shift folded in (float64)."""
-    weight = conv.weight.detach().double()
-    scale = bn.scaled_weight().detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)  # [C_out]
-    shift = bn.bias.detach().double() - bn.running_mean.double() * scale
+    weight = conv.weight.detach().double()  # [C_out, C_in / groups, k, k]
+    scale, shift = bn.exact_affine()  # [C_out] each
     assert isinstance(conv.padding, tuple)  # the backbones give numbers, not "same"
     return nir.Conv2d(
         # nir 1.0 takes a conv's input channels to be weight.shape[1], C_in / groups for a grouped (depthwise)

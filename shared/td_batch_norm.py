@@ -66,6 +66,15 @@ class TdBatchNorm(nn.BatchNorm2d):
         """lambda * alpha * v_th: BN's weight scaled, so that one batch-norm kernel does the whole formula."""
         return self.weight * (self.alpha * self.v_th)
 
+    def exact_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This tdBN in eval mode as the per-channel map x * scale + shift, in float64 ([C] each): scale =
+        lambda * alpha * v_th / sqrt(running_var + eps), shift = beta - running_mean * scale. For folding into
+        the conv before it (shared/nir_head.py), rounded once, where the float32 ``inference_affine`` is rounded
+        as the kernel rounds it."""
+        with torch.no_grad():
+            scale = self.scaled_weight().double() / torch.sqrt(self.running_var.double() + self.eps)
+            return scale, self.bias.double() - self.running_mean.double() * scale
+
     def inference_affine(self) -> ChannelAffine | None:
         """This tdBN in eval mode as the per-channel map x * scale + shift, rounded exactly as its
         ``forward`` (F.batch_norm on CPU float32) rounds it, so that the LIF's fused pass reproduces

@@ -71,6 +71,10 @@ def test_tdbn_running_statistics_and_eval_formula() -> None:
     shape = (1, 1, C, 1, 1)
     expected = 1.5 * 0.5 * (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) + 0.25
     assert torch.allclose(bn.eval()(x), expected)
+    # the same map as x * scale + shift in float64, as a NIR export folds it into the conv before it
+    scale, shift = bn.exact_affine()
+    assert scale.dtype == shift.dtype == torch.float64
+    assert torch.allclose(x * scale.view(shape) + shift.view(shape), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_tdbn_momentum_none_is_a_cumulative_average() -> None:

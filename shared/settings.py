@@ -180,10 +180,13 @@ def configure_torch_threads(threads: int) -> None:
 def inference_device(name: str) -> torch.device:
     """The torch device a serving process runs its model on (``cpu``, ``cuda``, ``cuda:N``); ConfigError in one line
     where this machine has no such device."""
-    device = torch.device(name)
-    if device.type == "cpu":
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # not a device torch knows at all
+        device = None
+    if device is not None and device.type == "cpu":
         return device
-    if device.type != "cuda":
+    if device is None or device.type != "cuda":
         raise ConfigError(f"device {name!r}: a model is served on cpu or cuda[:N]")
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"

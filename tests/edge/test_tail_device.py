@@ -48,6 +48,12 @@ def test_a_gpu_on_a_machine_without_one_is_refused_in_one_line() -> None:
     assert "cannot load the tail: device 'cuda', but torch" in lines[0]
 
 
+@pytest.mark.parametrize("name", ["tpu", "mps", "cuda0", ""])
+def test_a_device_a_tail_cannot_run_on_is_refused_naming_it(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"device '{name}'"):
+        inference_device(name)
+
+
 def test_a_device_that_is_not_cpu_or_cuda_is_an_invalid_setting() -> None:
     process = subprocess.run(
         [sys.executable, "-m", "spikebottlenet", "edge", "--device", "tpu", "--port", str(free_port())],

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import nir
@@ -32,8 +31,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from snntorch.import_nir import import_from_nir
 
-from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, CheckpointError, load_checkpoint
+from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
 from spikebottlenet.shared.neuron import LIF, LIFConfig
 from spikebottlenet.shared.nir_head import INPUT, OUTPUT, NirLIFParameters, read_nir_head, without_groups
 from spikebottlenet.training.datasets import load_dataset
@@ -304,19 +302,3 @@ def test_what_is_not_an_exported_head_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match="not an exported SpikeBottleNet head"):
         read_nir_head(plain)
-
-
-def test_a_backbone_checkpoint_cannot_be_exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    backbone = next((DEFAULT_MODEL_DIR / "backbones").glob("*.safetensors"))
-    assert main(["export", "nir", "--checkpoint", str(backbone), "--out", str(tmp_path / "x.nir")]) == 1
-    assert "no bottleneck" in capsys.readouterr().err
-    assert not (tmp_path / "x.nir").exists()
-
-
-def test_without_the_nir_extra_the_command_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "snntorch", None)  # as if not installed: importing it raises ImportError
-    assert main(["export", "nir", "--out", str(tmp_path / "x.nir")]) == 1
-    assert "pip install 'spikebottlenet[nir]'" in capsys.readouterr().err
-    assert not (tmp_path / "x.nir").exists()

@@ -9,7 +9,6 @@ order): the tests bound how often, and a graph that computed anything else would
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,7 @@ import torch
 from onnx import TensorProto, helper
 from safetensors import safe_open
 
-from spikebottlenet.sbn.cli import main
 from spikebottlenet.shared.checkpoint import (
-    DEFAULT_MODEL_DIR,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_info,
@@ -135,25 +132,9 @@ def test_what_is_not_an_exported_head_is_refused(tmp_path: Path) -> None:
         read_exported_head(not_onnx)
 
 
-def test_a_backbone_checkpoint_cannot_be_exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    backbone = next((DEFAULT_MODEL_DIR / "backbones").glob("*.safetensors"))
-    assert main(["export", "onnx", "--checkpoint", str(backbone), "--out", str(tmp_path / "x.onnx")]) == 1
-    assert "no bottleneck" in capsys.readouterr().err
-    assert not (tmp_path / "x.onnx").exists()
-
-
 def test_the_metadata_is_the_checkpoints_own(exported: tuple[Path, Path]) -> None:
     checkpoint, path = exported
     stored = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     with safe_open(str(checkpoint), framework="pt") as f:
         assert {k: stored[k] for k in f.metadata()} == f.metadata()
     assert json.loads(stored["spikebottlenet.onnx_head"])["opset"] == 20
-
-
-def test_without_the_onnx_extra_the_command_says_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it raises ImportError
-    assert main(["export", "onnx", "--out", str(tmp_path / "x.onnx")]) == 1
-    assert "pip install 'spikebottlenet[onnx]'" in capsys.readouterr().err
-    assert not (tmp_path / "x.onnx").exists()

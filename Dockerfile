@@ -1,7 +1,9 @@
-# SpikeBottleNet images: one Dockerfile, two targets that share every layer but the last few.
+# SpikeBottleNet images: one Dockerfile, three targets.
 #
-#   docker build --target edge   -t spikebottlenet-edge   .    # tail half over gRPC, port 50051
-#   docker build --target device -t spikebottlenet-device .    # head half + HTTP API, port 8000
+#   docker build --target edge        -t spikebottlenet-edge        .   # tail half over gRPC, port 50051
+#   docker build --target device      -t spikebottlenet-device      .   # head half + HTTP API, port 8000
+#   docker build --target device-lite -t spikebottlenet-device-lite .   # the same device without torch: the
+#                                                                       # embedded heads as ONNX, in onnxruntime
 #
 # (docker-compose.yml builds and runs both.) Build arguments:
 #   BASE_IMAGE       a Debian-based image with python3.11 and its venv module; python:3.11-slim by
@@ -22,13 +24,20 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 # ---------------------------------------------------------------------------------------------
-# requirements: the runtime dependencies of pyproject.toml as a requirements file, in a stage of
-# its own so that edits elsewhere in pyproject.toml (version, extras, tool settings) keep the
-# dependency layers below cached. The dev/train extras are not installed in the images.
+# requirements: the runtime dependencies of pyproject.toml as requirements files, in a stage of
+# its own so that edits elsewhere in pyproject.toml (version, other extras, tool settings) keep
+# the dependency layers below cached: the base list (what a device without torch needs), the
+# torch extra but torch itself (installed first, below), the device-lite extra, and the onnx
+# extra's exporter packages. The dev/train extras are not installed in the images.
 FROM ${BASE_IMAGE} AS requirements
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /requirements.txt
+RUN python3 -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+extras = p['optional-dependencies']; \
+own = lambda names: '\n'.join(n for n in names if not n.startswith(('spikebottlenet', 'torch=='))) + '\n'; \
+open('/requirements.txt', 'w').write(own(p['dependencies'])); \
+open('/requirements-torch.txt', 'w').write(own(extras['torch'])); \
+open('/requirements-lite.txt', 'w').write(own(extras['device-lite'])); \
+open('/requirements-onnx.txt', 'w').write(own(extras['onnx']))"
 
 # ---------------------------------------------------------------------------------------------
 # deps: a virtualenv with torch (CPU build) and the project's runtime dependencies; no project code.
@@ -58,10 +67,10 @@ RUN groupadd --system --gid 10001 sbn \
  && find bin -mindepth 1 -maxdepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
  && rm -rf test include
 
-# The project's runtime dependencies; torch is already satisfied by the pin above.
-COPY --from=requirements /requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+# The project's runtime dependencies and the rest of the torch extra; torch is already satisfied by the pin above.
+COPY --from=requirements /requirements.txt /requirements-torch.txt /tmp/
+RUN pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt -r /tmp/requirements-torch.txt \
+ && rm /tmp/requirements*.txt
 
 # ---------------------------------------------------------------------------------------------
 # build: `pip install .` of the project alone (code and the embedded demo checkpoints, which are
@@ -101,6 +110,59 @@ ENV SBN_DEVICE_HOST=0.0.0.0 \
     SBN_DEVICE_PORT=8000 \
     SBN_DEVICE_THREADS=1 \
     SBN_DEVICE_EDGE_ADDRESS=edge:50051
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import os,urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:'+os.environ.get('SBN_DEVICE_PORT','8000')+'/readyz', timeout=4)"
+CMD ["sbn", "device"]
+
+# ---------------------------------------------------------------------------------------------
+# heads: every embedded demo model's head exported as ONNX (`sbn export onnx`, which checks each file
+# against the torch head), for device-lite. Built with torch; only the .onnx files leave this stage.
+# After the device target, so that a builder that builds every stage up to its target (Docker's
+# classic one) does not export them for the edge or the torch device.
+FROM runtime AS heads
+USER root
+COPY --from=requirements /requirements-onnx.txt /tmp/
+RUN pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements-onnx.txt \
+ && mkdir /heads \
+ && python -c "from spikebottlenet.shared.checkpoint_metadata import embedded_models; \
+print('\n'.join(str(c.path) for c in embedded_models()))" > /tmp/embedded.txt \
+ && while read -r checkpoint; do \
+      sbn export onnx --checkpoint "$checkpoint" --out "/heads/$(basename "$checkpoint" .safetensors).onnx" || exit 1; \
+    done < /tmp/embedded.txt
+
+# ---------------------------------------------------------------------------------------------
+# deps-lite: the device's dependencies without torch (the device-lite extra: onnxruntime), checked
+# to hold no torch, so that nothing it runs can import it.
+FROM ${BASE_IMAGE} AS deps-lite
+ARG PIP_FIND_LINKS=
+ARG PIP_INDEX_URL=
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    OMP_NUM_THREADS=1
+COPY --from=requirements /requirements.txt /requirements-lite.txt /tmp/
+RUN groupadd --system --gid 10001 sbn \
+ && useradd --system --uid 10001 --gid sbn --create-home --home-dir /home/sbn --shell /usr/sbin/nologin sbn \
+ && python3 -m venv /opt/venv \
+ && pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt -r /tmp/requirements-lite.txt \
+ && rm /tmp/requirements*.txt \
+ && python -c "import importlib.util as u; assert u.find_spec('torch') is None, 'torch in the lite image'"
+
+# ---------------------------------------------------------------------------------------------
+# device-lite: the device on onnxruntime, no torch (pyproject's device-lite extra), serving the
+# embedded models' heads as exported in the heads stage; the same settings, API and health check
+# as the device (SBN_DEVICE_ARCH and SBN_DEVICE_SPLIT_POINT pick the default model among them).
+FROM deps-lite AS device-lite
+COPY --from=build /install/ /opt/venv/
+COPY --from=heads /heads/ /opt/heads/
+USER sbn
+ENV SBN_DEVICE_HOST=0.0.0.0 \
+    SBN_DEVICE_PORT=8000 \
+    SBN_DEVICE_THREADS=1 \
+    SBN_DEVICE_EDGE_ADDRESS=edge:50051 \
+    SBN_DEVICE_RUNTIME=onnx \
+    SBN_DEVICE_ONNX_HEADS=/opt/heads
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os,urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:'+os.environ.get('SBN_DEVICE_PORT','8000')+'/readyz', timeout=4)"

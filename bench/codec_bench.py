@@ -31,7 +31,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from spikebottlenet.shared.codec import decode, encode
+from spikebottlenet.shared.codec import encode
+from spikebottlenet.shared.spike_tensors import decode
 
 FRAME = (4, 1, 16, 32, 32)
 

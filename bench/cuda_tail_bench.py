@@ -24,9 +24,11 @@ import torch
 
 from spikebottlenet.edge.tail_runner import TailRunner
 from spikebottlenet.shared.backbones import backbone_config
-from spikebottlenet.shared.checkpoint import embedded_models, load_checkpoint
-from spikebottlenet.shared.settings import inference_device
-from spikebottlenet.shared.split_model import ModelConfig, SplitTail
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import embedded_models
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SplitTail
+from spikebottlenet.shared.torch_runtime import inference_device
 from spikebottlenet.training.datasets import load_dataset
 
 from .onnx_head_bench import normalized

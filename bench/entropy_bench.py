@@ -23,14 +23,16 @@ import numpy as np
 import torch
 
 from spikebottlenet.sbn.report import render_table
-from spikebottlenet.shared.checkpoint import embedded_models, load_checkpoint
-from spikebottlenet.shared.codec import Codec, decode, encode
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import embedded_models
+from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.entropy_codec import (
     EntropyCodecError,
     chunk_layout,
     conditional_entropy_bits,
     own_step_counts,
 )
+from spikebottlenet.shared.spike_tensors import decode
 from spikebottlenet.training.datasets import load_digits
 from spikebottlenet.training.entropy_fit import transmitted_spikes
 from spikebottlenet.training.runtime import start

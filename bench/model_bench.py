@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, backbone_config, resolve_arch
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.neuron import LIF, use_fused_inference
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
 TIME_STEPS = 4
 MODES = ("reference", "fused")  # the LIF path: use_fused_inference(model, mode == "fused")

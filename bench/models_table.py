@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointInfo, embedded_models
 from spikebottlenet.training.datasets import Dataset, load_dataset
 from spikebottlenet.training.runtime import start
 from spikebottlenet.training.sweep import measure_energy

@@ -31,7 +31,8 @@ import torch
 from snntorch.import_nir import import_from_nir
 
 from bench.onnx_head_bench import normalized
-from spikebottlenet.shared.checkpoint import embedded_models, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import embedded_models
 from spikebottlenet.shared.nir_head import export_nir_head, read_nir_head, without_groups
 from spikebottlenet.training.datasets import load_dataset
 

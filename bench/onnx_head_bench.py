@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikebottlenet.shared.checkpoint import embedded_models, load_checkpoint
-from spikebottlenet.shared.energy import ActivityMonitor
-from spikebottlenet.shared.onnx_head import INPUT, export_head
+from spikebottlenet.shared.activity_monitor import ActivityMonitor
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import embedded_models
+from spikebottlenet.shared.onnx_export import export_head
+from spikebottlenet.shared.onnx_head import INPUT
 from spikebottlenet.training.datasets import load_dataset
 
 BATCH = 100

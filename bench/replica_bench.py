@@ -41,7 +41,7 @@ import httpx
 from spikebottlenet.device.edge_client import CHANNEL_OPTIONS
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.sbn.bench import Run, synthetic_png
-from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc

@@ -31,9 +31,11 @@ from PIL import Image
 
 from spikebottlenet.sbn.up import local_stack
 from spikebottlenet.shared.backbones import SpikingResNetConfig
-from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info, save_checkpoint
+from spikebottlenet.shared.checkpoint import save_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.processes import free_port
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.split_model import SpikeBottleNet
 from spikebottlenet.training.datasets import load_digits
 
 ARCH = "spiking_resnet50"

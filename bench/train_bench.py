@@ -19,7 +19,8 @@ import sys
 
 import torch
 
-from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, SpikingBackbone, backbone_config, resolve_arch
+from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, backbone_config, resolve_arch
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.training.datasets import Augmentation, Dataset, ImageSet
 from spikebottlenet.training.runtime import PRECISIONS, Runtime, start
 from spikebottlenet.training.trainer import TrainConfig, fit

@@ -33,7 +33,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from spikebottlenet.shared.backbones import ARCH_CHOICES, SpikingBackbone, backbone_config, resolve_arch
+from spikebottlenet.shared.backbones import ARCH_CHOICES, backbone_config, resolve_arch
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.shared.neuron import use_fused_training
 
 TIME_STEPS = 4

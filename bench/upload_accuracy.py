@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models
+from spikebottlenet.shared.checkpoint_metadata import CheckpointInfo, embedded_models
 from spikebottlenet.shared.processes import free_port, spawn, stop_all, wait_for_edge, wait_for_http
 
 from .drawn_digits import make_set

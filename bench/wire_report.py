@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from spikebottlenet.shared.checkpoint import read_checkpoint_info  # noqa: E402
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
 from spikebottlenet.training.channel_eval import evaluate  # noqa: E402
 
 BERS = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)

@@ -36,7 +36,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge
-from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.shared.settings import add_settings_arguments, settings_from_args
 
 from .api import batch, classify, probes
 from .api.batch import BATCH_PATH, TooManyFiles, UnsupportedOption
@@ -47,7 +47,7 @@ from .api_key import ApiKeyRequired
 from .deadline import StampDeadline
 from .edge_client import EdgeClient, EdgeError, EdgeModelMismatch, EdgeTimeout, EdgeUnavailable, channel_credentials
 from .head_queue import HeadQueueFull, HeadTimeout
-from .head_runner import HeadRunner
+from .head_runner import HeadRunner, StreamingUnsupported
 from .http_server import DeviceServer, server_options
 from .metrics import CLASSIFY_PATH, CountClassifyResponses, DeviceMetrics
 from .model_set import UnknownModel
@@ -68,6 +68,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     AmbiguousUpload: status.HTTP_422_UNPROCESSABLE_CONTENT,  # several file fields to POST /classify
     MissingUpload: status.HTTP_422_UNPROCESSABLE_CONTENT,  # neither a file field nor an image/* body
     UnsupportedOption: status.HTTP_422_UNPROCESSABLE_CONTENT,  # stream or early_exit to POST /classify/batch
+    StreamingUnsupported: status.HTTP_422_UNPROCESSABLE_CONTENT,  # stream or early_exit to a head run by onnx
     UnknownModel: status.HTTP_422_UNPROCESSABLE_CONTENT,  # a split point or arch this device holds no head for
     NoEligibleSplit: status.HTTP_422_UNPROCESSABLE_CONTENT,  # auto: nothing within the accuracy-drop budget
     HeadQueueFull: status.HTTP_503_SERVICE_UNAVAILABLE,  # this device is overloaded: retry later
@@ -109,7 +110,15 @@ def create_app(settings: DeviceSettings) -> FastAPI:
     opens; the edge channel is opened by the app's lifespan.
     """
     heads = [
-        HeadRunner.load(path, settings.codec, settings.energy_mode, settings.entropy_chunks, settings.fec_parity_bytes)
+        HeadRunner.load(
+            path,
+            settings.codec,
+            settings.energy_mode,
+            settings.entropy_chunks,
+            settings.fec_parity_bytes,
+            settings.runtime,
+            settings.threads,
+        )
         for path in settings.checkpoint_paths()
     ]
     for head in heads:
@@ -205,7 +214,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_from_args(DeviceSettings, args)
-    configure_torch_threads(settings.threads)
+    if settings.runtime == "torch":  # the onnx runtime sizes its own session's pools (device/onnx_head_engine.py)
+        from spikebottlenet.shared.torch_runtime import configure_torch_threads
+
+        configure_torch_threads(settings.threads)
     try:  # a missing, damaged or foreign file is worth one clear line, not a traceback
         app = create_app(settings)
     except (SpikeBottleNetError, OSError) as e:  # CheckpointError, a checkpoint without a bottleneck, a TLS file

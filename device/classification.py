@@ -12,12 +12,12 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Self
 
-import torch
+import numpy as np
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from spikebottlenet.shared.checkpoint import CheckpointInfo
+from spikebottlenet.shared.checkpoint_metadata import CheckpointInfo
 from spikebottlenet.shared.codec import Codec, encode
-from spikebottlenet.shared.uncertainty import is_uncertain, max_softmax
+from spikebottlenet.shared.uncertainty import is_uncertain, max_softmax, softmax
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 from .head_runner import ImageSpikes
@@ -178,7 +178,7 @@ class ImageResult:
 
     checkpoint: CheckpointInfo  # the model that classified it
     spikes: ImageSpikes  # the head's output for it
-    logits: torch.Tensor  # [num_classes], from the tail
+    logits: np.ndarray  # float32 [num_classes], from the tail
     latency: Latency  # of the request (a batch's images share it)
     wire: WireShare
     transmit_mj: float | None = None  # the radio's energy to send wire.message_bytes; None: no link (sbn predict)
@@ -279,22 +279,19 @@ class Classification(BaseModel):
         a subclass's own (a batch entry's index and filename)."""
         image, checkpoint, logits = result.spikes, result.checkpoint, result.logits
         config = checkpoint.config
-        probabilities = logits.softmax(dim=-1)
+        probabilities = softmax(logits)  # [num_classes]
         score = float(max_softmax(logits))
-        top = probabilities.topk(min(TOP_K, len(probabilities)))
+        top = np.argsort(-probabilities, kind="stable")[:TOP_K].tolist()  # the most probable first; ties by index
         top5 = (
             []
             if image.traits.blank
-            else [
-                ClassProbability(label=config.label(i), probability=p)
-                for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            ]
+            else [ClassProbability(label=config.label(i), probability=float(probabilities[i])) for i in top]
         )
         geometry = config.geometry()
         transmit_mj, steps = result.transmit_mj, result.steps
         return cls(
             label=top5[0].label if top5 else None,
-            class_index=int(top.indices[0]) if top5 else None,
+            class_index=top[0] if top5 else None,
             probability=top5[0].probability if top5 else None,
             blank=image.traits.blank,
             # an unverified info's threshold is not trusted: every answer is then uncertain

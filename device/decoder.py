@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from time import perf_counter
 
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import ImageError
-from spikebottlenet.shared.split_model import ModelConfig
 
 from .deadline import Deadline
 from .head_queue import HeadTimeout

@@ -34,7 +34,7 @@ from time import perf_counter
 from types import TracebackType
 
 import grpc
-import torch
+import numpy as np
 
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.rpc.wire import SERVICE_NAME
@@ -147,7 +147,7 @@ def keepalive_options(interval_s: float, timeout_s: float) -> list[tuple[str, in
 
 @dataclass(frozen=True)
 class EdgeReply:
-    logits: torch.Tensor  # [B, num_classes] float32
+    logits: np.ndarray  # float32 [B, num_classes]
     edge_ms: float  # the edge's own time, receipt to reply
     round_trip_ms: float  # as the device saw it: the edge's time plus the network and (de)serialization
     edge_batch_images: int  # images in the edge's tail run that carried the frame (its micro-batching)
@@ -166,7 +166,7 @@ def channel_credentials(settings: DeviceSettings) -> grpc.ChannelCredentials | N
 @dataclass(frozen=True)
 class StreamReply:
     step: int
-    logits: torch.Tensor  # [B, num_classes]: the running logits after ``step``
+    logits: np.ndarray  # float32 [B, num_classes]: the running logits after ``step``
     edge_ms: float  # the edge's decode + inference of this step
     damage: pb.LinkDamage
 
@@ -220,7 +220,7 @@ class EdgeStream:
                 f"is for step {self.received}"
             )
         self.received += 1
-        logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
+        logits = np.array(reply.values, dtype=np.float32).reshape(reply.batch_size, reply.num_classes)
         return StreamReply(reply.step, logits, reply.decode_ms + reply.inference_ms, reply.damage)
 
     def cancel(self) -> None:
@@ -296,7 +296,7 @@ class EdgeClient:
             self._calls.release()
         round_trip_ms = (perf_counter() - sent) * 1e3
         self.check_reply(reply, frame, num_classes, "frame")
-        logits = torch.tensor(reply.values, dtype=torch.float32).reshape(reply.batch_size, reply.num_classes)
+        logits = np.array(reply.values, dtype=np.float32).reshape(reply.batch_size, reply.num_classes)
         return EdgeReply(
             logits, reply.timing.total_ms, round_trip_ms, reply.timing.batch_images, reply.damage, reply.served_by
         )

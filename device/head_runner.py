@@ -1,32 +1,81 @@
 """The device half: image bytes -> head spikes -> a spike frame for the edge, with the head's energy.
 
-Only the head's tensors are read from the checkpoint (``load_checkpoint(path, "head")``); the
-device never builds the tail. ``sbn predict`` runs the same steps on the head of a full model,
-so the monolithic path and the split path measure and pack spikes identically.
+What runs the head is a ``HeadEngine``: torch (device/torch_head.py, the default, which streams) or
+onnxruntime (device/onnx_head_engine.py, no torch needed). Images go in and spikes come out as numpy
+arrays, so preprocessing, packing, energy and answers are the same code for both. ``sbn predict``
+runs the same steps on the head of a full model, so the monolithic path and the split path measure
+and pack spikes identically.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import torch
+import numpy as np
 
-from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError, CheckpointInfo
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
-from spikebottlenet.shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from spikebottlenet.shared.energy import CountMode, EnergyEstimate
 from spikebottlenet.shared.entropy_codec import chunk_layout
 from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.fec import check_parity, protect
-from spikebottlenet.shared.neuron import StepState
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES, load_image
 from spikebottlenet.shared.rpc.wire import CODEC_TO_WIRE
-from spikebottlenet.shared.split_model import ModelConfig, SplitHead
 from spikebottlenet.shared.uncertainty import InputTraits
 from spikebottlenet.v1 import split_inference_pb2 as pb
+
+Runtime = Literal["torch", "onnx"]
+
+
+@runtime_checkable
+class HeadEngine(Protocol):
+    """What runs a split checkpoint's head (and encoder) on a batch of images."""
+
+    runtime: str  # "torch", "onnx"
+    checkpoint: CheckpointInfo  # the model it is the head of
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[EnergyEstimate]]:
+        """Normalized images [B, 3, H, W] float32 -> spikes [T, B, C', H', W'] bool, one energy estimate per image."""
+        ...
+
+
+@runtime_checkable
+class StreamingHeadEngine(HeadEngine, Protocol):
+    """A head that can also run one time step per call, its neurons' state carried between calls (streaming)."""
+
+    def start_stream(self) -> Any:
+        """The state of a new stream, every neuron at rest."""
+        ...
+
+    def forward_step(self, x: np.ndarray, state: Any) -> tuple[np.ndarray, EnergyEstimate]:
+        """One image [1, 3, H, W] -> its next step's spikes [1, 1, C', H', W'] bool and that step's energy."""
+        ...
+
+
+class StreamingUnsupported(ConfigError):
+    """A stream (stream=, early_exit=) asked of a head whose runtime computes all time steps in one call."""
+
+
+def load_head_engine(
+    path: str | os.PathLike,
+    runtime: Runtime = "torch",
+    energy_mode: CountMode | str = CountMode.PAPER,
+    threads: int = 1,
+) -> HeadEngine:
+    """The head of checkpoint ``path`` (runtime onnx: a head exported by ``sbn export onnx``), ready to run. Each
+    runtime is imported only when asked for: a device without torch runs onnx."""
+    if runtime == "onnx":
+        from .onnx_head_engine import OnnxHead
+
+        return OnnxHead.load(path, energy_mode, threads)
+    from .torch_head import TorchHead
+
+    return TorchHead.load(path, energy_mode)
 
 
 @dataclass(frozen=True)
@@ -34,7 +83,7 @@ class ModelInput:
     """One upload, decoded and preprocessed: what a head runs. Made off the head's thread (device/decoder.py), so
     that no decode ever holds the head."""
 
-    x: torch.Tensor  # the normalized image [3, H, W]
+    x: np.ndarray  # the normalized image [3, H, W] float32
     image_bytes: int  # size of the uploaded image file, as received
 
     @classmethod
@@ -51,7 +100,7 @@ class ImageSpikes:
 
     frame: pb.SpikeFrame  # ready to send
     codec: Codec  # the codec that packed frame.payload ("auto" resolved)
-    spikes: torch.Tensor  # [T, 1, C', H', W'] binary
+    spikes: np.ndarray  # [T, 1, C', H', W'] bool
     energy: EnergyEstimate  # of this image on the device
     image_bytes: int  # size of the uploaded image file, as received
     traits: InputTraits  # of the model input, for the uncertainty rules (shared/uncertainty.py)
@@ -62,12 +111,14 @@ class ImageStream:
     into a SpikeStep, the head's neurons carrying their state from one step to the next in this stream's
     StepState. The first message names the frame, the later ones only their step."""
 
-    def __init__(self, head: HeadRunner, x: torch.Tensor, image_bytes: int, traits: InputTraits) -> None:
-        self.head, self.x = head, x  # x: the normalized image [1, 3, H, W]
+    def __init__(
+        self, head: HeadRunner, engine: StreamingHeadEngine, x: np.ndarray, image_bytes: int, traits: InputTraits
+    ) -> None:
+        self.head, self.engine, self.x = head, engine, x  # x: the normalized image [1, 3, H, W]
         self.image_bytes, self.traits = image_bytes, traits
-        self.state = StepState()
+        self.state = engine.start_stream()
         self.request_id = uuid.uuid4().hex
-        self.spikes: list[torch.Tensor] = []  # each computed step's [1, 1, C', H', W']
+        self.spikes: list[np.ndarray] = []  # each computed step's [1, 1, C', H', W']
         self.energy: list[EnergyEstimate] = []  # each computed step's
         self.codecs: list[Codec] = []  # the codec that packed each computed step
 
@@ -80,8 +131,8 @@ class ImageStream:
         head, t = self.head, len(self.spikes)
         if t >= self.time_steps:
             raise RuntimeError(f"all {self.time_steps} time steps of this stream have been computed")
-        spikes, energy = head.forward_step(self.x, self.state)  # [1, 1, C', H', W']
-        previous = None if t == 0 else self.spikes[-1].to(torch.uint8).numpy()
+        spikes, energy = self.engine.forward_step(self.x, self.state)  # [1, 1, C', H', W']
+        previous = None if t == 0 else self.spikes[-1].view(np.uint8)
         codec, payload = encode(
             spikes,
             head.codec,
@@ -116,7 +167,7 @@ class ImageStream:
         return ImageSpikes(
             frame,
             self.codecs[0],
-            torch.cat(self.spikes[: len(messages)]),
+            np.concatenate(self.spikes[: len(messages)]),
             EnergyEstimate.over_steps(self.energy[:computed]),
             self.image_bytes,
             self.traits,
@@ -151,22 +202,17 @@ class HeadRunner:
     spikes."""
 
     def __init__(
-        self,
-        head: SplitHead,
-        checkpoint: CheckpointInfo,
-        codec: str = "raw",
-        energy_mode: CountMode | str = CountMode.PAPER,
-        entropy_chunks: int = 1,
-        fec_parity_bytes: int = 0,
+        self, engine: HeadEngine, codec: str = "raw", entropy_chunks: int = 1, fec_parity_bytes: int = 0
     ) -> None:
         """``entropy_chunks``: independently decodable chunks of an entropy payload (shared/entropy_codec.py);
         ``fec_parity_bytes``: Reed–Solomon parity per 255-byte block around every payload (shared/fec.py), 0: none.
         Raises a SpikeBottleNetError (a ValueError) for settings this checkpoint's frames cannot take."""
         if codec not in CODEC_CHOICES:
             raise ConfigError(f"unknown codec {codec!r}; expected one of {', '.join(CODEC_CHOICES)}")
+        checkpoint = engine.checkpoint
         if checkpoint.config.bottleneck is None:
             raise CheckpointError("a head is only built from a split checkpoint; this one has no bottleneck")
-        self.module = head.eval()  # images [B, 3, H, W] -> spikes [T, B, C', H', W']
+        self.engine = engine  # images [B, 3, H, W] -> spikes [T, B, C', H', W']
         self.checkpoint = checkpoint
         self.split_point = checkpoint.config.split_point  # SplitPoint: index, name, block output shape
         self.spike_model = checkpoint.config.spike_model()  # the entropy codec's; None: not fitted
@@ -181,10 +227,6 @@ class HeadRunner:
         self.codec = codec
         self.entropy_chunks = entropy_chunks
         self.fec_parity_bytes = fec_parity_bytes
-        self.energy_mode = CountMode(energy_mode)
-        # The activity monitor hooks the shared head module for the length of one forward; two
-        # overlapping forwards would each record the other's layers, so forwards take turns.
-        self._lock = threading.Lock()
 
     @classmethod
     def load(
@@ -194,16 +236,28 @@ class HeadRunner:
         energy_mode: CountMode | str = CountMode.PAPER,
         entropy_chunks: int = 1,
         fec_parity_bytes: int = 0,
+        runtime: Runtime = "torch",
+        threads: int = 1,
     ) -> HeadRunner:
-        loaded = load_checkpoint(path, "head")
-        return cls(loaded.model, loaded.checkpoint, codec, energy_mode, entropy_chunks, fec_parity_bytes)
+        return cls(load_head_engine(path, runtime, energy_mode, threads), codec, entropy_chunks, fec_parity_bytes)
+
+    def streaming_engine(self) -> StreamingHeadEngine:
+        """The engine, if it runs one time step per call (streaming, early exit); else StreamingUnsupported, a 422."""
+        if not isinstance(self.engine, StreamingHeadEngine):
+            raise StreamingUnsupported(
+                f"streaming (stream=, early_exit=) needs the torch runtime; this device runs its heads on "
+                f"{self.engine.runtime}, which computes all time steps in one call"
+            )
+        return self.engine
 
     def warm_up(self) -> None:
         """One forward on a blank image, so that the first request does not pay for one-time set-up (the
         allocator's first blocks, the fused LIF's compilation): ~1 s that would otherwise eat its deadline."""
         size = self.checkpoint.config.backbone.image_size
-        self.forward(torch.zeros(1, 3, size, size))
-        self.forward_step(torch.zeros(1, 3, size, size), StepState())  # and a streamed step's path
+        blank = np.zeros((1, 3, size, size), np.float32)
+        self.engine.forward(blank)
+        if isinstance(self.engine, StreamingHeadEngine):
+            self.engine.forward_step(blank, self.engine.start_stream())  # and a streamed step's path
 
     def run(self, image: bytes) -> ImageSpikes:
         """One image in its own frame; raises shared.preprocess.ImageError if it is not a readable image."""
@@ -219,8 +273,8 @@ class HeadRunner:
         alone.
         """
         start = perf_counter()
-        x = torch.stack([model_input.x for inputs in jobs for model_input in inputs.values()])  # [B, 3, H, W]
-        spikes, energy = self.forward(x)  # [T, B, C', H', W'], B estimates
+        x = np.stack([model_input.x for inputs in jobs for model_input in inputs.values()])  # [B, 3, H, W]
+        spikes, energy = self.engine.forward(x)  # [T, B, C', H', W'], B estimates
         traits = InputTraits.of(x, self.checkpoint.config)
         forwarded = perf_counter()
         packed = []
@@ -237,31 +291,18 @@ class HeadRunner:
         timings = RunTimings((forwarded - start) * 1e3, (perf_counter() - forwarded) * 1e3)
         return [JobResult(images, frame, timings, len(x)) for images, frame in packed]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[EnergyEstimate]]:
-        """Normalized images [B, 3, H, W] -> their spikes [T, B, C', H', W'] and one energy estimate per image,
-        each from that image's own spikes (a batch's images do not interact: tdBN runs on its running stats)."""
-        monitor = ActivityMonitor(self.module, self.checkpoint.config.time_steps, self.energy_mode)
-        with self._lock, torch.inference_mode(), monitor:
-            spikes = self.module(x)
-        return spikes, monitor.estimates()
-
-    def forward_step(self, x: torch.Tensor, state: StepState) -> tuple[torch.Tensor, EnergyEstimate]:
-        """``forward`` one time step at a time: one image [1, 3, H, W] -> its next step's spikes [1, 1, C', H', W']
-        and that step's energy, the head's neurons continuing from ``state``."""
-        monitor = ActivityMonitor(self.module, 1, self.energy_mode)
-        with self._lock, torch.inference_mode(), monitor:
-            spikes = self.module.step(x, state)
-        return spikes, monitor.estimates()[0]
-
     def open_stream(self, image: bytes | ModelInput) -> ImageStream:
         """The image, read and preprocessed (unless it already is), ready to run through the head one time step at
-        a time; raises ImageError if it is not a readable image."""
+        a time; raises ImageError if it is not a readable image, StreamingUnsupported if this head's runtime does not
+        stream."""
+        engine = self.streaming_engine()
         if isinstance(image, bytes):
             image = ModelInput.load(image, self.checkpoint.config)
-        x = image.x.unsqueeze(0)  # [1, 3, H, W]
-        return ImageStream(self, x, image.image_bytes, InputTraits.of(x, self.checkpoint.config)[0])
+        x = image.x[np.newaxis]  # [1, 3, H, W]
+        traits = InputTraits.of(x, self.checkpoint.config)[0]
+        return ImageStream(self, engine, x, image.image_bytes, traits)
 
-    def pack(self, spikes: torch.Tensor) -> tuple[Codec, pb.SpikeFrame]:
+    def pack(self, spikes: np.ndarray) -> tuple[Codec, pb.SpikeFrame]:
         """Spikes [T, B, C', H', W'] -> the codec that packed them ("auto" resolved) and the frame for the edge."""
         # the encoder's LIF made them: binary by construction, so the codec skips its check
         codec, payload = encode(

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 
-import torch
+import numpy as np
 
 from spikebottlenet.shared.codec import raw_length
 from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
@@ -128,11 +128,11 @@ def measure_costs(head: HeadRunner, runs: int = 5) -> ModelCosts:
     compress, so the bytes start at the most the frame can take. Requests then move them
     (ModelCosts.observe_head)."""
     size = head.checkpoint.config.backbone.image_size
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))  # [1, 3, H, W], normalized
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size), np.float32)  # [1, 3, H, W], normalized
     times, energy, message_bytes = [], 0.0, 0
     for _ in range(runs):
         start = perf_counter()
-        spikes, estimates = head.forward(x)
+        spikes, estimates = head.engine.forward(x)
         _, frame = head.pack(spikes)
         times.append((perf_counter() - start) * 1e3)
         energy = estimates[0].device_45nm_mj

@@ -243,6 +243,7 @@ class SplitPipeline:
         """One image through the model's head and the edge one time step per message."""
         if len(images) != 1:
             raise ValueError(f"a streamed request classifies one image, not {len(images)}")
+        model.head.streaming_engine()  # StreamingUnsupported before any work, where the runtime cannot stream
         # Streams run their head steps on the head thread beside the queues' runs: at most as many open at once as
         # may wait for a head, so a burst of them is refused (503) rather than queued unbounded. This bounds their
         # decoding too: they never join a head's queue, and do not count against it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
@@ -10,7 +11,9 @@ from pydantic_settings import SettingsConfigDict
 from spikebottlenet.device.planner import Objective
 from spikebottlenet.shared.channel import parse_channel
 from spikebottlenet.shared.energy import CountMode
+from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.fec import check_parity
+from spikebottlenet.shared.onnx_head import read_exported_head
 from spikebottlenet.shared.preprocess import MAX_DECODED_BYTES
 from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
 from spikebottlenet.shared.rpc.wire import MIN_PING_INTERVAL_S
@@ -31,6 +34,16 @@ class DeviceSettings(ModelSettings):
         description="the edge's gRPC target: host:port or dns:///host:port (every address the "
         "name resolves to, e.g. each replica of a Compose service, calls taking turns "
         "over them: round robin), or ipv4:a:port,b:port for a fixed list",
+    )
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="what runs the head: torch, or onnx: onnxruntime on the CPU, with no torch installed, serving "
+        "heads exported by `sbn export onnx` (checkpoint: .onnx files, else onnx_heads; no streaming)",
+    )
+    onnx_heads: Path | None = Field(
+        None,
+        description="runtime onnx with checkpoint unset: a folder of exported heads (*.onnx), served as the "
+        "embedded demo models are (models, arch and split_point apply)",
     )
     codec: Literal["raw", "sparse", "entropy", "auto"] = Field(
         "raw",
@@ -237,6 +250,44 @@ class DeviceSettings(ModelSettings):
     def prior_link(self) -> LinkProfile:
         """The configured link: the profile, with the custom rate and round trip if set."""
         return link_profile(self.link, self.link_rate_mbps, self.link_rtt_ms)
+
+    @model_validator(mode="after")
+    def _runtime_serves_its_heads(self) -> DeviceSettings:
+        if self.runtime == "torch":
+            return self
+        if self.checkpoint and any(path.suffix != ".onnx" for path in self.checkpoint):
+            raise ValueError(
+                "the onnx runtime serves heads exported by `sbn export onnx --checkpoint X --out X.onnx`, "
+                f"not {', '.join(str(p) for p in self.checkpoint if p.suffix != '.onnx')}"
+            )
+        if not self.checkpoint and self.onnx_heads is None:
+            raise ValueError(
+                "the onnx runtime needs its heads: set checkpoint to .onnx files, or onnx_heads to a folder"
+            )
+        if self.stream or self.early_exit is not None:
+            raise ValueError("stream and early_exit need the torch runtime: the ONNX head runs all its steps at once")
+        return self
+
+    def checkpoint_paths(self) -> list[Path]:
+        """Every checkpoint (runtime onnx: exported head) to serve, the default model's first."""
+        if self.runtime == "torch" or self.checkpoint:
+            return super().checkpoint_paths()
+        assert self.onnx_heads is not None  # _runtime_serves_its_heads
+        heads = sorted(
+            (read_exported_head(path).checkpoint for path in self.onnx_heads.glob("*.onnx")),
+            key=lambda head: (head.config.backbone.arch, head.config.split_point.index),
+        )
+        default = [
+            h for h in heads if (h.config.backbone.arch, h.config.split_point.index) == (self.arch, self.split_point)
+        ]
+        if not default:
+            available = ", ".join(f"{h.config.backbone.arch} {h.config.split_point.name}" for h in heads)
+            raise ConfigError(
+                f"no exported head for {self.arch} at split point {self.split_point} in {self.onnx_heads} "
+                f"(it has: {available or 'none'})"
+            )
+        others = [h.path for h in heads if h is not default[0]] if self.models == "all" else []
+        return [default[0].path, *others]
 
     @model_validator(mode="after")
     def _tls_complete(self) -> DeviceSettings:

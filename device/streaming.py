@@ -25,7 +25,7 @@ import asyncio
 from dataclasses import dataclass
 from time import perf_counter
 
-import torch
+import numpy as np
 
 from spikebottlenet.shared.uncertainty import max_softmax
 from spikebottlenet.v1 import split_inference_pb2 as pb
@@ -43,7 +43,7 @@ class StreamedImage:
     """What streaming one image measured."""
 
     spikes: ImageSpikes  # the steps sent (their frame, their spikes) and the energy of the steps computed
-    logits: torch.Tensor  # [num_classes]: the running logits of the last step sent
+    logits: np.ndarray  # float32 [num_classes]: the running logits of the last step sent
     device_ms: float  # the head's steps, each timed on the head thread
     edge_ms: float  # the edge's steps added up (they overlap the device's: no network figure is their difference)
     message_bytes: int  # the SpikeStep messages sent, added up

@@ -46,7 +46,8 @@ from pydantic_settings import SettingsConfigDict
 
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.ports import port_in_use
-from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.shared.settings import add_settings_arguments, settings_from_args
+from spikebottlenet.shared.torch_runtime import configure_torch_threads
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 

@@ -57,7 +57,8 @@ from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.fec import MAX_PARITY_BYTES, protected_length
 from spikebottlenet.shared.ports import port_in_use
 from spikebottlenet.shared.rpc.wire import MAX_REQUEST_ID_LENGTH, MIN_PING_INTERVAL_S, SERVICE_NAME
-from spikebottlenet.shared.settings import add_settings_arguments, configure_torch_threads, settings_from_args
+from spikebottlenet.shared.settings import add_settings_arguments, settings_from_args
+from spikebottlenet.shared.torch_runtime import configure_torch_threads
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 

@@ -28,14 +28,16 @@ import grpc
 import numpy as np
 import torch
 
-from spikebottlenet.shared.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
-from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode_received, max_payload_length
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError, CheckpointInfo
+from spikebottlenet.shared.codec import Codec, SpikeCodecError, max_payload_length
 from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
 from spikebottlenet.shared.neuron import StepState
 from spikebottlenet.shared.rpc.wire import CODEC_FROM_WIRE, MAX_REQUEST_ID_LENGTH
-from spikebottlenet.shared.settings import inference_device
+from spikebottlenet.shared.spike_tensors import decode_received
 from spikebottlenet.shared.split_model import SplitTail
+from spikebottlenet.shared.torch_runtime import inference_device
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 

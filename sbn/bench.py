@@ -38,7 +38,7 @@ from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.codec import CODEC_CHOICES
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
 from spikebottlenet.shared.processes import free_port
-from spikebottlenet.shared.settings import configure_torch_threads
+from spikebottlenet.shared.torch_runtime import configure_torch_threads
 
 from .predict import MonolithicClassifier
 from .up import local_stack

@@ -3,7 +3,8 @@
 A command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help lives
 in ``COMMANDS`` below. A user's error (shared/errors.py's SpikeBottleNetError, or an OSError: a file the
 user named that is missing or unreadable, a port taken) ends a command here with one line and exit
-status 1; any other exception is a bug and propagates with its traceback.
+status 1, as does a command that needs torch on an install without it (device-lite); any other
+exception is a bug and propagates with its traceback.
 Modules are imported only when their command runs, so ``sbn --help`` stays fast and the device
 image never imports training code.
 """
@@ -15,6 +16,9 @@ import importlib
 import sys
 
 from spikebottlenet.shared.errors import SpikeBottleNetError
+
+# what the torch extra of pyproject.toml installs, which a device-lite install lacks
+TORCH_EXTRA = ("torch", "numba")
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -66,14 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    command_parser = argparse.ArgumentParser(prog=f"sbn {name}", description=COMMANDS[name][1])
-    module.add_arguments(command_parser)
-    args = command_parser.parse_args(argv[1:])
     try:
+        module = importlib.import_module(COMMANDS[name][0])
+        command_parser = argparse.ArgumentParser(prog=f"sbn {name}", description=COMMANDS[name][1])
+        module.add_arguments(command_parser)
+        args = command_parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except (SpikeBottleNetError, OSError) as e:
         print(f"sbn {name}: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        if e.name not in TORCH_EXTRA:
+            raise
+        # a device-lite install (no torch): everything but `sbn device --runtime onnx` and the clients needs it
+        print(
+            f"sbn {name}: error: this needs {e.name}, which is not installed: pip install torch==2.13.0 "
+            "'spikebottlenet[torch]' (`sbn device --runtime onnx` runs without it)",
+            file=sys.stderr,
+        )
         return 1
 
 

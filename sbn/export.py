@@ -26,7 +26,7 @@ import torch
 from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.errors import SpikeBottleNetError
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
-from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.shared.model_config import ModelConfig
 
 CHECK_IMAGES = 32
 MAX_DIFFERING = 1e-3  # of the bits: rounding flips measured at about 1e-5, a wrong graph at tens of percent
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     require_extra(args.format)
     out = args.out or Path(checkpoint.with_suffix(f".{args.format}").name)
     if args.format == "onnx":
-        from spikebottlenet.shared.onnx_head import export_head
+        from spikebottlenet.shared.onnx_export import export_head
 
         export_head(checkpoint, out)
     else:

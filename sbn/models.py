@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any
 
-from spikebottlenet.shared.checkpoint import embedded_models
+from spikebottlenet.shared.checkpoint_metadata import embedded_models
 
 from .report import render_table
 

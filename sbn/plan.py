@@ -22,9 +22,9 @@ from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.device.model_set import measure_costs
 from spikebottlenet.device.planner import Objective, Plan, SplitProfile, plan
 from spikebottlenet.edge.tail_runner import TailRunner
-from spikebottlenet.shared.checkpoint import embedded_models
+from spikebottlenet.shared.checkpoint_metadata import embedded_models
 from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, link_profile
-from spikebottlenet.shared.settings import configure_torch_threads
+from spikebottlenet.shared.torch_runtime import configure_torch_threads
 
 from .report import render_table
 

@@ -19,7 +19,9 @@ import torch
 
 from spikebottlenet.device.classification import Classification, ImageResult, Latency, WireShare
 from spikebottlenet.device.head_runner import HeadRunner
-from spikebottlenet.shared.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from spikebottlenet.device.torch_head import TorchHead
+from spikebottlenet.shared.checkpoint import LoadedModel, load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError
 from spikebottlenet.shared.codec import CODEC_CHOICES
 from spikebottlenet.shared.energy import CountMode
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
@@ -33,7 +35,7 @@ class MonolithicClassifier:
         if not isinstance(loaded.model, SpikeBottleNet):
             raise CheckpointError(f"{loaded.checkpoint.path} is a backbone checkpoint, with no bottleneck to split at")
         self.checkpoint = loaded.checkpoint
-        self.head = HeadRunner(loaded.model.head, loaded.checkpoint, codec, energy_mode)
+        self.head = HeadRunner(TorchHead(loaded.model.head, loaded.checkpoint, energy_mode), codec)
         self.tail = loaded.model.tail
 
     def classify(self, image: bytes) -> Classification:
@@ -42,10 +44,12 @@ class MonolithicClassifier:
         spikes = self.head.run(image)
         headed = perf_counter()
         with torch.inference_mode():
-            logits = self.tail(spikes.spikes)
+            logits = self.tail(torch.from_numpy(spikes.spikes))  # [1, num_classes]
         latency = Latency(device=(headed - start) * 1e3, total=(perf_counter() - start) * 1e3)
         (wire,) = WireShare.of_frame(spikes.frame, self.checkpoint.config.geometry().uncompressed_bytes)
-        return Classification.build(ImageResult(self.checkpoint, spikes, logits[0], latency, wire), include_logits=True)
+        return Classification.build(
+            ImageResult(self.checkpoint, spikes, logits[0].numpy(), latency, wire), include_logits=True
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,19 +34,15 @@ from pathlib import Path
 
 import torch
 
+from spikebottlenet.shared.activity_monitor import ActivityMonitor, structural_flops
 from spikebottlenet.shared.backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config
-from spikebottlenet.shared.checkpoint import load_checkpoint, read_checkpoint_info
-from spikebottlenet.shared.energy import (
-    E_MAC_45NM_PJ,
-    PJ_PER_MJ,
-    ActivityMonitor,
-    CountMode,
-    EnergyEstimate,
-    structural_flops,
-)
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
+from spikebottlenet.shared.energy import E_MAC_45NM_PJ, PJ_PER_MJ, CountMode, EnergyEstimate
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import ImageError, load_image
 from spikebottlenet.shared.radio import DEFAULT_LINK, LINK_PROFILES, LinkProfile, link_profile
-from spikebottlenet.shared.split_model import ModelConfig, SplitHead
+from spikebottlenet.shared.split_model import SplitHead
 
 BATCH_SIZE = 16  # images per head forward when measuring
 
@@ -329,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
 
 def read_image(path: Path, config: ModelConfig) -> torch.Tensor:
     try:
-        return load_image(path.read_bytes(), config)
+        return torch.from_numpy(load_image(path.read_bytes(), config))
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror}") from None
     except ImageError as e:

@@ -1,11 +1,12 @@
 """The spiking bottleneck unit (paper section 3.5) and the paper's rule for sizing it.
 
-After the block of split point k (C x H x W spikes) the device runs the encoder
+After the block of split point k (C x H x W spikes) the device runs the encoder (``SpikeEncoder``,
+shared/split_model.py)
 
     conv 3x3, stride s (1: channel reduction only, 2: also halve H and W) -> tdBN -> LIF
 
 to C' channels. Its output, a binary tensor of T x C' x H' x W' bits per image, is what crosses the
-network. The edge runs the decoder
+network. The edge runs the decoder (``SpikeDecoder``)
 
     ConvTranspose2d 3x3, stride s -> tdBN -> LIF
 
@@ -32,14 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from .energy import ConvRole, declare_role
 from .errors import ConfigError
-from .layers import SpikeConv2d, SpikeConvTranspose2d, TimeFolded
-from .neuron import LIF, LIFConfig
-from .td_batch_norm import TdBatchNorm
 
 if TYPE_CHECKING:
     from .backbones.base import SplitPoint
@@ -88,41 +82,3 @@ def preset_for_compression(point: SplitPoint, compression: float, stride: int, t
     out_h, out_w = point.height // stride, point.width // stride
     channels = max(1, round(point.channels * point.height * point.width / (compression * out_h * out_w)))
     return SplitPreset(BottleneckConfig(point.index, channels, stride), time_steps)
-
-
-class SpikeEncoder(nn.Module):
-    """Device side: block spikes [T, B, C, H, W] -> transmitted spikes [T, B, C', H', W']."""
-
-    def __init__(self, in_channels: int, config: BottleneckConfig, lif: LIFConfig) -> None:
-        super().__init__()
-        conv = SpikeConv2d(in_channels, config.channels, 3, config.stride, padding=1, bias=False)
-        self.conv = TimeFolded(declare_role(conv, ConvRole.ENCODER))
-        self.bn = TdBatchNorm(config.channels, lif.v_th)
-        # in inference the spikes leave as bools, a byte each, which the codec packs without a conversion
-        self.lif = LIF(lif, inference_dtype=torch.bool)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lif(self.conv(x), self.bn)
-
-
-class SpikeDecoder(nn.Module):
-    """Edge side: received spikes [T, B, C', H', W'] -> block-shaped spikes [T, B, C, H, W]."""
-
-    def __init__(self, out_channels: int, config: BottleneckConfig, lif: LIFConfig) -> None:
-        super().__init__()
-        # output_padding = stride - 1 restores the exact even H, W that a stride-2 encoder halved
-        self.conv = TimeFolded(
-            SpikeConvTranspose2d(
-                config.channels, out_channels, 3, config.stride, padding=1, output_padding=config.stride - 1, bias=False
-            )
-        )
-        self.bn = TdBatchNorm(out_channels, lif.v_th)
-        self.lif = LIF(lif, inplace=True)  # its input is the transposed conv's output, read by nothing else
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: bools as unpacked from the wire (or the encoder's, in one process), float32 under autograd. The
-        # transposed conv takes its weights' dtype; bools widen through uint8, as torch converts bool to float
-        # in a scalar loop (5x slower here) but uint8 to float in a vectorized one
-        if x.dtype == torch.bool:
-            x = x.view(torch.uint8)
-        return self.lif(self.conv(x.to(self.conv.module.weight.dtype)), self.bn)

@@ -9,9 +9,11 @@
                                Long-run BER = (P_GB * BER_BAD + P_BG * BER_GOOD) / (P_GB + P_BG).
 
 A raw payload degrades gracefully under them (a flipped bit is one wrong spike); an entropy payload's
-damaged chunk fails its CRC and is erased (its channels silent, ``receive``), never the garbage a
-range decoder makes of damaged input. Reed–Solomon parity (shared/fec.py) in front of the channel
-repairs what it can first.
+damaged chunk fails its CRC and is erased (its channels silent, ``receive`` in shared/spike_tensors.py),
+never the garbage a range decoder makes of damaged input. Reed–Solomon parity (shared/fec.py) in front of
+the channel repairs what it can first.
+
+The channels work on bytes with numpy alone: a device without torch applies them to what it sends.
 """
 
 from __future__ import annotations
@@ -19,10 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .codec import Codec, ReceivedFrame, SpikeCodecError, decode_received
-from .entropy_codec import SpikeContextModel
 from .errors import ConfigError
 
 
@@ -96,15 +95,3 @@ def parse_channel(spec: str) -> Channel:
     if kind == "gilbert" and len(numbers) in (3, 4) and numbers[0] + numbers[1] > 0:
         return GilbertElliott(*numbers)
     raise ConfigError(f"unknown channel {spec!r}; expected {forms}")
-
-
-def receive(
-    payload: bytes, shape: tuple[int, ...], codec: Codec, model: SpikeContextModel | None, chunks_sent: int = 1
-) -> ReceivedFrame:
-    """The spikes of a payload that crossed a lossy channel: an entropy payload's chunks that fail their CRC come
-    back silent (``decode_received``), and a payload that no longer decodes at all (its layout broken, a sparse
-    stream cut) is lost entirely: all zeros, all the ``chunks_sent`` chunks it was sent in erased."""
-    try:
-        return decode_received(payload, shape, codec, model=model)
-    except SpikeCodecError:
-        return ReceivedFrame(torch.zeros(shape), chunks_sent, chunks_sent)

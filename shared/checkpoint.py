@@ -1,25 +1,7 @@
 """Checkpoints: safetensors weights with the whole model config and a fingerprint in the metadata.
 
-Layout of the safetensors metadata (all values are strings, as the format requires):
-
-    format       "spikebottlenet/1"
-    config       JSON of ModelConfig (arch, width, classes, split point, bottleneck, T, LIF, normalization, labels)
-    digests      JSON {part: sha256 of that part's tensors}; parts are "head" and "tail" for a split
-                 model, "backbone" for a plain one
-    fingerprint  sha256 of the canonical config JSON and the part digests
-    info         JSON of the TrainingRecord: what training did and measured (accuracy, command, "trained": false ...)
-    info_digest  sha256 of the fingerprint and the canonical info JSON
-
-Per-part digests let the edge verify only the tail tensors it loads (and the device only the head)
-while both still arrive at the same model fingerprint, which they compare on every request.
-
-The fingerprint leaves the info out on purpose: it pairs a head with its tail, and recalibrating a
-checkpoint (update_info) must not unpair halves already deployed with the same weights. The info is
-covered by its own digest instead, written with it by save_checkpoint and update_info. Info whose
-digest does not match (edited by hand, copied from another checkpoint, or from a file older than
-info_digest) loads as unverified: ``CheckpointInfo.info_verified`` is false, ``trained`` is false
-whatever the info claims, and loading the model logs a warning. Like the fingerprint, the digest
-detects changes, not forgers: anyone can recompute a sha256.
+The metadata's layout, and reading it without the weights, are in shared/checkpoint_metadata.py; this
+module writes checkpoints and loads their weights into the torch model, verifying each part's digest.
 
 Nothing here unpickles: safetensors stores raw tensors and a JSON header, so loading an untrusted
 file cannot execute code.
@@ -28,213 +10,34 @@ file cannot execute code.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, Self, TypeVar, overload, runtime_checkable
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .backbones import SpikingBackbone
-from .errors import ConfigError, SpikeBottleNetError
-from .split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail, build_model
-from .uncertainty import Calibration
-
-FORMAT = "spikebottlenet/1"
-DEFAULT_MODEL_DIR = Path(__file__).parent / "models"
-# the pre-trained backbones the shipped split checkpoints were fine-tuned from (their pretrained_fingerprint):
-# the start of `sbn train finetune` or `sbn train sweep` at other split points, without pre-training again
-BACKBONE_DIR = DEFAULT_MODEL_DIR / "backbones"
+from .backbones.spiking_backbone import SpikingBackbone
+from .checkpoint_metadata import (
+    FORMAT,
+    CheckpointError,
+    CheckpointInfo,
+    TrainingRecord,
+    canonical_json,
+    info_digest,
+    model_fingerprint,
+    part_names,
+    part_of,
+    read_checkpoint_info,
+)
+from .model_config import ModelConfig
+from .split_model import SpikeBottleNet, SplitHead, SplitTail, build_model
 
 log = logging.getLogger("sbn.checkpoint")
-
-
-class CheckpointError(SpikeBottleNetError, ValueError):
-    """A file that is not a valid, intact SpikeBottleNet checkpoint, or not one this action can use (a backbone where
-    a split model is needed, another dataset's)."""
-
-
-@runtime_checkable
-class RecordPart(Protocol):
-    """A field of the TrainingRecord with fields of its own (EntropyCodecFigures, WireTraining, Calibration): a
-    dataclass that writes itself as a JSON object and reads itself back from one."""
-
-    @classmethod
-    def from_dict(cls, stored: dict[str, Any]) -> Self: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class EntropyCodecFigures:
-    """What the fitted entropy codec buys on the test split (training/entropy_fit.py)."""
-
-    fitted_on: str  # "<dataset> training split, <N> images"
-    test_images: int
-    raw_bytes: int  # one image's raw payload
-    entropy_mean_bytes: float  # the mean entropy-coded payload per test image
-    first_order_bound_bytes: float  # what a first-order coder approaches: H(s_t | s_t-1, channel) of the test spikes
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, stored: dict[str, Any]) -> EntropyCodecFigures:
-        return cls(**stored)
-
-
-@dataclass(frozen=True)
-class WireTraining:
-    """The wire's terms in training (training/wire_training.py): recorded in a refined checkpoint's info."""
-
-    rate_weight: float = 0.0  # lambda: weight of the transmitted spikes' firing rate in the loss
-    flip_probability: float = 0.0  # training-time bit error rate on the transmitted spikes
-    erase_probability: float = 0.0  # training-time chance that an image's channel arrives silent (an erased chunk)
-
-    def __post_init__(self) -> None:
-        if self.rate_weight < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.erase_probability <= 1:
-            raise ConfigError(
-                f"rate_weight must be >= 0, flip_probability and erase_probability within 0..1, got {self}"
-            )
-
-    @property
-    def active(self) -> bool:
-        return self.rate_weight > 0 or self.flip_probability > 0 or self.erase_probability > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, stored: dict[str, Any]) -> WireTraining:
-        return cls(**stored)
-
-
-@dataclass(frozen=True)
-class TrainingRecord:
-    """A checkpoint's info: what training did and what it measured (training/recipes.py writes it).
-
-    None is "not recorded": an untrained placeholder, a backbone (no bottleneck figures), a file from before
-    the field existed. Accuracies are percentages, drops points against the backbone fine-tuned from.
-    """
-
-    trained: bool = False
-    stage: str | None = None  # "pretrain", "finetune" or "refine"
-    dataset: str | None = None  # training/datasets.py's name for it
-    command: str | None = None  # the `sbn train ...` that wrote it
-    epochs: int | None = None
-    seed: int | None = None
-    train_accuracy: float | None = None  # the last epoch's (pretrain)
-    validation_accuracy: float | None = None  # the last epoch's
-    test_accuracy: float | None = None
-    # a split model's, against the backbone it was fine-tuned from
-    pretrained_fingerprint: str | None = None
-    pretrained_time_steps: int | None = None
-    pretrained_accuracy: float | None = None  # the backbone's test accuracy
-    accuracy_drop: float | None = None  # pretrained_accuracy - test_accuracy
-    validation_drop: float | None = None  # the same on the validation split (None: a backbone without its figure)
-    transmitted_bytes: int | None = None
-    compression: float | None = None
-    uncertainty: Calibration | None = None  # the "uncertain" threshold (shared/uncertainty.py)
-    entropy_codec: EntropyCodecFigures | None = None  # sbn train fit-codec's test figures
-    # a refined one's (sbn train refine)
-    refined_from: str | None = None  # the fingerprint of the checkpoint it was refined from
-    wire_training: WireTraining | None = None
-    refine_epochs: int | None = None
-    # keys this version does not know, kept as read: rewriting the info (update_info) must not drop them
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object stored as the info: the fields recorded (not None), and the unknown keys as read."""
-        info = {
-            f.name: _to_json(getattr(self, f.name))
-            for f in fields(self)
-            if f.name != "extra" and getattr(self, f.name) is not None
-        }
-        return {**info, **self.extra}
-
-    @classmethod
-    def from_dict(cls, info: Any) -> TrainingRecord:
-        """The record of a stored info object; raises CheckpointError for one that does not fit it."""
-        if not isinstance(info, dict):
-            raise CheckpointError(f"malformed info: a JSON {type(info).__name__}, not an object")
-        hints = typing.get_type_hints(cls)
-        known, extra = {}, {}
-        for key, value in info.items():
-            if key not in hints or key == "extra":
-                extra[key] = value
-                continue
-            part = next((kind for kind in _kinds(hints[key]) if issubclass(kind, RecordPart)), None)
-            try:
-                known[key] = part.from_dict(value) if part is not None and isinstance(value, dict) else value
-            except (TypeError, ValueError) as e:  # a key missing, one too many, a value out of range
-                raise CheckpointError(f"malformed info: {key}: {e}") from None
-        return _checked(cls(**known, extra=extra), "info")
-
-
-def _kinds(hint: Any) -> tuple[Any, ...]:
-    """The types an annotation admits: (float, NoneType) for ``float | None``, (dict,) for ``dict[str, Any]``."""
-    if isinstance(hint, types.UnionType):
-        return typing.get_args(hint)
-    return (typing.get_origin(hint) or hint,)
-
-
-def _is_a(value: Any, kind: Any) -> bool:
-    if kind is float:  # JSON has one number type: an int is a float too (and kept an int, to be written back as read)
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:  # to Python a bool is an int; in the info it is not
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _checked(record: Any, where: str) -> Any:
-    """``record`` (a dataclass read from JSON) if every field holds a type its annotation admits, parts included."""
-    hints = typing.get_type_hints(type(record))
-    for f in fields(record):
-        value, kinds = getattr(record, f.name), _kinds(hints[f.name])
-        if not any(_is_a(value, kind) for kind in kinds):
-            names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
-            raise CheckpointError(f"malformed {where}: {f.name} is {value!r}, not {names}")
-        if is_dataclass(value):
-            _checked(value, f"{where}: {f.name}")
-    return record
-
-
-def _to_json(value: Any) -> Any:
-    return value.to_dict() if isinstance(value, RecordPart) else value
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    path: Path
-    config: ModelConfig
-    fingerprint: str
-    digests: dict[str, str]
-    info: TrainingRecord = field(default_factory=TrainingRecord)
-    info_verified: bool = False  # the info_digest matches: the info is as written for these weights
-
-    @property
-    def trained(self) -> bool:
-        """Only verified info counts: an edited "trained": true must not pass an untrained model off as trained."""
-        return self.info_verified and self.info.trained
-
-
-def _part_names(config: ModelConfig) -> tuple[str, ...]:
-    return ("head", "tail") if config.bottleneck else ("backbone",)
-
-
-def _part_of(name: str, config: ModelConfig) -> str:
-    return name.split(".", 1)[0] if config.bottleneck else "backbone"
-
-
-def _canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -246,16 +49,6 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(config: dict[str, Any], digests: dict[str, str]) -> str:
-    """Of the config as stored (a JSON object), so that it never depends on how this version parses it."""
-    return hashlib.sha256(_canonical_json({"config": config, "digests": digests}).encode()).hexdigest()
-
-
-def _info_digest(fingerprint: str, info: dict[str, Any]) -> str:
-    """Of the fingerprint too, so that info moved onto another checkpoint, digest and all, does not verify."""
-    return hashlib.sha256(_canonical_json({"fingerprint": fingerprint, "info": info}).encode()).hexdigest()
-
-
 def save_checkpoint(
     model: nn.Module, config: ModelConfig, path: str | os.PathLike, info: TrainingRecord | None = None
 ) -> str:
@@ -263,21 +56,21 @@ def save_checkpoint(
     fingerprint."""
     info = TrainingRecord() if info is None else info
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    parts: dict[str, dict[str, torch.Tensor]] = {p: {} for p in _part_names(config)}
+    parts: dict[str, dict[str, torch.Tensor]] = {p: {} for p in part_names(config)}
     for name, tensor in state.items():
-        part = _part_of(name, config)
+        part = part_of(name, config)
         if part not in parts:
             raise CheckpointError(f"tensor {name!r} belongs to no part of this model ({', '.join(parts)})")
         parts[part][name] = tensor
     digests = {p: _digest(ts) for p, ts in parts.items()}
-    fingerprint = _fingerprint(config.to_dict(), digests)
+    fingerprint = model_fingerprint(config.to_dict(), digests)
     metadata = {
         "format": FORMAT,
-        "config": _canonical_json(config.to_dict()),
-        "digests": _canonical_json(digests),
+        "config": canonical_json(config.to_dict()),
+        "digests": canonical_json(digests),
         "fingerprint": fingerprint,
-        "info": _canonical_json(info.to_dict()),
-        "info_digest": _info_digest(fingerprint, info.to_dict()),
+        "info": canonical_json(info.to_dict()),
+        "info_digest": info_digest(fingerprint, info.to_dict()),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
@@ -300,67 +93,13 @@ def update_info(path: str | os.PathLike, info: TrainingRecord) -> None:
         str(path),
         metadata={
             **metadata,
-            "info": _canonical_json(info.to_dict()),
-            "info_digest": _info_digest(checked.fingerprint, info.to_dict()),
+            "info": canonical_json(info.to_dict()),
+            "info_digest": info_digest(checked.fingerprint, info.to_dict()),
         },
     )
     Path(path).chmod(0o644)
     if read_checkpoint_info(path).fingerprint != checked.fingerprint:
         raise CheckpointError(f"{path}: rewriting the info changed the fingerprint")
-
-
-def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
-    """Parse and validate the metadata without reading any weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}")
-    if not os.access(path, os.R_OK):
-        raise CheckpointError(
-            f"checkpoint {path} is not readable by this user (uid {os.getuid()}): check its permissions"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a safetensors file (or it is truncated): {e}") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is a safetensors file but not a SpikeBottleNet checkpoint "
-            f"(metadata format {metadata.get('format')!r}, expected {FORMAT!r})"
-        )
-    return checkpoint_info_from_metadata(metadata, path)
-
-
-def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """A verified checkpoint's metadata as stored (``read_checkpoint_info`` checks it first): what an export of
-    one of its halves carries, so that ``checkpoint_info_from_metadata`` reads it back."""
-    read_checkpoint_info(path)
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata())
-
-
-def checkpoint_info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
-    """Parse and validate a checkpoint's metadata (the layout above), read from ``path``: a checkpoint, or a file
-    exported from one (shared/onnx_head.py)."""
-    try:
-        stored_config = json.loads(metadata["config"])
-        config = ModelConfig.from_dict(stored_config)
-        digests = json.loads(metadata["digests"])
-        stored_info = json.loads(metadata.get("info", "{}"))
-        fingerprint = metadata["fingerprint"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: malformed checkpoint metadata ({type(e).__name__}: {e})") from None
-    if set(digests) != set(_part_names(config)):
-        raise CheckpointError(f"{path}: digests for {sorted(digests)}, expected {list(_part_names(config))}")
-    if _fingerprint(stored_config, digests) != fingerprint:
-        raise CheckpointError(f"{path}: the fingerprint does not match the config and digests in the metadata")
-    try:
-        info = TrainingRecord.from_dict(stored_info)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    # of the info as stored, like the fingerprint: verifying never depends on how this version reads it
-    info_verified = metadata.get("info_digest") == _info_digest(fingerprint, stored_info)
-    return CheckpointInfo(path, config, fingerprint, digests, info, info_verified)
 
 
 Model = TypeVar("Model", bound=nn.Module)
@@ -396,18 +135,18 @@ def load_checkpoint(path: str | os.PathLike, part: Literal["full", "head", "tail
     """
     ckpt = read_checkpoint_info(path)
     model = build_model(ckpt.config, part)
-    wanted = _part_names(ckpt.config) if part == "full" else (part,)
+    wanted = part_names(ckpt.config) if part == "full" else (part,)
     prefix = "" if part == "full" else f"{part}."
     state: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(ckpt.path), framework="pt") as f:
             for name in f.keys():
-                if _part_of(name, ckpt.config) in wanted:
+                if part_of(name, ckpt.config) in wanted:
                     state[name] = f.get_tensor(name)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{ckpt.path}: cannot read tensors: {e}") from None
     for p in wanted:
-        got = _digest({k: v for k, v in state.items() if _part_of(k, ckpt.config) == p})
+        got = _digest({k: v for k, v in state.items() if part_of(k, ckpt.config) == p})
         if got != ckpt.digests[p]:
             raise CheckpointError(
                 f"{ckpt.path}: the {p} weights do not match their recorded digest (modified after saving?)"
@@ -424,22 +163,3 @@ def load_checkpoint(path: str | os.PathLike, part: Literal["full", "head", "tail
             ckpt.path,
         )
     return LoadedModel(model.eval(), ckpt)
-
-
-def embedded_models() -> list[CheckpointInfo]:
-    """The demo checkpoints shipped in shared/models, by backbone and split point."""
-    infos = [read_checkpoint_info(path) for path in DEFAULT_MODEL_DIR.glob("*.safetensors")]
-    split = [c for c in infos if c.config.bottleneck]
-    return sorted(split, key=lambda c: (c.config.backbone.arch, c.config.split_point.index))
-
-
-def default_checkpoint(arch: str, split_point: int) -> Path:
-    """The embedded demo checkpoint of backbone ``arch`` (a registry name) split at ``split_point``."""
-    models = embedded_models()
-    for ckpt in models:
-        if (ckpt.config.backbone.arch, ckpt.config.split_point.index) == (arch, split_point):
-            return ckpt.path
-    available = ", ".join(f"{c.config.backbone.arch} {c.config.split_point.name}" for c in models)
-    raise CheckpointError(
-        f"no embedded checkpoint for {arch} at split point {split_point} (shared/models has: {available or 'nothing'})"
-    )

@@ -15,21 +15,29 @@ spike is the most significant bit of the first byte (numpy.packbits' "big" order
             is sent raw (the frame says so)
     auto    encodes every codec the model has and keeps the smallest for this frame (the frame says
             which was used)
+
+This module imports no torch: a device that runs its head without torch (onnxruntime) encodes numpy arrays
+with it. ``encode`` still takes torch tensors from a caller that has them; the receiving side's torch tensors
+(``decode``, the GPU unpack) are shared/spike_tensors.py's, on top of ``read_payload`` and ``unpack`` here.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from bitarray import bitarray
 from bitarray.util import sc_decode, sc_encode
 
 from .entropy_codec import ChunkTooLong, EntropyCodecError, SpikeContextModel
 from .errors import SpikeBottleNetError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Codec(str, Enum):
@@ -62,10 +70,12 @@ def max_payload_length(shape: tuple[int, ...], codec: Codec) -> int:
 def _as_bits(spikes: torch.Tensor | np.ndarray, assume_binary: bool) -> np.ndarray:
     """Flat bool array of a binary tensor (nonzero = spike); unless ``assume_binary``, anything but
     0 and 1 is an error."""
-    if isinstance(spikes, torch.Tensor):
+    # A torch tensor exists only in a process that has loaded torch: look it up there rather than import it
+    loaded_torch = sys.modules.get("torch")
+    if loaded_torch is not None and isinstance(spikes, loaded_torch.Tensor):
         # numpy has no bfloat16; widening to float32 is exact, so the binary check below still holds.
         # force=True: detached and on the CPU first, a view where it can be
-        a = (spikes.float() if spikes.dtype == torch.bfloat16 else spikes).numpy(force=True)
+        a = (spikes.float() if spikes.dtype == loaded_torch.bfloat16 else spikes).numpy(force=True)
     else:
         a = np.asarray(spikes)
     flat = a.ravel()
@@ -152,94 +162,62 @@ def _sparse_encode(packed: np.ndarray, n: int) -> bytes:
 _FLOAT32_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
 
 
-def _unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """The first ``n`` bits of ``packed`` (uint8, wire order) as a tensor of ``shape``."""
-    # take, like unpackbits, makes a fresh writable array, which torch.from_numpy shares rather than copies
-    if dtype == torch.bool:  # unpackbits' bytes are 0 or 1: numpy bools as they are
-        return torch.from_numpy(np.unpackbits(packed, count=n).view(np.bool_).reshape(shape))
-    if dtype == torch.float32:
-        return torch.from_numpy(_FLOAT32_BITS.take(packed, axis=0).reshape(-1)[:n].reshape(shape))
-    return torch.from_numpy(np.unpackbits(packed, count=n).reshape(shape)).to(dtype)
-
-
-def unpack_bits(packed: torch.Tensor, n: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The first ``n`` bits of ``packed`` (uint8 [bytes], wire order: most significant first) as bools of ``shape``,
-    as torch operations on ``packed``'s device: on a GPU, the payload crosses as its packed bytes, not as spikes."""
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)  # [8]: bit 7 first
-    bits = (packed.unsqueeze(-1) >> shifts) & 1  # [bytes, 8], each 0 or 1
-    return bits.flatten()[:n].view(torch.bool).reshape(shape)
+def unpack(packed: np.ndarray, n: int, shape: tuple[int, ...], dtype: type[np.generic] = np.uint8) -> np.ndarray:
+    """The first ``n`` bits of ``packed`` (uint8 [bytes], wire order) as a fresh, writable array of ``shape``, each
+    0 or 1 in ``dtype``."""
+    if dtype is np.bool_:  # unpackbits' bytes are 0 or 1: numpy bools as they are
+        return np.unpackbits(packed, count=n).view(np.bool_).reshape(shape)
+    if dtype is np.float32:
+        return _FLOAT32_BITS.take(packed, axis=0).reshape(-1)[:n].reshape(shape)
+    return np.unpackbits(packed, count=n).reshape(shape).astype(dtype, copy=False)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a sixth of a raw frame's whole decode
-class ReceivedFrame:
-    spikes: torch.Tensor  # [shape], an erased chunk's channels silent
+class ReceivedBits:
+    """A payload's bits as read off the wire, before anything makes them a tensor."""
+
+    bits: np.ndarray  # uint8: packed [ceil(n / 8)] in wire order (raw, sparse), else one 0/1 per spike [shape]
+    packed: bool  # raw and sparse payloads stay packed, the form cheapest to move (to a GPU: spike_tensors.py)
     chunks: int  # independently decodable parts of the payload: an entropy payload's chunks, else 1
-    erased_chunks: int  # chunks that failed their CRC and came back silent
+    erased_chunks: int  # chunks that failed their CRC: their channels are 0 in ``bits``
 
 
-def decode(
+def read_payload(
     payload: bytes,
     shape: tuple[int, ...],
     codec: Codec | str,
-    dtype: torch.dtype = torch.float32,
-    model: SpikeContextModel | None = None,
-) -> torch.Tensor:
-    """Unpack a payload into a binary tensor of ``shape``; raises SpikeCodecError if it does not fit, an entropy
-    payload's damaged chunks included. ``model``: the checkpoint's entropy model, needed for ``entropy``."""
-    received = decode_received(payload, shape, codec, dtype, model)
-    if received.erased_chunks:
-        raise SpikeCodecError(
-            f"corrupt entropy payload: {received.erased_chunks} of its {received.chunks} chunks "
-            f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)"
-        )
-    return received.spikes
-
-
-def decode_received(
-    payload: bytes,
-    shape: tuple[int, ...],
-    codec: Codec | str,
-    dtype: torch.dtype = torch.float32,
     model: SpikeContextModel | None = None,
     previous: np.ndarray | None = None,
-    device: torch.device | None = None,
-) -> ReceivedFrame:
-    """What a receiver makes of a payload that may have crossed a lossy link: the spikes, with an entropy payload's
-    chunks that fail their CRC erased (silent) rather than decoded into made-up spikes. Raises SpikeCodecError for a
-    payload that does not fit ``shape`` at all (wrong length, a layout that does not parse). ``previous``: for a
-    stream's entropy-coded step, the step before it as received [1, B, C', H', W'] (uint8). ``device``: a GPU to
-    leave the spikes on, bools; raw and sparse payloads are unpacked there (``unpack_bits``)."""
-    on_gpu = device is not None and device.type != "cpu"
+) -> ReceivedBits:
+    """What a receiver reads from a payload that may have crossed a lossy link: an entropy payload range-decoded,
+    its chunks that fail their CRC erased (silent) rather than decoded into made-up spikes; a raw or sparse one
+    checked and packed as the raw codec packs. Raises SpikeCodecError for a payload that does not fit ``shape`` at
+    all (wrong length, a layout that does not parse). ``model``: the checkpoint's entropy model, needed for
+    ``entropy``; ``previous``: for a stream's entropy-coded step, the step before it as received
+    [1, B, C', H', W'] (uint8)."""
     shape = tuple(shape)
-    n = math.prod(shape)
     if shape and min(shape) <= 0:
         raise SpikeCodecError(f"shape {shape} has a non-positive dimension")
     known = _CODEC_OF.get(codec) if isinstance(codec, str) else None  # a Codec is its own value: one lookup for both
     if known is None:
         raise SpikeCodecError(f"unknown codec {codec!r}; expected one of raw, sparse, entropy")
-    codec = known
-    if codec is Codec.ENTROPY:
+    if known is Codec.ENTROPY:
         if model is None:
             raise SpikeCodecError("an entropy payload needs the model's entropy model; this checkpoint has none")
         try:
             decoded = model.decode(payload, shape, previous)
         except EntropyCodecError as e:
             raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
-        bits = torch.from_numpy(decoded.bits)  # [shape] uint8: the range coder decodes on the CPU
-        return ReceivedFrame((bits.to(device) if on_gpu else bits).to(dtype), len(decoded.chunks), len(decoded.erased))
-    if codec is Codec.RAW:
+        return ReceivedBits(decoded.bits, False, len(decoded.chunks), len(decoded.erased))  # [shape] uint8
+    n = math.prod(shape)
+    if known is Codec.RAW:
         expected = raw_length(shape)
         if len(payload) != expected:
             raise SpikeCodecError(
                 f"raw payload is {len(payload)} bytes; shape {shape} ({n} bits) needs exactly {expected}"
             )
-        packed = np.frombuffer(payload, dtype=np.uint8)
-    else:
-        packed = _sparse_decode(payload, n)
-    if on_gpu:
-        # a copy straight to the GPU: the payload's bytes, read-only, cannot be shared
-        return ReceivedFrame(unpack_bits(torch.tensor(packed, device=device), n, shape).to(dtype), 1, 0)
-    return ReceivedFrame(_unpack(packed, n, shape, dtype), 1, 0)
+        return ReceivedBits(np.frombuffer(payload, dtype=np.uint8), True, 1, 0)
+    return ReceivedBits(_sparse_decode(payload, n), True, 1, 0)
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:

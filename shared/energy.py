@@ -18,6 +18,11 @@ since the input is the same at every step), the down-sampling shortcut convs and
 Depthwise and grouped convs count C_in / groups inputs per output. FLOPs come from the modules'
 shapes as the model runs; nothing is tabulated per layer. On the meta device the same walk gives
 FLOPs without computing anything (``structural_flops``).
+
+This module is the arithmetic, in numpy float64, and imports no torch: a device that runs its head without
+torch (an exported head, shared/onnx_head.py) estimates its energy from the spike counts its graph returns.
+What counts a torch head's spikes and FLOPs as it runs (``ActivityMonitor``, ``structural_flops``) is
+shared/activity_monitor.py.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-from torch import nn
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
 
 E_MAC_45NM_PJ = 4.6
 E_AC_45NM_PJ = 0.9
@@ -56,7 +64,8 @@ ROLE_ATTRIBUTE = "energy_role"
 
 
 def declare_role(conv: nn.Conv2d, role: ConvRole) -> nn.Conv2d:
-    """Mark ``conv`` with its role for ActivityMonitor; returns it, so it can wrap a constructor call."""
+    """Mark ``conv`` with its role for ActivityMonitor (shared/activity_monitor.py); returns it, so it can wrap a
+    constructor call."""
     setattr(conv, ROLE_ATTRIBUTE, ConvRole(role))
     return conv
 
@@ -66,14 +75,16 @@ def is_counted(role: ConvRole, mode: CountMode) -> bool:
 
 
 @dataclass
-class ConvActivity:
-    """One conv layer in one forward pass."""
+class ConvLayer:
+    """One conv of a head as the energy accounting sees it: a row of an exported head's energy table."""
 
     name: str
     role: ConvRole
     flops: int  # MACs per image per time step
     input_neurons: int  # C * H * W of the input, per image per time step
-    spikes: torch.Tensor | None = None  # [B] spikes into the layer over all T; None for the stem / meta
+
+
+Layer = TypeVar("Layer", bound=ConvLayer)
 
 
 @dataclass(frozen=True)
@@ -117,84 +128,36 @@ class EnergyEstimate:
         )
 
 
-@dataclass
-class ActivityMonitor:
-    """Forward hooks on every Conv2d of a head; after a forward, holds what each layer did.
-
-    with ActivityMonitor(head, time_steps=T) as monitor:
-        spikes = head(images)
-    estimates = monitor.estimates()  # one EnergyEstimate per image
-    """
-
-    model: nn.Module
-    time_steps: int
-    mode: CountMode = CountMode.PAPER
-    layers: list[ConvActivity] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.mode = CountMode(self.mode)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def __enter__(self) -> ActivityMonitor:
-        self.layers.clear()
-        for name, module in self.model.named_modules():
-            # ConvTranspose2d is not a Conv2d subclass: the decoder (edge side) is never counted
-            if isinstance(module, nn.Conv2d):
-                role = getattr(module, ROLE_ATTRIBUTE, None)
-                if role is None:
-                    self.__exit__()
-                    raise ValueError(f"conv {name!r} declares no energy role (shared.energy.declare_role)")
-                self._handles.append(module.register_forward_hook(self._hook(name.replace(".module", ""), role)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def _hook(self, name: str, role: ConvRole):
-        def record(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            x = inputs[0]  # [T*B, C, H, W] for time-folded convs; [B, 3, H, W] for the stem
-            k_h, k_w = module.kernel_size
-            flops = output[0].numel() * (module.in_channels // module.groups) * k_h * k_w
-            spikes = None
-            if role is not ConvRole.STEM and not x.is_meta:
-                # spikes are 0/1, so their count is the sum; rows are t-major after folding
-                spikes = x.detach().reshape(self.time_steps, -1, x[0].numel()).sum(dim=(0, 2))
-            self.layers.append(ConvActivity(name, role, flops, x[0].numel(), spikes))
-
-        return record
-
-    def counted(self) -> list[ConvActivity]:
-        return counted_layers(self.layers, self.mode)
-
-    def flops(self) -> int:
-        return sum(layer.flops for layer in self.counted())
-
-    def estimates(self) -> list[EnergyEstimate]:
-        return estimate_energy(self.layers, self.time_steps, self.mode)
-
-
-def counted_layers(layers: Sequence[ConvActivity], mode: CountMode) -> list[ConvActivity]:
+def counted_layers(layers: Sequence[Layer], mode: CountMode) -> list[Layer]:
     return [layer for layer in layers if is_counted(layer.role, mode)]
 
 
-def estimate_energy(layers: Sequence[ConvActivity], time_steps: int, mode: CountMode) -> list[EnergyEstimate]:
-    """One EnergyEstimate per image from what each conv of a head did: ``layers`` in the order they ran, every
-    spiking one with its spikes [B] recorded (by ActivityMonitor's hooks, or counted by an exported head's graph:
-    shared/onnx_head.py)."""
-    layers = counted_layers(layers, CountMode(mode))
+def estimate_energy(
+    layers: Sequence[ConvLayer], layer_spikes: np.ndarray, time_steps: int, mode: CountMode
+) -> list[EnergyEstimate]:
+    """One EnergyEstimate per image from what each conv of a head did. ``layers``: every conv of the head, in the
+    order they ran; ``layer_spikes`` [B, L]: the spikes into each of its L spiking convs (every conv but the stem)
+    over all T, in the same order, as ActivityMonitor's hooks count them (shared/activity_monitor.py) and an
+    exported head's graph returns them (shared/onnx_head.py)."""
+    mode = CountMode(mode)
     spiking = [layer for layer in layers if layer.role is not ConvRole.STEM]
-    recorded = [(layer, layer.spikes.double()) for layer in spiking if layer.spikes is not None]
-    if not spiking or len(recorded) < len(spiking):
-        raise RuntimeError("no spikes were recorded: run a real (non-meta) forward inside the monitor")
-    flops = sum(layer.flops for layer in layers)
-    mac_flops = sum(layer.flops for layer in layers if layer.role is ConvRole.STEM)  # real-valued input
-    # per image, summed over the layers (functools.reduce, not sum(), whose start of 0 would type the sum as an
+    layer_spikes = np.asarray(layer_spikes, dtype=np.float64)  # [B, L]; counts of at most 2^53 convert exactly
+    if layer_spikes.ndim != 2 or layer_spikes.shape[1] != len(spiking):
+        raise ValueError(
+            f"layer_spikes of shape {layer_spikes.shape}: expected [B, {len(spiking)}], one column per spiking conv"
+        )
+    counted = counted_layers(layers, mode)
+    # each counted spiking conv with its spikes [B]
+    recorded = [(layer, layer_spikes[:, i]) for i, layer in enumerate(spiking) if is_counted(layer.role, mode)]
+    if not recorded:
+        raise ValueError(f"no spiking conv of this head counts in {mode.value} mode")
+    flops = sum(layer.flops for layer in counted)
+    mac_flops = sum(layer.flops for layer in counted if layer.role is ConvRole.STEM)  # real-valued input
+    # [B]: per image, summed over the layers (functools.reduce, not sum(), whose start of 0 would type the sum as an
     # int too): SyOPs_l = fr_l * T * FLOPs_l = spikes_l / neurons_l * FLOPs_l
     syops = functools.reduce(operator.add, (spikes * layer.flops / layer.input_neurons for layer, spikes in recorded))
-    spikes = functools.reduce(operator.add, (spikes for _, spikes in recorded))
-    neuron_steps = time_steps * sum(layer.input_neurons for layer in spiking)
+    spikes = functools.reduce(operator.add, (spikes for _, spikes in recorded))  # [B]
+    neuron_steps = time_steps * sum(layer.input_neurons for layer, _ in recorded)
     out = []
     for b in range(syops.shape[0]):
         s = float(syops[b])
@@ -209,20 +172,3 @@ def estimate_energy(layers: Sequence[ConvActivity], time_steps: int, mode: Count
             )
         )
     return out
-
-
-def structural_flops(head: nn.Module, time_steps: int, image_size: int, mode: CountMode = CountMode.PAPER) -> int:
-    """FLOPs of a head's counted layers from its structure alone: a forward on the meta device.
-
-    ``head`` may be built on the meta device (``with torch.device("meta"): SplitHead(cfg)``), so
-    even a full-width backbone costs no memory and no arithmetic.
-    """
-    device = next(head.parameters()).device
-    was_training = head.training
-    head.eval()  # a real head in train mode would otherwise fold the dummy batch into its BN statistics
-    try:
-        with ActivityMonitor(head, time_steps, mode) as monitor, torch.no_grad():
-            head(torch.zeros(1, 3, image_size, image_size, device=device))
-    finally:
-        head.train(was_training)
-    return monitor.flops()

@@ -22,7 +22,8 @@ from torch import nn
 
 from .conv_autograd import ChannelsLastBackwardConv2d, FusedTrainingConv, trains_channels_last
 from .energy import ConvRole, declare_role
-from .neuron import LIF, LIFConfig, Stateful
+from .lif_config import LIFConfig
+from .neuron import LIF, Stateful
 from .td_batch_norm import TdBatchNorm
 
 

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from .backbones import ARCH_CHOICES, DEFAULT_ARCH, resolve_arch
-from .checkpoint import default_checkpoint
+from .checkpoint_metadata import default_checkpoint
 from .settings import DEFAULT_SPLIT_POINT
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,15 +36,9 @@ from torch import nn
 
 from .conv_autograd import FusedTrainingConv
 from .lif_autograd import lif_norm_train, lif_train, norm_trains_in_kernel, trains_in_kernel
+from .lif_config import LIFConfig
 from .lif_kernel import lif_pass, runs_in_kernel
 from .td_batch_norm import TdBatchNorm
-
-
-@dataclass(frozen=True)
-class LIFConfig:
-    tau: float = 0.25  # membrane decay per time step
-    v_th: float = 0.5  # firing threshold
-    surrogate_width: float = 1.0  # `a` in Eq. 6: width of the rectangular surrogate window
 
 
 class RectangularSpike(torch.autograd.Function):

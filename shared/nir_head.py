@@ -49,15 +49,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones.spiking_mobilenetv2 import InvertedResidualBlock
-from .backbones.spiking_resnet import SpikingBottleneckBlock
-from .checkpoint import (
-    CheckpointError,
-    CheckpointInfo,
-    checkpoint_info_from_metadata,
-    checkpoint_metadata,
-    load_checkpoint,
-)
+from .backbones.spiking_mobilenetv2_blocks import InvertedResidualBlock
+from .backbones.spiking_resnet_blocks import SpikingBottleneckBlock
+from .checkpoint import load_checkpoint
+from .checkpoint_metadata import CheckpointError, CheckpointInfo, checkpoint_info_from_metadata, checkpoint_metadata
 from .layers import ConvBN, ConvBNLIF, DirectEncodingStem
 from .neuron import LIF
 from .split_model import SplitHead

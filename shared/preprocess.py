@@ -1,4 +1,7 @@
-"""Image bytes -> the normalized tensor a model expects (used by ``sbn report`` and the device service).
+"""Image bytes -> the normalized array a model expects (used by ``sbn report`` and the device service).
+
+numpy and Pillow only, no torch: a device runtime without torch (onnxruntime) prepares uploads with it, and
+training frames its images with it too (``torch.from_numpy`` at its boundary).
 
 How an upload is brought to what the model was trained on is a property of the model, its
 config's ``input_style``:
@@ -41,19 +44,18 @@ model needs) raises its subclass ``ImageTooLarge``, judged from the header befor
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageMode, ImageOps
 
 from .errors import SpikeBottleNetError
 
 if TYPE_CHECKING:
-    from .split_model import ModelConfig
+    from .model_config import ModelConfig
 
 INPUT_STYLES = ("natural", "digits", "mnist")
 
@@ -83,8 +85,8 @@ class ImageTooLarge(ImageError):
     """An image whose decoded size is over the budget; the message names the budget."""
 
 
-def load_image(data: bytes, config: ModelConfig, max_decoded_bytes: int = MAX_DECODED_BYTES) -> torch.Tensor:
-    """Decode one image and prepare it in the model's input style: bytes -> normalized [3, H, W] float32.
+def load_image(data: bytes, config: ModelConfig, max_decoded_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
+    """Decode one image and prepare it in the model's input style: bytes -> normalized float32 [3, H, W].
 
     Raises ImageTooLarge for an image whose ``decoded_bytes`` are over ``max_decoded_bytes``, ImageError for
     anything else that cannot be read."""
@@ -92,38 +94,40 @@ def load_image(data: bytes, config: ModelConfig, max_decoded_bytes: int = MAX_DE
     if config.input_style in ("digits", "mnist"):
         img = decode_image(data, WORKING_SIZE, max_decoded_bytes)
         img.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)  # area average: thin strokes stay gray
-        gray = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255.0)  # [H, W]
-        pixels = frame_handwriting(gray[None], config.input_style, size)[0].float() / 255.0  # [3, size, size]
+        gray = np.asarray(img.convert("L"), dtype=np.float32) / 255  # [H, W]
+        pixels = frame_handwriting(gray[None], config.input_style, size)[0].astype(np.float32) / 255  # [3, size, size]
     else:
         img = decode_image(data, size, max_decoded_bytes)
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)  # [3, H, W]
-    mean = torch.tensor(config.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32).view(3, 1, 1)
-    return (pixels - mean) / std
+        pixels = np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1), dtype=np.float32) / 255  # [3, H, W]
+    return (pixels - _channels(config.mean)) / _channels(config.std)
 
 
-def frame_handwriting(gray: torch.Tensor, input_style: str, size: int) -> torch.Tensor:
-    """Grayscale images [N, H, W] in 0..1 -> uint8 RGB [N, 3, size, size] framed in ``input_style``.
+def frame_handwriting(gray: np.ndarray, input_style: str, size: int) -> np.ndarray:
+    """Grayscale images float32 [N, H, W] in 0..1 -> uint8 RGB [N, 3, size, size] framed in ``input_style``.
 
     The one path from a picture of a handwritten digit to a model input: uploads, training images
     and re-drawn training images all take it, so a model sees in service what it saw in training.
     """
     if len(gray) == 0:
-        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+        return np.empty((0, 3, size, size), dtype=np.uint8)
     if input_style == "digits":
-        return upscale_digits(torch.stack([frame_digit(ink_image(g)) for g in gray])[:, None], size)
+        return upscale_digits(np.stack([frame_digit(ink_image(g)) for g in gray])[:, None], size)
     if input_style == "mnist":
-        return pad_mnist(torch.stack([frame_mnist(drawn_ink(g)) for g in gray])[:, None], size)
+        return pad_mnist(np.stack([frame_mnist(drawn_ink(g)) for g in gray])[:, None], size)
     raise ValueError(f"input style {input_style!r} does not frame handwriting")
 
 
-def unnormalize(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """Normalized model inputs [N, 3, H, W] -> their pixels on the 0..1 scale (load_image's last step undone)."""
-    mean = torch.tensor(config.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, dtype=x.dtype).view(1, 3, 1, 1)
-    return x * std + mean
+def unnormalize(x: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Normalized model inputs float32 [N, 3, H, W] -> their pixels on the 0..1 scale (load_image's last step
+    undone)."""
+    return x * _channels(config.std) + _channels(config.mean)
+
+
+def _channels(values: tuple[float, ...]) -> np.ndarray:
+    """A per-channel mean or std -> float32 [3, 1, 1], to broadcast over [..., 3, H, W]."""
+    return np.array(values, dtype=np.float32).reshape(3, 1, 1)
 
 
 def decoded_bytes(img: Image.Image) -> int:
@@ -186,27 +190,45 @@ MAX_STROKE_FRACTION = 0.25
 BORDER_FRACTION = 0.05  # the border band whose median is the background
 
 
-def ink_image(gray: torch.Tensor) -> torch.Tensor:
-    """Grayscale [H, W] in 0..1 -> ink [H, W] in 0..1: background 0, ink 1, whichever the polarity.
+def ink_image(gray: np.ndarray) -> np.ndarray:
+    """Grayscale float32 [H, W] in 0..1 -> ink float32 [H, W] in 0..1: background 0, ink 1, whichever the polarity.
 
     All zeros when there is no ink: a flat image, or one whose brightest (darkest) 0.1 % is within
     MIN_INK_CONTRAST of the background.
     """
     h, w = gray.shape
     band = max(1, round(BORDER_FRACTION * min(h, w)))
-    border = torch.cat(
-        [gray[:band].flatten(), gray[-band:].flatten(), gray[:, :band].flatten(), gray[:, -band:].flatten()]
+    border = np.concatenate(
+        [gray[:band].ravel(), gray[-band:].ravel(), gray[:, :band].ravel(), gray[:, -band:].ravel()]
     )
-    background = border.median()
+    background = _lower_median(border)
     if background > 0.5:  # dark ink on a light background (paper, a drawing app): invert
-        gray, background = 1.0 - gray, 1.0 - background
-    peak = torch.quantile(gray.flatten(), INK_PEAK_QUANTILE)
+        gray, background = 1 - gray, 1 - background
+    peak = _quantile(gray.ravel(), INK_PEAK_QUANTILE)
     if peak - background < MIN_INK_CONTRAST:
-        return torch.zeros_like(gray)
-    return ((gray - background) / (peak - background)).clamp(0.0, 1.0)
+        return np.zeros_like(gray)
+    return np.clip((gray - background) / (peak - background), 0, 1)
 
 
-def drawn_ink(gray: torch.Tensor) -> torch.Tensor:
+def _lower_median(values: np.ndarray) -> np.float32:
+    """The lower of the two middle values of an even count (the sample itself, never a mean of two)."""
+    middle = (len(values) - 1) // 2
+    return np.partition(values, middle)[middle]
+
+
+def _quantile(values: np.ndarray, q: float) -> np.float32:
+    """The ``q`` quantile of float32 ``values`` [n], interpolated linearly between the two order statistics around
+    rank q * (n - 1), in float32 throughout."""
+    rank = np.float32(q) * np.float32(len(values) - 1)
+    below = int(rank)
+    above = min(below + 1, len(values) - 1)
+    ordered = np.partition(values, (below, above))
+    low, high, weight = ordered[below], ordered[above], rank - np.float32(below)
+    # the lerp from the nearer end: exact at both ends, and monotonic
+    return low + weight * (high - low) if weight < 0.5 else high - (high - low) * (1 - weight)
+
+
+def drawn_ink(gray: np.ndarray) -> np.ndarray:
     """``ink_image``, and all zeros too for ink shaded smoothly rather than drawn (a colour gradient, a
     vignette): ink whose ``shading_width`` is more than MAX_STROKE_FRACTION of the image's shorter side.
 
@@ -215,66 +237,130 @@ def drawn_ink(gray: torch.Tensor) -> torch.Tensor:
     """
     ink = ink_image(gray)
     if shading_width(ink) > MAX_STROKE_FRACTION * min(ink.shape):
-        return torch.zeros_like(ink)
+        return np.zeros_like(ink)
     return ink
 
 
-def shading_width(ink: torch.Tensor) -> float:
+def shading_width(ink: np.ndarray) -> float:
     """The mean width in pixels of what is inked in [H, W] (0..1): 2 * mass / total variation.
 
     stroke_width's 2 * area / perimeter, for gray ink: a stroke w px wide has mass L*w and variation
     2L across its edges. A smooth gradient over a whole image of side N has mass ~N^2/2 and
     variation ~N: about half the side, where a drawn digit's strokes are a few % of it.
     """
-    variation = float((ink[1:] - ink[:-1]).abs().sum() + (ink[:, 1:] - ink[:, :-1]).abs().sum())
+    variation = float(np.abs(np.diff(ink, axis=0)).sum() + np.abs(np.diff(ink, axis=1)).sum())
     return 2 * float(ink.sum()) / variation if variation else float("inf")
 
 
-def frame_digit(ink: torch.Tensor) -> torch.Tensor:
-    """Ink [H, W] in 0..1 -> the 8x8 training frame, ink in 0..1 in steps of 1/16.
+def frame_digit(ink: np.ndarray) -> np.ndarray:
+    """Ink float32 [H, W] in 0..1 -> the float32 8x8 training frame, ink in 0..1 in steps of 1/16.
 
     Crop to the bounding box of ink > INK_THRESHOLD, centre it in a square whose side is the box's
     longer side, resize that to a 32x32 bitmap, binarize, widen thin strokes, and count each 4x4
     block. An image with no ink gives an all-zero frame.
     """
-    rows = (ink > INK_THRESHOLD).any(dim=1).nonzero().flatten()
-    cols = (ink > INK_THRESHOLD).any(dim=0).nonzero().flatten()
+    # the scans were written with a broad pen (strokes 4.9 px wide in the 32 px bitmap, median); a
+    # ballpoint line, a canvas brush or a typeface is often 2-3 px there: bitmap widens thinner strokes
+    drawn = draw_bitmap(ink, DIGIT_BITMAP, MIN_STROKE_PX)
+    if drawn is None:
+        return np.zeros((DIGIT_GRID, DIGIT_GRID), dtype=np.float32)
+    return block_mean(drawn, DIGIT_BITMAP // DIGIT_GRID)  # [8, 8], multiples of 1/16
+
+
+def draw_bitmap(ink: np.ndarray, size: int, min_stroke_px: float) -> np.ndarray | None:
+    """Ink float32 [H, W] in 0..1 -> the digit drawn as a binary bitmap bool [size, size]; None: no ink.
+
+    Crop to the bounding box of ink > INK_THRESHOLD, centre it in a square whose side is the box's longer side,
+    resample that to ``size`` (area-averaged when shrinking), binarize, and widen strokes thinner than
+    ``min_stroke_px`` (stroke_width) to about that.
+    """
+    inked = ink > INK_THRESHOLD
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
     if len(rows) == 0:
-        return torch.zeros(DIGIT_GRID, DIGIT_GRID)
+        return None
     box = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # [h, w]
     h, w = box.shape
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
-    square = F.pad(box, (left, side - w - left, top, side - h - top))  # [side, side]
-    # area-averaged ink per bitmap pixel; a pen stroke thinner than a bitmap pixel (a 2 px line on a
-    # 200 px digit) averages below 0.5 everywhere, so the threshold follows the darkest pixel down
-    coverage = F.interpolate(
-        square[None, None],
-        size=(DIGIT_BITMAP, DIGIT_BITMAP),
-        mode="bilinear",
-        align_corners=False,
-        antialias=side > DIGIT_BITMAP,
-    )[0, 0]
-    bitmap = coverage > min(INK_THRESHOLD, INK_THRESHOLD * float(coverage.max()))
-    # the scans were written with a broad pen (strokes 4.9 px wide in the 32 px bitmap, median); a
-    # ballpoint line, a canvas brush or a typeface is often 2-3 px there: widen thinner strokes
-    width = stroke_width(bitmap)
-    if width < MIN_STROKE_PX:
-        grow = round((MIN_STROKE_PX - width) / 2)  # pixels added on each side of a stroke
-        bitmap = F.max_pool2d(bitmap.float()[None, None], 2 * grow + 1, 1, grow)[0, 0] > 0
-    block = DIGIT_BITMAP // DIGIT_GRID
-    return F.avg_pool2d(bitmap.float()[None, None], block)[0, 0]  # [8, 8], multiples of 1/16
+    square = np.pad(box, ((top, side - h - top), (left, side - w - left)))  # [side, side]
+    coverage = resample(square, size)  # [size, size]
+    # a pen stroke thinner than a bitmap pixel (a 2 px line on a 200 px digit) averages below 0.5
+    # everywhere, so the threshold follows the darkest pixel down
+    drawn = coverage > min(INK_THRESHOLD, INK_THRESHOLD * float(coverage.max()))
+    width = stroke_width(drawn)
+    if width < min_stroke_px:
+        drawn = dilate(drawn, round((min_stroke_px - width) / 2))  # pixels added on each side of a stroke
+    return drawn
 
 
-def stroke_width(bitmap: torch.Tensor) -> float:
-    """Mean stroke width in pixels of a binary image [H, W]: 2 * area / perimeter.
+def resample(images: np.ndarray, size: int) -> np.ndarray:
+    """Images float32 [..., H, W] -> [..., size, size], filtered by ``resize_taps``: each row, then each column."""
+    across = _resample_last_axis(images, size)  # [..., H, size]
+    return _resample_last_axis(across.swapaxes(-1, -2), size).swapaxes(-1, -2)
+
+
+def _resample_last_axis(images: np.ndarray, size: int) -> np.ndarray:
+    """[..., n] -> [..., size]: each output pixel its taps' weighted sum, added up tap by tap."""
+    index, weights = resize_taps(images.shape[-1], size)  # [size, taps] each
+    out = images[..., index[:, 0]] * weights[:, 0]
+    for tap in range(1, weights.shape[1]):
+        out += images[..., index[:, tap]] * weights[:, tap]
+    return out
+
+
+@functools.lru_cache(maxsize=1024)  # (box side, bitmap size) pairs: a few hundred at most
+def resize_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """How one axis is resampled from ``size_in`` to ``size_out`` pixels: output pixel i is the sum over t of
+    input pixel index[i, t] times weights[i, t] (index int [size_out, taps], weights float32 [size_out, taps]).
+
+    A triangle (tent) filter centred on each output pixel, reaching the neighbouring output pixels' centres when
+    shrinking (every input pixel counts: anti-aliased, as Pillow resizes) and the neighbouring input pixels'
+    centres when enlarging (plain bilinear interpolation, pixel centres aligned, the edge pixels repeated); each
+    output pixel's weights normalized to sum to 1. Taps past the input's edge, where an output pixel needs fewer
+    than its neighbours, weigh 0.
+    """
+    scale = size_in / size_out
+    radius = max(scale, 1.0)  # in input pixels
+    centres = (np.arange(size_out) + 0.5) * scale  # [size_out], on the input's axis
+    distance = np.abs(np.arange(size_in) + 0.5 - centres[:, None]) / radius  # [size_out, size_in]
+    dense = np.clip(1 - distance, 0, None)
+    dense /= dense.sum(axis=1, keepdims=True)
+    # the triangle's support is one run of input pixels: keep that band
+    covered = dense > 0
+    first = covered.argmax(axis=1)  # [size_out]
+    index = first[:, None] + np.arange(covered.sum(axis=1).max())  # [size_out, taps]
+    inside = index < size_in
+    index = np.minimum(index, size_in - 1)
+    weights = np.where(inside, np.take_along_axis(dense, index, axis=1), 0).astype(np.float32)
+    index.flags.writeable = weights.flags.writeable = False  # shared by every caller
+    return index, weights
+
+
+def dilate(drawn: np.ndarray, grow: int) -> np.ndarray:
+    """Binary bool [H, W] -> its dilation by a square of side 2 * grow + 1: every pixel within ``grow`` pixels (in
+    each axis) of ink becomes ink. Separable: rows, then columns."""
+    h, w = drawn.shape
+    padded = np.pad(drawn, grow)  # [H + 2 grow, W + 2 grow]
+    across = np.logical_or.reduce([padded[:, d : d + w] for d in range(2 * grow + 1)])  # [H + 2 grow, W]
+    return np.logical_or.reduce([across[d : d + h] for d in range(2 * grow + 1)])  # [H, W]
+
+
+def block_mean(drawn: np.ndarray, block: int) -> np.ndarray:
+    """Binary bool [H, W] -> float32 [H / block, W / block]: the share of ink in each block x block square."""
+    h, w = drawn.shape
+    counts = drawn.reshape(h // block, block, w // block, block).sum(axis=(1, 3), dtype=np.float32)
+    return counts / (block * block)
+
+
+def stroke_width(drawn: np.ndarray) -> float:
+    """Mean stroke width in pixels of a binary image bool [H, W]: 2 * area / perimeter.
 
     A stroke of length L and width w has area L*w and perimeter 2L + 2w (pixel edges between ink and
     background), so the ratio is w * L / (L + w): the width, for strokes much longer than wide.
     """
-    ink = F.pad(bitmap.float(), (1, 1, 1, 1))  # background all around
-    perimeter = float((ink[1:] != ink[:-1]).sum() + (ink[:, 1:] != ink[:, :-1]).sum())
-    return 2 * float(ink.sum()) / perimeter if perimeter else 0.0
+    ink = np.pad(drawn, 1)  # background all around
+    perimeter = np.count_nonzero(ink[1:] != ink[:-1]) + np.count_nonzero(ink[:, 1:] != ink[:, :-1])
+    return 2 * np.count_nonzero(ink) / perimeter if perimeter else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,43 +373,24 @@ MNIST_SUPERSAMPLE = 4  # the box is drawn as a 80x80 bitmap, then area-averaged 
 MNIST_MIN_STROKE_PX = 6.6  # in that 80 px bitmap: the 25th percentile of MNIST's training digits (median 7.8)
 
 
-def frame_mnist(ink: torch.Tensor) -> torch.Tensor:
-    """Ink [H, W] in 0..1 -> a 28x28 MNIST frame, ink in 0..1 in steps of 1/16.
+def frame_mnist(ink: np.ndarray) -> np.ndarray:
+    """Ink float32 [H, W] in 0..1 -> a float32 28x28 MNIST frame, ink in 0..1 in steps of 1/16.
 
     Crop to the bounding box of ink > INK_THRESHOLD, centre it in a square, draw that as an 80x80
     bitmap (binarized; strokes thinner than MNIST's widened), area-average it to 20x20 and put it
     where its centre of mass lands on the field's centre (the whole box kept inside the field).
     An image with no ink gives an all-zero frame.
     """
-    field = torch.zeros(MNIST_FIELD, MNIST_FIELD)
-    rows = (ink > INK_THRESHOLD).any(dim=1).nonzero().flatten()
-    cols = (ink > INK_THRESHOLD).any(dim=0).nonzero().flatten()
-    if len(rows) == 0:
+    field = np.zeros((MNIST_FIELD, MNIST_FIELD), dtype=np.float32)
+    drawn = draw_bitmap(ink, MNIST_BOX * MNIST_SUPERSAMPLE, MNIST_MIN_STROKE_PX)
+    if drawn is None:
         return field
-    box = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # [h, w]
-    h, w = box.shape
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    square = F.pad(box, (left, side - w - left, top, side - h - top))  # [side, side]
-    bitmap_size = MNIST_BOX * MNIST_SUPERSAMPLE
-    coverage = F.interpolate(
-        square[None, None],
-        size=(bitmap_size, bitmap_size),
-        mode="bilinear",
-        align_corners=False,
-        antialias=side > bitmap_size,
-    )[0, 0]
-    bitmap = coverage > min(INK_THRESHOLD, INK_THRESHOLD * float(coverage.max()))  # as frame_digit does
-    width = stroke_width(bitmap)
-    if width < MNIST_MIN_STROKE_PX:
-        grow = round((MNIST_MIN_STROKE_PX - width) / 2)
-        bitmap = F.max_pool2d(bitmap.float()[None, None], 2 * grow + 1, 1, grow)[0, 0] > 0
-    digit = F.avg_pool2d(bitmap.float()[None, None], MNIST_SUPERSAMPLE)[0, 0]  # [20, 20], multiples of 1/16
+    digit = block_mean(drawn, MNIST_SUPERSAMPLE)  # [20, 20], multiples of 1/16
     # centre of mass -> the field's centre, in whole pixels, the box inside the field
     mass = digit.sum()
     centre = (MNIST_FIELD - 1) / 2
-    grid = torch.arange(MNIST_BOX, dtype=torch.float32)
-    row_com, col_com = float((digit.sum(1) * grid).sum() / mass), float((digit.sum(0) * grid).sum() / mass)
+    grid = np.arange(MNIST_BOX)
+    row_com, col_com = float(digit.sum(1) @ grid / mass), float(digit.sum(0) @ grid / mass)
     room = MNIST_FIELD - MNIST_BOX
     y0 = min(room, max(0, round(centre - row_com)))
     x0 = min(room, max(0, round(centre - col_com)))
@@ -331,22 +398,29 @@ def frame_mnist(ink: torch.Tensor) -> torch.Tensor:
     return field
 
 
-def pad_mnist(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """MNIST frames [N, 1, 28, 28] of ink in 0..1 -> uint8 RGB [N, 3, size, size]: zero border, gray on R, G, B."""
+def pad_mnist(frames: np.ndarray, size: int) -> np.ndarray:
+    """MNIST frames float32 [N, 1, 28, 28] of ink in 0..1 -> uint8 RGB [N, 3, size, size]: zero border, gray on
+    R, G, B."""
     pad = size - MNIST_FIELD
     if pad < 0:
         raise ValueError(f"an MNIST frame needs an image of at least {MNIST_FIELD} px, not {size}")
-    padded = F.pad(frames, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-    return (padded.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    padded = np.pad(frames, ((0, 0), (0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2)))
+    return _rgb_bytes(padded)
 
 
-def upscale_digits(grid: torch.Tensor, size: int) -> torch.Tensor:
-    """Frames [N, 1, 8, 8] of ink in 0..1 -> uint8 RGB [N, 3, size, size]: how every training image was made.
+def upscale_digits(grid: np.ndarray, size: int) -> np.ndarray:
+    """Frames float32 [N, 1, 8, 8] of ink in 0..1 -> uint8 RGB [N, 3, size, size]: how every training image was
+    made.
 
     Bilinear upscaling keeps strokes smooth; the same image on all three channels makes it RGB.
     """
-    big = F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
-    return (big.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return _rgb_bytes(resample(grid, size))
+
+
+def _rgb_bytes(gray: np.ndarray) -> np.ndarray:
+    """float32 [N, 1, H, W] in 0..1 -> uint8 [N, 3, H, W], the same gray on R, G and B (rounded half to even)."""
+    levels = np.rint(np.clip(gray, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(levels, 3, axis=1)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -18,15 +18,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_origin
 
-import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from .backbones import ARCH_CHOICES, BACKBONES, DEFAULT_ARCH, backbone_config, resolve_arch
 from .batching import BatchPolicy
-from .checkpoint import default_checkpoint, embedded_models
-from .errors import ConfigError
+from .checkpoint_metadata import default_checkpoint, embedded_models
 
 log = logging.getLogger("sbn")
 
@@ -68,7 +66,8 @@ class ModelSettings(BaseSettings):
     # NoDecode: the environment gives a plain, comma-separated string, not a JSON list
     checkpoint: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="checkpoint (.safetensors) to serve; several: repeat the flag, or separate "
+        description="checkpoint (.safetensors; the device's onnx runtime: a head exported as .onnx) to serve; "
+        "several: repeat the flag, or separate "
         "paths with commas; the first is the default model. Default: the "
         "embedded demo model for arch and split point (a checkpoint carries its "
         "own)",
@@ -157,43 +156,6 @@ class ModelSettings(BaseSettings):
             return given
         known = {path.resolve() for path in given}
         return [*given, *(info.path for info in embedded_models() if info.path.resolve() not in known)]
-
-
-def configure_torch_threads(threads: int) -> None:
-    """Size torch's thread pools; call once at process start, before any model is loaded.
-
-    torch's default is one intra-op thread per core in every process, so an edge and a device on
-    one small machine would each try to use all cores and slow each other down. The inter-op pool
-    can only be sized before its first use, hence "once, at start".
-    """
-    torch.set_num_threads(threads)
-    if torch.get_num_interop_threads() == threads:
-        return
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError:  # a second call in one process (a command run in-process, as tests do): sized already
-        log.warning(
-            "torch's inter-op pool is already in use with %d threads; it stays so", torch.get_num_interop_threads()
-        )
-
-
-def inference_device(name: str) -> torch.device:
-    """The torch device a serving process runs its model on (``cpu``, ``cuda``, ``cuda:N``); ConfigError in one line
-    where this machine has no such device."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # not a device torch knows at all
-        device = None
-    if device is not None and device.type == "cpu":
-        return device
-    if device is None or device.type != "cuda":
-        raise ConfigError(f"device {name!r}: a model is served on cpu or cuda[:N]")
-    if not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise ConfigError(f"device {name!r}, but torch {torch.__version__} ({build}) sees no CUDA GPU here; use cpu")
-    if (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
-    return device
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -29,13 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from .preprocess import INK_THRESHOLD, unnormalize
 
 if TYPE_CHECKING:
-    from .split_model import ModelConfig
+    from .model_config import ModelConfig
 
 SCORE = "max_softmax"
 FLAG_FRACTION = 0.02  # at most this share of the calibration split's images may be flagged (5 % before MNIST)
@@ -81,16 +80,23 @@ class Calibration:
         )
 
 
-def max_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """[N, K] logits -> [N] maximum softmax probability."""
-    return logits.float().softmax(dim=-1).amax(dim=-1)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Logits [..., K] -> float32 probabilities [..., K] (shifted by their maximum first: no overflow)."""
+    logits = logits.astype(np.float32)
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def max_softmax(logits: np.ndarray) -> np.ndarray:
+    """Logits [..., K] -> float32 [...] maximum softmax probability."""
+    return softmax(logits).max(axis=-1)
 
 
 def calibrate(
-    scores: torch.Tensor,
+    scores: np.ndarray,
     flag_fraction: float = FLAG_FRACTION,
-    train_ink: torch.Tensor | None = None,
-    train_stroke_depth: torch.Tensor | None = None,
+    train_ink: np.ndarray | None = None,
+    train_stroke_depth: np.ndarray | None = None,
 ) -> Calibration:
     """The highest threshold that flags at most ``flag_fraction`` of ``scores`` ([N] MSPs of the calibration
     images), the most ink among ``train_ink`` ([M] ``ink`` of the training images) and the deepest stroke among
@@ -99,7 +105,7 @@ def calibrate(
     With the scores sorted, flagging "score < s_(m)" flags at most m images (fewer on ties), so
     m = floor(fraction * N) and the threshold is the m-th smallest score (0-based).
     """
-    scores = scores.float().sort().values
+    scores = np.sort(scores.astype(np.float32))
     m = int(flag_fraction * len(scores))
     threshold = float(scores[m])
     max_ink = None if train_ink is None else float(train_ink.max())
@@ -108,33 +114,31 @@ def calibrate(
     return Calibration(threshold, flagged, len(scores), max_ink=max_ink, max_stroke_depth=max_depth)
 
 
-def is_blank(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] model inputs -> [N] bool: each channel one flat value (a flat colour, whatever each
+def is_blank(x: np.ndarray) -> np.ndarray:
+    """[N, C, H, W] model inputs -> bool [N]: each channel one flat value (a flat colour, whatever each
     channel's normalization makes of it)."""
-    flat = x.flatten(2)  # [N, C, H*W]
-    return (flat.amax(dim=2) == flat.amin(dim=2)).all(dim=1)
+    flat = x.reshape(*x.shape[:2], -1)  # [N, C, H*W]
+    return (flat.max(axis=2) == flat.min(axis=2)).all(axis=1)
 
 
-def ink(pixels: torch.Tensor) -> torch.Tensor:
+def ink(pixels: np.ndarray) -> np.ndarray:
     """[N, C, H, W] model inputs on the 0..1 scale (normalization undone) -> [N] mean brightness:
     for a digits model, white ink on black, the share of the frame that is ink."""
-    return pixels.flatten(1).mean(dim=1)
+    return pixels.reshape(len(pixels), -1).mean(axis=1)
 
 
-def stroke_depth(pixels: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] model inputs on the 0..1 scale -> [N] how many 4-neighbour erosions the ink of channel 0
+def stroke_depth(pixels: np.ndarray) -> np.ndarray:
+    """[N, C, H, W] model inputs on the 0..1 scale -> int64 [N] how many 4-neighbour erosions the ink of channel 0
     (> INK_THRESHOLD) survives: the largest city-block distance from an ink pixel to the background, about half
     the width of the thickest stroke, the radius of a filled disk."""
-    remaining = (pixels[:, :1] > INK_THRESHOLD).float()  # [N, 1, H, W]
-    depth = torch.zeros(len(pixels), dtype=torch.long)
+    remaining = pixels[:, 0] > INK_THRESHOLD  # [N, H, W]
+    depth = np.zeros(len(pixels), dtype=np.int64)
     while remaining.any():
-        depth += remaining.flatten(1).amax(dim=1).long()
+        depth += remaining.any(axis=(1, 2))
         # erosion by the 4-neighbour cross: a pixel stays ink if it and its row and column neighbours are ink;
         # outside the image is background
-        padded = F.pad(remaining, (1, 1, 1, 1))  # [N, 1, H + 2, W + 2]
-        vertical = -F.max_pool2d(-padded[..., 1:-1], (3, 1), 1)
-        horizontal = -F.max_pool2d(-padded[..., 1:-1, :], (1, 3), 1)
-        remaining = torch.minimum(vertical, horizontal)
+        padded = np.pad(remaining, ((0, 0), (1, 1), (1, 1)))  # [N, H + 2, W + 2]
+        remaining = remaining & padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
     return depth
 
 
@@ -147,8 +151,8 @@ class InputTraits:
     stroke_depth: int  # (stroke_depth)
 
     @classmethod
-    def of(cls, x: torch.Tensor, config: ModelConfig) -> list[InputTraits]:
-        """Normalized model inputs [N, C, H, W] -> each one's traits."""
+    def of(cls, x: np.ndarray, config: ModelConfig) -> list[InputTraits]:
+        """Normalized model inputs float32 [N, C, H, W] -> each one's traits."""
         pixels = unnormalize(x, config)
         return [
             cls(*traits)

@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from spikebottlenet.shared.backbones import DEFAULT_ARCH, backbone_config
-from spikebottlenet.shared.checkpoint import default_checkpoint, save_checkpoint
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.checkpoint import save_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
 CALIBRATION_IMAGES = 4
 # the narrow widths the tests use: about 100k parameters each, so a forward takes milliseconds

@@ -32,7 +32,7 @@ from spikebottlenet.device.settings import DeviceSettings
 from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.preprocess import load_image
 from spikebottlenet.shared.processes import free_port, spawn, stop, wait_for_http
-from spikebottlenet.shared.settings import configure_torch_threads
+from spikebottlenet.shared.torch_runtime import configure_torch_threads
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
 
@@ -134,7 +134,7 @@ def monolithic_logits(checkpoint: Path, image: bytes) -> torch.Tensor:
     """The reference: the whole model's forward, ``model(x)``, in this process; [num_classes]."""
     loaded = load_checkpoint(checkpoint, "full")
     with torch.inference_mode():
-        return loaded.model(load_image(image, loaded.config).unsqueeze(0))[0]
+        return loaded.model(torch.from_numpy(load_image(image, loaded.config)).unsqueeze(0))[0]
 
 
 def scraped(url: str, name: str, **labels: str) -> float:

@@ -17,7 +17,7 @@ import pytest
 
 from spikebottlenet.sbn import predict
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR
+from spikebottlenet.shared.checkpoint_metadata import DEFAULT_MODEL_DIR
 from tests.test_layering import modules
 
 BASE = "SpikeBottleNetError"
@@ -88,7 +88,7 @@ def test_the_one_base_is_found_as_an_ancestor_of_a_user_error() -> None:
     # the ancestor search itself, on classes whose lineage is known: EdgeTimeout -> EdgeError -> SpikeBottleNetError
     exceptions = exception_classes()
     assert {"EdgeError", BASE, "Exception"} <= exceptions["spikebottlenet.device.edge_client.EdgeTimeout"]
-    assert {BASE, "ValueError"} <= exceptions["spikebottlenet.shared.checkpoint.CheckpointError"]
+    assert {BASE, "ValueError"} <= exceptions["spikebottlenet.shared.checkpoint_metadata.CheckpointError"]
     assert BASE not in exceptions["spikebottlenet.edge.micro_batcher.WorkerStopped"]
 
 

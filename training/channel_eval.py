@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikebottlenet.shared.channel import parse_channel, receive
-from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
+from spikebottlenet.shared.channel import parse_channel
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
 from spikebottlenet.shared.fec import protect, recover
 from spikebottlenet.shared.model_arguments import add_model_arguments, chosen_checkpoint
+from spikebottlenet.shared.spike_tensors import receive
 from spikebottlenet.shared.split_model import SpikeBottleNet
 
 from .datasets import load_dataset

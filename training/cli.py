@@ -23,7 +23,7 @@ import torch
 
 from spikebottlenet.shared.backbones import ARCH_CHOICES, DEFAULT_ARCH, BackboneConfig, resolve_arch
 from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, WireTraining, read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import DEFAULT_MODEL_DIR, WireTraining, read_checkpoint_info
 from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.settings import SPLIT_POINT_RANGES
 

@@ -245,13 +245,13 @@ def load_digits(input_style: str = "digits") -> Dataset:
     except ImportError:
         raise DatasetError("the digits dataset needs scikit-learn: pip install 'spikebottlenet[train]'") from None
     digits = sklearn_digits()
-    gray = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16  # [1797, 1, 8, 8], ink in [0, 1]
+    gray = digits.images.astype(np.float32)[:, None] / 16  # [1797, 1, 8, 8], ink in [0, 1]
     if input_style == "digits":
         # exactly what the device makes of an upload of the scan
-        scans = upscale_digits(gray, IMAGE_SIZE)[:, 0].float() / 255  # [1797, 32, 32]
-        images = frame_handwriting(scans, input_style, IMAGE_SIZE)  # uint8 [1797, 3, 32, 32]
+        scans = upscale_digits(gray, IMAGE_SIZE)[:, 0].astype(np.float32) / 255  # [1797, 32, 32]
+        images = torch.from_numpy(frame_handwriting(scans, input_style, IMAGE_SIZE))  # uint8 [1797, 3, 32, 32]
     elif input_style == "natural":
-        images = upscale_digits(gray, IMAGE_SIZE)
+        images = torch.from_numpy(upscale_digits(gray, IMAGE_SIZE))
     else:
         raise DatasetError(f"unknown input style {input_style!r} for the digits")
     labels = torch.tensor(digits.target, dtype=torch.int64)
@@ -326,9 +326,9 @@ def frame_mnist_split(pixels: np.ndarray, labels: np.ndarray) -> ImageSet:
     The pixels are first made what a PNG of the digit holds (8-bit gray, 0..255), so that a training
     image and an upload of the same digit take the same path from the same bytes.
     """
-    gray = torch.from_numpy(np.rint(pixels * 256).clip(0, 255).astype(np.uint8)).view(-1, 28, 28)
-    images = frame_handwriting(gray.float() / 255, "mnist", IMAGE_SIZE)  # uint8 [N, 3, 32, 32]
-    return ImageSet(images, torch.from_numpy(labels.astype(np.int64)))
+    gray = np.rint(pixels * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    framed = frame_handwriting(gray.astype(np.float32) / 255, "mnist", IMAGE_SIZE)  # uint8 [N, 3, 32, 32]
+    return ImageSet(torch.from_numpy(framed), torch.from_numpy(labels.astype(np.int64)))
 
 
 def load_mnist(subset: tuple[int, int] | None = None) -> Dataset:

@@ -4,18 +4,15 @@ They are written to runs/demo under the current directory; only ``--install`` wr
 package's shared/models, replacing the shipped ones.
 
 For each backbone a narrow model (all blocks, a small width multiplier) is pre-trained once on the
-scikit-learn digits, then fine-tuned with the paper's bottleneck (shared/bottleneck.py: C' for the
-paper's compression at this width, the paper's stride and T) at each shipped split point: an early
-one, the services' default (split point 8), and the last one at the paper's 256x-class compression.
-The data are the digits as the device prepares uploads (input style "digits", shared/preprocess.py),
-half of each training batch re-drawn (training/digit_augment.py); each split checkpoint is then
-calibrated for "uncertain" (shared/uncertainty.py) and given its entropy-codec model
-(training/entropy_fit.py). Everything is seeded (two runs on one machine
-gave identical training curves and accuracies; other CPUs round differently).
-
-The shipped MobileNet checkpoints predate input styles: they were trained on the plain upscaled
-scans and say input_style "natural". Re-running the MobileNet plan with this version makes
-digits-style ones (hours on two CPU cores; see the README).
+dataset (MNIST for the shipped models, the scikit-learn digits for the smoke tests), then fine-tuned
+with the paper's bottleneck (shared/bottleneck.py: C' for the paper's compression at this width, the
+paper's stride and T) at each shipped split point: an early one, the services' default (split point
+8), and the last one at the paper's 256x-class compression. The data are the images as the device
+prepares uploads (input styles "mnist" and "digits", shared/preprocess.py), half of each training
+batch re-drawn (training/digit_augment.py); each split checkpoint is then calibrated for "uncertain"
+(shared/uncertainty.py) and given its entropy-codec model (training/entropy_fit.py). Everything is
+seeded (two runs on one machine gave identical training curves and accuracies; other CPUs round
+differently).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
-from spikebottlenet.shared.checkpoint import BACKBONE_DIR, read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import BACKBONE_DIR, read_checkpoint_info
 
 from .datasets import load_dataset
 from .entropy_fit import fit_codec

@@ -126,7 +126,7 @@ def _redraw(
     uint8 [B, 3, size, size]."""
     pen = _stroke_width(_warp(ink, generator), generator, thin)
     gray = _contrast_and_polarity(_blur(pen, generator), generator)
-    return frame_handwriting(gray[:, 0], input_style, size)
+    return torch.from_numpy(frame_handwriting(gray[:, 0].numpy(), input_style, size))
 
 
 # matplotlib's bundled typefaces other than DejaVu (the held-out set's), whose digits are lining figures

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikebottlenet.shared.checkpoint import CheckpointError, EntropyCodecFigures, load_checkpoint, save_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint, save_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError, EntropyCodecFigures
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.entropy_codec import (
     SpikeContextModel,

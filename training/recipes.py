@@ -15,21 +15,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
+from spikebottlenet.shared.backbones import backbone_config
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.shared.bottleneck import SplitPreset
-from spikebottlenet.shared.checkpoint import (
-    CheckpointError,
-    LoadedModel,
-    TrainingRecord,
-    WireTraining,
-    load_checkpoint,
-    save_checkpoint,
-    update_info,
-)
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.checkpoint import LoadedModel, load_checkpoint, save_checkpoint, update_info
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError, TrainingRecord, WireTraining
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SpikeBottleNet
 from spikebottlenet.shared.uncertainty import Calibration, calibrate, ink, max_softmax, stroke_depth
 
 from .datasets import Dataset
@@ -256,20 +252,21 @@ def validation_drop(backbone: TrainingRecord, validation_accuracy: float) -> flo
 
 
 @torch.no_grad()
-def validation_scores(model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int = 256) -> torch.Tensor:
+def validation_scores(model: nn.Module, data: Dataset, runtime: Runtime, batch_size: int = 256) -> np.ndarray:
     """[N] maximum softmax probability of ``model`` on each validation image (shared/uncertainty.py)."""
     model.eval().to(runtime.device)
     scores = []
     for images in data.validation.images.split(batch_size):
         with runtime.autocast():
-            scores.append(max_softmax(model(data.normalize(images.to(runtime.device)))).cpu())
-    return torch.cat(scores)
+            logits = model(data.normalize(images.to(runtime.device)))
+        scores.append(max_softmax(logits.float().cpu().numpy()))
+    return np.concatenate(scores)
 
 
 INK_PASSES = 4  # seeded re-drawings of the training split whose ink the calibration's max_ink covers
 
 
-def train_ink(data: Dataset) -> torch.Tensor | None:
+def train_ink(data: Dataset) -> np.ndarray | None:
     """[M] ink of the training images as a digits model saw them (scans and seeded re-drawings);
     None for a natural-style dataset, where "more ink than in training" means nothing."""
     if data.input_style not in ("digits", "mnist"):
@@ -278,15 +275,15 @@ def train_ink(data: Dataset) -> torch.Tensor | None:
     passes = [data.train.images] + [
         data.augment(data.train.images, data.train.labels, generator) for _ in range(INK_PASSES)
     ]
-    return torch.cat([ink(images.float() / 255) for images in passes])
+    return np.concatenate([ink((images.float() / 255).numpy()) for images in passes])
 
 
-def train_stroke_depth(data: Dataset) -> torch.Tensor | None:
+def train_stroke_depth(data: Dataset) -> np.ndarray | None:
     """[M] stroke depth of an MNIST model's training digits, as written: not the re-drawings, whose boldest
     zeros are filled disks (shared/uncertainty.py); None for the other input styles."""
     if data.input_style != "mnist":
         return None
-    return stroke_depth(data.train.images.float() / 255)
+    return stroke_depth((data.train.images[:, :1].float() / 255).numpy())  # it reads channel 0 only
 
 
 def calibration_of(model: nn.Module, data: Dataset, runtime: Runtime) -> Calibration:

@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from spikebottlenet.shared.activity_monitor import ActivityMonitor
 from spikebottlenet.shared.backbones import BackboneConfig
 from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
-from spikebottlenet.shared.checkpoint import read_checkpoint_info
-from spikebottlenet.shared.energy import ActivityMonitor, CountMode, EnergyEstimate
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
+from spikebottlenet.shared.energy import CountMode, EnergyEstimate
 from spikebottlenet.shared.split_model import SplitHead
 
 from .datasets import Dataset

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from spikebottlenet.shared.checkpoint import WireTraining
+from spikebottlenet.shared.checkpoint_metadata import WireTraining
 from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.split_model import SpikeBottleNet
 

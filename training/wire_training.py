@@ -22,7 +22,7 @@ from types import TracebackType
 import torch
 from torch import nn
 
-from spikebottlenet.shared.checkpoint import WireTraining
+from spikebottlenet.shared.checkpoint_metadata import WireTraining
 
 
 class WireHook:

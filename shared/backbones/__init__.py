@@ -2,7 +2,7 @@
 
     config = backbone_config("mobilenetv2", width_multiplier=0.25, num_classes=10)
     config.split_points()       # (SplitPoint(1, "IRB1", 16, 32, 32), ...)
-    SpikingBackbone(config, time_steps=4)
+    SpikingBackbone(config, time_steps=4)    # spiking_backbone.py: the torch model
 
 Each backbone lives in its own module and registers its config class here; nothing outside that
 module knows how many blocks it has or what they are called.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from .base import BackboneConfig, BlockSequence, SpikingBackbone, SplitPoint
+from .base import BackboneConfig, SplitPoint
 from .spiking_mobilenetv2 import SpikingMobileNetV2Config
 from .spiking_resnet import SpikingResNetConfig
 
@@ -48,8 +48,6 @@ __all__ = [
     "BACKBONES",
     "DEFAULT_ARCH",
     "BackboneConfig",
-    "BlockSequence",
-    "SpikingBackbone",
     "SpikingMobileNetV2Config",
     "SpikingResNetConfig",
     "SplitPoint",

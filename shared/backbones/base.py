@@ -1,4 +1,4 @@
-"""What every spiking backbone provides, and the one model that runs any of them whole.
+"""What every spiking backbone provides: its config, split points and builders.
 
 A backbone is described by its config (a frozen dataclass, stored in every checkpoint). Like timm's
 ``feature_info``, the config lists the backbone's split points: the outputs of its blocks, in order,
@@ -11,7 +11,10 @@ each a binary spike tensor [T, B, C, H, W]. The config also builds the backbone'
 and knows the paper's bottleneck for each split point (``bottleneck_preset``). Everything else
 (the split model's head and tail, the energy report, training, the services) asks the config and
 never counts blocks itself: head = stem + blocks[:k] + encoder, tail = decoder + blocks[k:] +
-classifier, sliced by ``BlockSequence`` from the same description.
+classifier, sliced by ``BlockSequence`` (spiking_backbone.py) from the same description.
+
+This module does not import torch: a process without it (the ONNX device) reads checkpoint configs and
+their geometry; only the builders import the torch modules, when called.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
-
 from ..errors import ConfigError
-from ..neuron import LIFConfig
+from ..lif_config import LIFConfig
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ..bottleneck import SplitPreset
 
 
@@ -127,41 +129,3 @@ class BackboneConfig(ABC):
         fields = {k: tuples(v) for k, v in d.items()}
         fields.setdefault("channel_divisor", 1)  # stored before the field: channels rounded to the nearest count
         return cls(**{**fields, "lif": LIFConfig(**d["lif"])})
-
-
-class BlockSequence(nn.ModuleDict):
-    """Blocks ``first`` .. ``last`` (1-based, inclusive) of a backbone, keyed by split point ("rb8").
-
-    The one block loop: the whole backbone, the device head and the edge tail all run their blocks
-    through it, and share parameter names because the keys come from the split points.
-    """
-
-    def __init__(self, config: BackboneConfig, first: int, last: int) -> None:
-        super().__init__({point.key: config.block(point.index) for point in config.split_points()[first - 1 : last]})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # spikes [T, B, C, H, W] -> spikes of the last block [T, B, C', H', W']
-        for block in self.values():
-            x = block(x)
-        return x
-
-
-class SpikingBackbone(nn.Module):
-    """A whole backbone without a bottleneck (pre-training, step 1 of the paper's training)."""
-
-    def __init__(self, config: BackboneConfig, time_steps: int) -> None:
-        super().__init__()
-        self.config, self.time_steps = config, time_steps
-        self.stem = config.stem()
-        self.blocks = BlockSequence(config, 1, len(config.split_points()))
-        self.classifier = config.classifier()
-
-    def forward_features(self, image: torch.Tensor) -> torch.Tensor:
-        # image [B, 3, H, W] -> spikes of the last block [T, B, C, H, W]
-        return self.blocks(self.stem(image, self.time_steps))
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)  # [B, num_classes]
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(image))

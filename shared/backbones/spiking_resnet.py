@@ -15,16 +15,14 @@ Every block ends in a LIF after the residual add, so each block output is binary
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..bottleneck import BottleneckConfig, SplitPreset, bit_compression, preset_for_compression
-from ..energy import ConvRole
 from ..errors import ConfigError
-from ..layers import RESIDUAL_ALPHA, RESIDUAL_BN_INIT, ConvBN, ConvBNLIF, DirectEncodingStem, SpikeRateClassifier
-from ..neuron import LIF, LIFConfig
 from .base import BackboneConfig, SplitPoint
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # The paper's Table 1 (SpikeBottleNet row, full-width Spike ResNet50, CIFAR-100), RB1 .. RB16: the
 # bytes per image its sweep selected, and their T. Only RB16 halves H and W (stride 2).
@@ -74,14 +72,23 @@ class SpikingResNetConfig(BackboneConfig):
             for i, s in enumerate(self.block_specs(), start=1)
         )
 
+    # The builders import the torch modules when called: the config itself (geometry, split points,
+    # presets) is read by processes without torch, such as the ONNX device
+
     def stem(self) -> nn.Module:
+        from ..layers import DirectEncodingStem
+
         return DirectEncodingStem(self.scaled(64), self.lif)
 
     def block(self, index: int) -> nn.Module:
+        from .spiking_resnet_blocks import SpikingBottleneckBlock
+
         self.split_point(index)  # range check with a readable error
         return SpikingBottleneckBlock(self.block_specs()[index - 1], self.lif)
 
     def classifier(self) -> nn.Module:
+        from ..layers import SpikeRateClassifier
+
         return SpikeRateClassifier(self.split_points()[-1].channels, self.num_classes)
 
     def bottlenetpp_bytes(self, index: int) -> int | None:
@@ -107,35 +114,3 @@ class SpikingResNetConfig(BackboneConfig):
             )
         compression = bit_compression(full, BottleneckConfig(index, channels, stride))
         return preset_for_compression(point, compression, stride, t)
-
-
-class SpikingBottleneckBlock(nn.Module):
-    """1x1 -> 3x3 (stride) -> 1x1, each conv -> tdBN, LIF after the first two and after the add."""
-
-    def __init__(self, spec: BlockSpec, lif: LIFConfig) -> None:
-        super().__init__()
-        self.conv1 = ConvBNLIF(spec.in_channels, spec.width, 1, 1, lif, role=ConvRole.BLOCK)
-        self.conv2 = ConvBNLIF(spec.width, spec.width, 3, spec.stride, lif, role=ConvRole.BLOCK)
-        self.conv3 = ConvBN(spec.width, spec.out_channels, 1, 1, lif, role=ConvRole.BLOCK, alpha=RESIDUAL_ALPHA)
-        needs_projection = spec.stride != 1 or spec.in_channels != spec.out_channels
-        # down-sampling shortcut: 1x1 conv -> tdBN on the input spikes; otherwise identity
-        self.shortcut = (
-            ConvBN(
-                spec.in_channels, spec.out_channels, 1, spec.stride, lif, role=ConvRole.SHORTCUT, alpha=RESIDUAL_ALPHA
-            )
-            if needs_projection
-            else nn.Identity()
-        )
-        self.lif = LIF(lif, inplace=True)  # its input is conv3's output, read by nothing else
-        nn.init.constant_(self.residual_bn.weight, RESIDUAL_BN_INIT)  # start near the shortcut (layers.py)
-
-    @property
-    def residual_bn(self) -> nn.BatchNorm2d:
-        """The residual branch's last tdBN, whose scale starts small (``RESIDUAL_BN_INIT``)."""
-        return self.conv3.bn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: spikes [T, B, C_in, H, W] -> spikes [T, B, C_out, H/stride, W/stride]
-        # LIF(conv3's tdBN(conv3(...)) + shortcut(x)): the LIF applies the tdBN and the add, in one pass in inference
-        residual = self.conv3.conv(self.conv2(self.conv1(x)))
-        return self.lif(residual, self.conv3.bn, shortcut=self.shortcut(x))

@@ -25,8 +25,8 @@ from spikebottlenet.device.http_server import WRITE_GRACE_S, DeviceServer
 from spikebottlenet.device.pipeline import SplitPipeline
 from spikebottlenet.device.web import DOCS_ASSETS_DIR, DOCS_ASSETS_URL
 from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.processes import free_port
-from spikebottlenet.shared.split_model import ModelConfig
 from tests.stack import device_client, upload
 
 UPLOAD_LIMIT = 64 * 1024

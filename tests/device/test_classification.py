@@ -22,7 +22,7 @@ from spikebottlenet.device.classification import (
 )
 from spikebottlenet.device.head_runner import HeadRunner, ImageSpikes
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import CheckpointInfo, TrainingRecord
+from spikebottlenet.shared.checkpoint_metadata import CheckpointInfo, TrainingRecord
 from spikebottlenet.shared.codec import raw_length
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
@@ -30,7 +30,7 @@ LATENCY = Latency(device=1.0, total=2.0)
 
 
 def classification_of(
-    logits: torch.Tensor,
+    logits: np.ndarray,
     output: ImageSpikes,
     checkpoint: CheckpointInfo,
     include_logits: bool = False,
@@ -52,9 +52,9 @@ def output(head: HeadRunner) -> ImageSpikes:
 
 
 def test_prediction_and_top5_follow_the_softmax(head: HeadRunner, output: ImageSpikes) -> None:
-    logits = torch.tensor([0.1, 3.0, 1.0, -1.0, 2.0, 0.5, 0.0, -0.2, -0.3, -0.4])
+    logits = np.array([0.1, 3.0, 1.0, -1.0, 2.0, 0.5, 0.0, -0.2, -0.3, -0.4], dtype=np.float32)
     result = classification_of(logits, output, head.checkpoint)
-    probabilities = logits.softmax(0)
+    probabilities = torch.from_numpy(logits).softmax(0)  # torch: a reference independent of the module's numpy
     assert (result.class_index, result.label) == (1, "class 1")
     assert result.probability == pytest.approx(float(probabilities[1]))
     assert [c.label for c in result.top5] == ["class 1", "class 4", "class 2", "class 5", "class 0"]
@@ -66,7 +66,7 @@ def test_prediction_and_top5_follow_the_softmax(head: HeadRunner, output: ImageS
 
 
 def test_byte_counts_and_compression_ratio(head: HeadRunner, output: ImageSpikes) -> None:
-    result = classification_of(torch.zeros(10), output, head.checkpoint)
+    result = classification_of(np.zeros(10, np.float32), output, head.checkpoint)
     # By hand: RB8 is the first block of the Spike ResNet50's third stage (stages of 3, 4, 6, 3 blocks), 1024
     # channels at full width, so 1024 / 16 = 64 at the tests' width 1/16, at 8 x 8 for a 32 x 32 image (the second
     # and third stages halve it). Table 1 at RB8: 16x and T = 4, stride 1, so C' = 64 / 16 = 4 channels.
@@ -95,7 +95,7 @@ def test_a_frames_bytes_are_shared_evenly_among_its_images() -> None:
 
 
 def test_energy_is_the_heads_estimate(head: HeadRunner, output: ImageSpikes) -> None:
-    energy = classification_of(torch.zeros(10), output, head.checkpoint).energy
+    energy = classification_of(np.zeros(10, np.float32), output, head.checkpoint).energy
     assert energy.device_45nm_mj == output.energy.device_45nm_mj > 0
     assert energy.syops == output.energy.syops > 0
     assert 0 < energy.firing_rate < 1
@@ -109,12 +109,12 @@ def test_the_model_note_warns_only_about_untrained_weights(
     checkpoint: CheckpointInfo = dataclasses.replace(
         head.checkpoint, info=TrainingRecord(trained=trained), info_verified=True
     )
-    model = classification_of(torch.zeros(10), output, checkpoint).model
+    model = classification_of(np.zeros(10, np.float32), output, checkpoint).model
     assert (model.fingerprint, model.trained, model.note) == (checkpoint.fingerprint, trained, note)
 
 
 def test_unverified_info_is_untrained_and_never_confident(head: HeadRunner, output: ImageSpikes) -> None:
-    confident = torch.tensor([50.0] + [0.0] * 9)  # softmax ~1 for class 0: above any calibrated threshold
+    confident = np.array([50.0] + [0.0] * 9, dtype=np.float32)  # softmax ~1 for class 0: above any calibrated threshold
     checkpoint = dataclasses.replace(head.checkpoint, info=TrainingRecord(trained=True), info_verified=False)
     result = classification_of(confident, output, checkpoint)
     assert (result.model.trained, result.model.note) == (False, UNVERIFIED_NOTE)
@@ -122,35 +122,35 @@ def test_unverified_info_is_untrained_and_never_confident(head: HeadRunner, outp
 
 
 def test_the_feature_and_image_sizes_beside_the_payload(head: HeadRunner, output: ImageSpikes) -> None:
-    result = classification_of(torch.zeros(10), output, head.checkpoint)
+    result = classification_of(np.zeros(10, np.float32), output, head.checkpoint)
     block = head.checkpoint.config.backbone.block_specs()[7]  # RB8's output, what an ANN split would send
     assert result.float32_feature_bytes == block.out_channels * block.out_size**2 * 4
     assert result.image_bytes == len(synthetic_png()) == output.image_bytes
 
 
 def test_spikes_only_when_asked_unpack_to_the_transmitted_tensor(head: HeadRunner, output: ImageSpikes) -> None:
-    assert classification_of(torch.zeros(10), output, head.checkpoint).spikes is None
-    result = classification_of(torch.zeros(10), output, head.checkpoint, include_spikes=True)
+    assert classification_of(np.zeros(10, np.float32), output, head.checkpoint).spikes is None
+    result = classification_of(np.zeros(10, np.float32), output, head.checkpoint, include_spikes=True)
     assert result.spikes is not None and result.spikes.shape == result.spike_shape
     packed = np.frombuffer(base64.b64decode(result.spikes.bits, validate=True), dtype=np.uint8)
     assert len(packed) == raw_length(tuple(result.spike_shape))
     n = math.prod(result.spike_shape)
     bits = np.unpackbits(packed)
     assert not bits[n:].any()  # zero padding
-    spikes = torch.from_numpy(bits[:n].reshape(result.spike_shape).astype(np.float32))
-    assert torch.equal(spikes, output.spikes[:, 0].float()) and spikes.any()
+    spikes = bits[:n].reshape(result.spike_shape).astype(bool)
+    assert np.array_equal(spikes, output.spikes[:, 0]) and spikes.any()
 
 
 def test_a_blank_input_is_answered_without_a_label_and_says_so(head: HeadRunner) -> None:
     blank = head.run(png_of(np.full((40, 40, 3), (200, 30, 90), np.uint8)))  # one flat colour
-    result = classification_of(torch.tensor([9.0] + [0.0] * 9), blank, head.checkpoint)
+    result = classification_of(np.array([9.0] + [0.0] * 9, np.float32), blank, head.checkpoint)
     assert blank.traits.blank and result.blank and result.uncertain
     assert (result.label, result.class_index, result.probability, result.top5) == (None, None, None, [])
     # the answers leave out fields that do not apply, but not these: a client reads label: null
     body = result.model_dump(exclude_none=True)
     assert body["blank"] is True and {"label", "class_index", "probability"} <= body.keys()
     assert body["label"] is None
-    drawn = classification_of(torch.tensor([9.0] + [0.0] * 9), head.run(synthetic_png()), head.checkpoint)
+    drawn = classification_of(np.array([9.0] + [0.0] * 9, np.float32), head.run(synthetic_png()), head.checkpoint)
     assert not drawn.blank and drawn.label == "class 0"
     # the schema in /docs and /openapi.json is still the model's fields
     schema = type(result).model_json_schema(mode="serialization")

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import grpc
+import numpy as np
 import pytest
 
 from spikebottlenet.device.deadline import Deadline
@@ -88,6 +89,7 @@ def test_the_logits_come_back_shaped_batch_by_class() -> None:
 
     reply = run(right)
     assert reply.logits.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]  # [B = 2, classes = 3], row by row
+    assert reply.logits.dtype == np.float32
     assert (reply.edge_ms, reply.edge_batch_images, reply.served_by) == (1.5, 2, "edge-1")
     assert reply.round_trip_ms > 0
 

@@ -19,11 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikebottlenet.edge.tail_runner import TailRunner
-from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
-from spikebottlenet.shared.codec import unpack_bits
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.processes import free_port
-from spikebottlenet.shared.settings import inference_device
+from spikebottlenet.shared.spike_tensors import unpack_bits
+from spikebottlenet.shared.torch_runtime import inference_device
 from spikebottlenet.training.datasets import load_dataset
 from tests.conftest import normalized_images
 

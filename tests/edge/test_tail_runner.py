@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,7 @@ def test_a_frame_from_the_head_gives_the_monolithic_logits(
 def test_a_batch_of_two_runs_each_image_as_alone(runner: TailRunner, checkpoint: Path) -> None:
     head = HeadRunner.load(checkpoint)
     outputs = [head.run(synthetic_png(seed)) for seed in (1, 2)]
-    spikes = torch.cat([o.spikes for o in outputs], dim=1)  # [T, 2, C', H', W']
+    spikes = np.concatenate([o.spikes for o in outputs], axis=1)  # [T, 2, C', H', W']
     _, payload = encode(spikes, "sparse")
     frame = altered(outputs[0].frame, shape=list(spikes.shape), codec=pb.CODEC_SPARSE, payload=payload)
     logits = runner.run(frame).logits

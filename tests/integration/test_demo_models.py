@@ -22,7 +22,8 @@ from PIL import Image
 
 from spikebottlenet.sbn.predict import MonolithicClassifier
 from spikebottlenet.shared.backbones import resolve_arch
-from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.processes import free_port, stop, wait_for_http
 from tests.stack import upload
 

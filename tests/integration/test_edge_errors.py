@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.edge.settings import EdgeSettings
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
 from spikebottlenet.shared.rpc.wire import SERVICE_NAME
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc

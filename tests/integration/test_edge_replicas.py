@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from tests.stack import EdgeProcess, device_client, scraped, start_edge, upload
 

@@ -15,7 +15,8 @@ from spikebottlenet.device.app import create_app
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.device.settings import DeviceSettings
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.processes import stop_all, wait_for_edge
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import altered, device_client, monolithic_logits, start_edge, upload
@@ -94,7 +95,7 @@ def test_a_frame_with_one_damaged_chunk_runs_with_that_chunk_silent(edge_address
         reply = stub.Infer(altered(frame, payload=bytes(damaged)), timeout=30)
         assert (reply.damage.chunks, reply.damage.erased_chunks) == (4, 1)
         # the same logits as the tail run here on the head's spikes with the last chunk's channels, 6 and 7, silenced
-        silenced = output.spikes.clone()
+        silenced = torch.from_numpy(output.spikes.copy())
         silenced[:, :, 6:8] = 0
         tail = load_checkpoint(RB8, "tail").model
         with torch.inference_mode():

@@ -12,7 +12,7 @@ import torch
 
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
 from spikebottlenet.shared.codec import encode
 from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
 

@@ -23,7 +23,7 @@ pytest.importorskip("ray.serve", reason="needs the [ray] extra (pip install '.[r
 from bench.replica_bench import serve_replica_pids, wait_for_replicas  # noqa: E402
 from spikebottlenet.device.head_runner import HeadRunner  # noqa: E402
 from spikebottlenet.sbn.bench import synthetic_png  # noqa: E402
-from spikebottlenet.shared.checkpoint import default_checkpoint, read_checkpoint_info  # noqa: E402
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint, read_checkpoint_info
 from spikebottlenet.shared.ports import port_in_use  # noqa: E402
 from spikebottlenet.shared.processes import spawn, stop, wait_for_edge  # noqa: E402
 from spikebottlenet.v1 import split_inference_pb2 as pb  # noqa: E402

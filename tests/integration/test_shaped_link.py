@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import default_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
 from tests.stack import device_client, upload
 

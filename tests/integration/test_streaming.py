@@ -17,7 +17,8 @@ from PIL import Image
 
 from spikebottlenet.device.head_runner import HeadRunner
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import default_checkpoint, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import default_checkpoint
 from spikebottlenet.shared.codec import raw_length
 from spikebottlenet.shared.preprocess import load_image
 from spikebottlenet.shared.processes import free_port, stop_all, wait_for_edge
@@ -58,7 +59,7 @@ def running_logits(image: bytes, steps: int) -> torch.Tensor:
     this process (multi-step), then its tail on the first ``steps`` steps as a frame of their own."""
     loaded = load_checkpoint(RB8, "full")
     with torch.inference_mode():
-        spikes = loaded.model.head(load_image(image, loaded.config).unsqueeze(0))
+        spikes = loaded.model.head(torch.from_numpy(load_image(image, loaded.config)).unsqueeze(0))
         return loaded.model.tail(spikes[:steps])[0]
 
 

@@ -13,11 +13,11 @@ from PIL import Image
 from bench.drawn_digits import draw_strokes
 from spikebottlenet.sbn.predict import MonolithicClassifier
 from spikebottlenet.shared.backbones import DEFAULT_ARCH
-from spikebottlenet.shared.checkpoint import (
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import (
     CheckpointInfo,
     default_checkpoint,
     embedded_models,
-    load_checkpoint,
     read_checkpoint_info,
 )
 from spikebottlenet.shared.processes import stop, wait_for_edge

@@ -13,7 +13,7 @@ import pytest
 
 from bench.drawn_digits import MissingFonts, make_set
 from bench.upload_accuracy import measure
-from spikebottlenet.shared.checkpoint import CheckpointInfo, embedded_models
+from spikebottlenet.shared.checkpoint_metadata import CheckpointInfo, embedded_models
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,10 @@ GOAL = 95.0  # % correct
 # shortfall is listed with its measured figure; the test fails if a model falls more than 5 points
 # below that figure, and also if it meets the goal (then take it off this list).
 MEASURED = {
-    # the digits-era MobileNets, not retrained for uploads (natural input style: plain resize); chance level
-    "spiking_mobilenetv2/IRB3": 16.33,
-    "spiking_mobilenetv2/IRB8": 11.0,
-    "spiking_mobilenetv2/IRB17": 10.67,
+    # the MNIST MobileNets, fine-tuned from a backbone at 88.9 % (4 pre-training epochs): 77-81 % on MNIST's test split
+    "spiking_mobilenetv2/IRB3": 59.67,
+    "spiking_mobilenetv2/IRB8": 74.67,
+    "spiking_mobilenetv2/IRB17": 72.83,
 }
 REGRESSION_MARGIN = 5.0
 

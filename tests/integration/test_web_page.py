@@ -77,7 +77,7 @@ def test_spikes_true_returns_the_transmitted_binary_tensor(client: httpx.Client,
     assert list(spikes.shape) == body["spike_shape"] == body["spikes"]["shape"]
     assert set(np.unique(spikes)) <= {0, 1} and spikes.any()
     reference = HeadRunner.load(checkpoint).run(image).spikes[:, 0]  # [T, C', H', W'], in this process
-    np.testing.assert_array_equal(spikes, reference.numpy().astype(np.uint8))
+    np.testing.assert_array_equal(spikes, reference.astype(np.uint8))
     assert body["image_bytes"] == len(image)
     assert "spikes" not in client.post("/classify", files=upload(image)).json()  # opt-in only
 

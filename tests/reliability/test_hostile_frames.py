@@ -27,8 +27,9 @@ from spikebottlenet.edge import tail_runner
 from spikebottlenet.edge.settings import EdgeSettings
 from spikebottlenet.edge.tail_runner import FingerprintMismatch, FrameError, TailRunner
 from spikebottlenet.sbn.bench import synthetic_png
-from spikebottlenet.shared.checkpoint import read_checkpoint_info
-from spikebottlenet.shared.codec import ReceivedFrame, encode, raw_length
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
+from spikebottlenet.shared.codec import encode, raw_length
+from spikebottlenet.shared.spike_tensors import ReceivedFrame
 from spikebottlenet.v1 import split_inference_pb2 as pb
 from spikebottlenet.v1 import split_inference_pb2_grpc as pb_grpc
 from tests.stack import EdgeProcess, monolithic_logits

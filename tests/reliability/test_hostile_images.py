@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from spikebottlenet.sbn.bench import synthetic_png
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import ImageError, load_image
-from spikebottlenet.shared.split_model import ModelConfig
 from tests.shared.test_preprocess import encoded, png_claiming, png_rgb16
 from tests.stack import EdgeProcess, device_client, monolithic_logits, upload
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, default_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import DEFAULT_MODEL_DIR, default_checkpoint, read_checkpoint_info
 from tests.conftest import exported_demo_head
 
 pytestmark = pytest.mark.slow  # the ONNX export traces the head: about 40 s

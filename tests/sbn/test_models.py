@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import DEFAULT_MODEL_DIR, read_checkpoint_info
 from tests.shared.test_checkpoint import stored_metadata
 
 
@@ -51,6 +51,6 @@ def test_sbn_models_marks_accuracies_edited_after_saving_as_unverified(
         metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
     edited = {**json.loads(metadata["info"]), "test_accuracy": 99.99}  # info_digest left as it was
     save_file(tensors, str(tmp_path / "mnist_rb8.safetensors"), metadata={**metadata, "info": json.dumps(edited)})
-    monkeypatch.setattr("spikebottlenet.shared.checkpoint.DEFAULT_MODEL_DIR", tmp_path)
+    monkeypatch.setattr("spikebottlenet.shared.checkpoint_metadata.DEFAULT_MODEL_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "99.99 (unverified)" in capsys.readouterr().out

@@ -210,7 +210,7 @@ def test_a_checkpoint_with_images_reports_its_measured_activity(
     inputs: list[torch.Tensor] = []  # [T*B, C, H, W] per block conv, in the order they ran
     block_convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d) and m.energy_role == "block"]
     handles = [conv.register_forward_hook(lambda conv, x, y: inputs.append(x[0])) for conv in block_convs]
-    batch = torch.stack([load_image(p.read_bytes(), head.config) for p in images])  # [3, 3, 32, 32]
+    batch = torch.from_numpy(np.stack([load_image(p.read_bytes(), head.config) for p in images]))  # [3, 3, 32, 32]
     with torch.no_grad():
         head(batch)
     for handle in handles:

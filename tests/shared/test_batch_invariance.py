@@ -12,10 +12,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import DEFAULT_MODEL_DIR
 from spikebottlenet.shared.layers import SpikeRateClassifier
 
-MODELS = ["mnist_rb3", "mnist_rb8", "mnist_rb16", "digits_irb8"]
+MODELS = ["mnist_rb3", "mnist_rb8", "mnist_rb16", "mnist_irb8"]
 BATCH = 40
 
 

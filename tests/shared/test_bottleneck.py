@@ -9,9 +9,10 @@ import torch
 
 from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
 from spikebottlenet.shared.backbones.spiking_resnet import BOTTLENETPP_BYTES, PAPER_TRANSMITTED_BYTES
-from spikebottlenet.shared.bottleneck import BottleneckConfig, SpikeDecoder, SpikeEncoder
-from spikebottlenet.shared.neuron import LIFConfig
-from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.shared.bottleneck import BottleneckConfig
+from spikebottlenet.shared.lif_config import LIFConfig
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SpikeDecoder, SpikeEncoder
 
 RESNET, MOBILENET = SpikingResNetConfig(), SpikingMobileNetV2Config()
 

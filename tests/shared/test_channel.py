@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from spikebottlenet.shared.channel import BinarySymmetric, ByteErasure, GilbertElliott, parse_channel, receive
+from spikebottlenet.shared.channel import BinarySymmetric, ByteErasure, GilbertElliott, parse_channel
 from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.entropy_codec import SpikeContextModel, transition_counts
+from spikebottlenet.shared.spike_tensors import receive
 
 PAYLOAD = bytes(20_000)  # 160,000 bits of zeros: every 1 afterwards is a flip
 

@@ -15,18 +15,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
-from spikebottlenet.shared.checkpoint import (
+from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
+from spikebottlenet.shared.checkpoint import load_checkpoint, save_checkpoint, update_info
+from spikebottlenet.shared.checkpoint_metadata import (
     BACKBONE_DIR,
     DEFAULT_MODEL_DIR,
     CheckpointError,
     TrainingRecord,
-    load_checkpoint,
     read_checkpoint_info,
-    save_checkpoint,
-    update_info,
 )
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, SplitHead, SplitTail
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SpikeBottleNet, SplitHead, SplitTail
 from spikebottlenet.shared.uncertainty import Calibration
 from tests.conftest import calibrated_model
 

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
+from spikebottlenet.shared.codec import Codec, SpikeCodecError, encode, raw_length
+from spikebottlenet.shared.spike_tensors import decode
 
 PAPER_FRAME = (4, 1, 16, 32, 32)  # RB1: T, B, C', H', W', the largest frame of the paper preset
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from spikebottlenet.shared.activity_monitor import ActivityMonitor, structural_flops
 from spikebottlenet.shared.backbones import SpikingResNetConfig
-from spikebottlenet.shared.energy import (
-    ActivityMonitor,
-    ConvRole,
-    CountMode,
-    EnergyEstimate,
-    declare_role,
-    structural_flops,
-)
+from spikebottlenet.shared.energy import ConvRole, CountMode, EnergyEstimate, declare_role, estimate_energy
 from spikebottlenet.shared.layers import TimeFolded
-from spikebottlenet.shared.split_model import ModelConfig, SplitHead
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SplitHead
 from tests.conftest import calibrated_model
 
 T, B = 2, 2
@@ -181,6 +177,12 @@ def test_complete_mode_adds_stem_shortcut_and_encoder(tiny_head: TinyHead) -> No
     assert first.device_45nm_mj == pytest.approx((130 * 0.9 + STEM_FLOPS * 4.6) * PJ)
     assert first.device_rolls_mj == pytest.approx((130 * 0.077 + STEM_FLOPS * 4.6) * PJ)
     assert first.ann_baseline_45nm_mj == pytest.approx(1796 * 4.6 * PJ)
+
+
+def test_counts_need_a_column_per_spiking_conv(tiny_head: TinyHead) -> None:
+    layers = run(tiny_head, CountMode.COMPLETE).layers  # three spiking convs after the stem
+    with pytest.raises(ValueError, match=r"expected \[B, 3\], one column per spiking conv"):
+        estimate_energy(layers, np.zeros((B, 2)), T, CountMode.COMPLETE)
 
 
 def test_hooks_are_removed_on_exit(tiny_head: TinyHead) -> None:

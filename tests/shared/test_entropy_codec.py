@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikebottlenet.shared.codec import Codec, SpikeCodecError, decode, encode, raw_length
+from spikebottlenet.shared.codec import Codec, SpikeCodecError, encode, raw_length
 from spikebottlenet.shared.entropy_codec import (
     CONTEXTS,
     EntropyCodecError,
@@ -21,6 +21,7 @@ from spikebottlenet.shared.entropy_codec import (
     own_step_counts,
     transition_counts,
 )
+from spikebottlenet.shared.spike_tensors import decode
 
 START, STAY, WAKE = 0.3, 0.7, 0.1  # P(fire) at t = 0, after firing, after silence
 

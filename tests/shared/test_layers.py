@@ -16,7 +16,8 @@ from torch import nn
 
 from spikebottlenet.shared.energy import ConvRole
 from spikebottlenet.shared.layers import RESIDUAL_ALPHA, ConvBNLIF, DirectEncodingStem, TimeFolded
-from spikebottlenet.shared.neuron import LIF, LIFConfig, use_fused_inference
+from spikebottlenet.shared.lif_config import LIFConfig
+from spikebottlenet.shared.neuron import LIF, use_fused_inference
 from spikebottlenet.shared.td_batch_norm import TdBatchNorm, batch_norm_rounds_once
 
 T, B, C, H, W = 4, 3, 5, 6, 6

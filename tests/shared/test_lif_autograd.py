@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
-from spikebottlenet.shared.backbones import SpikingBackbone, backbone_config
+from spikebottlenet.shared.backbones import backbone_config
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.shared.lif_autograd import (
     LIFFunction,
     LIFNormFunction,
@@ -23,7 +24,8 @@ from spikebottlenet.shared.lif_autograd import (
     norm_trains_in_kernel,
     trains_in_kernel,
 )
-from spikebottlenet.shared.neuron import LIF, LIFConfig, StepState, stepping, use_fused_training
+from spikebottlenet.shared.lif_config import LIFConfig
+from spikebottlenet.shared.neuron import LIF, StepState, stepping, use_fused_training
 from spikebottlenet.shared.td_batch_norm import TdBatchNorm
 
 CONFIGS = [LIFConfig(), LIFConfig(tau=0.3, v_th=0.7, surrogate_width=0.4)]

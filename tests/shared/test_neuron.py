@@ -12,7 +12,8 @@ from hypothesis.extra.numpy import arrays
 from torch import nn
 
 from spikebottlenet.shared import neuron
-from spikebottlenet.shared.neuron import LIF, LIFConfig, SurrogateSpike, use_fused_inference
+from spikebottlenet.shared.lif_config import LIFConfig
+from spikebottlenet.shared.neuron import LIF, SurrogateSpike, use_fused_inference
 
 
 def reference_lif(current: torch.Tensor, tau: float, v_th: float) -> torch.Tensor:

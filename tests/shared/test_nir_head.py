@@ -31,8 +31,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from snntorch.import_nir import import_from_nir
 
-from spikebottlenet.shared.checkpoint import CheckpointError, load_checkpoint
-from spikebottlenet.shared.neuron import LIF, LIFConfig
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError
+from spikebottlenet.shared.lif_config import LIFConfig
+from spikebottlenet.shared.neuron import LIF
 from spikebottlenet.shared.nir_head import INPUT, OUTPUT, NirLIFParameters, read_nir_head, without_groups
 from spikebottlenet.training.datasets import load_dataset
 from tests.conftest import exported_demo_head, normalized_images

@@ -19,12 +19,10 @@ import torch
 from onnx import TensorProto, helper
 from safetensors import safe_open
 
-from spikebottlenet.shared.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    read_checkpoint_info,
-)
-from spikebottlenet.shared.energy import ActivityMonitor, ConvRole, CountMode
+from spikebottlenet.shared.activity_monitor import ActivityMonitor
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import CheckpointError, read_checkpoint_info
+from spikebottlenet.shared.energy import ConvRole, CountMode
 from spikebottlenet.shared.onnx_head import INPUT, read_exported_head
 from spikebottlenet.training.datasets import load_dataset
 from tests.conftest import exported_demo_head, normalized_images

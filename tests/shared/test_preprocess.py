@@ -8,17 +8,16 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from spikebottlenet.shared import preprocess
 from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import ImageError, ImageTooLarge, load_image
-from spikebottlenet.shared.split_model import ModelConfig
 
 CONFIG = ModelConfig()  # 32x32, CIFAR-100 mean and std
-MEAN = torch.tensor(CONFIG.mean).view(3, 1, 1)
-STD = torch.tensor(CONFIG.std).view(3, 1, 1)
+MEAN = np.array(CONFIG.mean, dtype=np.float32).reshape(3, 1, 1)
+STD = np.array(CONFIG.std, dtype=np.float32).reshape(3, 1, 1)
 
 
 def encoded(img: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -27,16 +26,16 @@ def encoded(img: Image.Image, fmt: str = "PNG", **params) -> bytes:
     return buffer.getvalue()
 
 
-def normalized(rgb: np.ndarray) -> torch.Tensor:
+def normalized(rgb: np.ndarray) -> np.ndarray:
     """The expected model input for 8-bit RGB pixels [H, W, 3]."""
-    return (torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1) - MEAN) / STD
+    return (rgb.astype(np.float32).transpose(2, 0, 1) / 255 - MEAN) / STD
 
 
 def test_an_rgb_png_of_the_model_size_is_normalized_exactly() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     x = load_image(encoded(Image.fromarray(rgb)), CONFIG)
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
-    assert torch.allclose(x, normalized(rgb), atol=1e-6)
+    assert x.shape == (3, 32, 32) and x.dtype == np.float32
+    assert np.allclose(x, normalized(rgb), atol=1e-6)
 
 
 def test_other_sizes_are_resized_to_the_configured_image_size() -> None:
@@ -45,10 +44,10 @@ def test_other_sizes_are_resized_to_the_configured_image_size() -> None:
     x = load_image(encoded(img, "JPEG", quality=95), config)
     assert x.shape == (3, 16, 16)
     # a flat colour stays (nearly) flat through JPEG and resizing
-    assert torch.allclose(x, normalized(np.full((16, 16, 3), (200, 10, 30))), atol=0.1)
+    assert np.allclose(x, normalized(np.full((16, 16, 3), (200, 10, 30))), atol=0.1)
 
 
-def flat(value: tuple[int, int, int]) -> torch.Tensor:
+def flat(value: tuple[int, int, int]) -> np.ndarray:
     return normalized(np.full((32, 32, 3), value, dtype=np.uint8))
 
 
@@ -68,29 +67,29 @@ def flat(value: tuple[int, int, int]) -> torch.Tensor:
 )
 def test_colour_modes_become_rgb(img: Image.Image, expected: tuple[int, int, int]) -> None:
     fmt = "TIFF" if img.mode == "CMYK" else "PNG"
-    assert torch.allclose(load_image(encoded(img, fmt), CONFIG), flat(expected), atol=1e-6)
+    assert np.allclose(load_image(encoded(img, fmt), CONFIG), flat(expected), atol=1e-6)
 
 
 def test_a_palette_image_with_a_transparent_index_uses_the_background() -> None:
     img = Image.new("P", (32, 32), 1)
     img.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
-    assert torch.allclose(load_image(encoded(img, "PNG"), CONFIG), flat((10, 20, 30)), atol=1e-6)
-    assert torch.allclose(load_image(encoded(img, "PNG", transparency=1), CONFIG), flat((255, 255, 255)), atol=1e-6)
-    assert torch.allclose(load_image(encoded(img, "GIF", transparency=1), CONFIG), flat((255, 255, 255)), atol=1e-6)
+    assert np.allclose(load_image(encoded(img, "PNG"), CONFIG), flat((10, 20, 30)), atol=1e-6)
+    assert np.allclose(load_image(encoded(img, "PNG", transparency=1), CONFIG), flat((255, 255, 255)), atol=1e-6)
+    assert np.allclose(load_image(encoded(img, "GIF", transparency=1), CONFIG), flat((255, 255, 255)), atol=1e-6)
 
 
 def test_a_cmyk_jpeg_becomes_rgb() -> None:
     img = Image.new("CMYK", (32, 32), (0, 255, 255, 0))  # red
-    assert torch.allclose(load_image(encoded(img, "JPEG", quality=95), CONFIG), flat((255, 0, 0)), atol=0.05)
+    assert np.allclose(load_image(encoded(img, "JPEG", quality=95), CONFIG), flat((255, 0, 0)), atol=0.05)
 
 
 def test_a_16_bit_rgb_png_keeps_the_high_byte_of_each_channel() -> None:
-    assert torch.allclose(load_image(png_rgb16((0xFFFF, 0x8000, 0x1234)), CONFIG), flat((255, 128, 18)), atol=1e-6)
+    assert np.allclose(load_image(png_rgb16((0xFFFF, 0x8000, 0x1234)), CONFIG), flat((255, 128, 18)), atol=1e-6)
 
 
 def test_a_multi_frame_gif_gives_its_first_frame() -> None:
     red, green, blue = (Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
-    assert torch.allclose(
+    assert np.allclose(
         load_image(encoded(red, "GIF", save_all=True, append_images=[green, blue]), CONFIG),
         flat((255, 0, 0)),
         atol=1e-6,
@@ -104,7 +103,7 @@ def test_the_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 3  # Orientation: rotated 180 degrees
     x = load_image(encoded(Image.fromarray(rgb), "PNG", exif=exif), CONFIG)
-    assert torch.allclose(x, normalized(rgb[::-1, ::-1].copy()), atol=1e-6)
+    assert np.allclose(x, normalized(rgb[::-1, ::-1]), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +210,7 @@ def test_high_depth_gray_scales_to_8_bits_rounding_to_nearest(mode: str) -> None
     values = np.array([[0, 128, 129, 257 * 100 + 128, 257 * 100 + 129, 65535]], dtype=np.int32)
     x = load_image(encoded(Image.fromarray(values.astype(np.uint16)).convert(mode), "TIFF"), CONFIG)
     expected = np.round(values / 257).clip(0, 255).astype(np.uint8)  # [1, 6]
-    assert torch.allclose(x, load_image(encoded(Image.fromarray(expected, "L")), CONFIG), atol=1e-6)
+    assert np.allclose(x, load_image(encoded(Image.fromarray(expected, "L")), CONFIG), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,10 +219,10 @@ def test_high_depth_gray_scales_to_8_bits_rounding_to_nearest(mode: str) -> None
 DIGITS = ModelConfig(mean=(0.3, 0.3, 0.3), std=(0.35, 0.35, 0.35), input_style="digits")
 
 
-def digit_frame_of(img: Image.Image) -> torch.Tensor:
+def digit_frame_of(img: Image.Image) -> np.ndarray:
     """The model input's pixels (one channel, 0..1) for an upload, the normalization undone."""
     x = load_image(encoded(img), DIGITS)  # [3, 32, 32]
-    assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])  # gray on R, G and B
+    assert np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])  # gray on R, G and B
     return x[0] * 0.35 + 0.3
 
 
@@ -233,24 +232,24 @@ def canvas_with_rect(size: int, box: tuple[int, int, int, int], ink: int = 255, 
     return img
 
 
-def expected_input(frame: torch.Tensor) -> torch.Tensor:
+def expected_input(frame: np.ndarray) -> np.ndarray:
     """Model input pixels (0..1, one channel) for an 8x8 frame, by the training recipe."""
-    return preprocess.upscale_digits(frame[None, None], 32)[0, 0].float() / 255
+    return preprocess.upscale_digits(frame[None, None], 32)[0, 0].astype(np.float32) / 255
 
 
 def test_a_bar_is_cropped_centred_squared_and_counted_in_4x4_blocks() -> None:
     # a 10 x 40 bar: its box becomes a 40 x 40 square with the bar in columns 15..24, resized to 32:
     # columns 12..19 of the bitmap, i.e. exactly blocks 3 and 4 of every row
-    frame = torch.zeros(8, 8)
+    frame = np.zeros((8, 8), dtype=np.float32)
     frame[:, 3:5] = 1.0
     pixels = digit_frame_of(canvas_with_rect(100, (30, 20, 40, 60)))
-    assert torch.allclose(pixels, expected_input(frame), atol=1 / 255 + 1e-6)
+    assert np.allclose(pixels, expected_input(frame), atol=1 / 255 + 1e-6)
 
 
 def test_dark_ink_on_light_paper_is_inverted() -> None:
     light_on_dark = digit_frame_of(canvas_with_rect(100, (30, 20, 40, 60), ink=230, background=20))
     dark_on_light = digit_frame_of(canvas_with_rect(100, (30, 20, 40, 60), ink=20, background=230))
-    assert torch.equal(light_on_dark, dark_on_light)
+    assert np.array_equal(light_on_dark, dark_on_light)
 
 
 def test_an_off_centre_smaller_digit_gives_the_same_frame() -> None:
@@ -263,7 +262,7 @@ def test_an_off_centre_smaller_digit_gives_the_same_frame() -> None:
 
     centred = digit_frame_of(seven(80, (25, 15), 1.0))
     corner = digit_frame_of(seven(300, (5, 8), 2.0))  # twice as large, in the top-left corner
-    assert (centred - corner).abs().mean() < 0.05  # same frame up to a few pixels of resampling
+    assert np.abs(centred - corner).mean() < 0.05  # same frame up to a few pixels of resampling
 
 
 @pytest.mark.parametrize("width", [2, 6, 14])
@@ -272,7 +271,7 @@ def test_stroke_thickness_survives_as_ink_not_as_size(width: int) -> None:
     img = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(img).line([(100, 20), (100, 180)], fill=0, width=width)
     pixels = digit_frame_of(img)
-    rows_with_ink = (pixels > 0.1).any(dim=1)
+    rows_with_ink = (pixels > 0.1).any(axis=1)
     assert rows_with_ink[2:30].all()  # top to bottom, whatever the width (which sets only the ink level)
 
 
@@ -291,17 +290,17 @@ def test_stroke_thickness_survives_as_ink_not_as_size(width: int) -> None:
 )
 def test_an_image_without_ink_becomes_a_blank_frame(img: Image.Image) -> None:
     pixels = digit_frame_of(img)
-    assert torch.equal(pixels, torch.zeros(32, 32))
+    assert np.array_equal(pixels, np.zeros((32, 32)))
 
 
 def test_natural_models_keep_the_plain_resize() -> None:
     rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    assert torch.allclose(load_image(encoded(Image.fromarray(rgb)), CONFIG), normalized(rgb), atol=1e-6)
+    assert np.allclose(load_image(encoded(Image.fromarray(rgb)), CONFIG), normalized(rgb), atol=1e-6)
 
 
 @pytest.mark.parametrize(("width", "length"), [(1, 20), (2, 20), (4, 24), (6, 28)])
 def test_stroke_width_of_a_bar_by_hand(width: int, length: int) -> None:
-    bitmap = torch.zeros(32, 32, dtype=torch.bool)
+    bitmap = np.zeros((32, 32), dtype=bool)
     bitmap[2 : 2 + length, 5 : 5 + width] = True
     # area = length * width; perimeter = 2 * length + 2 * width pixel edges
     expected = 2 * length * width / (2 * length + 2 * width)
@@ -309,21 +308,21 @@ def test_stroke_width_of_a_bar_by_hand(width: int, length: int) -> None:
 
 
 def test_a_thin_pen_is_widened_to_the_scans_pen_and_a_broad_one_is_left_alone() -> None:
-    def frame_of_line(width: int) -> torch.Tensor:
+    def frame_of_line(width: int) -> np.ndarray:
         img = Image.new("L", (64, 64), 0)
         ImageDraw.Draw(img).line([(32, 0), (32, 63)], fill=255, width=width)  # fills the frame's height
-        ink = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255)
+        ink = np.asarray(img, dtype=np.float32) / 255
         return preprocess.frame_digit(ink)
 
     # a 1 px line on a 64 px digit is 0.5 px in the 32 px bitmap: widened to about MIN_STROKE_PX
     thin, broad = frame_of_line(1), frame_of_line(12)
-    assert 3.5 <= float(thin.sum(dim=1).mean()) * 4 <= 5.5  # ink per 8x8 row x 4 = bitmap pixels across
-    assert float(broad.sum(dim=1).mean()) * 4 == pytest.approx(6.0)  # 12 px of 64 = 6 of 32: unchanged
+    assert 3.5 <= float(thin.sum(axis=1).mean()) * 4 <= 5.5  # ink per 8x8 row x 4 = bitmap pixels across
+    assert float(broad.sum(axis=1).mean()) * 4 == pytest.approx(6.0)  # 12 px of 64 = 6 of 32: unchanged
 
 
 @pytest.mark.parametrize(("width", "length"), [(1, 20), (3, 20), (8, 30)])
 def test_shading_width_of_a_bar_by_hand(width: int, length: int) -> None:
-    ink = torch.zeros(40, 40)
+    ink = np.zeros((40, 40), dtype=np.float32)
     ink[5 : 5 + length, 10 : 10 + width] = 0.8
     # mass 0.8 * length * width; variation 0.8 per pixel edge between ink and paper: 2 * length + 2 * width
     expected = 2 * 0.8 * length * width / (0.8 * (2 * length + 2 * width))
@@ -343,7 +342,7 @@ def ramp(size: int, rgb: bool) -> Image.Image:
 def test_a_smooth_gradient_is_shading_not_ink_at_any_size(size: int, rgb: bool) -> None:
     config = ModelConfig(mean=(0.1,) * 3, std=(0.3,) * 3, input_style="mnist")  # one gray on R, G and B
     x = load_image(encoded(ramp(size, rgb)), config)
-    assert x.flatten().amax() == x.flatten().amin()  # a blank model input: the answer will say so
+    assert x.max() == x.min()  # a blank model input: the answer will say so
 
 
 def test_a_thick_marker_digit_is_still_ink() -> None:
@@ -351,4 +350,4 @@ def test_a_thick_marker_digit_is_still_ink() -> None:
     ImageDraw.Draw(img).ellipse([30, 20, 170, 180], outline=0, width=30)  # a fat 0: strokes 15 % of the side
     config = ModelConfig(mean=(0.1,) * 3, std=(0.3,) * 3, input_style="mnist")
     x = load_image(encoded(img), config)
-    assert x.flatten().amax() > x.flatten().amin()
+    assert x.max() > x.min()

@@ -7,10 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from spikebottlenet.shared.backbones import SpikingBackbone, SpikingMobileNetV2Config
-from spikebottlenet.shared.energy import CountMode, structural_flops
+from spikebottlenet.shared.activity_monitor import structural_flops
+from spikebottlenet.shared.backbones import SpikingMobileNetV2Config
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
+from spikebottlenet.shared.energy import CountMode
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.neuron import LIF
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, SplitHead
+from spikebottlenet.shared.split_model import SpikeBottleNet, SplitHead
 
 from .test_spiking_resnet import assert_fused_inference_is_the_reference, assert_gradient_reaches_every_conv
 

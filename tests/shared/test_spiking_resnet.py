@@ -7,10 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
-from spikebottlenet.shared.energy import ActivityMonitor, CountMode
+from spikebottlenet.shared.activity_monitor import ActivityMonitor
+from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
+from spikebottlenet.shared.energy import CountMode
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.neuron import LIF, use_fused_inference
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.split_model import SpikeBottleNet
 from spikebottlenet.shared.td_batch_norm import TdBatchNorm
 
 NARROW = SpikingResNetConfig(width_multiplier=0.0625, num_classes=10)

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikebottlenet.shared.backbones import BACKBONES, SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones import BACKBONES, SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.shared.checkpoint import load_checkpoint
-from spikebottlenet.shared.codec import decode, encode
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet, build_model
+from spikebottlenet.shared.codec import encode
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.spike_tensors import decode
+from spikebottlenet.shared.split_model import SpikeBottleNet, build_model
 
 SPLITS = [(arch, point.index) for arch, cls in BACKBONES.items() for point in cls().split_points()]
 

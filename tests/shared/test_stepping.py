@@ -10,8 +10,9 @@ from torch import nn
 from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
 from spikebottlenet.shared.backbones.base import BackboneConfig
 from spikebottlenet.shared.layers import SpikeConv2d, SpikeConvTranspose2d
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.neuron import LIF, StepState, stepping
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.split_model import SpikeBottleNet
 
 NARROW = {
     "spiking_resnet50": SpikingResNetConfig(width_multiplier=0.0625, num_classes=10),

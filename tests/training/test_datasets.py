@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import load_image
-from spikebottlenet.shared.split_model import ModelConfig
 from spikebottlenet.training.datasets import (
     Augmentation,
     DatasetError,
@@ -144,7 +144,7 @@ def test_digits_test_images_are_what_the_device_makes_of_an_upload_of_them() -> 
     natural, framed = load_digits("natural"), load_digits("digits")
     config = ModelConfig(mean=framed.mean, std=framed.std, input_style="digits")
     for i in range(0, 360, 36):
-        x = load_image(png(natural.test.images[i]), config)  # normalized [3, 32, 32]
+        x = torch.from_numpy(load_image(png(natural.test.images[i]), config))  # normalized [3, 32, 32]
         pixels = (x * torch.tensor(config.std).view(3, 1, 1) + torch.tensor(config.mean).view(3, 1, 1)) * 255
         # ... equals the training pipeline's image of it (up to uint8 rounding)
         assert (pixels - framed.test.images[i].float()).abs().max() <= 1.0

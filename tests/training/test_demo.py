@@ -10,7 +10,7 @@ import torch
 from spikebottlenet import shared
 from spikebottlenet.sbn.cli import main
 from spikebottlenet.shared.backbones import BACKBONES
-from spikebottlenet.shared.checkpoint import DEFAULT_MODEL_DIR
+from spikebottlenet.shared.checkpoint_metadata import DEFAULT_MODEL_DIR
 from spikebottlenet.training import cli as training_cli
 from spikebottlenet.training.demo import DemoPlan, backbone_path
 

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.shared.preprocess import MNIST_BOX, load_image
-from spikebottlenet.shared.split_model import ModelConfig
 from spikebottlenet.training import datasets
 from spikebottlenet.training.datasets import (
     MNIST_INSTALL,
@@ -97,7 +97,8 @@ def test_a_test_image_is_what_the_device_makes_of_an_upload_of_it() -> None:
         gray = np.rint(pixels[i].reshape(28, 28) * 256).clip(0, 255).astype(np.uint8)  # the digit as 8-bit gray
         buffer = io.BytesIO()
         Image.fromarray(gray, "L").save(buffer, "PNG")
-        x = load_image(buffer.getvalue(), config)  # Pillow decode, grayscale, ink, frame: the upload path
+        # Pillow decode, grayscale, ink, frame: the upload path
+        x = torch.from_numpy(load_image(buffer.getvalue(), config))
         served = (x * torch.tensor(config.std).view(3, 1, 1) + torch.tensor(config.mean).view(3, 1, 1)) * 255
         assert (served - data.test.images[i].float()).abs().max() <= 1.0  # up to uint8 rounding
 

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikebottlenet.shared.backbones import SpikingBackbone, SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones import SpikingMobileNetV2Config, SpikingResNetConfig
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.shared.bottleneck import BottleneckConfig, SplitPreset
-from spikebottlenet.shared.checkpoint import load_checkpoint, read_checkpoint_info
-from spikebottlenet.shared.split_model import ModelConfig, SpikeBottleNet
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import read_checkpoint_info
+from spikebottlenet.shared.model_config import ModelConfig
+from spikebottlenet.shared.split_model import SpikeBottleNet
 from spikebottlenet.training.datasets import Dataset
 from spikebottlenet.training.recipes import calibrate_checkpoint, damp_residual_branches, finetune, split_model
 from spikebottlenet.training.runtime import Runtime

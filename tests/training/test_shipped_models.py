@@ -14,16 +14,16 @@ import pytest
 import torch
 
 from spikebottlenet.shared.backbones import BACKBONES
-from spikebottlenet.shared.checkpoint import (
+from spikebottlenet.shared.checkpoint import load_checkpoint
+from spikebottlenet.shared.checkpoint_metadata import (
     BACKBONE_DIR,
     DEFAULT_MODEL_DIR,
     TrainingRecord,
     default_checkpoint,
     embedded_models,
-    load_checkpoint,
     read_checkpoint_info,
 )
-from spikebottlenet.shared.split_model import ModelConfig
+from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
 from spikebottlenet.training.demo import DEMOS, demo_path
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spikebottlenet.shared.backbones import SpikingBackbone, SpikingResNetConfig
+from spikebottlenet.shared.backbones import SpikingResNetConfig
+from spikebottlenet.shared.backbones.spiking_backbone import SpikingBackbone
 from spikebottlenet.training import trainer
 from spikebottlenet.training.datasets import Augmentation, Dataset
 from spikebottlenet.training.recipes import damp_residual_branches

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from spikebottlenet.sbn.cli import main
-from spikebottlenet.shared.checkpoint import WireTraining, default_checkpoint, read_checkpoint_info
+from spikebottlenet.shared.checkpoint_metadata import WireTraining, default_checkpoint, read_checkpoint_info
 from spikebottlenet.training.wire_training import WireHook
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from spikebottlenet.shared.checkpoint_metadata import CheckpointError, CheckpointInfo
 from spikebottlenet.shared.codec import CODEC_CHOICES, Codec, encode
 from spikebottlenet.shared.energy import CountMode, EnergyEstimate
-from spikebottlenet.shared.entropy_codec import chunk_layout
+from spikebottlenet.shared.entropy_codec import PreviousStep, chunk_layout
 from spikebottlenet.shared.errors import ConfigError
 from spikebottlenet.shared.fec import check_parity, protect
 from spikebottlenet.shared.model_config import ModelConfig
@@ -126,13 +126,15 @@ class ImageStream:
     def time_steps(self) -> int:
         return self.head.checkpoint.config.time_steps
 
-    def step(self) -> pb.SpikeStep:
-        """Compute the next time step and pack it; the first of T calls returns the message naming the frame."""
+    def step(self, fresh: frozenset[int] = frozenset()) -> pb.SpikeStep:
+        """Compute the next time step and pack it; the first of T calls returns the message naming the frame.
+        ``fresh``: entropy chunks to code without the step before, those the edge reported erased (``ChunkResets``
+        in device/streaming.py)."""
         head, t = self.head, len(self.spikes)
         if t >= self.time_steps:
             raise RuntimeError(f"all {self.time_steps} time steps of this stream have been computed")
         spikes, energy = self.engine.forward_step(self.x, self.state)  # [1, 1, C', H', W']
-        previous = None if t == 0 else self.spikes[-1].view(np.uint8)
+        previous = None if t == 0 else PreviousStep(self.spikes[-1].view(np.uint8), fresh)
         codec, payload = encode(
             spikes,
             head.codec,
@@ -145,6 +147,8 @@ class ImageStream:
         self.energy.append(energy)
         self.codecs.append(codec)
         message = pb.SpikeStep(step=t, codec=CODEC_TO_WIRE[codec], payload=protect(payload, head.fec_parity_bytes))
+        if previous is not None and codec is Codec.ENTROPY:
+            message.fresh_chunks[:] = sorted(fresh)
         if t == 0:
             message.request_id, message.model_fingerprint = self.request_id, head.checkpoint.fingerprint
             message.split_point, message.fec_parity_bytes = head.split_point.index, head.fec_parity_bytes

@@ -1,7 +1,7 @@
 """The lossy channel between device and edge, for experiments (``SBN_DEVICE_CHANNEL``; off unless set).
 
 Every message to the edge crosses it after its FEC parity is added: a raw payload arrives with flipped spikes, an
-entropy chunk that fails its CRC runs as silence (shared/channel.py has the channel models).
+entropy chunk that fails its check runs as silence (shared/channel.py has the channel models).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class LossyChannel:
         damaged = type(message)()
         damaged.CopyFrom(message)
         # off the event loop: a bursty channel walks its states bit by bit
-        damaged.payload = await asyncio.get_running_loop().run_in_executor(
+        delivery = await asyncio.get_running_loop().run_in_executor(
             None, self.channel.apply, message.payload, self._noise
         )
+        damaged.payload = delivery.payload
+        damaged.lost_bytes[:] = delivery.lost  # what the link layer knows it lost, for the edge's FEC
         return damaged

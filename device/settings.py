@@ -55,7 +55,7 @@ class DeviceSettings(ModelSettings):
         ge=1,
         le=255,
         description="the entropy codec cuts each frame into this many independently decodable chunks, "
-        "each with its CRC-32, so that a damaged byte on a lossy link erases one chunk "
+        "each with its own check (a CRC-16 or CRC-32), so that a damaged byte on a lossy link erases one chunk "
         "(its spikes run as silence) rather than the frame; up to C' chunks are groups "
         "of channels, a multiple of C' also cuts channels into bands of rows. 1: fewest "
         "bytes",
@@ -65,7 +65,7 @@ class DeviceSettings(ModelSettings):
         ge=0,
         le=64,
         description="Reed-Solomon parity bytes per 255-byte block around every payload (even, "
-        "8..64; p corrects p/2 damaged bytes per block at p/(255-p) overhead; "
+        "8..64; p corrects p/2 damaged bytes, or p reported lost, per block at p/(255-p) overhead; "
         "shared/fec.py). 0: none",
     )
     stream: bool = Field(

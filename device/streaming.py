@@ -15,6 +15,11 @@ works ahead on the next step meanwhile, and a step it has made when the stream s
 not sent. The answer reports both counts; its bytes are those sent, its energy that of the steps
 computed.
 
+A chunk of an entropy-coded step that the edge erased leaves the edge without that chunk's contexts for
+the next step: the edge reports it in its answer, and the next step computed after that codes the chunk
+fresh (``ChunkResets``; the rule is PreviousStep's in shared/entropy_codec.py). The answers are read as
+they come, while later steps are made, so a reset comes a step or two after the erasure, not at the end.
+
 The pipeline (device/pipeline.py) chooses this path and hands it what it needs: the image decoded, the
 model's head, the thread heads run on, the edge, the lossy channel (if any) and the deadline.
 """
@@ -22,6 +27,7 @@ model's head, the thread heads run on, the edge, the lossy channel (if any) and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -51,6 +57,26 @@ class StreamedImage:
     steps: StreamSteps
 
 
+class ChunkResets:
+    """Which entropy chunks the next step codes fresh: those the edge reported erased at a step no later than the
+    chunk's last fresh start (after a later fresh start the edge holds the chunk again, if that arrived)."""
+
+    def __init__(self) -> None:
+        self._fresh_at: dict[int, int] = {}  # chunk -> the last step it was coded fresh
+        self._pending: set[int] = set()
+
+    def report(self, step: int, erased: Iterable[int]) -> None:
+        """The edge's answer to ``step``: these chunks were erased."""
+        self._pending.update(chunk for chunk in erased if self._fresh_at.get(chunk, -1) <= step)
+
+    def take(self, step: int) -> frozenset[int]:
+        """The chunks ``step`` codes fresh: every pending reset, done."""
+        fresh = frozenset(self._pending)
+        self._pending.clear()
+        self._fresh_at.update(dict.fromkeys(fresh, step))
+        return fresh
+
+
 async def stream_image(
     head: HeadRunner,
     image: ModelInput,
@@ -65,34 +91,52 @@ async def stream_image(
     num_classes = head.checkpoint.config.backbone.num_classes
     stream = await thread.run(head.open_stream, image, deadline=deadline)
     device_ms = 0.0
+    resets = ChunkResets()
 
-    async def compute_step() -> pb.SpikeStep:  # the next step on the head thread, timed
+    async def compute_step(t: int) -> pb.SpikeStep:  # step t on the head thread, timed
         nonlocal device_ms
         started = perf_counter()
-        message = await thread.run(stream.step, deadline=deadline)
+        message = await thread.run(stream.step, resets.take(t), deadline=deadline)
         device_ms += (perf_counter() - started) * 1e3
         return message
 
     sent: list[pb.SpikeStep] = []
     replies: list[StreamReply] = []
+
+    async def receive() -> None:  # the next answer, its erasures noted for the steps still to be made
+        reply = await call.receive(num_classes)
+        resets.report(reply.step, reply.damage.erased_chunk_indices)
+        replies.append(reply)
+
+    async def receive_all() -> None:  # without early exit: every answer, read while the later steps are made
+        while len(replies) < stream.time_steps:
+            await receive()
+
     async with edge.stream(deadline) as call:
-        next_step = asyncio.ensure_future(compute_step())
+        next_step = asyncio.ensure_future(compute_step(0))
+        reader: asyncio.Future[None] | None = None
         try:
             for t in range(stream.time_steps):
                 message = await next_step
                 await call.send(await channel.deliver(message))
                 sent.append(message)
                 if t + 1 < stream.time_steps:  # the head works on step t + 1 while the edge runs step t
-                    next_step = asyncio.ensure_future(compute_step())
-                if early_exit is not None:
-                    replies.append(await call.receive(num_classes))
+                    next_step = asyncio.ensure_future(compute_step(t + 1))
+                if early_exit is None:
+                    reader = reader or asyncio.ensure_future(receive_all())  # once the call is open
+                else:
+                    await receive()
                     if confident(replies[-1], early_exit):
                         break
             await call.done_sending()
+            if reader is not None:
+                await reader
             while len(replies) < len(sent):
-                replies.append(await call.receive(num_classes))
+                await receive()
         except BaseException:
             next_step.cancel()  # nobody needs the step made ahead (its head work, once started, finishes unseen)
+            if reader is not None:
+                reader.cancel()
             raise
         # A step made ahead that will not be sent: still computed, still counted (and within the deadline: a
         # HeadTimeout from it is this request's). Every step started has now finished.

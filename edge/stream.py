@@ -17,6 +17,7 @@ from time import perf_counter
 import numpy as np
 import torch
 
+from spikebottlenet.shared.entropy_codec import PreviousStep
 from spikebottlenet.shared.neuron import StepState
 from spikebottlenet.v1 import split_inference_pb2 as pb
 
@@ -36,6 +37,7 @@ class SpikeStream:
         self.state = StepState()  # the tail's neurons and running mean, this stream's alone
         self.steps = 0
         self._previous: np.ndarray | None = None  # the last step as received [1, B, C', H', W'] uint8 (entropy)
+        self._unknown: frozenset[int] = frozenset()  # its chunks erased: their next step decodes only if fresh
 
     def run(self, message: pb.SpikeStep) -> pb.RunningLogits:
         """The running logits after ``message``'s step; raises InvalidFrame for a message that disagrees with the
@@ -46,13 +48,24 @@ class SpikeStream:
         if message.step != self.steps:
             raise InvalidFrame(f"step {message.step} out of order: the stream expects step {self.steps} next")
         step_shape = (1, *self.shape[1:])
+        previous = (
+            None
+            if self._previous is None
+            else PreviousStep(self._previous, frozenset(message.fresh_chunks), self._unknown)
+        )
         decoded = self.runner.decode_payload(
-            message.payload, step_shape, self.runner.codec_of(message), self.first.fec_parity_bytes, self._previous
+            message.payload,
+            step_shape,
+            self.runner.codec_of(message),
+            self.first.fec_parity_bytes,
+            message.lost_bytes,
+            previous,
         )
         start = perf_counter()
         logits = self.runner.step(decoded.spikes, self.state)  # [B, num_classes]
         inference_ms = (perf_counter() - start) * 1e3
         self._previous = decoded.spikes.to(torch.uint8).numpy(force=True)  # from a GPU too
+        self._unknown = frozenset(decoded.damage.erased_chunk_indices)
         self.steps += 1
         batch, classes = logits.shape
         return pb.RunningLogits(

@@ -19,18 +19,18 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
 
 import grpc
-import numpy as np
 import torch
 
 from spikebottlenet.shared.checkpoint import load_checkpoint
 from spikebottlenet.shared.checkpoint_metadata import CheckpointError, CheckpointInfo
 from spikebottlenet.shared.codec import Codec, SpikeCodecError, max_payload_length
+from spikebottlenet.shared.entropy_codec import PreviousStep
 from spikebottlenet.shared.errors import ConfigError, SpikeBottleNetError
 from spikebottlenet.shared.fec import FecError, check_parity, protected_length, recover
 from spikebottlenet.shared.neuron import StepState
@@ -201,7 +201,7 @@ class TailRunner:
         fail their CRC erased (run as silence); raises FrameError naming what does not fit this tail, and for a
         frame with nothing intact."""
         shape, codec = self.check(frame)
-        return self.decode_payload(frame.payload, shape, codec, frame.fec_parity_bytes)
+        return self.decode_payload(frame.payload, shape, codec, frame.fec_parity_bytes, frame.lost_bytes)
 
     def decode_payload(
         self,
@@ -209,10 +209,12 @@ class TailRunner:
         shape: tuple[int, ...],
         codec: Codec,
         fec_parity_bytes: int,
-        previous: np.ndarray | None = None,
+        lost: Collection[int] = (),
+        previous: PreviousStep | None = None,
     ) -> DecodedFrame:
         """``decode`` for a payload whose frame fields ``check`` has passed: a whole frame's, or one streamed
-        step's (``shape`` [1, B, C', H', W'], ``previous`` the step before as received, for an entropy payload)."""
+        step's (``shape`` [1, B, C', H', W'], ``previous`` the step before as received, for an entropy payload);
+        ``lost``: the positions the link reports lost, erasures for the Reed–Solomon decoder."""
         # Before the Reed–Solomon decoder (pure Python) works on it: no longer than a sender makes it. Without
         # parity the codecs bound their own work (raw: its exact length; sparse, entropy: what the shape allows)
         longest = protected_length(max_payload_length(shape, codec), fec_parity_bytes)
@@ -223,7 +225,7 @@ class TailRunner:
             )
         start = perf_counter()
         try:
-            repaired = recover(payload, fec_parity_bytes)
+            repaired = recover(payload, fec_parity_bytes, lost)
             # bools, as the encoder's LIF emitted them: the decoder takes them as they are
             received = decode_received(
                 repaired.payload,
@@ -239,13 +241,14 @@ class TailRunner:
         if received.erased_chunks == received.chunks:
             raise InvalidFrame(
                 f"payload does not decode: corrupt entropy payload: all {received.chunks} of its chunks "
-                f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)"
+                f"fail the check the encoder recorded (a damaged, truncated or foreign payload)"
             )
         damage = pb.LinkDamage(
             fec_corrected_bytes=repaired.corrected_bytes,
             fec_failed_blocks=repaired.failed_blocks,
             chunks=received.chunks,
             erased_chunks=received.erased_chunks,
+            erased_chunk_indices=received.erased,
         )
         return DecodedFrame(received.spikes, (perf_counter() - start) * 1e3, damage)
 

@@ -1,7 +1,9 @@
 """Lossy links for experiments: what a noisy channel does to the bytes of a spike payload.
 
     bsc:BER                    binary symmetric: every bit flips with probability BER, independently
-    erasure:P                  every byte is lost with probability P (the receiver gets zeros there)
+    erasure:P                  every byte is lost with probability P: the receiver gets zeros there, and
+                               their positions (a lower layer knows what it lost), which the FEC decodes
+                               as erasures (shared/fec.py)
     gilbert:P_GB,P_BG,BER_BAD[,BER_GOOD]
                                Gilbert–Elliott: a two-state Markov chain over bits, good -> bad with
                                P_GB and bad -> good with P_BG per bit; bits flip with BER_BAD in the
@@ -26,23 +28,32 @@ from .errors import ConfigError
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """A payload as a channel delivers it: its bytes, and the positions the link reports lost (placeholders)."""
+
+    payload: bytes
+    lost: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class BinarySymmetric:
     ber: float
 
-    def apply(self, payload: bytes, rng: np.random.Generator) -> bytes:
+    def apply(self, payload: bytes, rng: np.random.Generator) -> Delivery:
         bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
         bits ^= (rng.random(bits.size) < self.ber).astype(np.uint8)
-        return np.packbits(bits).tobytes()
+        return Delivery(np.packbits(bits).tobytes())  # flipped bits go unnoticed: nothing is reported lost
 
 
 @dataclass(frozen=True)
 class ByteErasure:
     rate: float
 
-    def apply(self, payload: bytes, rng: np.random.Generator) -> bytes:
+    def apply(self, payload: bytes, rng: np.random.Generator) -> Delivery:
         data = np.frombuffer(payload, dtype=np.uint8).copy()
-        data[rng.random(data.size) < self.rate] = 0
-        return data.tobytes()
+        lost = np.flatnonzero(rng.random(data.size) < self.rate)
+        data[lost] = 0
+        return Delivery(data.tobytes(), tuple(int(i) for i in lost))
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,11 @@ class GilbertElliott:
             state = switches[i] >= self.p_bad_to_good if state else switches[i] < self.p_good_to_bad
         return bad
 
-    def apply(self, payload: bytes, rng: np.random.Generator) -> bytes:
+    def apply(self, payload: bytes, rng: np.random.Generator) -> Delivery:
         bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
         ber = np.where(self.states(bits.size, rng), self.ber_bad, self.ber_good)
         bits ^= (rng.random(bits.size) < ber).astype(np.uint8)
-        return np.packbits(bits).tobytes()
+        return Delivery(np.packbits(bits).tobytes())
 
 
 Channel = BinarySymmetric | ByteErasure | GilbertElliott

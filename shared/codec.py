@@ -10,7 +10,7 @@ spike is the most significant bit of the first byte (numpy.packbits' "big" order
             that goes below one bit per position when few neurons fire
     entropy range coding of the same bits under the model's context model (shared/entropy_codec.py:
             each bit's probability from its channel and the same neuron's previous time step), in one
-            or more independently decodable chunks of channels, each with its CRC-32; needs a
+            or more independently decodable chunks of channels, each with its own check (CRC-16 or CRC-32); needs a
             checkpoint whose config carries the fitted model. A frame it would code longer than raw
             is sent raw (the frame says so)
     auto    encodes every codec the model has and keeps the smallest for this frame (the frame says
@@ -33,7 +33,7 @@ import numpy as np
 from bitarray import bitarray
 from bitarray.util import sc_decode, sc_encode
 
-from .entropy_codec import ChunkTooLong, EntropyCodecError, SpikeContextModel
+from .entropy_codec import ChunkTooLong, EntropyCodecError, PreviousStep, SpikeContextModel
 from .errors import SpikeBottleNetError
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def encode(
     assume_binary: bool = False,
     model: SpikeContextModel | None = None,
     chunks: int = 1,
-    previous: np.ndarray | None = None,
+    previous: PreviousStep | None = None,
 ) -> tuple[Codec, bytes]:
     """Pack a binary tensor; returns the codec actually used and the payload.
 
@@ -105,8 +105,8 @@ def encode(
     would then be sent as a spike. ``model``: the checkpoint's entropy model, for ``entropy`` (the
     tensor then shaped T, B, C', H', W') and for ``auto`` to consider it; ``chunks``: how many independently
     decodable chunks an entropy payload is cut into (1: fewest bytes; more: a damaged byte erases less);
-    ``previous``: for a stream's time step, the step before it [1, B, C', H', W'] (uint8), which the entropy
-    coder takes its first contexts from (the receiver holds it too).
+    ``previous``: for a stream's time step, the step before it, which the entropy coder takes its first contexts
+    from (the receiver holds it too), and the chunks it codes fresh, without it.
     """
     bits = _as_bits(spikes, assume_binary)
     packed = np.packbits(bits)
@@ -132,7 +132,11 @@ def encode(
 
 
 def _entropy_encode(
-    bits: np.ndarray, shape: tuple[int, ...], model: SpikeContextModel | None, chunks: int, previous: np.ndarray | None
+    bits: np.ndarray,
+    shape: tuple[int, ...],
+    model: SpikeContextModel | None,
+    chunks: int,
+    previous: PreviousStep | None,
 ) -> bytes | None:
     """The entropy payload; None where a chunk would be longer than the format's length field holds (a frame of
     hundreds of kilobytes in one chunk), which then goes raw."""
@@ -179,7 +183,11 @@ class ReceivedBits:
     bits: np.ndarray  # uint8: packed [ceil(n / 8)] in wire order (raw, sparse), else one 0/1 per spike [shape]
     packed: bool  # raw and sparse payloads stay packed, the form cheapest to move (to a GPU: spike_tensors.py)
     chunks: int  # independently decodable parts of the payload: an entropy payload's chunks, else 1
-    erased_chunks: int  # chunks that failed their CRC: their channels are 0 in ``bits``
+    erased: tuple[int, ...]  # the chunks that failed their check (or could not be decoded): 0 in ``bits``
+
+    @property
+    def erased_chunks(self) -> int:
+        return len(self.erased)
 
 
 def read_payload(
@@ -187,14 +195,13 @@ def read_payload(
     shape: tuple[int, ...],
     codec: Codec | str,
     model: SpikeContextModel | None = None,
-    previous: np.ndarray | None = None,
+    previous: PreviousStep | None = None,
 ) -> ReceivedBits:
     """What a receiver reads from a payload that may have crossed a lossy link: an entropy payload range-decoded,
     its chunks that fail their CRC erased (silent) rather than decoded into made-up spikes; a raw or sparse one
     checked and packed as the raw codec packs. Raises SpikeCodecError for a payload that does not fit ``shape`` at
     all (wrong length, a layout that does not parse). ``model``: the checkpoint's entropy model, needed for
-    ``entropy``; ``previous``: for a stream's entropy-coded step, the step before it as received
-    [1, B, C', H', W'] (uint8)."""
+    ``entropy``; ``previous``: for a stream's entropy-coded step, the step before it as received."""
     shape = tuple(shape)
     if shape and min(shape) <= 0:
         raise SpikeCodecError(f"shape {shape} has a non-positive dimension")
@@ -208,7 +215,7 @@ def read_payload(
             decoded = model.decode(payload, shape, previous)
         except EntropyCodecError as e:
             raise SpikeCodecError(f"corrupt entropy payload: {e}") from None
-        return ReceivedBits(decoded.bits, False, len(decoded.chunks), len(decoded.erased))  # [shape] uint8
+        return ReceivedBits(decoded.bits, False, len(decoded.chunks), decoded.erased)  # [shape] uint8
     n = math.prod(shape)
     if known is Codec.RAW:
         expected = raw_length(shape)
@@ -216,8 +223,8 @@ def read_payload(
             raise SpikeCodecError(
                 f"raw payload is {len(payload)} bytes; shape {shape} ({n} bits) needs exactly {expected}"
             )
-        return ReceivedBits(np.frombuffer(payload, dtype=np.uint8), True, 1, 0)
-    return ReceivedBits(_sparse_decode(payload, n), True, 1, 0)
+        return ReceivedBits(np.frombuffer(payload, dtype=np.uint8), True, 1, ())
+    return ReceivedBits(_sparse_decode(payload, n), True, 1, ())
 
 
 def _sparse_decode(payload: bytes, n: int) -> np.ndarray:

@@ -30,20 +30,36 @@ leave its channel.
                              to lose less of a frame to a damaged byte)
     bytes 1 .. 2(n−1)        the coded length, in 32-bit words, of every chunk but the last (u16,
                              little-endian); the last chunk takes the rest of the payload
-    then, chunk by chunk     4 bytes: CRC-32 of the chunk's spikes packed as the raw codec packs them
-                             (C order over T, B, its channels, its rows, W'), then its range coder words, LE
+    2 bytes, where n > 1     the chunk table's check: CRC-16 of bytes 0 .. 2(n−1) and the payload's
+                             length (u32, little-endian)
+    then, chunk by chunk     its check, then its range coder's words (LE). The check is a CRC-16 where
+                             the words are under 64 bytes, else a CRC-32, of: the chunk's index (u8),
+                             its channel and row ranges (4 × u16), its words, and its spikes packed as
+                             the raw codec packs them (C order over T, B, its channels, its rows, W')
 
 Within a chunk, bits go in that same C order, and decoding runs one time step at a time, each step's
 contexts coming from the step before (the first step's from the ``previous`` step a stream holds, or
-none). A range decoder turns any bytes into some bits, so the CRC is
-what tells a damaged chunk from a good one: a chunk that fails it is *erased* (``DecodedSpikes.erased``:
-its part comes back silent and flagged), never delivered as made-up spikes, and the caller decides
-whether a partly erased frame is worth running. A payload whose layout does not parse (chunk count,
-lengths) is the codec's error.
+none). A range decoder turns any bytes into some bits, so the checks are what tell a damaged chunk
+from a good one, and they cover what could otherwise be mistaken:
+
+- the words: a chunk whose bytes changed, or that begins or ends elsewhere, fails;
+- where the chunk belongs (index, channels, rows): one chunk's bytes cannot pass as another's, as
+  row bands of one channel, sharing one probability table, otherwise could;
+- the spikes decoded: a stream step decoded from a wrong previous step fails;
+- and the decoder must consume exactly the chunk's words: leftover or missing words fail too.
+
+A chunk that fails is *erased* (``DecodedSpikes.erased``: its part comes back silent and flagged),
+never delivered as made-up spikes, and the caller decides whether a partly erased frame is worth
+running. A payload whose chunk table does not parse, or fails its own check, is erased whole: it is the
+codec's error, and no chunk boundary is ever guessed. The chance that damage passes a check is about
+2^-16 (1.5e-5) for a CRC-16 and 2^-32 (2.3e-10) for a CRC-32, for damage that looks random to the CRC;
+a burst of up to 16 (32) bits is always caught. The small check keeps the fixed cost of a small
+frame low: a chunk of 16 coded bytes spends 2 on its check, not 4.
 """
 
 from __future__ import annotations
 
+import binascii
 import math
 import zlib
 from collections.abc import Sequence
@@ -54,8 +70,9 @@ import numpy as np
 
 from .errors import ConfigError, SpikeBottleNetError
 
-CRC_BYTES = 4  # each chunk's CRC-32
 WORD_BYTES = 4  # the range coder's words are uint32
+SMALL_CHUNK_BYTES = 64  # a chunk whose words are fewer bytes than this is checked by a CRC-16, else a CRC-32
+TABLE_CHECK_BYTES = 2  # the chunk table's CRC-16, where there are several chunks
 MAX_CHUNK_WORDS = 0xFFFF  # a chunk's length field is a u16
 NEIGHBOUR_BUCKETS = (1, 2, 4)  # n(t-1) -> 0: none fired, 1: one, 2: two or three, 3: four or more
 CONTEXTS = 1 + 2 * (len(NEIGHBOUR_BUCKETS) + 1)
@@ -163,15 +180,82 @@ def _cuts(n: int, parts: int) -> list[int]:
     return [i * size + min(i, longer) for i in range(parts + 1)]
 
 
+def check_bytes(word_bytes: int) -> int:
+    """The size of the check of a chunk whose range coder words are ``word_bytes`` long: CRC-16 or CRC-32."""
+    return 2 if word_bytes < SMALL_CHUNK_BYTES else 4
+
+
+def chunk_check(index: int, chunk: Chunk, words: bytes, spikes: np.ndarray) -> bytes:
+    """Chunk ``index``'s check: a CRC of where it belongs (index, channel and row ranges), its ``words`` and the
+    ``spikes`` [T, B, c, h, W] (0/1) they code, ``check_bytes(len(words))`` long, little-endian."""
+    where = (
+        bytes([index])
+        + np.array(
+            [chunk.channels.start, chunk.channels.stop, chunk.rows.start, chunk.rows.stop], dtype="<u2"
+        ).tobytes()
+    )
+    covered = where + words + np.packbits(spikes).tobytes()
+    if check_bytes(len(words)) == 2:
+        return binascii.crc_hqx(covered, 0xFFFF).to_bytes(2, "little")  # CRC-16/CCITT, all-ones start
+    return zlib.crc32(covered).to_bytes(4, "little")
+
+
+def table_check(table: bytes, payload_bytes: int) -> bytes:
+    """The check of a chunk ``table`` (the count and the lengths): a CRC-16 of it and the whole payload's length."""
+    return binascii.crc_hqx(table + payload_bytes.to_bytes(4, "little"), 0xFFFF).to_bytes(TABLE_CHECK_BYTES, "little")
+
+
+def _last_chunk_words(rest: int) -> int | None:
+    """The length of the last chunk's words when its check and words are ``rest`` bytes; None where no check size
+    and whole number of words make ``rest``."""
+    for check in (2, 4):
+        words = rest - check
+        if words >= 0 and words % WORD_BYTES == 0 and check_bytes(words) == check:
+            return words
+    return None
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """Where one chunk lies in a payload: its check at [check, words), its range coder words at [words, stop)."""
+
+    check: int
+    words: int
+    stop: int
+
+
 @dataclass(frozen=True)
 class DecodedSpikes:
     bits: np.ndarray  # [T, B, C', H', W'] uint8; an erased chunk's part all 0
     chunks: list[Chunk]  # the payload's chunks, in order
-    erased: tuple[int, ...]  # the chunks that failed their CRC (or that the range decoder refused)
+    erased: tuple[int, ...]  # the chunks that failed their check (or that the range decoder refused)
 
     @property
     def intact(self) -> bool:
         return not self.erased
+
+
+@dataclass(frozen=True)
+class PreviousStep:
+    """What a stream's step t is coded against: step t−1 as this end holds it, and which chunks leave it out.
+
+    The edge holds step t−1 as it received it, so a chunk erased at t−1 leaves it without that chunk's
+    contexts for step t. The rule both ends follow: the edge reports every erased chunk in its answer to the
+    step (``LinkDamage.erased_chunk_indices``); the device codes that chunk *fresh* (contexts as at a first step,
+    ``SpikeStep.fresh_chunks``) in the next step it sends after learning of it; until a fresh step of it arrives,
+    the edge erases the chunk without decoding it (``unknown``), so no step is ever decoded from a guess."""
+
+    bits: np.ndarray  # [1, B, C', H', W'] 0/1: step t−1 (an unknown chunk's part all 0)
+    fresh: frozenset[int] = frozenset()  # chunks of step t coded without step t−1
+    unknown: frozenset[int] = frozenset()  # chunks whose step t−1 this end does not hold (erased on the way)
+
+    def of(self, index: int, chunk: Chunk) -> np.ndarray | None:
+        """Chunk ``index``'s part of step t−1 [1, B, c, h, W] as its contexts use it; None where it is coded fresh."""
+        return None if index in self.fresh else chunk.of(self.bits)
+
+    def lost(self, index: int) -> bool:
+        """Whether chunk ``index`` of step t cannot be decoded here: coded against a step t−1 this end lacks."""
+        return index in self.unknown and index not in self.fresh
 
 
 @dataclass(frozen=True)
@@ -200,15 +284,15 @@ class SpikeContextModel:
     def channels(self) -> int:
         return self.p_fire.shape[0]
 
-    def encode(self, bits: np.ndarray, chunks: int = 1, previous: np.ndarray | None = None) -> bytes:
-        """``bits`` [T, B, C, H, W] uint8 0/1 -> the payload, coded in ``chunks`` independent chunks; ``previous``
-        [1, B, C, H, W]: the step before the first, which the decoder holds too (a stream's last step)."""
+    def encode(self, bits: np.ndarray, chunks: int = 1, previous: PreviousStep | None = None) -> bytes:
+        """``bits`` [T, B, C, H, W] uint8 0/1 -> the payload, coded in ``chunks`` independent chunks; ``previous``:
+        a stream's step before the first, which the decoder holds too, and the chunks coded without it."""
         self._check_channels(bits.shape)
         layout = chunk_layout(self.channels, bits.shape[3], chunks)
-        coded = []
-        for chunk in layout:
+        coded, lengths = [], []
+        for index, chunk in enumerate(layout):
             part = chunk.of(bits)  # [T, B, c, h, W]; its contexts from its own bits only (zeros beyond its edges)
-            p = self._p_fire(chunk, contexts(part, None if previous is None else chunk.of(previous)))
+            p = self._p_fire(chunk, contexts(part, None if previous is None else previous.of(index, chunk)))
             encoder = constriction.stream.queue.RangeEncoder()
             encoder.encode(part.reshape(-1).astype(np.int32), _BERNOULLI, p.reshape(-1))
             words = encoder.get_compressed().astype("<u4").tobytes()
@@ -217,33 +301,37 @@ class SpikeContextModel:
                     f"a chunk codes to {len(words)} bytes, beyond the format's "
                     f"{MAX_CHUNK_WORDS * WORD_BYTES}; use more chunks"
                 )
-            coded.append(zlib.crc32(np.packbits(part).tobytes()).to_bytes(CRC_BYTES, "little") + words)
-        lengths = b"".join(((len(c) - CRC_BYTES) // WORD_BYTES).to_bytes(2, "little") for c in coded[:-1])
-        return bytes([len(layout)]) + lengths + b"".join(coded)
+            coded.append(chunk_check(index, chunk, words, part) + words)
+            lengths.append((len(words) // WORD_BYTES).to_bytes(2, "little"))
+        table = bytes([len(layout)]) + b"".join(lengths[:-1])
+        body = b"".join(coded)
+        if len(layout) == 1:
+            return table + body
+        return table + table_check(table, len(table) + TABLE_CHECK_BYTES + len(body)) + body
 
-    def decode(self, payload: bytes, shape: tuple[int, ...], previous: np.ndarray | None = None) -> DecodedSpikes:
-        """The bits [T, B, C, H, W] (uint8) of ``payload``, chunks that fail their CRC erased (silent); raises
+    def decode(self, payload: bytes, shape: tuple[int, ...], previous: PreviousStep | None = None) -> DecodedSpikes:
+        """The bits [T, B, C, H, W] (uint8) of ``payload``, chunks that fail their check erased (silent); raises
         EntropyCodecError for a payload whose layout cannot be this model's coding of ``shape``. ``previous``:
-        the step before the first, as the encoder had it."""
+        a stream's step before the first as this end holds it; a chunk coded against a part of it this end lacks
+        is erased undecoded."""
         self._check_channels(shape)
-        if previous is not None and previous.shape != (1, *shape[1:]):
+        if previous is not None and previous.bits.shape != (1, *shape[1:]):
             raise EntropyCodecError(
-                f"the previous step is shaped {previous.shape}, not (1, {', '.join(map(str, shape[1:]))})"
+                f"the previous step is shaped {previous.bits.shape}, not (1, {', '.join(map(str, shape[1:]))})"
             )
         spans = self._chunk_spans(payload, shape)
         layout = chunk_layout(self.channels, shape[3], len(spans))
         bits = np.zeros(shape, dtype=np.uint8)
         erased = []
-        for index, (chunk, (start, stop)) in enumerate(zip(layout, spans, strict=True)):
+        for index, (chunk, span) in enumerate(zip(layout, spans, strict=True)):
+            if previous is not None and previous.lost(index):
+                erased.append(index)
+                continue
+            words = payload[span.words : span.stop]
             part = self._decode_chunk(
-                payload[start + CRC_BYTES : stop],
-                chunk,
-                chunk.of(bits).shape,
-                None if previous is None else chunk.of(previous),
+                words, chunk, chunk.of(bits).shape, None if previous is None else previous.of(index, chunk)
             )
-            if part is None or zlib.crc32(np.packbits(part).tobytes()) != int.from_bytes(
-                payload[start : start + CRC_BYTES], "little"
-            ):
+            if part is None or chunk_check(index, chunk, words, part) != payload[span.check : span.words]:
                 erased.append(index)
             else:
                 chunk.of(bits)[...] = part
@@ -254,40 +342,43 @@ class SpikeContextModel:
         channel = np.arange(self.channels)[chunk.channels][None, None, :, None, None]
         return self.p_fire[channel, context]
 
-    def _chunk_spans(self, payload: bytes, shape: tuple[int, ...]) -> list[tuple[int, int]]:
-        """Where each chunk (its CRC, then its words) lies in ``payload``; raises EntropyCodecError for a layout
-        that does not parse or that claims more bytes than any coding of ``shape`` takes."""
+    def _chunk_spans(self, payload: bytes, shape: tuple[int, ...]) -> list[ChunkSpan]:
+        """Where each chunk (its check, then its words) lies in ``payload``; raises EntropyCodecError for a chunk
+        table that does not parse, fails its check, or claims more bytes than any coding of ``shape`` takes."""
         if not payload:
             raise EntropyCodecError("entropy payload is empty")
         chunks = payload[0]  # chunk_layout refuses a count this shape cannot be cut into
         chunk_layout(self.channels, shape[3], chunks)
-        start = 1 + 2 * (chunks - 1)
-        if len(payload) < start + chunks * CRC_BYTES:
+        table_end = 1 + 2 * (chunks - 1)
+        start = table_end + (TABLE_CHECK_BYTES if chunks > 1 else 0)
+        if len(payload) < start:
             raise EntropyCodecError(f"entropy payload of {len(payload)} bytes is too short for {chunks} chunks")
-        sizes = [
-            CRC_BYTES + WORD_BYTES * (int.from_bytes(payload[1 + 2 * i : 3 + 2 * i], "little"))
-            for i in range(chunks - 1)
-        ]
-        last = len(payload) - start - sum(sizes)
-        if last < CRC_BYTES or (last - CRC_BYTES) % WORD_BYTES:
+        if chunks > 1 and payload[table_end:start] != table_check(payload[:table_end], len(payload)):
+            raise EntropyCodecError("entropy payload: its chunk table fails its check (a damaged frame, erased whole)")
+        word_bytes = [WORD_BYTES * int.from_bytes(payload[1 + 2 * i : 3 + 2 * i], "little") for i in range(chunks - 1)]
+        last = _last_chunk_words(len(payload) - start - sum(check_bytes(w) + w for w in word_bytes))
+        if last is None:
             raise EntropyCodecError(f"entropy payload: its chunk lengths do not add up to its {len(payload)} bytes")
+        word_bytes.append(last)
         # A legal chunk spends at most MAX_BITS_PER_SYMBOL bits per spike, plus the coder's flush: a payload
         # claiming more is refused before a decoder is built for it.
         bits_total = math.prod(shape)
-        if 8 * (len(payload) - start - chunks * CRC_BYTES) > bits_total * MAX_BITS_PER_SYMBOL + 64 * chunks:
+        if 8 * sum(word_bytes) > bits_total * MAX_BITS_PER_SYMBOL + 64 * chunks:
             raise EntropyCodecError(
                 f"entropy payload of {len(payload)} bytes is longer than any coding of {bits_total} bits"
             )
         spans = []
-        for size in [*sizes, last]:
-            spans.append((start, start + size))
-            start += size
+        for words in word_bytes:
+            check = start + check_bytes(words)
+            spans.append(ChunkSpan(start, check, check + words))
+            start = check + words
         return spans
 
     def _decode_chunk(
         self, words: bytes, chunk: Chunk, shape: tuple[int, ...], previous: np.ndarray | None
     ) -> np.ndarray | None:
-        """One chunk's bits [T, B, c, h, W], or None where the range decoder refuses its words."""
+        """One chunk's bits [T, B, c, h, W], or None where the range decoder refuses its words or does not use
+        exactly all of them."""
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
         t, *step_shape = shape
         bits = np.empty(shape, dtype=np.uint8)
@@ -299,7 +390,8 @@ class SpikeContextModel:
                 return None
             bits[step] = symbols.reshape(step_shape)
             context = next_contexts(bits[step : step + 1])
-        return bits
+        # a chunk ends where its words end: words left over, or read past the end, mean they are not this coding
+        return bits if decoder.maybe_exhausted() else None
 
     def _check_channels(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 5 or shape[2] != self.channels:

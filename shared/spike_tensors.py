@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .codec import Codec, SpikeCodecError, read_payload, unpack
-from .entropy_codec import SpikeContextModel
+from .entropy_codec import PreviousStep, SpikeContextModel
 
 # The dtypes numpy unpacks into directly (shared/codec.py's ``unpack``), which torch then shares without a copy;
 # any other is unpacked as uint8 0/1 and converted by torch.
@@ -34,7 +34,11 @@ def unpack_bits(packed: torch.Tensor, n: int, shape: tuple[int, ...]) -> torch.T
 class ReceivedFrame:
     spikes: torch.Tensor  # [shape], an erased chunk's channels silent
     chunks: int  # independently decodable parts of the payload: an entropy payload's chunks, else 1
-    erased_chunks: int  # chunks that failed their CRC and came back silent
+    erased: tuple[int, ...]  # the chunks that failed their check (or could not be decoded) and came back silent
+
+    @property
+    def erased_chunks(self) -> int:
+        return len(self.erased)
 
 
 def decode(
@@ -50,7 +54,7 @@ def decode(
     if received.erased_chunks:
         raise SpikeCodecError(
             f"corrupt entropy payload: {received.erased_chunks} of its {received.chunks} chunks "
-            f"fail the CRC-32 the encoder recorded (a damaged, truncated or foreign payload)"
+            f"fail the check the encoder recorded (a damaged, truncated or foreign payload)"
         )
     return received.spikes
 
@@ -61,29 +65,29 @@ def decode_received(
     codec: Codec | str,
     dtype: torch.dtype = torch.float32,
     model: SpikeContextModel | None = None,
-    previous: np.ndarray | None = None,
+    previous: PreviousStep | None = None,
     device: torch.device | None = None,
 ) -> ReceivedFrame:
     """What a receiver makes of a payload that may have crossed a lossy link (shared/codec.py's ``read_payload``,
     as a tensor): the spikes, an entropy payload's chunks that fail their CRC erased (silent). Raises
     SpikeCodecError for a payload that does not fit ``shape`` at all. ``previous``: for a stream's entropy-coded
-    step, the step before it as received [1, B, C', H', W'] (uint8). ``device``: a GPU to leave the spikes on,
+    step, the step before it as received. ``device``: a GPU to leave the spikes on,
     bools; raw and sparse payloads are unpacked there (``unpack_bits``)."""
     received = read_payload(payload, shape, codec, model, previous)
     shape = tuple(shape)
     on_gpu = device is not None and device.type != "cpu"
     if not received.packed:  # entropy: range-decoded on the CPU, [shape] uint8
         bits = torch.from_numpy(received.bits)
-        return ReceivedFrame((bits.to(device) if on_gpu else bits).to(dtype), received.chunks, received.erased_chunks)
+        return ReceivedFrame((bits.to(device) if on_gpu else bits).to(dtype), received.chunks, received.erased)
     n = math.prod(shape)
     if on_gpu:
         # a copy straight to the GPU: the payload's bytes, read-only, cannot be shared
-        return ReceivedFrame(unpack_bits(torch.tensor(received.bits, device=device), n, shape).to(dtype), 1, 0)
+        return ReceivedFrame(unpack_bits(torch.tensor(received.bits, device=device), n, shape).to(dtype), 1, ())
     numpy_dtype = _NUMPY_DTYPE.get(dtype)
     if numpy_dtype is None:  # any other (bfloat16 has no numpy dtype at all): uint8 0/1, converted by torch
-        return ReceivedFrame(torch.from_numpy(unpack(received.bits, n, shape)).to(dtype), 1, 0)
+        return ReceivedFrame(torch.from_numpy(unpack(received.bits, n, shape)).to(dtype), 1, ())
     # unpack makes a fresh writable array, which torch.from_numpy shares rather than copies
-    return ReceivedFrame(torch.from_numpy(unpack(received.bits, n, shape, numpy_dtype)), 1, 0)
+    return ReceivedFrame(torch.from_numpy(unpack(received.bits, n, shape, numpy_dtype)), 1, ())
 
 
 def receive(
@@ -95,4 +99,4 @@ def receive(
     try:
         return decode_received(payload, shape, codec, model=model)
     except SpikeCodecError:
-        return ReceivedFrame(torch.zeros(shape), chunks_sent, chunks_sent)
+        return ReceivedFrame(torch.zeros(shape), chunks_sent, tuple(range(chunks_sent)))

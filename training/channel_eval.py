@@ -71,15 +71,16 @@ def evaluate(
                 frame = spikes[:, b : b + 1]
                 used, payload = encode(frame, codec, assume_binary=True, model=model, chunks=chunks)
                 sent = protect(payload, fec_parity)
-                damaged = channel.apply(sent, rng)
-                flipped += int(np.unpackbits(np.frombuffer(sent, np.uint8) ^ np.frombuffer(damaged, np.uint8)).sum())
+                delivery = channel.apply(sent, rng)
+                damaged = np.frombuffer(delivery.payload, np.uint8)
+                flipped += int(np.unpackbits(np.frombuffer(sent, np.uint8) ^ damaged).sum())
                 sent_bits, payload_bytes, coded_bytes = (
                     sent_bits + 8 * len(sent),
                     payload_bytes + len(sent),
                     coded_bytes + len(payload),
                 )
                 frame_received = receive(
-                    recover(damaged, fec_parity).payload,
+                    recover(delivery.payload, fec_parity, delivery.lost).payload,
                     tuple(frame.shape),
                     used,
                     model,

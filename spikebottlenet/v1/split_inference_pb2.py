@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'spikebottlenet/v1/split_inference.proto\x12\x11spikebottlenet.v1\"\xb3\x01\n\nSpikeFrame\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0bsplit_point\x18\x03 \x01(\r\x12\r\n\x05shape\x18\x04 \x03(\r\x12\'\n\x05\x63odec\x18\x05 \x01(\x0e\x32\x18.spikebottlenet.v1.Codec\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x18\n\x10\x66\x65\x63_parity_bytes\x18\x07 \x01(\r\"o\n\nEdgeTiming\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\x12\x14\n\x0c\x62\x61tch_images\x18\x05 \x01(\r\"k\n\nLinkDamage\x12\x1b\n\x13\x66\x65\x63_corrected_bytes\x18\x01 \x01(\r\x12\x19\n\x11\x66\x65\x63_failed_blocks\x18\x02 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\r\x12\x15\n\rerased_chunks\x18\x04 \x01(\r\"\xe1\x01\n\x06Logits\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x13\n\x0bnum_classes\x18\x03 \x01(\r\x12\x0e\n\x06values\x18\x04 \x03(\x02\x12-\n\x06timing\x18\x05 \x01(\x0b\x32\x1d.spikebottlenet.v1.EdgeTiming\x12\x19\n\x11model_fingerprint\x18\x06 \x01(\t\x12-\n\x06\x64\x61mage\x18\x07 \x01(\x0b\x32\x1d.spikebottlenet.v1.LinkDamage\x12\x11\n\tserved_by\x18\x08 \x01(\t\"\xc0\x01\n\tSpikeStep\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0bsplit_point\x18\x03 \x01(\r\x12\r\n\x05shape\x18\x04 \x03(\r\x12\x18\n\x10\x66\x65\x63_parity_bytes\x18\x06 \x01(\r\x12\'\n\x05\x63odec\x18\x05 \x01(\x0e\x32\x18.spikebottlenet.v1.Codec\x12\x0c\n\x04step\x18\x07 \x01(\r\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\"\xdd\x01\n\rRunningLogits\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x0e\n\x06values\x18\x05 \x03(\x02\x12\x11\n\tdecode_ms\x18\x06 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x07 \x01(\x01\x12-\n\x06\x64\x61mage\x18\x08 \x01(\x0b\x32\x1d.spikebottlenet.v1.LinkDamage\x12\x19\n\x11model_fingerprint\x18\t \x01(\t\"\x12\n\x10ModelInfoRequest\"\xe2\x01\n\tModelInfo\x12\x19\n\x11model_fingerprint\x18\x01 \x01(\t\x12\x13\n\x0bsplit_point\x18\x02 \x01(\r\x12\x13\n\x0bspike_shape\x18\x03 \x03(\r\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x0f\n\x07trained\x18\x05 \x01(\x08\x12\x0c\n\x04\x61rch\x18\x06 \x01(\t\x12\x18\n\x10split_point_name\x18\x07 \x01(\t\x12,\n\x06models\x18\x08 \x03(\x0b\x32\x1c.spikebottlenet.v1.ModelInfo\x12\x14\n\x0cinference_ms\x18\t \x01(\x01*R\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\r\n\tCODEC_RAW\x10\x01\x12\x10\n\x0c\x43ODEC_SPARSE\x10\x02\x12\x11\n\rCODEC_ENTROPY\x10\x03\x32\xf9\x01\n\x0eSplitInference\x12\x41\n\x05Infer\x12\x1d.spikebottlenet.v1.SpikeFrame\x1a\x19.spikebottlenet.v1.Logits\x12Q\n\x0bInferStream\x12\x1c.spikebottlenet.v1.SpikeStep\x1a .spikebottlenet.v1.RunningLogits(\x01\x30\x01\x12Q\n\x0cGetModelInfo\x12#.spikebottlenet.v1.ModelInfoRequest\x1a\x1c.spikebottlenet.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'spikebottlenet/v1/split_inference.proto\x12\x11spikebottlenet.v1\"\xc7\x01\n\nSpikeFrame\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0bsplit_point\x18\x03 \x01(\r\x12\r\n\x05shape\x18\x04 \x03(\r\x12\'\n\x05\x63odec\x18\x05 \x01(\x0e\x32\x18.spikebottlenet.v1.Codec\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x18\n\x10\x66\x65\x63_parity_bytes\x18\x07 \x01(\r\x12\x12\n\nlost_bytes\x18\x08 \x03(\r\"o\n\nEdgeTiming\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\x12\x14\n\x0c\x62\x61tch_images\x18\x05 \x01(\r\"\x89\x01\n\nLinkDamage\x12\x1b\n\x13\x66\x65\x63_corrected_bytes\x18\x01 \x01(\r\x12\x19\n\x11\x66\x65\x63_failed_blocks\x18\x02 \x01(\r\x12\x0e\n\x06\x63hunks\x18\x03 \x01(\r\x12\x15\n\rerased_chunks\x18\x04 \x01(\r\x12\x1c\n\x14\x65rased_chunk_indices\x18\x05 \x03(\r\"\xe1\x01\n\x06Logits\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x13\n\x0bnum_classes\x18\x03 \x01(\r\x12\x0e\n\x06values\x18\x04 \x03(\x02\x12-\n\x06timing\x18\x05 \x01(\x0b\x32\x1d.spikebottlenet.v1.EdgeTiming\x12\x19\n\x11model_fingerprint\x18\x06 \x01(\t\x12-\n\x06\x64\x61mage\x18\x07 \x01(\x0b\x32\x1d.spikebottlenet.v1.LinkDamage\x12\x11\n\tserved_by\x18\x08 \x01(\t\"\xea\x01\n\tSpikeStep\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x13\n\x0bsplit_point\x18\x03 \x01(\r\x12\r\n\x05shape\x18\x04 \x03(\r\x12\x18\n\x10\x66\x65\x63_parity_bytes\x18\x06 \x01(\r\x12\'\n\x05\x63odec\x18\x05 \x01(\x0e\x32\x18.spikebottlenet.v1.Codec\x12\x0c\n\x04step\x18\x07 \x01(\r\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x12\n\nlost_bytes\x18\t \x03(\r\x12\x14\n\x0c\x66resh_chunks\x18\n \x03(\r\"\xdd\x01\n\rRunningLogits\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x0e\n\x06values\x18\x05 \x03(\x02\x12\x11\n\tdecode_ms\x18\x06 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x07 \x01(\x01\x12-\n\x06\x64\x61mage\x18\x08 \x01(\x0b\x32\x1d.spikebottlenet.v1.LinkDamage\x12\x19\n\x11model_fingerprint\x18\t \x01(\t\"\x12\n\x10ModelInfoRequest\"\xe2\x01\n\tModelInfo\x12\x19\n\x11model_fingerprint\x18\x01 \x01(\t\x12\x13\n\x0bsplit_point\x18\x02 \x01(\r\x12\x13\n\x0bspike_shape\x18\x03 \x03(\r\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x0f\n\x07trained\x18\x05 \x01(\x08\x12\x0c\n\x04\x61rch\x18\x06 \x01(\t\x12\x18\n\x10split_point_name\x18\x07 \x01(\t\x12,\n\x06models\x18\x08 \x03(\x0b\x32\x1c.spikebottlenet.v1.ModelInfo\x12\x14\n\x0cinference_ms\x18\t \x01(\x01*R\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\r\n\tCODEC_RAW\x10\x01\x12\x10\n\x0c\x43ODEC_SPARSE\x10\x02\x12\x11\n\rCODEC_ENTROPY\x10\x03\x32\xf9\x01\n\x0eSplitInference\x12\x41\n\x05Infer\x12\x1d.spikebottlenet.v1.SpikeFrame\x1a\x19.spikebottlenet.v1.Logits\x12Q\n\x0bInferStream\x12\x1c.spikebottlenet.v1.SpikeStep\x1a .spikebottlenet.v1.RunningLogits(\x01\x30\x01\x12Q\n\x0cGetModelInfo\x12#.spikebottlenet.v1.ModelInfoRequest\x1a\x1c.spikebottlenet.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spikebottlenet.v1.split_inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODEC']._serialized_start=1362
-  _globals['_CODEC']._serialized_end=1444
+  _globals['_CODEC']._serialized_start=1455
+  _globals['_CODEC']._serialized_end=1537
   _globals['_SPIKEFRAME']._serialized_start=63
-  _globals['_SPIKEFRAME']._serialized_end=242
-  _globals['_EDGETIMING']._serialized_start=244
-  _globals['_EDGETIMING']._serialized_end=355
-  _globals['_LINKDAMAGE']._serialized_start=357
-  _globals['_LINKDAMAGE']._serialized_end=464
-  _globals['_LOGITS']._serialized_start=467
-  _globals['_LOGITS']._serialized_end=692
-  _globals['_SPIKESTEP']._serialized_start=695
-  _globals['_SPIKESTEP']._serialized_end=887
-  _globals['_RUNNINGLOGITS']._serialized_start=890
-  _globals['_RUNNINGLOGITS']._serialized_end=1111
-  _globals['_MODELINFOREQUEST']._serialized_start=1113
-  _globals['_MODELINFOREQUEST']._serialized_end=1131
-  _globals['_MODELINFO']._serialized_start=1134
-  _globals['_MODELINFO']._serialized_end=1360
-  _globals['_SPLITINFERENCE']._serialized_start=1447
-  _globals['_SPLITINFERENCE']._serialized_end=1696
+  _globals['_SPIKEFRAME']._serialized_end=262
+  _globals['_EDGETIMING']._serialized_start=264
+  _globals['_EDGETIMING']._serialized_end=375
+  _globals['_LINKDAMAGE']._serialized_start=378
+  _globals['_LINKDAMAGE']._serialized_end=515
+  _globals['_LOGITS']._serialized_start=518
+  _globals['_LOGITS']._serialized_end=743
+  _globals['_SPIKESTEP']._serialized_start=746
+  _globals['_SPIKESTEP']._serialized_end=980
+  _globals['_RUNNINGLOGITS']._serialized_start=983
+  _globals['_RUNNINGLOGITS']._serialized_end=1204
+  _globals['_MODELINFOREQUEST']._serialized_start=1206
+  _globals['_MODELINFOREQUEST']._serialized_end=1224
+  _globals['_MODELINFO']._serialized_start=1227
+  _globals['_MODELINFO']._serialized_end=1453
+  _globals['_SPLITINFERENCE']._serialized_start=1540
+  _globals['_SPLITINFERENCE']._serialized_end=1789
 # @@protoc_insertion_point(module_scope)

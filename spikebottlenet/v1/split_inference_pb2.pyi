@@ -19,7 +19,7 @@ CODEC_SPARSE: Codec
 CODEC_ENTROPY: Codec
 
 class SpikeFrame(_message.Message):
-    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "payload", "fec_parity_bytes")
+    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "codec", "payload", "fec_parity_bytes", "lost_bytes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class SpikeFrame(_message.Message):
     CODEC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     FEC_PARITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOST_BYTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_fingerprint: str
     split_point: int
@@ -34,7 +35,8 @@ class SpikeFrame(_message.Message):
     codec: Codec
     payload: bytes
     fec_parity_bytes: int
-    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., payload: _Optional[bytes] = ..., fec_parity_bytes: _Optional[int] = ...) -> None: ...
+    lost_bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., payload: _Optional[bytes] = ..., fec_parity_bytes: _Optional[int] = ..., lost_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class EdgeTiming(_message.Message):
     __slots__ = ("decode_ms", "inference_ms", "total_ms", "queue_ms", "batch_images")
@@ -51,16 +53,18 @@ class EdgeTiming(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., batch_images: _Optional[int] = ...) -> None: ...
 
 class LinkDamage(_message.Message):
-    __slots__ = ("fec_corrected_bytes", "fec_failed_blocks", "chunks", "erased_chunks")
+    __slots__ = ("fec_corrected_bytes", "fec_failed_blocks", "chunks", "erased_chunks", "erased_chunk_indices")
     FEC_CORRECTED_BYTES_FIELD_NUMBER: _ClassVar[int]
     FEC_FAILED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     ERASED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_CHUNK_INDICES_FIELD_NUMBER: _ClassVar[int]
     fec_corrected_bytes: int
     fec_failed_blocks: int
     chunks: int
     erased_chunks: int
-    def __init__(self, fec_corrected_bytes: _Optional[int] = ..., fec_failed_blocks: _Optional[int] = ..., chunks: _Optional[int] = ..., erased_chunks: _Optional[int] = ...) -> None: ...
+    erased_chunk_indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, fec_corrected_bytes: _Optional[int] = ..., fec_failed_blocks: _Optional[int] = ..., chunks: _Optional[int] = ..., erased_chunks: _Optional[int] = ..., erased_chunk_indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Logits(_message.Message):
     __slots__ = ("request_id", "batch_size", "num_classes", "values", "timing", "model_fingerprint", "damage", "served_by")
@@ -83,7 +87,7 @@ class Logits(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., num_classes: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., timing: _Optional[_Union[EdgeTiming, _Mapping]] = ..., model_fingerprint: _Optional[str] = ..., damage: _Optional[_Union[LinkDamage, _Mapping]] = ..., served_by: _Optional[str] = ...) -> None: ...
 
 class SpikeStep(_message.Message):
-    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "fec_parity_bytes", "codec", "step", "payload")
+    __slots__ = ("request_id", "model_fingerprint", "split_point", "shape", "fec_parity_bytes", "codec", "step", "payload", "lost_bytes", "fresh_chunks")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +96,8 @@ class SpikeStep(_message.Message):
     CODEC_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    LOST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FRESH_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model_fingerprint: str
     split_point: int
@@ -100,7 +106,9 @@ class SpikeStep(_message.Message):
     codec: Codec
     step: int
     payload: bytes
-    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., fec_parity_bytes: _Optional[int] = ..., codec: _Optional[_Union[Codec, str]] = ..., step: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    lost_bytes: _containers.RepeatedScalarFieldContainer[int]
+    fresh_chunks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., split_point: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., fec_parity_bytes: _Optional[int] = ..., codec: _Optional[_Union[Codec, str]] = ..., step: _Optional[int] = ..., payload: _Optional[bytes] = ..., lost_bytes: _Optional[_Iterable[int]] = ..., fresh_chunks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RunningLogits(_message.Message):
     __slots__ = ("request_id", "step", "batch_size", "num_classes", "values", "decode_ms", "inference_ms", "damage", "model_fingerprint")

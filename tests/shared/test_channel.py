@@ -23,22 +23,26 @@ def within_binomial(count: int, n: int, p: float, sigmas: float = 5) -> bool:
 
 
 def test_binary_symmetric_flips_bits_at_its_rate() -> None:
-    errors = flips(PAYLOAD, BinarySymmetric(1e-2).apply(PAYLOAD, np.random.default_rng(0)))
+    delivery = BinarySymmetric(1e-2).apply(PAYLOAD, np.random.default_rng(0))
+    assert delivery.lost == ()  # a flipped bit goes unnoticed by the link
+    errors = flips(PAYLOAD, delivery.payload)
     assert within_binomial(int(errors.sum()), errors.size, 1e-2)
 
 
 def test_erasure_zeroes_bytes_at_its_rate() -> None:
     ones = bytes([0xFF]) * 20_000
-    damaged = np.frombuffer(ByteErasure(0.05).apply(ones, np.random.default_rng(1)), np.uint8)
+    delivery = ByteErasure(0.05).apply(ones, np.random.default_rng(1))
+    damaged = np.frombuffer(delivery.payload, np.uint8)
     assert set(np.unique(damaged)) <= {0, 0xFF}
     assert within_binomial(int((damaged == 0).sum()), damaged.size, 0.05)
+    assert delivery.lost == tuple(np.flatnonzero(damaged == 0))  # the link reports exactly the bytes it lost
 
 
 def test_gilbert_elliott_errors_come_in_bursts_at_the_long_run_rate() -> None:
     channel = GilbertElliott(p_good_to_bad=0.01, p_bad_to_good=0.2, ber_bad=0.3)
     long_run = 0.01 / 0.21 * 0.3  # (P_GB * BER_BAD) / (P_GB + P_BG), written out: 0.01429
     assert channel.ber == pytest.approx(long_run)
-    errors = flips(PAYLOAD, channel.apply(PAYLOAD, np.random.default_rng(2)))
+    errors = flips(PAYLOAD, channel.apply(PAYLOAD, np.random.default_rng(2)).payload)
     assert errors.mean() == pytest.approx(long_run, rel=0.15)
     after_error = errors[1:][errors[:-1] == 1].mean()  # P(error | the bit before was one)
     assert after_error > 5 * errors.mean()  # bursty: far likelier right after an error

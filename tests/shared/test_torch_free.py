@@ -56,7 +56,7 @@ for name, array, options in [
 ]:
     codec, payload = encode(array, name, **options)
     sent[name], sent[f"{name}_wire"] = np.frombuffer(payload, np.uint8), CODEC_TO_WIRE[codec]
-damaged = parse_channel("bsc:0.02").apply(sent["raw"].tobytes(), np.random.default_rng(1))
+damaged = parse_channel("bsc:0.02").apply(sent["raw"].tobytes(), np.random.default_rng(1)).payload
 sent["damaged_raw"] = np.frombuffer(damaged, np.uint8)
 
 for mode in CountMode:  # from the spike counts the graph would return, [B, L]

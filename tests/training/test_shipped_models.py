@@ -23,6 +23,7 @@ from spikebottlenet.shared.checkpoint_metadata import (
     embedded_models,
     read_checkpoint_info,
 )
+from spikebottlenet.shared.codec import Codec, encode
 from spikebottlenet.shared.model_config import ModelConfig
 from spikebottlenet.training.datasets import Dataset, ImageSet, frame_mnist_split, load_digits, mnist_file
 from spikebottlenet.training.demo import DEMOS, demo_path
@@ -178,3 +179,35 @@ def test_an_mnist_model_ships_with_the_backbone_it_was_fine_tuned_from(path: Pat
     assert backbone.fingerprint == info.info.pretrained_fingerprint
     assert backbone.checkpoint.info.test_accuracy == info.info.pretrained_accuracy
     assert backbone.config.backbone == info.config.backbone  # the same blocks, widths and classes
+
+
+@functools.cache
+def mnist_test_split() -> ImageSet:
+    with gzip.open(io.BytesIO(mnist_file())) as f:
+        _, _, (pixels, labels) = pickle.load(f, encoding="latin1")
+    return frame_mnist_split(pixels, labels)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SHIPPED if read_checkpoint_info(p).info.entropy_codec is not None],
+    ids=lambda p: p.stem,
+)
+def test_the_recorded_entropy_payload_is_what_the_wire_format_makes_of_the_test_split(path: Path) -> None:
+    """The payload size a checkpoint records (`sbn models`' "entropy B") is the current format's: re-measured on the
+    whole test split, one frame per image, as the device sends it (entropy, or raw where that is shorter)."""
+    loaded = load_checkpoint(path)
+    record = loaded.checkpoint.info.entropy_codec
+    assert loaded.checkpoint.info.dataset == "mnist"  # the shipped entropy models are fitted on MNIST
+    test = mnist_test_split()
+    config, model = loaded.config, loaded.config.spike_model()
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
+    head = loaded.model.head.eval()
+    sizes = []
+    with torch.no_grad():
+        for batch in test.images.split(500):
+            spikes = head((batch.float() / 255 - mean) / std).numpy()  # [T, b, C', H', W']
+            sizes += [len(encode(spikes[:, i : i + 1], Codec.ENTROPY, model=model)[1]) for i in range(len(batch))]
+    assert record.test_images == len(test) == len(sizes)
+    assert abs(sum(sizes) / len(sizes) - record.entropy_mean_bytes) <= 0.5, (sum(sizes) / len(sizes), record)
